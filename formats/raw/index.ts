@@ -1,0 +1,78 @@
+/**
+ * The raw format: the file is the virtual disk. Block status reports the whole
+ * range as data at its own offset; the host file system's holes are not visible
+ * through a portable file API, so zero detection happens when data is copied.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { requireWritable } from '../../src/core/device.js';
+import { checkRange } from '../../src/core/bytes.js';
+import { ReadOnlyError } from '../../src/core/errors.js';
+import type { Extent, FormatModule, Image, ImageDescription, OpenOptions } from '../../src/core/image.js';
+
+/** A raw image over any device. */
+export class RawImage implements Image {
+  readonly format = 'raw';
+  readonly backing = undefined;
+
+  constructor(readonly device: BlockDevice) {}
+
+  get size(): number {
+    return this.device.size;
+  }
+  get writable(): boolean {
+    return this.device.writable;
+  }
+  get name(): string {
+    return this.device.name;
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.device.read(offset, length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    requireWritable(this);
+    checkRange(offset, data.length, this.size, `write to ${this.name}`);
+    await this.device.write!(offset, data);
+  }
+
+  /** Grows (with zeros) or shrinks the image to `size` bytes. */
+  async resize(size: number): Promise<void> {
+    requireWritable(this);
+    if (!this.device.truncate) throw new ReadOnlyError(`${this.name} cannot be resized`);
+    await this.device.truncate(size);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    checkRange(offset, length, this.size, `block status of ${this.name}`);
+    if (length === 0) return [];
+    return [{ start: offset, length, kind: 'data', depth: 0, hostOffset: offset }];
+  }
+
+  describe(): ImageDescription {
+    return {};
+  }
+
+  async flush(): Promise<void> {
+    await this.device.flush?.();
+  }
+
+  async allocatedBytes(): Promise<number | undefined> {
+    return this.device.allocatedBytes?.();
+  }
+
+  async close(): Promise<void> {
+    await this.device.close();
+  }
+}
+
+/** The raw format module: matches anything, with the lowest score. */
+export const rawFormat: FormatModule = {
+  name: 'raw',
+  probe: () => 1,
+  async open(device: BlockDevice, options: OpenOptions): Promise<Image> {
+    if (options.writable) requireWritable(device);
+    return new RawImage(device);
+  },
+};

@@ -1,0 +1,32 @@
+/** `platter info`: like `qemu-img info`. */
+
+import type { CliCommand } from '../command.js';
+import { info } from '../../ops/info.js';
+import { openForCli } from '../open.js';
+import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { renderInfoChain } from '../render/info.js';
+
+const command: CliCommand = {
+  command: 'info <image>',
+  describe: "Show an image's format, sizes and backing file",
+  builder: (yargs) =>
+    withOutput(withFormat(yargs))
+      .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
+      .option('backing-chain', { type: 'boolean', default: false, describe: 'Also show every image in the backing chain' })
+      .example('platter info disk.qcow2', 'Format, virtual size, disk size and backing file')
+      .example('platter info --output=json --backing-chain top.qcow2', 'The whole chain as a JSON array, top first'),
+  async handler(args) {
+    const path = args.image as string;
+    const backingChain = args['backing-chain'] === true;
+    const image = await openForCli(path, { format: args.format as string | undefined, noBacking: !backingChain });
+    try {
+      const chain = await info(image, { backingChain });
+      if (args.output === 'json') printJson(backingChain ? chain : chain[0]);
+      else printText(renderInfoChain(chain));
+    } finally {
+      await image.close();
+    }
+  },
+};
+
+export default command;

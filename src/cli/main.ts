@@ -1,0 +1,14 @@
+/**
+ * The `platter` executable. `--version` answers before anything else loads, so
+ * scripts that probe for the tool pay only Node's own start-up.
+ */
+
+import { VERSION } from '../version.js';
+
+const args = process.argv.slice(2);
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+  process.stdout.write(`platter ${VERSION}\n`);
+} else {
+  const { runCli } = await import('./run.js');
+  process.exitCode = await runCli(args);
+}

@@ -1,0 +1,60 @@
+/** Parses the command line with yargs and runs one command. */
+
+import yargs, { type Argv } from 'yargs';
+import { UsageError } from '../core/errors.js';
+import { VERSION } from '../version.js';
+import type { Args, CliCommand } from './command.js';
+import { COMMANDS } from './commands.js';
+import { reportError } from './report.js';
+
+/** Runs platter with these arguments; resolves to the exit status. */
+export async function runCli(argv: string[]): Promise<number> {
+  const invokedName = argv.find((arg) => !arg.startsWith('-'));
+  const invoked = COMMANDS.find((entry) => entry.name === invokedName);
+  const command = invoked ? (await invoked.load()).default : undefined;
+  const json = wantsJson(argv);
+  let exitCode = 0;
+
+  const parser = baseParser(argv);
+  for (const entry of COMMANDS) {
+    if (command && entry === invoked) {
+      parser.command(command.command, command.describe, command.builder, async (args) => {
+        exitCode = (await command.handler(args as Args)) ?? 0;
+      });
+    } else {
+      parser.command(entry.name, entry.describe);
+    }
+  }
+  try {
+    await parser.parseAsync();
+  } catch (error) {
+    reportError(error, { json });
+    return command?.errorExitCode ?? 1;
+  }
+  return exitCode;
+}
+
+function baseParser(argv: string[]): Argv {
+  return yargs(argv)
+    .scriptName('platter')
+    .usage('platter COMMAND [options]\n\nInspect, convert and repair virtual disk images without qemu.')
+    .demandCommand(1, 'a command is required (see platter --help)')
+    .strict()
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version(VERSION)
+    .alias('V', 'version')
+    .wrap(Math.min(100, process.stdout.columns || 100))
+    .epilogue('Run `platter COMMAND --help` for the options and examples of one command.')
+    .fail((message, error) => {
+      throw error ?? new UsageError(`${message}`);
+    });
+}
+
+function wantsJson(argv: string[]): boolean {
+  const at = argv.indexOf('--output');
+  return argv.includes('--output=json') || (at >= 0 && argv[at + 1] === 'json');
+}
+
+export type { CliCommand };

@@ -1,0 +1,10 @@
+/**
+ * The runtime-agnostic part of platter: core types, devices, formats and the
+ * engine. Importing it never loads node:* modules, so it runs in browsers too.
+ */
+
+export * from './core/index.js';
+export { openImage, type ImageOpenOptions, type EngineHost } from './engine/open.js';
+export { formats } from './engine/formats.js';
+export { RawImage, rawFormat } from '../formats/raw/index.js';
+export { info, imageInfo, type ImageInfo } from './ops/info.js';

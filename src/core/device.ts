@@ -1,0 +1,124 @@
+/** Random-access byte devices: the one abstraction every format reads and writes through. */
+
+import { checkRange } from './bytes.js';
+import { OutOfRangeError, ReadOnlyError } from './errors.js';
+
+/** Random-access bytes: a file, a slice of another device, memory, a remote range source. */
+export interface BlockDevice {
+  /** Size in bytes. Writes past the end grow a growable device (a file, memory). */
+  readonly size: number;
+  /** True when `write` is allowed. */
+  readonly writable: boolean;
+  /** A name for messages: the file path, or a description. */
+  readonly name: string;
+  /** Reads exactly `length` bytes; throws OutOfRangeError when the range passes the end. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write?(offset: number, data: Uint8Array): Promise<void>;
+  /** Sets the size, cutting or zero-extending. */
+  truncate?(size: number): Promise<void>;
+  flush?(): Promise<void>;
+  /** Bytes the host really holds for this device (sparse files hold less), when known. */
+  allocatedBytes?(): Promise<number | undefined>;
+  close(): Promise<void>;
+}
+
+/** Throws ReadOnlyError unless the device may be written. */
+export function requireWritable(device: { writable: boolean; name: string }): void {
+  if (!device.writable) throw new ReadOnlyError(`${device.name} is open read-only`);
+}
+
+/** A device over memory; grows on writes past the end when writable. */
+export class MemoryDevice implements BlockDevice {
+  private bytes: Uint8Array;
+  private length: number;
+  readonly writable: boolean;
+  readonly name: string;
+
+  constructor(initial: Uint8Array | number = 0, options: { writable?: boolean; name?: string } = {}) {
+    this.bytes = typeof initial === 'number' ? new Uint8Array(initial) : initial;
+    this.length = this.bytes.length;
+    this.writable = options.writable ?? true;
+    this.name = options.name ?? 'memory';
+  }
+
+  get size(): number {
+    return this.length;
+  }
+
+  /** The current contents (a view, not a copy). */
+  contents(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length, this.length, `read from ${this.name}`);
+    return this.bytes.slice(offset, offset + length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    requireWritable(this);
+    checkRange(offset, 0, Number.MAX_SAFE_INTEGER - data.length, `write to ${this.name}`);
+    this.ensureCapacity(offset + data.length);
+    this.bytes.set(data, offset);
+    this.length = Math.max(this.length, offset + data.length);
+  }
+
+  async truncate(size: number): Promise<void> {
+    requireWritable(this);
+    checkRange(size, 0, Number.MAX_SAFE_INTEGER, `truncate ${this.name}`);
+    this.ensureCapacity(size);
+    if (size < this.length) this.bytes.fill(0, size, this.length);
+    this.length = size;
+  }
+
+  async allocatedBytes(): Promise<number> {
+    return this.length;
+  }
+
+  async close(): Promise<void> {}
+
+  private ensureCapacity(needed: number): void {
+    if (needed <= this.bytes.length) return;
+    const grown = new Uint8Array(Math.max(needed, Math.min(this.bytes.length * 2, needed + (1 << 26))));
+    grown.set(this.bytes.subarray(0, this.length));
+    this.bytes = grown;
+  }
+}
+
+/**
+ * A window [start, start+length) of another device: a partition, a logical volume,
+ * the payload of a container. Never grows; closing it leaves the parent open.
+ */
+export class SliceDevice implements BlockDevice {
+  readonly name: string;
+  readonly writable: boolean;
+
+  constructor(
+    private readonly parent: BlockDevice,
+    readonly start: number,
+    readonly size: number,
+    options: { name?: string; writable?: boolean } = {},
+  ) {
+    checkRange(start, size, parent.size, `slice of ${parent.name}`);
+    this.name = options.name ?? `${parent.name}[${start}+${size}]`;
+    this.writable = (options.writable ?? parent.writable) && parent.writable && parent.write !== undefined;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length, this.size, `read from ${this.name}`);
+    return this.parent.read(this.start + offset, length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    requireWritable(this);
+    checkRange(offset, data.length, this.size, `write to ${this.name}`);
+    if (!this.parent.write) throw new OutOfRangeError(`${this.parent.name} cannot be written`);
+    await this.parent.write(this.start + offset, data);
+  }
+
+  async flush(): Promise<void> {
+    await this.parent.flush?.();
+  }
+
+  async close(): Promise<void> {}
+}

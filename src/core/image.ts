@@ -1,0 +1,106 @@
+/** What a guest sees: images, their block status, and the formats that open them. */
+
+import type { BlockDevice } from './device.js';
+
+/**
+ * How a run of guest bytes is stored (qemu's block_status):
+ * - `data`: bytes stored at layer `depth` (0 = the top image);
+ * - `zero`: stored as zeros at layer `depth` (reads as zeros, nothing to copy);
+ * - `unallocated`: no layer of the chain has it; reads as zeros.
+ */
+export type ExtentKind = 'data' | 'zero' | 'unallocated';
+
+/** One run of block status. */
+export interface Extent {
+  start: number;
+  length: number;
+  kind: ExtentKind;
+  /** The chain layer that answers for this run; for `unallocated`, the chain length. */
+  depth: number;
+  /** Where the bytes sit in the answering layer's file, when that is one contiguous run. */
+  hostOffset?: number;
+  /** The run is stored compressed. */
+  compressed?: boolean;
+}
+
+/** One internal snapshot, with qemu-img's fields. */
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  vmStateSize: number;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: number;
+  icount?: number;
+  /** Virtual disk size recorded with the snapshot. */
+  diskSize?: number;
+}
+
+/** The facts `info` shows beyond size and format. */
+export interface ImageDescription {
+  clusterSize?: number;
+  /** The backing file name as written in the image. */
+  backingFilename?: string;
+  /** The backing file name resolved against the naming image's directory. */
+  fullBackingFilename?: string;
+  backingFormat?: string;
+  dirty?: boolean;
+  /** qemu-img's `format-specific` object. */
+  formatSpecific?: { type: string; data: Record<string, unknown> };
+  snapshots?: SnapshotInfo[];
+}
+
+/** The virtual disk of an image, with allocation knowledge. */
+export interface Image extends BlockDevice {
+  /** qemu-img's -f name: 'raw', 'qcow2', ... */
+  readonly format: string;
+  /** The file (or other device) the image is stored in. */
+  readonly device: BlockDevice;
+  /** The opened backing image, if any (top first). */
+  readonly backing?: Image;
+  /** Describes [offset, offset+length) as runs, never reading guest data. */
+  blockStatus(offset: number, length: number): Promise<Extent[]>;
+  describe(): ImageDescription;
+}
+
+/** Codecs injected by the runtime: formats never import a compression library themselves. */
+export interface Codecs {
+  /** Raw deflate (no zlib header), stopping after `outputLength` bytes. */
+  inflateRaw(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
+  /** A zstd frame, stopping after `outputLength` bytes. */
+  zstdDecompress(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
+  deflateRaw?(input: Uint8Array): Promise<Uint8Array>;
+  zstdCompress?(input: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Services a format needs from its runtime: opening files named inside images, codecs, warnings. */
+export interface ImageHost {
+  codecs: Codecs;
+  warn(message: string): void;
+  /**
+   * Opens a file named inside an image (a data file, a backing file) relative to
+   * the naming device; applies the runtime's policy on which names are allowed.
+   */
+  openNamedFile?(name: string, namedBy: BlockDevice, options: { writable: boolean }): Promise<BlockDevice>;
+  /** Where a name found inside `namedBy` resolves to, for display (qemu's full-backing-filename). */
+  resolveName?(name: string, namedBy: BlockDevice): string;
+  /** Opens a backing image: the engine applies format probing, depth and cycle limits. */
+  openBacking?(name: string, namedBy: BlockDevice, format: string | undefined): Promise<Image>;
+}
+
+/** Options every format's `open` takes. */
+export interface OpenOptions {
+  host: ImageHost;
+  writable?: boolean;
+  /** Do not open backing or data files (inspect only). */
+  noBacking?: boolean;
+}
+
+/** One on-disk image format. */
+export interface FormatModule {
+  /** qemu-img's -f name. */
+  readonly name: string;
+  /** 0 = not mine, 100 = certain; raw answers 1. */
+  probe(head: Uint8Array): number;
+  open(device: BlockDevice, options: OpenOptions): Promise<Image>;
+}

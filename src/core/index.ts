@@ -1,0 +1,10 @@
+/** Core types and helpers shared by every format and operation. */
+
+export * from './errors.js';
+export * from './limits.js';
+export * from './bytes.js';
+export * from './struct.js';
+export * from './size.js';
+export * from './device.js';
+export * from './image.js';
+export * from './registry.js';

@@ -1,0 +1,7 @@
+/** Every image format platter opens, in probing order. */
+
+import { FormatRegistry } from '../core/registry.js';
+import { rawFormat } from '../../formats/raw/index.js';
+
+/** The formats registry used by the engine. */
+export const formats = new FormatRegistry([rawFormat]);

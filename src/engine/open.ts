@@ -1,0 +1,75 @@
+/**
+ * Opening images: format choice (given or probed), and backing chains with a
+ * depth cap and cycle detection. Runtime-agnostic: files come from the host.
+ */
+
+import type { BlockDevice } from '../core/device.js';
+import { LimitExceededError, PlatterError, UsageError } from '../core/errors.js';
+import type { Image, ImageHost } from '../core/image.js';
+import { MAX_BACKING_DEPTH, PROBE_BYTES } from '../core/limits.js';
+import { formats } from './formats.js';
+
+/** How to open one image. */
+export interface ImageOpenOptions {
+  /** qemu-img's -f: skip probing. */
+  format?: string;
+  writable?: boolean;
+  /** Open no backing or data files. */
+  noBacking?: boolean;
+  host: ImageHost;
+}
+
+/** Host services plus a way to name files uniquely, for cycle detection. */
+export interface EngineHost extends ImageHost {
+  /** A canonical key for a file name (an absolute path); defaults to the name. */
+  canonical?(name: string): string;
+}
+
+/** Reads the first bytes of a device for probing. */
+export async function readHead(device: BlockDevice): Promise<Uint8Array> {
+  return device.read(0, Math.min(PROBE_BYTES, device.size));
+}
+
+/** Opens the image stored on `device`, with its backing chain unless `noBacking`. */
+export async function openImage(device: BlockDevice, options: ImageOpenOptions): Promise<Image> {
+  const host = options.host as EngineHost;
+  const key = (name: string) => host.canonical?.(name) ?? name;
+  return openLayer(device, options, [key(device.name)]);
+}
+
+async function openLayer(device: BlockDevice, options: ImageOpenOptions, chain: string[]): Promise<Image> {
+  const host = options.host as EngineHost;
+  const module = options.format ? formats.get(options.format) : formats.probe(await readHead(device));
+  const layerHost: ImageHost = {
+    ...host,
+    openBacking: (name, namedBy, format) => openBackingLayer(name, namedBy, format, options, chain),
+  };
+  try {
+    return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking });
+  } catch (error) {
+    if (error instanceof PlatterError) error.inFile(device.name);
+    throw error;
+  }
+}
+
+async function openBackingLayer(
+  name: string,
+  namedBy: BlockDevice,
+  format: string | undefined,
+  options: ImageOpenOptions,
+  chain: string[],
+): Promise<Image> {
+  const host = options.host as EngineHost;
+  if (!host.openNamedFile) throw new UsageError(`cannot open backing file '${name}': no file access here`);
+  const resolved = host.resolveName?.(name, namedBy) ?? name;
+  const key = host.canonical?.(resolved) ?? resolved;
+  if (chain.includes(key)) {
+    throw new LimitExceededError(`backing chain has a cycle: ${[...chain, key].join(' -> ')}`, { chain: [...chain, key] });
+  }
+  if (chain.length >= MAX_BACKING_DEPTH) {
+    throw new LimitExceededError(`backing chain is deeper than ${MAX_BACKING_DEPTH} images`, { depth: chain.length });
+  }
+  const device = await host.openNamedFile(name, namedBy, { writable: false });
+  if (!format) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
+  return openLayer(device, { ...options, format, writable: false }, [...chain, key]);
+}

@@ -1,0 +1,11 @@
+/**
+ * platter's library API. `platter/core` is the runtime-agnostic subset; this
+ * entry adds the Node file access (FileDevice, openImageFile).
+ */
+
+export * from './core.js';
+export { FileDevice, type FileOpenOptions } from './node/file-device.js';
+export { openImageFile, type OpenFileOptions } from './node/open.js';
+export { nodeHost } from './node/host.js';
+export { nodeCodecs } from './node/codecs.js';
+export { VERSION } from './version.js';

@@ -1,0 +1,126 @@
+/** Files as block devices: the only place platter touches the file system for image data. */
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { checkRange } from '../core/bytes.js';
+import { requireWritable, type BlockDevice } from '../core/device.js';
+import { IoError, NotFoundError, PlatterError } from '../core/errors.js';
+
+/** How to open a file. */
+export interface FileOpenOptions {
+  /** Open for writing (default read-only). */
+  writable?: boolean;
+  /** Create the file (empty) or truncate an existing one; implies writable. */
+  create?: boolean;
+}
+
+/** A file on the host, read-only unless asked. */
+export class FileDevice implements BlockDevice {
+  private constructor(
+    private readonly handle: FileHandle,
+    readonly name: string,
+    private length: number,
+    readonly writable: boolean,
+  ) {}
+
+  /** Opens `path`; missing files, directories and permission problems become PlatterErrors. */
+  static async open(path: string, options: FileOpenOptions = {}): Promise<FileDevice> {
+    const writable = options.writable === true || options.create === true;
+    const flags = options.create ? 'w+' : writable ? 'r+' : 'r';
+    let handle: FileHandle;
+    try {
+      handle = await open(path, flags);
+    } catch (error) {
+      throw hostError(error, path, 'open');
+    }
+    try {
+      const stats = await handle.stat();
+      if (stats.isDirectory()) throw new IoError('is a directory', { path });
+      return new FileDevice(handle, path, stats.size, writable);
+    } catch (error) {
+      await handle.close();
+      throw hostError(error, path, 'open');
+    }
+  }
+
+  get size(): number {
+    return this.length;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length, this.length, `read from ${this.name}`);
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.io(() => this.handle.read(out, done, length - done, offset + done), 'read');
+      if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    requireWritable(this);
+    checkRange(offset, 0, Number.MAX_SAFE_INTEGER - data.length, `write to ${this.name}`);
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.io(
+        () => this.handle.write(data, done, data.length - done, offset + done),
+        'write',
+      );
+      done += bytesWritten;
+    }
+    this.length = Math.max(this.length, offset + data.length);
+  }
+
+  async truncate(size: number): Promise<void> {
+    requireWritable(this);
+    await this.io(() => this.handle.truncate(size), 'truncate');
+    this.length = size;
+  }
+
+  async flush(): Promise<void> {
+    if (this.writable) await this.io(() => this.handle.datasync(), 'flush');
+  }
+
+  /** Bytes the host file system really holds (st_blocks * 512). */
+  async allocatedBytes(): Promise<number> {
+    const stats = await this.io(() => this.handle.stat(), 'stat');
+    return stats.blocks * 512;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+
+  private async io<T>(operation: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      throw hostError(error, this.name, what);
+    }
+  }
+}
+
+const HOST_MESSAGES: Record<string, string> = {
+  ENOENT: 'No such file or directory',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  EISDIR: 'is a directory',
+  ENOSPC: 'No space left on device',
+  EROFS: 'Read-only file system',
+  ENOTDIR: 'Not a directory',
+  ELOOP: 'Too many levels of symbolic links',
+};
+
+/** Turns a Node system error into a PlatterError naming the file. */
+export function hostError(error: unknown, path: string, what: string): PlatterError {
+  if (error instanceof PlatterError) return error.inFile(path);
+  const code = (error as NodeJS.ErrnoException)?.code ?? '';
+  const text = HOST_MESSAGES[code] ?? `${what} failed (${code || String(error)})`;
+  const message = what === 'open' ? `Could not open: ${text}` : `${what} failed: ${text}`;
+  const wrapped =
+    code === 'ENOENT'
+      ? new NotFoundError(message, { path, errno: code })
+      : new IoError(message, { path, errno: code }, { cause: error });
+  return wrapped.inFile(path);
+}

@@ -1,0 +1,76 @@
+/** `info`: what an image is — format, sizes, backing file, format-specific facts. */
+
+import type { Image, SnapshotInfo } from '../core/image.js';
+
+/** qemu-img info's JSON object for one image (keys in qemu's spelling). */
+export interface ImageInfo {
+  'virtual-size': number;
+  filename: string;
+  format: string;
+  'actual-size'?: number;
+  'cluster-size'?: number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  'dirty-flag': boolean;
+  'format-specific'?: { type: string; data: Record<string, unknown> };
+  snapshots?: SnapshotJson[];
+}
+
+/** One snapshot as qemu-img prints it. */
+export interface SnapshotJson {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  icount?: number;
+}
+
+/** Converts a snapshot record to qemu-img's JSON shape. */
+export function snapshotJson(snapshot: SnapshotInfo): SnapshotJson {
+  const json: SnapshotJson = {
+    id: snapshot.id,
+    name: snapshot.name,
+    'vm-state-size': snapshot.vmStateSize,
+    'date-sec': snapshot.dateSec,
+    'date-nsec': snapshot.dateNsec,
+    'vm-clock-sec': Math.floor(snapshot.vmClockNsec / 1e9),
+    'vm-clock-nsec': snapshot.vmClockNsec % 1e9,
+  };
+  if (snapshot.icount !== undefined) json.icount = snapshot.icount;
+  return json;
+}
+
+/** The info of one opened image (not its backing chain). */
+export async function imageInfo(image: Image): Promise<ImageInfo> {
+  const described = image.describe();
+  const info: ImageInfo = {
+    'virtual-size': image.size,
+    filename: image.device.name,
+    format: image.format,
+    'dirty-flag': described.dirty ?? false,
+  };
+  const actual = await image.device.allocatedBytes?.();
+  if (actual !== undefined) info['actual-size'] = actual;
+  if (described.clusterSize !== undefined) info['cluster-size'] = described.clusterSize;
+  if (described.backingFilename !== undefined) {
+    info['backing-filename'] = described.backingFilename;
+    if (described.fullBackingFilename !== undefined) info['full-backing-filename'] = described.fullBackingFilename;
+    if (described.backingFormat !== undefined) info['backing-filename-format'] = described.backingFormat;
+  }
+  if (described.formatSpecific) info['format-specific'] = described.formatSpecific;
+  if (described.snapshots && described.snapshots.length > 0) info.snapshots = described.snapshots.map(snapshotJson);
+  return info;
+}
+
+/** The info of an image and, with `backingChain`, of every image below it (top first). */
+export async function info(image: Image, options: { backingChain?: boolean } = {}): Promise<ImageInfo[]> {
+  const chain: ImageInfo[] = [];
+  for (let layer: Image | undefined = image; layer; layer = options.backingChain ? layer.backing : undefined) {
+    chain.push(await imageInfo(layer));
+  }
+  return chain;
+}
