@@ -19,6 +19,11 @@ export default defineConfig([
     target: 'node20',
     banner: { js: '#!/usr/bin/env node' },
     splitting: true,
+    // yargs is bundled: resolving its ~40 small modules one by one costs more start-up than parsing one file.
+    noExternal: ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-caller-file', 'string-width', 'strip-ansi', 'wrap-ansi', 'ansi-regex', 'ansi-styles', 'emoji-regex', 'get-east-asian-width'],
+    esbuildOptions(options) {
+      options.alias = { ...options.alias, assert: './src/cli/assert-shim.ts', 'string-width': './src/cli/string-width-shim.ts' };
+    },
     outDir: 'dist',
     clean: false,
   },

@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Differential tests spawn qemu-img; two workers fit the 2-core CI machine.
     maxWorkers: 2,
+    globalSetup: ['test/setup-build.ts'],
   },
 });

@@ -2,13 +2,19 @@
  * The raw format: the file is the virtual disk. Block status reports the whole
  * range as data at its own offset; the host file system's holes are not visible
  * through a portable file API, so zero detection happens when data is copied.
+ *
+ * Like qemu's block layer, the virtual size is the file size rounded up to a
+ * whole 512-byte sector; the bytes past the end of the file read as zeros.
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { requireWritable } from '../../src/core/device.js';
-import { checkRange } from '../../src/core/bytes.js';
+import { alignUp, checkRange } from '../../src/core/bytes.js';
 import { ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, FormatModule, Image, ImageDescription, OpenOptions } from '../../src/core/image.js';
+
+/** qemu's sector size: virtual sizes are whole sectors. */
+const SECTOR_SIZE = 512;
 
 /** A raw image over any device. */
 export class RawImage implements Image {
@@ -18,7 +24,7 @@ export class RawImage implements Image {
   constructor(readonly device: BlockDevice) {}
 
   get size(): number {
-    return this.device.size;
+    return alignUp(this.device.size, SECTOR_SIZE);
   }
   get writable(): boolean {
     return this.device.writable;
@@ -27,8 +33,14 @@ export class RawImage implements Image {
     return this.device.name;
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
-    return this.device.read(offset, length);
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length, this.size, `read from ${this.name}`);
+    const stored = this.device.size;
+    if (length <= stored - offset) return this.device.read(offset, length);
+    // The request reaches into the zero tail of the last sector.
+    const out = new Uint8Array(length);
+    if (offset < stored) out.set(await this.device.read(offset, stored - offset));
+    return out;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

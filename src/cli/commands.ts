@@ -10,5 +10,6 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: CommandEntry[] = [
+  { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
 ];

@@ -45,11 +45,17 @@ function baseParser(argv: string[]): Argv {
     .alias('h', 'help')
     .version(VERSION)
     .alias('V', 'version')
-    .wrap(Math.min(100, process.stdout.columns || 100))
+    // yargs renders the help text on every run to cache it; wrapping it is the costly
+    // part, so wrap only when help is really shown.
+    .wrap(wantsHelp(argv) ? Math.min(100, process.stdout.columns || 100) : null)
     .epilogue('Run `platter COMMAND --help` for the options and examples of one command.')
     .fail((message, error) => {
       throw error ?? new UsageError(`${message}`);
     });
+}
+
+function wantsHelp(argv: string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h') || argv.length === 0;
 }
 
 function wantsJson(argv: string[]): boolean {

@@ -1,0 +1,91 @@
+/** Bad input on the command line: one clear line on stderr and a non-zero exit, never a stack trace. */
+
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, platter, tempDir, type CliResult } from './helpers/tools.js';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+/** Asserts the CLI failed with exactly one `platter: ...` line on stderr. */
+function expectOneLineError(result: CliResult, pattern: RegExp): void {
+  expect(result.status).not.toBe(0);
+  const lines = result.stderr.trimEnd().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^platter: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(result.stderr).not.toMatch(/\n\s+at /);
+}
+
+/** Runs the CLI as an unprivileged user, so file permissions apply even when the tests run as root. */
+function platterUnprivileged(args: string[]): CliResult {
+  if (process.getuid?.() !== 0) return platter(args);
+  const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args], {
+    encoding: 'utf8',
+  });
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('CLI errors', () => {
+  it('a missing file', () => {
+    expectOneLineError(platter(['info', tmp.path('nope.img')]), /nope\.img: Could not open: No such file or directory$/);
+  });
+
+  it('a directory', () => {
+    mkdirSync(tmp.path('adir'));
+    expectOneLineError(platter(['info', tmp.path('adir')]), /adir: is a directory$/);
+  });
+
+  it('an unreadable file', () => {
+    const path = tmp.path('secret.img');
+    writeFileSync(path, new Uint8Array(512));
+    chmodSync(path, 0o000);
+    chmodSync(tmp.dir, 0o755);
+    expectOneLineError(platterUnprivileged(['info', path]), /secret\.img: Could not open: Permission denied$/);
+  });
+
+  it('an unknown format name', () => {
+    const path = tmp.path('plain.img');
+    writeFileSync(path, new Uint8Array(1024));
+    expectOneLineError(platter(['info', '-f', 'vmdkx', path]), /unknown format 'vmdkx' \(known: .*raw/);
+  });
+
+  it('a bad size string', () => {
+    expectOneLineError(platter(['create', tmp.path('new.img'), '12Q']), /invalid image size '12Q'/);
+  });
+
+  it('an unknown command and a missing operand', () => {
+    expectOneLineError(platter(['frobnicate']), /Unknown argument|Unknown command|frobnicate/i);
+    expectOneLineError(platter(['info']), /Not enough non-option arguments|image/i);
+  });
+
+  it('JSON output carries the error code too', () => {
+    const result = platter(['info', '--output=json', tmp.path('nope.img')]);
+    expect(result.status).not.toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ error: { code: 'ENOTFOUND' } });
+  });
+
+  it('shows a stack trace only with PLATTER_DEBUG=1', () => {
+    const result = platter(['info', tmp.path('nope.img')], { env: { PLATTER_DEBUG: '1' } });
+    expect(result.stderr).toMatch(/\n\s+at /);
+  });
+});
+
+describe('CLI basics', () => {
+  it('prints the version from package.json', async () => {
+    const { version } = (await import('../package.json', { with: { type: 'json' } })).default;
+    const result = platter(['--version']);
+    expect(result.status).toBe(0);
+    expect(result.stdout.trim()).toBe(`platter ${version}`);
+  });
+
+  it('every command has --help with an example', async () => {
+    const { COMMANDS } = await import('../src/cli/commands.js');
+    for (const entry of COMMANDS) {
+      const result = platter([entry.name, '--help']);
+      expect(result.status, entry.name).toBe(0);
+      expect(result.stdout, entry.name).toMatch(/Examples:\n\s+platter /);
+    }
+  });
+});

@@ -1,0 +1,157 @@
+/** One contract, three devices: memory, file and slice must behave the same at their edges. */
+
+import { writeFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MemoryDevice, SliceDevice, type BlockDevice } from '../src/core/device.js';
+import { FileDevice } from '../src/node/file-device.js';
+import { tempDir } from './helpers/tools.js';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+/** A pattern where every byte depends on its position. */
+function pattern(size: number, seed = 7): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 0xff;
+  return bytes;
+}
+
+interface Maker {
+  name: string;
+  /** A device holding `content`, writable or not. */
+  make(content: Uint8Array, writable: boolean): Promise<BlockDevice>;
+  growable: boolean;
+}
+
+let fileCount = 0;
+const makers: Maker[] = [
+  { name: 'MemoryDevice', growable: true, make: async (content, writable) => new MemoryDevice(content.slice(), { writable }) },
+  {
+    name: 'FileDevice',
+    growable: true,
+    make: async (content, writable) => {
+      const path = tmp.path(`dev-${fileCount++}.bin`);
+      writeFileSync(path, content);
+      return FileDevice.open(path, { writable });
+    },
+  },
+  {
+    name: 'SliceDevice',
+    growable: false,
+    make: async (content, writable) => {
+      const parent = new MemoryDevice(new Uint8Array([...pattern(100, 99), ...content, ...pattern(50, 3)]), { writable });
+      return new SliceDevice(parent, 100, content.length);
+    },
+  },
+];
+
+describe.each(makers)('$name', (maker) => {
+  const content = pattern(4096);
+
+  it('reports its size and reads exact ranges', async () => {
+    const device = await maker.make(content, false);
+    expect(device.size).toBe(4096);
+    expect(await device.read(0, 4096)).toEqual(content);
+    expect(await device.read(1000, 24)).toEqual(content.slice(1000, 1024));
+    await device.close();
+  });
+
+  it('serves zero-length reads, even at the very end', async () => {
+    const device = await maker.make(content, false);
+    expect((await device.read(0, 0)).length).toBe(0);
+    expect((await device.read(4096, 0)).length).toBe(0);
+    await device.close();
+  });
+
+  it('refuses reads that pass the end, with ERANGE', async () => {
+    const device = await maker.make(content, false);
+    await expect(device.read(4090, 7)).rejects.toMatchObject({ code: 'ERANGE' });
+    await expect(device.read(4097, 0)).rejects.toMatchObject({ code: 'ERANGE' });
+    await expect(device.read(-1, 1)).rejects.toMatchObject({ code: 'ERANGE' });
+    await expect(device.read(Number.MAX_SAFE_INTEGER, 2)).rejects.toMatchObject({ code: 'ERANGE' });
+    await device.close();
+  });
+
+  it('reads a short device (smaller than one sector) exactly', async () => {
+    const device = await maker.make(pattern(3), false);
+    expect(device.size).toBe(3);
+    expect(await device.read(0, 3)).toEqual(pattern(3));
+    await expect(device.read(0, 512)).rejects.toMatchObject({ code: 'ERANGE' });
+    await device.close();
+  });
+
+  it('refuses writes when read-only, leaving the bytes alone', async () => {
+    const device = await maker.make(content, false);
+    expect(device.writable).toBe(false);
+    await expect(device.write!(0, new Uint8Array([1, 2, 3]))).rejects.toMatchObject({ code: 'EREADONLY' });
+    await expect(device.write!(4096, new Uint8Array([1]))).rejects.toMatchObject({ code: 'EREADONLY' });
+    expect(await device.read(0, 4096)).toEqual(content);
+    await device.close();
+  });
+
+  it('writes and reads back when writable', async () => {
+    const device = await maker.make(content, true);
+    await device.write!(10, new Uint8Array([9, 8, 7]));
+    const expected = content.slice();
+    expected.set([9, 8, 7], 10);
+    expect(await device.read(0, 4096)).toEqual(expected);
+    await device.close();
+  });
+
+  it(maker.growable ? 'grows on writes past the end' : 'refuses writes past the end', async () => {
+    const device = await maker.make(content, true);
+    if (maker.growable) {
+      await device.write!(5000, new Uint8Array([1, 2]));
+      expect(device.size).toBe(5002);
+      expect(await device.read(4096, 904)).toEqual(new Uint8Array(904));
+    } else {
+      await expect(device.write!(4095, new Uint8Array([1, 2]))).rejects.toMatchObject({ code: 'ERANGE' });
+    }
+    await device.close();
+  });
+
+  it('reads back any random sequence of writes like a flat model', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ offset: fc.nat(4000), data: fc.uint8Array({ minLength: 0, maxLength: 96 }) }), { maxLength: 12 }),
+        async (writes) => {
+          const device = await maker.make(content, true);
+          const model = content.slice();
+          for (const { offset, data } of writes) {
+            await device.write!(offset, data);
+            model.set(data, offset);
+          }
+          expect(await device.read(0, 4096)).toEqual(model);
+          await device.close();
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+});
+
+describe('SliceDevice', () => {
+  it('refuses a window that does not fit its parent', () => {
+    const parent = new MemoryDevice(100);
+    expect(() => new SliceDevice(parent, 90, 11)).toThrow(expect.objectContaining({ code: 'ERANGE' }));
+    expect(() => new SliceDevice(parent, 101, 0)).toThrow(expect.objectContaining({ code: 'ERANGE' }));
+  });
+});
+
+describe('FileDevice', () => {
+  it('names missing files and directories clearly', async () => {
+    await expect(FileDevice.open(tmp.path('missing'))).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(FileDevice.open(tmp.dir)).rejects.toMatchObject({ code: 'EIO', message: 'is a directory' });
+  });
+
+  it('reports the host allocation of a sparse file', async () => {
+    const device = await FileDevice.open(tmp.path('sparse.bin'), { create: true });
+    await device.truncate(64 << 20);
+    await device.write(0, pattern(4096));
+    const allocated = await device.allocatedBytes();
+    expect(allocated).toBeGreaterThanOrEqual(4096);
+    expect(allocated).toBeLessThan(1 << 20);
+    await device.close();
+  });
+});
