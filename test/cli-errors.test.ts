@@ -1,6 +1,7 @@
 /** Bad input on the command line: one clear line on stderr and a non-zero exit, never a stack trace. */
 
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, platter, tempDir, type CliResult } from './helpers/tools.js';
@@ -18,10 +19,19 @@ function expectOneLineError(result: CliResult, pattern: RegExp): void {
   expect(result.stderr).not.toMatch(/\n\s+at /);
 }
 
-/** Runs the CLI as an unprivileged user, so file permissions apply even when the tests run as root. */
+/**
+ * Runs the CLI as an unprivileged user, so file permissions apply even when the tests
+ * run as root. The checkout may sit in a directory that user cannot enter, so the built
+ * CLI and its one runtime dependency are copied to a world-readable place first.
+ */
 function platterUnprivileged(args: string[]): CliResult {
   if (process.getuid?.() !== 0) return platter(args);
-  const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args], {
+  const copy = join(tmp.dir, 'pkg');
+  cpSync(dirname(CLI), join(copy, 'dist'), { recursive: true });
+  cpSync(join(dirname(CLI), '..', 'node_modules', 'fzstd'), join(copy, 'node_modules', 'fzstd'), { recursive: true });
+  writeFileSync(join(copy, 'package.json'), '{"type":"module"}');
+  const cli = join(copy, 'dist', 'cli.js');
+  const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, ...args], {
     encoding: 'utf8',
   });
   return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
