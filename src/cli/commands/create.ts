@@ -15,7 +15,7 @@ const command: CliCommand = {
       .positional('image', { type: 'string', describe: 'Image file to create', demandOption: true })
       .positional('size', { type: 'string', describe: 'Virtual size (bytes, or with a suffix K, M, G, T)', demandOption: true })
       .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format', requiresArg: true })
-      .option('o', { alias: 'options', type: 'string', array: true, describe: 'Format options, e.g. preallocation=full', requiresArg: true })
+      .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. preallocation=full (may repeat)', requiresArg: true })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing' })
       .example('platter create disk.img 10G', 'A sparse 10 GiB raw image')
       .example('platter create -f raw -o preallocation=full small.img 64M', 'A raw image with every byte written'),
@@ -23,7 +23,7 @@ const command: CliCommand = {
     const path = args.image as string;
     const format = args.format as string;
     const size = parseSize(String(args.size), 'image size');
-    const options = parseOptionString(args.options as string[] | undefined);
+    const options = parseOptionString(args.options as string | string[] | undefined);
     const device = await FileDevice.open(path, { create: true });
     try {
       await createImage(device, { format, size, options });
