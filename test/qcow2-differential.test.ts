@@ -113,6 +113,12 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
         expect(platterJson(cwd, ['info', '--output=json', image])).toEqual(qemuJson(cwd, ['info', '--output=json', image]));
       });
 
+      it('info text equals qemu-img info', () => {
+        const args = ['info', ...(testCase.backingChain ? ['--backing-chain'] : []), image];
+        const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+        expect(result.stdout).toBe(sh(cwd, 'qemu-img', args));
+      });
+
       if (testCase.backingChain) {
         it('info --backing-chain --output=json equals qemu-img info', () => {
           const args = ['info', '--backing-chain', '--output=json', image];
