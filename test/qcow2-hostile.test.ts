@@ -132,3 +132,24 @@ describe('random pokes', () => {
     );
   });
 });
+
+describe('open modes', () => {
+  it('refuses to open an image marked corrupt for writing', async () => {
+    const bytes = poked([[79, [0x02]]]);
+    await expect(
+      openImage(new MemoryDevice(bytes, { name: 'tiny.qcow2' }), { host, writable: true }),
+    ).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/marked corrupt/) });
+  });
+
+  it('opens dirty and corrupt images read-only with a warning', async () => {
+    for (const [bit, pattern] of [[0x01, /dirty/], [0x02, /corrupt/]] as const) {
+      const warnings: string[] = [];
+      const image = await openImage(new MemoryDevice(poked([[79, [bit]]]), { writable: false }), {
+        host: { ...host, warn: (w) => warnings.push(w) },
+      });
+      expect(image.writable).toBe(false);
+      expect(warnings).toEqual([expect.stringMatching(pattern)]);
+      expect((await image.read(0, 65536))).toEqual(tinyGuestPattern(0));
+    }
+  });
+});
