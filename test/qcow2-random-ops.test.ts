@@ -24,6 +24,8 @@ import {
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 const SIZE = 2 << 20;
+/** Runs per test; raise QCOW2_RANDOM_RUNS locally to search harder. */
+const RUNS = Number(process.env.QCOW2_RANDOM_RUNS ?? 25);
 
 const layoutArb = fc.record({
   clusterSize: fc.constantFrom(512, 4096, 65536),
@@ -101,7 +103,7 @@ describe.skipIf(!haveQemu)('qcow2 random operations', () => {
           await image.close();
         }
       }),
-      { numRuns: 25 },
+      { numRuns: RUNS },
     );
-  });
+  }, 60_000 + RUNS * 2_000);
 });
