@@ -69,10 +69,27 @@ export class Qcow2Image implements Image {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.size, `read from ${this.name}`);
     const out = new Uint8Array(length);
+    // Data runs that continue each other on the host (across L2 tables too) become one device read.
+    let pending: { at: number; hostOffset: number; length: number } | undefined;
+    const flush = async () => {
+      if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, out.subarray(pending.at, pending.at + pending.length));
+      pending = undefined;
+    };
     for await (const run of this.parts.map.runs(offset, length)) {
       const at = run.start - offset;
+      if (run.type === 'normal') {
+        if (pending && pending.hostOffset + pending.length === run.hostOffset) {
+          pending.length += run.length;
+          continue;
+        }
+        await flush();
+        pending = { at, hostOffset: run.hostOffset!, length: run.length };
+        continue;
+      }
+      await flush();
       await this.readRun(run, out.subarray(at, at + run.length));
     }
+    await flush();
     return out;
   }
 
@@ -106,8 +123,6 @@ export class Qcow2Image implements Image {
 
   private async readRun(run: MappingRun, target: Uint8Array): Promise<void> {
     switch (run.type) {
-      case 'normal':
-        return readHost(this.requireDataDevice(), run.hostOffset!, target);
       case 'compressed': {
         const cluster = await this.compressedCluster(run);
         const from = run.start - run.clusterStart!;
@@ -119,7 +134,7 @@ export class Qcow2Image implements Image {
         if (this.backing) await readBacking(this.backing, run.start, target);
         return;
       default:
-        return; // zero-plain and zero-alloc: `target` is already zeros
+        return; // zero-plain and zero-alloc: `target` is already zeros; normal runs go through read()
     }
   }
 
