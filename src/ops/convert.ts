@@ -98,6 +98,5 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     tests: options.tests ?? portableByteTests,
     onProgress: options.onProgress,
   });
-  await target.flush?.();
   return { ...stats, outputSize: options.existingTarget ? target.size : outputSize };
 }

@@ -78,6 +78,5 @@ export async function ddToRaw(source: Image, target: BlockDevice, operands: DdOp
     },
     { sourceOffset: plan.start, length: readable },
   );
-  await target.flush?.();
   return { ...plan, ...stats };
 }

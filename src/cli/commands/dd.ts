@@ -31,7 +31,7 @@ export function parseDdOperands(operands: readonly string[]): ParsedDdOperands {
     else if (key === 'bs') parsed.blockSize = blockSizeOperand(value);
     else if (key === 'count') parsed.count = numberOperand(value, () => `Invalid count specified. ${SUFFIX_HINT}`);
     else if (key === 'skip') parsed.skip = numberOperand(value, () => `Invalid skip specified. ${SUFFIX_HINT}`);
-    else throw new UsageError(`unrecognized operand ${operand}`);
+    else throw new UsageError(`unrecognized operand ${key}`);
   }
   if (!parsed.input || !parsed.output) throw new UsageError('Must specify both input and output files');
   return parsed;
