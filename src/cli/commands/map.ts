@@ -24,22 +24,23 @@ const command: CliCommand = {
     const startOffset = args['start-offset'] === undefined ? undefined : parseSize(String(args['start-offset']), 'start offset');
     const maxLength = args['max-length'] === undefined ? undefined : parseSize(String(args['max-length']), 'max length');
     const image = await openForCli(path, { format: args.format as string | undefined });
+    const out = new StdoutBatcher();
     try {
       const json = args.output === 'json';
       // Entries are printed as they come, so output starts at once and memory stays flat.
-      const out = new StdoutBatcher();
       let first = true;
-      if (!json) out.add(MAP_HUMAN_HEADER);
+      if (!json) await out.add(MAP_HUMAN_HEADER);
       for await (const entry of mapImage(image, { startOffset, maxLength })) {
         await out.add(json ? (first ? '[' : ',\n') + mapEntryJson(entry) : mapEntryHuman(entry));
         first = false;
       }
-      if (json) out.add(']\n');
-      await out.flush();
+      if (json) await out.add(']\n');
     } catch (error) {
       if (error instanceof PlatterError) error.inFile(path);
       throw error;
     } finally {
+      // What was listed before an error stays printed, as with qemu-img.
+      await out.flush();
       await image.close();
     }
   },
