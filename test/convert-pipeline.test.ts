@@ -38,8 +38,10 @@ describe('convert pipeline (property)', () => {
         fc.constantFrom(4096, 65536, 1 << 20),
         fc.integer({ min: 1, max: 8192 }),
         fc.boolean(),
-        async (spec, sparseSize, parallel, ioSize, statusPiece, native) => {
+        fc.boolean(),
+        async (spec, sparseSize, parallel, ioSize, statusPiece, native, readInto) => {
           const image = new ScriptedImage(toRuns(spec));
+          if (readInto) image.enableReadInto();
           image.statusPieceSize = statusPiece;
           const target = new RecordingDevice();
           await convertToRaw(image, target, {

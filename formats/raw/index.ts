@@ -31,6 +31,11 @@ export class RawImage implements Image {
     return this.device.read(offset, length);
   }
 
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    if (this.device.readInto) return this.device.readInto(offset, target);
+    target.set(await this.device.read(offset, target.length));
+  }
+
   async write(offset: number, data: Uint8Array): Promise<void> {
     requireWritable(this);
     checkRange(offset, data.length, this.size, `write to ${this.name}`);

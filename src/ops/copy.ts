@@ -67,18 +67,29 @@ export async function copyImage(
     await target.write!(at - range.sourceOffset, bytes);
     stats.bytesWritten += bytes.length;
   };
+  const copyBytes = async (job: CopyJob, bytes: Uint8Array) => {
+    stats.bytesRead += bytes.length;
+    if (writeZeros) return write(job.offset, bytes);
+    for (const [from, to] of nonZeroRuns(bytes, job.offset, options.sparseSize, options.tests)) {
+      await write(job.offset + from, bytes.subarray(from, to));
+    }
+  };
+  // One buffer per request in flight, reused: no allocation (and no page faults) per request.
+  const buffers: Uint8Array[] = [];
   const handle = async (job: CopyJob) => {
     if (job.zero) {
       await write(job.offset, zeroBuffer!.subarray(0, job.length));
-    } else {
-      const bytes = await source.read(job.offset, job.length);
-      stats.bytesRead += bytes.length;
-      if (writeZeros) await write(job.offset, bytes);
-      else {
-        for (const [from, to] of nonZeroRuns(bytes, job.offset, options.sparseSize, options.tests)) {
-          await write(job.offset + from, bytes.subarray(from, to));
-        }
+    } else if (source.readInto) {
+      const buffer = buffers.pop() ?? new Uint8Array(options.ioSize);
+      try {
+        const bytes = buffer.subarray(0, job.length);
+        await source.readInto(job.offset, bytes);
+        await copyBytes(job, bytes);
+      } finally {
+        buffers.push(buffer);
       }
+    } else {
+      await copyBytes(job, await source.read(job.offset, job.length));
     }
     advance(job.length);
   };

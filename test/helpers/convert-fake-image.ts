@@ -72,6 +72,15 @@ export class ScriptedImage implements Image {
     return this.bytes.slice(offset, offset + length);
   }
 
+  /** Serves reads through `readInto` too (set before use) to exercise the buffer-reusing path. */
+  enableReadInto(): void {
+    this.readInto = async (offset: number, target: Uint8Array) => {
+      target.set(await this.read(offset, target.length));
+    };
+  }
+
+  readInto?: (offset: number, target: Uint8Array) => Promise<void>;
+
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     checkRange(offset, length, this.size, 'scripted block status');
     const end = offset + length;
