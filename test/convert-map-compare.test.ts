@@ -105,3 +105,17 @@ describe('compare', () => {
     expect(await compareImages(b, a)).toMatchObject({ identical: false, mismatch: { kind: 'content', offset: 4096 + 2560 } });
   });
 });
+
+describe('inconsistent block status', () => {
+  it('is a corruption error, not a hang or a silent skip', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 8192, fill: 1 }]);
+    const gappy = async (offset: number, length: number) => [{ start: offset + 512, length: length - 512, kind: 'data' as const, depth: 0 }];
+    const empty = async () => [];
+    const zeroLength = async (offset: number) => [{ start: offset, length: 0, kind: 'data' as const, depth: 0 }];
+    for (const blockStatus of [gappy, empty, zeroLength]) {
+      image.blockStatus = blockStatus;
+      await expect(collect(image)).rejects.toMatchObject({ code: 'ECORRUPT' });
+      await expect(compareImages(image, image)).rejects.toMatchObject({ code: 'ECORRUPT' });
+    }
+  });
+});

@@ -84,6 +84,15 @@ function prepareImages() {
     rmSync(raw);
   }
   images.push({ name: 'random+holes', path: holes });
+  // A raw source isolates the copy loop from the qcow2 read path.
+  const raw = join(BENCH, `random-${tag}.raw`);
+  if (!existsSync(raw)) {
+    const tmp = join(BENCH, 'random.raw.tmp');
+    makeRandomWithHoles(tmp, scaled(GiB));
+    sh('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', '-S', '0', tmp, raw]);
+    rmSync(tmp);
+  }
+  images.push({ name: 'random-raw', path: raw });
   const zlib = join(BENCH, `text-zlib-${tag}.qcow2`);
   const zstd = join(BENCH, `text-zstd-${tag}.qcow2`);
   if (!existsSync(zlib) || !existsSync(zstd)) {
@@ -142,9 +151,10 @@ function summarize(samples) {
 
 function benchConvert(image) {
   const out = join(BENCH, 'out.raw');
+  const format = image.path.endsWith('.raw') ? ['-f', 'raw'] : [];
   const tools = {
-    platter: () => measure(process.execPath, [CLI, 'convert', '-O', 'raw', image.path, out]),
-    'qemu-img': () => measure('qemu-img', ['convert', '-O', 'raw', image.path, out]),
+    platter: () => measure(process.execPath, [CLI, 'convert', ...format, '-O', 'raw', image.path, out]),
+    'qemu-img': () => measure('qemu-img', ['convert', ...format, '-O', 'raw', image.path, out]),
   };
   const samples = { platter: [], 'qemu-img': [] };
   for (let round = 0; round < ROUNDS; round++) {
