@@ -7,7 +7,7 @@
 
 import type { Extent, Image } from '../core/image.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
-import type { ProgressCallback } from './copy.js';
+import type { ProgressCallback } from './progress.js';
 import { walkExtents } from './extents.js';
 
 /** qemu-img compare reads at most this much per step (its IO_BUF_SIZE). */

@@ -5,7 +5,8 @@ import type { BlockDevice } from '../core/device.js';
 import { IoError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
-import { copyImage, type CopyStats, type ProgressCallback } from './copy.js';
+import { copyImage, type CopyStats } from './copy.js';
+import type { ProgressCallback } from './progress.js';
 
 /** qemu-img's default -S: zero runs of 4 KiB (one file system block) are left as holes. */
 export const DEFAULT_SPARSE_SIZE = 4096;

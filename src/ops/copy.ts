@@ -9,9 +9,8 @@ import { IoError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
 import { walkRuns } from './extents.js';
+import type { ProgressCallback } from './progress.js';
 
-/** Reports progress: bytes of the virtual disk handled so far, out of `total`. */
-export type ProgressCallback = (done: number, total: number) => void;
 
 /** How to copy. */
 export interface CopyOptions {
