@@ -150,24 +150,35 @@ export class Qcow2Image implements Image {
         return [{ start, length, kind: 'zero', depth: 0 }];
       case 'zero-alloc':
         return [{ start, length, kind: 'zero', depth: 0, hostOffset: run.hostOffset! }];
-      default:
-        return this.backing ? backingStatus(this.backing, start, length) : [{ start, length, kind: 'unallocated', depth: 1 }];
+      default: {
+        if (this.backing) return backingStatus(this.backing, start, length, run.hostOffset);
+        const extent: Extent = { start, length, kind: 'unallocated', depth: 1 };
+        // qemu reports the reserved host cluster of an unallocated subcluster too.
+        if (run.hostOffset !== undefined) extent.hostOffset = run.hostOffset;
+        return [extent];
+      }
     }
   }
 }
 
 /**
  * Block status of the backing image for a range the top leaves unallocated:
- * depths grow by one; past the end of a shorter backing image the range reads
- * as zeros, answered by this layer (as qemu's block layer does).
+ * depths grow by one. Past the end of a shorter backing image the range stays
+ * unallocated (it reads as zeros) and the search stopped at this layer, so its
+ * depth counts this layer only, as qemu's block layer reports it.
  */
-async function backingStatus(backing: Image, start: number, length: number): Promise<Extent[]> {
+async function backingStatus(backing: Image, start: number, length: number, hostOffset?: number): Promise<Extent[]> {
   const inside = Math.max(0, Math.min(length, backing.size - start));
   const extents: Extent[] = [];
   if (inside > 0) {
     for (const extent of await backing.blockStatus(start, inside)) extents.push({ ...extent, depth: extent.depth + 1 });
   }
-  if (inside < length) extents.push({ start: start + inside, length: length - inside, kind: 'zero', depth: 0 });
+  if (inside < length) {
+    const tail: Extent = { start: start + inside, length: length - inside, kind: 'unallocated', depth: 1 };
+    // A reserved but unallocated subcluster keeps its host offset, as in qemu.
+    if (hostOffset !== undefined) tail.hostOffset = hostOffset + inside;
+    extents.push(tail);
+  }
   return extents;
 }
 
