@@ -67,13 +67,19 @@ export class Qcow2Image implements Image {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(offset, length, this.size, `read from ${this.name}`);
     const out = new Uint8Array(length);
-    for await (const run of this.parts.map.runs(offset, length)) {
-      const at = run.start - offset;
-      await this.readRun(run, out.subarray(at, at + run.length));
-    }
+    await this.readInto(offset, out);
     return out;
+  }
+
+  /** Reads guest bytes into `target` (a reused buffer: zero runs are cleared here). */
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.size, `read from ${this.name}`);
+    target.fill(0);
+    for await (const run of this.parts.map.runs(offset, target.length)) {
+      const at = run.start - offset;
+      await this.readRun(run, target.subarray(at, at + run.length));
+    }
   }
 
   async write(): Promise<void> {
@@ -201,7 +207,8 @@ async function readHost(device: BlockDevice, hostOffset: number, target: Uint8Ar
   const inside = Math.max(0, Math.min(target.length, device.size - hostOffset));
   for (let done = 0; done < inside; ) {
     const chunk = Math.min(inside - done, MAX_IO_BYTES);
-    target.set(await device.read(hostOffset + done, chunk), done);
+    if (device.readInto) await device.readInto(hostOffset + done, target.subarray(done, done + chunk));
+    else target.set(await device.read(hostOffset + done, chunk), done);
     done += chunk;
   }
 }
