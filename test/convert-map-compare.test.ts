@@ -90,6 +90,10 @@ describe('compare', () => {
     const b = new ScriptedImage([{ kind: 'data', length: 8192, fill: 1 }]);
     b.bytes[5000] = 0xfe;
     expect(await compareImages(a, b, { tests: nodeByteTests })).toMatchObject({ mismatch: { kind: 'content', offset: 4608 } });
+    a.enableReadInto();
+    b.enableReadInto();
+    expect(await compareImages(a, b, { tests: nodeByteTests })).toMatchObject({ mismatch: { kind: 'content', offset: 4608 } });
+    expect(await compareImages(a, a, { tests: nodeByteTests })).toMatchObject({ identical: true });
   });
 
   it('allows a longer image whose extra part reads as zeros, unless strict', async () => {

@@ -59,6 +59,20 @@ class ExtentCursor {
   }
 }
 
+/** Two reused read buffers, so a long compare allocates nothing per chunk. */
+class ChunkBuffers {
+  private readonly buffers = [new Uint8Array(0), new Uint8Array(0)];
+
+  /** Reads [offset, offset+length) of `image` into buffer `slot` (0 or 1). */
+  async read(image: Image, offset: number, length: number, slot: 0 | 1): Promise<Uint8Array> {
+    if (!image.readInto) return image.read(offset, length);
+    if (this.buffers[slot]!.length < length) this.buffers[slot] = new Uint8Array(COMPARE_CHUNK);
+    const view = this.buffers[slot]!.subarray(0, length);
+    await image.readInto(offset, view);
+    return view;
+  }
+}
+
 const allocated = (extent: Extent) => extent.kind !== 'unallocated';
 const readsZero = (extent: Extent) => extent.kind !== 'data';
 
@@ -80,6 +94,7 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
   const common = Math.min(a.size, b.size);
   const total = Math.max(a.size, b.size);
   const progress = (done: number) => options.onProgress?.(done, total);
+  const io = new ChunkBuffers();
   const cursorA = new ExtentCursor(a, common);
   const cursorB = new ExtentCursor(b, common);
   for (let offset = 0; offset < common; ) {
@@ -92,15 +107,15 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
       chunk = Math.min(chunk, COMPARE_CHUNK);
       const found =
         allocated(extentA) === allocated(extentB)
-          ? await firstDifference(a, b, offset, chunk, tests)
-          : await firstNonZero(allocated(extentA) ? a : b, offset, chunk, tests);
+          ? await firstDifference(io, a, b, offset, chunk, tests)
+          : await firstNonZero(io, allocated(extentA) ? a : b, offset, chunk, tests);
       if (found >= 0) return result({ kind: 'content', offset: offset + found });
     }
     offset += chunk;
     progress(offset);
   }
   if (sizeMismatch) {
-    const found = await extraPartNonZero(a.size > b.size ? a : b, common, tests, progress);
+    const found = await extraPartNonZero(io, a.size > b.size ? a : b, common, tests, progress);
     if (found >= 0) return result({ kind: 'content', offset: found }, true);
   }
   progress(total);
@@ -108,21 +123,29 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
 }
 
 /** Offset (from `offset`) of the first differing sector of the two images, or -1. */
-async function firstDifference(a: Image, b: Image, offset: number, length: number, tests: ByteTests): Promise<number> {
-  const [bytesA, bytesB] = await Promise.all([a.read(offset, length), b.read(offset, length)]);
+async function firstDifference(
+  io: ChunkBuffers,
+  a: Image,
+  b: Image,
+  offset: number,
+  length: number,
+  tests: ByteTests,
+): Promise<number> {
+  const [bytesA, bytesB] = await Promise.all([io.read(a, offset, length, 0), io.read(b, offset, length, 1)]);
   if (tests.rangesEqual(bytesA, bytesB, 0, length)) return -1;
   return firstSectorWhere(length, (start, end) => !tests.rangesEqual(bytesA, bytesB, start, end));
 }
 
 /** Offset (from `offset`) of the first sector holding a non-zero byte, or -1. */
-async function firstNonZero(image: Image, offset: number, length: number, tests: ByteTests): Promise<number> {
-  const bytes = await image.read(offset, length);
+async function firstNonZero(io: ChunkBuffers, image: Image, offset: number, length: number, tests: ByteTests): Promise<number> {
+  const bytes = await io.read(image, offset, length, 0);
   if (tests.isZero(bytes, 0, length)) return -1;
   return firstSectorWhere(length, (start, end) => !tests.isZero(bytes, start, end));
 }
 
 /** Guest offset of the first non-zero sector of `image` past `from`, or -1; reads data runs only. */
 async function extraPartNonZero(
+  io: ChunkBuffers,
   image: Image,
   from: number,
   tests: ByteTests,
@@ -132,7 +155,7 @@ async function extraPartNonZero(
     const end = extent.start + extent.length;
     for (let offset = extent.start; offset < end && !readsZero(extent); ) {
       const chunk = Math.min(COMPARE_CHUNK, end - offset);
-      const found = await firstNonZero(image, offset, chunk, tests);
+      const found = await firstNonZero(io, image, offset, chunk, tests);
       if (found >= 0) return offset + found;
       offset += chunk;
       progress(offset);
