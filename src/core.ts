@@ -16,3 +16,9 @@ export {
   type Qcow2Metadata,
   type Qcow2Snapshot,
 } from '../formats/qcow2/index.js';
+export { convertToRaw, type ConvertOptions, type ConvertResult } from './ops/convert.js';
+export { mapImage, type MapEntry, type MapOptions } from './ops/map.js';
+export { compareImages, type CompareOptions, type CompareResult, type CompareMismatch } from './ops/compare.js';
+export { ddToRaw, planDd, type DdOperands, type DdPlan, type DdResult } from './ops/dd.js';
+export { portableByteTests, type ByteTests } from './ops/bytes-accel.js';
+export type { ProgressCallback } from './ops/progress.js';

@@ -43,6 +43,11 @@ export class RawImage implements Image {
     return out;
   }
 
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    if (this.device.readInto) return this.device.readInto(offset, target);
+    target.set(await this.device.read(offset, target.length));
+  }
+
   async write(offset: number, data: Uint8Array): Promise<void> {
     requireWritable(this);
     checkRange(offset, data.length, this.size, `write to ${this.name}`);

@@ -12,4 +12,8 @@ export interface CommandEntry {
 export const COMMANDS: CommandEntry[] = [
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
+  { name: 'convert', describe: 'Convert an image to raw, sparsely', load: () => import('./commands/convert.js') },
+  { name: 'map', describe: "Show an image's allocation map, like qemu-img map", load: () => import('./commands/map.js') },
+  { name: 'compare', describe: 'Compare the guest contents of two images', load: () => import('./commands/compare.js') },
+  { name: 'dd', describe: 'Copy a range of an image, like qemu-img dd', load: () => import('./commands/dd.js') },
 ];
