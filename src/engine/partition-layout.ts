@@ -153,7 +153,9 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   } else {
     parseDiskId(table.id);
   }
-  const placer = new Placer(label, disk, Math.max(1, GRAIN_BYTES / sectorSize));
+  // fdisk aligns to the sector instead of 1 MiB on disks of at most 4 MiB.
+  const grain = totalSectors * sectorSize <= 4 * GRAIN_BYTES ? 1 : Math.max(1, GRAIN_BYTES / sectorSize);
+  const placer = new Placer(label, disk, grain);
   for (const entry of script.entries) {
     const partition = placer.place(entry, sectorSize);
     if (label === 'dos' && entry.bootable) partition.bootable = true;

@@ -90,6 +90,7 @@ export interface SfdiskJson {
     id: string;
     device: string;
     unit: 'sectors';
+    grain?: string;
     firstlba?: number;
     lastlba?: number;
     sectorsize: number;
@@ -109,6 +110,15 @@ function jsonPartition(partition: ListedPartition): SfdiskJsonPartition {
   return json;
 }
 
+/**
+ * fdisk aligns to 1 MiB, except on disks of at most 4 MiB where it aligns to the
+ * sector; sfdisk then reports that grain (in bytes). Undefined when it is the default.
+ */
+export function smallDiskGrain(listing: { diskSize: number; table?: PartitionTable }): number | undefined {
+  const sectorSize = listing.table?.sectorSize ?? 512;
+  return Math.floor(listing.diskSize / sectorSize) * sectorSize <= 4 * 1024 * 1024 ? sectorSize : undefined;
+}
+
 /** The listing as `sfdisk --json` prints it; undefined when there is no table. */
 export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
   const table = listing.table;
@@ -119,11 +129,14 @@ export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
       id: table.id,
       device: listing.device,
       unit: 'sectors',
+      ...(smallDiskGrain(listing) !== undefined ? { grain: String(smallDiskGrain(listing)) } : {}),
       ...(table.label === 'gpt' ? { firstlba: table.firstLba, lastlba: table.lastLba } : {}),
       sectorsize: table.sectorSize,
       partitions: listing.partitions.map(jsonPartition),
     },
   };
+  // sfdisk leaves the key out when there are no partitions.
+  if (listing.partitions.length === 0) delete (document.partitiontable as Partial<SfdiskJson['partitiontable']>).partitions;
   if (listing.warnings.length > 0) document.partitiontable.warnings = listing.warnings;
   return document;
 }
@@ -133,6 +146,8 @@ export function sfdiskScript(listing: PartitionListing): string | undefined {
   const table = listing.table;
   if (!table) return undefined;
   const lines = [`label: ${table.label}`, `label-id: ${table.id}`, `device: ${listing.device}`, 'unit: sectors'];
+  const grain = smallDiskGrain(listing);
+  if (grain !== undefined) lines.push(`grain: ${grain}`);
   if (table.label === 'gpt') lines.push(`first-lba: ${table.firstLba}`, `last-lba: ${table.lastLba}`);
   if (table.label === 'gpt' && table.entryCount !== undefined && table.entryCount !== 128) lines.push(`table-length: ${table.entryCount}`);
   lines.push(`sector-size: ${table.sectorSize}`, '');
