@@ -123,14 +123,16 @@ export function smallDiskGrain(listing: { diskSize: number; table?: PartitionTab
 export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
   const table = listing.table;
   if (!table) return undefined;
+  const grain = smallDiskGrain(listing);
+  // Key order follows sfdisk's: first/last LBA (GPT), then grain, then sector size.
   const document: SfdiskJson = {
     partitiontable: {
       label: table.label,
       id: table.id,
       device: listing.device,
       unit: 'sectors',
-      ...(smallDiskGrain(listing) !== undefined ? { grain: String(smallDiskGrain(listing)) } : {}),
       ...(table.label === 'gpt' ? { firstlba: table.firstLba, lastlba: table.lastLba } : {}),
+      ...(grain !== undefined ? { grain: String(grain) } : {}),
       sectorsize: table.sectorSize,
       partitions: listing.partitions.map(jsonPartition),
     },
