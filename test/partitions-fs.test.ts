@@ -102,6 +102,15 @@ describe('filesystems inside partitions, checked by real tools', () => {
     }
   });
 
+  it('a qcow2 image of the same disk gives the same offsets and filesystems', async () => {
+    if (!available || !(await requireTools('qemu-img'))) return;
+    const qcow2 = join(dir, 'disk.qcow2');
+    await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', image, qcow2]);
+    const fromQcow2 = await withImage(qcow2, (disk) => mountOffsets(disk));
+    expect(fromQcow2.format).toBe('qcow2');
+    expect(fromQcow2.targets).toEqual(offsets.targets);
+  });
+
   it('loop-mounts with the offsets when root with loop devices (else skipped)', async () => {
     if (!available) return;
     if (process.getuid?.() !== 0 || !existsSync('/dev/loop-control')) {
