@@ -145,10 +145,10 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   const table: PartitionTable = { label, id: script.labelId ?? sameLabel?.id ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
   let disk: Region = { start: 1, end: totalSectors };
   if (label === 'gpt') {
-    const geometry = gptGeometry(totalSectors, sectorSize, script.tableLength);
+    table.entryCount = script.tableLength ?? sameLabel?.entryCount ?? 128;
+    const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
     table.firstLba = script.firstLba ?? geometry.firstUsable;
     table.lastLba = script.lastLba ?? geometry.lastUsable;
-    if (script.tableLength !== undefined) table.entryCount = script.tableLength;
     disk = { start: table.firstLba, end: table.lastLba + 1 };
   } else {
     parseDiskId(table.id);
