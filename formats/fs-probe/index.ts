@@ -48,7 +48,16 @@ export async function probeFilesystem(device: BlockDevice): Promise<FilesystemIn
   if (device.size < 512) return undefined;
   const head = await device.read(0, Math.min(device.size, FS_PROBE_BYTES));
   const found = probeFilesystemHead(head);
-  return found ? refineLabel(device, head, found) : undefined;
+  return found ? ordered(await refineLabel(device, head, found)) : undefined;
+}
+
+/** The same facts with keys in one order (type, label, uuid, size), for stable JSON. */
+function ordered(info: FilesystemInfo): FilesystemInfo {
+  const out: FilesystemInfo = { type: info.type };
+  if (info.label !== undefined) out.label = info.label;
+  if (info.uuid !== undefined) out.uuid = info.uuid;
+  if (info.size !== undefined) out.size = info.size;
+  return out;
 }
 
 /** True for filesystems whose first sector ends in 55AA and could pass for an MBR. */

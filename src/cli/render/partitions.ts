@@ -37,6 +37,11 @@ function row(label: string, partition: ListedPartition): string[] {
   return [partition.node, ...common, typeName(label, partition.type), fs];
 }
 
+/** True when the partitions, in table order, also go up in start sector (sfdisk notes when not). */
+function inDiskOrder(partitions: ListedPartition[]): boolean {
+  return partitions.every((partition, index) => index === 0 || partition.start >= partitions[index - 1]!.start);
+}
+
 /** Renders the listing. */
 export function renderPartitions(listing: PartitionListing): string {
   const table = listing.table;
@@ -46,7 +51,6 @@ export function renderPartitions(listing: PartitionListing): string {
     return [...lines, '', `No partition table${whole}.`].join('\n') + '\n';
   }
   lines.push(`Disklabel type: ${table.label}`, `Disk identifier: ${table.id}`);
-  if (table.label === 'gpt') lines.push(`First usable LBA: ${table.firstLba}`, `Last usable LBA: ${table.lastLba}`);
   if (listing.partitions.length === 0) return lines.join('\n') + '\n';
   const numbers: Column[] = [{ header: 'Start', right: true }, { header: 'End', right: true }, { header: 'Sectors', right: true }, { header: 'Size', right: true }];
   const columns: Column[] =
@@ -54,5 +58,6 @@ export function renderPartitions(listing: PartitionListing): string {
       ? [{ header: 'Device' }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
       : [{ header: 'Device' }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
   lines.push('', ...renderColumns(columns, listing.partitions.map((partition) => row(table.label, partition))));
+  if (!inDiskOrder(listing.partitions)) lines.push('', 'Partition table entries are not in disk order.');
   return lines.join('\n') + '\n';
 }
