@@ -172,3 +172,45 @@ describe('hostile tables', { timeout: 30_000 }, () => {
     expect(await parseGpt(device)).toBeUndefined();
   });
 });
+
+describe('hostile filesystem heads', () => {
+  /** Signatures at their offsets, so each prober gets past its first check. */
+  const SIGNATURES: [number, string][] = [
+    [1080, '\x53\xef'],
+    [0, 'XFSB'],
+    [65536 + 0x40, '_BHRfS_M'],
+    [0x36, 'FAT16   '],
+    [0x52, 'FAT32   '],
+    [3, 'EXFAT   '],
+    [3, 'NTFS    '],
+    [4086, 'SWAPSPACE2'],
+    [0, 'LUKS\xba\xbe'],
+    [512, 'LABELONE'],
+    [32769, 'CD001'],
+    [0, 'hsqs'],
+  ];
+
+  it('random bytes behind a real signature never crash the probe', async () => {
+    const { probeFilesystem } = await import('../formats/fs-probe/index.js');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...SIGNATURES),
+        fc.array(fc.record({ at: fc.nat({ max: 70000 }), value: fc.integer({ min: 0, max: 255 }) }), { maxLength: 200 }),
+        fc.integer({ min: 512, max: 200_000 }),
+        fc.boolean(),
+        async ([offset, magic], pokes, size, fatJump) => {
+          const bytes = new Uint8Array(size);
+          for (const poke of pokes) if (poke.at < size) bytes[poke.at] = poke.value;
+          if (fatJump) bytes[0] = 0xeb;
+          for (let index = 0; index < magic.length && offset + index < size; index++) bytes[offset + index] = magic.charCodeAt(index);
+          try {
+            await probeFilesystem(new MemoryDevice(bytes, { writable: false }));
+          } catch (error) {
+            if (!(error instanceof PlatterError)) throw error;
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
