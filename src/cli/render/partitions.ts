@@ -55,8 +55,8 @@ export function renderPartitions(listing: PartitionListing): string {
   const numbers: Column[] = [{ header: 'Start', right: true }, { header: 'End', right: true }, { header: 'Sectors', right: true }, { header: 'Size', right: true }];
   const columns: Column[] =
     table.label === 'dos'
-      ? [{ header: 'Device' }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
-      : [{ header: 'Device' }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
+      ? [{ header: 'Device', minWidth: 10 }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
+      : [{ header: 'Device', minWidth: 10 }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
   lines.push('', ...renderColumns(columns, listing.partitions.map((partition) => row(table.label, partition))));
   if (!inDiskOrder(listing.partitions)) lines.push('', 'Partition table entries are not in disk order.');
   return lines.join('\n') + '\n';

@@ -4,11 +4,13 @@
 export interface Column {
   header: string;
   right?: boolean;
+  /** Narrowest width, as libsmartcols' width hints (fdisk gives Device 10). */
+  minWidth?: number;
 }
 
 /** Lays out rows under headers, one space apart, the last column unpadded. */
 export function renderColumns(columns: Column[], rows: string[][]): string[] {
-  const widths = columns.map((column, index) => Math.max(column.header.length, ...rows.map((row) => (row[index] ?? '').length)));
+  const widths = columns.map((column, index) => Math.max(column.minWidth ?? 0, column.header.length, ...rows.map((row) => (row[index] ?? '').length)));
   const line = (cells: string[]) =>
     cells
       .map((cell, index) => {
