@@ -66,14 +66,25 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(script.stdout).toBe(await mustRun('sfdisk', ['-d', path]));
   });
 
-  it('human output lists like sfdisk -l -uS, with a filesystem column', async () => {
-    if (!available) return;
+  it('human output adds a filesystem column when a partition holds one', async () => {
+    if (!available || !(await requireTools('mke2fs'))) return;
     const path = await classicImage('human.img');
+    await mustRun('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'five', '-E', `offset=${180495 * 512}`, path, '500k']);
     const result = await platter(['partitions', path]);
     expect(result.stdout).toContain('Disklabel type: dos');
     expect(result.stdout).toContain('Disk identifier: 0x0badcafe');
     expect(result.stdout).toMatch(/Device\s+Boot\s+Start\s+End\s+Sectors\s+Size\s+Id\s+Type\s+Filesystem/);
-    expect(result.stdout).toMatch(new RegExp(`${path}5\\s+180495\\s+181494\\s+1000\\s+500K\\s+83 Linux`));
+    expect(result.stdout).toMatch(new RegExp(`${path}5\\s+180495\\s+181494\\s+1000\\s+500K\\s+83 Linux\\s+ext4 "five"`));
+  });
+
+  it('without filesystems the human listing is exactly sfdisk -l -uS (MBR and GPT)', async () => {
+    if (!available || !(await requireTools('sgdisk'))) return;
+    const mbr = await classicImage('plain.img');
+    expect((await platter(['partitions', mbr])).stdout).toBe(await mustRun('sfdisk', ['-l', '-uS', mbr]));
+    const gpt = join(dir, 'plain-gpt.img');
+    await mustRun('truncate', ['-s', '24M', gpt]);
+    await mustRun('sgdisk', ['-n1:2048:+4M', '-t1:EF00', '-n2:0:+8M', '-t2:8300', '-n3:0:0', '-t3:8E00', gpt]);
+    expect((await platter(['partitions', gpt])).stdout).toBe(await mustRun('sfdisk', ['-l', '-uS', gpt]));
   });
 
   it('mount-offset 5 prints 92413440 and ready commands', async () => {

@@ -57,7 +57,13 @@ export function renderPartitions(listing: PartitionListing): string {
     table.label === 'dos'
       ? [{ header: 'Device', minWidth: 10 }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
       : [{ header: 'Device', minWidth: 10 }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
-  lines.push('', ...renderColumns(columns, listing.partitions.map((partition) => row(table.label, partition))));
+  let rows = listing.partitions.map((partition) => row(table.label, partition));
+  // Without any filesystem found, the listing is exactly sfdisk's: no empty extra column.
+  if (!listing.partitions.some((partition) => partition.filesystem)) {
+    columns.pop();
+    rows = rows.map((cells) => cells.slice(0, -1));
+  }
+  lines.push('', ...renderColumns(columns, rows));
   if (!inDiskOrder(listing.partitions)) lines.push('', 'Partition table entries are not in disk order.');
   return lines.join('\n') + '\n';
 }
