@@ -52,10 +52,11 @@ export function renderPartitions(listing: PartitionListing): string {
   }
   lines.push(`Disklabel type: ${table.label}`, `Disk identifier: ${table.id}`);
   if (listing.partitions.length === 0) return lines.join('\n') + '\n';
-  const numbers: Column[] = [{ header: 'Start', right: true }, { header: 'End', right: true }, { header: 'Sectors', right: true }, { header: 'Size', right: true }];
+  // Width hints as libfdisk gives them: Device 10, numbers and Size 5, Id 2.
+  const numbers: Column[] = ['Start', 'End', 'Sectors', 'Size'].map((header) => ({ header, right: true, minWidth: 5 }));
   const columns: Column[] =
     table.label === 'dos'
-      ? [{ header: 'Device', minWidth: 10 }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
+      ? [{ header: 'Device', minWidth: 10 }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true, minWidth: 2 }, { header: 'Type' }, { header: 'Filesystem' }]
       : [{ header: 'Device', minWidth: 10 }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
   let rows = listing.partitions.map((partition) => row(table.label, partition));
   // Without any filesystem found, the listing is exactly sfdisk's: no empty extra column.

@@ -4,13 +4,24 @@
 export interface Column {
   header: string;
   right?: boolean;
-  /** Narrowest width, as libsmartcols' width hints (fdisk gives Device 10). */
+  /** libsmartcols' absolute width hint (fdisk gives Device 10, numbers 5). */
   minWidth?: number;
+}
+
+/**
+ * libsmartcols' rule: the widest cell, at least the header; the width hint only
+ * widens a column whose cells are already as wide as its header.
+ */
+function columnWidth(column: Column, cells: string[]): number {
+  const widest = Math.max(0, ...cells.map((cell) => cell.length));
+  if (widest < column.header.length) return column.header.length;
+  const hint = column.minWidth ?? 0;
+  return widest < hint && column.header.length < hint ? hint : widest;
 }
 
 /** Lays out rows under headers, one space apart, the last column unpadded. */
 export function renderColumns(columns: Column[], rows: string[][]): string[] {
-  const widths = columns.map((column, index) => Math.max(column.minWidth ?? 0, column.header.length, ...rows.map((row) => (row[index] ?? '').length)));
+  const widths = columns.map((column, index) => columnWidth(column, rows.map((row) => row[index] ?? '')));
   const line = (cells: string[]) =>
     cells
       .map((cell, index) => {
