@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions } from '../src/ops/partitions.js';
 import { readPartitionTable } from '../src/engine/partition-table.js';
+import { renderPartitions } from '../src/cli/render/partitions.js';
 import { GptEntry, GptHeader } from '../formats/gpt/index.js';
 import { crc32 } from '../src/core/crc32.js';
 import { mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
@@ -46,15 +47,17 @@ describe('GPT against sgdisk and sfdisk', () => {
     return path;
   }
 
-  it('names and attributes parse to sfdisk --json', async () => {
+  it('names, attributes and types parse to sfdisk --json and list as sfdisk -l -uS', async () => {
     if (!available) return;
     const path = await sgdiskImage('named.img', [
       '-n1:2048:+4M', '-t1:EF00', '-c1:EFI system', '-A1:set:0', '-A1:set:48', '-A1:set:50',
       '-n2:0:+2M', '-t2:8300', '-c2:root fs', '-A2:set:2', '-A2:set:60', '-A2:set:10',
-      '-n5:0:+1M', '-t5:8200',
+      '-n5:0:+1M', '-t5:8200', '-n6:0:+1M', '-t6:A504', '-n7:0:+1M', '-t7:0700', '-n8:0:+1M', '-t8:FD00',
       '-n3:0:0', '-t3:8E00', '-c3:lvm',
     ]);
     expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+    const listed = await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })));
+    expect(listed).toBe(await mustRun('sfdisk', ['-l', '-uS', path]));
   });
 
   it('a hybrid MBR still reads as the GPT', async () => {

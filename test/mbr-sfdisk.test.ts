@@ -28,7 +28,8 @@ interface Layout {
   partitions: LayoutPartition[];
 }
 
-const TYPES = ['83', '82', '8e', '7', 'c', 'b', 'fd', 'ef', '1', '6', 'a5', 'e'];
+/** Any type byte but empty, extended (5, f, 85) and GPT protective (ee): named and unnamed ones alike. */
+const TYPES = Array.from({ length: 255 }, (_, index) => (index + 1).toString(16)).filter((type) => !['5', 'f', '85', 'ee'].includes(type));
 const EXTENDED = ['5', 'f', '85'];
 
 /** A layout: primaries, maybe an extended partition with 0–20 logicals, 63- or 2048-sector gaps. */
