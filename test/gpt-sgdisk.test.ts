@@ -7,13 +7,14 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions } from '../src/ops/partitions.js';
 import { readPartitionTable } from '../src/engine/partition-table.js';
 import { renderPartitions } from '../src/cli/render/partitions.js';
 import { GptEntry, GptHeader } from '../formats/gpt/index.js';
 import { crc32 } from '../src/core/crc32.js';
-import { mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
+import { mapLimited, mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
 import { withImage } from './helpers/partition-images.js';
 
 async function platterJson(path: string, device = path): Promise<unknown> {
@@ -121,4 +122,45 @@ describe('GPT against sgdisk and sfdisk', () => {
     expect(after?.partitions[0]?.attributes).toBe(before?.partitions[0]?.attributes);
     expect(await mustRun('sgdisk', ['-v', path])).toMatch(/No problems found/);
   });
+
+  it('100 random GPT layouts written by platter: sfdisk reads them as platter does, sgdisk -v finds no problems', async () => {
+    if (!available) return;
+    const types = ['L', 'S', 'U', 'V', 'R', 'H', 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7', '21686148-6449-6E6F-744E-656564454649'];
+    const layout = fc.record({
+      id: fc.uuid(),
+      parts: fc.array(
+        fc.record({
+          gap: fc.integer({ min: 0, max: 4096 }),
+          size: fc.integer({ min: 1, max: 8192 }),
+          type: fc.constantFrom(...types),
+          uuid: fc.uuid(),
+          name: fc.stringMatching(/^[A-Za-z0-9 _.-]{0,36}$/),
+          attrs: fc.subarray(['RequiredPartition', 'NoBlockIOProtocol', 'LegacyBIOSBootable', 'GUID:48', 'GUID:55', 'GUID:63']),
+        }),
+        { maxLength: 16 },
+      ),
+    });
+    const seed = Date.now() % 0x7fffffff;
+    const layouts = fc.sample(layout, { numRuns: 100, seed });
+    const problems = await mapLimited(layouts, 4, async ({ id, parts }, index) => {
+      const path = join(dir, `random-${index}.img`);
+      let position = 2048;
+      const lines = ['label: gpt', `label-id: ${id}`, 'unit: sectors'];
+      for (const part of parts) {
+        position += part.gap;
+        const fields = [`start=${position}`, `size=${part.size}`, `type=${part.type}`, `uuid=${part.uuid}`, `name="${part.name}"`];
+        if (part.attrs.length > 0) fields.push(`attrs="${part.attrs.join(' ')}"`);
+        lines.push(fields.join(', '));
+        position += part.size;
+      }
+      await mustRun('truncate', ['-s', String((position + 2048) * 512), path]);
+      await withImage(path, (image) => writePartitions(image, lines.join('\n') + '\n'), true);
+      const ours = JSON.stringify(await platterJson(path));
+      const theirs = JSON.stringify(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+      if (ours !== theirs) return `${lines.join('\n')}\n${ours}\n${theirs}`;
+      const verify = await mustRun('sgdisk', ['-v', path]);
+      return /No problems found/.test(verify) ? undefined : `${lines.join('\n')}\n${verify}`;
+    });
+    expect(problems.filter(Boolean), `seed ${seed}`).toEqual([]);
+  }, 120_000);
 });

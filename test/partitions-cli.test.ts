@@ -99,6 +99,16 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(json.targets[0]).toMatchObject({ name: '5', offset: 92413440, sizelimit: 512000 });
   });
 
+  it('PARTLABEL= picks a GPT partition by name', async () => {
+    if (!available) return;
+    const path = join(dir, 'named-gpt.img');
+    await mustRun('truncate', ['-s', '16M', path]);
+    const written = await platter(['partitions', '--write', '-', path], 'label: gpt\n,2M,U\nsize=4M, type=L, name="data disk"\n');
+    expect(written.code).toBe(0);
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', path, 'PARTLABEL=data disk'])).stdout);
+    expect(json.targets).toEqual([expect.objectContaining({ name: '2', partlabel: 'data disk', offset: 3 * 1024 * 1024, sizelimit: 4 * 1024 * 1024 })]);
+  });
+
   it('an unknown WHICH is an error line, exit 1', async () => {
     if (!available) return;
     const path = await classicImage('missing.img');
