@@ -99,6 +99,21 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(json.targets[0]).toMatchObject({ name: '5', offset: 92413440, sizelimit: 512000 });
   });
 
+  it('--write places like sfdisk and refuses partitions that do not fit', async () => {
+    if (!available) return;
+    const path = join(dir, 'fill.img');
+    await mustRun('truncate', ['-s', '50M', path]);
+    const script = 'label: dos\nlabel-id: 0x11112222\n,10M,L\n,,Ex\n,5M,S\n';
+    await platter(['partitions', '--write', '-', path], script);
+    const bySfdisk = join(dir, 'fill-sfdisk.img');
+    await mustRun('truncate', ['-s', '50M', bySfdisk]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], script);
+    expect((await mustRun('sfdisk', ['-d', path])).split(path).join('X')).toBe((await mustRun('sfdisk', ['-d', bySfdisk])).split(bySfdisk).join('X'));
+    const refused = await platter(['partitions', '--write', '-', path], 'label: dos\nstart=200000, size=10\n');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`^platter: ${path}: partition 1 \\(start 200000, 10 sectors\\) does not fit`));
+  });
+
   it('PARTLABEL= picks a GPT partition by name', async () => {
     if (!available) return;
     const path = join(dir, 'named-gpt.img');

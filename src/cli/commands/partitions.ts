@@ -2,7 +2,7 @@
 
 import { readFile } from 'node:fs/promises';
 import type { CliCommand } from '../command.js';
-import { IoError, NotFoundError, ReadOnlyError, UnsupportedFeatureError } from '../../core/errors.js';
+import { IoError, NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeatureError } from '../../core/errors.js';
 import type { Image } from '../../core/image.js';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing } from '../../ops/partitions.js';
 import { openForCli } from '../open.js';
@@ -75,6 +75,9 @@ const command: CliCommand = {
       try {
         await writePartitions(image, script);
         print(await listPartitions(image, { device: path }), output);
+      } catch (error) {
+        if (error instanceof PlatterError) error.inFile(path);
+        throw error;
       } finally {
         await image.close();
       }
