@@ -4,7 +4,7 @@
  * does) and default sizes (the rest of the free area).
  */
 
-import { alignUp } from '../core/bytes.js';
+import { alignDown, alignUp } from '../core/bytes.js';
 import { UsageError } from '../core/errors.js';
 import { parseDiskId } from '../../formats/mbr/index.js';
 import { GPT_TYPE_ALIASES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
@@ -26,6 +26,23 @@ const DOS_TYPE_ALIASES: ReadonlyMap<string, string> = new Map([
 
 /** Default alignment: 1 MiB, as fdisk and sfdisk place partitions. */
 const GRAIN_BYTES = 1024 * 1024;
+
+/** The alignment in sectors: 1 MiB, or one sector on disks of at most 4 MiB (as fdisk does). */
+function grainOf(totalSectors: number, sectorSize: number): number {
+  return totalSectors * sectorSize <= 4 * GRAIN_BYTES ? 1 : Math.max(1, GRAIN_BYTES / sectorSize);
+}
+
+/**
+ * fdisk's alignment inside [low, high]: `lba` rounded to the grain (up, or down
+ * when past the aligned end) when the range holds a grain boundary after its
+ * aligned start; `lba` unchanged when the range is too small.
+ */
+function alignInRange(lba: number, low: number, high: number, grain: number): number {
+  const first = alignUp(low, grain);
+  const last = alignDown(high, grain);
+  if (first >= last) return lba;
+  return Math.min(Math.max(alignUp(lba, grain), first), last);
+}
 
 /** The MBR or GPT type string for a script's type field. */
 export function resolveType(label: 'dos' | 'gpt', text: string | undefined): string {
@@ -100,21 +117,32 @@ class Placer {
     return { start: this.extended.start, end: this.extended.start + this.extended.size };
   }
 
+  /**
+   * sfdisk's default start: the first free sector after what is used, moved up
+   * to a grain boundary when the free area holds one (otherwise left as is). A
+   * logical partition also leaves a grain after the previous one for its EBR.
+   */
   private defaultStart(region: Region, logical: boolean): number {
-    let used = region.start + (logical ? 1 : 0);
+    let used = region.start;
     for (const partition of this.placed) {
       const inside = partition.start >= region.start && partition.start < region.end;
       const isContainer = partition === this.extended && logical;
       if (inside && !isContainer) used = Math.max(used, partition.start + partition.size);
     }
-    return alignUp(used, this.grain);
+    if (logical) return alignUp(used + this.grain, this.grain);
+    const freeEnd = Math.min(region.end, ...this.placed.filter((partition) => partition.start >= used).map((partition) => partition.start));
+    return alignInRange(used, used, freeEnd - 1, this.grain);
   }
 
   private sizeOf(entry: ScriptEntry, start: number, region: Region, sectorSize: number): number {
     if (entry.size !== undefined) return entry.size;
     if (entry.sizeBytes !== undefined) return Math.floor(entry.sizeBytes / sectorSize);
     const later = this.placed.filter((partition) => partition.start > start && partition.start < region.end);
-    const end = Math.min(region.end, ...later.map((partition) => partition.start));
+    // On GPT sfdisk ends a partition that runs to the last usable LBA on a grain boundary
+    // when one is in reach, else one sector short of that LBA.
+    const lastUsable = region.end - 1;
+    const gptEnd = alignInRange(lastUsable, start, lastUsable, this.grain);
+    const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start));
     if (end <= start) throw new UsageError(`no free space for a partition at sector ${start}`);
     return end - start;
   }
@@ -153,15 +181,14 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   if (label === 'gpt') {
     table.entryCount = script.tableLength ?? sameLabel?.entryCount ?? 128;
     const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
-    table.firstLba = script.firstLba ?? geometry.firstUsable;
+    // A new GPT from sfdisk starts its usable area at the first grain boundary (LBA 2048 on 512-byte disks).
+    table.firstLba = script.firstLba ?? Math.max(geometry.firstUsable, grainOf(totalSectors, sectorSize));
     table.lastLba = script.lastLba ?? geometry.lastUsable;
     disk = { start: table.firstLba, end: table.lastLba + 1 };
   } else {
     parseDiskId(table.id);
   }
-  // fdisk aligns to the sector instead of 1 MiB on disks of at most 4 MiB.
-  const grain = totalSectors * sectorSize <= 4 * GRAIN_BYTES ? 1 : Math.max(1, GRAIN_BYTES / sectorSize);
-  const placer = new Placer(label, disk, grain);
+  const placer = new Placer(label, disk, grainOf(totalSectors, sectorSize));
   for (const entry of script.entries) {
     const partition = placer.place(entry, sectorSize);
     if (label === 'dos' && entry.bootable) partition.bootable = true;
