@@ -61,6 +61,20 @@ describe('GPT against sgdisk and sfdisk', () => {
     expect(listed).toBe(await mustRun('sfdisk', ['-l', '-uS', path]));
   });
 
+  it('a small GPT with 64 entries (grain and table-length keys) reads as sfdisk reads it, and platter writes it the same', async () => {
+    if (!available) return;
+    const script = 'label: gpt\nlabel-id: 3675BFE5-FD21-4D49-911B-D98519023011\ntable-length: 64\nsize=1M, type=L, uuid=02636364-F081-414D-A881-445FAD7759AE\n';
+    const bySfdisk = join(dir, 'small.img');
+    const byPlatter = join(dir, 'small-p.img');
+    await mustRun('truncate', ['-s', '3M', bySfdisk, byPlatter]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], script);
+    expect(await platterJson(bySfdisk)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', bySfdisk])));
+    const dumped = await withImage(bySfdisk, async (image) => sfdiskScript(await listPartitions(image, { device: bySfdisk, probe: false })));
+    expect(dumped).toBe(await mustRun('sfdisk', ['-d', bySfdisk]));
+    await withImage(byPlatter, (image) => writePartitions(image, dumped!), true);
+    expect((await mustRun('sfdisk', ['-d', byPlatter])).split(byPlatter).join(bySfdisk)).toBe(dumped);
+  });
+
   it('a hybrid MBR still reads as the GPT', async () => {
     if (!available) return;
     const path = await sgdiskImage('hybrid.img', ['-n1:2048:+4M', '-t1:0700', '-c1:data', '-n2:0:+4M', '-t2:8300', '-h', '1:2']);

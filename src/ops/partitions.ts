@@ -90,6 +90,7 @@ export interface SfdiskJson {
     id: string;
     device: string;
     unit: 'sectors';
+    'table-length'?: string;
     grain?: string;
     firstlba?: number;
     lastlba?: number;
@@ -119,12 +120,17 @@ export function smallDiskGrain(listing: { diskSize: number; table?: PartitionTab
   return Math.floor(listing.diskSize / sectorSize) * sectorSize <= 4 * 1024 * 1024 ? sectorSize : undefined;
 }
 
+/** A GPT's entry count when it is not the default 128 (sfdisk shows it only then). */
+function tableLength(table: PartitionTable): number | undefined {
+  return table.label === 'gpt' && table.entryCount !== undefined && table.entryCount !== 128 ? table.entryCount : undefined;
+}
+
 /** The listing as `sfdisk --json` prints it; undefined when there is no table. */
 export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
   const table = listing.table;
   if (!table) return undefined;
   const grain = smallDiskGrain(listing);
-  // Key order follows sfdisk's: first/last LBA (GPT), then grain, then sector size.
+  // Key order follows sfdisk's: first/last LBA and table length (GPT), grain, sector size.
   const document: SfdiskJson = {
     partitiontable: {
       label: table.label,
@@ -132,6 +138,7 @@ export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
       device: listing.device,
       unit: 'sectors',
       ...(table.label === 'gpt' ? { firstlba: table.firstLba, lastlba: table.lastLba } : {}),
+      ...(tableLength(table) !== undefined ? { 'table-length': String(tableLength(table)) } : {}),
       ...(grain !== undefined ? { grain: String(grain) } : {}),
       sectorsize: table.sectorSize,
       partitions: listing.partitions.map(jsonPartition),
@@ -147,11 +154,13 @@ export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
 export function sfdiskScript(listing: PartitionListing): string | undefined {
   const table = listing.table;
   if (!table) return undefined;
+  // Header order follows sfdisk -d: first/last LBA and table length (GPT), grain, sector size.
   const lines = [`label: ${table.label}`, `label-id: ${table.id}`, `device: ${listing.device}`, 'unit: sectors'];
+  if (table.label === 'gpt') lines.push(`first-lba: ${table.firstLba}`, `last-lba: ${table.lastLba}`);
+  const length = tableLength(table);
+  if (length !== undefined) lines.push(`table-length: ${length}`);
   const grain = smallDiskGrain(listing);
   if (grain !== undefined) lines.push(`grain: ${grain}`);
-  if (table.label === 'gpt') lines.push(`first-lba: ${table.firstLba}`, `last-lba: ${table.lastLba}`);
-  if (table.label === 'gpt' && table.entryCount !== undefined && table.entryCount !== 128) lines.push(`table-length: ${table.entryCount}`);
   lines.push(`sector-size: ${table.sectorSize}`, '');
   for (const partition of listing.partitions) {
     const fields = [`start=${String(partition.start).padStart(12)}`, `size=${String(partition.size).padStart(12)}`, `type=${partition.type}`];
