@@ -22,3 +22,9 @@ export { compareImages, type CompareOptions, type CompareResult, type CompareMis
 export { ddToRaw, planDd, type DdOperands, type DdPlan, type DdResult } from './ops/dd.js';
 export { portableByteTests, type ByteTests } from './ops/bytes-accel.js';
 export type { ProgressCallback } from './ops/progress.js';
+export { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing, type ListedPartition } from './ops/partitions.js';
+export { mountOffsets, selectTarget, type MountOffsets, type MountTarget } from './ops/mount-offset.js';
+export { readPartitionTable, writePartitionTable } from './engine/partition-table.js';
+export type { PartitionTable, PartitionRecord } from '../formats/partition-table/model.js';
+export { probeFilesystem, type FilesystemInfo } from '../formats/fs-probe/index.js';
+export { readPhysicalVolume, lvPlacement } from '../formats/lvm/index.js';
