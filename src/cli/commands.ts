@@ -11,4 +11,9 @@ export interface CommandEntry {
 
 export const COMMANDS: CommandEntry[] = [
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
+  {
+    name: 'serve',
+    describe: 'Export an image or one of its partitions over NBD',
+    load: () => import('./commands/serve.js'),
+  },
 ];

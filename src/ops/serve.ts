@@ -1,0 +1,98 @@
+/**
+ * `serve`: export an image's virtual disk, or one partition of it, over NBD.
+ * The op builds the export and runs a listener it is handed (the runtime's
+ * sockets); it prints nothing.
+ */
+
+import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import type { Image } from '../core/image.js';
+import { imageExport, type ExportWindow, type NbdExport } from '../nbd/export.js';
+import type { ExportCatalog } from '../nbd/handshake.js';
+import { singleExportCatalog } from '../nbd/server.js';
+import { nbdUri, type NbdAddress } from '../nbd/uri.js';
+
+/** Finds a partition (a number, LABEL=, UUID=, PARTLABEL=, VG/LV) in an image's virtual disk. */
+export type PartitionResolver = (image: Image, which: string) => Promise<ExportWindow>;
+
+/** A listener the op starts: the runtime's sockets, already configured. */
+export type NbdListen = (catalog: ExportCatalog) => Promise<{
+  address: NbdAddress;
+  done: Promise<void>;
+  close(): Promise<void>;
+}>;
+
+/** What to export. */
+export interface ExportOptions {
+  /** The export's name (default '': clients that name none get it). */
+  exportName?: string;
+  /** Accept writes (the image must be open for writing). */
+  writable?: boolean;
+  /** Export only this partition. */
+  partition?: string;
+  /** Export this internal snapshot instead of the current state. */
+  snapshot?: string;
+  /** How `partition` is found; without one, --partition is refused. */
+  resolvePartition?: PartitionResolver;
+}
+
+/** What a running server tells its caller. */
+export interface ServeInfo {
+  uri: string;
+  socket?: string;
+  host?: string;
+  port?: number;
+  'export-name': string;
+  'virtual-size': number;
+  /** Where the export starts in the image's virtual disk (a partition's offset). */
+  offset: number;
+  format: string;
+  writable: boolean;
+}
+
+/** A running server. */
+export interface ServeHandle {
+  info: ServeInfo;
+  /** Resolves when the server stopped and every client's writes were flushed. */
+  done: Promise<void>;
+  /** Stops the server (drops clients, flushes). */
+  stop(): Promise<void>;
+}
+
+const noPartitions: PartitionResolver = async () => {
+  throw new UnsupportedFeatureError('--partition needs partition table support, which this build does not have yet');
+};
+
+/** Builds the export for an image, refusing what cannot be served. */
+export async function prepareExport(image: Image, options: ExportOptions = {}): Promise<{ exported: NbdExport; window: ExportWindow }> {
+  if (options.snapshot !== undefined) {
+    throw image.format === 'qcow2'
+      ? new UnsupportedFeatureError(`serving snapshot '${options.snapshot}' needs qcow2 snapshot reading, which this build does not have yet`)
+      : new UnsupportedFeatureError(`${image.format} images have no internal snapshots`);
+  }
+  const name = options.exportName ?? '';
+  if (new TextEncoder().encode(name).length > 4096) throw new UsageError('export name is longer than 4096 bytes');
+  const window =
+    options.partition === undefined
+      ? { start: 0, length: image.size }
+      : await (options.resolvePartition ?? noPartitions)(image, options.partition);
+  const exported = imageExport(image, { name, writable: options.writable === true, window, description: image.name });
+  return { exported, window };
+}
+
+/** Exports `image` and starts `listen`; resolves once clients can connect. */
+export async function serve(image: Image, options: ExportOptions & { listen: NbdListen }): Promise<ServeHandle> {
+  const { exported, window } = await prepareExport(image, options);
+  const listener = await options.listen(singleExportCatalog(exported));
+  const address = listener.address;
+  const info: ServeInfo = {
+    uri: nbdUri(address, exported.name),
+    ...('socketPath' in address ? { socket: address.socketPath } : { host: address.host, port: address.port }),
+    'export-name': exported.name,
+    'virtual-size': exported.size,
+    offset: window.start,
+    format: image.format,
+    writable: exported.writable,
+  };
+  const done = listener.done.then(() => exported.flush());
+  return { info, done, stop: async () => { await listener.close(); await done; } };
+}
