@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Builds dist/ once for the tests that spawn the CLI.
+    globalSetup: ['test/setup-build.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Differential tests spawn qemu-img; two workers fit the 2-core CI machine.
