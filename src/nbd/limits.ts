@@ -40,3 +40,9 @@ export const READ_HIGH_WATER_BYTES = 1024 * 1024;
 
 /** Time a client has to finish the handshake (qemu-nbd allows 10 s too). */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * Clients kept waiting for a --shared slot (like a listen backlog, as qemu-nbd
+ * leaves them); more are turned away so waiting sockets cannot pile up.
+ */
+export const MAX_WAITING_CLIENTS = 64;

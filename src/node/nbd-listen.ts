@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoError } from '../core/errors.js';
 import type { ExportCatalog } from '../nbd/handshake.js';
-import { HANDSHAKE_TIMEOUT_MS } from '../nbd/limits.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_WAITING_CLIENTS } from '../nbd/limits.js';
 import { serveConnection } from '../nbd/server.js';
 import { StreamReader, type NbdDuplex } from '../nbd/stream.js';
 import type { NbdAddress } from '../nbd/uri.js';
@@ -18,7 +18,7 @@ export type NbdEndpoint = { socketPath: string } | { port: number; host?: string
 
 /** How the listener treats clients. */
 export interface NbdListenOptions {
-  /** Clients served at once; more are turned away (qemu-nbd's --shared). */
+  /** Clients served at once; more wait for a free slot (qemu-nbd's --shared). */
   shared: number;
   /** Keep listening after the last client leaves (qemu-nbd's --persistent). */
   persistent: boolean;
@@ -70,26 +70,37 @@ export async function listenNbd(catalog: ExportCatalog, endpoint: NbdEndpoint, o
   const done = new Promise<void>((resolve) => (finish = resolve));
   let closing: Promise<void> | undefined;
 
-  const server = createServer((socket) => {
-    if (closing || sockets.size >= options.shared) {
-      log(`turned a client away: ${options.shared} already connected (see --shared)`);
-      socket.destroy();
-      return;
-    }
+  const waiting: Socket[] = [];
+
+  const start = (socket: Socket) => {
     sockets.add(socket);
     const connection = runConnection(socket, catalog, log).finally(() => {
       sockets.delete(socket);
       connections.delete(connection);
-      if (!options.persistent && sockets.size === 0) void close();
+      const next = nextWaiting(waiting);
+      if (next && !closing) start(next);
+      else if (!options.persistent && sockets.size === 0) void close();
     });
     connections.add(connection);
+  };
+
+  const server = createServer((socket) => {
+    if (closing) return socket.destroy();
+    if (sockets.size < options.shared) return start(socket);
+    if (waiting.length >= MAX_WAITING_CLIENTS) {
+      log(`turned a client away: ${options.shared} connected and ${waiting.length} waiting (see --shared)`);
+      return socket.destroy();
+    }
+    // Like a listen backlog: the client waits, unanswered, until a slot frees.
+    waiting.push(socket);
+    socket.on('error', () => {});
   });
 
   const close = (): Promise<void> => {
     closing ??= (async () => {
       // server.close() waits for open connections, so drop them after asking it to stop.
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
+      for (const socket of [...sockets, ...waiting]) socket.destroy();
       await Promise.all([...connections]);
       await stopped;
       finish();
@@ -99,6 +110,14 @@ export async function listenNbd(catalog: ExportCatalog, endpoint: NbdEndpoint, o
 
   const address = await startListening(server, endpoint);
   return { address, done, close };
+}
+
+/** The next waiting client that has not hung up meanwhile. */
+function nextWaiting(waiting: Socket[]): Socket | undefined {
+  for (let socket = waiting.shift(); socket; socket = waiting.shift()) {
+    if (!socket.destroyed && socket.readable) return socket;
+  }
+  return undefined;
 }
 
 async function runConnection(socket: Socket, catalog: ExportCatalog, log: (message: string) => void): Promise<void> {
