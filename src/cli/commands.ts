@@ -11,6 +11,12 @@ export interface CommandEntry {
 
 export const COMMANDS: CommandEntry[] = [
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
+  { name: 'partitions', describe: 'List or write the partition table (MBR or GPT) of an image', load: () => import('./commands/partitions.js') },
+  {
+    name: 'mount-offset',
+    describe: 'Show the byte offset and size limit of partitions and LVM volumes, for mount -o loop',
+    load: () => import('./commands/mount-offset.js'),
+  },
   {
     name: 'serve',
     describe: 'Export an image or one of its partitions over NBD',

@@ -8,3 +8,4 @@ export * from './size.js';
 export * from './device.js';
 export * from './image.js';
 export * from './registry.js';
+export * from './crc32.js';
