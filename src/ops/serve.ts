@@ -10,6 +10,7 @@ import { imageExport, type ExportWindow, type NbdExport } from '../nbd/export.js
 import type { ExportCatalog } from '../nbd/handshake.js';
 import { singleExportCatalog } from '../nbd/server.js';
 import { nbdUri, type NbdAddress } from '../nbd/uri.js';
+import { mountOffsets, selectTarget } from './mount-offset.js';
 
 /** Finds a partition (a number, LABEL=, UUID=, PARTLABEL=, VG/LV) in an image's virtual disk. */
 export type PartitionResolver = (image: Image, which: string) => Promise<ExportWindow>;
@@ -31,7 +32,7 @@ export interface ExportOptions {
   partition?: string;
   /** Export this internal snapshot instead of the current state. */
   snapshot?: string;
-  /** How `partition` is found; without one, --partition is refused. */
+  /** How `partition` is found (default: as `mount-offset` finds it). */
   resolvePartition?: PartitionResolver;
 }
 
@@ -58,8 +59,16 @@ export interface ServeHandle {
   stop(): Promise<void>;
 }
 
-const noPartitions: PartitionResolver = async () => {
-  throw new UnsupportedFeatureError('--partition needs partition table support, which this build does not have yet');
+/**
+ * The partitions and volumes `mount-offset` knows, as export windows. A logical
+ * volume scattered over several runs has no single window and is refused.
+ */
+export const mountTargetWindow: PartitionResolver = async (image, which) => {
+  const target = selectTarget(await mountOffsets(image), which);
+  if (!target.contiguous || target.offset === undefined || target.sizelimit === undefined) {
+    throw new UnsupportedFeatureError(`'${which}' cannot be exported as one byte range: ${target.reason ?? 'it is not contiguous'}`);
+  }
+  return { start: target.offset, length: target.sizelimit };
 };
 
 /** Builds the export for an image, refusing what cannot be served. */
@@ -74,7 +83,7 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
   const window =
     options.partition === undefined
       ? { start: 0, length: image.size }
-      : await (options.resolvePartition ?? noPartitions)(image, options.partition);
+      : await (options.resolvePartition ?? mountTargetWindow)(image, options.partition);
   const exported = imageExport(image, { name, writable: options.writable === true, window, description: image.name });
   return { exported, window };
 }
