@@ -3,7 +3,6 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Builds dist/ once for the tests that spawn the CLI.
     globalSetup: ['test/setup-build.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

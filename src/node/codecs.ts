@@ -1,15 +1,18 @@
 /**
  * Compression codecs for Node: deflate from node:zlib (on the libuv pool),
  * zstd decoding from fzstd (pure JS: Node 20's zlib has no zstd).
+ *
+ * Both decoders follow qemu's qcow2 rules: output is capped at the requested
+ * length and memory never grows past it, whatever the input claims.
  */
 
 import { promisify } from 'node:util';
-import { deflateRaw, inflateRaw } from 'node:zlib';
-import { decompress as zstdDecompress } from 'fzstd';
+import { constants, createInflateRaw, deflateRaw } from 'node:zlib';
+import { decompress as fzstdDecompress } from 'fzstd';
 import { CorruptImageError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
+import { zstdFrameInfo } from './zstd-frame.js';
 
-const inflateRawAsync = promisify(inflateRaw);
 const deflateRawAsync = promisify(deflateRaw);
 
 /** Copies `length` bytes (or fewer) out of a Buffer into a plain Uint8Array. */
@@ -17,31 +20,69 @@ function take(data: Uint8Array, length: number): Uint8Array {
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + Math.min(length, data.length)));
 }
 
+/**
+ * Inflates raw deflate until `outputLength` bytes are out, then stops: like
+ * qemu, a stream that would go on is accepted with its first `outputLength`
+ * bytes, and bytes after the stream's end are ignored. Resolves with fewer
+ * bytes when the stream ends (or the input runs out) early.
+ */
+export function inflateRawCapped(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const out = new Uint8Array(outputLength);
+    let filled = 0;
+    let settled = false;
+    const finish = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      inflater.destroy();
+      if (error) reject(new CorruptImageError(`invalid deflate stream: ${error.message}`));
+      else resolve(filled === outputLength ? out : out.slice(0, filled));
+    };
+    // Z_SYNC_FLUSH as the final flush: a stream cut short ends quietly instead of erroring.
+    const inflater = createInflateRaw({ finishFlush: constants.Z_SYNC_FLUSH, chunkSize: 16 * 1024 });
+    inflater.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      const count = Math.min(chunk.length, outputLength - filled);
+      out.set(chunk.subarray(0, count), filled);
+      filled += count;
+      if (filled === outputLength) finish();
+    });
+    inflater.on('error', (error) => finish(error));
+    inflater.on('end', () => finish());
+    if (outputLength === 0) finish();
+    else inflater.end(input);
+  });
+}
+
+/**
+ * Decodes the first zstd frame of `input` into at most `outputLength` bytes.
+ * The frame is measured first (bytes after it are ignored, as qemu does); a
+ * frame that declares, or provably holds, a different size is refused, and
+ * fzstd decodes into a buffer of exactly `outputLength` bytes so a hostile
+ * window size never allocates.
+ */
+export function zstdDecompressCapped(input: Uint8Array, outputLength: number): Uint8Array {
+  const frame = zstdFrameInfo(input);
+  if (frame.contentSize !== undefined && frame.contentSize !== outputLength) {
+    throw new CorruptImageError(`zstd frame holds ${frame.contentSize} bytes, expected ${outputLength}`);
+  }
+  if (frame.knownOutput > outputLength || frame.knownOutput + frame.maxCompressedOutput < outputLength) {
+    throw new CorruptImageError(`zstd frame cannot hold exactly ${outputLength} bytes`);
+  }
+  const out = new Uint8Array(outputLength);
+  try {
+    fzstdDecompress(input.subarray(0, frame.length), out);
+  } catch (error) {
+    throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
+  }
+  return out;
+}
+
 /** The codecs platter uses on Node. */
 export const nodeCodecs: Codecs = {
-  async inflateRaw(input, outputLength) {
-    try {
-      // maxOutputLength bounds memory against streams that inflate past one cluster;
-      // finishFlush tolerates streams cut short, as qemu's decoder does.
-      const out = await inflateRawAsync(input, {
-        maxOutputLength: outputLength,
-        finishFlush: 2 /* Z_SYNC_FLUSH */,
-      });
-      return take(out, outputLength);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-        throw new CorruptImageError(`deflate stream inflates past ${outputLength} bytes`);
-      }
-      throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
-    }
-  },
+  inflateRaw: inflateRawCapped,
   async zstdDecompress(input, outputLength) {
-    try {
-      const out = new Uint8Array(outputLength);
-      return take(zstdDecompress(input, out), outputLength);
-    } catch (error) {
-      throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
-    }
+    return zstdDecompressCapped(input, outputLength);
   },
   async deflateRaw(input) {
     const out = await deflateRawAsync(input, { windowBits: 12, level: 6 });

@@ -1,6 +1,6 @@
 /** The Node host: files named inside images, codecs, and warnings. */
 
-import { isAbsolute, join, dirname, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
 import type { EngineHost } from '../engine/open.js';
@@ -23,9 +23,15 @@ export function refuseProtocolName(name: string): void {
   }
 }
 
-/** qemu's path_combine: a relative name resolves against the naming file's directory. */
+/**
+ * qemu's path_combine: a relative name resolves against the naming file's
+ * directory, by plain prefixing (`dir/` + name, no normalisation), so the
+ * result reads exactly like qemu-img's full-backing-filename.
+ */
 export function resolveNamedPath(name: string, namedBy: BlockDevice): string {
-  return isAbsolute(name) ? name : join(dirname(namedBy.name), name);
+  if (isAbsolute(name)) return name;
+  const slash = namedBy.name.lastIndexOf('/');
+  return slash < 0 ? name : namedBy.name.slice(0, slash + 1) + name;
 }
 
 /** Builds the host the engine uses on Node. */

@@ -29,6 +29,35 @@ export interface SnapshotJson {
   icount?: number;
 }
 
+/**
+ * The order qemu-img 7.2 prints keys in (its JSON objects come from a hash
+ * table, so the order is fixed but not alphabetical). Matching it lets text
+ * diffs against qemu-img stay clean.
+ */
+const INFO_KEY_ORDER = [
+  'backing-filename-format',
+  'snapshots',
+  'virtual-size',
+  'filename',
+  'cluster-size',
+  'format',
+  'actual-size',
+  'format-specific',
+  'full-backing-filename',
+  'backing-filename',
+  'dirty-flag',
+];
+const SNAPSHOT_KEY_ORDER = ['icount', 'vm-clock-nsec', 'name', 'date-sec', 'date-nsec', 'vm-clock-sec', 'id', 'vm-state-size'];
+
+/** A copy of `object` with its keys in `order` (keys not listed keep their place at the end). */
+function ordered<T extends object>(object: T, order: readonly string[]): T {
+  const source = object as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const key of order) if (key in source) out[key] = source[key];
+  for (const key of Object.keys(source)) if (!(key in out)) out[key] = source[key];
+  return out as T;
+}
+
 /** Converts a snapshot record to qemu-img's JSON shape. */
 export function snapshotJson(snapshot: SnapshotInfo): SnapshotJson {
   const json: SnapshotJson = {
@@ -41,7 +70,7 @@ export function snapshotJson(snapshot: SnapshotInfo): SnapshotJson {
     'vm-clock-nsec': snapshot.vmClockNsec % 1e9,
   };
   if (snapshot.icount !== undefined) json.icount = snapshot.icount;
-  return json;
+  return ordered(json, SNAPSHOT_KEY_ORDER);
 }
 
 /** The info of one opened image (not its backing chain). */
@@ -63,7 +92,7 @@ export async function imageInfo(image: Image): Promise<ImageInfo> {
   }
   if (described.formatSpecific) info['format-specific'] = described.formatSpecific;
   if (described.snapshots && described.snapshots.length > 0) info.snapshots = described.snapshots.map(snapshotJson);
-  return info;
+  return ordered(info, INFO_KEY_ORDER);
 }
 
 /** The info of an image and, with `backingChain`, of every image below it (top first). */

@@ -12,13 +12,13 @@ export function renderInfo(info: ImageInfo): string {
     `disk size: ${info['actual-size'] === undefined ? 'unavailable' : formatSize(info['actual-size'])}`,
   ];
   if (info['cluster-size'] !== undefined) lines.push(`cluster_size: ${info['cluster-size']}`);
+  if (info['dirty-flag']) lines.push('cleanly shut down: no');
   if (info['backing-filename'] !== undefined) {
     const full = info['full-backing-filename'];
     const shown = full && full !== info['backing-filename'] ? `${info['backing-filename']} (actual path: ${full})` : info['backing-filename'];
     lines.push(`backing file: ${shown}`);
     if (info['backing-filename-format']) lines.push(`backing file format: ${info['backing-filename-format']}`);
   }
-  if (info['dirty-flag']) lines.push('cleanly shut down: no');
   if (info.snapshots?.length) lines.push('Snapshot list:', ...renderSnapshotTable(info.snapshots));
   if (info['format-specific']) {
     lines.push('Format specific information:', ...renderTree(info['format-specific'].data, '    '));
@@ -33,7 +33,7 @@ export function renderInfoChain(chain: ImageInfo[]): string {
 
 /** The snapshot table qemu-img prints (`ID TAG VM SIZE DATE VM CLOCK ICOUNT`). */
 export function renderSnapshotTable(snapshots: SnapshotJson[]): string[] {
-  const header = `${'ID'.padEnd(10)}${'TAG'.padEnd(18)}${'VM SIZE'.padStart(7)}${'DATE'.padStart(21)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`;
+  const header = `${'ID'.padEnd(9)} ${'TAG'.padEnd(17)} ${'VM SIZE'.padStart(7)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`;
   return [header, ...snapshots.map(renderSnapshotRow)];
 }
 
@@ -44,7 +44,8 @@ function renderSnapshotRow(s: SnapshotJson): string {
   const clockSec = s['vm-clock-sec'];
   const clock = `${pad(Math.floor(clockSec / 3600))}:${pad(Math.floor(clockSec / 60) % 60)}:${pad(clockSec % 60)}.${pad(Math.floor(s['vm-clock-nsec'] / 1e6), 3)}`;
   const icount = s.icount === undefined ? '' : String(s.icount);
-  return `${s.id.padEnd(10)}${s.name.padEnd(18)}${formatSize(s['vm-state-size']).padStart(7)}${dateText.padStart(21)}${clock.padStart(13)}${icount.padStart(11)}`;
+  // qemu's bdrv_snapshot_dump: "%-9s %-17s %7s%20s%13s%11s".
+  return `${s.id.padEnd(9)} ${s.name.padEnd(17)} ${formatSize(s['vm-state-size']).padStart(7)}${dateText.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}`;
 }
 
 function renderTree(data: Record<string, unknown>, indent: string): string[] {
@@ -54,9 +55,12 @@ function renderTree(data: Record<string, unknown>, indent: string): string[] {
     if (Array.isArray(value)) {
       lines.push(`${indent}${label}:`);
       value.forEach((item, index) => {
-        lines.push(`${indent}    [${index}]:`);
-        if (item && typeof item === 'object') lines.push(...renderTree(item as Record<string, unknown>, indent + '        '));
-        else lines.push(`${indent}        ${String(item)}`);
+        // qemu's dump_qlist: objects open a nested block, scalars sit on the index line.
+        if (item && typeof item === 'object') {
+          lines.push(`${indent}    [${index}]:`, ...renderTree(item as Record<string, unknown>, indent + '        '));
+        } else {
+          lines.push(`${indent}    [${index}]: ${String(item)}`);
+        }
       });
     } else if (value && typeof value === 'object') {
       lines.push(`${indent}${label}:`, ...renderTree(value as Record<string, unknown>, indent + '    '));

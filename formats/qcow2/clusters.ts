@@ -1,0 +1,147 @@
+/**
+ * Guest offset → host mapping (qemu's qcow2-cluster.c, read side). A lookup
+ * answers one run: the longest stretch from a guest offset, inside one L2 table,
+ * whose (sub)clusters share a type and, when they have host offsets, are
+ * contiguous on the host. Reads and block status are built from these runs.
+ */
+
+import { CorruptImageError } from '../../src/core/errors.js';
+import {
+  clusterType,
+  compressedDescriptor,
+  l1EntryL2Offset,
+  l2EntryHostOffset,
+  subclusterType,
+  type ClusterType,
+  type CompressedDescriptor,
+} from './entries.js';
+import type { L2Cache } from './l2-cache.js';
+import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
+
+/** The shape of the mapping: sizes and flags that never change for an open image. */
+export interface ClusterGeometry {
+  clusterBits: number;
+  clusterSize: number;
+  /** Entries per L2 table. */
+  l2Entries: number;
+  extendedL2: boolean;
+  /** Guest data sits in an external data file (offset 0 is then a real offset). */
+  dataFile: boolean;
+}
+
+/** One run of guest space with one mapping type. */
+export interface MappingRun {
+  start: number;
+  length: number;
+  type: ClusterType;
+  /** Host offset of `start` for normal, zero-alloc and unallocated-alloc runs. */
+  hostOffset?: number;
+  /** For a compressed run (always inside one cluster): where the stream is. */
+  compressed?: CompressedDescriptor;
+  /** Guest offset where the compressed run's cluster starts. */
+  clusterStart?: number;
+}
+
+/** True for types whose run has a host offset (qemu's BDRV_BLOCK_OFFSET_VALID cases). */
+export function hasHostOffset(type: ClusterType): boolean {
+  return type === 'normal' || type === 'zero-alloc' || type === 'unallocated-alloc';
+}
+
+/** Finds the mapping of guest offsets through one L1 table. */
+export class ClusterMap {
+  private readonly unitSize: number;
+
+  constructor(
+    readonly geometry: ClusterGeometry,
+    private readonly l1: DataView,
+    private readonly l1Offset: number,
+    private readonly l2Cache: L2Cache,
+  ) {
+    this.unitSize = geometry.extendedL2 ? geometry.clusterSize / SUBCLUSTERS_PER_CLUSTER : geometry.clusterSize;
+  }
+
+  /** Number of L1 entries. */
+  get l1Size(): number {
+    return this.l1.byteLength / 8;
+  }
+
+  /** The run starting at `offset`, at most `length` bytes long (length > 0). */
+  async lookup(offset: number, length: number): Promise<MappingRun> {
+    const { clusterSize, l2Entries } = this.geometry;
+    const bytesPerL2 = clusterSize * l2Entries;
+    const l1Index = Math.floor(offset / bytesPerL2);
+    const end = Math.min(offset + length, (l1Index + 1) * bytesPerL2);
+    const l2Offset = l1Index < this.l1Size ? l1EntryL2Offset(this.l1, l1Index, this.l1Offset) : 0;
+    if (l2Offset === 0) return { start: offset, length: end - offset, type: 'unallocated' };
+    if (l2Offset % clusterSize !== 0) {
+      throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
+    }
+    const l2 = await this.l2Cache.get(l2Offset);
+    return this.runIn(l2, l2Offset, offset, end);
+  }
+
+  /** Every run covering [offset, offset+length), in order. */
+  async *runs(offset: number, length: number): AsyncGenerator<MappingRun> {
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const run = await this.lookup(at, end - at);
+      yield run;
+      at += run.length;
+    }
+  }
+
+  private runIn(l2: DataView, l2Offset: number, start: number, end: number): MappingRun {
+    const first = this.unitAt(l2, l2Offset, start);
+    let runEnd = Math.min(this.nextUnit(start), end);
+    if (first.type === 'compressed') return this.compressedRun(l2, l2Offset, start, runEnd);
+    while (runEnd < end) {
+      const next = this.unitAt(l2, l2Offset, runEnd);
+      if (next.type !== first.type) break;
+      if (first.hostOffset !== undefined && next.hostOffset !== first.hostOffset + (runEnd - start)) break;
+      runEnd = Math.min(runEnd + this.unitSize, end);
+    }
+    const run: MappingRun = { start, length: runEnd - start, type: first.type };
+    if (first.hostOffset !== undefined) run.hostOffset = first.hostOffset;
+    return run;
+  }
+
+  private compressedRun(l2: DataView, l2Offset: number, start: number, end: number): MappingRun {
+    const { clusterSize, clusterBits, extendedL2, dataFile, l2Entries } = this.geometry;
+    const l2Index = Math.floor(start / clusterSize) % l2Entries;
+    if (dataFile) {
+      throw new CorruptImageError('compressed cluster in an image with an external data file', l2Offset + l2Index * (extendedL2 ? 16 : 8));
+    }
+    const clusterStart = start - (start % clusterSize);
+    const clusterEnd = Math.min(clusterStart + clusterSize, end);
+    return {
+      start,
+      length: clusterEnd - start,
+      type: 'compressed',
+      compressed: compressedDescriptor(l2, l2Index, clusterBits, extendedL2, l2Offset),
+      clusterStart,
+    };
+  }
+
+  private nextUnit(offset: number): number {
+    return offset - (offset % this.unitSize) + this.unitSize;
+  }
+
+  /** Type and host offset (of `offset` itself) of the unit holding `offset`. */
+  private unitAt(l2: DataView, l2Offset: number, offset: number): { type: ClusterType; hostOffset?: number } {
+    const { clusterSize, l2Entries, extendedL2, dataFile } = this.geometry;
+    const l2Index = Math.floor(offset / clusterSize) % l2Entries;
+    const inCluster = offset % clusterSize;
+    const type = extendedL2
+      ? subclusterType(l2, l2Index, Math.floor(inCluster / this.unitSize), dataFile, l2Offset)
+      : clusterType(l2, l2Index, false, dataFile);
+    if (!hasHostOffset(type)) return { type };
+    const host = l2EntryHostOffset(l2, l2Index, extendedL2, l2Offset);
+    if (host % clusterSize !== 0) {
+      throw new CorruptImageError(
+        `cluster offset ${host} is not cluster-aligned (L2 table at ${l2Offset}, index ${l2Index})`,
+        l2Offset + l2Index * (extendedL2 ? 16 : 8),
+      );
+    }
+    return { type, hostOffset: host + inCluster };
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * A read-only qcow2 image: guest reads and block status over the cluster map,
+ * with compressed clusters, external data files and a backing chain.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { checkRange } from '../../src/core/bytes.js';
+import { NotFoundError, ReadOnlyError } from '../../src/core/errors.js';
+import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
+import { MAX_IO_BYTES } from '../../src/core/limits.js';
+import { ClusterMap, type MappingRun } from './clusters.js';
+import { readCompressedCluster } from './compress.js';
+import { describeQcow2 } from './describe.js';
+import type { Qcow2Metadata } from './metadata.js';
+
+/** The parts a Qcow2Image is made of; `open` and snapshot views assemble them. */
+export interface Qcow2Parts {
+  /** The qcow2 file. */
+  device: BlockDevice;
+  /** Where guest data clusters live: the qcow2 file, or the external data file (absent when not opened). */
+  dataDevice?: BlockDevice;
+  metadata: Qcow2Metadata;
+  map: ClusterMap;
+  /** Virtual size (a snapshot view has the snapshot's size). */
+  size: number;
+  backing?: Image;
+  host: ImageHost;
+  /** False for views that share files with another image: closing them leaves the files open. */
+  ownsFiles: boolean;
+}
+
+/** A qcow2 image opened for reading. */
+export class Qcow2Image implements Image {
+  readonly format = 'qcow2';
+  readonly writable = false;
+  readonly device: BlockDevice;
+  readonly backing: Image | undefined;
+  readonly size: number;
+  readonly metadata: Qcow2Metadata;
+  /** The last decompressed cluster: sequential reads in small chunks decode each cluster once. */
+  private lastCompressed?: { hostOffset: number; data: Uint8Array };
+
+  constructor(private readonly parts: Qcow2Parts) {
+    this.device = parts.device;
+    this.backing = parts.backing;
+    this.size = parts.size;
+    this.metadata = parts.metadata;
+  }
+
+  get name(): string {
+    return this.device.name;
+  }
+
+  /** The device guest data clusters are read from (the qcow2 file or its external data file). */
+  get dataDevice(): BlockDevice | undefined {
+    return this.parts.dataDevice;
+  }
+
+  /** The runtime services the image was opened with. */
+  get host(): ImageHost {
+    return this.parts.host;
+  }
+
+  /** The guest-offset → host mapping (for tools that walk clusters). */
+  get clusterMap(): ClusterMap {
+    return this.parts.map;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length, this.size, `read from ${this.name}`);
+    const out = new Uint8Array(length);
+    for await (const run of this.parts.map.runs(offset, length)) {
+      const at = run.start - offset;
+      await this.readRun(run, out.subarray(at, at + run.length));
+    }
+    return out;
+  }
+
+  async write(): Promise<void> {
+    throw new ReadOnlyError(`${this.name} is open read-only`);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    checkRange(offset, length, this.size, `block status of ${this.name}`);
+    const extents: Extent[] = [];
+    for await (const run of this.parts.map.runs(offset, length)) {
+      for (const extent of await this.runStatus(run)) appendExtent(extents, extent);
+    }
+    return extents;
+  }
+
+  describe(): ImageDescription {
+    return describeQcow2(this.metadata, this.device, this.parts.host);
+  }
+
+  async allocatedBytes(): Promise<number | undefined> {
+    return this.device.allocatedBytes?.();
+  }
+
+  async close(): Promise<void> {
+    if (!this.parts.ownsFiles) return;
+    await this.backing?.close();
+    if (this.parts.dataDevice && this.parts.dataDevice !== this.device) await this.parts.dataDevice.close();
+    await this.device.close();
+  }
+
+  private async readRun(run: MappingRun, target: Uint8Array): Promise<void> {
+    switch (run.type) {
+      case 'normal':
+        return readHost(this.requireDataDevice(), run.hostOffset!, target);
+      case 'compressed': {
+        const cluster = await this.compressedCluster(run);
+        const from = run.start - run.clusterStart!;
+        target.set(cluster.subarray(from, from + target.length));
+        return;
+      }
+      case 'unallocated':
+      case 'unallocated-alloc':
+        if (this.backing) await readBacking(this.backing, run.start, target);
+        return;
+      default:
+        return; // zero-plain and zero-alloc: `target` is already zeros
+    }
+  }
+
+  private async compressedCluster(run: MappingRun): Promise<Uint8Array> {
+    const descriptor = run.compressed!;
+    if (this.lastCompressed?.hostOffset === descriptor.hostOffset) return this.lastCompressed.data;
+    const { clusterSize, header } = this.metadata;
+    const data = await readCompressedCluster(this.device, descriptor, clusterSize, header.compressionType, this.parts.host.codecs);
+    this.lastCompressed = { hostOffset: descriptor.hostOffset, data };
+    return data;
+  }
+
+  private requireDataDevice(): BlockDevice {
+    if (!this.parts.dataDevice) {
+      throw new NotFoundError(`the external data file '${this.metadata.extensions.dataFile ?? ''}' is not open`);
+    }
+    return this.parts.dataDevice;
+  }
+
+  private async runStatus(run: MappingRun): Promise<Extent[]> {
+    const { start, length } = run;
+    switch (run.type) {
+      case 'normal':
+        return [{ start, length, kind: 'data', depth: 0, hostOffset: run.hostOffset! }];
+      case 'compressed':
+        return [{ start, length, kind: 'data', depth: 0, compressed: true }];
+      case 'zero-plain':
+        return [{ start, length, kind: 'zero', depth: 0 }];
+      case 'zero-alloc':
+        return [{ start, length, kind: 'zero', depth: 0, hostOffset: run.hostOffset! }];
+      default: {
+        if (this.backing) return backingStatus(this.backing, start, length);
+        const extent: Extent = { start, length, kind: 'unallocated', depth: 1 };
+        // qemu reports the reserved host cluster of an unallocated subcluster too.
+        if (run.hostOffset !== undefined) extent.hostOffset = run.hostOffset;
+        return [extent];
+      }
+    }
+  }
+}
+
+/**
+ * Block status of the backing image for a range the top leaves unallocated:
+ * depths grow by one. Past the end of a shorter backing image the range stays
+ * unallocated (it reads as zeros) and the search stopped at this layer, so its
+ * depth counts this layer only, as qemu's block layer reports it.
+ */
+async function backingStatus(backing: Image, start: number, length: number): Promise<Extent[]> {
+  const inside = Math.max(0, Math.min(length, backing.size - start));
+  const extents: Extent[] = [];
+  if (inside > 0) {
+    for (const extent of await backing.blockStatus(start, inside)) extents.push({ ...extent, depth: extent.depth + 1 });
+  }
+  if (inside < length) extents.push({ start: start + inside, length: length - inside, kind: 'unallocated', depth: 1 });
+  return extents;
+}
+
+/** Reads guest bytes from a backing image; bytes past its end stay zero. */
+async function readBacking(backing: Image, start: number, target: Uint8Array): Promise<void> {
+  const inside = Math.max(0, Math.min(target.length, backing.size - start));
+  for (let done = 0; done < inside; ) {
+    const chunk = Math.min(inside - done, MAX_IO_BYTES);
+    target.set(await backing.read(start + done, chunk), done);
+    done += chunk;
+  }
+}
+
+/**
+ * Reads host bytes into `target`, in device reads of at most MAX_IO_BYTES.
+ * Past the end of the file the bytes read as zeros, as qemu's file layer does
+ * (an external data file is often shorter than the guest disk).
+ */
+async function readHost(device: BlockDevice, hostOffset: number, target: Uint8Array): Promise<void> {
+  const inside = Math.max(0, Math.min(target.length, device.size - hostOffset));
+  for (let done = 0; done < inside; ) {
+    const chunk = Math.min(inside - done, MAX_IO_BYTES);
+    target.set(await device.read(hostOffset + done, chunk), done);
+    done += chunk;
+  }
+}
+
+/** Appends an extent, merging it into the previous one when they continue each other. */
+export function appendExtent(extents: Extent[], extent: Extent): void {
+  const last = extents[extents.length - 1];
+  if (
+    last &&
+    last.start + last.length === extent.start &&
+    last.kind === extent.kind &&
+    last.depth === extent.depth &&
+    (last.compressed ?? false) === (extent.compressed ?? false) &&
+    (last.hostOffset === undefined
+      ? extent.hostOffset === undefined
+      : extent.hostOffset === last.hostOffset + last.length)
+  ) {
+    last.length += extent.length;
+    return;
+  }
+  extents.push({ ...extent });
+}

@@ -1,0 +1,105 @@
+/**
+ * The qcow2 format module: probing and opening (qemu's qcow2_open), with the
+ * external data file and backing chain opened through the host.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { CorruptImageError, NotFoundError, ReadOnlyError, UsageError } from '../../src/core/errors.js';
+import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core/image.js';
+import { ClusterMap } from './clusters.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, hasDataFile } from './header.js';
+import { Qcow2Image } from './image.js';
+import { L2Cache } from './l2-cache.js';
+import { readMetadata, type Qcow2Metadata } from './metadata.js';
+
+export { Qcow2Image, type Qcow2Parts, appendExtent } from './image.js';
+export { openSnapshotView } from './snapshot-view.js';
+export * from './header.js';
+export * from './extensions.js';
+export * from './entries.js';
+export * from './limits.js';
+export { L2Cache, l2CacheCapacity } from './l2-cache.js';
+export { ClusterMap, hasHostOffset, type ClusterGeometry, type MappingRun } from './clusters.js';
+export { readCompressedCluster } from './compress.js';
+export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
+export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot } from './snapshots.js';
+export { readBitmapDirectory, BitmapDirectoryEntry, type BitmapInfo } from './bitmaps.js';
+export { formatSpecificData, describeQcow2 } from './describe.js';
+
+/** Opens the qcow2 image on `device`. */
+export async function openQcow2(device: BlockDevice, options: OpenOptions): Promise<Qcow2Image> {
+  const metadata = await readMetadata(device);
+  checkOpenMode(metadata, device, options);
+  const { host } = options;
+  let dataDevice: BlockDevice | undefined = device;
+  let backing: Image | undefined;
+  try {
+    if (hasDataFile(metadata.header)) dataDevice = options.noBacking ? undefined : await openDataFile(metadata, device, host);
+    if (metadata.backingFileName !== undefined && !options.noBacking) {
+      backing = await openBackingImage(metadata, device, host);
+    }
+  } catch (error) {
+    if (dataDevice && dataDevice !== device) await dataDevice.close();
+    throw error;
+  }
+  const cache = new L2Cache(device, metadata.clusterSize);
+  const map = new ClusterMap(metadata.geometry, metadata.l1, metadata.header.l1TableOffset, cache);
+  return new Qcow2Image({ device, dataDevice, metadata, map, size: metadata.header.size, backing, host, ownsFiles: true });
+}
+
+/** Dirty or corrupt images open read-only with a warning; this reader opens nothing writable. */
+function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: OpenOptions): void {
+  const features = metadata.header.incompatibleFeatures;
+  const corrupt = (features & INCOMPAT_CORRUPT) !== 0n;
+  if (corrupt && options.writable) {
+    throw new CorruptImageError('image is marked corrupt and cannot be opened for writing', 72);
+  }
+  if (options.writable) throw new ReadOnlyError(`${device.name}: qcow2 images open read-only here`);
+  if (corrupt) options.host.warn('image is marked corrupt; opened read-only');
+  else if ((features & INCOMPAT_DIRTY) !== 0n) {
+    options.host.warn('image was not closed cleanly (dirty bit set); refcounts may be stale; opened read-only');
+  }
+}
+
+async function openDataFile(metadata: Qcow2Metadata, device: BlockDevice, host: ImageHost): Promise<BlockDevice> {
+  const name = metadata.extensions.dataFile;
+  if (name === undefined || name === '') {
+    throw new CorruptImageError('the image needs an external data file but does not name one', 72);
+  }
+  if (!host.openNamedFile) throw new UsageError(`cannot open data file '${name}': no file access here`);
+  try {
+    return await host.openNamedFile(name, device, { writable: false });
+  } catch (error) {
+    throw namedFileError(error, 'data file', name, device, host);
+  }
+}
+
+async function openBackingImage(metadata: Qcow2Metadata, device: BlockDevice, host: ImageHost): Promise<Image> {
+  const name = metadata.backingFileName!;
+  if (!host.openBacking) throw new UsageError(`cannot open backing file '${name}': no file access here`);
+  try {
+    return await host.openBacking(name, device, metadata.extensions.backingFormat);
+  } catch (error) {
+    throw namedFileError(error, 'backing file', name, device, host);
+  }
+}
+
+/** A missing file named inside the image is reported against the image, with the path tried. */
+function namedFileError(error: unknown, what: string, name: string, device: BlockDevice, host: ImageHost): unknown {
+  if (!(error instanceof NotFoundError)) return error;
+  const path = host.resolveName?.(name, device) ?? name;
+  const reason = error.message.replace(/^Could not open: /, '');
+  return new NotFoundError(`could not open ${what} '${path}': ${reason}`, { path, name }).inFile(device.name);
+}
+
+/** Bytes 0..3 of every qcow2 file: `QFI\xfb`. */
+function hasMagic(head: Uint8Array): boolean {
+  return head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0) === QCOW2_MAGIC;
+}
+
+/** The qcow2 FormatModule: certain on the magic, blind otherwise. */
+export const qcow2Format: FormatModule = {
+  name: 'qcow2',
+  probe: (head) => (hasMagic(head) ? 100 : 0),
+  open: openQcow2,
+};

@@ -1,0 +1,63 @@
+/**
+ * Limits for qcow2, each one qemu's own (block/qcow2.h) unless said otherwise.
+ * Every size read from an image is checked against these before it is used to
+ * allocate memory or to bound a loop.
+ */
+
+/** Smallest cluster: 512 bytes (cluster_bits 9), one sector. */
+export const MIN_CLUSTER_BITS = 9;
+
+/** Largest cluster: 2 MiB (cluster_bits 21); qemu refuses bigger ones. */
+export const MAX_CLUSTER_BITS = 21;
+
+/** Extended L2 entries need clusters of at least 16 KiB (32 subclusters of 512 bytes). */
+export const MIN_EXTENDED_L2_CLUSTER_BITS = 14;
+
+/** The active L1 table may take at most 32 MiB (qemu's QCOW_MAX_L1_SIZE). */
+export const MAX_L1_BYTES = 32 * 1024 * 1024;
+
+/** The refcount table may take at most 8 MiB (qemu's QCOW_MAX_REFTABLE_SIZE). */
+export const MAX_REFCOUNT_TABLE_BYTES = 8 * 1024 * 1024;
+
+/** refcount_order ≤ 6: refcounts are at most 64 bits wide. */
+export const MAX_REFCOUNT_ORDER = 6;
+
+/** At most 65536 internal snapshots (qemu's QCOW_MAX_SNAPSHOTS). */
+export const MAX_SNAPSHOTS = 65536;
+
+/** The snapshot table may take at most 64 MiB (qemu's QCOW_MAX_SNAPSHOTS_SIZE). */
+export const MAX_SNAPSHOT_TABLE_BYTES = 64 * 1024 * 1024;
+
+/** Extra data per snapshot entry is at most 1 KiB (qemu's QCOW_MAX_SNAPSHOT_EXTRA_DATA). */
+export const MAX_SNAPSHOT_EXTRA_DATA = 1024;
+
+/** A backing file name is at most 1023 bytes (qemu keeps it in a 1024-byte buffer). */
+export const MAX_BACKING_FILE_NAME = 1023;
+
+/** The backing format name is shorter than 16 bytes (qemu's bs->backing_format buffer). */
+export const MAX_BACKING_FORMAT_NAME = 15;
+
+/** qemu keeps the external data file name in a 1023-byte buffer as well. */
+export const MAX_DATA_FILE_NAME = 1023;
+
+/** At most 65535 persistent bitmaps (qemu's QCOW2_MAX_BITMAPS). */
+export const MAX_BITMAPS = 65535;
+
+/** The bitmap directory takes at most 64 MiB (qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE). */
+export const MAX_BITMAP_DIRECTORY_BYTES = 64 * 1024 * 1024;
+
+/** Host offsets in L1/L2 entries use bits 9..55: anything at or above 2^56 is corrupt. */
+export const MAX_HOST_OFFSET_BITS = 56;
+
+/**
+ * L2 tables kept in memory per open image. 64 tables of 64 KiB cover 32 GiB of
+ * guest space in 4 MiB of memory; at 2 MiB clusters the cache holds at most
+ * MAX_L2_CACHE_BYTES, whichever is smaller.
+ */
+export const L2_CACHE_TABLES = 64;
+
+/** Upper bound on L2 cache memory whatever the cluster size (32 MiB). */
+export const MAX_L2_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** Subclusters per cluster with extended L2 entries (fixed by the spec). */
+export const SUBCLUSTERS_PER_CLUSTER = 32;

@@ -1,0 +1,34 @@
+/**
+ * A read-only view of an internal snapshot (qemu's bdrv_snapshot_load_tmp): the
+ * same files, the snapshot's L1 table and disk size. Closing the view leaves the
+ * image it came from open.
+ */
+
+import { NotFoundError } from '../../src/core/errors.js';
+import { ClusterMap } from './clusters.js';
+import { Qcow2Image } from './image.js';
+import { L2Cache } from './l2-cache.js';
+import { readL1Table } from './metadata.js';
+import { findSnapshot } from './snapshots.js';
+
+/** Opens the snapshot `idOrName` (an id first, then a name, as qemu looks it up) of `image`. */
+export async function openSnapshotView(image: Qcow2Image, idOrName: string): Promise<Qcow2Image> {
+  const { metadata } = image;
+  const snapshot = findSnapshot(metadata.snapshots, idOrName);
+  if (!snapshot) {
+    throw new NotFoundError(`no snapshot '${idOrName}' in ${image.name}`, { snapshot: idOrName }).inFile(image.name);
+  }
+  const l1 = await readL1Table(image.device, snapshot.l1TableOffset, snapshot.l1Size, metadata.clusterSize, 'snapshot L1 table');
+  const cache = new L2Cache(image.device, metadata.clusterSize);
+  const map = new ClusterMap(metadata.geometry, l1, snapshot.l1TableOffset, cache);
+  return new Qcow2Image({
+    device: image.device,
+    dataDevice: image.dataDevice,
+    metadata,
+    map,
+    size: snapshot.diskSize,
+    backing: image.backing,
+    host: image.host,
+    ownsFiles: false,
+  });
+}

@@ -1,0 +1,150 @@
+/**
+ * The internal snapshot table (qcow2.rst, "Snapshots"): entries of a 40-byte
+ * fixed part, extra data, id and name, each entry 8-byte aligned. Parsing mirrors
+ * qemu's qcow2_read_snapshots, including its limits.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
+import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
+import { defineStruct, u16be, u32be, u64be } from '../../src/core/struct.js';
+import type { SnapshotInfo } from '../../src/core/image.js';
+import { MAX_L1_BYTES, MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
+
+/** The fixed part of a snapshot table entry (40 bytes). */
+export const SnapshotHeader = defineStruct('qcow2 snapshot entry', 40, {
+  l1TableOffset: [0, u64be],
+  l1Size: [8, u32be],
+  idSize: [12, u16be],
+  nameSize: [14, u16be],
+  dateSec: [16, u32be],
+  dateNsec: [20, u32be],
+  vmClockNsec: [24, u64be],
+  vmStateSize: [32, u32be],
+  extraDataSize: [36, u32be],
+});
+
+/** The extra data qemu writes after the fixed part (24 bytes; older images have less). */
+export const SnapshotExtraData = defineStruct('qcow2 snapshot extra data', 24, {
+  vmStateSizeLarge: [0, u64be],
+  diskSize: [8, u64be],
+  icount: [16, u64be],
+});
+
+/** One decoded snapshot table entry. */
+export interface Qcow2Snapshot {
+  l1TableOffset: number;
+  l1Size: number;
+  id: string;
+  name: string;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: number;
+  vmStateSize: number;
+  /** Virtual disk size when the snapshot was taken (the current size when not recorded). */
+  diskSize: number;
+  /** Instruction count, absent when not recorded (qemu stores -1). */
+  icount?: number;
+  /** The raw extra data bytes, kept whole for rewriting. */
+  extraData: Uint8Array;
+}
+
+const utf8 = new TextDecoder();
+
+/** Reads the table: `header` gives where it is and how many entries; `currentSize` fills missing disk sizes. */
+export async function readSnapshotTable(
+  device: BlockDevice,
+  table: { snapshotsOffset: number; nbSnapshots: number; clusterSize: number },
+  currentSize: number,
+): Promise<Qcow2Snapshot[]> {
+  const snapshots: Qcow2Snapshot[] = [];
+  if (table.nbSnapshots === 0) return snapshots;
+  // Read the table in one go: it is at most MAX_SNAPSHOT_TABLE_BYTES, and never past the file end.
+  const available = Math.max(0, device.size - table.snapshotsOffset);
+  const bytes = await device.read(table.snapshotsOffset, Math.min(available, MAX_SNAPSHOT_TABLE_BYTES));
+  let offset = 0;
+  for (let index = 0; index < table.nbSnapshots; index++) {
+    offset = alignUp(offset, 8);
+    const { snapshot, next } = decodeEntry(bytes, offset, table.snapshotsOffset, currentSize, index);
+    snapshots.push(snapshot);
+    offset = next;
+  }
+  return snapshots;
+}
+
+function decodeEntry(
+  bytes: Uint8Array,
+  offset: number,
+  base: number,
+  currentSize: number,
+  index: number,
+): { snapshot: Qcow2Snapshot; next: number } {
+  const where = base + offset;
+  const truncated = () =>
+    bytes.length >= MAX_SNAPSHOT_TABLE_BYTES
+      ? new LimitExceededError(`snapshot table is larger than ${MAX_SNAPSHOT_TABLE_BYTES} bytes`)
+      : new CorruptImageError(`snapshot table entry ${index} is truncated`, where);
+  if (SnapshotHeader.size > bytes.length - offset) throw truncated();
+  const fixed = SnapshotHeader.decode(bytes, offset);
+  if (fixed.extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
+    throw new CorruptImageError(`too much extra data in snapshot table entry ${index} (${fixed.extraDataSize} bytes)`, where + 36);
+  }
+  const extraAt = offset + SnapshotHeader.size;
+  const entryEnd = extraAt + fixed.extraDataSize + fixed.idSize + fixed.nameSize;
+  if (entryEnd > bytes.length) throw truncated();
+  const l1TableOffset = u64ToNumber(fixed.l1TableOffset, 'snapshot L1 table offset', where);
+  if (fixed.l1Size > MAX_L1_BYTES / 8) {
+    throw new LimitExceededError(`snapshot ${index} L1 table too large (${fixed.l1Size} entries)`);
+  }
+  const extraData = bytes.slice(extraAt, extraAt + fixed.extraDataSize);
+  const extra = decodeExtra(extraData, where + SnapshotHeader.size);
+  const idAt = extraAt + fixed.extraDataSize;
+  const snapshot: Qcow2Snapshot = {
+    l1TableOffset,
+    l1Size: fixed.l1Size,
+    id: utf8.decode(bytes.subarray(idAt, idAt + fixed.idSize)),
+    name: utf8.decode(bytes.subarray(idAt + fixed.idSize, entryEnd)),
+    dateSec: fixed.dateSec,
+    dateNsec: fixed.dateNsec,
+    vmClockNsec: u64ToNumber(fixed.vmClockNsec, 'snapshot vm clock', where + 24),
+    vmStateSize: extra.vmStateSizeLarge ?? fixed.vmStateSize,
+    diskSize: extra.diskSize ?? currentSize,
+    extraData,
+  };
+  if (extra.icount !== undefined) snapshot.icount = extra.icount;
+  return { snapshot, next: entryEnd };
+}
+
+function decodeExtra(extra: Uint8Array, where: number): { vmStateSizeLarge?: number; diskSize?: number; icount?: number } {
+  const padded = new Uint8Array(SnapshotExtraData.size);
+  padded.set(extra.subarray(0, SnapshotExtraData.size));
+  const decoded = SnapshotExtraData.decode(padded);
+  const result: { vmStateSizeLarge?: number; diskSize?: number; icount?: number } = {};
+  if (extra.length >= 8) result.vmStateSizeLarge = u64ToNumber(decoded.vmStateSizeLarge, 'snapshot vm state size', where);
+  if (extra.length >= 16) result.diskSize = u64ToNumber(decoded.diskSize, 'snapshot disk size', where + 8);
+  // icount of all ones means "not recorded".
+  if (extra.length >= 24 && decoded.icount !== 0xffffffffffffffffn) {
+    result.icount = u64ToNumber(decoded.icount, 'snapshot icount', where + 16);
+  }
+  return result;
+}
+
+/** The snapshot as the core's SnapshotInfo (what `info` shows). */
+export function snapshotInfo(snapshot: Qcow2Snapshot): SnapshotInfo {
+  const info: SnapshotInfo = {
+    id: snapshot.id,
+    name: snapshot.name,
+    vmStateSize: snapshot.vmStateSize,
+    dateSec: snapshot.dateSec,
+    dateNsec: snapshot.dateNsec,
+    vmClockNsec: snapshot.vmClockNsec,
+    diskSize: snapshot.diskSize,
+  };
+  if (snapshot.icount !== undefined) info.icount = snapshot.icount;
+  return info;
+}
+
+/** Finds a snapshot the way qemu does: by id first, then by name. */
+export function findSnapshot(snapshots: readonly Qcow2Snapshot[], idOrName: string): Qcow2Snapshot | undefined {
+  return snapshots.find((s) => s.id === idOrName) ?? snapshots.find((s) => s.name === idOrName);
+}
