@@ -11,6 +11,7 @@ import type { ExportCatalog } from '../nbd/handshake.js';
 import { singleExportCatalog } from '../nbd/server.js';
 import { nbdUri, type NbdAddress } from '../nbd/uri.js';
 import { mountOffsets, selectTarget } from './mount-offset.js';
+import { openSnapshotView, Qcow2Image } from '../../formats/qcow2/index.js';
 
 /** Finds a partition (a number, LABEL=, UUID=, PARTLABEL=, VG/LV) in an image's virtual disk. */
 export type PartitionResolver = (image: Image, which: string) => Promise<ExportWindow>;
@@ -71,20 +72,23 @@ export const mountTargetWindow: PartitionResolver = async (image, which) => {
   return { start: target.offset, length: target.sizelimit };
 };
 
+/** The read-only view of an internal snapshot (qemu-nbd's -l). */
+async function snapshotImage(image: Image, name: string, writable: boolean): Promise<Image> {
+  if (writable) throw new UsageError('a snapshot is exported read-only: --snapshot cannot be used with --writable');
+  if (!(image instanceof Qcow2Image)) throw new UnsupportedFeatureError(`${image.format} images have no internal snapshots`);
+  return openSnapshotView(image, name);
+}
+
 /** Builds the export for an image, refusing what cannot be served. */
 export async function prepareExport(image: Image, options: ExportOptions = {}): Promise<{ exported: NbdExport; window: ExportWindow }> {
-  if (options.snapshot !== undefined) {
-    throw image.format === 'qcow2'
-      ? new UnsupportedFeatureError(`serving snapshot '${options.snapshot}' needs qcow2 snapshot reading, which this build does not have yet`)
-      : new UnsupportedFeatureError(`${image.format} images have no internal snapshots`);
-  }
+  const source = options.snapshot === undefined ? image : await snapshotImage(image, options.snapshot, options.writable === true);
   const name = options.exportName ?? '';
   if (new TextEncoder().encode(name).length > 4096) throw new UsageError('export name is longer than 4096 bytes');
   const window =
     options.partition === undefined
-      ? { start: 0, length: image.size }
-      : await (options.resolvePartition ?? mountTargetWindow)(image, options.partition);
-  const exported = imageExport(image, { name, writable: options.writable === true, window, description: image.name });
+      ? { start: 0, length: source.size }
+      : await (options.resolvePartition ?? mountTargetWindow)(source, options.partition);
+  const exported = imageExport(source, { name, writable: options.writable === true, window, description: options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}` });
   return { exported, window };
 }
 

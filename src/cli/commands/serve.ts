@@ -49,7 +49,8 @@ const command: CliCommand = {
       .example('platter serve --socket /tmp/disk.sock disk.img', "Serve the disk read-only; then: qemu-img convert -O raw 'nbd+unix:///?socket=/tmp/disk.sock' copy.raw")
       .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT or SIGTERM')
       .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
-      .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)'),
+      .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
+      .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only'),
   async handler(args) {
     const path = args.image as string;
     const writable = args.writable === true;
