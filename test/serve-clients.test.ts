@@ -11,6 +11,8 @@ import type { Extent } from '../src/core/image.js';
 import { CLI, exitWithin, haveServeTool, makeServeTempDir, runTool, startServe, stopAllServes } from './helpers/serve-tools.js';
 import { patternBytes } from './helpers/serve-images.js';
 import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { connectUnix, TestNbdClient } from './helpers/serve-nbd-client.js';
 
 const MiB = 1024 * 1024;
 const temp = makeServeTempDir();
@@ -147,6 +149,54 @@ describe.runIf(haveServeTool('nbdcopy'))('nbdcopy as the client', () => {
     runTool('nbdcopy', [source, served.uri]);
     expect(await exitWithin(served, 10_000)).toBe(0);
     expect(Buffer.compare(readFileSync(target), readFileSync(source))).toBe(0);
+  });
+});
+
+describe.runIf(haveServeTool('qemu-img'))('listening', () => {
+  it('serves over TCP on 127.0.0.1 with --port', async () => {
+    const image = makeRawImage('tcp.raw', 4 * MiB);
+    const served = await startServe(image, null, ['--port', '0']);
+    expect(served.uri).toMatch(/^nbd:\/\/127\.0\.0\.1:[1-9][0-9]*\/$/);
+    const out = join(temp.dir, 'tcp-out.raw');
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', served.uri, out]);
+    expect(Buffer.compare(readFileSync(out), readFileSync(image))).toBe(0);
+    expect(await exitWithin(served, 10_000)).toBe(0);
+  });
+
+  it('listens on a per-process socket in the temp directory by default', async () => {
+    const image = makeRawImage('default.raw', 4 * MiB);
+    const served = await startServe(image, null);
+    expect(served.socket).toBe(join(tmpdir(), `platter-nbd-${served.process.pid}.sock`));
+    expect(served.uri).toBe(`nbd+unix:///?socket=${served.socket}`);
+    runTool('qemu-img', ['info', '-f', 'raw', served.uri]);
+    expect(await exitWithin(served, 10_000)).toBe(0);
+    expect(existsSync(served.socket)).toBe(false);
+  });
+
+  it.runIf(haveServeTool('qemu-io'))('flushes writes and exits 0 on SIGINT', async () => {
+    const image = makeRawImage('sigint.raw', 4 * MiB);
+    const served = await startServe(image, nextSocket(), ['--writable', '--persistent']);
+    runTool('qemu-io', ['-f', 'raw', served.uri, '-c', 'write -P 0x3c 2M 4k']);
+    served.process.kill('SIGINT');
+    expect(await exitWithin(served, 10_000)).toBe(0);
+    expect(readFileSync(image).subarray(2 * MiB, 2 * MiB + 4096).every((byte) => byte === 0x3c)).toBe(true);
+  });
+
+  it('makes a second client wait for the slot of the first (--shared 1)', async () => {
+    const image = makeRawImage('queue.raw', 4 * MiB);
+    const served = await startServe(image, nextSocket(), ['--persistent']);
+    const first = await connectUnix(served.socket);
+    const firstClient = new TestNbdClient(first);
+    await firstClient.connect();
+    const second = new TestNbdClient(await connectUnix(served.socket));
+    let greeted = false;
+    const secondGreeting = second.greet().then(() => (greeted = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(greeted).toBe(false);
+    first.close();
+    await secondGreeting;
+    expect(greeted).toBe(true);
+    second.io.close();
   });
 });
 

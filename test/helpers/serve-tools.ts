@@ -44,6 +44,7 @@ export function makeServeTempDir(): { dir: string; cleanup(): void } {
 /** A running `platter serve`. */
 export interface ServedImage {
   process: ChildProcess;
+  /** The unix socket path ('' on TCP). */
   socket: string;
   uri: string;
   /** Everything written on stderr so far. */
@@ -56,24 +57,27 @@ export interface ServedImage {
 
 const running = new Set<ServedImage>();
 
-/** Starts `platter serve ARGS -k SOCKET IMAGE` and waits until it prints its URI. */
-export async function startServe(image: string, socket: string, args: string[] = []): Promise<ServedImage> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--output=json', '-k', socket, ...args, image], {
+/**
+ * Starts `platter serve ARGS -k SOCKET IMAGE` (no -k when `socket` is null) and
+ * waits until it prints where it listens.
+ */
+export async function startServe(image: string, socket: string | null, args: string[] = []): Promise<ServedImage> {
+  const where = socket === null ? [] : ['-k', socket];
+  const child = spawn(process.execPath, [CLI, 'serve', '--output=json', ...where, ...args, image], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
   let stderr = '';
   child.stderr!.on('data', (chunk) => (stderr += chunk));
   const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
-  const uri = await new Promise<string>((resolveUri, reject) => {
+  const started = await new Promise<{ uri: string; socket: string }>((resolveStart, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start: ${stderr}`)), 15_000);
     child.stdout!.on('data', (chunk) => {
       stdout += chunk;
-      const match = /"uri": "([^"]+)"/.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        resolveUri(match[1]!);
-      }
+      if (!stdout.includes('\n}')) return;
+      clearTimeout(timer);
+      const info = JSON.parse(stdout) as { uri: string; socket?: string };
+      resolveStart({ uri: info.uri, socket: info.socket ?? '' });
     });
     void exited.then((code) => {
       clearTimeout(timer);
@@ -82,8 +86,8 @@ export async function startServe(image: string, socket: string, args: string[] =
   });
   const served: ServedImage = {
     process: child,
-    socket,
-    uri,
+    socket: started.socket,
+    uri: started.uri,
     stderr: () => stderr,
     exited,
     async stop() {
