@@ -173,6 +173,20 @@ describe.runIf(haveServeTool('qemu-img'))('listening', () => {
     expect(existsSync(served.socket)).toBe(false);
   });
 
+  it('replaces a stale socket file left by a killed server, but not a live one', async () => {
+    const image = makeRawImage('stale.raw', 4 * MiB);
+    const socket = nextSocket();
+    // A process that listens and dies without cleaning up leaves the socket file behind.
+    spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.exit(0))`]);
+    expect(existsSync(socket)).toBe(true);
+    const served = await startServe(image, socket, ['--persistent']);
+    runTool('qemu-img', ['info', '-f', 'raw', served.uri]);
+    const second = spawnSync(process.execPath, [CLI, 'serve', '-k', socket, image], { encoding: 'utf8', timeout: 20_000 });
+    expect(second.status).toBe(1);
+    expect(second.stderr).toMatch(/cannot listen on .*: address already in use/);
+    expect(served.process.exitCode).toBeNull();
+  });
+
   it.runIf(haveServeTool('qemu-io'))('flushes writes and exits 0 on SIGINT', async () => {
     const image = makeRawImage('sigint.raw', 4 * MiB);
     const served = await startServe(image, nextSocket(), ['--writable', '--persistent']);

@@ -3,7 +3,8 @@
  * connections to the runtime-agnostic protocol code, and SIGINT/SIGTERM handling.
  */
 
-import { createServer, type Server, type Socket } from 'node:net';
+import { lstat, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoError } from '../core/errors.js';
@@ -134,14 +135,12 @@ async function runConnection(socket: Socket, catalog: ExportCatalog, log: (messa
   clearTimeout(timer);
 }
 
-function startListening(server: Server, endpoint: NbdEndpoint): Promise<NbdAddress> {
+function listenOnce(server: Server, endpoint: NbdEndpoint): Promise<NbdAddress> {
   return new Promise((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      const where = 'socketPath' in endpoint ? endpoint.socketPath : `port ${endpoint.port}`;
-      const reason = error.code === 'EADDRINUSE' ? 'address already in use' : error.message;
-      reject(new IoError(`cannot listen on ${where}: ${reason}`, { errno: error.code }));
-    });
+    const onError = (error: NodeJS.ErrnoException) => reject(error);
+    server.once('error', onError);
     const onListening = () => {
+      server.off('error', onError);
       if ('socketPath' in endpoint) return resolve({ socketPath: endpoint.socketPath });
       const bound = server.address();
       const port = bound && typeof bound === 'object' ? bound.port : endpoint.port;
@@ -150,6 +149,46 @@ function startListening(server: Server, endpoint: NbdEndpoint): Promise<NbdAddre
     if ('socketPath' in endpoint) server.listen(endpoint.socketPath, onListening);
     else server.listen(endpoint.port, endpoint.host ?? '127.0.0.1', onListening);
   });
+}
+
+/** True when `path` is a unix socket that nobody listens on (left by a killed server). */
+async function isStaleSocket(path: string): Promise<boolean> {
+  try {
+    if (!(await lstat(path)).isSocket()) return false;
+  } catch {
+    return false;
+  }
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED'));
+  });
+}
+
+/**
+ * Listens on the endpoint. A stale unix socket file in the way is replaced, as
+ * qemu-nbd does; a live one, or any other file, is an error.
+ */
+async function startListening(server: Server, endpoint: NbdEndpoint): Promise<NbdAddress> {
+  const where = 'socketPath' in endpoint ? endpoint.socketPath : `port ${endpoint.port}`;
+  try {
+    return await listenOnce(server, endpoint);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' && 'socketPath' in endpoint && (await isStaleSocket(endpoint.socketPath))) {
+      await unlink(endpoint.socketPath);
+      // A server whose listen failed must be closed before it can listen again.
+      server.close();
+      return listenOnce(server, endpoint).catch((retry: NodeJS.ErrnoException) => {
+        throw new IoError(`cannot listen on ${where}: ${retry.message}`, { errno: retry.code });
+      });
+    }
+    const reason = code === 'EADDRINUSE' ? 'address already in use' : (error as Error).message;
+    throw new IoError(`cannot listen on ${where}: ${reason}`, { errno: code });
+  }
 }
 
 /**
