@@ -25,6 +25,8 @@ export interface NbdListenOptions {
   persistent: boolean;
   /** Where connection events are reported. */
   log?(message: string): void;
+  /** Time a client has to finish the handshake (default HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
 }
 
 /** A listening server. */
@@ -75,7 +77,7 @@ export async function listenNbd(catalog: ExportCatalog, endpoint: NbdEndpoint, o
 
   const start = (socket: Socket) => {
     sockets.add(socket);
-    const connection = runConnection(socket, catalog, log).finally(() => {
+    const connection = runConnection(socket, catalog, log, options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS).finally(() => {
       sockets.delete(socket);
       connections.delete(connection);
       const next = nextWaiting(waiting);
@@ -121,13 +123,13 @@ function nextWaiting(waiting: Socket[]): Socket | undefined {
   return undefined;
 }
 
-async function runConnection(socket: Socket, catalog: ExportCatalog, log: (message: string) => void): Promise<void> {
+async function runConnection(socket: Socket, catalog: ExportCatalog, log: (message: string) => void, timeoutMs: number): Promise<void> {
   if (socket.remoteFamily) socket.setNoDelay(true);
   // A client that never finishes the handshake must not hold a --shared slot forever.
   const timer = setTimeout(() => {
     log('dropped a client that did not finish the handshake in time');
     socket.destroy();
-  }, HANDSHAKE_TIMEOUT_MS);
+  }, timeoutMs);
   await serveConnection(socketDuplex(socket), catalog, {
     onSession: () => clearTimeout(timer),
     onError: (error) => log(`client dropped: ${error instanceof Error ? error.message : String(error)}`),
