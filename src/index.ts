@@ -9,3 +9,6 @@ export { openImageFile, type OpenFileOptions } from './node/open.js';
 export { nodeHost } from './node/host.js';
 export { nodeCodecs } from './node/codecs.js';
 export { VERSION } from './version.js';
+export { serve, prepareExport, mountTargetWindow, type ServeHandle, type ServeInfo, type ExportOptions } from './ops/serve.js';
+export { listenNbd, onShutdownSignals, defaultSocketPath, type NbdEndpoint, type NbdListener } from './node/nbd-listen.js';
+export * as nbd from './nbd/index.js';

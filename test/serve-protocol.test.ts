@@ -166,6 +166,8 @@ describe('handshake', () => {
     expect((await client.optionReplies()).at(-1)!.replyType).toBe(OptionReply.ERR_UNKNOWN);
     await client.sendOption(99);
     expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_UNSUP);
+    await client.sendOption(Option.STARTTLS);
+    expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_UNSUP);
     await client.sendOption(Option.GO, new Uint8Array([0, 0, 0, 200, 1]));
     expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_INVALID);
     await client.sendOption(Option.INFO, new Uint8Array(MAX_OPTION_BYTES + 1));
@@ -248,6 +250,8 @@ describe('transmission', () => {
     const answer = await structured.client.structuredReply(0, expected.length);
     expectSameBytes(answer.data, expected);
     expect(answer.chunkTypes).toEqual([ChunkType.OFFSET_DATA, ChunkType.OFFSET_HOLE, ChunkType.OFFSET_DATA, ChunkType.OFFSET_HOLE]);
+    await structured.client.request(Command.READ, 4096, 0);
+    expect((await structured.client.structuredReply()).chunkTypes).toEqual([ChunkType.NONE]);
     await structured.client.request(Command.READ, 0, expected.length, { flags: CommandFlag.DF });
     const whole = await structured.client.structuredReply(0, expected.length);
     expect(whole.chunkTypes).toEqual([ChunkType.OFFSET_DATA]);

@@ -138,7 +138,7 @@ async function handleOption(io: NbdDuplex, state: HandshakeState, option: number
     case Option.SET_META_CONTEXT:
       return metaContext(io, state, option, parseMetaContextRequest(data));
     case Option.STARTTLS:
-      return replyContinue(io, option, OptionReply.ERR_POLICY, 'TLS is not supported by this server');
+      return replyContinue(io, option, OptionReply.ERR_UNSUP, 'TLS is not supported by this server');
     default:
       return replyContinue(io, option, OptionReply.ERR_UNSUP, `option ${option} is not supported`);
   }

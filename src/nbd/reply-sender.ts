@@ -78,7 +78,9 @@ export class Replier {
   /** Serves a READ already checked to be in range and under the size limit. */
   async read(exported: NbdExport, request: NbdRequest): Promise<void> {
     const { cookie, offset, length } = request;
-    if (!this.structured || length === 0 || (request.flags & CommandFlag.DF) !== 0) {
+    // A data chunk must carry at least one byte: an empty read is a plain success.
+    if (this.structured && length === 0) return this.ok(cookie);
+    if (!this.structured || (request.flags & CommandFlag.DF) !== 0) {
       // One piece: read everything first, so an error can still be reported.
       const data = await exported.read(offset, length);
       if (!this.structured) {
