@@ -346,3 +346,30 @@ describe('transmission', () => {
     expect((await client.structuredReply(4096, 8192)).data).toEqual(patternBytes(8192, 7));
   });
 });
+
+describe('hostile byte streams', () => {
+  /** Runs a server on an in-memory pipe, feeds it `bytes` after `prefix`, ends the stream. */
+  async function feed(bytes: Uint8Array, handshake: 'none' | 'structured' | 'simple'): Promise<unknown[]> {
+    const { client, finished, errors } = serveInMemory(sparseImage(64 * 1024, [[0, patternBytes(100)]], { writable: true }), { writable: true, name: '' });
+    if (handshake === 'none') await client.greet();
+    else await client.connect({ structured: handshake === 'structured', allocation: handshake === 'structured' });
+    await client.io.write(bytes);
+    client.io.close();
+    await finished;
+    return errors;
+  }
+
+  it('end every connection with at most a PlatterError, never a crash or a hang', async () => {
+    const request = fc
+      .record({ type: fc.nat(10), flags: fc.nat(0x3f), offset: fc.nat(70_000), length: fc.nat(70_000) })
+      .map(({ type, flags, offset, length }) => structs.Request.encode({ magic: 0x25609513, flags, type, cookie: 7n, offset: BigInt(offset), length }));
+    const stream = fc.array(fc.oneof(request, fc.uint8Array({ maxLength: 64 })), { maxLength: 8 }).map((parts) => Uint8Array.from(parts.flatMap((part) => [...part])));
+    await fc.assert(
+      fc.asyncProperty(stream, fc.constantFrom('none', 'structured', 'simple') as fc.Arbitrary<'none' | 'structured' | 'simple'>, async (bytes, handshake) => {
+        const errors = await feed(bytes, handshake);
+        for (const error of errors) expect(error, String(error)).toHaveProperty('code');
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
