@@ -91,6 +91,22 @@ describe.runIf(qemu)('serving qcow2', () => {
     expect(viaNbd[5 * 1024 * 1024]).toBe(0x33);
   });
 
+  it.runIf(haveServeTool('sfdisk'))('serves one partition of a qcow2 virtual disk', async () => {
+    runTool('qemu-img', ['create', '-q', '-f', 'raw', file('parted.raw'), '32M']);
+    const made = spawnSync('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', file('parted.raw')], {
+      input: 'label: gpt\nstart=2048, size=8192, name=boot\nstart=10240, size=20480, name=root\n',
+      encoding: 'utf8',
+    });
+    expect(made.status).toBe(0);
+    runTool('qemu-io', ['-f', 'raw', file('parted.raw'), '-c', `write -P 0x71 ${10240 * 512} 3M`, '-c', `write -P 0x72 ${10240 * 512 + 9 * 1024 * 1024} 5k`]);
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', file('parted.raw'), file('parted.qcow2')]);
+    const served = await startServe(file('parted.qcow2'), nextSocket(), ['--partition', 'PARTLABEL=root']);
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', served.uri, file('root.via-nbd')]);
+    await exitWithin(served, 10_000);
+    const root = readFileSync(file('parted.raw')).subarray(10240 * 512, (10240 + 20480) * 512);
+    expect(Buffer.compare(readFileSync(file('root.via-nbd')), root)).toBe(0);
+  });
+
   it('refuses a missing snapshot and a writable qcow2 export with clear errors', () => {
     const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'serve', '-k', nextSocket(), ...args, file('top.qcow2')], { encoding: 'utf8', timeout: 20_000 });
     const missing = run(['--snapshot', 'nope']);
