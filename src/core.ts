@@ -16,3 +16,9 @@ export {
   type Qcow2Metadata,
   type Qcow2Snapshot,
 } from '../formats/qcow2/index.js';
+export { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing, type ListedPartition } from './ops/partitions.js';
+export { mountOffsets, selectTarget, type MountOffsets, type MountTarget } from './ops/mount-offset.js';
+export { readPartitionTable, writePartitionTable } from './engine/partition-table.js';
+export type { PartitionTable, PartitionRecord } from '../formats/partition-table/model.js';
+export { probeFilesystem, type FilesystemInfo } from '../formats/fs-probe/index.js';
+export { readPhysicalVolume, lvPlacement } from '../formats/lvm/index.js';

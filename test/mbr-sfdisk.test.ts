@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listPartitions, sfdiskJson, writePartitions } from '../src/ops/partitions.js';
 import { MbrEntry, encodeChs } from '../formats/mbr/index.js';
+import { renderPartitions } from '../src/cli/render/partitions.js';
 import { mapLimited, mustRun, requireTools, runTool, tempDir } from './helpers/partition-tools.js';
 import { withImage } from './helpers/partition-images.js';
 
@@ -27,7 +28,8 @@ interface Layout {
   partitions: LayoutPartition[];
 }
 
-const TYPES = ['83', '82', '8e', '7', 'c', 'b', 'fd', 'ef', '1', '6', 'a5', 'e'];
+/** Any type byte but empty, extended (5, f, 85) and GPT protective (ee): named and unnamed ones alike. */
+const TYPES = Array.from({ length: 255 }, (_, index) => (index + 1).toString(16)).filter((type) => !['5', 'f', '85', 'ee'].includes(type));
 const EXTENDED = ['5', 'f', '85'];
 
 /** A layout: primaries, maybe an extended partition with 0–20 logicals, 63- or 2048-sector gaps. */
@@ -99,6 +101,9 @@ async function checkLayout(dir: string, layout: Layout, index: number): Promise<
   const expected = await sfdiskJsonOf(bySfdisk);
   const parsed = await platterJson(bySfdisk);
   if (JSON.stringify(parsed) !== JSON.stringify(expected)) return `platter parse differs:\n${JSON.stringify(parsed)}\n${JSON.stringify(expected)}`;
+  const listed = await withImage(bySfdisk, async (image) => renderPartitions(await listPartitions(image, { device: bySfdisk, probe: false })));
+  const sfdiskListing = await mustRun('sfdisk', ['-l', '-uS', bySfdisk]);
+  if (listed !== sfdiskListing) return `listing differs from sfdisk -l -uS:\n${listed}\n${sfdiskListing}`;
   await withImage(byPlatter, (image) => writePartitions(image, scriptOf(layout, byPlatter)), true);
   const readBack = JSON.stringify(await sfdiskJsonOf(byPlatter)).split(byPlatter).join(bySfdisk);
   if (readBack !== JSON.stringify(expected)) return `sfdisk reads platter's table differently:\n${readBack}\n${JSON.stringify(expected)}`;
@@ -117,7 +122,7 @@ describe('MBR layouts against sfdisk', () => {
   });
   afterAll(() => cleanup());
 
-  it('200 random layouts: sfdisk-written parse to sfdisk --json; platter-written read back equal and verify', async () => {
+  it('200 random layouts: sfdisk-written parse to sfdisk --json and list as sfdisk -l -uS; platter-written read back equal and verify', async () => {
     if (!available) return;
     const seed = Date.now() % 0x7fffffff;
     const layouts = fc.sample(layoutArbitrary, { numRuns: 200, seed });

@@ -7,6 +7,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { probeExt } from './ext.js';
 import { probeExfat, probeFat, probeNtfs } from './dos-boot.js';
 import { probeBtrfs, probeIso9660, probeLuks, probeLvm, probeSquashfs, probeSwap, probeXfs } from './misc.js';
+import { refineLabel } from './labels.js';
 import type { FilesystemInfo, Prober } from './types.js';
 
 export type { FilesystemInfo } from './types.js';
@@ -46,7 +47,17 @@ export function probeFilesystemHead(head: Uint8Array): FilesystemInfo | undefine
 export async function probeFilesystem(device: BlockDevice): Promise<FilesystemInfo | undefined> {
   if (device.size < 512) return undefined;
   const head = await device.read(0, Math.min(device.size, FS_PROBE_BYTES));
-  return probeFilesystemHead(head);
+  const found = probeFilesystemHead(head);
+  return found ? ordered(await refineLabel(device, head, found)) : undefined;
+}
+
+/** The same facts with keys in one order (type, label, uuid, size), for stable JSON. */
+function ordered(info: FilesystemInfo): FilesystemInfo {
+  const out: FilesystemInfo = { type: info.type };
+  if (info.label !== undefined) out.label = info.label;
+  if (info.uuid !== undefined) out.uuid = info.uuid;
+  if (info.size !== undefined) out.size = info.size;
+  return out;
 }
 
 /** True for filesystems whose first sector ends in 55AA and could pass for an MBR. */

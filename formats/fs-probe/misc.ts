@@ -1,5 +1,6 @@
 /** Signatures at fixed places: XFS, Btrfs, swap, LUKS, LVM2 PV, ISO 9660, squashfs. */
 
+import { PlatterError } from '../../src/core/errors.js';
 import { findPvLabel, formatPvUuid } from '../lvm/label.js';
 import { asciiAt, cLabel, isZero, paddedLabel, uuidText } from './text.js';
 import { le, type FilesystemInfo } from './types.js';
@@ -62,7 +63,14 @@ export function probeLuks(head: Uint8Array): FilesystemInfo | undefined {
 
 /** An LVM2 physical volume. */
 export function probeLvm(head: Uint8Array): FilesystemInfo | undefined {
-  const label = findPvLabel(head);
+  let label;
+  try {
+    label = findPvLabel(head);
+  } catch (error) {
+    // A label whose checksum holds but whose area lists are broken: not a PV we can use.
+    if (error instanceof PlatterError) return undefined;
+    throw error;
+  }
   if (!label) return undefined;
   return { type: 'LVM2_member', uuid: formatPvUuid(label.uuid), size: label.deviceSize };
 }

@@ -13,6 +13,7 @@ export const MAX_ENTRY_ARRAY_BYTES = 4 * 1024 * 1024;
 
 /** Entry sizes must be 128 × 2^n (UEFI §5.3.2); we accept up to 4096 bytes. */
 export const MIN_ENTRY_SIZE = 128;
+/** Largest entry size accepted: 128 × 2^5; no tool writes bigger ones. */
 export const MAX_ENTRY_SIZE = 4096;
 
 /** Sector sizes probed for a GPT header, in order: 512-byte and 4Kn disks. */
@@ -20,4 +21,5 @@ export const GPT_SECTOR_SIZES = [512, 4096] as const;
 
 /** Entries written by default (the UEFI minimum array of 16 KiB). */
 export const DEFAULT_ENTRY_COUNT = 128;
+/** Bytes per entry written (UEFI's default). */
 export const DEFAULT_ENTRY_SIZE = 128;

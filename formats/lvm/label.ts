@@ -97,7 +97,8 @@ export function findPvLabel(head: Uint8Array): PvLabel | undefined {
     if (label.id !== 'LABELONE' || label.type !== 'LVM2 001') continue;
     if (label.sector !== BigInt(sectorIndex)) continue;
     if (crc32Update(LVM_INITIAL_CRC, sector.subarray(20)) !== label.crc) continue;
-    if (label.contentOffset < LabelHeader.size || label.contentOffset > LABEL_SIZE - 40) continue;
+    // Room for the UUID (32), the device size (8) and at least one list terminator (16).
+    if (label.contentOffset < LabelHeader.size || label.contentOffset > LABEL_SIZE - 56) continue;
     const uuid = new TextDecoder('latin1').decode(sector.subarray(label.contentOffset, label.contentOffset + 32));
     const deviceSize = u64ToNumber(DiskLocation.decode(sector, label.contentOffset + 32).offset, 'LVM device size', at);
     const data = readLocations(sector, label.contentOffset + 40, 'data area');

@@ -5,6 +5,7 @@ export const LABEL_SCAN_SECTORS = 4;
 
 /** The label sector and the metadata area header are 512 bytes each (LABEL_SIZE, MDA_HEADER_SIZE). */
 export const LABEL_SIZE = 512;
+/** Bytes of the metadata area header (MDA_HEADER_SIZE); the text ring buffer follows it. */
 export const MDA_HEADER_SIZE = 512;
 
 /**

@@ -101,7 +101,7 @@ export type LvPlacement =
   | { contiguous: false; reason: string };
 
 function linearStripe(segment: LvSegment): { pv: string; extent: number } | undefined {
-  return segment.type === 'striped' && segment.stripes.length === 1 ? segment.stripes[0] : undefined;
+  return (segment.type === 'striped' || segment.type === 'linear') && segment.stripes.length === 1 ? segment.stripes[0] : undefined;
 }
 
 /**

@@ -43,6 +43,7 @@ export function isEmptyEntry(entry: MbrEntryValue): boolean {
 
 /** Geometry used for CHS fields, as fdisk and sfdisk use for images: 255 heads, 63 sectors per track. */
 export const CHS_HEADS = 255;
+/** Sectors per track of that geometry. */
 export const CHS_SECTORS = 63;
 
 /**

@@ -75,6 +75,10 @@ class Placer {
     const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
     const start = entry.start ?? this.defaultStart(region, number > 4 && this.label === 'dos');
     const size = this.sizeOf(entry, start, region, sectorSize);
+    if (size < 1 || start < region.start || start >= region.end || size > region.end - start) {
+      const where = region === this.disk ? `the disk's usable sectors ${region.start}–${region.end - 1}` : 'the extended partition';
+      throw new UsageError(`partition ${number} (start ${start}, ${size} sectors) does not fit inside ${where}`);
+    }
     const partition: PartitionRecord = { number, start, size, type: resolveType(this.label, entry.type) };
     if (this.label === 'dos' && isExtendedType(partition.type)) this.extended = partition;
     this.placed.push(partition);
@@ -86,7 +90,9 @@ class Placer {
     if (entry.number !== undefined) return entry.number > 4;
     const ext = this.extended;
     if (ext && entry.start !== undefined) return entry.start > ext.start && entry.start < ext.start + ext.size;
-    return this.nextPrimary > 4;
+    if (this.nextPrimary > 4) return true;
+    // Like sfdisk: with no room left outside the extended partition, the next one is logical.
+    return ext !== undefined && this.defaultStart(this.disk, false) >= this.disk.end;
   }
 
   private extendedRegion(number: number): Region {
@@ -145,10 +151,10 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   const table: PartitionTable = { label, id: script.labelId ?? sameLabel?.id ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
   let disk: Region = { start: 1, end: totalSectors };
   if (label === 'gpt') {
-    const geometry = gptGeometry(totalSectors, sectorSize, script.tableLength);
+    table.entryCount = script.tableLength ?? sameLabel?.entryCount ?? 128;
+    const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
     table.firstLba = script.firstLba ?? geometry.firstUsable;
     table.lastLba = script.lastLba ?? geometry.lastUsable;
-    if (script.tableLength !== undefined) table.entryCount = script.tableLength;
     disk = { start: table.firstLba, end: table.lastLba + 1 };
   } else {
     parseDiskId(table.id);

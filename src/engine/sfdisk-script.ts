@@ -93,7 +93,8 @@ function splitFields(text: string): string[] {
 }
 
 function unquote(text: string): string {
-  return text.length >= 2 && text.startsWith('"') && text.endsWith('"') ? text.slice(1, -1) : text;
+  if (text.length < 2 || !text.startsWith('"') || !text.endsWith('"')) return text;
+  return text.slice(1, -1).replace(/\\(.)/g, '$1');
 }
 
 function parseSizeField(entry: ScriptEntry, value: string, line: number): void {
@@ -135,11 +136,20 @@ function applyNamedField(entry: ScriptEntry, field: string, line: number): void 
   }
 }
 
+/** `key=value` pairs separated by commas or blanks; values may be "quoted" and may have blanks after '='. */
+const NAMED_FIELD = /[\s,]*([A-Za-z-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*))?/y;
+
 function parseNamedEntry(text: string, line: number): ScriptEntry {
   const entry: ScriptEntry = {};
-  for (const field of splitFields(text)) {
-    if (field === ',' || field.trim() === '') continue;
-    applyNamedField(entry, field, line);
+  NAMED_FIELD.lastIndex = 0;
+  while (NAMED_FIELD.lastIndex < text.length) {
+    const at = NAMED_FIELD.lastIndex;
+    const match = NAMED_FIELD.exec(text);
+    if (!match) {
+      if (/^[\s,]*$/.test(text.slice(at))) break;
+      throw new UsageError(`script line ${line}: cannot read '${text.slice(at)}'`);
+    }
+    applyNamedField(entry, match[2] === undefined ? match[1]! : `${match[1]}=${match[2]}`, line);
   }
   return entry;
 }

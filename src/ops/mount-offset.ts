@@ -5,7 +5,7 @@
  */
 
 import { SliceDevice, type BlockDevice } from '../core/device.js';
-import { NotFoundError } from '../core/errors.js';
+import { NotFoundError, PlatterError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { probeFilesystem, type FilesystemInfo } from '../../formats/fs-probe/index.js';
 import { lvPlacement, readPhysicalVolume } from '../../formats/lvm/index.js';
@@ -38,8 +38,18 @@ export interface MountOffsets {
   warnings: string[];
 }
 
-async function probeAt(image: Image, offset: number, size: number): Promise<FilesystemInfo | undefined> {
-  return probeFilesystem(new SliceDevice(image, offset, size));
+/**
+ * Probes what sits at [offset, offset+size) of the disk. A read that fails there
+ * (a corrupt cluster of a qcow2 image) becomes a warning: the other partitions still count.
+ */
+export async function probeRange(image: Image, offset: number, size: number, warnings: string[]): Promise<FilesystemInfo | undefined> {
+  try {
+    return await probeFilesystem(new SliceDevice(image, offset, size));
+  } catch (error) {
+    if (!(error instanceof PlatterError)) throw error;
+    warnings.push(`cannot probe the contents at byte ${offset}: ${error.message}`);
+    return undefined;
+  }
 }
 
 /** The logical volumes of the PV occupying [base, base+size) of the disk. */
@@ -67,7 +77,7 @@ async function lvTargets(image: Image, base: number, size: number, partition: nu
       target.reason = 'its extents run past the end of the physical volume';
     } else {
       Object.assign(target, { contiguous: true, offset: base + placement.offset, sizelimit: placement.size });
-      const found = await probeAt(image, base + placement.offset, placement.size);
+      const found = await probeRange(image, base + placement.offset, placement.size, warnings);
       if (found) target.filesystem = found;
     }
     targets.push(target);
@@ -81,7 +91,7 @@ export async function mountOffsets(image: Image): Promise<MountOffsets> {
   const warnings = [...(table?.warnings ?? [])];
   const targets: MountTarget[] = [];
   if (!table) {
-    const found = await probeFilesystem(image);
+    const found = await probeRange(image, 0, image.size, warnings);
     if (found) targets.push({ name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found });
     if (found?.type === 'LVM2_member') targets.push(...(await lvTargets(image, 0, image.size, undefined, warnings)));
     return { format: image.format, targets, warnings };
@@ -92,7 +102,7 @@ export async function mountOffsets(image: Image): Promise<MountOffsets> {
     const sizelimit = partition.size * table.sectorSize;
     const target: MountTarget = { name: String(partition.number), kind: 'partition', partition: partition.number, offset, sizelimit, contiguous: true };
     if (partition.name !== undefined) target.partlabel = partition.name;
-    const found = await probeAt(image, offset, sizelimit);
+    const found = await probeRange(image, offset, sizelimit, warnings);
     if (found) target.filesystem = found;
     targets.push(target);
     if (found?.type === 'LVM2_member') targets.push(...(await lvTargets(image, offset, sizelimit, partition.number, warnings)));

@@ -4,8 +4,8 @@
  */
 
 import type { Image } from '../core/image.js';
-import { SliceDevice } from '../core/device.js';
-import { probeFilesystem, type FilesystemInfo } from '../../formats/fs-probe/index.js';
+import type { FilesystemInfo } from '../../formats/fs-probe/index.js';
+import { probeRange } from './mount-offset.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { readPartitionTable, writePartitionTable } from '../engine/partition-table.js';
 import { layoutScript } from '../engine/partition-layout.js';
@@ -44,10 +44,10 @@ export function nodeName(device: string, number: number): string {
 export async function listPartitions(image: Image, options: { device?: string; probe?: boolean } = {}): Promise<PartitionListing> {
   const device = options.device ?? image.name;
   const table = await readPartitionTable(image);
-  const listing: PartitionListing = { device, diskSize: image.size, partitions: [], warnings: table?.warnings ?? [] };
+  const listing: PartitionListing = { device, diskSize: image.size, partitions: [], warnings: [...(table?.warnings ?? [])] };
   if (!table) {
     if (options.probe !== false) {
-      const found = await probeFilesystem(image);
+      const found = await probeRange(image, 0, image.size, listing.warnings);
       if (found) listing.wholeDisk = found;
     }
     return listing;
@@ -62,7 +62,7 @@ export async function listPartitions(image: Image, options: { device?: string; p
     };
     const probeIt = options.probe !== false && !(table.label === 'dos' && isExtendedType(partition.type));
     if (probeIt) {
-      const found = await probeFilesystem(new SliceDevice(image, listed.offset, listed.bytes));
+      const found = await probeRange(image, listed.offset, listed.bytes, listing.warnings);
       if (found) listed.filesystem = found;
     }
     listing.partitions.push(listed);
@@ -123,14 +123,16 @@ export function smallDiskGrain(listing: { diskSize: number; table?: PartitionTab
 export function sfdiskJson(listing: PartitionListing): SfdiskJson | undefined {
   const table = listing.table;
   if (!table) return undefined;
+  const grain = smallDiskGrain(listing);
+  // Key order follows sfdisk's: first/last LBA (GPT), then grain, then sector size.
   const document: SfdiskJson = {
     partitiontable: {
       label: table.label,
       id: table.id,
       device: listing.device,
       unit: 'sectors',
-      ...(smallDiskGrain(listing) !== undefined ? { grain: String(smallDiskGrain(listing)) } : {}),
       ...(table.label === 'gpt' ? { firstlba: table.firstLba, lastlba: table.lastLba } : {}),
+      ...(grain !== undefined ? { grain: String(grain) } : {}),
       sectorsize: table.sectorSize,
       partitions: listing.partitions.map(jsonPartition),
     },

@@ -1,6 +1,7 @@
 /** `platter mount-offset`: the offset and size limit to mount a partition or LV of an image. */
 
 import type { CliCommand } from '../command.js';
+import { PlatterError } from '../../core/errors.js';
 import { mountOffsets, selectTarget, type MountTarget } from '../../ops/mount-offset.js';
 import { openForCli } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
@@ -37,7 +38,7 @@ const command: CliCommand = {
         printText(renderMountOffsets(path, offsets, targets));
       }
     } catch (error) {
-      if (error instanceof Error && 'inFile' in error) (error as { inFile(file: string): void }).inFile(path);
+      if (error instanceof PlatterError) error.inFile(path);
       throw error;
     } finally {
       await image.close();

@@ -2,7 +2,7 @@
 
 import { readFile } from 'node:fs/promises';
 import type { CliCommand } from '../command.js';
-import { NotFoundError, UnsupportedFeatureError, IoError } from '../../core/errors.js';
+import { IoError, NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeatureError } from '../../core/errors.js';
 import type { Image } from '../../core/image.js';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing } from '../../ops/partitions.js';
 import { openForCli } from '../open.js';
@@ -27,10 +27,21 @@ async function readScript(source: string): Promise<string> {
 async function openForWrite(path: string, format: string | undefined): Promise<Image> {
   const probe = await openForCli(path, { format, noBacking: true });
   const kind = probe.format;
-  const canWrite = typeof probe.write === 'function';
   await probe.close();
-  if (kind !== 'raw' && !canWrite) throw new UnsupportedFeatureError(`writing to ${kind} images is not supported yet`).inFile(path);
-  return openForCli(path, { format, writable: true });
+  if (kind === 'raw') return openForCli(path, { format, writable: true });
+  const unsupported = () => new UnsupportedFeatureError(`writing to ${kind} images is not supported yet`).inFile(path);
+  let image: Image;
+  try {
+    image = await openForCli(path, { format, writable: true });
+  } catch (error) {
+    if (error instanceof ReadOnlyError || error instanceof UnsupportedFeatureError) throw unsupported();
+    throw error;
+  }
+  if (!image.writable || typeof image.write !== 'function') {
+    await image.close();
+    throw unsupported();
+  }
+  return image;
 }
 
 function print(listing: PartitionListing, output: string): void {
@@ -64,6 +75,9 @@ const command: CliCommand = {
       try {
         await writePartitions(image, script);
         print(await listPartitions(image, { device: path }), output);
+      } catch (error) {
+        if (error instanceof PlatterError) error.inFile(path);
+        throw error;
       } finally {
         await image.close();
       }

@@ -28,6 +28,7 @@ function targetLines(image: string, offsets: MountOffsets, target: MountTarget):
   const lines = [title(target)];
   if (!target.contiguous) return [...lines, `  not mountable by offset: ${target.reason ?? 'not contiguous'}`];
   lines.push(`  offset:    ${target.offset}`, `  sizelimit: ${target.sizelimit}`);
+  if (target.filesystem?.type === 'LVM2_member') return [...lines, '  an LVM physical volume: mount its logical volumes, listed separately'];
   const commands = offsets.format === 'raw' ? rawCommands(image, target) : undefined;
   if (commands) return [...lines, `  ${commands.mount}`, `  ${commands.losetup}`];
   const file = shellQuote(image);

@@ -37,6 +37,11 @@ function row(label: string, partition: ListedPartition): string[] {
   return [partition.node, ...common, typeName(label, partition.type), fs];
 }
 
+/** True when the partitions, in table order, also go up in start sector (sfdisk notes when not). */
+function inDiskOrder(partitions: ListedPartition[]): boolean {
+  return partitions.every((partition, index) => index === 0 || partition.start >= partitions[index - 1]!.start);
+}
+
 /** Renders the listing. */
 export function renderPartitions(listing: PartitionListing): string {
   const table = listing.table;
@@ -46,13 +51,20 @@ export function renderPartitions(listing: PartitionListing): string {
     return [...lines, '', `No partition table${whole}.`].join('\n') + '\n';
   }
   lines.push(`Disklabel type: ${table.label}`, `Disk identifier: ${table.id}`);
-  if (table.label === 'gpt') lines.push(`First usable LBA: ${table.firstLba}`, `Last usable LBA: ${table.lastLba}`);
   if (listing.partitions.length === 0) return lines.join('\n') + '\n';
-  const numbers: Column[] = [{ header: 'Start', right: true }, { header: 'End', right: true }, { header: 'Sectors', right: true }, { header: 'Size', right: true }];
+  // Width hints as libfdisk gives them: Device 10, numbers and Size 5, Id 2.
+  const numbers: Column[] = ['Start', 'End', 'Sectors', 'Size'].map((header) => ({ header, right: true, minWidth: 5 }));
   const columns: Column[] =
     table.label === 'dos'
-      ? [{ header: 'Device' }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true }, { header: 'Type' }, { header: 'Filesystem' }]
-      : [{ header: 'Device' }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
-  lines.push('', ...renderColumns(columns, listing.partitions.map((partition) => row(table.label, partition))));
+      ? [{ header: 'Device', minWidth: 10 }, { header: 'Boot' }, ...numbers, { header: 'Id', right: true, minWidth: 2 }, { header: 'Type' }, { header: 'Filesystem' }]
+      : [{ header: 'Device', minWidth: 10 }, ...numbers, { header: 'Type' }, { header: 'Filesystem' }];
+  let rows = listing.partitions.map((partition) => row(table.label, partition));
+  // Without any filesystem found, the listing is exactly sfdisk's: no empty extra column.
+  if (!listing.partitions.some((partition) => partition.filesystem)) {
+    columns.pop();
+    rows = rows.map((cells) => cells.slice(0, -1));
+  }
+  lines.push('', ...renderColumns(columns, rows));
+  if (!inDiskOrder(listing.partitions)) lines.push('', 'Partition table entries are not in disk order.');
   return lines.join('\n') + '\n';
 }

@@ -4,11 +4,24 @@
 export interface Column {
   header: string;
   right?: boolean;
+  /** libsmartcols' absolute width hint (fdisk gives Device 10, numbers 5). */
+  minWidth?: number;
+}
+
+/**
+ * libsmartcols' rule: the widest cell, at least the header; the width hint only
+ * widens a column whose cells are already as wide as its header.
+ */
+function columnWidth(column: Column, cells: string[]): number {
+  const widest = Math.max(0, ...cells.map((cell) => cell.length));
+  if (widest < column.header.length) return column.header.length;
+  const hint = column.minWidth ?? 0;
+  return widest < hint && column.header.length < hint ? hint : widest;
 }
 
 /** Lays out rows under headers, one space apart, the last column unpadded. */
 export function renderColumns(columns: Column[], rows: string[][]): string[] {
-  const widths = columns.map((column, index) => Math.max(column.header.length, ...rows.map((row) => (row[index] ?? '').length)));
+  const widths = columns.map((column, index) => columnWidth(column, rows.map((row) => row[index] ?? '')));
   const line = (cells: string[]) =>
     cells
       .map((cell, index) => {
@@ -23,7 +36,8 @@ export function renderColumns(columns: Column[], rows: string[][]): string[] {
 
 /**
  * util-linux's size_to_human_string: binary units with one decimal (`88.1M`),
- * or with `long` a space, three-letter units and up to two decimals (`97.66 MiB`).
+ * or with `long` a space, three-letter units and up to two decimals (`195.31 MiB`).
+ * The fraction is taken in thousandths, rounded half up, and a trailing zero dropped.
  */
 export function humanSize(bytes: number, long = false): string {
   const letters = ['B', 'K', 'M', 'G', 'T', 'P', 'E'];
@@ -32,28 +46,17 @@ export function humanSize(bytes: number, long = false): string {
   const unit = letters[exp / 10]!;
   const suffix = long ? (exp === 0 ? ' B' : ` ${unit}iB`) : unit;
   let whole = Math.floor(bytes / 2 ** exp);
-  const remainder = exp === 0 ? 0 : bytes - whole * 2 ** exp;
+  const remainder = BigInt(bytes) - BigInt(whole) * 2n ** BigInt(exp);
   let fraction = 0;
-  let digits = 1;
-  if (remainder > 0) {
-    const thousandths = Math.floor(remainder / 2 ** (exp - 10));
-    if (long) {
-      fraction = Math.floor((thousandths + 5) / 10);
-      digits = 2;
-      if (fraction === 100) {
-        whole++;
-        fraction = 0;
-      } else if (fraction % 10 === 0) {
-        fraction /= 10;
-        digits = 1;
-      }
-    } else {
-      fraction = Math.floor((thousandths + 50) / 100);
-      if (fraction === 10) {
-        whole++;
-        fraction = 0;
-      }
+  if (remainder > 0n) {
+    const thousandths = Number((remainder * 1000n) / 2n ** BigInt(exp));
+    fraction = long ? Math.floor((thousandths + 5) / 10) : Math.floor((thousandths + 50) / 100) * 10;
+    if (fraction === 100) {
+      whole++;
+      fraction = 0;
     }
   }
-  return fraction === 0 ? `${whole}${suffix}` : `${whole}.${String(fraction).padStart(digits, '0')}${suffix}`;
+  if (fraction === 0) return `${whole}${suffix}`;
+  const digits = String(fraction).padStart(2, '0');
+  return `${whole}.${digits.endsWith('0') ? digits.slice(0, 1) : digits}${suffix}`;
 }
