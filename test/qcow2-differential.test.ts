@@ -43,14 +43,15 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
     describe(testCase.name, () => {
       let cwd = '';
       let image = '';
+      let expected: Uint8Array = new Uint8Array(0);
       beforeAll(() => {
         const dir = join(temp.dir, `case-${index}`);
         mkdirSync(dir);
         ({ cwd, image } = testCase.build(dir));
+        expected = qemuRawBytes(cwd, image);
       });
 
       it('reads every byte as qemu-img convert does', async () => {
-        const expected = qemuRawBytes(cwd, image);
         const opened = await openImageFile(resolve(cwd, image));
         try {
           expect(opened.format).toBe('qcow2');
@@ -64,7 +65,6 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
       });
 
       it('block status covers the disk and agrees with the data', async () => {
-        const expected = qemuRawBytes(cwd, image);
         const warnings: string[] = [];
         const opened = await openImageFile(resolve(cwd, image), { warn: (w) => warnings.push(w) });
         try {
@@ -111,6 +111,12 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
 
       it('info --output=json equals qemu-img info', () => {
         expect(platterJson(cwd, ['info', '--output=json', image])).toEqual(qemuJson(cwd, ['info', '--output=json', image]));
+      });
+
+      it('info text equals qemu-img info', () => {
+        const args = ['info', ...(testCase.backingChain ? ['--backing-chain'] : []), image];
+        const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+        expect(result.stdout).toBe(sh(cwd, 'qemu-img', args));
       });
 
       if (testCase.backingChain) {

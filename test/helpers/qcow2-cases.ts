@@ -237,6 +237,18 @@ export const QCOW2_CASES: Qcow2Case[] = [
     },
   },
   {
+    name: 'snapshot taken before the disk grew',
+    snapshots: ['small'],
+    build: (dir) => {
+      qemuImg(dir, 'create', '-q', '-f', 'qcow2', 'img.qcow2', '2M');
+      qemuIo(dir, 'img.qcow2', ['write -P 3 0 1M', 'write -P 4 1984k 64k']);
+      qemuImg(dir, 'snapshot', '-c', 'small', 'img.qcow2');
+      qemuImg(dir, 'resize', '-q', 'img.qcow2', '4M');
+      qemuIo(dir, 'img.qcow2', ['write -P 5 3M 64k', 'write -P 6 0 4k']);
+      return { cwd: dir, image: 'img.qcow2' };
+    },
+  },
+  {
     name: 'lazy refcounts with the dirty bit left set',
     check: (image, _, warnings) => {
       expect(image.describe().dirty).toBe(true);
