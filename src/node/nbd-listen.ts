@@ -60,6 +60,8 @@ export function socketDuplex(socket: Socket): NbdDuplex {
     close: () => {
       if (socket.destroyed) return;
       socket.end(() => socket.destroy());
+      // A client that stopped reading never lets the end flush: do not wait on it.
+      setTimeout(() => socket.destroy(), 1000).unref();
     },
   };
 }
@@ -112,6 +114,8 @@ export async function listenNbd(catalog: ExportCatalog, endpoint: NbdEndpoint, o
   };
 
   const address = await startListening(server, endpoint);
+  // After start-up, a failing accept (EMFILE...) costs that client only.
+  server.on('error', (error) => log(`listener error: ${error.message}`));
   return { address, done, close };
 }
 
