@@ -19,7 +19,7 @@ const temp = makeServeTempDir();
 let socketCount = 0;
 const nextSocket = () => join(temp.dir, `s${++socketCount}.sock`);
 
-/** A raw image with data in a few places and zeros elsewhere (a sparse file). */
+/** A raw image with data in a few places and zeros elsewhere. */
 function makeRawImage(name: string, size = 8 * MiB): string {
   const path = join(temp.dir, name);
   const bytes = new Uint8Array(size);
@@ -27,7 +27,6 @@ function makeRawImage(name: string, size = 8 * MiB): string {
   bytes.set(patternBytes(300_000, 9), 3 * MiB + 123);
   bytes.set(patternBytes(4096, 11), size - 4096);
   writeFileSync(path, bytes);
-  runTool('fallocate', ['--dig-holes', path]);
   return path;
 }
 
