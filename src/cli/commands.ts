@@ -22,4 +22,9 @@ export const COMMANDS: CommandEntry[] = [
     describe: 'Show the byte offset and size limit of partitions and LVM volumes, for mount -o loop',
     load: () => import('./commands/mount-offset.js'),
   },
+  {
+    name: 'serve',
+    describe: 'Export an image or one of its partitions over NBD',
+    load: () => import('./commands/serve.js'),
+  },
 ];
