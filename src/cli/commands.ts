@@ -10,6 +10,7 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: CommandEntry[] = [
+  { name: 'check', describe: 'Check an image for consistency, and optionally repair it', load: () => import('./commands/check.js') },
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
 ];
