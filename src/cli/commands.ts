@@ -12,5 +12,6 @@ export interface CommandEntry {
 export const COMMANDS: CommandEntry[] = [
   { name: 'check', describe: 'Check an image for consistency, and optionally repair it', load: () => import('./commands/check.js') },
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
+  { name: 'measure', describe: 'Show how large a new image would be', load: () => import('./commands/measure.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
 ];
