@@ -11,6 +11,8 @@ import type { Refcounts } from './refcount.js';
 export class ClusterAllocator {
   /** No cluster below this index is free (a lower bound kept by frees). */
   private freeHint = 0;
+  /** Where the next compressed stream may go (0: start a new cluster). */
+  private packCursor = 0;
 
   constructor(readonly refcounts: Refcounts) {}
 
@@ -37,6 +39,28 @@ export class ClusterAllocator {
   /** `count` contiguous clusters at the end of the file, refcount 1 each. Returns the first byte offset. */
   async allocateRun(count: number): Promise<number> {
     return (await this.refcounts.appendClusters(count)) * this.clusterSize;
+  }
+
+  /**
+   * `size` bytes (less than a cluster) for a compressed stream, packed right
+   * after the previous stream like qemu's qcow2_alloc_bytes: a stream may run
+   * on into the next cluster when that cluster is the next one appended. Every
+   * cluster a stream touches gets one more reference. Returns the byte offset.
+   */
+  async allocateBytes(size: number): Promise<number> {
+    const { clusterSize, refcounts } = this;
+    let offset = this.packCursor;
+    const tailEnd = Math.ceil(offset / clusterSize) * clusterSize;
+    const fits = offset !== 0 && offset % clusterSize !== 0 && size <= tailEnd - offset;
+    const canSpill = offset !== 0 && offset % clusterSize !== 0 && refcounts.endCluster * clusterSize === tailEnd;
+    if (fits || canSpill) {
+      await this.retain(offset);
+      if (!fits) await refcounts.appendClusters(1);
+    } else {
+      offset = (await refcounts.appendClusters(1)) * clusterSize;
+    }
+    this.packCursor = offset + size;
+    return offset;
   }
 
   /** Drops one reference from each cluster in [offset, offset+bytes) (clusters the range touches). */

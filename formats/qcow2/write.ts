@@ -15,6 +15,7 @@ import { ClusterMap } from './clusters.js';
 import {
   clusterType,
   compressedDescriptor,
+  encodeCompressedDescriptor,
   l1EntryCopied,
   l1EntryL2Offset,
   l2EntryBitmap,
@@ -391,6 +392,27 @@ export class Qcow2Writer {
     this.host.metadata.l1 = view;
     this.host.setMap(new ClusterMap(this.geometry, view, offset, this.host.l2Cache));
     if (oldEntries > 0) await this.host.allocator.release(oldOffset, Math.ceil((oldEntries * 8) / this.clusterSize) * this.clusterSize);
+  }
+
+  /**
+   * Stores one whole guest cluster as a compressed stream (qemu's
+   * qcow2_co_pwritev_compressed). Only for clusters that hold nothing yet, as
+   * when converting into a new image.
+   */
+  async writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+    await this.begin();
+    const slot = await this.l2Slot(clusterStart, true);
+    const { extendedL2, clusterBits } = this.geometry;
+    if (clusterType(slot.table, slot.index, extendedL2, false) !== 'unallocated') {
+      throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
+    }
+    const hostOffset = await this.host.allocator.allocateBytes(stream.length);
+    await this.host.device.write!(hostOffset, stream);
+    const descriptor = encodeCompressedDescriptor(hostOffset, stream.length, clusterBits);
+    const at = l2EntryPosition(slot.index, extendedL2);
+    slot.table.setBigUint64(at, descriptor);
+    if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
+    await this.writeEntry(slot);
   }
 
   /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
