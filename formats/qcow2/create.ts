@@ -55,7 +55,7 @@ export const QCOW2_CREATE_DEFAULTS: Qcow2CreateOptions = {
 };
 
 /** Smallest cluster size whose header cluster gets the feature-name table (observed from qemu-img 7.2). */
-const FEATURE_TABLE_MIN_CLUSTER = 8192;
+export const FEATURE_TABLE_MIN_CLUSTER = 8192;
 
 /** The feature-name table qemu 7.2 writes into every version 3 image, in its order. */
 const FEATURE_NAMES: readonly [type: number, bit: number, name: string][] = [
@@ -68,6 +68,13 @@ const FEATURE_NAMES: readonly [type: number, bit: number, name: string][] = [
   [2, 0, 'bitmaps'],
   [2, 1, 'raw external data'],
 ];
+
+/** The feature-name table extension record. */
+export function featureTableExtension(): RawExtension {
+  const table = new Uint8Array(FEATURE_NAMES.length * FeatureNameEntry.size);
+  FEATURE_NAMES.forEach(([type, bit, name], i) => FeatureNameEntry.encodeInto(table, { type, bit, name }, i * FeatureNameEntry.size));
+  return { type: EXT_FEATURE_TABLE, data: table };
+}
 
 /** Refuses option combinations qemu refuses, with its reasons. */
 export function validateCreateOptions(options: Qcow2CreateOptions): void {
@@ -136,11 +143,7 @@ function newExtensions(options: Qcow2CreateOptions): RawExtension[] {
   if (options.backingFormat !== undefined) records.push({ type: EXT_BACKING_FORMAT, data: encoder.encode(options.backingFormat) });
   if (options.dataFile !== undefined) records.push({ type: EXT_DATA_FILE, data: encoder.encode(options.dataFile) });
   // qemu 7.2 leaves the feature-name table out of clusters smaller than 8 KiB (room for the backing name).
-  if (options.version === 3 && options.clusterSize >= FEATURE_TABLE_MIN_CLUSTER) {
-    const table = new Uint8Array(FEATURE_NAMES.length * FeatureNameEntry.size);
-    FEATURE_NAMES.forEach(([type, bit, name], i) => FeatureNameEntry.encodeInto(table, { type, bit, name }, i * FeatureNameEntry.size));
-    records.push({ type: EXT_FEATURE_TABLE, data: table });
-  }
+  if (options.version === 3 && options.clusterSize >= FEATURE_TABLE_MIN_CLUSTER) records.push(featureTableExtension());
   return records;
 }
 
