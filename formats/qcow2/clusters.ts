@@ -71,13 +71,25 @@ export class ClusterMap {
     const bytesPerL2 = clusterSize * l2Entries;
     const l1Index = Math.floor(offset / bytesPerL2);
     const end = Math.min(offset + length, (l1Index + 1) * bytesPerL2);
-    const l2Offset = l1Index < this.l1Size ? l1EntryL2Offset(this.l1, l1Index, this.l1Offset) : 0;
-    if (l2Offset === 0) return { start: offset, length: end - offset, type: 'unallocated' };
+    const l2Offset = this.l2OffsetAt(l1Index);
+    if (l2Offset === 0) return this.unallocatedRun(offset, offset + length, l1Index);
     if (l2Offset % clusterSize !== 0) {
       throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
     }
     const l2 = await this.l2Cache.get(l2Offset);
     return this.runIn(l2, l2Offset, offset, end);
+  }
+
+  private l2OffsetAt(l1Index: number): number {
+    return l1Index < this.l1Size ? l1EntryL2Offset(this.l1, l1Index, this.l1Offset) : 0;
+  }
+
+  /** An unallocated run over consecutive empty L1 entries, so an empty terabyte is a few steps. */
+  private unallocatedRun(start: number, limit: number, l1Index: number): MappingRun {
+    const bytesPerL2 = this.geometry.clusterSize * this.geometry.l2Entries;
+    let next = l1Index + 1;
+    while (next * bytesPerL2 < limit && this.l2OffsetAt(next) === 0) next++;
+    return { start, length: Math.min(limit, next * bytesPerL2) - start, type: 'unallocated' };
   }
 
   /** Every run covering [offset, offset+length), in order. */

@@ -22,7 +22,7 @@ const command: CliCommand = {
       .positional('image', { type: 'string', describe: 'Image file to create', demandOption: true })
       .positional('size', { type: 'string', describe: "Virtual size (bytes, or with a suffix K, M, G, T); default: the backing file's" })
       .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format (raw, qcow2)', requiresArg: true })
-      .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. cluster_size=64K,compat=1.1', requiresArg: true })
+      .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. cluster_size=64K,compat=1.1 (may repeat)', requiresArg: true })
       .option('b', { alias: 'backing', type: 'string', describe: 'Backing file (qcow2)', requiresArg: true })
       .option('F', { alias: 'backing-format', type: 'string', describe: 'Format of the backing file (required with -b)', requiresArg: true })
       .option('u', { alias: 'unsafe', type: 'boolean', default: false, describe: 'Do not open the backing file (SIZE is then required)' })
