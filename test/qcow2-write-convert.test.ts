@@ -52,7 +52,7 @@ beforeAll(() => {
 describe.skipIf(!haveQemu)('convert -O qcow2', () => {
   for (const compression of ['zlib', 'zstd']) {
     it(`-c with ${compression}: equal to the source, clean, within 5% of qemu-img convert -c`, async () => {
-      const options = compression === 'zstd' ? { compression_type: 'zstd' } : {};
+      const options: Record<string, string> = compression === 'zstd' ? { compression_type: 'zstd' } : {};
       await convert('source.qcow2', `mine-${compression}.qcow2`, options, true);
       sh(temp.dir, 'qemu-img', ['convert', '-c', '-O', 'qcow2', ...(compression === 'zstd' ? ['-o', 'compression_type=zstd'] : []), 'source.qcow2', `theirs-${compression}.qcow2`]);
       expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', `mine-${compression}.qcow2`]).status).toBe(0);
