@@ -139,3 +139,31 @@ describe('write refusals', () => {
     expect(view().getBigUint64(72) & 1n).toBe(0n);
   });
 });
+
+describe.skipIf(!haveQemu)('writing over internal snapshots', () => {
+  it('copies shared L2 tables and clusters on write; the snapshot keeps its data', async () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'snap.qcow2', '4M']);
+    sh(temp.dir, 'qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 2 2M 64k', 'snap.qcow2']);
+    sh(temp.dir, 'qemu-img', ['snapshot', '-c', 'before', 'snap.qcow2']);
+    const { openImageFile } = await import('../src/node/open.js');
+    const image = await openImageFile(at('snap.qcow2'), { writable: true });
+    await image.write!(4096, new Uint8Array(100).fill(3));
+    await (image as unknown as { writeZeroes(o: number, l: number): Promise<void> }).writeZeroes(2 << 20, 64 << 10);
+    await image.write!(3 << 20, new Uint8Array(70000).fill(4));
+    await image.close();
+    const check = shStatus(temp.dir, 'qemu-img', ['check', 'snap.qcow2']);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const expected = new Uint8Array(4 << 20);
+    expected.fill(1, 0, 1 << 20);
+    expected.fill(3, 4096, 4196);
+    expected.fill(4, 3 << 20, (3 << 20) + 70000);
+    writeFileSync(at('snap-now.raw'), expected);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', '-F', 'raw', 'snap.qcow2', 'snap-now.raw']).status).toBe(0);
+    const before = new Uint8Array(4 << 20);
+    before.fill(1, 0, 1 << 20);
+    before.fill(2, 2 << 20, (2 << 20) + (64 << 10));
+    writeFileSync(at('snap-before.raw'), before);
+    sh(temp.dir, 'qemu-img', ['convert', '-l', 'before', '-O', 'raw', 'snap.qcow2', 'snap-before-out.raw']);
+    expect(Buffer.compare(readFileSync(at('snap-before-out.raw')), readFileSync(at('snap-before.raw')))).toBe(0);
+  });
+});
