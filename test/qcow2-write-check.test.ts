@@ -91,6 +91,12 @@ const builders: Record<string, () => string> = {
     qemuImg('snapshot', '-c', 'two', path);
     return path;
   },
+  bitmaps: () => {
+    const path = dataImage('bitmaps.qcow2');
+    qemuImg('bitmap', '--add', path, 'b1');
+    qemuImg('bitmap', '--add', '-g', '512k', path, 'b2');
+    return path;
+  },
   leakedCluster: () => {
     const path = dataImage('leak.qcow2');
     const poke = new Poker(path);

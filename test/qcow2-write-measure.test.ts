@@ -22,6 +22,9 @@ beforeAll(() => {
   q('convert', '-c', '-O', 'qcow2', 'sparse.qcow2', 'packed.qcow2');
   q('create', '-q', '-f', 'qcow2', '-b', 'sparse.qcow2', '-F', 'qcow2', 'overlay.qcow2');
   io('overlay.qcow2', 'write -P 6 500M 2M');
+  q('create', '-q', '-f', 'qcow2', 'bitmaps.qcow2', '3G');
+  q('bitmap', '--add', 'bitmaps.qcow2', 'first');
+  q('bitmap', '--add', '-g', '4k', 'bitmaps.qcow2', 'second');
 });
 
 const cases: string[][] = [
@@ -41,6 +44,8 @@ const cases: string[][] = [
   ['-O', 'qcow2', 'packed.qcow2'],
   ['-O', 'qcow2', 'overlay.qcow2'],
   ['-O', 'raw', 'sparse.qcow2'],
+  ['-O', 'qcow2', 'bitmaps.qcow2'],
+  ['-O', 'qcow2', '-o', 'cluster_size=512', 'bitmaps.qcow2'],
 ];
 
 describe.skipIf(!haveQemu)('measure', () => {
