@@ -186,7 +186,23 @@ export class Refcounts {
   async appendClusters(count: number): Promise<number> {
     const first = this.endCluster;
     this.endCluster += count;
-    for (let cluster = first; cluster < first + count; cluster++) await this.set(cluster, 1);
+    // One write per refcount block the run touches, not one per cluster.
+    for (let cluster = first; cluster < first + count; ) {
+      const blockIndex = Math.floor(cluster / this.perBlock);
+      const groupEnd = Math.min(first + count, (blockIndex + 1) * this.perBlock);
+      let blockOffset = this.blockOffset(blockIndex);
+      if (blockOffset === 0) blockOffset = await this.createBlock(blockIndex);
+      const block = await this.block(blockOffset);
+      let start = Number.MAX_SAFE_INTEGER;
+      let end = 0;
+      for (let at = cluster; at < groupEnd; at++) {
+        const [from, to] = setRefcount(block, at % this.perBlock, this.order, 1);
+        start = Math.min(start, from);
+        end = Math.max(end, to);
+      }
+      await this.device.write!(blockOffset + start, block.slice(start, end));
+      cluster = groupEnd;
+    }
     return first;
   }
 

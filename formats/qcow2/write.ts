@@ -94,9 +94,60 @@ export class Qcow2Writer {
   /** Writes `data` at guest `offset`. */
   async write(offset: number, data: Uint8Array): Promise<void> {
     await this.begin();
-    await this.eachCluster(offset, data.length, (start, inCluster, length) =>
-      this.writeInCluster(start, inCluster, data.subarray(start + inCluster - offset, start + inCluster - offset + length)),
-    );
+    const end = offset + data.length;
+    for (let at = offset; at < end; ) {
+      const fresh = await this.freshRun(at, end);
+      if (fresh > 0) {
+        await this.writeFreshRun(at, data.subarray(at - offset, at - offset + fresh));
+        at += fresh;
+        continue;
+      }
+      const clusterStart = at - (at % this.clusterSize);
+      const pieceEnd = Math.min(end, clusterStart + this.clusterSize);
+      await this.eachCluster(at, pieceEnd - at, (start, inCluster, length) =>
+        this.writeInCluster(start, inCluster, data.subarray(start + inCluster - offset, start + inCluster - offset + length)),
+      );
+      at = pieceEnd;
+    }
+  }
+
+  /**
+   * Bytes from `at` (cluster-aligned) that cover whole clusters inside one L2
+   * table that hold nothing (unallocated; what a backing file has there is
+   * wholly overwritten): those can be
+   * appended as one run, written with one data write and one L2 write.
+   */
+  private async freshRun(at: number, end: number): Promise<number> {
+    const { extendedL2, l2Entries } = this.geometry;
+    if (at % this.clusterSize !== 0 || end - at < 2 * this.clusterSize) return 0;
+    const slot = await this.l2Slot(at, false);
+    if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
+    let count = 0;
+    const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
+    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, false) === 'unallocated') {
+      if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
+      count++;
+    }
+    return count >= 2 ? count * this.clusterSize : 0;
+  }
+
+  private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
+    const slot = await this.l2Slot(at, true);
+    const count = data.length / this.clusterSize;
+    const hostOffset = await this.host.allocator.allocateRun(count);
+    await this.host.device.write!(hostOffset, data);
+    const { extendedL2 } = this.geometry;
+    const stride = extendedL2 ? 16 : 8;
+    for (let i = 0; i < count; i++) {
+      const position = l2EntryPosition(slot.index + i, extendedL2);
+      setEntry(slot.table, position, hostOffset + i * this.clusterSize, COPIED_HI);
+      if (extendedL2) {
+        slot.table.setUint32(position + 8, 0);
+        slot.table.setUint32(position + 12, ALL_SUBCLUSTERS);
+      }
+    }
+    const first = l2EntryPosition(slot.index, extendedL2);
+    await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, count * stride).slice());
   }
 
   /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */

@@ -44,14 +44,38 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
       if (extent.kind !== 'data') continue;
       const first = Math.max(done, extent.start - (extent.start % clusterSize));
       const end = extent.start + extent.length;
-      for (let cluster = first; cluster < end; cluster += clusterSize) {
-        await copyCluster(source, target, cluster, compressor, result);
+      if (compressor) {
+        for (let cluster = first; cluster < end; cluster += clusterSize) await copyCluster(source, target, cluster, compressor, result);
+      } else {
+        for (let chunk = first; chunk < end; chunk += COPY_CHUNK) {
+          await copyChunk(source, target, chunk, Math.min(COPY_CHUNK, Math.ceil(end / clusterSize) * clusterSize - chunk), result);
+        }
       }
       done = Math.max(done, Math.ceil(end / clusterSize) * clusterSize);
     }
   }
   await target.close();
   return result;
+}
+
+/** Bytes read and written per step of an uncompressed copy (whole clusters). */
+const COPY_CHUNK = 2 << 20;
+
+/** Copies whole clusters from `start`, writing each run of non-zero clusters in one write. */
+async function copyChunk(source: Image, target: Qcow2Image, start: number, length: number, result: Qcow2ConvertResult): Promise<void> {
+  const clusterSize = target.metadata.clusterSize;
+  const bytes = await source.read(start, Math.min(length, source.size - start));
+  let runStart = -1;
+  for (let at = 0; at <= bytes.length; at += clusterSize) {
+    const zero = at === bytes.length || isAllZero(bytes.subarray(at, Math.min(at + clusterSize, bytes.length)));
+    if (!zero) {
+      result.dataClusters++;
+      if (runStart < 0) runStart = at;
+      continue;
+    }
+    if (runStart >= 0) await target.write(start + runStart, bytes.subarray(runStart, Math.min(at, bytes.length)));
+    runStart = -1;
+  }
 }
 
 type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
