@@ -3,6 +3,8 @@
  * safe and unsafe rebase, and commit with and without -b and -d.
  */
 
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildChain, chainBacking, chainCheck, chainSame, copyChain } from './helpers/chain-images.js';
@@ -46,6 +48,30 @@ describe.skipIf(!enabled)('backing chains against qemu-img', () => {
       } else {
         expect(result.stdout).toBe(expected);
       }
+    }
+  });
+
+  it('create -b -F makes the same overlay as qemu-img create, sized from its backing file', () => {
+    const { qemu, ours } = twoCopies();
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', 'new.qcow2'], { cwd: qemu });
+    const result = platter(['create', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', 'new.qcow2'], { cwd: ours });
+    expect(result.status).toBe(0);
+    expect(readFileSync(join(ours, 'new.qcow2'))).toEqual(readFileSync(join(qemu, 'new.qcow2')));
+    expect(chainSame(temp.dir, join(ours, 'new.qcow2'), join(source, 'mid.qcow2'))).toBe(true);
+  });
+
+  it('map shows the layer each run comes from, as qemu-img map does', () => {
+    for (const output of ['json', 'human']) {
+      const args = ['map', `--output=${output}`, 'top.qcow2'];
+      expect(platter(args, { cwd: source }).stdout).toBe(run('qemu-img', args, { cwd: source }));
+    }
+  });
+
+  it('compare reads through both chains, with qemu-img compare\'s verdicts', () => {
+    for (const [a, b] of [['top.qcow2', 'mid.qcow2'], ['mid.qcow2', 'base.qcow2'], ['top.qcow2', 'top.qcow2'], ['other.qcow2', 'top.qcow2']]) {
+      const theirs = spawnSync('qemu-img', ['compare', a!, b!], { cwd: source, encoding: 'utf8' });
+      const ours = platter(['compare', a!, b!], { cwd: source });
+      expect({ a, b, status: ours.status, stdout: ours.stdout }).toEqual({ a, b, status: theirs.status, stdout: theirs.stdout });
     }
   });
 
