@@ -97,9 +97,16 @@ async function copyRun(top: Image, base: WritableImage, start: number, length: n
 /** Makes every cluster of the top image unallocated, so it reads through to its backing file (qemu's make_empty). */
 async function emptyImage(top: Image): Promise<void> {
   if (!(top instanceof Qcow2Image)) throw new UnsupportedFeatureError(`cannot empty ${top.name}: format ${top.format} has no backing file`);
+  // Whole clusters: a cluster the top holds only part of (subclusters) is emptied all the same.
+  const clusterSize = top.metadata.clusterSize;
   const held: Array<[number, number]> = [];
   for await (const extent of walkExtents(top, 0, top.size)) {
-    if (extent.depth === 0 && extent.kind !== 'unallocated') held.push([extent.start, extent.length]);
+    if (extent.depth !== 0 || extent.kind === 'unallocated') continue;
+    const start = extent.start - (extent.start % clusterSize);
+    const end = Math.min(top.size, Math.ceil((extent.start + extent.length) / clusterSize) * clusterSize);
+    const last = held[held.length - 1];
+    if (last && last[0] + last[1] >= start) last[1] = Math.max(last[1], end - last[0]);
+    else held.push([start, end - start]);
   }
   // Only what the top layer holds is visited: emptying costs nothing for the unallocated rest.
   for (const [start, length] of held) await top.discard(start, length);

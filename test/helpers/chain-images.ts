@@ -54,7 +54,7 @@ export function chainCheck(dir: string, image: string): { clean: boolean; alloca
   }
   const json = JSON.parse(out) as { 'allocated-clusters': number; corruptions?: number; leaks?: number; 'check-errors': number };
   const clean = (json.corruptions ?? 0) === 0 && (json.leaks ?? 0) === 0 && json['check-errors'] === 0;
-  return { clean, allocated: json['allocated-clusters'] };
+  return { clean, allocated: json['allocated-clusters'] ?? 0 };
 }
 
 /** True when qemu-img compare finds the guest contents equal. */
