@@ -36,12 +36,12 @@ export interface CommitResult {
  * The depth of the layer of `top`'s chain whose file key equals `baseKey`
  * (1 = the immediate backing file), found with `keyOf`.
  */
-export function baseDepth(top: Image, baseKey: string, keyOf: (image: Image) => string): number {
+export function baseDepth(top: Image, baseKey: string, keyOf: (image: Image) => string, shownAs = baseKey): number {
   let depth = 1;
   for (let layer = top.backing; layer; layer = layer.backing, depth++) {
     if (keyOf(layer) === baseKey) return depth;
   }
-  throw new UsageError(`'${baseKey}' is not in the backing chain of '${top.name}'`);
+  throw new UsageError(`Did not find '${shownAs}' in the backing chain of '${top.name}'`);
 }
 
 /**

@@ -35,9 +35,9 @@ export interface RebaseResult {
 }
 
 /** Checks that `image` is a qcow2 image open for writing, the only kind whose backing file can change. */
-export function requireQcow2(image: Image): Qcow2Image {
+export function requireQcow2(image: Image, backingFile = ''): Qcow2Image {
   if (!(image instanceof Qcow2Image)) {
-    throw new UnsupportedFeatureError(`Could not change the backing file: format ${image.format} has no backing file`).inFile(image.name);
+    throw new UnsupportedFeatureError(`Could not change the backing file to '${backingFile}': format ${image.format} has no backing file`).inFile(image.name);
   }
   return image;
 }
@@ -47,7 +47,7 @@ export function requireQcow2(image: Image): Qcow2Image {
  * onto `options.newBacking`, then records the new name and format in its header.
  */
 export async function rebaseImage(image: Image, options: RebaseOptions): Promise<RebaseResult> {
-  const qcow2 = requireQcow2(image);
+  const qcow2 = requireQcow2(image, options.backingFile);
   const result: RebaseResult = { bytesCopied: 0 };
   if (!options.unsafe) result.bytesCopied = await copyDifferences(qcow2, options);
   await qcow2.flush();

@@ -18,9 +18,9 @@ function findBase(top: Image, path: string, name: string | undefined): { layer: 
   const keyOf = (image: Image) => resolve(image.device.name);
   let depth: number;
   try {
-    depth = baseDepth(top, resolve(name), keyOf);
+    depth = baseDepth(top, resolve(name), keyOf, name);
   } catch {
-    depth = baseDepth(top, resolve(dirname(path), name), keyOf);
+    depth = baseDepth(top, resolve(dirname(path), name), keyOf, name);
   }
   let layer = top;
   for (let step = 0; step < depth; step++) layer = layer.backing!;
