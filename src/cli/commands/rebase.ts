@@ -3,7 +3,7 @@
 import { dirname, isAbsolute, join } from 'node:path';
 import type { Image } from '../../core/image.js';
 import { UsageError } from '../../core/errors.js';
-import { nodeByteTests } from '../../node/byte-tests.js';
+import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
 import { rebaseImage } from '../../ops/rebase.js';
 import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
@@ -13,6 +13,15 @@ import { createProgress, progressMode, withProgress } from '../progress.js';
 /** A backing name is looked up beside the image that will name it (qemu's path_combine). */
 function besideImage(image: string, name: string): string {
   return isAbsolute(name) ? name : join(dirname(image), name);
+}
+
+/** Refuses a new backing chain that contains the image itself: the image would become its own backing file. */
+async function refuseLoop(newBacking: Image, path: string): Promise<void> {
+  for (let layer: Image | undefined = newBacking; layer; layer = layer.backing) {
+    if (await sameFile(layer.device.name, path)) {
+      throw new UsageError(`the new backing chain contains the image itself (${layer.device.name}): that would make a cycle`).inFile(path);
+    }
+  }
 }
 
 const command: CliCommand = {
@@ -39,6 +48,7 @@ const command: CliCommand = {
       if (backingFile !== '' && !unsafe) {
         newBacking = await openForCli(besideImage(path, backingFile), { format: backingFormat });
         backingFormat ??= newBacking.format;
+        await refuseLoop(newBacking, path);
       }
       const progress = createProgress(progressMode(args));
       await rebaseImage(image, {
