@@ -88,6 +88,14 @@ describe.skipIf(!hasQemu)('convert qcow2 -O raw vs qemu-img', () => {
     expect(missing.stderr).toMatch(/^platter: .*nope/);
   });
 
+  it('refuses to convert onto a backing file of the source', () => {
+    const before = bytesOf(at('base.qcow2'));
+    const result = platter(['convert', '-O', 'raw', 'top.qcow2', 'base.qcow2'], tmp.dir);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing to convert onto the source image/);
+    expect(bytesOf(at('base.qcow2')).equals(before)).toBe(true);
+  });
+
   it('a 1 TiB image holding 1 MiB converts to a file holding about 1 MiB', () => {
     const ours = platter(['convert', '-O', 'raw', 'huge.qcow2', 'huge.raw'], tmp.dir);
     expect(ours.status).toBe(0);

@@ -7,6 +7,7 @@
 import type { BlockDevice } from '../core/device.js';
 import { IoError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
+import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
 import { walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
@@ -54,7 +55,7 @@ export async function copyImage(
   if (!target.write) throw new IoError(`${target.name} cannot be written`);
   const stats: CopyStats = { bytesRead: 0, bytesWritten: 0 };
   const writeZeros = options.sparseSize === 0 || !options.targetIsZero;
-  const zeroBuffer = writeZeros ? new Uint8Array(options.ioSize) : undefined;
+  const zeroBuffer = writeZeros ? alignedBuffer(options.ioSize) : undefined;
   let done = 0;
   const advance = (bytes: number) => {
     done += bytes;
@@ -62,9 +63,16 @@ export async function copyImage(
   };
   options.onProgress?.(0, range.length);
 
-  const write = async (at: number, bytes: Uint8Array) => {
-    await target.write!(at - range.sourceOffset, bytes);
-    stats.bytesWritten += bytes.length;
+  // Reads overlap, writes go one at a time: concurrent buffered writes to one
+  // file only queue on the file system's inode lock (and spin there).
+  let writeQueue: Promise<void> = Promise.resolve();
+  const write = (at: number, bytes: Uint8Array): Promise<void> => {
+    const queued = writeQueue.then(async () => {
+      await target.write!(at - range.sourceOffset, bytes);
+      stats.bytesWritten += bytes.length;
+    });
+    writeQueue = queued.catch(() => {});
+    return queued;
   };
   const copyBytes = async (job: CopyJob, bytes: Uint8Array) => {
     stats.bytesRead += bytes.length;
@@ -73,13 +81,13 @@ export async function copyImage(
       await write(job.offset + from, bytes.subarray(from, to));
     }
   };
-  // One buffer per request in flight, reused: no allocation (and no page faults) per request.
+  // One page-aligned buffer per request in flight, reused: no allocation (and no page faults) per request.
   const buffers: Uint8Array[] = [];
   const handle = async (job: CopyJob) => {
     if (job.zero) {
       await write(job.offset, zeroBuffer!.subarray(0, job.length));
     } else if (source.readInto) {
-      const buffer = buffers.pop() ?? new Uint8Array(options.ioSize);
+      const buffer = buffers.pop() ?? alignedBuffer(options.ioSize);
       try {
         const bytes = buffer.subarray(0, job.length);
         await source.readInto(job.offset, bytes);
