@@ -40,6 +40,8 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'chain/base.raw', '1M']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'chain/top.qcow2']);
     rmSync(join(dir, 'chain/base.raw'));
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'loop.qcow2', '1M']);
+    sh(dir, 'qemu-img', ['rebase', '-u', '-b', 'loop.qcow2', '-F', 'qcow2', 'loop.qcow2']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt.qcow2', '1M']);
     pokeFile(join(dir, 'corrupt.qcow2'), 79, [0x02]); // the corrupt bit
   });
@@ -80,6 +82,12 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     const result = platter(dir, ['info', '--output=json', 'chain/top.qcow2']);
     expect(result.status).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'chain/top.qcow2'])));
+  });
+
+  it('refuses a backing chain that loops', () => {
+    const result = platter(dir, ['info', '--backing-chain', 'loop.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^platter: loop.qcow2: backing chain has a cycle: .*loop.qcow2 -> .*loop.qcow2\n$/);
   });
 
   it('opens an image marked corrupt read-only, with a warning', () => {

@@ -28,7 +28,9 @@ const SIZE = 2 << 20;
 const RUNS = Number(process.env.QCOW2_RANDOM_RUNS ?? 25);
 
 const layoutArb = fc.record({
-  clusterSize: fc.constantFrom(512, 4096, 65536),
+  clusterSize: fc.constantFrom(512, 4096, 32768, 65536, 2097152),
+  /** Virtual size in sectors: not always a whole number of clusters. */
+  sectors: fc.integer({ min: 1, max: SIZE / 512 }),
   compat: fc.constantFrom('0.10', '1.1'),
   extendedL2: fc.boolean(),
   compression: fc.constantFrom('zlib', 'zstd'),
@@ -42,7 +44,7 @@ const opArb = fc.record({
   pattern: fc.integer({ min: 1, max: 255 }),
 });
 
-type Layout = { clusterSize: number; compat: string; extendedL2: boolean; compression: string; backing: boolean };
+type Layout = { clusterSize: number; sectors: number; compat: string; extendedL2: boolean; compression: string; backing: boolean };
 type Op = { kind: string; start: number; length: number; pattern: number };
 
 function createOptions(layout: Layout): string {
@@ -55,10 +57,10 @@ function createOptions(layout: Layout): string {
 }
 
 /** The qemu-io command for an op, aligned where qemu requires it (sectors; whole clusters when compressed). */
-function ioCommand(op: Op, clusterSize: number): string {
+function ioCommand(op: Op, clusterSize: number, size: number): string {
   const align = op.kind === 'compressed' ? clusterSize : 512;
-  const start = Math.floor(op.start / align) * align;
-  const length = Math.max(align, Math.min(Math.ceil(op.length / align) * align, SIZE - start));
+  const start = Math.floor((op.start % size) / align) * align;
+  const length = Math.max(512, Math.min(Math.ceil(op.length / align) * align, size - start));
   switch (op.kind) {
     case 'write':
       return `write -P ${op.pattern} ${start} ${length}`;
@@ -81,6 +83,7 @@ describe.skipIf(!haveQemu)('qcow2 random operations', () => {
       fc.asyncProperty(layoutArb, fc.array(opArb, { minLength: 1, maxLength: 8 }), async (layout, ops) => {
         const dir = join(temp.dir, `run-${run++}`);
         mkdirSync(dir);
+        const size = layout.sectors * 512;
         const backingArgs: string[] = [];
         if (layout.backing) {
           // A whole number of sectors: qemu rounds a raw file's length up to 512 bytes and
@@ -88,8 +91,8 @@ describe.skipIf(!haveQemu)('qcow2 random operations', () => {
           writeFileSync(join(dir, 'base.raw'), qcow2SourceData(SIZE - 300_032, run));
           backingArgs.push('-b', 'base.raw', '-F', 'raw');
         }
-        sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', createOptions(layout), ...backingArgs, 'img.qcow2', String(SIZE)]);
-        const commands = ops.flatMap((op) => ['-c', ioCommand(op, layout.clusterSize)]);
+        sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', createOptions(layout), ...backingArgs, 'img.qcow2', String(size)]);
+        const commands = ops.flatMap((op) => ['-c', ioCommand(op, layout.clusterSize, size)]);
         // qemu-io refuses some operations (a compressed write over allocated clusters) and
         // goes on with the next; the image it leaves is what gets compared.
         shStatus(dir, 'qemu-io', ['-f', 'qcow2', ...commands, 'img.qcow2']);

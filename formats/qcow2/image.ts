@@ -76,10 +76,27 @@ export class Qcow2Image implements Image {
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
     target.fill(0);
+    // Data runs that continue each other on the host (across L2 tables too) become one device read.
+    let pending: { at: number; hostOffset: number; length: number } | undefined;
+    const flush = async () => {
+      if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, target.subarray(pending.at, pending.at + pending.length));
+      pending = undefined;
+    };
     for await (const run of this.parts.map.runs(offset, target.length)) {
       const at = run.start - offset;
+      if (run.type === 'normal') {
+        if (pending && pending.hostOffset + pending.length === run.hostOffset) {
+          pending.length += run.length;
+          continue;
+        }
+        await flush();
+        pending = { at, hostOffset: run.hostOffset!, length: run.length };
+        continue;
+      }
+      await flush();
       await this.readRun(run, target.subarray(at, at + run.length));
     }
+    await flush();
   }
 
   async write(): Promise<void> {
@@ -112,8 +129,6 @@ export class Qcow2Image implements Image {
 
   private async readRun(run: MappingRun, target: Uint8Array): Promise<void> {
     switch (run.type) {
-      case 'normal':
-        return readHost(this.requireDataDevice(), run.hostOffset!, target);
       case 'compressed': {
         const cluster = await this.compressedCluster(run);
         const from = run.start - run.clusterStart!;
@@ -125,7 +140,7 @@ export class Qcow2Image implements Image {
         if (this.backing) await readBacking(this.backing, run.start, target);
         return;
       default:
-        return; // zero-plain and zero-alloc: `target` is already zeros
+        return; // zero-plain and zero-alloc: `target` is already zeros; normal runs go through read()
     }
   }
 
