@@ -95,6 +95,7 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
   const common = Math.min(a.size, b.size);
   const total = Math.max(a.size, b.size);
   const progress = (done: number) => options.onProgress?.(done, total);
+  progress(0);
   const io = new ChunkBuffers();
   const cursorA = new ExtentCursor(a, common);
   const cursorB = new ExtentCursor(b, common);
