@@ -173,6 +173,21 @@ describe.skipIf(!hasQemu)('compare vs qemu-img', () => {
   }
 });
 
+describe.skipIf(!hasQemu)('compare -p vs qemu-img', () => {
+  // Images of one compare chunk (2 MiB), so the progress steps are 0% and 100% in both tools.
+  for (const [first, second] of [
+    ['a.raw', 'a-copy.raw'],
+    ['a.raw', 'a-changed.raw'],
+  ] as const) {
+    it(`-p ${first} ${second}`, () => {
+      const expected = run('qemu-img', ['compare', '-p', '-f', 'raw', '-F', 'raw', first, second], tmp.dir);
+      const ours = platter(['compare', '-p', '-f', 'raw', '-F', 'raw', first, second], tmp.dir);
+      expect(ours.status).toBe(expected.status);
+      expect(ours.stdout).toBe(expected.stdout);
+    });
+  }
+});
+
 describe.skipIf(!hasQemu)('dd vs qemu-img dd', () => {
   const cases = [
     ['bs=4k', 'count=10', 'skip=3'],
