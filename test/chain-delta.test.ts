@@ -88,4 +88,19 @@ describe.skipIf(!enabled)('delta images', () => {
     await delta(temp.dir, 'n.qcow2', 'b.qcow2', 'qcow2', 'd2.qcow2', true);
     expect(chainSame(temp.dir, 'd2.qcow2', 'n.qcow2')).toBe(true);
   });
+
+  it('with the top layer of the source only (convert -B), the result reads like qemu-img convert -B and allocates no more', async () => {
+    chainCreate(temp.dir, 'cb-base.qcow2', { size: '4M' });
+    chainWrite(temp.dir, 'cb-base.qcow2', ['write -P 1 0 2M']);
+    chainCreate(temp.dir, 'cb-src.qcow2', { backing: 'cb-base.qcow2' });
+    chainWrite(temp.dir, 'cb-src.qcow2', ['write -P 1 0 64k', 'write -P 7 1M 64k', 'write -z 128k 64k']);
+    run('qemu-img', ['convert', '-B', 'cb-base.qcow2', '-F', 'qcow2', '-O', 'qcow2', 'cb-src.qcow2', 'cb-qemu.qcow2'], { cwd: temp.dir });
+    await delta(temp.dir, 'cb-src.qcow2', 'cb-base.qcow2', 'qcow2', 'cb-ours.qcow2', true);
+    expect(chainSame(temp.dir, 'cb-ours.qcow2', 'cb-qemu.qcow2')).toBe(true);
+    expect(chainSame(temp.dir, 'cb-ours.qcow2', 'cb-src.qcow2')).toBe(true);
+    const ours = chainCheck(temp.dir, 'cb-ours.qcow2');
+    expect(ours.clean).toBe(true);
+    expect(ours.allocated).toBe(1);
+    expect(ours.allocated).toBeLessThanOrEqual(chainCheck(temp.dir, 'cb-qemu.qcow2').allocated);
+  });
 });
