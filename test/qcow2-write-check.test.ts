@@ -199,11 +199,19 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     });
   }
 
-  it('leak repair reports what qemu-img check -r leaks reports', () => {
-    const { mine, qemu } = bothChecks(paths['leakedCluster']!, 'leaks');
-    expect(withoutName(mine.stdout)).toEqual(withoutName(qemu.stdout));
-    expect(mine.stderr).toBe(qemu.stderr);
-  });
+  for (const [name, repair] of [
+    ['leakedCluster', 'leaks'],
+    ['doubleRefcount', 'leaks'],
+    ['zeroRefcount', 'all'],
+    ['copiedCleared', 'all'],
+  ] as const) {
+    it(`${name}: -r ${repair} reports what qemu-img check -r ${repair} reports`, () => {
+      const { mine, qemu } = bothChecks(paths[name]!, repair);
+      expect(withoutName(mine.stdout)).toEqual(withoutName(qemu.stdout));
+      expect(mine.stderr).toBe(qemu.stderr);
+      expect(mine.status).toBe(qemu.status);
+    });
+  }
 
   it('raw images have no check: exit status 63', () => {
     const raw = join(temp.dir, 'plain.raw');
