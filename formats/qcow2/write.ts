@@ -11,7 +11,7 @@
 
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
-import { ClusterMap } from './clusters.js';
+import type { ClusterMap } from './clusters.js';
 import {
   clusterType,
   compressedDescriptor,
@@ -26,12 +26,14 @@ import {
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { L2Cache } from './l2-cache.js';
-import { MAX_L1_BYTES, SUBCLUSTERS_PER_CLUSTER } from './limits.js';
+import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { BlockDevice } from '../../src/core/device.js';
+import { growL1, preallocate, resizeQcow2, setInitialSize } from './resize.js';
 
 const TWO_POW_32 = 0x100000000;
-const COPIED_HI = 0x80000000;
+/** Bit 63 (COPIED) as a bit of an entry's high word. */
+export const COPIED_HI = 0x80000000;
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
 
@@ -53,14 +55,14 @@ export interface WriterHost {
 }
 
 /** One L2 entry's place: its table and index. */
-interface L2Slot {
+export interface L2Slot {
   table: DataView;
   tableOffset: number;
   index: number;
 }
 
 /** Encodes an offset with flag bits in the high word into an 8-byte entry. */
-function setEntry(view: DataView, at: number, offset: number, hiFlags: number, loFlags = 0): void {
+export function setEntry(view: DataView, at: number, offset: number, hiFlags: number, loFlags = 0): void {
   view.setUint32(at, (hiFlags | Math.floor(offset / TWO_POW_32)) >>> 0);
   view.setUint32(at + 4, ((offset % TWO_POW_32) | loFlags) >>> 0);
 }
@@ -77,17 +79,21 @@ export class Qcow2Writer {
   private started = false;
   private markedDirty = false;
 
-  constructor(private readonly host: WriterHost) {}
+  /** @internal The image the writer belongs to (for the size operations in resize.ts). */
+  constructor(readonly host: WriterHost) {}
 
-  private get header() {
+  /** @internal The header being kept up to date. */
+  get header() {
     return this.host.metadata.header;
   }
 
-  private get geometry() {
+  /** @internal */
+  get geometry() {
     return this.host.metadata.geometry;
   }
 
-  private get clusterSize(): number {
+  /** @internal */
+  get clusterSize(): number {
     return this.host.metadata.clusterSize;
   }
 
@@ -169,17 +175,7 @@ export class Qcow2Writer {
   /** Changes the virtual size; shrinking frees the clusters past the new end. */
   async resize(newSize: number): Promise<void> {
     await this.begin();
-    const oldSize = this.host.size();
-    if (newSize < oldSize) return this.shrink(newSize, oldSize);
-    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
-    const entries = Math.ceil(newSize / bytesPerL2);
-    if (entries > this.header.l1Size) await this.growL1(entries);
-    this.header.size = newSize;
-    await this.writeHeader();
-    this.host.setSize(newSize);
-    // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
-    const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / this.clusterSize) * this.clusterSize, this.host.backingSize() ?? 0));
-    if (zeroEnd > oldSize) await this.writeZeroes(oldSize, zeroEnd - oldSize);
+    await resizeQcow2(this, newSize);
   }
 
   /** Clears the dirty bit set for lazy refcounts, and flushes. */
@@ -363,7 +359,8 @@ export class Qcow2Writer {
     return hostOffset === 0 ? undefined : { offset: hostOffset, bytes: this.clusterSize };
   }
 
-  private async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
+  /** @internal Points the L2 entry at `hostOffset` (COPIED), with a subcluster bitmap for extended L2. */
+  async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
     const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
     setEntry(slot.table, at, hostOffset, COPIED_HI);
     if (this.geometry.extendedL2) {
@@ -391,9 +388,9 @@ export class Qcow2Writer {
    * L2 table is created and a shared one (L1 entry without COPIED) is copied
    * first; without, a missing table gives undefined.
    */
-  private async l2Slot(clusterStart: number, allocate: true): Promise<L2Slot>;
-  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined>;
-  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined> {
+  async l2Slot(clusterStart: number, allocate: true): Promise<L2Slot>;
+  async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined>;
+  async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined> {
     const { l2Entries } = this.geometry;
     const clusterIndex = Math.floor(clusterStart / this.clusterSize);
     const l1Index = Math.floor(clusterIndex / l2Entries);
@@ -425,24 +422,19 @@ export class Qcow2Writer {
     return offset;
   }
 
-  /** Moves the L1 table to a new, larger place (qemu's qcow2_grow_l1_table with an exact size). */
-  async growL1(entries: number): Promise<void> {
-    if (entries * 8 > MAX_L1_BYTES) throw new UnsupportedFeatureError(`the disk is too large: its L1 table would exceed ${MAX_L1_BYTES} bytes`);
-    const oldOffset = this.header.l1TableOffset;
-    const oldEntries = this.header.l1Size;
-    const oldL1 = this.host.metadata.l1;
-    const table = new Uint8Array(entries * 8);
-    table.set(new Uint8Array(oldL1.buffer, oldL1.byteOffset, oldL1.byteLength));
-    const offset = await this.host.allocator.allocateRun(Math.ceil(table.length / this.clusterSize));
-    await this.host.device.write!(offset, table);
-    await this.host.device.flush?.();
-    this.header.l1Size = entries;
-    this.header.l1TableOffset = offset;
-    await this.writeHeader();
-    const view = new DataView(table.buffer);
-    this.host.metadata.l1 = view;
-    this.host.setMap(new ClusterMap(this.geometry, view, offset, this.host.l2Cache));
-    if (oldEntries > 0) await this.host.allocator.release(oldOffset, Math.ceil((oldEntries * 8) / this.clusterSize) * this.clusterSize);
+  /** Moves the L1 table to a new place with `entries` entries. */
+  growL1(entries: number): Promise<void> {
+    return growL1(this, entries);
+  }
+
+  /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
+  setInitialSize(size: number): Promise<void> {
+    return setInitialSize(this, size);
+  }
+
+  /** Gives every cluster of a new image a host cluster (preallocation=metadata); returns the end of the data. */
+  preallocate(): Promise<number> {
+    return preallocate(this);
   }
 
   /**
@@ -466,51 +458,4 @@ export class Qcow2Writer {
     await this.writeEntry(slot);
   }
 
-  /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
-  async setInitialSize(size: number): Promise<void> {
-    const entries = Math.ceil(size / (this.clusterSize * this.geometry.l2Entries));
-    if (entries > this.header.l1Size) await this.growL1(entries);
-    this.header.size = size;
-    await this.writeHeader();
-    this.host.setSize(size);
-  }
-
-  /**
-   * Gives every cluster of the disk a host cluster (qemu's preallocate_co for
-   * preallocation=metadata): entries point at clusters that read as zeros from
-   * the sparse file. With an external data file, guest offset = host offset.
-   * Returns the end of the last data cluster in the file that holds them.
-   */
-  async preallocate(): Promise<number> {
-    const { extendedL2 } = this.geometry;
-    const dataFile = hasDataFile(this.header);
-    let end = 0;
-    for (let clusterStart = 0; clusterStart < this.host.size(); clusterStart += this.clusterSize) {
-      const slot = await this.l2Slot(clusterStart, true);
-      if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
-      const hostOffset = dataFile ? clusterStart : await this.host.allocator.allocate();
-      await this.setDataEntry(slot, hostOffset, 0, 0);
-      end = Math.max(end, hostOffset + this.clusterSize);
-    }
-    return end;
-  }
-
-  private async shrink(newSize: number, oldSize: number): Promise<void> {
-    const firstFree = Math.ceil(newSize / this.clusterSize) * this.clusterSize;
-    if (firstFree < oldSize) await this.discard(firstFree, oldSize - firstFree);
-    // L2 tables wholly past the new end go too.
-    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
-    const l1 = this.host.metadata.l1;
-    for (let l1Index = Math.ceil(newSize / bytesPerL2); l1Index < this.header.l1Size; l1Index++) {
-      const tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
-      if (tableOffset === 0) continue;
-      setEntry(l1, l1Index * 8, 0, 0);
-      await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(8));
-      this.host.l2Cache.invalidate(tableOffset);
-      await this.host.allocator.release(tableOffset, this.clusterSize);
-    }
-    this.header.size = newSize;
-    await this.writeHeader();
-    this.host.setSize(newSize);
-  }
 }
