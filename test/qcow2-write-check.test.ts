@@ -177,6 +177,15 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     });
   }
 
+  for (const name of ['data', 'compressed', 'leakedCluster', 'zeroRefcount']) {
+    it(`${name}: the text report equals qemu-img check's`, () => {
+      const mine = platter(['check', paths[name]!]);
+      const qemu = shStatus(temp.dir, 'qemu-img', ['check', paths[name]!]);
+      expect(mine.stdout).toBe(qemu.stdout);
+      expect(mine.status).toBe(qemu.status);
+    });
+  }
+
   it('injected problems are seen (the cases do differ from clean images)', () => {
     for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'sharedCluster']) {
       expect(platter(['check', paths[name]!]).status, name).not.toBe(0);

@@ -125,6 +125,17 @@ describe('write refusals', () => {
     await expect(openWritable(await pokedImage(2n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('marked corrupt') });
   });
 
+  it('a refcount block pointer that is not cluster-aligned is a corruption error, before anything is written', async () => {
+    const device = await createQcow2InMemory(1 << 20, {});
+    const bytes = device.contents();
+    const view = new DataView(bytes.buffer, bytes.byteOffset);
+    const tableOffset = Number(view.getBigUint64(48));
+    view.setBigUint64(tableOffset, view.getBigUint64(tableOffset) + 0x1000n);
+    const before = bytes.slice();
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT' });
+    expect(Buffer.compare(device.contents(), before)).toBe(0);
+  });
+
   it('refuses a dirty image until it is checked', async () => {
     await expect(openWritable(await pokedImage(1n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('dirty') });
   });
