@@ -24,7 +24,7 @@ export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise
   writer.host.setSize(newSize);
   // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
   const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / writer.clusterSize) * writer.clusterSize, writer.host.backingSize() ?? 0));
-  if (zeroEnd > oldSize) await writer.writeZeroes(oldSize, zeroEnd - oldSize);
+  if (zeroEnd > oldSize) await writer.zeroRange(oldSize, zeroEnd - oldSize);
 }
 
 
@@ -81,7 +81,7 @@ export async function preallocate(writer: Qcow2Writer): Promise<number> {
 
 async function shrink(writer: Qcow2Writer, newSize: number, oldSize: number): Promise<void> {
   const firstFree = Math.ceil(newSize / writer.clusterSize) * writer.clusterSize;
-  if (firstFree < oldSize) await writer.discard(firstFree, oldSize - firstFree);
+  if (firstFree < oldSize) await writer.discardRange(firstFree, oldSize - firstFree);
   // L2 tables wholly past the new end go too.
   const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
   const l1 = writer.host.metadata.l1;

@@ -77,6 +77,8 @@ function subclusterMask(first: number, last: number): number {
 /** Writes to a qcow2 image opened writable. */
 export class Qcow2Writer {
   private started = false;
+  /** The tail of the queue of mutating operations. */
+  private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
 
   /** @internal The image the writer belongs to (for the size operations in resize.ts). */
@@ -97,8 +99,44 @@ export class Qcow2Writer {
     return this.host.metadata.clusterSize;
   }
 
+  /**
+   * Runs one mutating operation at a time: allocation and table updates read
+   * then write shared state, so concurrent callers (a server, parallel copies)
+   * are queued rather than interleaved.
+   */
+  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(operation, operation);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
   /** Writes `data` at guest `offset`. */
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.exclusive(() => this.writeRange(offset, data));
+  }
+
+  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.exclusive(() => this.zeroRange(offset, length));
+  }
+
+  /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
+  discard(offset: number, length: number): Promise<void> {
+    return this.exclusive(() => this.discardRange(offset, length));
+  }
+
+  /** Changes the virtual size; shrinking frees the clusters past the new end. */
+  resize(newSize: number): Promise<void> {
+    return this.exclusive(async () => {
+      await this.begin();
+      await resizeQcow2(this, newSize);
+    });
+  }
+
+  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
     await this.begin();
     const end = offset + data.length;
     for (let at = offset; at < end; ) {
@@ -156,30 +194,28 @@ export class Qcow2Writer {
     await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, count * stride).slice());
   }
 
-  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
-  async writeZeroes(offset: number, length: number): Promise<void> {
+  /** @internal Zero write without taking the queue (for operations already in it). */
+  async zeroRange(offset: number, length: number): Promise<void> {
     await this.begin();
     await this.eachCluster(offset, length, (start, inCluster, pieceLength) =>
       this.zeroInCluster(start, inCluster, pieceLength),
     );
   }
 
-  /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
-  async discard(offset: number, length: number): Promise<void> {
+  /** @internal Discard without taking the queue (for operations already in it). */
+  async discardRange(offset: number, length: number): Promise<void> {
     await this.begin();
     await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
       if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'discard');
     });
   }
 
-  /** Changes the virtual size; shrinking frees the clusters past the new end. */
-  async resize(newSize: number): Promise<void> {
-    await this.begin();
-    await resizeQcow2(this, newSize);
+  /** Clears the dirty bit set for lazy refcounts, and flushes. */
+  close(): Promise<void> {
+    return this.exclusive(() => this.finish());
   }
 
-  /** Clears the dirty bit set for lazy refcounts, and flushes. */
-  async close(): Promise<void> {
+  private async finish(): Promise<void> {
     if (this.markedDirty) {
       await this.host.device.flush?.();
       this.header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
@@ -442,7 +478,11 @@ export class Qcow2Writer {
    * qcow2_co_pwritev_compressed). Only for clusters that hold nothing yet, as
    * when converting into a new image.
    */
-  async writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+  writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+    return this.exclusive(() => this.storeCompressed(clusterStart, stream));
+  }
+
+  private async storeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
     await this.begin();
     const slot = await this.l2Slot(clusterStart, true);
     const { extendedL2, clusterBits } = this.geometry;
