@@ -16,4 +16,19 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'measure', describe: 'Show how large a new image would be', load: () => import('./commands/measure.js') },
   { name: 'resize', describe: "Change an image's virtual size", load: () => import('./commands/resize.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
+  { name: 'convert', describe: 'Convert an image to raw, sparsely', load: () => import('./commands/convert.js') },
+  { name: 'map', describe: "Show an image's allocation map, like qemu-img map", load: () => import('./commands/map.js') },
+  { name: 'compare', describe: 'Compare the guest contents of two images', load: () => import('./commands/compare.js') },
+  { name: 'dd', describe: 'Copy a range of an image, like qemu-img dd', load: () => import('./commands/dd.js') },
+  { name: 'partitions', describe: 'List or write the partition table (MBR or GPT) of an image', load: () => import('./commands/partitions.js') },
+  {
+    name: 'mount-offset',
+    describe: 'Show the byte offset and size limit of partitions and LVM volumes, for mount -o loop',
+    load: () => import('./commands/mount-offset.js'),
+  },
+  {
+    name: 'serve',
+    describe: 'Export an image or one of its partitions over NBD',
+    load: () => import('./commands/serve.js'),
+  },
 ];

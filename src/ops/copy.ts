@@ -1,0 +1,189 @@
+/**
+ * The copy pipeline behind convert and dd: driven by block status, several
+ * requests in flight, large I/O units, zero detection, and a bounded window of
+ * buffers. Raw targets accept writes in any order, so requests complete as they may.
+ */
+
+import type { BlockDevice } from '../core/device.js';
+import { IoError } from '../core/errors.js';
+import type { Image } from '../core/image.js';
+import { alignedBuffer } from './aligned.js';
+import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
+import { walkRuns } from './extents.js';
+import type { ProgressCallback } from './progress.js';
+
+/** How to copy. */
+export interface CopyOptions {
+  /** Zero blocks of this many bytes (aligned to guest offsets) are not written; 0 = write every byte. */
+  sparseSize: number;
+  /** The target already reads as zeros everywhere (a new, truncated file); else zeros are written too. */
+  targetIsZero: boolean;
+  /** Requests in flight. */
+  parallel: number;
+  /** Bytes per request. */
+  ioSize: number;
+  tests: ByteTests;
+  onProgress?: ProgressCallback;
+}
+
+/** What a copy did. */
+export interface CopyStats {
+  /** Guest bytes read from the source (zero and unallocated runs are never read). */
+  bytesRead: number;
+  /** Bytes written to the target. */
+  bytesWritten: number;
+}
+
+/** One unit of work: copy guest bytes, or write zeros over a range of the target. */
+interface CopyJob {
+  offset: number;
+  length: number;
+  zero: boolean;
+}
+
+/** The guest range a copy covers; it lands at target offset 0. */
+export interface CopyRange {
+  sourceOffset: number;
+  length: number;
+}
+
+/**
+ * Copies `range` of `source` to the target at offset 0 (the whole image by default).
+ * Unallocated and zero runs are never read; with a zeroed target they are not written either.
+ */
+export async function copyImage(
+  source: Image,
+  target: BlockDevice,
+  options: CopyOptions,
+  range: CopyRange = { sourceOffset: 0, length: source.size },
+): Promise<CopyStats> {
+  if (!target.write) throw new IoError(`${target.name} cannot be written`);
+  return new CopyRun(source, target, options, range).run();
+}
+
+/** The state of one copy: counters, reused buffers, and the write queue. */
+class CopyRun {
+  readonly stats: CopyStats = { bytesRead: 0, bytesWritten: 0 };
+  private readonly writeZeros: boolean;
+  private readonly zeroBuffer: Uint8Array | undefined;
+  /** One page-aligned buffer per request in flight, reused: no allocation (and no page faults) per request. */
+  private readonly buffers: Uint8Array[] = [];
+  private writeQueue: Promise<void> = Promise.resolve();
+  private done = 0;
+
+  constructor(
+    private readonly source: Image,
+    private readonly target: BlockDevice,
+    private readonly options: CopyOptions,
+    private readonly range: CopyRange,
+  ) {
+    this.writeZeros = options.sparseSize === 0 || !options.targetIsZero;
+    this.zeroBuffer = this.writeZeros ? alignedBuffer(options.ioSize) : undefined;
+  }
+
+  async run(): Promise<CopyStats> {
+    const { sourceOffset, length } = this.range;
+    this.options.onProgress?.(0, length);
+    const jobs = copyJobs(this.source, sourceOffset, sourceOffset + length, this.options.ioSize, this.writeZeros, (bytes) =>
+      this.advance(bytes),
+    );
+    await runPool(jobs, this.options.parallel, (job) => this.handle(job));
+    return this.stats;
+  }
+
+  private advance(bytes: number): void {
+    this.done += bytes;
+    this.options.onProgress?.(this.done, this.range.length);
+  }
+
+  private async handle(job: CopyJob): Promise<void> {
+    if (job.zero) {
+      await this.write(job.offset, this.zeroBuffer!.subarray(0, job.length));
+    } else if (this.source.readInto) {
+      const buffer = this.buffers.pop() ?? alignedBuffer(this.options.ioSize);
+      try {
+        const bytes = buffer.subarray(0, job.length);
+        await this.source.readInto(job.offset, bytes);
+        await this.copyBytes(job, bytes);
+      } finally {
+        this.buffers.push(buffer);
+      }
+    } else {
+      await this.copyBytes(job, await this.source.read(job.offset, job.length));
+    }
+    this.advance(job.length);
+  }
+
+  /** Writes what was read: all of it, or only its non-zero blocks. */
+  private async copyBytes(job: CopyJob, bytes: Uint8Array): Promise<void> {
+    this.stats.bytesRead += bytes.length;
+    if (this.writeZeros) return this.write(job.offset, bytes);
+    for (const [from, to] of nonZeroRuns(bytes, job.offset, this.options.sparseSize, this.options.tests)) {
+      await this.write(job.offset + from, bytes.subarray(from, to));
+    }
+  }
+
+  /**
+   * Reads overlap, writes go one at a time: concurrent buffered writes to one
+   * file only queue on the file system's inode lock (and spin there).
+   */
+  private write(guestOffset: number, bytes: Uint8Array): Promise<void> {
+    const queued = this.writeQueue.then(async () => {
+      await this.target.write!(guestOffset - this.range.sourceOffset, bytes);
+      this.stats.bytesWritten += bytes.length;
+    });
+    this.writeQueue = queued.catch(() => {});
+    return queued;
+  }
+}
+
+/**
+ * Turns block status into jobs of at most `ioSize` bytes, cut at multiples of
+ * `ioSize` so requests stay aligned. Zero runs become jobs only when zeros must
+ * be written; otherwise they are skipped at once (and counted as progress).
+ */
+async function* copyJobs(
+  source: Image,
+  start: number,
+  end: number,
+  ioSize: number,
+  writeZeros: boolean,
+  skip: (bytes: number) => void,
+): AsyncGenerator<CopyJob> {
+  for await (const run of walkRuns(source, start, end)) {
+    if (run.zero && !writeZeros) {
+      skip(run.length);
+      continue;
+    }
+    const runEnd = run.start + run.length;
+    for (let offset = run.start; offset < runEnd; ) {
+      const next = Math.min(runEnd, (Math.floor(offset / ioSize) + 1) * ioSize);
+      yield { offset, length: next - offset, zero: run.zero };
+      offset = next;
+    }
+  }
+}
+
+/**
+ * Runs `handle` over `jobs` with at most `width` in flight. The first failure
+ * stops the others from taking new jobs and is rethrown once all have settled,
+ * so no write is still pending when the caller closes the target.
+ */
+export async function runPool<T>(jobs: AsyncIterator<T>, width: number, handle: (job: T) => Promise<void>): Promise<void> {
+  let failed = false;
+  const worker = async () => {
+    while (!failed) {
+      const next = await jobs.next();
+      if (next.done) return;
+      try {
+        await handle(next.value);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: width }, worker));
+  const rejected = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (rejected) throw rejected.reason;
+}
