@@ -14,6 +14,7 @@ import { COPIED_HI, setEntry, type Qcow2Writer } from './write.js';
 
 /** Changes the virtual size; shrinking frees the clusters past the new end. */
 export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise<void> {
+  if (hasDataFile(writer.header)) throw new UnsupportedFeatureError('resizing images with an external data file is not supported');
   const oldSize = writer.host.size();
   if (newSize < oldSize) return shrink(writer, newSize, oldSize);
   const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;

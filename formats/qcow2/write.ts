@@ -52,6 +52,8 @@ export interface WriterHost {
   readGuest(offset: number, length: number): Promise<Uint8Array>;
   /** Size of the backing image, or undefined without one. */
   backingSize(): number | undefined;
+  /** The external data file, when the image has one and it is open. */
+  dataDevice(): BlockDevice | undefined;
 }
 
 /** One L2 entry's place: its table and index. */
@@ -92,6 +94,26 @@ export class Qcow2Writer {
   /** @internal */
   get geometry() {
     return this.host.metadata.geometry;
+  }
+
+  /** True when guest data lives in an external data file, at host offset = guest offset, without refcounts. */
+  private get dataFile(): boolean {
+    return hasDataFile(this.header);
+  }
+
+  /** True when the external data file must read as the guest disk by itself (data_file_raw). */
+  private get rawDataFile(): boolean {
+    return this.dataFile && (this.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+  }
+
+  /** Where guest data clusters are written. */
+  private get dataTarget(): BlockDevice {
+    return this.dataFile ? this.host.dataDevice()! : this.host.device;
+  }
+
+  /** A host cluster for guest cluster `clusterStart`: the same offset in a data file, else a new cluster. */
+  private allocateData(clusterStart: number): Promise<number> {
+    return this.dataFile ? Promise.resolve(clusterStart) : this.host.allocator.allocate();
   }
 
   /** @internal */
@@ -168,7 +190,7 @@ export class Qcow2Writer {
     if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
     let count = 0;
     const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
-    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, false) === 'unallocated') {
+    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, this.dataFile) === 'unallocated') {
       if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
       count++;
     }
@@ -178,8 +200,8 @@ export class Qcow2Writer {
   private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
     const slot = await this.l2Slot(at, true);
     const count = data.length / this.clusterSize;
-    const hostOffset = await this.host.allocator.allocateRun(count);
-    await this.host.device.write!(hostOffset, data);
+    const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
+    await this.dataTarget.write!(hostOffset, data);
     const { extendedL2 } = this.geometry;
     const stride = extendedL2 ? 16 : 8;
     for (let i = 0; i < count; i++) {
@@ -232,8 +254,8 @@ export class Qcow2Writer {
    */
   private async begin(): Promise<void> {
     if (this.started) return;
-    if (hasDataFile(this.header)) {
-      throw new UnsupportedFeatureError('writing guest data into images with an external data file is not supported');
+    if (this.dataFile && !this.host.dataDevice()?.write) {
+      throw new UnsupportedFeatureError('the external data file is not open for writing');
     }
     this.started = true;
     const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
@@ -279,10 +301,10 @@ export class Qcow2Writer {
   private async writeInCluster(clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
     const slot = await this.l2Slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (type === 'normal' && l2EntryCopied(slot.table, slot.index, extendedL2)) {
       const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
-      if (!extendedL2) return this.host.device.write!(hostOffset + inCluster, data);
+      if (!extendedL2) return this.dataTarget.write!(hostOffset + inCluster, data);
       return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
     }
     await this.reallocate(slot, clusterStart, inCluster, data, type);
@@ -299,8 +321,8 @@ export class Qcow2Writer {
     }
     content.set(data, inCluster);
     const old = this.allocationOf(slot, type);
-    const hostOffset = await this.host.allocator.allocate();
-    await this.host.device.write!(hostOffset, content);
+    const hostOffset = await this.allocateData(clusterStart);
+    await this.dataTarget.write!(hostOffset, content);
     await this.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
@@ -321,13 +343,13 @@ export class Qcow2Writer {
         bytes.set(data, inCluster - first * unit);
         return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
       }
-      return this.host.device.write!(hostOffset + inCluster, data);
+      return this.dataTarget.write!(hostOffset + inCluster, data);
     }
     return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
   }
 
   private async finishSubclusters(slot: L2Slot, at: number, bytes: Uint8Array, allocated: number, zero: number, mask: number): Promise<void> {
-    await this.host.device.write!(at, bytes);
+    await this.dataTarget.write!(at, bytes);
     if ((allocated & mask) >>> 0 === mask && (zero & mask) === 0) return;
     await this.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
   }
@@ -346,7 +368,7 @@ export class Qcow2Writer {
     const slot = await this.l2Slot(clusterStart, false);
     const { extendedL2 } = this.geometry;
     if (!slot) return this.backingBelow(clusterStart);
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (!extendedL2) return type === 'zero-plain' || (type === 'unallocated' && this.backingBelow(clusterStart));
     if (type !== 'unallocated') return false;
     const { zero } = l2EntryBitmap(slot.table, slot.index);
@@ -370,8 +392,12 @@ export class Qcow2Writer {
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.l2Slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     const old = this.allocationOf(slot, type);
+    if (this.rawDataFile && type === 'normal') {
+      // The data file must read as the disk by itself: zeros go there first.
+      await this.dataTarget.write!(clusterStart, new Uint8Array(Math.min(this.clusterSize, this.host.size() - clusterStart)));
+    }
     const at = l2EntryPosition(slot.index, extendedL2);
     const zeroFlag = mode === 'zero' && this.header.version === 3;
     setEntry(slot.table, at, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
@@ -385,6 +411,7 @@ export class Qcow2Writer {
 
   /** The host bytes an entry holds a reference to, if any. */
   private allocationOf(slot: L2Slot, type: ClusterType): { offset: number; bytes: number } | undefined {
+    if (this.dataFile) return undefined; // data file clusters have no refcounts
     const { extendedL2, clusterBits } = this.geometry;
     if (type === 'compressed') {
       const descriptor = compressedDescriptor(slot.table, slot.index, clusterBits, extendedL2, slot.tableOffset);
@@ -484,9 +511,10 @@ export class Qcow2Writer {
 
   private async storeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
     await this.begin();
+    if (this.dataFile) throw new UnsupportedFeatureError('images with an external data file cannot hold compressed clusters');
     const slot = await this.l2Slot(clusterStart, true);
     const { extendedL2, clusterBits } = this.geometry;
-    if (clusterType(slot.table, slot.index, extendedL2, false) !== 'unallocated') {
+    if (clusterType(slot.table, slot.index, extendedL2, this.dataFile) !== 'unallocated') {
       throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
     }
     const hostOffset = await this.host.allocator.allocateBytes(stream.length);
