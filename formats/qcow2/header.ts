@@ -284,12 +284,12 @@ function validateLayout(header: Qcow2Header): void {
     if (header.headerLength < MIN_HEADER_V3_BYTES) {
       throw new CorruptImageError(`qcow2 header too short (header_length ${header.headerLength})`, 100);
     }
+    if (header.headerLength > clusterSize) {
+      throw new CorruptImageError(`qcow2 header exceeds the cluster size (header_length ${header.headerLength})`, 100);
+    }
     // qcow2.rst: "at least 104 bytes and must be a multiple of 8"; extensions start 8-aligned.
     if (header.headerLength % 8 !== 0) {
       throw new CorruptImageError(`qcow2 header_length ${header.headerLength} is not a multiple of 8`, 100);
-    }
-    if (header.headerLength > clusterSize) {
-      throw new CorruptImageError(`qcow2 header exceeds the cluster size (header_length ${header.headerLength})`, 100);
     }
     if (header.refcountOrder > MAX_REFCOUNT_ORDER) {
       throw new CorruptImageError(`refcount_order ${header.refcountOrder} is larger than ${MAX_REFCOUNT_ORDER}`, 96);
