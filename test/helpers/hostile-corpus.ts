@@ -339,7 +339,52 @@ function hugeL1Case(): HostileCase {
   };
 }
 
+/** The most snapshots qemu allows, each an empty 40-byte entry: accepted, in bounded time and memory. */
+function manySnapshotsCase(): HostileCase {
+  return {
+    name: 'snapshot: 65536 entries (the most qemu allows)',
+    make: (dir) => {
+      const base = buildQcow2({ noSnapshot: true });
+      const count = 65536;
+      const image = new Uint8Array(base.length + count * 40);
+      image.set(base);
+      putU32(image, 60, count);
+      putU64(image, 64, base.length);
+      const path = join(dir, 'image.qcow2');
+      writeFileSync(path, image);
+      return path;
+    },
+    expect: { ok: true, check: firstExtent('data', at(LAYOUT.data)) },
+    info: 'same',
+  };
+}
+
+/** The most bitmaps qemu allows, each a 32-byte directory entry: accepted. */
+function manyBitmapsCase(): HostileCase {
+  return {
+    name: 'bitmaps: 65535 directory entries (the most qemu allows)',
+    make: (dir) => {
+      const base = buildQcow2({ noSnapshot: true });
+      const count = 65535;
+      const image = new Uint8Array(base.length + count * 32);
+      image.set(base);
+      for (let index = 0; index < count; index++) {
+        const entry = base.length + index * 32;
+        image[entry + 17] = 16; // granularity_bits
+        putU16(image, entry + 18, 1); // name_size
+        image[entry + 24] = 0x62; // 'b'
+      }
+      bitmapsExtension(image, count, count * 32, base.length);
+      const path = join(dir, 'image.qcow2');
+      writeFileSync(path, image);
+      return path;
+    },
+    expect: { ok: true },
+    info: 'same',
+  };
+}
+
 /** Every case of the qcow2 corpus. */
 export function qcow2Corpus(): HostileCase[] {
-  return [...headerCases(), ...tableCases(), ...truncationCases(), ...chainCases(), hugeL1Case()];
+  return [...headerCases(), ...tableCases(), ...truncationCases(), ...chainCases(), hugeL1Case(), manySnapshotsCase(), manyBitmapsCase()];
 }
