@@ -11,6 +11,7 @@ import type { Image, ImageHost } from '../../src/core/image.js';
 import { openImage } from '../../src/engine/open.js';
 import { openSnapshotView, Qcow2Image } from '../../formats/qcow2/index.js';
 import { nodeCodecs } from '../../src/node/codecs.js';
+import { info } from '../../src/ops/info.js';
 import { LAYOUT, buildQcow2, type BaseImageOptions } from './hostile-qcow2.js';
 
 /** The seed images mutations start from. */
@@ -142,6 +143,7 @@ export async function exercise(bytes: Uint8Array, format?: string): Promise<Fuzz
   try {
     const image = await openImage(device, { host, format });
     try {
+      await info(image, { backingChain: true });
       await walk(image, outcome);
       if (image instanceof Qcow2Image) {
         for (const snapshot of image.metadata.snapshots.slice(0, 4)) await walk(await openSnapshotView(image, snapshot.id), outcome);
