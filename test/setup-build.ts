@@ -1,11 +1,34 @@
 /**
- * Builds dist/ once before the CLI tests spawn `dist/cli.js`.
- * CI builds first and sets PLATTER_SKIP_BUILD=1 to avoid doing it twice.
+ * Builds dist/ once before the CLI tests, unless it is newer than every source
+ * file (so repeated local runs skip the build).
  */
 
 import { execFileSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+function builtMtime(): number {
+  try {
+    return statSync(join(ROOT, 'dist/cli.js')).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
 
 export default function setup(): void {
-  if (process.env.PLATTER_SKIP_BUILD === '1') return;
-  execFileSync('npx', ['tsup', '--silent'], { stdio: 'inherit' });
+  const sources = Math.max(newestMtime(join(ROOT, 'src')), newestMtime(join(ROOT, 'formats')));
+  if (builtMtime() > sources) return;
+  execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
 }

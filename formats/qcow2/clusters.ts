@@ -71,11 +71,8 @@ export class ClusterMap {
     const bytesPerL2 = clusterSize * l2Entries;
     const l1Index = Math.floor(offset / bytesPerL2);
     const end = Math.min(offset + length, (l1Index + 1) * bytesPerL2);
-    const l2Offset = l1Index < this.l1Size ? l1EntryL2Offset(this.l1, l1Index, this.l1Offset) : 0;
-    if (l2Offset === 0) {
-      const runEnd = this.unallocatedEnd(l1Index + 1, offset + length, bytesPerL2);
-      return { start: offset, length: runEnd - offset, type: 'unallocated' };
-    }
+    const l2Offset = this.l2OffsetAt(l1Index);
+    if (l2Offset === 0) return this.unallocatedRun(offset, offset + length, l1Index);
     if (l2Offset % clusterSize !== 0) {
       throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
     }
@@ -83,15 +80,16 @@ export class ClusterMap {
     return this.runIn(l2, l2Offset, offset, end);
   }
 
-  /**
-   * Where a run of L1 entries without an L2 table ends, from entry `l1Index` on,
-   * capped at `limit`. One synchronous scan: an 8 TiB disk with an empty 32 MiB L1
-   * table is one run, not four million lookups.
-   */
-  private unallocatedEnd(l1Index: number, limit: number, bytesPerL2: number): number {
-    let index = l1Index;
-    while (index < this.l1Size && index * bytesPerL2 < limit && l1EntryL2Offset(this.l1, index, this.l1Offset) === 0) index++;
-    return index >= this.l1Size ? limit : Math.min(limit, index * bytesPerL2);
+  private l2OffsetAt(l1Index: number): number {
+    return l1Index < this.l1Size ? l1EntryL2Offset(this.l1, l1Index, this.l1Offset) : 0;
+  }
+
+  /** An unallocated run over consecutive empty L1 entries, so an empty terabyte is a few steps. */
+  private unallocatedRun(start: number, limit: number, l1Index: number): MappingRun {
+    const bytesPerL2 = this.geometry.clusterSize * this.geometry.l2Entries;
+    let next = l1Index + 1;
+    while (next * bytesPerL2 < limit && this.l2OffsetAt(next) === 0) next++;
+    return { start, length: Math.min(limit, next * bytesPerL2) - start, type: 'unallocated' };
   }
 
   /** Every run covering [offset, offset+length), in order. */

@@ -38,7 +38,7 @@ export type ClusterType =
   /** Stored compressed; see the compressed descriptor. */
   | 'compressed';
 
-/** Reads the high and low 32-bit halves of the big-endian u64 at `index` (8-byte stride by default). */
+/** Reads the high and low 32-bit halves of the big-endian u64 at `byteOffset`. */
 function words(table: DataView, byteOffset: number): [hi: number, lo: number] {
   return [table.getUint32(byteOffset, false), table.getUint32(byteOffset + 4, false)];
 }

@@ -8,6 +8,12 @@ import { u64ToNumber } from '../../src/core/bytes.js';
 import { CorruptImageError, LimitExceededError, UnsupportedFeatureError, WrongFormatError } from '../../src/core/errors.js';
 import { bytes, defineStruct, u32be, u64be, u8, type Decoded } from '../../src/core/struct.js';
 import {
+  AUTOCLEAR_DATA_FILE_RAW,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_DATA_FILE,
+  INCOMPAT_EXTENDED_L2,
+} from './features.js';
+import {
   MAX_BACKING_FILE_NAME,
   MAX_CLUSTER_BITS,
   MAX_L1_BYTES,
@@ -17,6 +23,8 @@ import {
   MIN_CLUSTER_BITS,
   MIN_EXTENDED_L2_CLUSTER_BITS,
 } from './limits.js';
+
+export * from './features.js';
 
 /** `QFI\xfb`, the first four bytes of every qcow2 file. */
 export const QCOW2_MAGIC = 0x514649fb;
@@ -32,25 +40,6 @@ export const HEADER_V3_BYTES = 112;
 
 /** Bytes of one snapshot table entry's fixed part (used by the table-size check). */
 export const SNAPSHOT_ENTRY_FIXED_BYTES = 40;
-
-/** Incompatible feature bits (an implementation must refuse bits it does not know). */
-export const INCOMPAT_DIRTY = 1n << 0n;
-export const INCOMPAT_CORRUPT = 1n << 1n;
-export const INCOMPAT_DATA_FILE = 1n << 2n;
-export const INCOMPAT_COMPRESSION = 1n << 3n;
-export const INCOMPAT_EXTENDED_L2 = 1n << 4n;
-/** Every incompatible bit platter understands. */
-export const INCOMPAT_KNOWN =
-  INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTENDED_L2;
-
-/** Compatible feature bits (safe to ignore). */
-export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
-
-/** Autoclear feature bits (a writer that does not know one clears it). */
-export const AUTOCLEAR_BITMAPS = 1n << 0n;
-export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
-/** Every autoclear bit platter understands. */
-export const AUTOCLEAR_KNOWN = AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW;
 
 /** crypt_method values. */
 export const CRYPT_NONE = 0;
@@ -386,27 +375,4 @@ export function validateTableOffset(
   if (fileSize !== undefined && (offset > fileSize || length > fileSize - offset)) {
     throw new CorruptImageError(`${what} at ${offset} (${length} bytes) lies past the end of the file (${fileSize} bytes)`, fieldOffset);
   }
-}
-
-/** A named feature bit from the feature-name table extension. */
-export interface FeatureName {
-  /** 0 incompatible, 1 compatible, 2 autoclear. */
-  type: number;
-  bit: number;
-  name: string;
-}
-
-/** Refuses unknown incompatible bits, naming them from the feature table when it has them. */
-export function checkIncompatibleFeatures(header: Qcow2Header, featureNames: readonly FeatureName[] = []): void {
-  const unknown = header.incompatibleFeatures & ~INCOMPAT_KNOWN;
-  if (unknown === 0n) return;
-  const names: string[] = [];
-  for (let bit = 0; bit < 64; bit++) {
-    if ((unknown & (1n << BigInt(bit))) === 0n) continue;
-    const named = featureNames.find((f) => f.type === 0 && f.bit === bit);
-    names.push(named ? named.name : `unknown incompatible feature bit ${bit}`);
-  }
-  throw new UnsupportedFeatureError(`unsupported qcow2 feature(s): ${names.join(', ')}`, {
-    incompatibleFeatures: `0x${unknown.toString(16)}`,
-  });
 }

@@ -69,10 +69,27 @@ export class Qcow2Image implements Image {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.size, `read from ${this.name}`);
     const out = new Uint8Array(length);
+    // Data runs that continue each other on the host (across L2 tables too) become one device read.
+    let pending: { at: number; hostOffset: number; length: number } | undefined;
+    const flush = async () => {
+      if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, out.subarray(pending.at, pending.at + pending.length));
+      pending = undefined;
+    };
     for await (const run of this.parts.map.runs(offset, length)) {
       const at = run.start - offset;
+      if (run.type === 'normal') {
+        if (pending && pending.hostOffset + pending.length === run.hostOffset) {
+          pending.length += run.length;
+          continue;
+        }
+        await flush();
+        pending = { at, hostOffset: run.hostOffset!, length: run.length };
+        continue;
+      }
+      await flush();
       await this.readRun(run, out.subarray(at, at + run.length));
     }
+    await flush();
     return out;
   }
 
@@ -106,8 +123,6 @@ export class Qcow2Image implements Image {
 
   private async readRun(run: MappingRun, target: Uint8Array): Promise<void> {
     switch (run.type) {
-      case 'normal':
-        return readHost(this.requireDataDevice(), run.hostOffset!, target);
       case 'compressed': {
         const cluster = await this.compressedCluster(run);
         const from = run.start - run.clusterStart!;
@@ -119,7 +134,7 @@ export class Qcow2Image implements Image {
         if (this.backing) await readBacking(this.backing, run.start, target);
         return;
       default:
-        return; // zero-plain and zero-alloc: `target` is already zeros
+        return; // zero-plain and zero-alloc: `target` is already zeros; normal runs go through read()
     }
   }
 
@@ -150,24 +165,35 @@ export class Qcow2Image implements Image {
         return [{ start, length, kind: 'zero', depth: 0 }];
       case 'zero-alloc':
         return [{ start, length, kind: 'zero', depth: 0, hostOffset: run.hostOffset! }];
-      default:
-        return this.backing ? backingStatus(this.backing, start, length) : [{ start, length, kind: 'unallocated', depth: 1 }];
+      default: {
+        if (this.backing) return backingStatus(this.backing, start, length, run.hostOffset);
+        const extent: Extent = { start, length, kind: 'unallocated', depth: 1 };
+        // qemu reports the reserved host cluster of an unallocated subcluster too.
+        if (run.hostOffset !== undefined) extent.hostOffset = run.hostOffset;
+        return [extent];
+      }
     }
   }
 }
 
 /**
  * Block status of the backing image for a range the top leaves unallocated:
- * depths grow by one; past the end of a shorter backing image the range reads
- * as zeros, answered by this layer (as qemu's block layer does).
+ * depths grow by one. Past the end of a shorter backing image the range stays
+ * unallocated (it reads as zeros) and the search stopped at this layer, so its
+ * depth counts this layer only, as qemu's block layer reports it.
  */
-async function backingStatus(backing: Image, start: number, length: number): Promise<Extent[]> {
+async function backingStatus(backing: Image, start: number, length: number, hostOffset?: number): Promise<Extent[]> {
   const inside = Math.max(0, Math.min(length, backing.size - start));
   const extents: Extent[] = [];
   if (inside > 0) {
     for (const extent of await backing.blockStatus(start, inside)) extents.push({ ...extent, depth: extent.depth + 1 });
   }
-  if (inside < length) extents.push({ start: start + inside, length: length - inside, kind: 'zero', depth: 0 });
+  if (inside < length) {
+    const tail: Extent = { start: start + inside, length: length - inside, kind: 'unallocated', depth: 1 };
+    // A reserved but unallocated subcluster keeps its host offset, as in qemu.
+    if (hostOffset !== undefined) tail.hostOffset = hostOffset + inside;
+    extents.push(tail);
+  }
   return extents;
 }
 

@@ -13,7 +13,7 @@ import { L2Cache } from './l2-cache.js';
 import { readMetadata, type Qcow2Metadata } from './metadata.js';
 
 export { Qcow2Image, type Qcow2Parts, appendExtent } from './image.js';
-export { openSnapshotView } from './snapshot-view.js';
+export { openSnapshotView, type SnapshotViewOptions } from './snapshot-view.js';
 export * from './header.js';
 export * from './extensions.js';
 export * from './entries.js';

@@ -1,7 +1,7 @@
 /**
  * A read-only view of an internal snapshot (qemu's bdrv_snapshot_load_tmp): the
- * same files, the snapshot's L1 table and disk size. Closing the view leaves the
- * image it came from open.
+ * same files and the snapshot's L1 table. Closing the view leaves the image it
+ * came from open.
  */
 
 import { NotFoundError } from '../../src/core/errors.js';
@@ -11,8 +11,22 @@ import { L2Cache } from './l2-cache.js';
 import { readL1Table } from './metadata.js';
 import { findSnapshot } from './snapshots.js';
 
+/** How to size a snapshot view. */
+export interface SnapshotViewOptions {
+  /**
+   * 'current' (the default) keeps the image's current virtual size, as
+   * `qemu-img convert -l` does (only the L1 table is switched); 'snapshot' uses
+   * the disk size recorded with the snapshot, as reverting to it would.
+   */
+  size?: 'current' | 'snapshot';
+}
+
 /** Opens the snapshot `idOrName` (an id first, then a name, as qemu looks it up) of `image`. */
-export async function openSnapshotView(image: Qcow2Image, idOrName: string): Promise<Qcow2Image> {
+export async function openSnapshotView(
+  image: Qcow2Image,
+  idOrName: string,
+  options: SnapshotViewOptions = {},
+): Promise<Qcow2Image> {
   const { metadata } = image;
   const snapshot = findSnapshot(metadata.snapshots, idOrName);
   if (!snapshot) {
@@ -26,7 +40,7 @@ export async function openSnapshotView(image: Qcow2Image, idOrName: string): Pro
     dataDevice: image.dataDevice,
     metadata,
     map,
-    size: snapshot.diskSize,
+    size: options.size === 'snapshot' ? snapshot.diskSize : image.size,
     backing: image.backing,
     host: image.host,
     ownsFiles: false,

@@ -7,7 +7,7 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
 import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
-import { defineStruct, u16be, u32be, u64be } from '../../src/core/struct.js';
+import { defineStruct, u16be, u32be, u64be, type Decoded } from '../../src/core/struct.js';
 import type { SnapshotInfo } from '../../src/core/image.js';
 import { MAX_L1_BYTES, MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
 
@@ -51,23 +51,54 @@ export interface Qcow2Snapshot {
 
 const utf8 = new TextDecoder();
 
-/** Reads the table: `header` gives where it is and how many entries; `currentSize` fills missing disk sizes. */
+/**
+ * The snapshot table's bytes, read on demand in growing chunks: a table is
+ * usually a few hundred bytes, but may be up to MAX_SNAPSHOT_TABLE_BYTES.
+ */
+class TableBytes {
+  bytes: Uint8Array = new Uint8Array(0);
+
+  constructor(
+    private readonly device: BlockDevice,
+    readonly base: number,
+  ) {}
+
+  /** Makes bytes [0, end) of the table available; throws when they are not in the file or over the limit. */
+  async ensure(end: number, index: number): Promise<void> {
+    if (end <= this.bytes.length) return;
+    if (end > MAX_SNAPSHOT_TABLE_BYTES) {
+      throw new LimitExceededError(`snapshot table is larger than ${MAX_SNAPSHOT_TABLE_BYTES} bytes`);
+    }
+    const available = Math.max(0, this.device.size - this.base);
+    if (end > available) throw new CorruptImageError(`snapshot table entry ${index} is truncated`, this.base + this.bytes.length);
+    const length = Math.min(Math.max(end, this.bytes.length * 2, 4096), available, MAX_SNAPSHOT_TABLE_BYTES);
+    this.bytes = await this.device.read(this.base, length);
+  }
+}
+
+/** Reads the table: where it is and how many entries; `currentSize` fills missing disk sizes. */
 export async function readSnapshotTable(
   device: BlockDevice,
   table: { snapshotsOffset: number; nbSnapshots: number; clusterSize: number },
   currentSize: number,
 ): Promise<Qcow2Snapshot[]> {
   const snapshots: Qcow2Snapshot[] = [];
-  if (table.nbSnapshots === 0) return snapshots;
-  // Read the table in one go: it is at most MAX_SNAPSHOT_TABLE_BYTES, and never past the file end.
-  const available = Math.max(0, device.size - table.snapshotsOffset);
-  const bytes = await device.read(table.snapshotsOffset, Math.min(available, MAX_SNAPSHOT_TABLE_BYTES));
+  const bytes = new TableBytes(device, table.snapshotsOffset);
   let offset = 0;
   for (let index = 0; index < table.nbSnapshots; index++) {
     offset = alignUp(offset, 8);
-    const { snapshot, next } = decodeEntry(bytes, offset, table.snapshotsOffset, currentSize, index);
-    snapshots.push(snapshot);
-    offset = next;
+    await bytes.ensure(offset + SnapshotHeader.size, index);
+    const fixed = SnapshotHeader.decode(bytes.bytes, offset);
+    if (fixed.extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
+      throw new CorruptImageError(
+        `too much extra data in snapshot table entry ${index} (${fixed.extraDataSize} bytes)`,
+        bytes.base + offset + 36,
+      );
+    }
+    const entryEnd = offset + SnapshotHeader.size + fixed.extraDataSize + fixed.idSize + fixed.nameSize;
+    await bytes.ensure(entryEnd, index);
+    snapshots.push(decodeEntry(bytes.bytes, offset, fixed, bytes.base, currentSize, index));
+    offset = entryEnd;
   }
   return snapshots;
 }
@@ -75,35 +106,26 @@ export async function readSnapshotTable(
 function decodeEntry(
   bytes: Uint8Array,
   offset: number,
+  fixed: Decoded<typeof SnapshotHeader.fields>,
   base: number,
   currentSize: number,
   index: number,
-): { snapshot: Qcow2Snapshot; next: number } {
+): Qcow2Snapshot {
   const where = base + offset;
-  const truncated = () =>
-    bytes.length >= MAX_SNAPSHOT_TABLE_BYTES
-      ? new LimitExceededError(`snapshot table is larger than ${MAX_SNAPSHOT_TABLE_BYTES} bytes`)
-      : new CorruptImageError(`snapshot table entry ${index} is truncated`, where);
-  if (SnapshotHeader.size > bytes.length - offset) throw truncated();
-  const fixed = SnapshotHeader.decode(bytes, offset);
-  if (fixed.extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
-    throw new CorruptImageError(`too much extra data in snapshot table entry ${index} (${fixed.extraDataSize} bytes)`, where + 36);
-  }
-  const extraAt = offset + SnapshotHeader.size;
-  const entryEnd = extraAt + fixed.extraDataSize + fixed.idSize + fixed.nameSize;
-  if (entryEnd > bytes.length) throw truncated();
   const l1TableOffset = u64ToNumber(fixed.l1TableOffset, 'snapshot L1 table offset', where);
   if (fixed.l1Size > MAX_L1_BYTES / 8) {
     throw new LimitExceededError(`snapshot ${index} L1 table too large (${fixed.l1Size} entries)`);
   }
+  const extraAt = offset + SnapshotHeader.size;
   const extraData = bytes.slice(extraAt, extraAt + fixed.extraDataSize);
   const extra = decodeExtra(extraData, where + SnapshotHeader.size);
   const idAt = extraAt + fixed.extraDataSize;
+  const nameAt = idAt + fixed.idSize;
   const snapshot: Qcow2Snapshot = {
     l1TableOffset,
     l1Size: fixed.l1Size,
-    id: utf8.decode(bytes.subarray(idAt, idAt + fixed.idSize)),
-    name: utf8.decode(bytes.subarray(idAt + fixed.idSize, entryEnd)),
+    id: utf8.decode(bytes.subarray(idAt, nameAt)),
+    name: utf8.decode(bytes.subarray(nameAt, nameAt + fixed.nameSize)),
     dateSec: fixed.dateSec,
     dateNsec: fixed.dateNsec,
     vmClockNsec: u64ToNumber(fixed.vmClockNsec, 'snapshot vm clock', where + 24),
@@ -112,7 +134,7 @@ function decodeEntry(
     extraData,
   };
   if (extra.icount !== undefined) snapshot.icount = extra.icount;
-  return { snapshot, next: entryEnd };
+  return snapshot;
 }
 
 function decodeExtra(extra: Uint8Array, where: number): { vmStateSizeLarge?: number; diskSize?: number; icount?: number } {

@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Image } from '../../src/core/image.js';
+import type { Extent, Image } from '../../src/core/image.js';
 
 /**
  * True when `tool` runs here. Missing locally: a visible warning and the caller
@@ -62,4 +62,53 @@ export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : n;
+}
+
+/** One entry of `qemu-img map --output=json`, the fields compared. */
+export interface QemuMapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  offset?: number;
+}
+
+/** Reads `qemu-img map --output=json`, keeping the compared fields. */
+export function qemuMap(cwd: string, image: string): QemuMapEntry[] {
+  const entries = JSON.parse(sh(cwd, 'qemu-img', ['map', '--output=json', image])) as QemuMapEntry[];
+  return entries.map(({ start, length, depth, present, zero, data, offset }) =>
+    offset === undefined ? { start, length, depth, present, zero, data } : { start, length, depth, present, zero, data, offset },
+  );
+}
+
+/**
+ * platter extents in qemu-img map's terms: unallocated runs count the layers
+ * searched (qemu counts from 0), and qemu merges runs its fields cannot tell apart.
+ */
+export function extentsAsQemuMap(extents: Extent[]): QemuMapEntry[] {
+  const out: QemuMapEntry[] = [];
+  for (const e of extents) {
+    const entry: QemuMapEntry = {
+      start: e.start,
+      length: e.length,
+      depth: e.kind === 'unallocated' ? e.depth - 1 : e.depth,
+      present: e.kind !== 'unallocated',
+      zero: e.kind !== 'data',
+      data: e.kind === 'data',
+    };
+    if (e.hostOffset !== undefined) entry.offset = e.hostOffset;
+    const last = out[out.length - 1];
+    const continues =
+      last &&
+      last.depth === entry.depth &&
+      last.present === entry.present &&
+      last.zero === entry.zero &&
+      last.data === entry.data &&
+      (last.offset === undefined ? entry.offset === undefined : entry.offset === last.offset + last.length);
+    if (continues) last.length += entry.length;
+    else out.push(entry);
+  }
+  return out;
 }

@@ -1,0 +1,101 @@
+/**
+ * Images platter must refuse, or open with a warning, through the built CLI:
+ * one clear line on stderr, qemu-img's exit status.
+ */
+
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
+import { qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js';
+
+const CLI = resolve('dist/cli.js');
+const haveQemu = qcow2ToolAvailable('qemu-img');
+
+function platter(cwd: string, args: string[]): { status: number; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => {
+  const temp = qcow2TempDir();
+  const dir = temp.dir;
+  afterAll(() => temp.cleanup());
+
+  beforeAll(() => {
+    sh(dir, 'qemu-img', [
+      'create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=platter',
+      '-o', 'encrypt.format=luks,encrypt.key-secret=sec0', 'luks.qcow2', '1M',
+    ]);
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'aes.qcow2', '1M']);
+    pokeFile(join(dir, 'aes.qcow2'), 32, [0, 0, 0, 1]); // crypt_method = 1 (AES)
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'unknown-bit.qcow2', '1M']);
+    pokeFile(join(dir, 'unknown-bit.qcow2'), 78, [0x04]); // incompatible bit 10
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'named-bit.qcow2', '1M']);
+    pokeFile(join(dir, 'named-bit.qcow2'), 78, [0x04]); // incompatible bit 10 ...
+    const table = findExtension(join(dir, 'named-bit.qcow2'), 0x6803f857);
+    pokeFile(join(dir, 'named-bit.qcow2'), table + 8, [0, 10]); // ... named by the table's first entry
+    mkdirSync(join(dir, 'chain'));
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'chain/base.raw', '1M']);
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'chain/top.qcow2']);
+    rmSync(join(dir, 'chain/base.raw'));
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'loop.qcow2', '1M']);
+    sh(dir, 'qemu-img', ['rebase', '-u', '-b', 'loop.qcow2', '-F', 'qcow2', 'loop.qcow2']);
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt.qcow2', '1M']);
+    pokeFile(join(dir, 'corrupt.qcow2'), 79, [0x02]); // the corrupt bit
+  });
+
+  it('refuses a LUKS-encrypted image in one line', () => {
+    const result = platter(dir, ['info', 'luks.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: luks.qcow2: encrypted images are not supported\n');
+    expect(result.stdout).toBe('');
+  });
+
+  it('refuses an AES-encrypted image, with a JSON error when asked', () => {
+    const result = platter(dir, ['info', '--output=json', 'aes.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: aes.qcow2: encrypted images are not supported\n');
+    expect(JSON.parse(result.stdout).error.code).toBe('EUNSUPPORTED');
+  });
+
+  it('names an unknown incompatible feature bit', () => {
+    const result = platter(dir, ['info', 'unknown-bit.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: unknown-bit.qcow2: unsupported qcow2 feature(s): unknown incompatible feature bit 10\n');
+  });
+
+  it('names an unknown incompatible feature from the feature-name table', () => {
+    const result = platter(dir, ['info', 'named-bit.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: named-bit.qcow2: unsupported qcow2 feature(s): dirty bit\n');
+  });
+
+  it('reports a missing backing file with the path it tried', () => {
+    const result = platter(dir, ['info', '--backing-chain', 'chain/top.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("platter: chain/top.qcow2: could not open backing file 'chain/base.raw': No such file or directory\n");
+  });
+
+  it('still shows info without --backing-chain when the backing file is missing', () => {
+    const result = platter(dir, ['info', '--output=json', 'chain/top.qcow2']);
+    expect(result.status).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'chain/top.qcow2'])));
+  });
+
+  it('refuses a backing chain that loops', () => {
+    const result = platter(dir, ['info', '--backing-chain', 'loop.qcow2']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^platter: loop.qcow2: backing chain has a cycle: .*loop.qcow2 -> .*loop.qcow2\n$/);
+  });
+
+  it('opens an image marked corrupt read-only, with a warning', () => {
+    const result = platter(dir, ['info', '--output=json', 'corrupt.qcow2']);
+    expect(result.status).toBe(0);
+    expect(result.stderr).toMatch(/^platter: warning: corrupt.qcow2: image is marked corrupt; opened read-only\n$/);
+    const info = JSON.parse(result.stdout);
+    expect(info['format-specific'].data.corrupt).toBe(true);
+    expect(info).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'corrupt.qcow2'])));
+  });
+});
