@@ -16,3 +16,15 @@ export {
   type Qcow2Metadata,
   type Qcow2Snapshot,
 } from '../formats/qcow2/index.js';
+export { convertToRaw, type ConvertOptions, type ConvertResult } from './ops/convert.js';
+export { mapImage, type MapEntry, type MapOptions } from './ops/map.js';
+export { compareImages, type CompareOptions, type CompareResult, type CompareMismatch } from './ops/compare.js';
+export { ddToRaw, planDd, type DdOperands, type DdPlan, type DdResult } from './ops/dd.js';
+export { portableByteTests, type ByteTests } from './ops/bytes-accel.js';
+export type { ProgressCallback } from './ops/progress.js';
+export { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing, type ListedPartition } from './ops/partitions.js';
+export { mountOffsets, selectTarget, type MountOffsets, type MountTarget } from './ops/mount-offset.js';
+export { readPartitionTable, writePartitionTable } from './engine/partition-table.js';
+export type { PartitionTable, PartitionRecord } from '../formats/partition-table/model.js';
+export { probeFilesystem, type FilesystemInfo } from '../formats/fs-probe/index.js';
+export { readPhysicalVolume, lvPlacement } from '../formats/lvm/index.js';

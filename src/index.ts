@@ -8,4 +8,5 @@ export { FileDevice, type FileOpenOptions } from './node/file-device.js';
 export { openImageFile, type OpenFileOptions } from './node/open.js';
 export { nodeHost } from './node/host.js';
 export { nodeCodecs } from './node/codecs.js';
+export { nodeByteTests } from './node/byte-tests.js';
 export { VERSION } from './version.js';

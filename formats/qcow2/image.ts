@@ -67,15 +67,22 @@ export class Qcow2Image implements Image {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(offset, length, this.size, `read from ${this.name}`);
     const out = new Uint8Array(length);
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  /** Reads guest bytes into `target` (a reused buffer: zero runs are cleared here). */
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.size, `read from ${this.name}`);
+    target.fill(0);
     // Data runs that continue each other on the host (across L2 tables too) become one device read.
     let pending: { at: number; hostOffset: number; length: number } | undefined;
     const flush = async () => {
-      if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, out.subarray(pending.at, pending.at + pending.length));
+      if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, target.subarray(pending.at, pending.at + pending.length));
       pending = undefined;
     };
-    for await (const run of this.parts.map.runs(offset, length)) {
+    for await (const run of this.parts.map.runs(offset, target.length)) {
       const at = run.start - offset;
       if (run.type === 'normal') {
         if (pending && pending.hostOffset + pending.length === run.hostOffset) {
@@ -87,10 +94,9 @@ export class Qcow2Image implements Image {
         continue;
       }
       await flush();
-      await this.readRun(run, out.subarray(at, at + run.length));
+      await this.readRun(run, target.subarray(at, at + run.length));
     }
     await flush();
-    return out;
   }
 
   async write(): Promise<void> {
@@ -216,7 +222,8 @@ async function readHost(device: BlockDevice, hostOffset: number, target: Uint8Ar
   const inside = Math.max(0, Math.min(target.length, device.size - hostOffset));
   for (let done = 0; done < inside; ) {
     const chunk = Math.min(inside - done, MAX_IO_BYTES);
-    target.set(await device.read(hostOffset + done, chunk), done);
+    if (device.readInto) await device.readInto(hostOffset + done, target.subarray(done, done + chunk));
+    else target.set(await device.read(hostOffset + done, chunk), done);
     done += chunk;
   }
 }

@@ -34,13 +34,20 @@ export class RawImage implements Image {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(offset, length, this.size, `read from ${this.name}`);
-    const stored = this.device.size;
-    if (length <= stored - offset) return this.device.read(offset, length);
-    // The request reaches into the zero tail of the last sector.
     const out = new Uint8Array(length);
-    if (offset < stored) out.set(await this.device.read(offset, stored - offset));
+    await this.readInto(offset, out);
     return out;
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.size, `read from ${this.name}`);
+    // Past the end of the file lies the zero tail of the last sector.
+    const stored = Math.max(0, Math.min(target.length, this.device.size - offset));
+    target.fill(0, stored);
+    if (stored === 0) return;
+    const head = target.subarray(0, stored);
+    if (this.device.readInto) await this.device.readInto(offset, head);
+    else head.set(await this.device.read(offset, stored));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

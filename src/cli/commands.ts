@@ -12,4 +12,14 @@ export interface CommandEntry {
 export const COMMANDS: CommandEntry[] = [
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
+  { name: 'convert', describe: 'Convert an image to raw, sparsely', load: () => import('./commands/convert.js') },
+  { name: 'map', describe: "Show an image's allocation map, like qemu-img map", load: () => import('./commands/map.js') },
+  { name: 'compare', describe: 'Compare the guest contents of two images', load: () => import('./commands/compare.js') },
+  { name: 'dd', describe: 'Copy a range of an image, like qemu-img dd', load: () => import('./commands/dd.js') },
+  { name: 'partitions', describe: 'List or write the partition table (MBR or GPT) of an image', load: () => import('./commands/partitions.js') },
+  {
+    name: 'mount-offset',
+    describe: 'Show the byte offset and size limit of partitions and LVM volumes, for mount -o loop',
+    load: () => import('./commands/mount-offset.js'),
+  },
 ];

@@ -25,3 +25,26 @@ export function printJson(value: unknown): void {
 export function printText(text: string): void {
   process.stdout.write(text);
 }
+
+/**
+ * Collects text for stdout and writes it in large pieces, waiting for the pipe
+ * to drain, so long listings stream with flat memory.
+ */
+export class StdoutBatcher {
+  private pending = '';
+  constructor(private readonly threshold = 64 * 1024) {}
+
+  /** Queues text; resolves once it is safe to produce more. */
+  async add(text: string): Promise<void> {
+    this.pending += text;
+    if (this.pending.length >= this.threshold) await this.flush();
+  }
+
+  /** Writes what is queued. */
+  async flush(): Promise<void> {
+    if (this.pending === '') return;
+    const chunk = this.pending;
+    this.pending = '';
+    if (!process.stdout.write(chunk)) await new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()));
+  }
+}

@@ -13,6 +13,11 @@ export interface BlockDevice {
   readonly name: string;
   /** Reads exactly `length` bytes; throws OutOfRangeError when the range passes the end. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads exactly `target.length` bytes at `offset` into `target`, allocating
+   * nothing: lets bulk copies reuse a fixed set of buffers. Optional.
+   */
+  readInto?(offset: number, target: Uint8Array): Promise<void>;
   write?(offset: number, data: Uint8Array): Promise<void>;
   /** Sets the size, cutting or zero-extending. */
   truncate?(size: number): Promise<void>;
@@ -53,6 +58,11 @@ export class MemoryDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.length, `read from ${this.name}`);
     return this.bytes.slice(offset, offset + length);
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.length, `read from ${this.name}`);
+    target.set(this.bytes.subarray(offset, offset + target.length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -107,6 +117,12 @@ export class SliceDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.size, `read from ${this.name}`);
     return this.parent.read(this.start + offset, length);
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.size, `read from ${this.name}`);
+    if (this.parent.readInto) await this.parent.readInto(this.start + offset, target);
+    else target.set(await this.parent.read(this.start + offset, target.length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -9,3 +9,4 @@ export * from './device.js';
 export * from './image.js';
 export * from './registry.js';
 export * from './options.js';
+export * from './crc32.js';

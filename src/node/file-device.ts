@@ -51,15 +51,20 @@ export class FileDevice implements BlockDevice {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(offset, length, this.length, `read from ${this.name}`);
     const out = new Uint8Array(length);
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    const length = target.length;
+    checkRange(offset, length, this.length, `read from ${this.name}`);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.io(() => this.handle.read(out, done, length - done, offset + done), 'read');
+      const { bytesRead } = await this.io(() => this.handle.read(target, done, length - done, offset + done), 'read');
       if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
       done += bytesRead;
     }
-    return out;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -1,0 +1,103 @@
+/**
+ * Labels that are not in the boot sector: exFAT keeps its label in a root
+ * directory entry, NTFS in the $Volume file's VOLUME_NAME attribute. Both need
+ * reads past the probed head, each bounded to one cluster or one MFT record.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { le, type FilesystemInfo } from './types.js';
+
+/** Largest exFAT cluster read when looking for the label (the spec allows up to 32 MiB). */
+const MAX_EXFAT_CLUSTER_READ = 1024 * 1024;
+/** Largest NTFS MFT record accepted (real ones are 1 KiB or 4 KiB). */
+const MAX_MFT_RECORD = 64 * 1024;
+const EXFAT_VOLUME_LABEL_ENTRY = 0x83;
+const NTFS_VOLUME_RECORD = 3;
+const NTFS_ATTR_VOLUME_NAME = 0x60;
+const NTFS_ATTR_END = 0xffffffff;
+
+function utf16(bytes: Uint8Array): string {
+  let text = '';
+  for (let at = 0; at + 1 < bytes.length; at += 2) text += String.fromCharCode(bytes[at]! | (bytes[at + 1]! << 8));
+  return text;
+}
+
+async function readWithin(device: BlockDevice, offset: number, length: number): Promise<Uint8Array | undefined> {
+  if (offset < 0 || length <= 0 || offset > device.size || length > device.size - offset) return undefined;
+  return device.read(offset, length);
+}
+
+/** The exFAT volume label from the first cluster of the root directory. */
+export async function exfatLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
+  const view = le(boot);
+  const sectorShift = boot[0x6c]!;
+  const clusterShift = boot[0x6d]!;
+  if (sectorShift < 9 || sectorShift > 12 || sectorShift + clusterShift > 25) return undefined;
+  const clusterBytes = 2 ** (sectorShift + clusterShift);
+  const heapOffset = view.getUint32(0x58, true) * 2 ** sectorShift;
+  const rootCluster = view.getUint32(0x60, true);
+  if (rootCluster < 2) return undefined;
+  const directory = await readWithin(device, heapOffset + (rootCluster - 2) * clusterBytes, Math.min(clusterBytes, MAX_EXFAT_CLUSTER_READ));
+  if (!directory) return undefined;
+  for (let at = 0; at + 32 <= directory.length; at += 32) {
+    const type = directory[at]!;
+    if (type === 0) break;
+    if (type !== EXFAT_VOLUME_LABEL_ENTRY) continue;
+    const length = Math.min(directory[at + 1]!, 11);
+    return length > 0 ? utf16(directory.subarray(at + 2, at + 2 + length * 2)) : undefined;
+  }
+  return undefined;
+}
+
+/** NTFS protects every 512-byte stride of a record with the update sequence, whatever the sector size. */
+const NTFS_FIXUP_STRIDE = 512;
+
+/** Applies the NTFS update sequence (fixups) to a record in place; false when it does not check. */
+function applyFixups(record: Uint8Array, sectorSize = NTFS_FIXUP_STRIDE): boolean {
+  const view = le(record);
+  const usaOffset = view.getUint16(4, true);
+  const usaCount = view.getUint16(6, true);
+  if (usaCount === 0 || usaOffset + usaCount * 2 > record.length || (usaCount - 1) * sectorSize > record.length) return false;
+  const check = view.getUint16(usaOffset, true);
+  for (let index = 1; index < usaCount; index++) {
+    const end = index * sectorSize - 2;
+    if (view.getUint16(end, true) !== check) return false;
+    view.setUint16(end, view.getUint16(usaOffset + index * 2, true), true);
+  }
+  return true;
+}
+
+/** The NTFS volume label from $Volume (MFT record 3). */
+export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
+  const view = le(boot);
+  const sectorSize = view.getUint16(0x0b, true);
+  const clusterBytes = sectorSize * boot[0x0d]!;
+  const mftCluster = Number(view.getBigUint64(0x30, true));
+  const perRecord = view.getInt8(0x40);
+  const recordBytes = perRecord < 0 ? 2 ** -perRecord : perRecord * clusterBytes;
+  if (!Number.isSafeInteger(mftCluster * clusterBytes) || recordBytes < 512 || recordBytes > MAX_MFT_RECORD) return undefined;
+  const record = await readWithin(device, mftCluster * clusterBytes + NTFS_VOLUME_RECORD * recordBytes, recordBytes);
+  if (!record || String.fromCharCode(...record.subarray(0, 4)) !== 'FILE' || !applyFixups(record)) return undefined;
+  const recordView = le(record);
+  let at = recordView.getUint16(0x14, true);
+  while (at + 24 <= record.length) {
+    const type = recordView.getUint32(at, true);
+    const length = recordView.getUint32(at + 4, true);
+    if (type === NTFS_ATTR_END || length < 24 || length > record.length - at) break;
+    if (type === NTFS_ATTR_VOLUME_NAME && record[at + 8] === 0) {
+      const valueLength = recordView.getUint32(at + 16, true);
+      const valueOffset = recordView.getUint16(at + 20, true);
+      if (valueOffset + valueLength > length) return undefined;
+      const label = utf16(record.subarray(at + valueOffset, at + valueOffset + valueLength));
+      return label === '' ? undefined : label;
+    }
+    at += length;
+  }
+  return undefined;
+}
+
+/** Adds labels that live outside the probed head. */
+export async function refineLabel(device: BlockDevice, head: Uint8Array, info: FilesystemInfo): Promise<FilesystemInfo> {
+  const label = info.type === 'exfat' ? await exfatLabel(device, head) : info.type === 'ntfs' ? await ntfsLabel(device, head) : undefined;
+  return label === undefined ? info : { ...info, label };
+}

@@ -1,0 +1,106 @@
+/** Signatures at fixed places: XFS, Btrfs, swap, LUKS, LVM2 PV, ISO 9660, squashfs. */
+
+import { PlatterError } from '../../src/core/errors.js';
+import { findPvLabel, formatPvUuid } from '../lvm/label.js';
+import { asciiAt, cLabel, isZero, paddedLabel, uuidText } from './text.js';
+import { le, type FilesystemInfo } from './types.js';
+
+/** XFS: "XFSB" at 0; block size u32 BE at 4, data blocks u64 BE at 8, UUID at 32, label at 108. */
+export function probeXfs(head: Uint8Array): FilesystemInfo | undefined {
+  if (head.length < 512 || asciiAt(head, 0, 4) !== 'XFSB') return undefined;
+  const view = le(head);
+  const info: FilesystemInfo = { type: 'xfs', uuid: uuidText(head.subarray(32, 48)) };
+  info.size = Number(view.getBigUint64(8, false)) * view.getUint32(4, false);
+  const label = cLabel(head.subarray(108, 120));
+  if (label !== undefined) info.label = label;
+  return info;
+}
+
+const BTRFS_SUPERBLOCK = 65536;
+
+/** Btrfs: "_BHRfS_M" at 65536+0x40; fsid at +0x20, total bytes at +0x70, label at +0x12B. */
+export function probeBtrfs(head: Uint8Array): FilesystemInfo | undefined {
+  if (head.length < BTRFS_SUPERBLOCK + 0x22b || asciiAt(head, BTRFS_SUPERBLOCK + 0x40, 8) !== '_BHRfS_M') return undefined;
+  const sb = head.subarray(BTRFS_SUPERBLOCK, BTRFS_SUPERBLOCK + 0x22b);
+  const info: FilesystemInfo = {
+    type: 'btrfs',
+    uuid: uuidText(sb.subarray(0x20, 0x30)),
+    size: Number(le(sb).getBigUint64(0x70, true)),
+  };
+  const label = cLabel(sb.subarray(0x12b, 0x22b));
+  if (label !== undefined) info.label = label;
+  return info;
+}
+
+/** Page sizes a swap area may be made for; the signature sits in the last 10 bytes of page 0. */
+const SWAP_PAGE_SIZES = [4096, 8192, 16384, 65536];
+
+/** Linux swap: "SWAPSPACE2" at pagesize−10; UUID at 1036, label at 1052. */
+export function probeSwap(head: Uint8Array): FilesystemInfo | undefined {
+  const pageSize = SWAP_PAGE_SIZES.find((size) => asciiAt(head, size - 10, 10) === 'SWAPSPACE2');
+  if (pageSize === undefined) return undefined;
+  const view = le(head);
+  const info: FilesystemInfo = { type: 'swap', size: (view.getUint32(1028, true) + 1) * pageSize };
+  const uuid = head.subarray(1036, 1052);
+  if (!isZero(uuid)) info.uuid = uuidText(uuid);
+  const label = cLabel(head.subarray(1052, 1068));
+  if (label !== undefined) info.label = label;
+  return info;
+}
+
+/** LUKS1/2: `LUKS\xBA\xBE` at 0; UUID text at 168; LUKS2 label at 24. */
+export function probeLuks(head: Uint8Array): FilesystemInfo | undefined {
+  if (head.length < 512 || asciiAt(head, 0, 6) !== 'LUKS\xba\xbe') return undefined;
+  const info: FilesystemInfo = { type: 'crypto_LUKS' };
+  const uuid = cLabel(head.subarray(168, 208));
+  if (uuid !== undefined) info.uuid = uuid;
+  if (le(head).getUint16(6, false) === 2) {
+    const label = cLabel(head.subarray(24, 72));
+    if (label !== undefined) info.label = label;
+  }
+  return info;
+}
+
+/** An LVM2 physical volume. */
+export function probeLvm(head: Uint8Array): FilesystemInfo | undefined {
+  let label;
+  try {
+    label = findPvLabel(head);
+  } catch (error) {
+    // A label whose checksum holds but whose area lists are broken: not a PV we can use.
+    if (error instanceof PlatterError) return undefined;
+    throw error;
+  }
+  if (!label) return undefined;
+  return { type: 'LVM2_member', uuid: formatPvUuid(label.uuid), size: label.deviceSize };
+}
+
+const ISO_PVD = 32768;
+
+/** ISO 9660: "CD001" at 32769; label is the volume identifier; UUID from the modification date. */
+export function probeIso9660(head: Uint8Array): FilesystemInfo | undefined {
+  if (head.length < ISO_PVD + 2048 || asciiAt(head, ISO_PVD + 1, 5) !== 'CD001') return undefined;
+  const view = le(head);
+  const info: FilesystemInfo = {
+    type: 'iso9660',
+    size: view.getUint32(ISO_PVD + 80, true) * view.getUint16(ISO_PVD + 128, true),
+  };
+  const label = paddedLabel(head.subarray(ISO_PVD + 40, ISO_PVD + 72));
+  if (label !== undefined) info.label = label;
+  const uuid = isoDateUuid(head.subarray(ISO_PVD + 830, ISO_PVD + 846)) ?? isoDateUuid(head.subarray(ISO_PVD + 813, ISO_PVD + 829));
+  if (uuid !== undefined) info.uuid = uuid;
+  return info;
+}
+
+/** blkid's ISO UUID: the 16 date digits as YYYY-MM-DD-HH-MM-SS-CC; none when the date is unset. */
+function isoDateUuid(digits: Uint8Array): string | undefined {
+  const text = asciiAt(digits, 0, 16);
+  if (!/^[0-9]{16}$/.test(text) || /^0+$/.test(text)) return undefined;
+  return [text.slice(0, 4), text.slice(4, 6), text.slice(6, 8), text.slice(8, 10), text.slice(10, 12), text.slice(12, 14), text.slice(14, 16)].join('-');
+}
+
+/** squashfs: "hsqs" at 0; bytes used at 40. */
+export function probeSquashfs(head: Uint8Array): FilesystemInfo | undefined {
+  if (head.length < 96 || asciiAt(head, 0, 4) !== 'hsqs') return undefined;
+  return { type: 'squashfs', size: Number(le(head).getBigUint64(40, true)) };
+}

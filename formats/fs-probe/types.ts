@@ -1,0 +1,20 @@
+/** What a filesystem probe reports. */
+
+/** A filesystem (or other content) found at the start of a device, with blkid's names. */
+export interface FilesystemInfo {
+  /** blkid's TYPE: ext2, ext3, ext4, xfs, btrfs, vfat, exfat, ntfs, swap, crypto_LUKS, LVM2_member, iso9660, squashfs. */
+  type: string;
+  label?: string;
+  /** Formatted as blkid prints it. */
+  uuid?: string;
+  /** Bytes the filesystem says it spans, where the superblock tells. */
+  size?: number;
+}
+
+/** One signature prober: looks at the first bytes of a device. */
+export type Prober = (head: Uint8Array) => FilesystemInfo | undefined;
+
+/** A little-endian view over `bytes`, bounds-checked by DataView itself. */
+export function le(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}

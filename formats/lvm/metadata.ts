@@ -1,0 +1,137 @@
+/**
+ * The volume group model read from LVM2 metadata text, and where each logical
+ * volume lies on a physical volume. Sizes in the text are 512-byte sectors.
+ */
+
+import { CorruptImageError } from '../../src/core/errors.js';
+import { sectionOf, type ConfigSection, type ConfigValue } from './config.js';
+
+/** LVM metadata counts in 512-byte sectors whatever the device's sector size. */
+export const LVM_SECTOR = 512;
+
+/** One segment of a logical volume. */
+export interface LvSegment {
+  startExtent: number;
+  extentCount: number;
+  /** "striped" (linear when one stripe), "mirror", "thin", "raid1", ... */
+  type: string;
+  /** Each stripe: the PV name in the metadata (pv0, pv1…) and its first physical extent. */
+  stripes: { pv: string; extent: number }[];
+}
+
+/** One logical volume. */
+export interface LogicalVolume {
+  name: string;
+  segments: LvSegment[];
+}
+
+/** One physical volume listed in the metadata. */
+export interface PhysicalVolumeEntry {
+  /** The name the metadata uses for it (pv0, pv1, …). */
+  key: string;
+  /** The PV UUID, dashed as lvm2 prints it. */
+  id: string;
+  /** Sector where extent 0 starts. */
+  peStart: number;
+  peCount: number;
+}
+
+/** A volume group as one PV's metadata describes it. */
+export interface VolumeGroup {
+  name: string;
+  /** Extent size in 512-byte sectors. */
+  extentSize: number;
+  physicalVolumes: PhysicalVolumeEntry[];
+  logicalVolumes: LogicalVolume[];
+}
+
+function num(section: ConfigSection, key: string, where: string): number {
+  const value = section[key];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new CorruptImageError(`LVM metadata: ${where} has no valid '${key}'`);
+  }
+  return value;
+}
+
+function sections(value: ConfigValue | undefined): [string, ConfigSection][] {
+  const section = sectionOf(value);
+  if (!section) return [];
+  return Object.entries(section).flatMap(([key, child]) => {
+    const nested = sectionOf(child);
+    return nested ? [[key, nested] as [string, ConfigSection]] : [];
+  });
+}
+
+function segmentOf(section: ConfigSection, where: string): LvSegment {
+  const type = typeof section.type === 'string' ? section.type : 'unknown';
+  const stripes: { pv: string; extent: number }[] = [];
+  const list = Array.isArray(section.stripes) ? section.stripes : [];
+  for (let index = 0; index + 1 < list.length; index += 2) {
+    const pv = list[index];
+    const extent = list[index + 1];
+    if (typeof pv === 'string' && typeof extent === 'number') stripes.push({ pv, extent });
+  }
+  return { startExtent: num(section, 'start_extent', where), extentCount: num(section, 'extent_count', where), type, stripes };
+}
+
+/** Builds the volume group from parsed metadata text (the one top-level section). */
+export function volumeGroupOf(config: ConfigSection): VolumeGroup {
+  const top = Object.entries(config).find(([, value]) => sectionOf(value));
+  if (!top) throw new CorruptImageError('LVM metadata holds no volume group');
+  const [name, vg] = [top[0], sectionOf(top[1])!];
+  const physicalVolumes = sections(vg.physical_volumes).map(([key, pv]) => ({
+    key,
+    id: typeof pv.id === 'string' ? pv.id : '',
+    peStart: num(pv, 'pe_start', `PV ${key}`),
+    peCount: num(pv, 'pe_count', `PV ${key}`),
+  }));
+  const logicalVolumes = sections(vg.logical_volumes).map(([lvName, lv]) => ({
+    name: lvName,
+    segments: sections(lv)
+      .filter(([key]) => /^segment\d+$/.test(key))
+      .map(([key, segment]) => segmentOf(segment, `LV ${lvName} ${key}`))
+      .sort((a, b) => a.startExtent - b.startExtent),
+  }));
+  return { name, extentSize: num(vg, 'extent_size', `VG ${name}`), physicalVolumes, logicalVolumes };
+}
+
+/** Where an LV lies on one PV, or why it cannot be given as one byte range. */
+export type LvPlacement =
+  | { contiguous: true; pv: string; offset: number; size: number }
+  | { contiguous: false; reason: string };
+
+function linearStripe(segment: LvSegment): { pv: string; extent: number } | undefined {
+  return (segment.type === 'striped' || segment.type === 'linear') && segment.stripes.length === 1 ? segment.stripes[0] : undefined;
+}
+
+/**
+ * The byte range of `lv` relative to the start of its PV when it is linear and its
+ * segments follow each other on one PV; otherwise the reason it is not.
+ */
+export function lvPlacement(vg: VolumeGroup, lv: LogicalVolume): LvPlacement {
+  if (lv.segments.length === 0) return { contiguous: false, reason: 'it has no segments' };
+  const first = linearStripe(lv.segments[0]!);
+  if (!first) return { contiguous: false, reason: `its segment type is ${lv.segments[0]!.type} (not linear)` };
+  let expectedExtent = first.extent;
+  let expectedLe = lv.segments[0]!.startExtent;
+  let extents = 0;
+  for (const segment of lv.segments) {
+    const stripe = linearStripe(segment);
+    if (!stripe) return { contiguous: false, reason: `a segment is ${segment.type} with ${segment.stripes.length} stripes (not linear)` };
+    if (stripe.pv !== first.pv) return { contiguous: false, reason: 'it spans more than one physical volume' };
+    if (stripe.extent !== expectedExtent || segment.startExtent !== expectedLe) {
+      return { contiguous: false, reason: 'its extents are not contiguous on the physical volume' };
+    }
+    expectedExtent += segment.extentCount;
+    expectedLe += segment.extentCount;
+    extents += segment.extentCount;
+  }
+  const pv = vg.physicalVolumes.find((entry) => entry.key === first.pv);
+  if (!pv) throw new CorruptImageError(`LVM metadata: LV ${lv.name} names unknown PV ${first.pv}`);
+  return {
+    contiguous: true,
+    pv: pv.id,
+    offset: (pv.peStart + first.extent * vg.extentSize) * LVM_SECTOR,
+    size: extents * vg.extentSize * LVM_SECTOR,
+  };
+}

@@ -1,0 +1,7 @@
+/** MBR (DOS) partition tables with extended boot record chains. */
+
+export { parseMbr, looksLikeMbr, mbrTypes, formatDiskId } from './parse.js';
+export { encodeMbr, parseDiskId } from './write.js';
+export { MAX_EBR_CHAIN } from './limits.js';
+export { MbrEntry, encodeChs, decodeChs, hasBootSignature } from './struct.js';
+export { MBR_TYPE_NAMES } from './types.js';

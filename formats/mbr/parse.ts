@@ -1,0 +1,151 @@
+/**
+ * Reading an MBR and its chain of extended boot records (EBRs).
+ *
+ * In each EBR the data entry's start is relative to that EBR's own LBA and the
+ * link entry's start is relative to the start of the extended partition. A
+ * broken chain never fails the read: it ends with a warning and every good
+ * partition found so far is kept.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import type { PartitionRecord, PartitionTable } from '../partition-table/model.js';
+import { EXTENDED_TYPES } from '../partition-table/model.js';
+import { MAX_EBR_CHAIN, MBR_SECTOR_BYTES } from './limits.js';
+import {
+  DISK_SIGNATURE_OFFSET,
+  decodeEntries,
+  hasBootSignature,
+  isEmptyEntry,
+  type MbrEntryValue,
+} from './struct.js';
+
+/** The disk signature as sfdisk prints it: `0x` and eight lower-case hex digits. */
+export function formatDiskId(signature: number): string {
+  return `0x${(signature >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+/** True when sector 0 looks like an MBR: 55AA and only 0x00/0x80 status bytes. */
+export function looksLikeMbr(sector0: Uint8Array): boolean {
+  if (sector0.length < MBR_SECTOR_BYTES || !hasBootSignature(sector0)) return false;
+  return decodeEntries(sector0).every((entry) => entry.status === 0 || entry.status === 0x80);
+}
+
+/** The type bytes in use in sector 0 (for spotting a protective or hybrid MBR). */
+export function mbrTypes(sector0: Uint8Array): number[] {
+  return decodeEntries(sector0)
+    .filter((entry) => !isEmptyEntry(entry))
+    .map((entry) => entry.type);
+}
+
+function record(number: number, start: number, entry: MbrEntryValue): PartitionRecord {
+  const partition: PartitionRecord = { number, start, size: entry.sectors, type: entry.type.toString(16) };
+  if (entry.status === 0x80) partition.bootable = true;
+  return partition;
+}
+
+/** Parses the MBR in `sector0` (already read) and follows the EBR chain on `device`. */
+export async function parseMbr(device: BlockDevice, sector0: Uint8Array, sectorSize = 512): Promise<PartitionTable | undefined> {
+  if (!looksLikeMbr(sector0)) return undefined;
+  const totalSectors = Math.floor(device.size / sectorSize);
+  const view = new DataView(sector0.buffer, sector0.byteOffset, sector0.byteLength);
+  const table: PartitionTable = {
+    label: 'dos',
+    id: formatDiskId(view.getUint32(DISK_SIGNATURE_OFFSET, true)),
+    sectorSize,
+    partitions: [],
+    warnings: [],
+  };
+  let extended: PartitionRecord | undefined;
+  decodeEntries(sector0).forEach((entry, slot) => {
+    if (isEmptyEntry(entry)) return;
+    const partition = record(slot + 1, entry.lbaStart, entry);
+    if (!fitsDisk(partition, totalSectors, table.warnings)) return;
+    table.partitions.push(partition);
+    if (!EXTENDED_TYPES.has(entry.type)) return;
+    if (extended) {
+      table.warnings.push(`partition ${slot + 1} is a second extended partition; only partition ${extended.number}'s chain is followed`);
+    } else {
+      extended = partition;
+    }
+  });
+  if (extended) table.partitions.push(...(await readLogicals(device, extended, sectorSize, table.warnings)));
+  return table;
+}
+
+function fitsDisk(partition: PartitionRecord, totalSectors: number, warnings: string[]): boolean {
+  if (partition.start < totalSectors && partition.size <= totalSectors - partition.start) return true;
+  warnings.push(
+    `partition ${partition.number} (start ${partition.start}, ${partition.size} sectors) ends past the end of the disk (${totalSectors} sectors); ignored`,
+  );
+  return false;
+}
+
+/**
+ * Walks the EBR chain of `extended`. Every link must stay inside the extended
+ * partition and move forward, no EBR is visited twice, and at most
+ * MAX_EBR_CHAIN EBRs are read: that bounds the walk on hostile images.
+ */
+async function readLogicals(
+  device: BlockDevice,
+  extended: PartitionRecord,
+  sectorSize: number,
+  warnings: string[],
+): Promise<PartitionRecord[]> {
+  const logicals: PartitionRecord[] = [];
+  const extendedEnd = extended.start + extended.size; // exclusive
+  const visited = new Set<number>();
+  let ebrLba = extended.start;
+  for (let count = 0; ; count++) {
+    if (count >= MAX_EBR_CHAIN) {
+      warnings.push(`EBR chain is longer than ${MAX_EBR_CHAIN} entries; stopped at EBR ${ebrLba}`);
+      break;
+    }
+    visited.add(ebrLba);
+    const sector = await device.read(ebrLba * sectorSize, MBR_SECTOR_BYTES);
+    if (!hasBootSignature(sector)) {
+      warnings.push(`EBR at sector ${ebrLba} (byte ${ebrLba * sectorSize}) has no 55AA signature; chain ends there`);
+      break;
+    }
+    const [dataEntry, linkEntry] = decodeEntries(sector) as [MbrEntryValue, MbrEntryValue];
+    const logical = logicalFromEntry(dataEntry, ebrLba, extendedEnd, 5 + logicals.length, warnings);
+    if (logical) logicals.push(logical);
+    if (isEmptyEntry(linkEntry)) break;
+    const next = extended.start + linkEntry.lbaStart;
+    const problem = linkProblem(next, ebrLba, extendedEnd, visited);
+    if (problem) {
+      warnings.push(`EBR at sector ${ebrLba} links to sector ${next}, ${problem}; chain ends there`);
+      break;
+    }
+    ebrLba = next;
+  }
+  return logicals;
+}
+
+function linkProblem(next: number, ebrLba: number, extendedEnd: number, visited: Set<number>): string | undefined {
+  if (visited.has(next)) return 'an EBR already read (a cycle)';
+  if (next <= ebrLba) return 'which does not move forward';
+  if (next >= extendedEnd) return 'outside the extended partition';
+  return undefined;
+}
+
+function logicalFromEntry(
+  entry: MbrEntryValue,
+  ebrLba: number,
+  extendedEnd: number,
+  number: number,
+  warnings: string[],
+): PartitionRecord | undefined {
+  if (isEmptyEntry(entry)) return undefined;
+  if (EXTENDED_TYPES.has(entry.type)) {
+    warnings.push(`EBR at sector ${ebrLba} has an extended type in its data entry; ignored`);
+    return undefined;
+  }
+  const start = ebrLba + entry.lbaStart;
+  if (entry.lbaStart === 0 || start >= extendedEnd || entry.sectors > extendedEnd - start) {
+    warnings.push(
+      `logical partition in EBR at sector ${ebrLba} (start ${start}, ${entry.sectors} sectors) lies outside the extended partition; ignored`,
+    );
+    return undefined;
+  }
+  return record(number, start, entry);
+}

@@ -1,0 +1,60 @@
+/** `platter compare`: like `qemu-img compare` (exit 0 identical, 1 different, 2 error). */
+
+import type { CliCommand } from '../command.js';
+import type { Image } from '../../core/image.js';
+import { compareImages, type CompareResult } from '../../ops/compare.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { openForCli } from '../open.js';
+import { printText, withFormat } from '../output.js';
+import { createProgress, progressMode, withProgress } from '../progress.js';
+
+/** qemu-img compare's messages for an outcome, in the order it prints them. */
+export function compareMessages(result: CompareResult): string[] {
+  const mismatch = result.mismatch;
+  if (mismatch?.kind === 'size') return ['Strict mode: Image size mismatch!'];
+  const lines = result.extraPartChecked ? ['Warning: Image size mismatch!'] : [];
+  if (!mismatch) lines.push('Images are identical.');
+  else if (mismatch.kind === 'content') lines.push(`Content mismatch at offset ${mismatch.offset}!`);
+  else lines.push(`Strict mode: Offset ${mismatch.offset} block status mismatch!`);
+  return lines;
+}
+
+const command: CliCommand = {
+  command: 'compare <first> <second>',
+  describe: 'Compare the guest contents of two images',
+  errorExitCode: 2,
+  builder: (yargs) =>
+    withProgress(withFormat(yargs))
+      .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
+      .option('s', { type: 'boolean', default: false, describe: 'Strict: sizes and allocation must match too' })
+      .option('q', { type: 'boolean', default: false, describe: 'Quiet: only the exit status tells' })
+      .positional('first', { type: 'string', describe: 'First image', demandOption: true })
+      .positional('second', { type: 'string', describe: 'Second image', demandOption: true })
+      .example('platter compare disk.qcow2 disk.raw', 'Exit 0 when the guest sees the same bytes, 1 when not')
+      .example('platter compare -s -f qcow2 -F qcow2 a.qcow2 b.qcow2', 'Also require the same size and allocation'),
+  async handler(args) {
+    const strict = args.s === true;
+    const first = await openForCli(args.first as string, { format: args.format as string | undefined });
+    let second: Image | undefined;
+    try {
+      second = await openForCli(args.second as string, { format: args.F as string | undefined });
+      const mode = progressMode(args);
+      const progress = createProgress(mode);
+      const result = await compareImages(first, second, {
+        strict,
+        tests: nodeByteTests,
+        onProgress: (done, total) => progress.update(done, total),
+      });
+      if (mode === 'json') progress.end();
+      if (args.q !== true) printText(compareMessages(result).map((line) => line + '\n').join(''));
+      // qemu-img ends its progress line after the verdict.
+      if (mode === 'human') printText('\n');
+      return result.identical ? 0 : 1;
+    } finally {
+      await second?.close();
+      await first.close();
+    }
+  },
+};
+
+export default command;

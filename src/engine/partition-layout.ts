@@ -1,0 +1,200 @@
+/**
+ * Turning a parsed sfdisk script into a partition table for a given disk:
+ * type aliases, partition numbers, default starts (aligned to 1 MiB as sfdisk
+ * does) and default sizes (the rest of the free area).
+ */
+
+import { alignDown, alignUp } from '../core/bytes.js';
+import { UsageError } from '../core/errors.js';
+import { parseDiskId } from '../../formats/mbr/index.js';
+import { GPT_TYPE_ALIASES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
+import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
+import { SCRIPTABLE_ATTRIBUTE_MASK, parseAttributesText } from './gpt-attributes.js';
+import type { Script, ScriptEntry } from './sfdisk-script.js';
+
+/** sfdisk's MBR type aliases. */
+const DOS_TYPE_ALIASES: ReadonlyMap<string, string> = new Map([
+  ['L', '83'],
+  ['S', '82'],
+  ['E', '5'],
+  ['Ex', '5'],
+  ['X', '85'],
+  ['U', 'ef'],
+  ['R', 'fd'],
+  ['V', '8e'],
+]);
+
+/** Default alignment: 1 MiB, as fdisk and sfdisk place partitions. */
+const GRAIN_BYTES = 1024 * 1024;
+
+/** The alignment in sectors: 1 MiB, or one sector on disks of at most 4 MiB (as fdisk does). */
+function grainOf(totalSectors: number, sectorSize: number): number {
+  return totalSectors * sectorSize <= 4 * GRAIN_BYTES ? 1 : Math.max(1, GRAIN_BYTES / sectorSize);
+}
+
+/**
+ * fdisk's alignment inside [low, high]: `lba` rounded to the grain (up, or down
+ * when past the aligned end) when the range holds a grain boundary after its
+ * aligned start; `lba` unchanged when the range is too small.
+ */
+function alignInRange(lba: number, low: number, high: number, grain: number): number {
+  const first = alignUp(low, grain);
+  const last = alignDown(high, grain);
+  if (first >= last) return lba;
+  return Math.min(Math.max(alignUp(lba, grain), first), last);
+}
+
+/** The MBR or GPT type string for a script's type field. */
+export function resolveType(label: 'dos' | 'gpt', text: string | undefined): string {
+  if (label === 'dos') {
+    const value = DOS_TYPE_ALIASES.get(text ?? 'L') ?? text!.replace(/^0x/i, '');
+    if (!/^[0-9a-fA-F]{1,2}$/.test(value) || parseInt(value, 16) === 0) throw new UsageError(`invalid MBR partition type '${text}'`);
+    return parseInt(value, 16).toString(16);
+  }
+  const value = GPT_TYPE_ALIASES.get(text ?? 'L') ?? text!;
+  if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(value)) {
+    throw new UsageError(`invalid GPT partition type '${text}' (want a GUID or L, S, U, R, V, H)`);
+  }
+  return value.toUpperCase();
+}
+
+function randomDiskId(): string {
+  const bytes = new Uint32Array(1);
+  globalThis.crypto.getRandomValues(bytes);
+  return `0x${bytes[0]!.toString(16).padStart(8, '0')}`;
+}
+
+interface Region {
+  start: number;
+  /** Exclusive end. */
+  end: number;
+}
+
+/** Places partitions one by one, tracking what is used in each region. */
+class Placer {
+  readonly placed: PartitionRecord[] = [];
+  private extended: PartitionRecord | undefined;
+  private nextPrimary = 1;
+  private nextLogical = 5;
+
+  constructor(
+    private readonly label: 'dos' | 'gpt',
+    private readonly disk: Region,
+    private readonly grain: number,
+  ) {}
+
+  place(entry: ScriptEntry, sectorSize: number): PartitionRecord {
+    const logical = this.isLogical(entry);
+    const number = entry.number ?? (logical ? this.nextLogical : this.nextPrimary);
+    if (number > 4 || this.label === 'gpt') this.nextLogical = Math.max(this.nextLogical, number + 1);
+    if (number <= 4 || this.label === 'gpt') this.nextPrimary = Math.max(this.nextPrimary, number + 1);
+    if (this.placed.some((partition) => partition.number === number)) throw new UsageError(`partition ${number} is given twice`);
+    const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
+    const start = entry.start ?? this.defaultStart(region, number > 4 && this.label === 'dos');
+    const size = this.sizeOf(entry, start, region, sectorSize);
+    if (size < 1 || start < region.start || start >= region.end || size > region.end - start) {
+      const where = region === this.disk ? `the disk's usable sectors ${region.start}–${region.end - 1}` : 'the extended partition';
+      throw new UsageError(`partition ${number} (start ${start}, ${size} sectors) does not fit inside ${where}`);
+    }
+    const partition: PartitionRecord = { number, start, size, type: resolveType(this.label, entry.type) };
+    if (this.label === 'dos' && isExtendedType(partition.type)) this.extended = partition;
+    this.placed.push(partition);
+    return partition;
+  }
+
+  private isLogical(entry: ScriptEntry): boolean {
+    if (this.label !== 'dos') return false;
+    if (entry.number !== undefined) return entry.number > 4;
+    const ext = this.extended;
+    if (ext && entry.start !== undefined) return entry.start > ext.start && entry.start < ext.start + ext.size;
+    if (this.nextPrimary > 4) return true;
+    // Like sfdisk: with no room left outside the extended partition, the next one is logical.
+    return ext !== undefined && this.defaultStart(this.disk, false) >= this.disk.end;
+  }
+
+  private extendedRegion(number: number): Region {
+    if (!this.extended) throw new UsageError(`logical partition ${number} needs an extended partition before it`);
+    return { start: this.extended.start, end: this.extended.start + this.extended.size };
+  }
+
+  /**
+   * sfdisk's default start: the first free sector after what is used, moved up
+   * to a grain boundary when the free area holds one (otherwise left as is). A
+   * logical partition also leaves a grain after the previous one for its EBR.
+   */
+  private defaultStart(region: Region, logical: boolean): number {
+    let used = region.start;
+    for (const partition of this.placed) {
+      const inside = partition.start >= region.start && partition.start < region.end;
+      const isContainer = partition === this.extended && logical;
+      if (inside && !isContainer) used = Math.max(used, partition.start + partition.size);
+    }
+    if (logical) return alignUp(used + this.grain, this.grain);
+    const freeEnd = Math.min(region.end, ...this.placed.filter((partition) => partition.start >= used).map((partition) => partition.start));
+    return alignInRange(used, used, freeEnd - 1, this.grain);
+  }
+
+  private sizeOf(entry: ScriptEntry, start: number, region: Region, sectorSize: number): number {
+    if (entry.size !== undefined) return entry.size;
+    if (entry.sizeBytes !== undefined) return Math.floor(entry.sizeBytes / sectorSize);
+    const later = this.placed.filter((partition) => partition.start > start && partition.start < region.end);
+    // On GPT sfdisk ends a partition that runs to the last usable LBA on a grain boundary
+    // when one is in reach, else one sector short of that LBA.
+    const lastUsable = region.end - 1;
+    const gptEnd = alignInRange(lastUsable, start, lastUsable, this.grain);
+    const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start));
+    if (end <= start) throw new UsageError(`no free space for a partition at sector ${start}`);
+    return end - start;
+  }
+}
+
+function gptDetails(partition: PartitionRecord, entry: ScriptEntry, old: PartitionTable | undefined): void {
+  partition.uuid = entry.uuid ?? randomGuid();
+  if (entry.name !== undefined) partition.name = entry.name;
+  const previous = old?.label === 'gpt' ? old.partitions.find((candidate) => candidate.number === partition.number) : undefined;
+  // Bits 3–47 cannot be written in a script: keep the ones the old entry had.
+  const kept = (previous?.attributes ?? 0n) & ~SCRIPTABLE_ATTRIBUTE_MASK;
+  const given = entry.attrs !== undefined ? parseAttributesText(entry.attrs) : (previous?.attributes ?? 0n) & SCRIPTABLE_ATTRIBUTE_MASK;
+  partition.attributes = kept | given;
+}
+
+function checkOverlaps(partitions: PartitionRecord[], label: 'dos' | 'gpt'): void {
+  const flat = partitions.filter((partition) => !(label === 'dos' && isExtendedType(partition.type)));
+  const sorted = [...flat].sort((a, b) => a.start - b.start);
+  for (let index = 1; index < sorted.length; index++) {
+    const before = sorted[index - 1]!;
+    const after = sorted[index]!;
+    if (after.start < before.start + before.size) {
+      throw new UsageError(`partitions ${before.number} and ${after.number} overlap`);
+    }
+  }
+}
+
+/** Builds the table a script describes for a disk of `diskSize` bytes; `old` is the table it replaces. */
+export function layoutScript(script: Script, diskSize: number, old?: PartitionTable): PartitionTable {
+  const label = script.label ?? old?.label ?? 'dos';
+  const sectorSize = script.sectorSize ?? old?.sectorSize ?? 512;
+  const totalSectors = Math.floor(diskSize / sectorSize);
+  const sameLabel = old?.label === label ? old : undefined;
+  const table: PartitionTable = { label, id: script.labelId ?? sameLabel?.id ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
+  let disk: Region = { start: 1, end: totalSectors };
+  if (label === 'gpt') {
+    table.entryCount = script.tableLength ?? sameLabel?.entryCount ?? 128;
+    const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
+    // A new GPT from sfdisk starts its usable area at the first grain boundary (LBA 2048 on 512-byte disks).
+    table.firstLba = script.firstLba ?? Math.max(geometry.firstUsable, grainOf(totalSectors, sectorSize));
+    table.lastLba = script.lastLba ?? geometry.lastUsable;
+    disk = { start: table.firstLba, end: table.lastLba + 1 };
+  } else {
+    parseDiskId(table.id);
+  }
+  const placer = new Placer(label, disk, grainOf(totalSectors, sectorSize));
+  for (const entry of script.entries) {
+    const partition = placer.place(entry, sectorSize);
+    if (label === 'dos' && entry.bootable) partition.bootable = true;
+    if (label === 'gpt') gptDetails(partition, entry, old);
+  }
+  table.partitions = placer.placed.sort((a, b) => a.number - b.number);
+  checkOverlaps(table.partitions, label);
+  return table;
+}

@@ -1,0 +1,206 @@
+/**
+ * sfdisk's script format (what `sfdisk -d` prints and `sfdisk` reads):
+ * header lines `label: dos`, `label-id: …`, `unit: sectors`, then one line per
+ * partition, either named (`img1 : start=63, size=100, type=83, bootable`) or
+ * unnamed (`63 100 83 *`, `,1000,S`). This module parses and prints the text;
+ * placement of defaults is in `partition-layout.ts`.
+ */
+
+import { UsageError } from '../core/errors.js';
+import { parseSize } from '../core/size.js';
+
+/** One partition line; absent fields take sfdisk's defaults. */
+export interface ScriptEntry {
+  /** From the device name before ':' (img5 → 5). */
+  number?: number;
+  start?: number;
+  /** In sectors (a size with a unit suffix is converted with the sector size). */
+  size?: number;
+  /** Size given in bytes (a K/M/G suffix); converted once the sector size is known. */
+  sizeBytes?: number;
+  type?: string;
+  bootable?: boolean;
+  name?: string;
+  uuid?: string;
+  attrs?: string;
+}
+
+/** A parsed script. */
+export interface Script {
+  label?: 'dos' | 'gpt';
+  labelId?: string;
+  firstLba?: number;
+  lastLba?: number;
+  tableLength?: number;
+  sectorSize?: number;
+  entries: ScriptEntry[];
+}
+
+const HEADER_KEYS = new Set(['label', 'label-id', 'device', 'unit', 'first-lba', 'last-lba', 'table-length', 'sector-size', 'grain']);
+
+function integer(text: string, what: string, line: number): number {
+  if (!/^[0-9]+$/.test(text)) throw new UsageError(`script line ${line}: ${what} '${text}' is not a number`);
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new UsageError(`script line ${line}: ${what} '${text}' is too large`);
+  return value;
+}
+
+function applyHeader(script: Script, key: string, value: string, line: number): void {
+  switch (key) {
+    case 'label':
+      if (value !== 'dos' && value !== 'gpt') throw new UsageError(`script line ${line}: unsupported label '${value}' (dos or gpt)`);
+      script.label = value;
+      break;
+    case 'label-id':
+      script.labelId = value;
+      break;
+    case 'unit':
+      if (value !== 'sectors') throw new UsageError(`script line ${line}: unsupported unit '${value}' (only sectors)`);
+      break;
+    case 'first-lba':
+      script.firstLba = integer(value, key, line);
+      break;
+    case 'last-lba':
+      script.lastLba = integer(value, key, line);
+      break;
+    case 'table-length':
+      script.tableLength = integer(value, key, line);
+      break;
+    case 'sector-size':
+      script.sectorSize = integer(value, key, line);
+      break;
+    default: // device, grain: informative only
+  }
+}
+
+/** Splits `a=1, b="x, y" c` into fields, honouring double quotes. */
+function splitFields(text: string): string[] {
+  const fields: string[] = [];
+  let current = '';
+  let quoted = false;
+  for (const char of text) {
+    if (char === '"') quoted = !quoted;
+    if (!quoted && (char === ',' || char === ' ' || char === '\t')) {
+      fields.push(current);
+      current = '';
+      if (char === ',') fields.push(',');
+      continue;
+    }
+    current += char;
+  }
+  fields.push(current);
+  return fields;
+}
+
+function unquote(text: string): string {
+  if (text.length < 2 || !text.startsWith('"') || !text.endsWith('"')) return text;
+  return text.slice(1, -1).replace(/\\(.)/g, '$1');
+}
+
+function parseSizeField(entry: ScriptEntry, value: string, line: number): void {
+  const text = value.replace(/^\+/, '');
+  if (text === '') return;
+  if (/^[0-9]+$/.test(text)) entry.size = integer(text, 'size', line);
+  else entry.sizeBytes = parseSize(text, `script line ${line}: size`);
+}
+
+function applyNamedField(entry: ScriptEntry, field: string, line: number): void {
+  const eq = field.indexOf('=');
+  const key = (eq < 0 ? field : field.slice(0, eq)).trim().toLowerCase();
+  const value = eq < 0 ? '' : unquote(field.slice(eq + 1).trim());
+  switch (key) {
+    case 'start':
+      if (value !== '' && value !== '-') entry.start = integer(value, 'start', line);
+      break;
+    case 'size':
+      parseSizeField(entry, value, line);
+      break;
+    case 'type':
+    case 'id':
+      entry.type = value;
+      break;
+    case 'bootable':
+      entry.bootable = true;
+      break;
+    case 'name':
+      entry.name = value;
+      break;
+    case 'uuid':
+      entry.uuid = value.toUpperCase();
+      break;
+    case 'attrs':
+      entry.attrs = value;
+      break;
+    default:
+      throw new UsageError(`script line ${line}: unknown field '${key}'`);
+  }
+}
+
+/** `key=value` pairs separated by commas or blanks; values may be "quoted" and may have blanks after '='. */
+const NAMED_FIELD = /[\s,]*([A-Za-z-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*))?/y;
+
+function parseNamedEntry(text: string, line: number): ScriptEntry {
+  const entry: ScriptEntry = {};
+  NAMED_FIELD.lastIndex = 0;
+  while (NAMED_FIELD.lastIndex < text.length) {
+    const at = NAMED_FIELD.lastIndex;
+    const match = NAMED_FIELD.exec(text);
+    if (!match) {
+      if (/^[\s,]*$/.test(text.slice(at))) break;
+      throw new UsageError(`script line ${line}: cannot read '${text.slice(at)}'`);
+    }
+    applyNamedField(entry, match[2] === undefined ? match[1]! : `${match[1]}=${match[2]}`, line);
+  }
+  return entry;
+}
+
+/** `start size type bootable`, separated by commas or blanks; empty fields keep defaults. */
+function parseUnnamedEntry(text: string, line: number): ScriptEntry {
+  const entry: ScriptEntry = {};
+  const positional: string[] = [''];
+  for (const field of splitFields(text)) {
+    if (field === ',') positional.push('');
+    else if (field !== '') {
+      if (positional[positional.length - 1] !== '') positional.push('');
+      positional[positional.length - 1] = field;
+    }
+  }
+  const [start = '', size = '', type = '', boot = ''] = positional.map((field) => field.trim());
+  if (start !== '' && start !== '-') entry.start = integer(start, 'start', line);
+  if (size !== '-') parseSizeField(entry, size, line);
+  if (type !== '' && type !== '-') entry.type = type;
+  if (boot === '*') entry.bootable = true;
+  return entry;
+}
+
+function numberOfNode(node: string): number | undefined {
+  const match = /([0-9]+)$/.exec(node.trim());
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Parses script text. */
+export function parseScript(text: string): Script {
+  const script: Script = { entries: [] };
+  text.split(/\r?\n/).forEach((raw, index) => {
+    const line = index + 1;
+    const content = raw.trim();
+    if (content === '' || content.startsWith('#')) return;
+    const header = /^([a-z-]+)\s*:\s*(.*)$/.exec(content);
+    if (header && HEADER_KEYS.has(header[1]!)) {
+      applyHeader(script, header[1]!, header[2]!.trim(), line);
+      return;
+    }
+    const named = /^(\S+)\s*:\s*(.*)$/.exec(content);
+    if (named && !named[1]!.includes('=')) {
+      const entry = parseNamedEntry(named[2]!, line);
+      const number = numberOfNode(named[1]!);
+      if (number !== undefined) entry.number = number;
+      script.entries.push(entry);
+    } else if (content.includes('=')) {
+      script.entries.push(parseNamedEntry(content, line));
+    } else {
+      script.entries.push(parseUnnamedEntry(content, line));
+    }
+  });
+  return script;
+}

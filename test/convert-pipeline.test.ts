@@ -1,0 +1,167 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { nonZeroRuns, portableByteTests } from '../src/ops/bytes-accel.js';
+import { convertToRaw } from '../src/ops/convert.js';
+import { ddToRaw, planDd } from '../src/ops/dd.js';
+import { nodeByteTests } from '../src/node/byte-tests.js';
+import { RecordingDevice, ScriptedImage, type ScriptedRun } from './helpers/convert-fake-image.js';
+
+const SECTOR = 512;
+
+/** Random images: runs of whole sectors, data runs sometimes holding only zeros. */
+const runsArbitrary = fc.array(
+  fc.record({
+    kind: fc.constantFrom('data' as const, 'zero' as const, 'unallocated' as const),
+    sectors: fc.integer({ min: 1, max: 40 }),
+    fill: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 255 })),
+  }),
+  { minLength: 0, maxLength: 12 },
+);
+
+function toRuns(spec: Array<{ kind: ScriptedRun['kind']; sectors: number; fill: number }>): ScriptedRun[] {
+  return spec.map((run) => ({ kind: run.kind, length: run.sectors * SECTOR, fill: run.kind === 'data' ? run.fill : 0 }));
+}
+
+function overlapsNonData(image: ScriptedImage, offset: number, length: number): boolean {
+  return image.extents.some(
+    (extent) => extent.kind !== 'data' && extent.start < offset + length && offset < extent.start + extent.length,
+  );
+}
+
+describe('convert pipeline (property)', () => {
+  it('copies exactly the image bytes and never reads unallocated or zero extents', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        runsArbitrary,
+        fc.constantFrom(0, 512, 4096, 65536),
+        fc.integer({ min: 1, max: 16 }),
+        fc.constantFrom(4096, 65536, 1 << 20),
+        fc.integer({ min: 1, max: 8192 }),
+        fc.boolean(),
+        fc.boolean(),
+        async (spec, sparseSize, parallel, ioSize, statusPiece, native, readInto) => {
+          const image = new ScriptedImage(toRuns(spec));
+          if (readInto) image.enableReadInto();
+          image.statusPieceSize = statusPiece;
+          const target = new RecordingDevice();
+          await convertToRaw(image, target, {
+            sparseSize,
+            parallel,
+            ioSize,
+            tests: native ? nodeByteTests : portableByteTests,
+          });
+          expect(target.size).toBe(image.size);
+          expect(Buffer.from(target.contents()).equals(Buffer.from(image.bytes))).toBe(true);
+          for (const read of image.reads) expect(overlapsNonData(image, read.offset, read.length)).toBe(false);
+          if (sparseSize > 0) {
+            // Nothing written is all zeros at the sparse granularity.
+            for (const write of target.writes) {
+              expect(overlapsNonData(image, write.offset, write.length)).toBe(false);
+              expect(portableByteTests.isZero(target.contents(), write.offset, write.offset + write.length)).toBe(false);
+            }
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('dd copies the window qemu-img dd copies', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        runsArbitrary,
+        fc.integer({ min: 1, max: 5000 }),
+        fc.option(fc.integer({ min: 0, max: 200 }), { nil: undefined }),
+        fc.option(fc.integer({ min: 0, max: 200 }), { nil: undefined }),
+        async (spec, blockSize, count, skip) => {
+          const image = new ScriptedImage(toRuns(spec));
+          const target = new RecordingDevice();
+          const result = await ddToRaw(image, target, { blockSize, count, skip });
+          const end = Math.min(image.size, count === undefined ? Infinity : count * blockSize);
+          const start = (skip ?? 0) * blockSize;
+          const expected = start > end ? new Uint8Array(0) : image.bytes.slice(start, end);
+          expect(result.outputSize).toBe(expected.length);
+          expect(target.size).toBe(Math.ceil(expected.length / SECTOR) * SECTOR);
+          expect(Buffer.from(target.contents().subarray(0, expected.length)).equals(Buffer.from(expected))).toBe(true);
+          for (const read of image.reads) expect(overlapsNonData(image, read.offset, read.length)).toBe(false);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describe('nonZeroRuns', () => {
+  it('skips aligned zero blocks and keeps the rest', () => {
+    const bytes = new Uint8Array(10 * 1024);
+    bytes[100] = 1; // block [0, 4096) relative to base 0
+    bytes[9000] = 2; // block [8192, 10240)
+    expect(nonZeroRuns(bytes, 0, 4096, nodeByteTests)).toEqual([
+      [0, 4096],
+      [8192, 10240],
+    ]);
+  });
+
+  it('aligns blocks to guest offsets, not to the buffer', () => {
+    const bytes = new Uint8Array(8192);
+    bytes[0] = 1; // guest offset 1000, in the block [0, 4096)
+    expect(nonZeroRuns(bytes, 1000, 4096, portableByteTests)).toEqual([[0, 3096]]);
+  });
+});
+
+describe('planDd', () => {
+  it("follows qemu-img dd's arithmetic: count bounds the input end", () => {
+    expect(planDd(1 << 20, { blockSize: 4096, count: 10, skip: 3 })).toMatchObject({ start: 12288, end: 40960, outputSize: 28672 });
+    expect(planDd(1 << 20, { blockSize: 1 << 20, skip: 2 })).toMatchObject({ outputSize: 0, skipPastEnd: true });
+    expect(planDd(1000, {})).toMatchObject({ start: 0, end: 1024, outputSize: 1024 });
+  });
+  it('refuses a zero block size', () => {
+    expect(() => planDd(4096, { blockSize: 0 })).toThrow(/Invalid bs/);
+  });
+});
+
+describe('convert', () => {
+  it('refuses an existing target smaller than the source', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 4096, fill: 1 }]);
+    await expect(convertToRaw(image, new RecordingDevice(1024), { existingTarget: true })).rejects.toThrow(
+      /output file is smaller than input file/,
+    );
+  });
+
+  it('keeps the target size with -n and zeroes what the source does not hold', async () => {
+    const image = new ScriptedImage([
+      { kind: 'unallocated', length: 4096 },
+      { kind: 'data', length: 4096, fill: 9 },
+    ]);
+    const target = new RecordingDevice(new Uint8Array(16384).fill(0xee));
+    await convertToRaw(image, target, { existingTarget: true });
+    expect(target.size).toBe(16384);
+    expect(Buffer.from(target.contents().subarray(0, 8192)).equals(Buffer.from(image.bytes))).toBe(true);
+    expect(target.contents()[8192]).toBe(0xee);
+  });
+
+  it('rounds the raw output up to whole sectors, as qemu-img does', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 1000, fill: 3 }]);
+    const target = new RecordingDevice();
+    const result = await convertToRaw(image, target);
+    expect(result.outputSize).toBe(1024);
+    expect(target.size).toBe(1024);
+  });
+
+  it('rejects bad -S and -m values', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 4096, fill: 1 }]);
+    await expect(convertToRaw(image, new RecordingDevice(), { sparseSize: 1000 })).rejects.toThrow(/Invalid buffer size/);
+    await expect(convertToRaw(image, new RecordingDevice(), { parallel: 17 })).rejects.toThrow(/coroutines/);
+  });
+
+  it('passes a read failure through without leaving writes in flight', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 8 << 20, fill: 1 }]);
+    let calls = 0;
+    image.read = async () => {
+      calls += 1;
+      if (calls === 3) throw new Error('disk on fire');
+      return new Uint8Array(1 << 20).fill(1);
+    };
+    await expect(convertToRaw(image, new RecordingDevice(), { ioSize: 1 << 20 })).rejects.toThrow('disk on fire');
+  });
+});

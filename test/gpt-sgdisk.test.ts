@@ -1,0 +1,180 @@
+/**
+ * GPT against sgdisk and sfdisk: tables sgdisk makes (names, attributes, a hybrid
+ * MBR, 4096-byte sectors) parse to sfdisk's JSON; tables platter writes pass
+ * `sgdisk -v`; attribute bits no script can name survive a rewrite.
+ */
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { gunzipSync } from 'node:zlib';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listPartitions, sfdiskJson, sfdiskScript, writePartitions } from '../src/ops/partitions.js';
+import { readPartitionTable } from '../src/engine/partition-table.js';
+import { renderPartitions } from '../src/cli/render/partitions.js';
+import { GptEntry, GptHeader } from '../formats/gpt/index.js';
+import { crc32 } from '../src/core/crc32.js';
+import { mapLimited, mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
+import { withImage } from './helpers/partition-images.js';
+
+async function platterJson(path: string, device = path): Promise<unknown> {
+  return withImage(path, async (image) => sfdiskJson(await listPartitions(image, { device, probe: false })));
+}
+
+describe('GPT structs and CRC', () => {
+  it('header is 92 bytes, entry 128', () => {
+    expect(GptHeader.size).toBe(92);
+    expect(GptEntry.size).toBe(128);
+  });
+  it('CRC-32 matches the standard check value', () => {
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+  });
+});
+
+describe('GPT against sgdisk and sfdisk', () => {
+  let available = false;
+  let dir = '';
+  let cleanup = async () => {};
+  beforeAll(async () => {
+    available = await requireTools('sgdisk', 'sfdisk', 'truncate');
+    ({ dir, cleanup } = await tempDir('gpt'));
+  });
+  afterAll(() => cleanup());
+
+  async function sgdiskImage(name: string, args: string[]): Promise<string> {
+    const path = join(dir, name);
+    await mustRun('truncate', ['-s', '16M', path]);
+    await mustRun('sgdisk', [...args, path]);
+    return path;
+  }
+
+  it('names, attributes and types parse to sfdisk --json and list as sfdisk -l -uS', async () => {
+    if (!available) return;
+    const path = await sgdiskImage('named.img', [
+      '-n1:2048:+4M', '-t1:EF00', '-c1:EFI system', '-A1:set:0', '-A1:set:48', '-A1:set:50',
+      '-n2:0:+2M', '-t2:8300', '-c2:root fs', '-A2:set:2', '-A2:set:60', '-A2:set:10',
+      '-n5:0:+1M', '-t5:8200', '-n6:0:+1M', '-t6:A504', '-n7:0:+1M', '-t7:0700', '-n8:0:+1M', '-t8:FD00',
+      '-n3:0:0', '-t3:8E00', '-c3:lvm',
+    ]);
+    expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+    const listed = await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })));
+    expect(listed).toBe(await mustRun('sfdisk', ['-l', '-uS', path]));
+  });
+
+  it('a small GPT with 64 entries (grain and table-length keys) reads as sfdisk reads it, and platter writes it the same', async () => {
+    if (!available) return;
+    const script = 'label: gpt\nlabel-id: 3675BFE5-FD21-4D49-911B-D98519023011\ntable-length: 64\nsize=1M, type=L, uuid=02636364-F081-414D-A881-445FAD7759AE\n';
+    const bySfdisk = join(dir, 'small.img');
+    const byPlatter = join(dir, 'small-p.img');
+    await mustRun('truncate', ['-s', '3M', bySfdisk, byPlatter]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], script);
+    expect(await platterJson(bySfdisk)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', bySfdisk])));
+    const dumped = await withImage(bySfdisk, async (image) => sfdiskScript(await listPartitions(image, { device: bySfdisk, probe: false })));
+    expect(dumped).toBe(await mustRun('sfdisk', ['-d', bySfdisk]));
+    await withImage(byPlatter, (image) => writePartitions(image, dumped!), true);
+    expect((await mustRun('sfdisk', ['-d', byPlatter])).split(byPlatter).join(bySfdisk)).toBe(dumped);
+  });
+
+  it('a hybrid MBR still reads as the GPT', async () => {
+    if (!available) return;
+    const path = await sgdiskImage('hybrid.img', ['-n1:2048:+4M', '-t1:0700', '-c1:data', '-n2:0:+4M', '-t2:8300', '-h', '1:2']);
+    const sector0 = (await readFile(path)).subarray(0x1be, 0x1fe);
+    expect([...sector0].filter((_, index) => index % 16 === 4).filter((type) => type !== 0).length).toBeGreaterThan(1);
+    expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+  });
+
+  it('4096-byte sectors (sgdisk fixture) parse to sfdisk --json', async () => {
+    const path = join(dir, 'gpt-4k.img');
+    await writeFile(path, gunzipSync(await readFile(new URL('../fixtures/gpt-4k.img.gz', import.meta.url))));
+    const expected = JSON.parse((await readFile(new URL('../fixtures/gpt-4k.json', import.meta.url), 'utf8')).replace(/DEVICE/g, 'disk0'));
+    expect(await platterJson(path, 'disk0')).toEqual(expected);
+  });
+
+  it('a corrupt primary header falls back to the backup', async () => {
+    if (!available) return;
+    const path = await sgdiskImage('backup.img', ['-n1:2048:+4M', '-t1:8300', '-c1:one', '-n2:0:+2M', '-t2:8200']);
+    const expected = await platterJson(path);
+    const bytes = await readFile(path);
+    bytes.fill(0, 512, 1024);
+    await writeFile(path, bytes);
+    const table = await withImage(path, (image) => readPartitionTable(image));
+    expect(table?.warnings.join('\n')).toMatch(/primary GPT header is corrupt; using the backup/);
+    const { warnings: _ignored, ...rest } = ((await platterJson(path)) as { partitiontable: Record<string, unknown> }).partitiontable;
+    expect({ partitiontable: rest }).toEqual(expected);
+  });
+
+  it('a GPT written by platter passes sgdisk -v and reads back in sfdisk', async () => {
+    if (!available) return;
+    const path = join(dir, 'written.img');
+    await mustRun('truncate', ['-s', '16M', path]);
+    const script = [
+      'label: gpt',
+      'label-id: 11111111-2222-4333-8444-555555555555',
+      ',4M,U',
+      'size=2M, type=L, name="root fs", attrs="LegacyBIOSBootable GUID:60"',
+      'size=1M, type=S, uuid=AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE',
+      ',,V',
+      '',
+    ].join('\n');
+    await withImage(path, (image) => writePartitions(image, script), true);
+    const verify = await mustRun('sgdisk', ['-v', path]);
+    expect(verify).toMatch(/No problems found/);
+    expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+    const parsed = JSON.parse(await mustRun('sfdisk', ['--json', path])).partitiontable;
+    expect(parsed.partitions.map((partition: { name?: string }) => partition.name)).toEqual(['', 'root fs', '', ''].map((name) => name || undefined));
+    expect(parsed.partitions[2].uuid).toBe('AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE');
+  });
+
+  it('attribute bits no script can name survive a rewrite', async () => {
+    if (!available) return;
+    const path = await sgdiskImage('attrs.img', ['-n1:2048:+4M', '-t1:8300', '-A1:set:10', '-A1:set:33', '-A1:set:49']);
+    const before = await withImage(path, (image) => readPartitionTable(image));
+    const script = await withImage(path, async (image) => sfdiskScript(await listPartitions(image, { device: path })));
+    await withImage(path, (image) => writePartitions(image, script!), true);
+    const after = await withImage(path, (image) => readPartitionTable(image));
+    expect(before?.partitions[0]?.attributes).toBe((1n << 10n) | (1n << 33n) | (1n << 49n));
+    expect(after?.partitions[0]?.attributes).toBe(before?.partitions[0]?.attributes);
+    expect(await mustRun('sgdisk', ['-v', path])).toMatch(/No problems found/);
+  });
+
+  it('100 random GPT layouts written by platter: sfdisk reads them as platter does, sgdisk -v finds no problems', async () => {
+    if (!available) return;
+    const types = ['L', 'S', 'U', 'V', 'R', 'H', 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7', '21686148-6449-6E6F-744E-656564454649'];
+    const layout = fc.record({
+      id: fc.uuid(),
+      parts: fc.array(
+        fc.record({
+          gap: fc.integer({ min: 0, max: 4096 }),
+          size: fc.integer({ min: 1, max: 8192 }),
+          type: fc.constantFrom(...types),
+          uuid: fc.uuid(),
+          name: fc.stringMatching(/^[A-Za-z0-9 _.-]{0,36}$/),
+          attrs: fc.subarray(['RequiredPartition', 'NoBlockIOProtocol', 'LegacyBIOSBootable', 'GUID:48', 'GUID:55', 'GUID:63']),
+        }),
+        { maxLength: 16 },
+      ),
+    });
+    const seed = Date.now() % 0x7fffffff;
+    const layouts = fc.sample(layout, { numRuns: 100, seed });
+    const problems = await mapLimited(layouts, 4, async ({ id, parts }, index) => {
+      const path = join(dir, `random-${index}.img`);
+      let position = 2048;
+      const lines = ['label: gpt', `label-id: ${id}`, 'unit: sectors'];
+      for (const part of parts) {
+        position += part.gap;
+        const fields = [`start=${position}`, `size=${part.size}`, `type=${part.type}`, `uuid=${part.uuid}`, `name="${part.name}"`];
+        if (part.attrs.length > 0) fields.push(`attrs="${part.attrs.join(' ')}"`);
+        lines.push(fields.join(', '));
+        position += part.size;
+      }
+      await mustRun('truncate', ['-s', String((position + 2048) * 512), path]);
+      await withImage(path, (image) => writePartitions(image, lines.join('\n') + '\n'), true);
+      const ours = JSON.stringify(await platterJson(path));
+      const theirs = JSON.stringify(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+      if (ours !== theirs) return `${lines.join('\n')}\n${ours}\n${theirs}`;
+      const verify = await mustRun('sgdisk', ['-v', path]);
+      return /No problems found/.test(verify) ? undefined : `${lines.join('\n')}\n${verify}`;
+    });
+    expect(problems.filter(Boolean), `seed ${seed}`).toEqual([]);
+  }, 120_000);
+});

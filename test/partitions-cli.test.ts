@@ -1,0 +1,189 @@
+/**
+ * The `partitions` and `mount-offset` commands through the built CLI, on raw
+ * images and on qcow2 images (made with `qemu-img convert -O qcow2`) whose
+ * virtual disk holds the same table: the answers must be the same.
+ */
+
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mustRun, requireTools, tempDir, type ToolResult } from './helpers/partition-tools.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+function platter(args: string[], input = ''): Promise<ToolResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.on('error', () => {});
+    child.stdin.end(input);
+  });
+}
+
+/** Drops the keys sfdisk does not have (filesystem), for comparing with sfdisk --json. */
+function withoutExtras(document: { partitiontable: { partitions?: Record<string, unknown>[] } }): unknown {
+  const table = structuredClone(document);
+  for (const partition of table.partitiontable.partitions ?? []) delete partition.filesystem;
+  return table;
+}
+
+const CLASSIC = 'label: dos\nlabel-id: 0x0badcafe\nunit: sectors\n\nstart=63, size=180369, type=83, bootable\nstart=180432, size=200000, type=5\nstart=180495, size=1000, type=83\nstart=181558, size=2000, type=8e\n';
+
+describe('platter partitions and mount-offset (CLI)', () => {
+  let available = false;
+  let dir = '';
+  let cleanup = async () => {};
+  beforeAll(async () => {
+    available = await requireTools('sfdisk', 'qemu-img', 'truncate');
+    ({ dir, cleanup } = await tempDir('pcli'));
+  });
+  afterAll(() => cleanup());
+
+  async function classicImage(name: string): Promise<string> {
+    const path = join(dir, name);
+    await mustRun('truncate', ['-s', String(400000 * 512), path]);
+    const written = await platter(['partitions', '--write', '-', path], CLASSIC);
+    expect(written.stderr).toBe('');
+    expect(written.code).toBe(0);
+    return path;
+  }
+
+  it('--write - then --output=json equals sfdisk --json, and sfdisk reads the script back', async () => {
+    if (!available) return;
+    const path = await classicImage('classic.img');
+    const listed = await platter(['partitions', '--output=json', path]);
+    expect(listed.code).toBe(0);
+    expect(withoutExtras(JSON.parse(listed.stdout))).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+    const script = await platter(['partitions', '--output=sfdisk', path]);
+    expect(script.stdout).toBe(await mustRun('sfdisk', ['-d', path]));
+  });
+
+  it('human output adds a filesystem column when a partition holds one', async () => {
+    if (!available || !(await requireTools('mke2fs'))) return;
+    const path = await classicImage('human.img');
+    await mustRun('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'five', '-E', `offset=${180495 * 512}`, path, '500k']);
+    const result = await platter(['partitions', path]);
+    expect(result.stdout).toContain('Disklabel type: dos');
+    expect(result.stdout).toContain('Disk identifier: 0x0badcafe');
+    expect(result.stdout).toMatch(/Device\s+Boot\s+Start\s+End\s+Sectors\s+Size\s+Id\s+Type\s+Filesystem/);
+    expect(result.stdout).toMatch(new RegExp(`${path}5\\s+180495\\s+181494\\s+1000\\s+500K\\s+83 Linux\\s+ext4 "five"`));
+  });
+
+  it('without filesystems the human listing is exactly sfdisk -l -uS (MBR and GPT)', async () => {
+    if (!available || !(await requireTools('sgdisk'))) return;
+    const mbr = await classicImage('plain.img');
+    expect((await platter(['partitions', mbr])).stdout).toBe(await mustRun('sfdisk', ['-l', '-uS', mbr]));
+    const gpt = join(dir, 'plain-gpt.img');
+    await mustRun('truncate', ['-s', '24M', gpt]);
+    await mustRun('sgdisk', ['-n1:2048:+4M', '-t1:EF00', '-n2:0:+8M', '-t2:8300', '-n3:0:0', '-t3:8E00', gpt]);
+    expect((await platter(['partitions', gpt])).stdout).toBe(await mustRun('sfdisk', ['-l', '-uS', gpt]));
+  });
+
+  it('mount-offset 5 prints 92413440 and ready commands', async () => {
+    if (!available) return;
+    const path = await classicImage('offset.img');
+    const result = await platter(['mount-offset', path, '5']);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('offset:    92413440');
+    expect(result.stdout).toContain(`mount -o loop,offset=92413440,sizelimit=512000 ${path} MOUNTPOINT`);
+    expect(result.stdout).toContain(`losetup -f --show -o 92413440 --sizelimit 512000 ${path}`);
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', path, '5'])).stdout);
+    expect(json.targets[0]).toMatchObject({ name: '5', offset: 92413440, sizelimit: 512000 });
+  });
+
+  it('--write places like sfdisk and refuses partitions that do not fit', async () => {
+    if (!available) return;
+    const path = join(dir, 'fill.img');
+    await mustRun('truncate', ['-s', '50M', path]);
+    const script = 'label: dos\nlabel-id: 0x11112222\n,10M,L\n,,Ex\n,5M,S\n';
+    await platter(['partitions', '--write', '-', path], script);
+    const bySfdisk = join(dir, 'fill-sfdisk.img');
+    await mustRun('truncate', ['-s', '50M', bySfdisk]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], script);
+    expect((await mustRun('sfdisk', ['-d', path])).split(path).join('X')).toBe((await mustRun('sfdisk', ['-d', bySfdisk])).split(bySfdisk).join('X'));
+    const refused = await platter(['partitions', '--write', '-', path], 'label: dos\nstart=200000, size=10\n');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`^platter: ${path}: partition 1 \\(start 200000, 10 sectors\\) does not fit`));
+  });
+
+  it('PARTLABEL= picks a GPT partition by name', async () => {
+    if (!available) return;
+    const path = join(dir, 'named-gpt.img');
+    await mustRun('truncate', ['-s', '16M', path]);
+    const written = await platter(['partitions', '--write', '-', path], 'label: gpt\n,2M,U\nsize=4M, type=L, name="data disk"\n');
+    expect(written.code).toBe(0);
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', path, 'PARTLABEL=data disk'])).stdout);
+    expect(json.targets).toEqual([expect.objectContaining({ name: '2', partlabel: 'data disk', offset: 3 * 1024 * 1024, sizelimit: 4 * 1024 * 1024 })]);
+  });
+
+  it('an unknown WHICH is an error line, exit 1', async () => {
+    if (!available) return;
+    const path = await classicImage('missing.img');
+    const result = await platter(['mount-offset', path, 'LABEL=nothing']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`platter: ${path}: no partition or logical volume matches 'LABEL=nothing'\n`);
+  });
+
+  it('a disk with a filesystem and no table is one whole-disk entry at offset 0', async () => {
+    if (!(await requireTools('mke2fs'))) return;
+    const path = join(dir, 'plain-ext.img');
+    await mustRun('truncate', ['-s', '8M', path]);
+    await mustRun('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'whole', path]);
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', path])).stdout);
+    expect(json.targets).toEqual([expect.objectContaining({ name: 'disk', kind: 'disk', offset: 0, sizelimit: 8 * 1024 * 1024 })]);
+    expect(json.targets[0].filesystem).toMatchObject({ type: 'ext4', label: 'whole' });
+    const listed = await platter(['partitions', '--output=json', path]);
+    expect(listed.code).toBe(1);
+    expect(listed.stderr).toContain('does not contain a recognized partition table');
+  });
+
+  it('qcow2: the same table, offsets and LVs as the raw image; writing is refused clearly', async () => {
+    if (!available) return;
+    const raw = join(dir, 'lvm.img');
+    await writeFile(raw, gunzipSync(await readFile(new URL('../fixtures/lvm-in-mbr.img.gz', import.meta.url))));
+    const qcow2 = join(dir, 'lvm.qcow2');
+    await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    const rawJson = JSON.parse((await platter(['partitions', '--output=json', raw])).stdout);
+    const qcowJson = JSON.parse((await platter(['partitions', '--output=json', qcow2])).stdout);
+    // A name ending in a digit (lvm.qcow2) gets sfdisk's 'p' before partition numbers.
+    expect(JSON.stringify(qcowJson).split(`${qcow2}p`).join(raw).split(qcow2).join(raw)).toBe(JSON.stringify(rawJson));
+    const rawOffsets = JSON.parse((await platter(['mount-offset', '--output=json', raw])).stdout);
+    const qcowOffsets = JSON.parse((await platter(['mount-offset', '--output=json', qcow2])).stdout);
+    expect(qcowOffsets.format).toBe('qcow2');
+    const strip = (targets: Record<string, unknown>[]) => targets.map(({ commands: _commands, ...rest }) => rest);
+    expect(strip(qcowOffsets.targets)).toEqual(strip(rawOffsets.targets));
+    expect(qcowOffsets.targets.find((t: { name: string }) => t.name === 'vgfix/linear')).toMatchObject({ offset: 2097152, filesystem: { label: 'lvdata' } });
+    const human = await platter(['mount-offset', qcow2, 'vgfix/linear']);
+    expect(human.stdout).toContain(`platter convert -O raw ${qcow2} disk.raw`);
+    const write = await platter(['partitions', '--write', '-', qcow2], 'label: dos\n');
+    expect(write.code).toBe(1);
+    expect(write.stderr).toBe(`platter: ${qcow2}: writing to qcow2 images is not supported yet\n`);
+  });
+
+  it('qcow2: the classic layout gives partition 5 at 92413440', async () => {
+    if (!available) return;
+    const raw = await classicImage('classic-q.img');
+    const qcow2 = join(dir, 'classic.qcow2');
+    await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', qcow2, '5'])).stdout);
+    expect(json.targets[0]).toMatchObject({ offset: 92413440, sizelimit: 512000 });
+    const listed = JSON.parse((await platter(['partitions', '--output=json', qcow2])).stdout);
+    expect(JSON.stringify(listed).split(`${qcow2}p`).join(raw).split(qcow2).join(raw)).toBe(JSON.stringify(JSON.parse(await mustRun('sfdisk', ['--json', raw]))));
+  });
+
+  it('--help shows examples', async () => {
+    for (const command of ['partitions', 'mount-offset']) {
+      const result = await platter([command, '--help']);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('Examples:');
+    }
+  });
+});

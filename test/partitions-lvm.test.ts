@@ -1,0 +1,137 @@
+/**
+ * LVM2 inside a partition (a PV made by lvm2's tools, fixtures/make-lvm.sh):
+ * the linear LV's offset finds its ext4 filesystem; the scattered LV is reported
+ * as not mountable by offset. Plus the metadata parser on its own, and whole-disk PVs.
+ */
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryDevice } from '../src/core/device.js';
+import { mountOffsets, selectTarget } from '../src/ops/mount-offset.js';
+import { lvPlacement, parseConfig, readPhysicalVolume, volumeGroupOf } from '../formats/lvm/index.js';
+import { mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
+import { withImage } from './helpers/partition-images.js';
+
+const MiB = 1024 * 1024;
+
+async function fixture(): Promise<Buffer> {
+  return gunzipSync(await readFile(new URL('../fixtures/lvm-in-mbr.img.gz', import.meta.url)));
+}
+
+describe('LVM2 logical volumes', () => {
+  let dir = '';
+  let cleanup = async () => {};
+  let image = '';
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir('lvm'));
+    image = join(dir, 'lvm.img');
+    await writeFile(image, await fixture());
+  });
+  afterAll(() => cleanup());
+
+  it('the linear LV has one offset, and the filesystem is there', async () => {
+    const offsets = await withImage(image, (disk) => mountOffsets(disk));
+    const linear = selectTarget(offsets, 'vgfix/linear');
+    // partition at 1 MiB + pe_start 2048 sectors + extent 0; three 1 MiB extents
+    expect(linear).toMatchObject({ kind: 'lv', partition: 1, contiguous: true, offset: 2 * MiB, sizelimit: 3 * MiB });
+    expect(linear.filesystem).toMatchObject({ type: 'ext4', label: 'lvdata', uuid: '7d3c9b1a-5e2f-4a6b-8c0d-1e2f3a4b5c6d' });
+    expect(selectTarget(offsets, 'LABEL=lvdata').name).toBe('vgfix/linear');
+  });
+
+  it('the scattered LV is reported as not mountable by offset', async () => {
+    const offsets = await withImage(image, (disk) => mountOffsets(disk));
+    const scattered = selectTarget(offsets, 'vgfix/scattered');
+    expect(scattered.contiguous).toBe(false);
+    expect(scattered.offset).toBeUndefined();
+    expect(scattered.sizelimit).toBeUndefined();
+    expect(scattered.reason).toMatch(/not contiguous/);
+  });
+
+  it('debugfs reads the known file from the linear LV slice; blkid agrees on the PV', async () => {
+    if (!(await requireTools('debugfs', 'blkid'))) return;
+    const offsets = await withImage(image, (disk) => mountOffsets(disk));
+    const linear = selectTarget(offsets, 'vgfix/linear');
+    const bytes = await readFile(image);
+    const slice = join(dir, 'lv.slice');
+    await writeFile(slice, bytes.subarray(linear.offset!, linear.offset! + linear.sizelimit!));
+    expect(await mustRun('debugfs', ['-R', 'cat /hello.txt', slice])).toBe('hello from a logical volume\n');
+    const pv = selectTarget(offsets, '1');
+    const blkid = await mustRun('blkid', ['-p', '-o', 'export', '-O', String(pv.offset), '-S', String(pv.sizelimit), image]);
+    expect(blkid).toContain(`UUID=${pv.filesystem?.uuid}`);
+    expect(blkid).toContain('TYPE=LVM2_member');
+  });
+
+  it('a PV on the whole disk (no partition table) gives the disk and its LVs', async () => {
+    const whole = join(dir, 'whole-pv.img');
+    await writeFile(whole, (await fixture()).subarray(MiB));
+    const offsets = await withImage(whole, (disk) => mountOffsets(disk));
+    expect(offsets.targets[0]).toMatchObject({ name: 'disk', offset: 0, filesystem: { type: 'LVM2_member' } });
+    expect(selectTarget(offsets, 'vgfix/linear')).toMatchObject({ offset: MiB, sizelimit: 3 * MiB });
+  });
+
+  it('reads the PV label and metadata', async () => {
+    const bytes = await fixture();
+    const pv = await readPhysicalVolume(new MemoryDevice(new Uint8Array(bytes.subarray(MiB)), { writable: false }));
+    expect(pv?.uuid).toBe('ABCDEF-ghij-klmn-opqr-stuv-wxyz-012345');
+    expect(pv?.volumeGroup?.name).toBe('vgfix');
+    expect(pv?.volumeGroup?.extentSize).toBe(2048);
+    expect(pv?.volumeGroup?.logicalVolumes.map((lv) => lv.name).sort()).toEqual(['linear', 'scattered']);
+  });
+
+  it('a corrupt metadata checksum is a warning, not a crash', async () => {
+    const bytes = await fixture();
+    // Every copy in the ring buffer, so the current one is hit too.
+    for (let at = bytes.indexOf('vgfix {'); at >= 0; at = bytes.indexOf('vgfix {', at + 1)) bytes[at + 2] = bytes[at + 2]! ^ 0xff;
+    const corrupt = join(dir, 'corrupt.img');
+    await writeFile(corrupt, bytes);
+    const offsets = await withImage(corrupt, (disk) => mountOffsets(disk));
+    expect(offsets.warnings.join('\n')).toMatch(/checksum does not match/);
+    expect(offsets.targets.map((target) => target.name)).toEqual(['1']);
+  });
+});
+
+describe('LVM metadata text', () => {
+  const text = `
+# a comment
+vg0 {
+  id = "abc"
+  extent_size = 8192   # 4 MiB
+  physical_volumes { pv0 { id = "P-1" pe_start = 2048 pe_count = 100 } pv1 { id = "P-2" pe_start = 2048 pe_count = 100 } }
+  logical_volumes {
+    home { segment_count = 1 segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 13] } }
+    split { segment_count = 2
+      segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 20] }
+      segment2 { start_extent = 1 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv1", 21] } }
+    follow { segment_count = 2
+      segment2 { start_extent = 3 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv1", 33] }
+      segment1 { start_extent = 0 extent_count = 3 type = "striped" stripe_count = 1 stripes = ["pv1", 30] } }
+    striped { segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 2 stripes = ["pv0", 40, "pv1", 40] } }
+    thin { segment1 { start_extent = 0 extent_count = 4 type = "thin" } }
+  }
+}
+contents = "Text Format Volume Group"
+version = 1
+`;
+  const vg = volumeGroupOf(parseConfig(text));
+  const place = (name: string) => lvPlacement(vg, vg.logicalVolumes.find((lv) => lv.name === name)!);
+
+  it('a linear LV: pe_start + extent × extent_size, in 512-byte sectors', () => {
+    expect(place('home')).toEqual({ contiguous: true, pv: 'P-1', offset: (2048 + 13 * 8192) * 512, size: 2 * 8192 * 512 });
+  });
+  it('segments that follow each other on one PV are one range', () => {
+    expect(place('follow')).toEqual({ contiguous: true, pv: 'P-2', offset: (2048 + 30 * 8192) * 512, size: 5 * 8192 * 512 });
+  });
+  it('two PVs, stripes and thin volumes are not one range', () => {
+    expect(place('split')).toMatchObject({ contiguous: false, reason: expect.stringMatching(/more than one physical volume/) });
+    expect(place('striped')).toMatchObject({ contiguous: false, reason: expect.stringMatching(/not linear/) });
+    expect(place('thin')).toMatchObject({ contiguous: false, reason: expect.stringMatching(/thin/) });
+  });
+  it('hostile text fails with a corruption or limit error', () => {
+    expect(() => parseConfig('vg { a = ')).toThrow(/LVM metadata/);
+    expect(() => parseConfig('vg { a = "unterminated }')).toThrow(/not closed/);
+    expect(() => parseConfig('a { '.repeat(100))).toThrow(/deeper than/);
+    expect(() => parseConfig('x = ' + '['.repeat(100))).toThrow(/deeper than/);
+  });
+});
