@@ -86,6 +86,10 @@ const command: CliCommand = {
     const image = await openForCli(path, { format });
     try {
       print(await listPartitions(image, { device: path }), output);
+    } catch (error) {
+      // Errors from the table readers do not know the file; the one line names it.
+      if (error instanceof PlatterError) error.inFile(path);
+      throw error;
     } finally {
       await image.close();
     }
