@@ -200,3 +200,25 @@ describe('--backing-root', () => {
     expect(() => checkNamedFile('escape.qcow2', namedBy, { backingRoot: root })).toThrow(/outside the backing root/);
   });
 });
+
+describe('the policy flags on every command that opens images', () => {
+  const dir = join(tmp.dir, 'commands');
+  const root = join(dir, 'root');
+  mkdirSync(join(dir, 'out'), { recursive: true });
+  mkdirSync(root);
+  writeImage(join(dir, 'out', 'secret.qcow2'));
+  const top = writeImage(join(root, 'top.qcow2'), { backingFile: '../out/secret.qcow2', backingFormat: 'qcow2' });
+  const missing = writeImage(join(root, 'orphan.qcow2'), { backingFile: 'gone.qcow2', backingFormat: 'qcow2' });
+
+  it.each(['partitions', 'mount-offset'])('%s refuses a backing file outside --backing-root', (command) => {
+    const result = platter([command, '--backing-root', root, top]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing file name '\.\.\/out\/secret\.qcow2': it resolves to '.*out\/secret\.qcow2', outside the backing root/);
+  });
+
+  it.each(['partitions', 'mount-offset'])('%s --no-backing reads an image whose backing file is gone', (command) => {
+    expect(platter([command, missing]).status).toBe(1);
+    const result = platter([command, '--no-backing', missing]);
+    expect(result.status, result.stderr).toBe(0);
+  });
+});

@@ -23,9 +23,12 @@ export function withNamedFilePolicy(yargs: Argv): Argv {
     });
 }
 
+/** The open options the policy flags set. */
+export type NamedFilePolicy = Pick<OpenFileOptions, 'noBacking' | 'backingRoot'>;
+
 /** The open options the policy flags ask for. */
-export function namedFilePolicyOf(args: Args): Pick<OpenFileOptions, 'noBacking' | 'backingRoot'> {
-  const options: Pick<OpenFileOptions, 'noBacking' | 'backingRoot'> = {};
+export function namedFilePolicyOf(args: Args): NamedFilePolicy {
+  const options: NamedFilePolicy = {};
   if (args.backing === false) options.noBacking = true;
   if (typeof args['backing-root'] === 'string') options.backingRoot = args['backing-root'];
   return options;
