@@ -10,3 +10,6 @@ export { nodeHost } from './node/host.js';
 export { nodeCodecs } from './node/codecs.js';
 export { nodeByteTests } from './node/byte-tests.js';
 export { VERSION } from './version.js';
+export { serve, prepareExport, mountTargetWindow, type ServeHandle, type ServeInfo, type ExportOptions } from './ops/serve.js';
+export { listenNbd, onShutdownSignals, defaultSocketPath, type NbdEndpoint, type NbdListener } from './node/nbd-listen.js';
+export * as nbd from './nbd/index.js';

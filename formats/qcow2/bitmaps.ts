@@ -4,7 +4,7 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { alignUp } from '../../src/core/bytes.js';
+import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
 import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
 import { defineStruct, u16be, u32be, u64be, u8 } from '../../src/core/struct.js';
 import type { BitmapsPointer } from './extensions.js';
@@ -30,6 +30,9 @@ export interface BitmapInfo {
   flags: string[];
   name: string;
   granularity: number;
+  /** Where the bitmap table is, and its number of 8-byte entries. */
+  tableOffset: number;
+  tableSize: number;
 }
 
 const utf8 = new TextDecoder();
@@ -64,6 +67,8 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
       flags,
       name: utf8.decode(bytes.subarray(nameAt, nameAt + entry.nameSize)),
       granularity: 2 ** entry.granularityBits,
+      tableOffset: u64ToNumber(entry.bitmapTableOffset, 'bitmap table offset', base + offset),
+      tableSize: entry.bitmapTableSize,
     });
     offset = alignUp(nameAt + entry.nameSize, 8);
   }

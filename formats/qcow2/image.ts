@@ -12,6 +12,7 @@ import { ClusterMap, type MappingRun } from './clusters.js';
 import { readCompressedCluster } from './compress.js';
 import { describeQcow2 } from './describe.js';
 import type { Qcow2Metadata } from './metadata.js';
+import type { Qcow2Writer } from './write.js';
 
 /** The parts a Qcow2Image is made of; `open` and snapshot views assemble them. */
 export interface Qcow2Parts {
@@ -25,6 +26,8 @@ export interface Qcow2Parts {
   size: number;
   backing?: Image;
   host: ImageHost;
+  /** Present when the image is open for writing. */
+  writer?: Qcow2Writer;
   /** False for views that share files with another image: closing them leaves the files open. */
   ownsFiles: boolean;
 }
@@ -32,10 +35,8 @@ export interface Qcow2Parts {
 /** A qcow2 image opened for reading. */
 export class Qcow2Image implements Image {
   readonly format = 'qcow2';
-  readonly writable = false;
   readonly device: BlockDevice;
   readonly backing: Image | undefined;
-  readonly size: number;
   readonly metadata: Qcow2Metadata;
   /** The last decompressed cluster: sequential reads in small chunks decode each cluster once. */
   private lastCompressed?: { hostOffset: number; data: Uint8Array };
@@ -43,8 +44,22 @@ export class Qcow2Image implements Image {
   constructor(private readonly parts: Qcow2Parts) {
     this.device = parts.device;
     this.backing = parts.backing;
-    this.size = parts.size;
     this.metadata = parts.metadata;
+  }
+
+  /** True when the image was opened for writing. */
+  get writable(): boolean {
+    return this.parts.writer !== undefined;
+  }
+
+  /** The write side, when the image was opened for writing. */
+  get writer(): Qcow2Writer | undefined {
+    return this.parts.writer;
+  }
+
+  /** Virtual size in bytes (changes with `resize`). */
+  get size(): number {
+    return this.parts.size;
   }
 
   get name(): string {
@@ -99,8 +114,38 @@ export class Qcow2Image implements Image {
     await flush();
   }
 
-  async write(): Promise<void> {
-    throw new ReadOnlyError(`${this.name} is open read-only`);
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkRange(offset, data.length, this.size, `write to ${this.name}`);
+    await this.requireWriter().write(offset, data);
+    this.lastCompressed = undefined;
+  }
+
+  /** Makes [offset, offset+length) read as zeros, storing zero clusters where it can. */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    checkRange(offset, length, this.size, `zero write to ${this.name}`);
+    await this.requireWriter().writeZeroes(offset, length);
+  }
+
+  /** Deallocates the whole clusters inside the range (they read from the backing file, or as zeros). */
+  async discard(offset: number, length: number): Promise<void> {
+    checkRange(offset, length, this.size, `discard on ${this.name}`);
+    await this.requireWriter().discard(offset, length);
+  }
+
+  /** Changes the virtual size (shrinking frees the clusters past the new end). */
+  async resize(size: number): Promise<void> {
+    checkRange(size, 0, Number.MAX_SAFE_INTEGER, `resize of ${this.name}`);
+    await this.requireWriter().resize(size);
+  }
+
+  /** Makes every write so far durable. */
+  async flush(): Promise<void> {
+    await this.device.flush?.();
+  }
+
+  private requireWriter(): Qcow2Writer {
+    if (!this.parts.writer) throw new ReadOnlyError(`${this.name} is open read-only`);
+    return this.parts.writer;
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
@@ -122,6 +167,7 @@ export class Qcow2Image implements Image {
 
   async close(): Promise<void> {
     if (!this.parts.ownsFiles) return;
+    await this.parts.writer?.close();
     await this.backing?.close();
     if (this.parts.dataDevice && this.parts.dataDevice !== this.device) await this.parts.dataDevice.close();
     await this.device.close();

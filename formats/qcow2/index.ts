@@ -7,8 +7,11 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, NotFoundError, ReadOnlyError, UsageError } from '../../src/core/errors.js';
 import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core/image.js';
 import { ClusterMap } from './clusters.js';
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, hasDataFile } from './header.js';
-import { Qcow2Image } from './image.js';
+import { ClusterAllocator } from './allocate.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
+import { Qcow2Image, type Qcow2Parts } from './image.js';
+import { Refcounts } from './refcount.js';
+import { Qcow2Writer } from './write.js';
 import { L2Cache } from './l2-cache.js';
 import { readMetadata, type Qcow2Metadata } from './metadata.js';
 
@@ -21,6 +24,9 @@ export * from './limits.js';
 export { L2Cache, l2CacheCapacity } from './l2-cache.js';
 export { ClusterMap, hasHostOffset, type ClusterGeometry, type MappingRun } from './clusters.js';
 export { readCompressedCluster } from './compress.js';
+export { Refcounts, getRefcount, setRefcount, maxRefcount, refcountBits, refcountsPerBlock, encodeU64, writeU64 } from './refcount.js';
+export { ClusterAllocator } from './allocate.js';
+export { Qcow2Writer } from './write.js';
 export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
 export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot } from './snapshots.js';
 export { readBitmapDirectory, BitmapDirectoryEntry, type BitmapInfo } from './bitmaps.js';
@@ -44,19 +50,73 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   }
   const cache = new L2Cache(device, metadata.clusterSize);
   const map = new ClusterMap(metadata.geometry, metadata.l1, metadata.header.l1TableOffset, cache);
-  return new Qcow2Image({ device, dataDevice, metadata, map, size: metadata.header.size, backing, host, ownsFiles: true });
+  const parts: Qcow2Parts = { device, dataDevice, metadata, map, size: metadata.header.size, backing, host, ownsFiles: true };
+  const image = new Qcow2Image(parts);
+  if (options.writable) {
+    try {
+      parts.writer = await openWriter(image, parts, cache);
+    } catch (error) {
+      await image.close();
+      throw error;
+    }
+  }
+  return image;
 }
 
-/** Dirty or corrupt images open read-only with a warning; this reader opens nothing writable. */
+/** The write side of an image opened writable: refcounts, allocator and writer over the same cache. */
+async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache): Promise<Qcow2Writer> {
+  const { device, metadata } = parts;
+  const { header } = metadata;
+  const refcounts = await Refcounts.load(
+    device,
+    {
+      clusterSize: metadata.clusterSize,
+      refcountOrder: header.refcountOrder,
+      tableOffset: header.refcountTableOffset,
+      tableClusters: header.refcountTableClusters,
+    },
+    async (tableOffset, tableClusters) => {
+      await device.flush?.();
+      header.refcountTableOffset = tableOffset;
+      header.refcountTableClusters = tableClusters;
+      await device.write!(0, encodeHeader(header));
+    },
+  );
+  return new Qcow2Writer({
+    device,
+    metadata,
+    l2Cache: cache,
+    allocator: new ClusterAllocator(refcounts),
+    size: () => parts.size,
+    setSize: (size) => {
+      parts.size = size;
+    },
+    setMap: (map) => {
+      parts.map = map;
+    },
+    readGuest: (offset, length) => image.read(offset, length),
+    backingSize: () => parts.backing?.size,
+  });
+}
+
+/**
+ * Writing refuses images marked corrupt or dirty (their refcounts cannot be
+ * trusted until checked) and read-only files; reading them only warns.
+ */
 function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: OpenOptions): void {
   const features = metadata.header.incompatibleFeatures;
   const corrupt = (features & INCOMPAT_CORRUPT) !== 0n;
-  if (corrupt && options.writable) {
-    throw new CorruptImageError('image is marked corrupt and cannot be opened for writing', 72);
+  const dirty = (features & INCOMPAT_DIRTY) !== 0n;
+  if (options.writable) {
+    if (corrupt) throw new CorruptImageError('image is marked corrupt and cannot be opened for writing', 72);
+    if (dirty) {
+      throw new CorruptImageError("image was not closed cleanly (dirty bit set); run 'platter check -r all' before writing", 72);
+    }
+    if (!device.writable || !device.write) throw new ReadOnlyError(`${device.name} is not writable`);
+    return;
   }
-  if (options.writable) throw new ReadOnlyError(`${device.name}: qcow2 images open read-only here`);
   if (corrupt) options.host.warn('image is marked corrupt; opened read-only');
-  else if ((features & INCOMPAT_DIRTY) !== 0n) {
+  else if (dirty) {
     options.host.warn('image was not closed cleanly (dirty bit set); refcounts may be stale; opened read-only');
   }
 }

@@ -61,3 +61,6 @@ export const MAX_L2_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** Subclusters per cluster with extended L2 entries (fixed by the spec). */
 export const SUBCLUSTERS_PER_CLUSTER = 32;
+
+/** Refcount blocks kept in memory by a writer: enough for sequential allocation, flat whatever the image size. */
+export const REFCOUNT_BLOCK_CACHE = 32;

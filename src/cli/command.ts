@@ -13,6 +13,8 @@ export interface CliCommand {
   builder(yargs: Argv): Argv;
   /** Runs the command; the returned number is the exit status (default 0). */
   handler(args: Args): Promise<number | void>;
+  /** Rewrites the raw arguments before parsing (e.g. a negative size that would read as a flag). */
+  prepareArgv?(argv: string[]): string[];
   /** Exit status for errors (qemu-img's compare uses 2); default 1. */
   errorExitCode?: number;
 }

@@ -10,7 +10,11 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: CommandEntry[] = [
+  { name: 'amend', describe: "Change an image's format options in place", load: () => import('./commands/amend.js') },
+  { name: 'check', describe: 'Check an image for consistency, and optionally repair it', load: () => import('./commands/check.js') },
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
+  { name: 'measure', describe: 'Show how large a new image would be', load: () => import('./commands/measure.js') },
+  { name: 'resize', describe: "Change an image's virtual size", load: () => import('./commands/resize.js') },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
   { name: 'convert', describe: 'Convert an image to raw, sparsely', load: () => import('./commands/convert.js') },
   { name: 'map', describe: "Show an image's allocation map, like qemu-img map", load: () => import('./commands/map.js') },
@@ -21,5 +25,10 @@ export const COMMANDS: CommandEntry[] = [
     name: 'mount-offset',
     describe: 'Show the byte offset and size limit of partitions and LVM volumes, for mount -o loop',
     load: () => import('./commands/mount-offset.js'),
+  },
+  {
+    name: 'serve',
+    describe: 'Export an image or one of its partitions over NBD',
+    load: () => import('./commands/serve.js'),
   },
 ];

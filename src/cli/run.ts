@@ -12,6 +12,7 @@ export async function runCli(argv: string[]): Promise<number> {
   const invokedName = argv.find((arg) => !arg.startsWith('-'));
   const invoked = COMMANDS.find((entry) => entry.name === invokedName);
   const command = invoked ? (await invoked.load()).default : undefined;
+  if (command?.prepareArgv) argv = command.prepareArgv(argv);
   const json = wantsJson(argv);
   let exitCode = 0;
 

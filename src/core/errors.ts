@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'ENOTFOUND'
   | 'EIO'
   | 'EREADONLY'
-  | 'ERANGE';
+  | 'ERANGE'
+  | 'EPROTO';
 
 /** Base class of every error platter throws on purpose. */
 export class PlatterError extends Error {
@@ -98,5 +99,12 @@ export class ReadOnlyError extends PlatterError {
 export class OutOfRangeError extends PlatterError {
   constructor(message: string, data: Record<string, unknown> = {}) {
     super('ERANGE', message, data);
+  }
+}
+
+/** A peer broke a network protocol (a bad magic, a truncated message, an impossible length). */
+export class ProtocolError extends PlatterError {
+  constructor(message: string, data: Record<string, unknown> = {}) {
+    super('EPROTO', message, data);
   }
 }

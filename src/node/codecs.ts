@@ -78,6 +78,27 @@ export function zstdDecompressCapped(input: Uint8Array, outputLength: number): U
   return out;
 }
 
+/** zstd's default level, the one qemu's qcow2 compression uses. */
+const ZSTD_DEFAULT_LEVEL = 3;
+
+type ZstdWasm = typeof import('@bokuweb/zstd-wasm');
+let zstdReady: Promise<ZstdWasm> | undefined;
+
+/** Loads the WebAssembly zstd compressor from its package, once, on first use (start-up stays lean). */
+async function loadZstd(): Promise<ZstdWasm> {
+  const module = await import('@bokuweb/zstd-wasm');
+  await module.init();
+  return module;
+}
+
+/** Compresses with zstd at its default level. */
+export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
+  zstdReady ??= loadZstd();
+  const zstd = await zstdReady;
+  const out = zstd.compress(input, ZSTD_DEFAULT_LEVEL);
+  return new Uint8Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.length));
+}
+
 /** The codecs platter uses on Node. */
 export const nodeCodecs: Codecs = {
   inflateRaw: inflateRawCapped,
@@ -85,7 +106,9 @@ export const nodeCodecs: Codecs = {
     return zstdDecompressCapped(input, outputLength);
   },
   async deflateRaw(input) {
-    const out = await deflateRawAsync(input, { windowBits: 12, level: 6 });
+    // qemu's qcow2 deflate settings: raw stream, 4 KiB window, default level, memLevel 9.
+    const out = await deflateRawAsync(input, { windowBits: 12, level: 6, memLevel: 9 });
     return take(out, out.length);
   },
+  zstdCompress,
 };

@@ -1,42 +1,207 @@
-/** `create`: a new, empty image of a given size. */
+/** `create`: a new, empty image of a given size (qemu-img create). */
 
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
-import { rejectUnknownOptions } from '../core/options.js';
+import type { ImageHost } from '../core/image.js';
+import { optionBoolean, rejectUnknownOptions } from '../core/options.js';
+import { parseSize } from '../core/size.js';
+import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
+import {
+  PREALLOCATION_MODES,
+  QCOW2_CREATE_DEFAULTS,
+  validateCreateOptions,
+  writeQcow2Skeleton,
+  type Qcow2CreateOptions,
+} from '../../formats/qcow2/create.js';
 
 /** What to create. */
 export interface CreateRequest {
   format: string;
-  size: number;
+  /** Virtual size; for qcow2 it defaults to the backing file's size. */
+  size?: number;
   /** Parsed `-o` options. */
   options: Map<string, string>;
+  /** -b / backing_file. */
+  backingFile?: string;
+  /** -F / backing_fmt. */
+  backingFormat?: string;
+  /** -u: do not open the backing file (a size is then required). */
+  unsafe?: boolean;
+  /** Opens the backing file (resolved like qemu, relative to the new image) and answers its virtual size. */
+  backingSize?(name: string, format: string): Promise<number>;
+  /** Creates the external data file (`data_file`) with the given size. */
+  createDataFile?(name: string, size: number): Promise<void>;
+}
+
+/** What was created: the settings qemu-img prints on its "Formatting" line, in its order. */
+export interface CreateResult {
+  size: number;
+  settings: [string, string][];
 }
 
 const RAW_OPTIONS = ['preallocation', 'size'];
+const QCOW2_OPTIONS = [
+  'size',
+  'compat',
+  'backing_file',
+  'backing_fmt',
+  'cluster_size',
+  'preallocation',
+  'lazy_refcounts',
+  'refcount_bits',
+  'compression_type',
+  'extended_l2',
+  'data_file',
+  'data_file_raw',
+];
 /** Zeros are written in units of this size for `preallocation=full`. */
 const ZERO_FILL_CHUNK = 1 << 20;
 
 /** Writes a new image of `request.format` onto an empty, writable device. */
-export async function createImage(device: BlockDevice, request: CreateRequest): Promise<void> {
-  if (request.format !== 'raw') {
-    throw new UnsupportedFeatureError(`creating ${request.format} images is not supported yet`);
-  }
+export async function createImage(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
+  if (request.format === 'raw') return createRaw(device, request);
+  if (request.format === 'qcow2') return createQcow2(device, request);
+  throw new UnsupportedFeatureError(`creating ${request.format} images is not supported`);
+}
+
+async function createRaw(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
   rejectUnknownOptions(request.options, RAW_OPTIONS, 'raw');
+  if (request.backingFile !== undefined) throw new UsageError("raw images cannot have a backing file ('-b')");
+  const size = sizeFrom(request);
+  if (size === undefined) throw new UsageError('Image creation needs a size parameter');
   const preallocation = request.options.get('preallocation') ?? 'off';
   if (preallocation === 'off' || preallocation === 'falloc') {
     // Without fallocate in a portable file API, falloc leaves a sparse file: it reads the same.
-    await device.truncate!(request.size);
+    await device.truncate!(size);
   } else if (preallocation === 'full') {
-    await writeZeros(device, request.size);
+    await writeZeros(device, 0, size);
+    await device.truncate!(size);
   } else {
     throw new UsageError(`invalid preallocation mode '${preallocation}' (off, falloc, full)`);
   }
+  const settings: [string, string][] = [['fmt', 'raw']];
+  if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
+  settings.push(['size', String(size)]);
+  return { size, settings };
 }
 
-async function writeZeros(device: BlockDevice, size: number): Promise<void> {
-  const zeros = new Uint8Array(Math.min(ZERO_FILL_CHUNK, size));
-  for (let offset = 0; offset < size; offset += zeros.length) {
-    await device.write!(offset, zeros.subarray(0, Math.min(zeros.length, size - offset)));
+function sizeFrom(request: CreateRequest): number | undefined {
+  const option = request.options.get('size');
+  return option !== undefined ? parseSize(option, 'image size') : request.size;
+}
+
+/** Parses qemu-img's qcow2 `-o` options over the defaults. */
+export function qcow2CreateOptions(options: Map<string, string>, size: number): Qcow2CreateOptions {
+  rejectUnknownOptions(options, QCOW2_OPTIONS, 'qcow2');
+  const parsed: Qcow2CreateOptions = { ...QCOW2_CREATE_DEFAULTS, size };
+  const compat = options.get('compat');
+  if (compat !== undefined) {
+    if (compat === '0.10' || compat === 'v2') parsed.version = 2;
+    else if (compat === '1.1' || compat === 'v3') parsed.version = 3;
+    else throw new UsageError(`invalid compatibility level '${compat}' (0.10, 1.1, v2, v3)`);
   }
-  await device.truncate!(size);
+  const clusterSize = options.get('cluster_size');
+  if (clusterSize !== undefined) parsed.clusterSize = parseSize(clusterSize, 'cluster_size');
+  const refcountBits = options.get('refcount_bits');
+  if (refcountBits !== undefined) parsed.refcountBits = Number(refcountBits);
+  const compression = options.get('compression_type');
+  if (compression !== undefined) {
+    if (compression !== 'zlib' && compression !== 'zstd') throw new UsageError(`invalid compression type '${compression}' (zlib, zstd)`);
+    parsed.compressionType = compression === 'zlib' ? 0 : 1;
+  }
+  parsed.extendedL2 = optionBoolean(options.get('extended_l2'), 'extended_l2', false);
+  parsed.lazyRefcounts = optionBoolean(options.get('lazy_refcounts'), 'lazy_refcounts', false);
+  parsed.dataFileRaw = optionBoolean(options.get('data_file_raw'), 'data_file_raw', false);
+  const preallocation = options.get('preallocation') ?? 'off';
+  if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) {
+    throw new UsageError(`invalid preallocation mode '${preallocation}' (off, metadata, falloc, full)`);
+  }
+  parsed.preallocation = preallocation as Qcow2CreateOptions['preallocation'];
+  if (options.has('backing_file')) parsed.backingFile = options.get('backing_file');
+  if (options.has('backing_fmt')) parsed.backingFormat = options.get('backing_fmt');
+  if (options.has('data_file')) parsed.dataFile = options.get('data_file');
+  return parsed;
+}
+
+async function createQcow2(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
+  const options = new Map(request.options);
+  if (request.backingFile !== undefined) options.set('backing_file', request.backingFile);
+  if (request.backingFormat !== undefined) options.set('backing_fmt', request.backingFormat);
+  let size = sizeFrom(request);
+  const backingFile = options.get('backing_file');
+  if (backingFile !== undefined) {
+    const backingFormat = options.get('backing_fmt');
+    if (backingFormat === undefined) {
+      throw new UsageError('Backing file specified without backing format (use -F FMT)');
+    }
+    if (!request.unsafe && request.backingSize) {
+      const backingSize = await request.backingSize(backingFile, backingFormat);
+      size ??= backingSize;
+    }
+  }
+  if (size === undefined) throw new UsageError('Image creation needs a size parameter');
+  const parsed = qcow2CreateOptions(options, size);
+  validateCreateOptions(parsed);
+  if (parsed.dataFileRaw && parsed.preallocation === 'off') parsed.preallocation = 'metadata'; // the data file must read as the disk
+  if (parsed.backingFile !== undefined && parsed.preallocation !== 'off' && !parsed.extendedL2) {
+    throw new UsageError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
+  }
+  if (parsed.dataFile !== undefined) {
+    if (!request.createDataFile) throw new UsageError('cannot create the data file here');
+    await request.createDataFile(parsed.dataFile, parsed.dataFileRaw ? size : 0);
+  }
+  await writeQcow2Skeleton(device, parsed);
+  await layOut(device, parsed);
+  return { size, settings: qcow2Settings(options, parsed) };
+}
+
+/** Adds the L1 table and any preallocation through the writer. */
+async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise<void> {
+  const host: ImageHost = {
+    codecs: {
+      inflateRaw: () => Promise.reject(new UsageError('no codecs while creating')),
+      zstdDecompress: () => Promise.reject(new UsageError('no codecs while creating')),
+    },
+    warn: () => {},
+  };
+  const image: Qcow2Image = await openQcow2(device, { host, writable: true, noBacking: true });
+  const writer = image.writer!;
+  await writer.setInitialSize(options.size);
+  if (options.preallocation === 'off') return;
+  const dataEnd = await writer.preallocate();
+  if (options.dataFile !== undefined) return;
+  if (options.preallocation === 'full') {
+    for (const extent of await image.blockStatus(0, image.size)) {
+      if (extent.kind === 'data' && extent.hostOffset !== undefined) await writeZeros(device, extent.hostOffset, extent.length);
+    }
+  }
+  // The file covers every preallocated cluster (sparse for metadata and falloc): qemu-img check wants no reference past the end.
+  if (device.size < dataEnd) await device.truncate!(dataEnd);
+  await device.flush?.();
+}
+
+/** The "Formatting" line's settings, in qemu-img 7.2's order; explicit-only options only when given. */
+function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions): [string, string][] {
+  const onOff = (value: boolean) => (value ? 'on' : 'off');
+  const settings: [string, string][] = [
+    ['fmt', 'qcow2'],
+    ['cluster_size', String(parsed.clusterSize)],
+    ['extended_l2', onOff(parsed.extendedL2)],
+  ];
+  if (given.has('preallocation')) settings.push(['preallocation', given.get('preallocation')!]);
+  settings.push(['compression_type', parsed.compressionType === 0 ? 'zlib' : 'zstd'], ['size', String(parsed.size)]);
+  if (parsed.backingFile !== undefined) settings.push(['backing_file', parsed.backingFile]);
+  if (parsed.backingFormat !== undefined) settings.push(['backing_fmt', parsed.backingFormat]);
+  if (parsed.dataFile !== undefined) settings.push(['data_file', parsed.dataFile]);
+  if (given.has('data_file_raw')) settings.push(['data_file_raw', onOff(parsed.dataFileRaw)]);
+  if (given.has('compat')) settings.push(['compat', given.get('compat')!]);
+  settings.push(['lazy_refcounts', onOff(parsed.lazyRefcounts)], ['refcount_bits', String(parsed.refcountBits)]);
+  return settings;
+}
+
+async function writeZeros(device: BlockDevice, start: number, length: number): Promise<void> {
+  const zeros = new Uint8Array(Math.min(ZERO_FILL_CHUNK, length));
+  for (let done = 0; done < length; done += zeros.length) {
+    await device.write!(start + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
+  }
 }

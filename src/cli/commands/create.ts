@@ -1,37 +1,73 @@
 /** `platter create`: like `qemu-img create`. */
 
+import { isAbsolute, join, dirname } from 'node:path';
 import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
 import { createImage } from '../../ops/create.js';
 import { FileDevice } from '../../node/file-device.js';
+import { openImageFile } from '../../node/open.js';
 import type { CliCommand } from '../command.js';
 import { printText } from '../output.js';
 
+/** A name written into an image resolves against the image's directory (qemu's path_combine). */
+function besideImage(image: string, name: string): string {
+  return isAbsolute(name) ? name : join(dirname(image), name);
+}
+
 const command: CliCommand = {
-  command: 'create <image> <size>',
+  command: 'create <image> [size]',
   describe: 'Create a new, empty image',
   builder: (yargs) =>
     yargs
       .positional('image', { type: 'string', describe: 'Image file to create', demandOption: true })
-      .positional('size', { type: 'string', describe: 'Virtual size (bytes, or with a suffix K, M, G, T)', demandOption: true })
-      .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format', requiresArg: true })
-      .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. preallocation=full (may repeat)', requiresArg: true })
+      .positional('size', { type: 'string', describe: "Virtual size (bytes, or with a suffix K, M, G, T); default: the backing file's" })
+      .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format (raw, qcow2)', requiresArg: true })
+      .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. cluster_size=64K,compat=1.1 (may repeat)', requiresArg: true })
+      .option('b', { alias: 'backing', type: 'string', describe: 'Backing file (qcow2)', requiresArg: true })
+      .option('F', { alias: 'backing-format', type: 'string', describe: 'Format of the backing file (required with -b)', requiresArg: true })
+      .option('u', { alias: 'unsafe', type: 'boolean', default: false, describe: 'Do not open the backing file (SIZE is then required)' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing' })
       .example('platter create disk.img 10G', 'A sparse 10 GiB raw image')
-      .example('platter create -f raw -o preallocation=full small.img 64M', 'A raw image with every byte written'),
+      .example('platter create -f qcow2 disk.qcow2 20G', 'A 20 GiB qcow2 image, laid out as qemu-img lays it out')
+      .example('platter create -f qcow2 -o cluster_size=4K,refcount_bits=1,lazy_refcounts=on small.qcow2 64M', 'qcow2 options as qemu-img takes them')
+      .example('platter create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2', 'An overlay as large as its backing file'),
   async handler(args) {
     const path = args.image as string;
     const format = args.format as string;
-    const size = parseSize(String(args.size), 'image size');
+    const size = args.size === undefined ? undefined : parseSize(String(args.size), 'image size');
     const options = parseOptionString(args.options as string | string[] | undefined);
     const device = await FileDevice.open(path, { create: true });
+    let result;
     try {
-      await createImage(device, { format, size, options });
+      result = await createImage(device, {
+        format,
+        size,
+        options,
+        backingFile: args.backing as string | undefined,
+        backingFormat: args['backing-format'] as string | undefined,
+        unsafe: args.unsafe === true,
+        async backingSize(name, backingFormat) {
+          const backing = await openImageFile(besideImage(path, name), { format: backingFormat, noBacking: true });
+          try {
+            return backing.size;
+          } finally {
+            await backing.close();
+          }
+        },
+        async createDataFile(name, dataSize) {
+          const data = await FileDevice.open(besideImage(path, name), { create: true });
+          try {
+            await data.truncate(dataSize);
+          } finally {
+            await data.close();
+          }
+        },
+      });
       await device.flush();
     } finally {
       await device.close();
     }
-    if (!args.quiet) printText(`Formatting '${path}', fmt=${format} size=${size}\n`);
+    if (!args.quiet) printText(`Formatting '${path}', ${result.settings.map(([key, value]) => `${key}=${value}`).join(' ')}\n`);
   },
 };
 

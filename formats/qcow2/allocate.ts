@@ -1,0 +1,82 @@
+/**
+ * Cluster allocation (qemu's qcow2_alloc_clusters): single clusters reuse the
+ * lowest freed cluster when there is one, runs of clusters are appended at the
+ * end of the file. Every allocation records its refcount before the caller
+ * writes anything that points at it.
+ */
+
+import type { Refcounts } from './refcount.js';
+
+/** Hands out host clusters and takes them back. */
+export class ClusterAllocator {
+  /** No cluster below this index is free (a lower bound kept by frees). */
+  private freeHint = 0;
+  /** Where the next compressed stream may go (0: start a new cluster). */
+  private packCursor = 0;
+
+  constructor(readonly refcounts: Refcounts) {}
+
+  /** Cluster size in bytes. */
+  get clusterSize(): number {
+    return this.refcounts.clusterSize;
+  }
+
+  /** One cluster, refcount 1: a freed one when there is one, else at the end. Returns its byte offset. */
+  async allocate(): Promise<number> {
+    const { refcounts } = this;
+    while (this.freeHint < refcounts.endCluster) {
+      const cluster = this.freeHint++;
+      if ((await refcounts.get(cluster)) === 0) {
+        await refcounts.set(cluster, 1);
+        return cluster * this.clusterSize;
+      }
+    }
+    const cluster = await refcounts.appendClusters(1);
+    this.freeHint = cluster + 1;
+    return cluster * this.clusterSize;
+  }
+
+  /** `count` contiguous clusters at the end of the file, refcount 1 each. Returns the first byte offset. */
+  async allocateRun(count: number): Promise<number> {
+    return (await this.refcounts.appendClusters(count)) * this.clusterSize;
+  }
+
+  /**
+   * `size` bytes (less than a cluster) for a compressed stream, packed right
+   * after the previous stream like qemu's qcow2_alloc_bytes: a stream may run
+   * on into the next cluster when that cluster is the next one appended. Every
+   * cluster a stream touches gets one more reference. Returns the byte offset.
+   */
+  async allocateBytes(size: number): Promise<number> {
+    const { clusterSize, refcounts } = this;
+    let offset = this.packCursor;
+    const tailEnd = Math.ceil(offset / clusterSize) * clusterSize;
+    const fits = offset !== 0 && offset % clusterSize !== 0 && size <= tailEnd - offset;
+    const canSpill = offset !== 0 && offset % clusterSize !== 0 && refcounts.endCluster * clusterSize === tailEnd;
+    if (fits || canSpill) {
+      await this.retain(offset);
+      if (!fits) await refcounts.appendClusters(1);
+    } else {
+      offset = (await refcounts.appendClusters(1)) * clusterSize;
+    }
+    this.packCursor = offset + size;
+    return offset;
+  }
+
+  /** Drops one reference from each cluster in [offset, offset+bytes) (clusters the range touches). */
+  async release(offset: number, bytes: number): Promise<void> {
+    if (bytes <= 0) return;
+    const first = Math.floor(offset / this.clusterSize);
+    const last = Math.floor((offset + bytes - 1) / this.clusterSize);
+    for (let cluster = first; cluster <= last; cluster++) {
+      const value = (await this.refcounts.get(cluster)) - 1;
+      await this.refcounts.adjust(cluster, 1, -1);
+      if (value === 0) this.freeHint = Math.min(this.freeHint, cluster);
+    }
+  }
+
+  /** Adds one reference to a cluster. */
+  async retain(offset: number): Promise<void> {
+    await this.refcounts.adjust(Math.floor(offset / this.clusterSize), 1, 1);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Changing the compatibility level of an existing image (qemu-img amend -o
+ * compat=...): version 2 → 3 always works; 3 → 2 only when nothing version 3
+ * alone can express is in use. Cluster 0 (header, extensions, backing file
+ * name) is rewritten in one write; nothing else moves.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
+import { clusterType } from './entries.js';
+import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, encodeExtensions, type RawExtension } from './extensions.js';
+import { HEADER_V2_BYTES, HEADER_V3_BYTES, INCOMPAT_DIRTY, encodeHeader, hasDataFile, hasExtendedL2 } from './header.js';
+import type { Qcow2Metadata } from './metadata.js';
+import { FEATURE_TABLE_MIN_CLUSTER, featureTableExtension } from './create.js';
+
+/** Extension order qemu's qcow2_update_header writes. */
+const ORDER = [EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_CRYPTO_HEADER, EXT_FEATURE_TABLE, EXT_BITMAPS];
+
+function ordered(records: RawExtension[]): RawExtension[] {
+  const known = ORDER.flatMap((type) => records.filter((record) => record.type === type));
+  return [...known, ...records.filter((record) => !ORDER.includes(record.type))];
+}
+
+/** Sets the image's version to `version` (2 or 3); a no-op when it already is. */
+export async function amendCompat(device: BlockDevice, metadata: Qcow2Metadata, version: 2 | 3): Promise<void> {
+  const { header } = metadata;
+  if (header.version === version) return;
+  if ((header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
+    throw new CorruptImageError("image was not closed cleanly (dirty bit set); run 'platter check -r all' first", 72);
+  }
+  let records = metadata.extensions.all.filter((record) => record.type !== EXT_FEATURE_TABLE);
+  if (version === 2) {
+    await checkDowngrade(device, metadata);
+    Object.assign(header, { version: 2, headerLength: HEADER_V2_BYTES, incompatibleFeatures: 0n, compatibleFeatures: 0n, autoclearFeatures: 0n, refcountOrder: 4, compressionType: 0, unknownHeaderBytes: new Uint8Array(0) });
+  } else {
+    Object.assign(header, { version: 3, headerLength: HEADER_V3_BYTES, refcountOrder: 4 });
+    if (metadata.clusterSize >= FEATURE_TABLE_MIN_CLUSTER) records = [...records, featureTableExtension()];
+  }
+  await device.write!(0, encodeCluster0(metadata, ordered(records)));
+  await device.flush?.();
+}
+
+function encodeCluster0(metadata: Qcow2Metadata, records: RawExtension[]): Uint8Array {
+  const { header, clusterSize } = metadata;
+  const extensions = encodeExtensions(records);
+  const name = metadata.backingFileName === undefined ? new Uint8Array(0) : new TextEncoder().encode(metadata.backingFileName);
+  const nameAt = header.headerLength + extensions.length;
+  if (nameAt + name.length > clusterSize) throw new UnsupportedFeatureError('the header extensions do not fit in the header cluster');
+  if (name.length > 0) {
+    header.backingFileOffset = nameAt;
+    header.backingFileSize = name.length;
+  }
+  // The whole cluster, zero-padded, as qemu writes it: no stale bytes stay behind the new layout.
+  const cluster = new Uint8Array(clusterSize);
+  cluster.set(encodeHeader(header), 0);
+  cluster.set(extensions, header.headerLength);
+  cluster.set(name, nameAt);
+  return cluster;
+}
+
+/** Refuses a downgrade when the image uses anything version 2 cannot hold. */
+async function checkDowngrade(device: BlockDevice, metadata: Qcow2Metadata): Promise<void> {
+  const { header } = metadata;
+  const refuse = (what: string) => {
+    throw new UnsupportedFeatureError(`Cannot downgrade an image with ${what} to compat=0.10`);
+  };
+  if (header.refcountOrder !== 4) refuse(`refcount_bits=${2 ** header.refcountOrder} (only 16 is possible)`);
+  if (hasExtendedL2(header)) refuse('extended L2 entries');
+  if (hasDataFile(header)) refuse('an external data file');
+  if (header.compressionType !== 0) refuse('zstd compression');
+  if (metadata.extensions.bitmaps !== undefined) refuse('persistent bitmaps');
+  const tables = [{ offset: header.l1TableOffset, size: header.l1Size }, ...metadata.snapshots.map((s) => ({ offset: s.l1TableOffset, size: s.l1Size }))];
+  for (const table of tables) {
+    if (await hasZeroClusters(device, metadata, table.offset, table.size)) refuse('zero clusters (write them out first)');
+  }
+}
+
+/** True when an L2 table of this L1 table has a zero cluster (a version 3 feature). */
+async function hasZeroClusters(device: BlockDevice, metadata: Qcow2Metadata, l1Offset: number, l1Size: number): Promise<boolean> {
+  if (l1Size === 0) return false;
+  const l1 = new DataView((await device.read(l1Offset, l1Size * 8)).buffer);
+  for (let index = 0; index < l1Size; index++) {
+    const l2Offset = Number(l1.getBigUint64(index * 8) & 0x00fffffffffffe00n);
+    if (l2Offset === 0) continue;
+    const l2 = new DataView((await device.read(l2Offset, metadata.clusterSize)).buffer);
+    for (let entry = 0; entry < metadata.geometry.l2Entries; entry++) {
+      const type = clusterType(l2, entry, false, false);
+      if (type === 'zero-plain' || type === 'zero-alloc') return true;
+    }
+  }
+  return false;
+}

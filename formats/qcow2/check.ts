@@ -1,0 +1,379 @@
+/**
+ * Consistency check and repair (qemu's qcow2_check_refcounts and friends):
+ * every refcount is rebuilt from what references clusters (header, L1 and L2
+ * tables of the active state and of every snapshot, the snapshot table, the
+ * refcount structures), then compared with what the refcount blocks say.
+ * Messages and counts follow qemu-img check so that reports compare equal.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { clusterType, compressedDescriptor, l2EntryBitmap } from './entries.js';
+import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import type { Qcow2Metadata } from './metadata.js';
+import { Refcounts, maxRefcount } from './refcount.js';
+
+/** What the check found (and fixed), with qemu-img check's counters. */
+export interface Qcow2CheckResult {
+  checkErrors: number;
+  corruptions: number;
+  leaks: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  imageEndOffset: number;
+  totalClusters: number;
+  allocatedClusters: number;
+  fragmentedClusters: number;
+  compressedClusters: number;
+  /** The lines qemu prints on stderr while checking, in order. */
+  messages: string[];
+}
+
+/** What to repair: nothing, leaked clusters, or everything this check can fix. */
+export type RepairMode = 'none' | 'leaks' | 'all';
+
+const TWO_POW_32 = 0x100000000;
+const COPIED_HI = 0x80000000;
+const OFFSET_HI_MASK = 0x00ffffff;
+
+/** Formats a 64-bit entry from its halves as qemu's PRIx64 (no leading zeros). */
+function hex64(hi: number, lo: number): string {
+  return hi === 0 ? lo.toString(16) : hi.toString(16) + lo.toString(16).padStart(8, '0');
+}
+
+/** The offset bits (9..55) of an entry's halves. */
+function entryOffset(hi: number, lo: number): number {
+  return (hi & OFFSET_HI_MASK) * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
+}
+
+/** The in-memory refcounts being rebuilt, and the counters of one check pass. */
+class CheckState {
+  counts: Uint32Array;
+  readonly result: Qcow2CheckResult;
+  readonly max: number;
+
+  constructor(
+    readonly device: BlockDevice,
+    readonly metadata: Qcow2Metadata,
+  ) {
+    const clusterSize = metadata.clusterSize;
+    this.counts = new Uint32Array(Math.ceil(device.size / clusterSize) + 1);
+    this.max = Math.min(maxRefcount(metadata.header.refcountOrder), 0xffffffff);
+    this.result = {
+      checkErrors: 0,
+      corruptions: 0,
+      leaks: 0,
+      corruptionsFixed: 0,
+      leaksFixed: 0,
+      imageEndOffset: 0,
+      totalClusters: Math.ceil(metadata.header.size / clusterSize),
+      allocatedClusters: 0,
+      fragmentedClusters: 0,
+      compressedClusters: 0,
+      messages: [],
+    };
+  }
+
+  get clusterSize(): number {
+    return this.metadata.clusterSize;
+  }
+
+  say(message: string): void {
+    this.result.messages.push(message);
+  }
+
+  /** Counts one reference to every cluster [offset, offset+size) touches (qemu's qcow2_inc_refcounts_imrt). */
+  reference(offset: number, size: number): void {
+    if (size <= 0) return;
+    const fileLength = this.device.size;
+    if (offset + size - fileLength > this.clusterSize) {
+      this.say(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${size.toString(16)}`);
+      this.result.corruptions++;
+      return;
+    }
+    const first = Math.floor(offset / this.clusterSize);
+    const last = Math.floor((offset + size - 1) / this.clusterSize);
+    for (let cluster = first; cluster <= last; cluster++) {
+      if (cluster >= this.counts.length) this.grow(cluster + 1);
+      if (this.counts[cluster] === this.max) {
+        this.say(`ERROR: overflow cluster offset=0x${(cluster * this.clusterSize).toString(16)}`);
+        this.say('Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
+        this.result.corruptions++;
+        continue;
+      }
+      this.counts[cluster]!++;
+    }
+  }
+
+  private grow(length: number): void {
+    const grown = new Uint32Array(length);
+    grown.set(this.counts);
+    this.counts = grown;
+  }
+}
+
+/** Reads `bytes` at `offset`, zeros past the end of the file (as qemu's file layer reads them). */
+async function readPadded(device: BlockDevice, offset: number, bytes: number): Promise<Uint8Array> {
+  const out = new Uint8Array(bytes);
+  const inside = Math.max(0, Math.min(bytes, device.size - offset));
+  if (inside > 0) out.set(await device.read(offset, inside));
+  return out;
+}
+
+/** Counts the references of one L1 table and its L2 tables (qemu's check_refcounts_l1). */
+async function checkL1(state: CheckState, l1Offset: number, l1Size: number, active: boolean): Promise<void> {
+  state.reference(l1Offset, l1Size * 8);
+  if (l1Size === 0) return;
+  const l1 = new DataView((await readPadded(state.device, l1Offset, l1Size * 8)).buffer);
+  for (let index = 0; index < l1Size; index++) {
+    const l2Offset = entryOffset(l1.getUint32(index * 8), l1.getUint32(index * 8 + 4));
+    if (l2Offset === 0) continue;
+    state.reference(l2Offset, state.clusterSize);
+    if (l2Offset % state.clusterSize !== 0) {
+      state.say(`ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
+      state.result.corruptions++;
+    }
+    await checkL2(state, l2Offset, active);
+  }
+}
+
+/** Counts the references of one L2 table (qemu's check_refcounts_l2). */
+async function checkL2(state: CheckState, l2Offset: number, active: boolean): Promise<void> {
+  const { geometry } = state.metadata;
+  const { extendedL2, l2Entries, clusterBits } = geometry;
+  const dataFile = hasDataFile(state.metadata.header);
+  const table = new DataView((await readPadded(state.device, l2Offset, state.clusterSize)).buffer);
+  const stride = extendedL2 ? 16 : 8;
+  let nextContiguous = 0;
+  for (let index = 0; index < l2Entries; index++) {
+    const hi = table.getUint32(index * stride);
+    const lo = table.getUint32(index * stride + 4);
+    const bitmap = extendedL2 ? l2EntryBitmap(table, index) : { allocated: 0, zero: 0 };
+    const type = clusterType(table, index, extendedL2, dataFile);
+    if (type === 'compressed') {
+      if ((hi & COPIED_HI) !== 0) {
+        const descriptor = compressedDescriptor(table, index, clusterBits, extendedL2);
+        state.say(`ERROR: coffset=0x${descriptor.hostOffset.toString(16)}: copied flag must never be set for compressed clusters`);
+        state.result.corruptions++;
+      }
+      if (dataFile) {
+        state.say(`ERROR compressed cluster ${index} with data file, entry=0x${hex64(hi, lo)}`);
+        state.result.corruptions++;
+        continue;
+      }
+      if (extendedL2 && (bitmap.allocated !== 0 || bitmap.zero !== 0)) {
+        state.say(`ERROR compressed cluster ${index} with non-zero subcluster allocation bitmap, entry=0x${hex64(hi, lo)}`);
+        state.result.corruptions++;
+        continue;
+      }
+      const descriptor = compressedDescriptor(table, index, clusterBits, extendedL2);
+      state.reference(descriptor.hostOffset, descriptor.length);
+      if (active) {
+        state.result.allocatedClusters++;
+        state.result.compressedClusters++;
+        // Compressed clusters are fragmented by nature (qemu counts each one).
+        state.result.fragmentedClusters++;
+      }
+    } else if (type === 'normal' || type === 'zero-alloc') {
+      const offset = entryOffset(hi, lo);
+      if (extendedL2 && (bitmap.allocated & bitmap.zero) !== 0) {
+        state.say(`ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`);
+        state.result.corruptions++;
+      }
+      if (active) {
+        state.result.allocatedClusters++;
+        if (nextContiguous !== 0 && offset !== nextContiguous) state.result.fragmentedClusters++;
+        nextContiguous = offset + state.clusterSize;
+      }
+      if (offset % state.clusterSize !== 0) {
+        const containsData = extendedL2 ? bitmap.allocated !== 0 : type === 'normal';
+        const what = containsData ? 'Data cluster is not properly aligned' : 'Preallocated cluster is not properly aligned';
+        state.say(`ERROR offset=${offset.toString(16)}: ${what}; L2 entry corrupted.`);
+        state.result.corruptions++;
+      }
+      // qemu counts the (misaligned) range anyway: it touches two clusters then.
+      if (!dataFile) state.reference(offset, state.clusterSize);
+    } else if (type === 'unallocated' && extendedL2 && bitmap.allocated !== 0) {
+      state.say('ERROR: Unallocated cluster has non-zero subcluster allocation map');
+      state.result.corruptions++;
+    }
+  }
+}
+
+/** Bitmap table entries read per device read: memory stays flat whatever a table claims. */
+const BITMAP_TABLE_CHUNK = 65536;
+/** Bits 1..8 and 56..63 of a bitmap table entry are reserved. */
+const BITMAP_ENTRY_RESERVED = 0xff000000000001fen;
+
+/** Counts the bitmap directory, bitmap tables and bitmap data clusters (qemu's qcow2_check_bitmaps_refcounts). */
+async function checkBitmaps(state: CheckState): Promise<void> {
+  const pointer = state.metadata.extensions.bitmaps;
+  if (!pointer || state.metadata.bitmaps.length === 0) return;
+  state.reference(pointer.directoryOffset, pointer.directorySize);
+  for (const bitmap of state.metadata.bitmaps) {
+    state.reference(bitmap.tableOffset, bitmap.tableSize * 8);
+    for (let first = 0; first < bitmap.tableSize; first += BITMAP_TABLE_CHUNK) {
+      const count = Math.min(BITMAP_TABLE_CHUNK, bitmap.tableSize - first);
+      const table = new DataView((await readPadded(state.device, bitmap.tableOffset + first * 8, count * 8)).buffer);
+      for (let index = 0; index < count; index++) {
+        const entry = table.getBigUint64(index * 8);
+        const offset = Number(entry & 0x00fffffffffffe00n);
+        if ((entry & BITMAP_ENTRY_RESERVED) !== 0n || offset % state.clusterSize !== 0) {
+          state.result.corruptions++;
+          continue;
+        }
+        if (offset !== 0) state.reference(offset, state.clusterSize);
+      }
+    }
+  }
+}
+
+/** Bytes the snapshot table takes (entries padded to 8 bytes). */
+function snapshotTableBytes(metadata: Qcow2Metadata): number {
+  const encoder = new TextEncoder();
+  let total = 0;
+  for (const snapshot of metadata.snapshots) {
+    const entry = 40 + snapshot.extraData.length + encoder.encode(snapshot.id).length + encoder.encode(snapshot.name).length;
+    total += Math.ceil(entry / 8) * 8;
+  }
+  return total;
+}
+
+/** Counts the refcount blocks themselves, each of which must be referenced exactly once (qemu's check_refblocks). */
+function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
+  const nbClusters = Math.ceil(state.device.size / state.clusterSize);
+  for (let index = 0; index < refcounts.tableEntries; index++) {
+    const offset = refcounts.blockOffset(index);
+    if (offset === 0) continue;
+    const cluster = offset / state.clusterSize;
+    if (cluster >= nbClusters) {
+      state.say(`ERROR refcount block ${index} is outside image`);
+      state.result.corruptions++;
+      continue;
+    }
+    state.reference(offset, state.clusterSize);
+    if (state.counts[cluster] !== 1) {
+      state.say(`ERROR refcount block ${index} refcount=${state.counts[cluster]}`);
+      state.result.corruptions++;
+    }
+  }
+}
+
+/** Compares rebuilt and stored refcounts, repairing what `mode` allows (qemu's compare_refcounts). */
+async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: RepairMode): Promise<number> {
+  const nbClusters = Math.max(Math.ceil(state.device.size / state.clusterSize), 0);
+  let highest = 0;
+  for (let cluster = 0; cluster < nbClusters; cluster++) {
+    const stored = await refcounts.get(cluster);
+    const computed = state.counts[cluster] ?? 0;
+    if (stored > 0 || computed > 0) highest = cluster;
+    if (stored === computed) continue;
+    const fixLeak = stored > computed && mode !== 'none';
+    const fixError = stored < computed && mode === 'all';
+    const label = fixLeak || fixError ? 'Repairing' : stored < computed ? 'ERROR' : 'Leaked';
+    state.say(`${label} cluster ${cluster} refcount=${stored} reference=${computed}`);
+    if (fixLeak || fixError) {
+      await refcounts.set(cluster, computed);
+      if (fixLeak) state.result.leaksFixed++;
+      else state.result.corruptionsFixed++;
+    } else if (stored < computed) {
+      state.result.corruptions++;
+    } else {
+      state.result.leaks++;
+    }
+  }
+  return highest;
+}
+
+/** COPIED flags must say "refcount is 1" exactly, on active L1 and L2 entries (qemu's check_oflag_copied). */
+async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair: boolean): Promise<void> {
+  const { header, geometry, clusterSize } = state.metadata;
+  const dataFile = hasDataFile(header);
+  const l1 = state.metadata.l1;
+  const label = repair ? 'Repairing' : 'ERROR';
+  for (let index = 0; index < header.l1Size; index++) {
+    const hi = l1.getUint32(index * 8);
+    const lo = l1.getUint32(index * 8 + 4);
+    const l2Offset = entryOffset(hi, lo);
+    if (l2Offset === 0) continue;
+    const refcount = await refcounts.get(Math.floor(l2Offset / clusterSize));
+    if ((refcount === 1) !== ((hi & COPIED_HI) !== 0)) {
+      state.say(`${label} OFLAG_COPIED L2 cluster: l1_index=${index} l1_entry=${hex64(hi, lo)} refcount=${refcount}`);
+      if (repair) {
+        l1.setUint32(index * 8, refcount === 1 ? (hi | COPIED_HI) >>> 0 : (hi & ~COPIED_HI) >>> 0);
+        await state.device.write!(header.l1TableOffset + index * 8, new Uint8Array(l1.buffer, l1.byteOffset + index * 8, 8).slice());
+        state.result.corruptionsFixed++;
+      } else {
+        state.result.corruptions++;
+      }
+    }
+    await checkL2CopiedFlags(state, refcounts, l2Offset, repair, dataFile, geometry.extendedL2);
+  }
+}
+
+async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Offset: number, repair: boolean, dataFile: boolean, extendedL2: boolean): Promise<void> {
+  const { clusterSize, geometry } = state.metadata;
+  const bytes = await readPadded(state.device, l2Offset, clusterSize);
+  const table = new DataView(bytes.buffer);
+  const stride = extendedL2 ? 16 : 8;
+  let dirty = 0;
+  for (let index = 0; index < geometry.l2Entries; index++) {
+    const type = clusterType(table, index, extendedL2, dataFile);
+    if (type !== 'normal' && type !== 'zero-alloc') continue;
+    const hi = table.getUint32(index * stride);
+    const lo = table.getUint32(index * stride + 4);
+    const refcount = dataFile ? 1 : await refcounts.get(Math.floor(entryOffset(hi, lo) / clusterSize));
+    if ((refcount === 1) === ((hi & COPIED_HI) !== 0)) continue;
+    state.say(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${refcount}`);
+    if (repair) {
+      table.setUint32(index * stride, refcount === 1 ? (hi | COPIED_HI) >>> 0 : (hi & ~COPIED_HI) >>> 0);
+      dirty++;
+    } else {
+      state.result.corruptions++;
+    }
+  }
+  if (dirty > 0 && l2Offset % clusterSize === 0) {
+    await state.device.write!(l2Offset, bytes);
+    state.result.corruptionsFixed += dirty;
+  } else {
+    state.result.corruptions += dirty;
+  }
+}
+
+/**
+ * Checks the image on `device` (whose metadata is already read); with a repair
+ * mode, fixes what qemu-img check -r fixes, writing through `device`.
+ */
+export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
+  const { header } = metadata;
+  const state = new CheckState(device, metadata);
+  const refcounts = await Refcounts.load(
+    device,
+    { clusterSize: metadata.clusterSize, refcountOrder: header.refcountOrder, tableOffset: header.refcountTableOffset, tableClusters: header.refcountTableClusters },
+    async (tableOffset, tableClusters) => {
+      header.refcountTableOffset = tableOffset;
+      header.refcountTableClusters = tableClusters;
+      await device.write!(0, encodeHeader(header));
+    },
+  );
+  state.reference(0, metadata.clusterSize);
+  await checkL1(state, header.l1TableOffset, header.l1Size, true);
+  for (const snapshot of metadata.snapshots) await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
+  state.reference(header.snapshotsOffset, snapshotTableBytes(metadata));
+  state.reference(header.refcountTableOffset, header.refcountTableClusters * metadata.clusterSize);
+  await checkBitmaps(state);
+  checkRefcountBlocks(state, refcounts);
+  // Like qemu: compare without fixing first; when something is wrong and a repair was asked, compare again fixing it.
+  const before = { ...state.result };
+  let highest = await compareRefcounts(state, refcounts, 'none');
+  if (mode !== 'none' && (state.result.leaks > 0 || state.result.corruptions > before.corruptions)) {
+    Object.assign(state.result, { leaks: before.leaks, corruptions: before.corruptions });
+    highest = await compareRefcounts(state, refcounts, mode);
+  }
+  await checkCopiedFlags(state, refcounts, mode === 'all');
+  state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
+  if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
+    header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+    await device.write!(0, encodeHeader(header));
+  }
+  return state.result;
+}

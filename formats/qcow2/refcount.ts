@@ -1,0 +1,333 @@
+/**
+ * Reference counts (qcow2.rst, "Host cluster management"; qemu's
+ * qcow2-refcount.c): the refcount table, refcount blocks of 1..64-bit entries,
+ * and growth of both. Every change is written through to the file at once, in
+ * an order that can leak clusters on a crash but never leaves a referenced
+ * cluster with a zero refcount.
+ */
+
+import type { BlockDevice } from '../../src/core/device.js';
+import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
+import { MAX_REFCOUNT_TABLE_BYTES, REFCOUNT_BLOCK_CACHE } from './limits.js';
+
+const TWO_POW_32 = 0x100000000;
+
+/** Refcount width in bits for `order` (0..6). */
+export function refcountBits(order: number): number {
+  return 1 << order;
+}
+
+/** The largest refcount an entry of `order` holds. */
+export function maxRefcount(order: number): number {
+  return order >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits(order) - 1;
+}
+
+/** Entries per refcount block of `clusterSize` bytes. */
+export function refcountsPerBlock(clusterSize: number, order: number): number {
+  return (clusterSize * 8) / refcountBits(order);
+}
+
+/**
+ * Reads entry `index` of a refcount block. Sub-byte entries are packed from the
+ * least significant bit of each byte up (qemu's get_refcount_ro0..ro2); wider
+ * ones are big-endian.
+ */
+export function getRefcount(block: Uint8Array, index: number, order: number): number {
+  const bits = refcountBits(order);
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    const shift = (index % perByte) * bits;
+    return (block[Math.floor(index / perByte)]! >> shift) & ((1 << bits) - 1);
+  }
+  const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  const at = (index * bits) / 8;
+  if (bits === 8) return view.getUint8(at);
+  if (bits === 16) return view.getUint16(at);
+  if (bits === 32) return view.getUint32(at);
+  const hi = view.getUint32(at);
+  // A count above 2^53 is as good as infinite here; it is never decremented to zero.
+  return hi > 0x1fffff ? Number.MAX_SAFE_INTEGER : hi * TWO_POW_32 + view.getUint32(at + 4);
+}
+
+/** Writes entry `index` of a refcount block; returns the byte range [start, end) that changed. */
+export function setRefcount(block: Uint8Array, index: number, order: number, value: number): [number, number] {
+  const bits = refcountBits(order);
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    const shift = (index % perByte) * bits;
+    const at = Math.floor(index / perByte);
+    const mask = ((1 << bits) - 1) << shift;
+    block[at] = (block[at]! & ~mask) | ((value << shift) & mask);
+    return [at, at + 1];
+  }
+  const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  const at = (index * bits) / 8;
+  if (bits === 8) view.setUint8(at, value);
+  else if (bits === 16) view.setUint16(at, value);
+  else if (bits === 32) view.setUint32(at, value);
+  else {
+    view.setUint32(at, Math.floor(value / TWO_POW_32));
+    view.setUint32(at + 4, value % TWO_POW_32);
+  }
+  return [at, at + bits / 8];
+}
+
+/** Where the refcount table is and how it is shaped. */
+export interface RefcountLayout {
+  clusterSize: number;
+  refcountOrder: number;
+  tableOffset: number;
+  tableClusters: number;
+}
+
+/** Called after the refcount table moved: the header must point at the new one. */
+export type TableMovedHook = (tableOffset: number, tableClusters: number) => Promise<void>;
+
+/**
+ * The refcounts of one qcow2 file. The table (at most 8 MiB) is held in memory;
+ * blocks are read on demand into a small cache. New clusters come from the end
+ * of the file (`endCluster`), which this class owns.
+ */
+export class Refcounts {
+  readonly clusterSize: number;
+  readonly order: number;
+  readonly perBlock: number;
+  tableOffset: number;
+  tableClusters: number;
+  /** Block offsets by block index (0 = no block). */
+  private table: number[];
+  private readonly blocks = new Map<number, Uint8Array>();
+  /** First cluster index past everything allocated: where appends go. */
+  endCluster: number;
+
+  private constructor(
+    private readonly device: BlockDevice,
+    layout: RefcountLayout,
+    table: number[],
+    private readonly onTableMoved: TableMovedHook,
+  ) {
+    this.clusterSize = layout.clusterSize;
+    this.order = layout.refcountOrder;
+    this.perBlock = refcountsPerBlock(layout.clusterSize, layout.refcountOrder);
+    this.tableOffset = layout.tableOffset;
+    this.tableClusters = layout.tableClusters;
+    this.table = table;
+    this.endCluster = Math.ceil(device.size / layout.clusterSize);
+    for (const offset of table) this.endCluster = Math.max(this.endCluster, offset / layout.clusterSize + 1);
+    this.endCluster = Math.max(this.endCluster, (layout.tableOffset + layout.tableClusters * layout.clusterSize) / layout.clusterSize);
+  }
+
+  /** Loads the refcount table described by `layout` from `device`. */
+  static async load(device: BlockDevice, layout: RefcountLayout, onTableMoved: TableMovedHook): Promise<Refcounts> {
+    const bytes = layout.tableClusters * layout.clusterSize;
+    if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new LimitExceededError(`reference count table too large (${bytes} bytes)`);
+    const raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const table: number[] = new Array(bytes / 8).fill(0);
+    for (let i = 0; i < raw.length / 8; i++) {
+      const hi = view.getUint32(i * 8);
+      const lo = view.getUint32(i * 8 + 4);
+      if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
+      const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
+      if (blockOffset % layout.clusterSize !== 0) {
+        throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
+      }
+      table[i] = blockOffset;
+    }
+    return new Refcounts(device, layout, table, onTableMoved);
+  }
+
+  /** Block offset for block index `blockIndex` (0 when none). */
+  blockOffset(blockIndex: number): number {
+    return this.table[blockIndex] ?? 0;
+  }
+
+  /** Number of refcount table entries. */
+  get tableEntries(): number {
+    return this.table.length;
+  }
+
+  /** The refcount of cluster `cluster` (0 where no block covers it). */
+  async get(cluster: number): Promise<number> {
+    const blockOffset = this.blockOffset(Math.floor(cluster / this.perBlock));
+    if (blockOffset === 0) return 0;
+    return getRefcount(await this.block(blockOffset), cluster % this.perBlock, this.order);
+  }
+
+  /** Sets the refcount of `cluster`, creating the refcount block (and growing the table) when needed. */
+  async set(cluster: number, value: number): Promise<void> {
+    if (value < 0 || value > maxRefcount(this.order)) {
+      throw new LimitExceededError(`refcount ${value} of cluster ${cluster} does not fit in ${refcountBits(this.order)} bits`);
+    }
+    const blockIndex = Math.floor(cluster / this.perBlock);
+    let blockOffset = this.blockOffset(blockIndex);
+    if (blockOffset === 0) {
+      if (value === 0) return;
+      blockOffset = await this.createBlock(blockIndex);
+    }
+    const block = await this.block(blockOffset);
+    const [start, end] = setRefcount(block, cluster % this.perBlock, this.order, value);
+    await this.device.write!(blockOffset + start, block.slice(start, end));
+    if (value > 0) this.endCluster = Math.max(this.endCluster, cluster + 1);
+  }
+
+  /** Adds `delta` to the refcount of each cluster in [first, first+count). */
+  async adjust(first: number, count: number, delta: number): Promise<void> {
+    for (let cluster = first; cluster < first + count; cluster++) {
+      const value = (await this.get(cluster)) + delta;
+      if (value < 0) {
+        throw new CorruptImageError(`refcount of cluster ${cluster} would drop below zero`, cluster * this.clusterSize);
+      }
+      await this.set(cluster, value);
+    }
+  }
+
+  /** Takes `count` clusters from the end of the file, with refcount 1. */
+  async appendClusters(count: number): Promise<number> {
+    const first = this.endCluster;
+    this.endCluster += count;
+    // One write per refcount block the run touches, not one per cluster.
+    for (let cluster = first; cluster < first + count; ) {
+      const blockIndex = Math.floor(cluster / this.perBlock);
+      const groupEnd = Math.min(first + count, (blockIndex + 1) * this.perBlock);
+      let blockOffset = this.blockOffset(blockIndex);
+      if (blockOffset === 0) blockOffset = await this.createBlock(blockIndex);
+      const block = await this.block(blockOffset);
+      let start = Number.MAX_SAFE_INTEGER;
+      let end = 0;
+      for (let at = cluster; at < groupEnd; at++) {
+        const [from, to] = setRefcount(block, at % this.perBlock, this.order, 1);
+        start = Math.min(start, from);
+        end = Math.max(end, to);
+      }
+      await this.device.write!(blockOffset + start, block.slice(start, end));
+      cluster = groupEnd;
+    }
+    return first;
+  }
+
+  private async block(offset: number): Promise<Uint8Array> {
+    let block = this.blocks.get(offset);
+    if (block) {
+      this.blocks.delete(offset);
+    } else {
+      if (offset > this.device.size || this.clusterSize > this.device.size - offset) {
+        // A block past the end of the file reads as zeros (it was never written in full).
+        block = new Uint8Array(this.clusterSize);
+        const inside = Math.max(0, this.device.size - offset);
+        if (inside > 0) block.set(await this.device.read(offset, inside));
+      } else {
+        block = await this.device.read(offset, this.clusterSize);
+      }
+    }
+    this.blocks.set(offset, block);
+    while (this.blocks.size > REFCOUNT_BLOCK_CACHE) this.blocks.delete(this.blocks.keys().next().value as number);
+    return block;
+  }
+
+  /**
+   * Creates the refcount block for `blockIndex` at the end of the file. Its own
+   * refcount is recorded before the table points at it: inside itself when it
+   * covers itself, else in another block (created the same way first).
+   */
+  private async createBlock(blockIndex: number): Promise<number> {
+    if (blockIndex >= this.table.length) await this.growTable(blockIndex);
+    const existing = this.blockOffset(blockIndex);
+    if (existing !== 0) return existing; // growing the table created it
+    const cluster = this.endCluster++;
+    const offset = cluster * this.clusterSize;
+    const block = new Uint8Array(this.clusterSize);
+    if (Math.floor(cluster / this.perBlock) === blockIndex) {
+      setRefcount(block, cluster % this.perBlock, this.order, 1);
+    } else {
+      await this.set(cluster, 1);
+    }
+    await this.device.write!(offset, block);
+    this.blocks.set(offset, block);
+    await this.writeTableEntry(blockIndex, offset);
+    return offset;
+  }
+
+  private async writeTableEntry(blockIndex: number, blockOffset: number): Promise<void> {
+    this.table[blockIndex] = blockOffset;
+    await this.device.write!(this.tableOffset + blockIndex * 8, encodeU64(blockOffset));
+  }
+
+  /**
+   * Moves the refcount table to the end of the file with room for `needIndex`
+   * and for the blocks that cover the new table itself (qemu's
+   * alloc_refcount_block, growth case). The new blocks and table are written
+   * first, then the header switches over, then the old table is freed.
+   */
+  private async growTable(needIndex: number): Promise<void> {
+    const oldOffset = this.tableOffset;
+    const oldClusters = this.tableClusters;
+    const start = this.endCluster;
+    let tableClusters = oldClusters;
+    let blockCount = 0;
+    // Find a table size and a number of new blocks that cover the table, the blocks and needIndex.
+    for (;;) {
+      tableClusters = Math.max(tableClusters, Math.ceil(((needIndex + 1) * 8) / this.clusterSize), Math.ceil((oldClusters * 3) / 2));
+      const lastCluster = start + tableClusters + blockCount;
+      const firstNewBlock = Math.floor(start / this.perBlock);
+      const lastNewBlock = Math.floor((lastCluster - 1) / this.perBlock);
+      let missing = 0;
+      for (let b = firstNewBlock; b <= lastNewBlock; b++) if (this.blockOffset(b) === 0) missing++;
+      const entriesNeeded = Math.max(needIndex, lastNewBlock) + 1;
+      if (missing <= blockCount && entriesNeeded * 8 <= tableClusters * this.clusterSize) break;
+      blockCount = Math.max(blockCount, missing);
+      if (entriesNeeded * 8 > tableClusters * this.clusterSize) tableClusters = Math.ceil((entriesNeeded * 8) / this.clusterSize);
+    }
+    if (tableClusters * this.clusterSize > MAX_REFCOUNT_TABLE_BYTES) {
+      throw new LimitExceededError(`reference count table would exceed ${MAX_REFCOUNT_TABLE_BYTES} bytes`);
+    }
+    await this.writeGrownTable(start, tableClusters, blockCount);
+    await this.onTableMoved(this.tableOffset, this.tableClusters);
+    await this.adjust(oldOffset / this.clusterSize, oldClusters, -1);
+  }
+
+  private async writeGrownTable(start: number, tableClusters: number, blockCount: number): Promise<void> {
+    const table = this.table.slice();
+    while (table.length < (tableClusters * this.clusterSize) / 8) table.push(0);
+    const end = start + tableClusters + blockCount;
+    const newBlocks = new Map<number, Uint8Array>();
+    let nextBlockCluster = start + tableClusters;
+    for (let b = Math.floor(start / this.perBlock); b <= Math.floor((end - 1) / this.perBlock); b++) {
+      if (table[b] !== 0) continue;
+      table[b] = nextBlockCluster++ * this.clusterSize;
+      newBlocks.set(b, new Uint8Array(this.clusterSize));
+    }
+    // Refcounts of the new table and new blocks: in the new blocks, or in old blocks (written in place).
+    for (let cluster = start; cluster < nextBlockCluster; cluster++) {
+      const b = Math.floor(cluster / this.perBlock);
+      const fresh = newBlocks.get(b);
+      if (fresh) setRefcount(fresh, cluster % this.perBlock, this.order, 1);
+      else await this.set(cluster, 1);
+    }
+    for (const [b, bytes] of newBlocks) {
+      await this.device.write!(table[b]!, bytes);
+      this.blocks.set(table[b]!, bytes);
+    }
+    const encoded = new Uint8Array(tableClusters * this.clusterSize);
+    const view = new DataView(encoded.buffer);
+    table.forEach((offset, i) => writeU64(view, i * 8, offset));
+    await this.device.write!(start * this.clusterSize, encoded);
+    this.table = table;
+    this.tableOffset = start * this.clusterSize;
+    this.tableClusters = tableClusters;
+    this.endCluster = Math.max(this.endCluster, nextBlockCluster);
+  }
+}
+
+/** Writes a u64 (as a number below 2^53) big-endian into `view` at `at`. */
+export function writeU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, Math.floor(value / TWO_POW_32));
+  view.setUint32(at + 4, value % TWO_POW_32);
+}
+
+/** A u64 (as a number below 2^53) as 8 big-endian bytes. */
+export function encodeU64(value: number): Uint8Array {
+  const out = new Uint8Array(8);
+  writeU64(new DataView(out.buffer), 0, value);
+  return out;
+}

@@ -1,0 +1,516 @@
+/**
+ * The qcow2 write path (qemu's qcow2-cluster.c, write side): guest writes,
+ * zero writes, discards and resizes on an open image.
+ *
+ * Ordering keeps the file consistent at every instant (a crash may leak
+ * clusters, never corrupt): a new cluster's refcount is recorded first, then
+ * its contents are written, then the L2 entry, then the L1 entry or header that
+ * points at it; references are dropped from old clusters only after nothing
+ * points at them any more.
+ */
+
+import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
+import type { ClusterAllocator } from './allocate.js';
+import { ClusterMap } from './clusters.js';
+import {
+  clusterType,
+  compressedDescriptor,
+  encodeCompressedDescriptor,
+  l1EntryCopied,
+  l1EntryL2Offset,
+  l2EntryBitmap,
+  l2EntryCopied,
+  l2EntryHostOffset,
+  l2EntryPosition,
+  type ClusterType,
+} from './entries.js';
+import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import type { L2Cache } from './l2-cache.js';
+import { MAX_L1_BYTES, SUBCLUSTERS_PER_CLUSTER } from './limits.js';
+import type { Qcow2Metadata } from './metadata.js';
+import type { BlockDevice } from '../../src/core/device.js';
+
+const TWO_POW_32 = 0x100000000;
+const COPIED_HI = 0x80000000;
+/** Every subcluster bit of an extended L2 bitmap half. */
+const ALL_SUBCLUSTERS = 0xffffffff;
+
+/** What the writer needs from the image it belongs to. */
+export interface WriterHost {
+  device: BlockDevice;
+  metadata: Qcow2Metadata;
+  l2Cache: L2Cache;
+  allocator: ClusterAllocator;
+  /** Current virtual size. */
+  size(): number;
+  setSize(size: number): void;
+  /** Installs a new cluster map after the L1 table moved. */
+  setMap(map: ClusterMap): void;
+  /** Reads guest bytes as they are now (for copy-on-write). */
+  readGuest(offset: number, length: number): Promise<Uint8Array>;
+  /** Size of the backing image, or undefined without one. */
+  backingSize(): number | undefined;
+}
+
+/** One L2 entry's place: its table and index. */
+interface L2Slot {
+  table: DataView;
+  tableOffset: number;
+  index: number;
+}
+
+/** Encodes an offset with flag bits in the high word into an 8-byte entry. */
+function setEntry(view: DataView, at: number, offset: number, hiFlags: number, loFlags = 0): void {
+  view.setUint32(at, (hiFlags | Math.floor(offset / TWO_POW_32)) >>> 0);
+  view.setUint32(at + 4, ((offset % TWO_POW_32) | loFlags) >>> 0);
+}
+
+/** The bits of subclusters [first, last) as a 32-bit mask. */
+function subclusterMask(first: number, last: number): number {
+  let mask = 0;
+  for (let bit = first; bit < last; bit++) mask = (mask | (1 << bit)) >>> 0;
+  return mask;
+}
+
+/** Writes to a qcow2 image opened writable. */
+export class Qcow2Writer {
+  private started = false;
+  private markedDirty = false;
+
+  constructor(private readonly host: WriterHost) {}
+
+  private get header() {
+    return this.host.metadata.header;
+  }
+
+  private get geometry() {
+    return this.host.metadata.geometry;
+  }
+
+  private get clusterSize(): number {
+    return this.host.metadata.clusterSize;
+  }
+
+  /** Writes `data` at guest `offset`. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    await this.begin();
+    const end = offset + data.length;
+    for (let at = offset; at < end; ) {
+      const fresh = await this.freshRun(at, end);
+      if (fresh > 0) {
+        await this.writeFreshRun(at, data.subarray(at - offset, at - offset + fresh));
+        at += fresh;
+        continue;
+      }
+      const clusterStart = at - (at % this.clusterSize);
+      const pieceEnd = Math.min(end, clusterStart + this.clusterSize);
+      await this.eachCluster(at, pieceEnd - at, (start, inCluster, length) =>
+        this.writeInCluster(start, inCluster, data.subarray(start + inCluster - offset, start + inCluster - offset + length)),
+      );
+      at = pieceEnd;
+    }
+  }
+
+  /**
+   * Bytes from `at` (cluster-aligned) that cover whole clusters inside one L2
+   * table that hold nothing (unallocated; what a backing file has there is
+   * wholly overwritten): those can be
+   * appended as one run, written with one data write and one L2 write.
+   */
+  private async freshRun(at: number, end: number): Promise<number> {
+    const { extendedL2, l2Entries } = this.geometry;
+    if (at % this.clusterSize !== 0 || end - at < 2 * this.clusterSize) return 0;
+    const slot = await this.l2Slot(at, false);
+    if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
+    let count = 0;
+    const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
+    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, false) === 'unallocated') {
+      if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
+      count++;
+    }
+    return count >= 2 ? count * this.clusterSize : 0;
+  }
+
+  private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
+    const slot = await this.l2Slot(at, true);
+    const count = data.length / this.clusterSize;
+    const hostOffset = await this.host.allocator.allocateRun(count);
+    await this.host.device.write!(hostOffset, data);
+    const { extendedL2 } = this.geometry;
+    const stride = extendedL2 ? 16 : 8;
+    for (let i = 0; i < count; i++) {
+      const position = l2EntryPosition(slot.index + i, extendedL2);
+      setEntry(slot.table, position, hostOffset + i * this.clusterSize, COPIED_HI);
+      if (extendedL2) {
+        slot.table.setUint32(position + 8, 0);
+        slot.table.setUint32(position + 12, ALL_SUBCLUSTERS);
+      }
+    }
+    const first = l2EntryPosition(slot.index, extendedL2);
+    await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, count * stride).slice());
+  }
+
+  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    await this.begin();
+    await this.eachCluster(offset, length, (start, inCluster, pieceLength) =>
+      this.zeroInCluster(start, inCluster, pieceLength),
+    );
+  }
+
+  /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
+  async discard(offset: number, length: number): Promise<void> {
+    await this.begin();
+    await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
+      if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'discard');
+    });
+  }
+
+  /** Changes the virtual size; shrinking frees the clusters past the new end. */
+  async resize(newSize: number): Promise<void> {
+    await this.begin();
+    const oldSize = this.host.size();
+    if (newSize < oldSize) return this.shrink(newSize, oldSize);
+    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
+    const entries = Math.ceil(newSize / bytesPerL2);
+    if (entries > this.header.l1Size) await this.growL1(entries);
+    this.header.size = newSize;
+    await this.writeHeader();
+    this.host.setSize(newSize);
+    // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
+    const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / this.clusterSize) * this.clusterSize, this.host.backingSize() ?? 0));
+    if (zeroEnd > oldSize) await this.writeZeroes(oldSize, zeroEnd - oldSize);
+  }
+
+  /** Clears the dirty bit set for lazy refcounts, and flushes. */
+  async close(): Promise<void> {
+    if (this.markedDirty) {
+      await this.host.device.flush?.();
+      this.header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+      await this.writeHeader();
+      this.markedDirty = false;
+    }
+    await this.host.device.flush?.();
+  }
+
+  /**
+   * Before the first change: with lazy refcounts, set the dirty bit (and make it
+   * durable); clear autoclear bits for structures this writer does not keep up
+   * to date (bitmaps), as the spec asks of writers that do not know them.
+   */
+  private async begin(): Promise<void> {
+    if (this.started) return;
+    if (hasDataFile(this.header)) {
+      throw new UnsupportedFeatureError('writing guest data into images with an external data file is not supported');
+    }
+    this.started = true;
+    const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
+    this.header.autoclearFeatures &= AUTOCLEAR_DATA_FILE_RAW;
+    if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n && this.header.version === 3) {
+      this.header.incompatibleFeatures |= INCOMPAT_DIRTY;
+      this.markedDirty = (before.incompatible & INCOMPAT_DIRTY) === 0n;
+    }
+    if (before.incompatible !== this.header.incompatibleFeatures || before.autoclear !== this.header.autoclearFeatures) {
+      await this.writeHeader();
+      await this.host.device.flush?.();
+    }
+  }
+
+  /** Rewrites the fixed header fields (extensions after them stay as they are). */
+  async writeHeader(): Promise<void> {
+    await this.host.device.write!(0, encodeHeader(this.header));
+  }
+
+  private async eachCluster(
+    offset: number,
+    length: number,
+    visit: (clusterStart: number, inCluster: number, length: number) => Promise<void>,
+  ): Promise<void> {
+    const size = this.host.size();
+    if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+      throw new CorruptImageError(`write of ${length} bytes at ${offset} is past the end of the disk (${size} bytes)`);
+    }
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const clusterStart = at - (at % this.clusterSize);
+      const pieceEnd = Math.min(end, clusterStart + this.clusterSize);
+      await visit(clusterStart, at - clusterStart, pieceEnd - at);
+      at = pieceEnd;
+    }
+  }
+
+  /** True when the piece covers the whole cluster (or all of it that lies inside the disk). */
+  private coversCluster(clusterStart: number, inCluster: number, length: number): boolean {
+    return inCluster === 0 && (length === this.clusterSize || clusterStart + length === this.host.size());
+  }
+
+  private async writeInCluster(clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
+    const slot = await this.l2Slot(clusterStart, true);
+    const { extendedL2 } = this.geometry;
+    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    if (type === 'normal' && l2EntryCopied(slot.table, slot.index, extendedL2)) {
+      const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
+      if (!extendedL2) return this.host.device.write!(hostOffset + inCluster, data);
+      return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
+    }
+    await this.reallocate(slot, clusterStart, inCluster, data, type);
+  }
+
+  /**
+   * Writes into a cluster that is not ours alone (shared, compressed, zero,
+   * unallocated): a new cluster gets the current contents with `data` laid over.
+   */
+  private async reallocate(slot: L2Slot, clusterStart: number, inCluster: number, data: Uint8Array, type: ClusterType): Promise<void> {
+    const content = new Uint8Array(this.clusterSize);
+    if (data.length !== this.clusterSize) {
+      content.set(await this.host.readGuest(clusterStart, Math.min(this.clusterSize, this.host.size() - clusterStart)));
+    }
+    content.set(data, inCluster);
+    const old = this.allocationOf(slot, type);
+    const hostOffset = await this.host.allocator.allocate();
+    await this.host.device.write!(hostOffset, content);
+    await this.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
+    if (old) await this.host.allocator.release(old.offset, old.bytes);
+  }
+
+  /** In-place write to an extended-L2 cluster of ours: whole subclusters, then the bitmap. */
+  private async writeSubclusters(slot: L2Slot, hostOffset: number, clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
+    const unit = this.clusterSize / SUBCLUSTERS_PER_CLUSTER;
+    const first = Math.floor(inCluster / unit);
+    const last = Math.ceil((inCluster + data.length) / unit);
+    const { allocated, zero } = l2EntryBitmap(slot.table, slot.index);
+    const mask = subclusterMask(first, last);
+    let bytes = data;
+    if (first * unit !== inCluster || last * unit !== inCluster + data.length) {
+      if ((allocated & mask) >>> 0 !== mask) {
+        bytes = new Uint8Array((last - first) * unit);
+        const readable = Math.min(bytes.length, this.host.size() - (clusterStart + first * unit));
+        bytes.set(await this.host.readGuest(clusterStart + first * unit, readable));
+        bytes.set(data, inCluster - first * unit);
+        return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
+      }
+      return this.host.device.write!(hostOffset + inCluster, data);
+    }
+    return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
+  }
+
+  private async finishSubclusters(slot: L2Slot, at: number, bytes: Uint8Array, allocated: number, zero: number, mask: number): Promise<void> {
+    await this.host.device.write!(at, bytes);
+    if ((allocated & mask) >>> 0 === mask && (zero & mask) === 0) return;
+    await this.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
+  }
+
+  private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
+    if (await this.readsAsZero(clusterStart)) return;
+    if (this.coversCluster(clusterStart, inCluster, length)) {
+      const canMarkZero = this.header.version === 3 || this.host.backingSize() === undefined;
+      if (canMarkZero) return this.deallocate(clusterStart, 'zero');
+    }
+    await this.writeInCluster(clusterStart, inCluster, new Uint8Array(length));
+  }
+
+  /** True when the whole cluster already reads as zeros without anything stored. */
+  private async readsAsZero(clusterStart: number): Promise<boolean> {
+    const slot = await this.l2Slot(clusterStart, false);
+    const { extendedL2 } = this.geometry;
+    if (!slot) return this.backingBelow(clusterStart);
+    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    if (!extendedL2) return type === 'zero-plain' || (type === 'unallocated' && this.backingBelow(clusterStart));
+    if (type !== 'unallocated') return false;
+    const { zero } = l2EntryBitmap(slot.table, slot.index);
+    return zero === ALL_SUBCLUSTERS || (zero === 0 && this.backingBelow(clusterStart));
+  }
+
+  /** True when nothing under this image answers for the cluster (reads zeros). */
+  private backingBelow(clusterStart: number): boolean {
+    const backingSize = this.host.backingSize();
+    return backingSize === undefined || backingSize <= clusterStart;
+  }
+
+  /**
+   * Replaces a whole cluster's entry: 'zero' makes it read zeros (a zero flag on
+   * v3, no allocation on v2 without a backing file), 'discard' leaves it
+   * unallocated. The old cluster is released afterwards.
+   */
+  private async deallocate(clusterStart: number, mode: 'zero' | 'discard'): Promise<void> {
+    const needsTable = mode === 'zero' && this.header.version === 3 && !this.backingBelow(clusterStart);
+    if (!needsTable && !(await this.l2Slot(clusterStart, false))) return;
+    // Taking the slot for writing copies a table shared with a snapshot first.
+    const slot = await this.l2Slot(clusterStart, true);
+    const { extendedL2 } = this.geometry;
+    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const old = this.allocationOf(slot, type);
+    const at = l2EntryPosition(slot.index, extendedL2);
+    const zeroFlag = mode === 'zero' && this.header.version === 3;
+    setEntry(slot.table, at, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
+    if (extendedL2) {
+      slot.table.setUint32(at + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
+      slot.table.setUint32(at + 12, 0);
+    }
+    await this.writeEntry(slot);
+    if (old) await this.host.allocator.release(old.offset, old.bytes);
+  }
+
+  /** The host bytes an entry holds a reference to, if any. */
+  private allocationOf(slot: L2Slot, type: ClusterType): { offset: number; bytes: number } | undefined {
+    const { extendedL2, clusterBits } = this.geometry;
+    if (type === 'compressed') {
+      const descriptor = compressedDescriptor(slot.table, slot.index, clusterBits, extendedL2, slot.tableOffset);
+      const start = descriptor.hostOffset - (descriptor.hostOffset % 512);
+      return { offset: start, bytes: descriptor.hostOffset + descriptor.length - start };
+    }
+    const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
+    return hostOffset === 0 ? undefined : { offset: hostOffset, bytes: this.clusterSize };
+  }
+
+  private async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
+    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
+    setEntry(slot.table, at, hostOffset, COPIED_HI);
+    if (this.geometry.extendedL2) {
+      slot.table.setUint32(at + 8, zero);
+      slot.table.setUint32(at + 12, allocated);
+    }
+    await this.writeEntry(slot);
+  }
+
+  private async writeBitmap(slot: L2Slot, allocated: number, zero: number): Promise<void> {
+    const at = l2EntryPosition(slot.index, true);
+    slot.table.setUint32(at + 8, zero);
+    slot.table.setUint32(at + 12, allocated);
+    await this.host.device.write!(slot.tableOffset + at + 8, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at + 8, 8).slice());
+  }
+
+  private async writeEntry(slot: L2Slot): Promise<void> {
+    const bytes = this.geometry.extendedL2 ? 16 : 8;
+    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
+    await this.host.device.write!(slot.tableOffset + at, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at, bytes).slice());
+  }
+
+  /**
+   * The L2 entry for the cluster at `clusterStart`. With `allocate`, a missing
+   * L2 table is created and a shared one (L1 entry without COPIED) is copied
+   * first; without, a missing table gives undefined.
+   */
+  private async l2Slot(clusterStart: number, allocate: true): Promise<L2Slot>;
+  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined>;
+  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined> {
+    const { l2Entries } = this.geometry;
+    const clusterIndex = Math.floor(clusterStart / this.clusterSize);
+    const l1Index = Math.floor(clusterIndex / l2Entries);
+    const index = clusterIndex % l2Entries;
+    const l1 = this.host.metadata.l1;
+    if (l1Index >= this.header.l1Size) throw new CorruptImageError(`guest offset ${clusterStart} is outside the L1 table`);
+    let tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
+    if (tableOffset === 0) {
+      if (!allocate) return undefined;
+      tableOffset = await this.newL2Table(l1Index, new Uint8Array(this.clusterSize));
+    } else if (allocate && !l1EntryCopied(l1, l1Index)) {
+      const shared = await this.host.l2Cache.get(tableOffset);
+      const copy = new Uint8Array(shared.buffer, shared.byteOffset, shared.byteLength).slice();
+      const oldOffset = tableOffset;
+      tableOffset = await this.newL2Table(l1Index, copy);
+      await this.host.allocator.release(oldOffset, this.clusterSize);
+    }
+    return { table: await this.host.l2Cache.get(tableOffset), tableOffset, index };
+  }
+
+  /** Allocates and writes an L2 table with `contents`, then points L1 entry `l1Index` at it. */
+  private async newL2Table(l1Index: number, contents: Uint8Array): Promise<number> {
+    const offset = await this.host.allocator.allocate();
+    await this.host.device.write!(offset, contents);
+    this.host.l2Cache.put(offset, new DataView(contents.buffer, contents.byteOffset, contents.byteLength));
+    const l1 = this.host.metadata.l1;
+    setEntry(l1, l1Index * 8, offset, COPIED_HI);
+    await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(l1.buffer, l1.byteOffset + l1Index * 8, 8).slice());
+    return offset;
+  }
+
+  /** Moves the L1 table to a new, larger place (qemu's qcow2_grow_l1_table with an exact size). */
+  async growL1(entries: number): Promise<void> {
+    if (entries * 8 > MAX_L1_BYTES) throw new UnsupportedFeatureError(`the disk is too large: its L1 table would exceed ${MAX_L1_BYTES} bytes`);
+    const oldOffset = this.header.l1TableOffset;
+    const oldEntries = this.header.l1Size;
+    const oldL1 = this.host.metadata.l1;
+    const table = new Uint8Array(entries * 8);
+    table.set(new Uint8Array(oldL1.buffer, oldL1.byteOffset, oldL1.byteLength));
+    const offset = await this.host.allocator.allocateRun(Math.ceil(table.length / this.clusterSize));
+    await this.host.device.write!(offset, table);
+    await this.host.device.flush?.();
+    this.header.l1Size = entries;
+    this.header.l1TableOffset = offset;
+    await this.writeHeader();
+    const view = new DataView(table.buffer);
+    this.host.metadata.l1 = view;
+    this.host.setMap(new ClusterMap(this.geometry, view, offset, this.host.l2Cache));
+    if (oldEntries > 0) await this.host.allocator.release(oldOffset, Math.ceil((oldEntries * 8) / this.clusterSize) * this.clusterSize);
+  }
+
+  /**
+   * Stores one whole guest cluster as a compressed stream (qemu's
+   * qcow2_co_pwritev_compressed). Only for clusters that hold nothing yet, as
+   * when converting into a new image.
+   */
+  async writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+    await this.begin();
+    const slot = await this.l2Slot(clusterStart, true);
+    const { extendedL2, clusterBits } = this.geometry;
+    if (clusterType(slot.table, slot.index, extendedL2, false) !== 'unallocated') {
+      throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
+    }
+    const hostOffset = await this.host.allocator.allocateBytes(stream.length);
+    await this.host.device.write!(hostOffset, stream);
+    const descriptor = encodeCompressedDescriptor(hostOffset, stream.length, clusterBits);
+    const at = l2EntryPosition(slot.index, extendedL2);
+    slot.table.setBigUint64(at, descriptor);
+    if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
+    await this.writeEntry(slot);
+  }
+
+  /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
+  async setInitialSize(size: number): Promise<void> {
+    const entries = Math.ceil(size / (this.clusterSize * this.geometry.l2Entries));
+    if (entries > this.header.l1Size) await this.growL1(entries);
+    this.header.size = size;
+    await this.writeHeader();
+    this.host.setSize(size);
+  }
+
+  /**
+   * Gives every cluster of the disk a host cluster (qemu's preallocate_co for
+   * preallocation=metadata): entries point at clusters that read as zeros from
+   * the sparse file. With an external data file, guest offset = host offset.
+   * Returns the end of the last data cluster in the file that holds them.
+   */
+  async preallocate(): Promise<number> {
+    const { extendedL2 } = this.geometry;
+    const dataFile = hasDataFile(this.header);
+    let end = 0;
+    for (let clusterStart = 0; clusterStart < this.host.size(); clusterStart += this.clusterSize) {
+      const slot = await this.l2Slot(clusterStart, true);
+      if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
+      const hostOffset = dataFile ? clusterStart : await this.host.allocator.allocate();
+      await this.setDataEntry(slot, hostOffset, 0, 0);
+      end = Math.max(end, hostOffset + this.clusterSize);
+    }
+    return end;
+  }
+
+  private async shrink(newSize: number, oldSize: number): Promise<void> {
+    const firstFree = Math.ceil(newSize / this.clusterSize) * this.clusterSize;
+    if (firstFree < oldSize) await this.discard(firstFree, oldSize - firstFree);
+    // L2 tables wholly past the new end go too.
+    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
+    const l1 = this.host.metadata.l1;
+    for (let l1Index = Math.ceil(newSize / bytesPerL2); l1Index < this.header.l1Size; l1Index++) {
+      const tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
+      if (tableOffset === 0) continue;
+      setEntry(l1, l1Index * 8, 0, 0);
+      await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(8));
+      this.host.l2Cache.invalidate(tableOffset);
+      await this.host.allocator.release(tableOffset, this.clusterSize);
+    }
+    this.header.size = newSize;
+    await this.writeHeader();
+    this.host.setSize(newSize);
+  }
+}

@@ -1,0 +1,52 @@
+/** `platter check`: like `qemu-img check`, with its exit statuses (0 clean, 2 corrupt, 3 leaks, 63 no check). */
+
+import { checkExitStatus, checkImage, NoCheckError } from '../../ops/check.js';
+import { readHead } from '../../engine/open.js';
+import { formats } from '../../engine/formats.js';
+import { FileDevice } from '../../node/file-device.js';
+import type { RepairMode } from '../../ops/check.js';
+import type { CliCommand } from '../command.js';
+import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { reportError } from '../report.js';
+import { checkJson, renderCheck } from '../render/check.js';
+
+/** qemu-img's exit status for formats without a check. */
+const NO_CHECK_STATUS = 63;
+
+const command: CliCommand = {
+  command: 'check <image>',
+  describe: 'Check an image for consistency, and optionally repair it',
+  builder: (yargs) =>
+    withOutput(withFormat(yargs))
+      .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
+      .option('r', { alias: 'repair', choices: ['leaks', 'all'] as const, describe: 'Repair leaked clusters, or everything that can be repaired' })
+      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing; the exit status tells' })
+      .example('platter check disk.qcow2', 'Report corruptions and leaked clusters (exit 0 clean, 2 corrupt, 3 leaks)')
+      .example('platter check --output=json disk.qcow2', "The same report as qemu-img check's JSON")
+      .example('platter check -r leaks disk.qcow2', 'Free clusters nothing refers to')
+      .example('platter check -r all disk.qcow2', 'Also fix wrong refcounts and COPIED flags'),
+  async handler(args) {
+    const path = args.image as string;
+    const mode = (args.repair as RepairMode | undefined) ?? 'none';
+    const device = await FileDevice.open(path, { writable: mode !== 'none' });
+    try {
+      const format = (args.format as string | undefined) ?? formats.probe(await readHead(device)).name;
+      const report = await checkImage(device, format, mode);
+      for (const line of [...report.repairMessages, ...report.messages]) process.stderr.write(`${line}\n`);
+      if (args.output === 'json') printJson(checkJson(report, path));
+      else if (!args.quiet) printText(renderCheck(report));
+      await device.flush();
+      return checkExitStatus(report);
+    } catch (error) {
+      if (error instanceof NoCheckError) {
+        reportError(error.inFile(path), { json: args.output === 'json' });
+        return NO_CHECK_STATUS;
+      }
+      throw error;
+    } finally {
+      await device.close();
+    }
+  },
+};
+
+export default command;

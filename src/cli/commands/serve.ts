@@ -1,0 +1,84 @@
+/** `platter serve`: export an image (or one partition of it) over NBD, like qemu-nbd. */
+
+import { PlatterError, UsageError } from '../../core/errors.js';
+import { formatSize } from '../../core/size.js';
+import { serve, type ServeInfo } from '../../ops/serve.js';
+import { defaultSocketPath, listenNbd, onShutdownSignals, type NbdEndpoint } from '../../node/nbd-listen.js';
+import type { Args, CliCommand } from '../command.js';
+import { openForCli } from '../open.js';
+import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { warn } from '../report.js';
+
+function endpointFrom(args: Args): NbdEndpoint {
+  const port = args.port as number | undefined;
+  if (port !== undefined) {
+    if (args.socket !== undefined) throw new UsageError('--socket and --port cannot be used together');
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`invalid port '${String(args.port)}'`);
+    return { port, host: (args.bind as string | undefined) ?? '127.0.0.1' };
+  }
+  if (args.bind !== undefined) throw new UsageError('--bind needs --port');
+  return { socketPath: (args.socket as string | undefined) ?? defaultSocketPath() };
+}
+
+function shareCount(args: Args): number {
+  const shared = args.shared as number;
+  if (!Number.isInteger(shared) || shared < 1) throw new UsageError(`invalid --shared '${String(args.shared)}': expected a count of at least 1`);
+  return shared;
+}
+
+function renderStart(path: string, info: ServeInfo): string {
+  const mode = info.writable ? 'writable' : 'read-only';
+  return `serving ${path} (${info.format}, ${formatSize(info['virtual-size'])}, ${mode}) at ${info.uri}\n`;
+}
+
+const command: CliCommand = {
+  command: 'serve <image>',
+  describe: 'Export an image or one of its partitions over NBD',
+  builder: (yargs) =>
+    withOutput(withFormat(yargs))
+      .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
+      .option('socket', { alias: 'k', type: 'string', requiresArg: true, describe: 'Listen on this unix socket (the default, in the temp directory)' })
+      .option('port', { alias: 'p', type: 'number', requiresArg: true, describe: 'Listen on this TCP port instead' })
+      .option('bind', { alias: 'b', type: 'string', requiresArg: true, describe: 'TCP address to bind (default 127.0.0.1)' })
+      .option('partition', { alias: 'P', type: 'string', requiresArg: true, describe: 'Export only this partition: a number, LABEL=, UUID=, PARTLABEL= or VG/LV' })
+      .option('snapshot', { alias: 'l', type: 'string', requiresArg: true, describe: 'Export this internal snapshot (read-only)' })
+      .option('writable', { alias: 'w', type: 'boolean', default: false, describe: 'Accept writes (default read-only)' })
+      .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
+      .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
+      .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
+      .example('platter serve --socket /tmp/disk.sock disk.img', "Serve the disk read-only; then: qemu-img convert -O raw 'nbd+unix:///?socket=/tmp/disk.sock' copy.raw")
+      .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT or SIGTERM')
+      .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
+      .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
+      .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only'),
+  async handler(args) {
+    const path = args.image as string;
+    const writable = args.writable === true;
+    const endpoint = endpointFrom(args);
+    const shared = shareCount(args);
+    const image = await openForCli(path, { format: args.format as string | undefined, writable });
+    try {
+      const handle = await serve(image, {
+        exportName: args['export-name'] as string,
+        writable,
+        partition: args.partition as string | undefined,
+        snapshot: args.snapshot as string | undefined,
+        listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => warn(`${path}: ${m}`) }),
+      }).catch((error: unknown) => {
+        throw error instanceof PlatterError ? error.inFile(path) : error;
+      });
+      if (args.output === 'json') printJson(handle.info);
+      else printText(renderStart(path, handle.info));
+      const removeSignals = onShutdownSignals(() => handle.stop());
+      try {
+        await handle.done;
+      } finally {
+        removeSignals();
+      }
+    } finally {
+      await image.close();
+    }
+  },
+};
+
+export default command;

@@ -1,0 +1,89 @@
+/**
+ * What the server exports: a byte range with block status, built from an Image
+ * (its whole virtual disk, or a window of it such as one partition).
+ */
+
+import { checkRange } from '../core/bytes.js';
+import { SliceDevice } from '../core/device.js';
+import { ReadOnlyError } from '../core/errors.js';
+import type { Extent, Image } from '../core/image.js';
+import { ZERO_CHUNK_BYTES } from './limits.js';
+
+/** One export as the protocol code sees it. */
+export interface NbdExport {
+  /** The name clients ask for ('' is the default export). */
+  readonly name: string;
+  readonly description?: string;
+  readonly size: number;
+  readonly writable: boolean;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes [offset, offset+length) read as zeros. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** A hint that the range is no longer needed; contents may stay as they were. */
+  trim(offset: number, length: number): Promise<void>;
+  flush(): Promise<void>;
+  /** Block status of [offset, offset+length), relative to the export. */
+  blockStatus(offset: number, length: number): Promise<Extent[]>;
+}
+
+/** A window of an image: bytes [start, start+length) of its virtual disk. */
+export interface ExportWindow {
+  start: number;
+  length: number;
+}
+
+/** How to export an image. */
+export interface ImageExportOptions {
+  name: string;
+  description?: string;
+  writable: boolean;
+  /** Export only this range of the virtual disk (a partition); default the whole disk. */
+  window?: ExportWindow;
+}
+
+/** Zero bytes shared by every WRITE_ZEROES: never written to, so one buffer serves all. */
+let zeroChunk: Uint8Array | undefined;
+
+function zeros(length: number): Uint8Array {
+  zeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
+  return zeroChunk.subarray(0, length);
+}
+
+/**
+ * Exports an image through its Image interface. A window is a SliceDevice over
+ * the image for data, with block status asked of the image and shifted.
+ */
+export function imageExport(image: Image, options: ImageExportOptions): NbdExport {
+  if (options.writable && (!image.writable || !image.write)) {
+    throw new ReadOnlyError(`${image.name}: the ${image.format} image cannot be written here`);
+  }
+  const window = options.window ?? { start: 0, length: image.size };
+  const data = new SliceDevice(image, window.start, window.length, { writable: options.writable, name: image.name });
+  return {
+    name: options.name,
+    description: options.description,
+    size: window.length,
+    writable: options.writable,
+    read: (offset, length) => data.read(offset, length),
+    write: (offset, bytes) => data.write(offset, bytes),
+    async writeZeroes(offset, length) {
+      checkRange(offset, length, window.length, `zero ${image.name}`);
+      for (let done = 0; done < length; done += ZERO_CHUNK_BYTES) {
+        await data.write(offset + done, zeros(Math.min(ZERO_CHUNK_BYTES, length - done)));
+      }
+    },
+    async trim(offset, length) {
+      // Trim is advisory; the Image interface has no discard yet, so the bytes stay.
+      checkRange(offset, length, window.length, `trim ${image.name}`);
+    },
+    flush: async () => {
+      if (options.writable) await image.flush?.();
+    },
+    async blockStatus(offset, length) {
+      checkRange(offset, length, window.length, `block status of ${image.name}`);
+      const extents = await image.blockStatus(window.start + offset, length);
+      return extents.map((extent) => ({ ...extent, start: extent.start - window.start }));
+    },
+  };
+}

@@ -1,0 +1,232 @@
+/**
+ * The fixed newstyle handshake: greeting, client flags, then options until the
+ * client picks an export (NBD_OPT_GO / NBD_OPT_EXPORT_NAME) or leaves.
+ */
+
+import { ProtocolError } from '../core/errors.js';
+import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_ID,
+  BASE_NAMESPACE,
+  ClientFlag,
+  HandshakeFlag,
+  InfoType,
+  NBD_IHAVEOPT,
+  Option,
+  OptionReply,
+  TransmissionFlag,
+} from './constants.js';
+import type { NbdExport } from './export.js';
+import { MAX_HANDSHAKE_OPTIONS, MAX_OPTION_BYTES, MAX_REQUEST_BYTES, PREFERRED_BLOCK_SIZE } from './limits.js';
+import { decodeText, parseInfoRequest, parseMetaContextRequest, type MetaContextRequest } from './options.js';
+import {
+  encodeGreeting,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeInfoText,
+  encodeMetaContext,
+  encodeOptionReply,
+  encodeServerEntry,
+  encodeText,
+} from './replies.js';
+import type { NbdDuplex } from './stream.js';
+import { ExportNameReply, OptionHeader } from './structs.js';
+
+/** The exports a server offers. */
+export interface ExportCatalog {
+  /** The export for a name; '' asks for the default export. */
+  find(name: string): NbdExport | undefined;
+  list(): NbdExport[];
+}
+
+/** What the handshake settled: the export and the features agreed on. */
+export interface Session {
+  export: NbdExport;
+  structuredReplies: boolean;
+  /** The id of base:allocation when the client selected it, else undefined. */
+  allocationContext: number | undefined;
+  transmissionFlags: number;
+}
+
+/** Negotiation state between options. */
+interface HandshakeState {
+  catalog: ExportCatalog;
+  noZeroes: boolean;
+  structuredReplies: boolean;
+  /** The export named by the last SET_META_CONTEXT that selected base:allocation. */
+  allocationFor: NbdExport | undefined;
+}
+
+/** The transmission flags for an export, given the features agreed on. */
+export function transmissionFlagsFor(exported: NbdExport, structuredReplies: boolean): number {
+  let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA;
+  flags |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES;
+  if (!exported.writable) flags |= TransmissionFlag.READ_ONLY;
+  // DF only means something when reads may be split into chunks.
+  if (structuredReplies) flags |= TransmissionFlag.SEND_DF;
+  return flags;
+}
+
+/**
+ * Runs the handshake. Resolves the session when the client picked an export,
+ * or null when it aborted or hung up; throws ProtocolError on a broken client.
+ */
+export async function negotiate(io: NbdDuplex, catalog: ExportCatalog): Promise<Session | null> {
+  await io.write(encodeGreeting(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES));
+  const flagBytes = await io.readExact(4);
+  if (!flagBytes) return null;
+  const clientFlags = new DataView(flagBytes.buffer, flagBytes.byteOffset, 4).getUint32(0, false);
+  if ((clientFlags & ~(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES)) !== 0) {
+    throw new ProtocolError(`client asked for unknown handshake flags 0x${clientFlags.toString(16)}`);
+  }
+  const state: HandshakeState = {
+    catalog,
+    noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
+    structuredReplies: false,
+    allocationFor: undefined,
+  };
+  for (let count = 0; count < MAX_HANDSHAKE_OPTIONS; count++) {
+    const headerBytes = await io.readExact(OptionHeader.size);
+    if (!headerBytes) return null;
+    const header = OptionHeader.decode(headerBytes);
+    if (header.magic !== NBD_IHAVEOPT) throw new ProtocolError(`bad option magic 0x${header.magic.toString(16)}`);
+    const outcome = await receiveOption(io, state, header.option, header.length);
+    if (outcome !== 'continue') return outcome;
+  }
+  throw new ProtocolError(`handshake went on for more than ${MAX_HANDSHAKE_OPTIONS} options`);
+}
+
+type Outcome = Session | null | 'continue';
+
+async function receiveOption(io: NbdDuplex, state: HandshakeState, option: number, length: number): Promise<Outcome> {
+  if (length > MAX_OPTION_BYTES) {
+    // EXPORT_NAME has no error reply: all the server can do is hang up.
+    if (option === Option.EXPORT_NAME) throw new ProtocolError(`NBD_OPT_EXPORT_NAME of ${length} bytes`);
+    await skip(io, length);
+    await reply(io, option, OptionReply.ERR_TOO_BIG, `option data of ${length} bytes exceeds ${MAX_OPTION_BYTES}`);
+    return 'continue';
+  }
+  const data = length === 0 ? new Uint8Array(0) : await io.readExact(length);
+  if (!data) throw new ProtocolError(`connection closed inside option ${option}`);
+  try {
+    return await handleOption(io, state, option, data);
+  } catch (error) {
+    // A malformed payload of an option that has replies: say so and carry on.
+    if (!(error instanceof ProtocolError) || option === Option.EXPORT_NAME) throw error;
+    await reply(io, option, OptionReply.ERR_INVALID, error.message);
+    return 'continue';
+  }
+}
+
+async function handleOption(io: NbdDuplex, state: HandshakeState, option: number, data: Uint8Array): Promise<Outcome> {
+  switch (option) {
+    case Option.EXPORT_NAME:
+      return exportName(io, state, decodeText(data, 'export name'));
+    case Option.ABORT:
+      await reply(io, option, OptionReply.ACK).catch(() => {});
+      return null;
+    case Option.LIST:
+      return list(io, state, data);
+    case Option.STRUCTURED_REPLY:
+      if (data.length !== 0) return replyContinue(io, option, OptionReply.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+      state.structuredReplies = true;
+      return replyContinue(io, option, OptionReply.ACK);
+    case Option.INFO:
+    case Option.GO:
+      return infoOrGo(io, state, option, data);
+    case Option.LIST_META_CONTEXT:
+    case Option.SET_META_CONTEXT:
+      return metaContext(io, state, option, parseMetaContextRequest(data));
+    case Option.STARTTLS:
+      return replyContinue(io, option, OptionReply.ERR_UNSUP, 'TLS is not supported by this server');
+    default:
+      return replyContinue(io, option, OptionReply.ERR_UNSUP, `option ${option} is not supported`);
+  }
+}
+
+async function exportName(io: NbdDuplex, state: HandshakeState, name: string): Promise<Session> {
+  const exported = state.catalog.find(name);
+  if (!exported) throw new ProtocolError(`client asked for unknown export '${name}'`);
+  const session = startSession(state, exported);
+  const head = ExportNameReply.encode({ size: BigInt(exported.size), transmissionFlags: session.transmissionFlags });
+  // Old clients expect 124 reserved zero bytes; NO_ZEROES clients do not.
+  const tail = state.noZeroes ? new Uint8Array(0) : new Uint8Array(124);
+  await io.write(head);
+  if (tail.length > 0) await io.write(tail);
+  return session;
+}
+
+async function list(io: NbdDuplex, state: HandshakeState, data: Uint8Array): Promise<'continue'> {
+  if (data.length !== 0) return replyContinue(io, Option.LIST, OptionReply.ERR_INVALID, 'NBD_OPT_LIST takes no data');
+  for (const exported of state.catalog.list()) {
+    await reply(io, Option.LIST, OptionReply.SERVER, encodeServerEntry(exported.name, exported.description));
+  }
+  return replyContinue(io, Option.LIST, OptionReply.ACK);
+}
+
+async function infoOrGo(io: NbdDuplex, state: HandshakeState, option: number, data: Uint8Array): Promise<Outcome> {
+  const request = parseInfoRequest(data);
+  const exported = state.catalog.find(request.exportName);
+  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${request.exportName}'`);
+  const structured = state.structuredReplies;
+  await reply(io, option, OptionReply.INFO, encodeInfoExport(exported.size, transmissionFlagsFor(exported, structured)));
+  if (request.infoTypes.includes(InfoType.NAME)) {
+    await reply(io, option, OptionReply.INFO, encodeInfoText(InfoType.NAME, exported.name));
+  }
+  if (request.infoTypes.includes(InfoType.DESCRIPTION) && exported.description) {
+    await reply(io, option, OptionReply.INFO, encodeInfoText(InfoType.DESCRIPTION, exported.description));
+  }
+  // Any byte alignment works (minimum 1); the maximum is the request payload limit.
+  await reply(io, option, OptionReply.INFO, encodeInfoBlockSize(1, PREFERRED_BLOCK_SIZE, MAX_REQUEST_BYTES));
+  await reply(io, option, OptionReply.ACK);
+  return option === Option.GO ? startSession(state, exported) : 'continue';
+}
+
+/** Which of the offered contexts a query names: exact names, or a whole namespace. */
+function matchQueries(request: MetaContextRequest, listing: boolean): boolean {
+  if (listing && request.queries.length === 0) return true;
+  return request.queries.some((query) => query === BASE_ALLOCATION || (listing && query === BASE_NAMESPACE));
+}
+
+async function metaContext(io: NbdDuplex, state: HandshakeState, option: number, request: MetaContextRequest): Promise<'continue'> {
+  const listing = option === Option.LIST_META_CONTEXT;
+  if (!listing && !state.structuredReplies) {
+    return replyContinue(io, option, OptionReply.ERR_INVALID, 'structured replies must be negotiated first');
+  }
+  const exported = state.catalog.find(request.exportName);
+  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${request.exportName}'`);
+  const selected = matchQueries(request, listing);
+  if (selected) await reply(io, option, OptionReply.META_CONTEXT, encodeMetaContext(listing ? 0 : BASE_ALLOCATION_ID, BASE_ALLOCATION));
+  // Each SET replaces the previous selection.
+  if (!listing) state.allocationFor = selected ? exported : undefined;
+  return replyContinue(io, option, OptionReply.ACK);
+}
+
+function startSession(state: HandshakeState, exported: NbdExport): Session {
+  return {
+    export: exported,
+    structuredReplies: state.structuredReplies,
+    // Contexts chosen for another export do not carry over.
+    allocationContext: state.structuredReplies && state.allocationFor === exported ? BASE_ALLOCATION_ID : undefined,
+    transmissionFlags: transmissionFlagsFor(exported, state.structuredReplies),
+  };
+}
+
+async function reply(io: NbdDuplex, option: number, replyType: number, data?: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === 'string' ? encodeText(data) : data;
+  await io.write(encodeOptionReply(option, replyType, bytes));
+}
+
+async function replyContinue(io: NbdDuplex, option: number, replyType: number, data?: Uint8Array | string): Promise<'continue'> {
+  await reply(io, option, replyType, data);
+  return 'continue';
+}
+
+/** Reads and drops `length` bytes in bounded pieces. */
+async function skip(io: NbdDuplex, length: number): Promise<void> {
+  for (let left = length; left > 0; ) {
+    const piece = Math.min(left, MAX_OPTION_BYTES);
+    if (!(await io.readExact(piece))) throw new ProtocolError('connection closed inside an option');
+    left -= piece;
+  }
+}

@@ -1,0 +1,48 @@
+/** Named limits of the NBD server, each with its reason. */
+
+/**
+ * Largest READ or WRITE payload served (and advertised as the maximum block
+ * size). qemu-nbd uses the same 32 MiB; it bounds the memory one request needs.
+ */
+export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/** Preferred block size advertised: a common page/cluster granularity. */
+export const PREFERRED_BLOCK_SIZE = 4096;
+
+/**
+ * Largest option payload read during the handshake. Option payloads hold export
+ * names and metadata queries; the spec caps strings at 4096 bytes, so 64 KiB leaves
+ * room for many queries while bounding memory. Bigger options are skipped unread
+ * and answered NBD_REP_ERR_TOO_BIG.
+ */
+export const MAX_OPTION_BYTES = 64 * 1024;
+
+/** Longest string (export name, query) accepted: the spec's MUST limit. */
+export const MAX_STRING_BYTES = 4096;
+
+/**
+ * Options accepted in one handshake before the connection is dropped: real
+ * clients send fewer than ten; this only stops a client that never ends it.
+ */
+export const MAX_HANDSHAKE_OPTIONS = 1024;
+
+/** Most base:allocation descriptors in one reply; clients ask again for the rest. */
+export const MAX_STATUS_DESCRIPTORS = 64 * 1024;
+
+/** Most NBD_INFO requests in one NBD_OPT_INFO/GO: there are four info types. */
+export const MAX_INFO_REQUESTS = 1024;
+
+/** Size of the reused zero buffer for WRITE_ZEROES: bounded memory whatever the length. */
+export const ZERO_CHUNK_BYTES = 1024 * 1024;
+
+/** Bytes buffered from a socket before reading pauses, beyond what a pending read needs. */
+export const READ_HIGH_WATER_BYTES = 1024 * 1024;
+
+/** Time a client has to finish the handshake (qemu-nbd allows 10 s too). */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * Clients kept waiting for a --shared slot (like a listen backlog, as qemu-nbd
+ * leaves them); more are turned away so waiting sockets cannot pile up.
+ */
+export const MAX_WAITING_CLIENTS = 64;

@@ -1,0 +1,145 @@
+/**
+ * The transmission phase: read a request, check it, run it on the export,
+ * reply; until NBD_CMD_DISC or the client hangs up. Requests are served one at a
+ * time, in order, so a connection holds at most one request's data in memory.
+ */
+
+import { ProtocolError } from '../core/errors.js';
+import { MAX_SAFE_OFFSET } from '../core/limits.js';
+import { Command, CommandFlag, NbdErrno, NBD_REQUEST_MAGIC } from './constants.js';
+import type { Session } from './handshake.js';
+import { MAX_REQUEST_BYTES } from './limits.js';
+import { Replier, errnoFor } from './reply-sender.js';
+import { allocationRuns } from './status.js';
+import type { NbdDuplex } from './stream.js';
+import { Request } from './structs.js';
+
+/** One decoded request, with its offset as a number (or Infinity when past 2^53). */
+export interface NbdRequest {
+  type: number;
+  flags: number;
+  cookie: bigint;
+  offset: number;
+  length: number;
+}
+
+/** Flags each command accepts; any other bit is refused with EINVAL. */
+const ALLOWED_FLAGS: Record<number, number> = {
+  [Command.READ]: CommandFlag.DF,
+  [Command.WRITE]: CommandFlag.FUA,
+  [Command.DISC]: 0,
+  [Command.FLUSH]: 0,
+  [Command.TRIM]: CommandFlag.FUA,
+  [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
+  [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
+};
+
+/** Reads the next request; null when the client hung up between requests. */
+async function readRequest(io: NbdDuplex): Promise<NbdRequest | null> {
+  const bytes = await io.readExact(Request.size);
+  if (!bytes) return null;
+  const raw = Request.decode(bytes);
+  if (raw.magic !== NBD_REQUEST_MAGIC) {
+    // Nothing after a bad magic can be trusted to be in step: hang up.
+    throw new ProtocolError(`bad request magic 0x${raw.magic.toString(16)}`);
+  }
+  const offset = raw.offset > BigInt(MAX_SAFE_OFFSET) ? Infinity : Number(raw.offset);
+  return { type: raw.type, flags: raw.flags, cookie: raw.cookie, offset, length: raw.length };
+}
+
+/** True when [offset, offset+length) lies inside an export of `size` bytes. */
+function inRange(request: NbdRequest, size: number): boolean {
+  return request.offset <= size && request.length <= size - request.offset;
+}
+
+/** Serves requests until the client disconnects. */
+export async function transmit(io: NbdDuplex, session: Session): Promise<void> {
+  const replier = new Replier(io, session.structuredReplies);
+  for (;;) {
+    const request = await readRequest(io);
+    if (!request || request.type === Command.DISC) return;
+    await serveRequest(io, session, replier, request);
+  }
+}
+
+async function serveRequest(io: NbdDuplex, session: Session, replier: Replier, request: NbdRequest): Promise<void> {
+  // A WRITE's payload must be consumed before anything else, even to refuse it.
+  const payload = request.type === Command.WRITE ? await readPayload(io, request) : undefined;
+  const allowed = ALLOWED_FLAGS[request.type];
+  if (allowed === undefined) return replier.error(request.cookie, NbdErrno.EINVAL, `command ${request.type} is not supported`);
+  if ((request.flags & ~allowed) !== 0) {
+    return replier.error(request.cookie, NbdErrno.EINVAL, `flags 0x${request.flags.toString(16)} are not valid here`);
+  }
+  try {
+    await runCommand(session, replier, request, payload);
+  } catch (error) {
+    await replier.error(request.cookie, errnoFor(error, request.type), error instanceof Error ? error.message : String(error));
+  }
+}
+
+async function readPayload(io: NbdDuplex, request: NbdRequest): Promise<Uint8Array> {
+  if (request.length > MAX_REQUEST_BYTES) {
+    // The spec lets a server drop a client that sends more than the advertised maximum.
+    throw new ProtocolError(`write of ${request.length} bytes exceeds the ${MAX_REQUEST_BYTES}-byte maximum`);
+  }
+  const payload = request.length === 0 ? new Uint8Array(0) : await io.readExact(request.length);
+  if (!payload) throw new ProtocolError(`connection closed inside a ${request.length}-byte write`);
+  return payload;
+}
+
+async function runCommand(session: Session, replier: Replier, request: NbdRequest, payload?: Uint8Array): Promise<void> {
+  const exported = session.export;
+  const { cookie, offset, length } = request;
+  const fua = (request.flags & CommandFlag.FUA) !== 0;
+  switch (request.type) {
+    case Command.READ:
+      if (length > MAX_REQUEST_BYTES) {
+        const errno = session.structuredReplies ? NbdErrno.EOVERFLOW : NbdErrno.EINVAL;
+        return replier.error(cookie, errno, `read of ${length} bytes exceeds the ${MAX_REQUEST_BYTES}-byte maximum`);
+      }
+      if (!inRange(request, exported.size)) return replier.error(cookie, NbdErrno.EINVAL, 'read past the end of the export');
+      return replier.read(exported, request);
+    case Command.WRITE:
+      return mutate(session, replier, request, fua, () => exported.write(offset, payload!));
+    case Command.WRITE_ZEROES:
+      if ((request.flags & CommandFlag.FAST_ZERO) !== 0) {
+        // Zeroing here is writing zeros: not faster, which FAST_ZERO asks to be told.
+        return replier.error(cookie, NbdErrno.ENOTSUP, 'fast zeroing is not available');
+      }
+      return mutate(session, replier, request, fua, () => exported.writeZeroes(offset, length));
+    case Command.TRIM:
+      return mutate(session, replier, request, fua, () => exported.trim(offset, length));
+    case Command.FLUSH:
+      await exported.flush();
+      return replier.ok(cookie);
+    case Command.BLOCK_STATUS:
+      return blockStatus(session, replier, request);
+    default:
+      return replier.error(cookie, NbdErrno.EINVAL, `command ${request.type} is not supported`);
+  }
+}
+
+/** Checks and runs a command that changes the export; FUA flushes before replying. */
+async function mutate(session: Session, replier: Replier, request: NbdRequest, fua: boolean, change: () => Promise<void>) {
+  const exported = session.export;
+  if (!exported.writable) return replier.error(request.cookie, NbdErrno.EPERM, 'the export is read-only');
+  if (!inRange(request, exported.size)) return replier.error(request.cookie, NbdErrno.ENOSPC, 'write past the end of the export');
+  await change();
+  if (fua) await exported.flush();
+  return replier.ok(request.cookie);
+}
+
+async function blockStatus(session: Session, replier: Replier, request: NbdRequest): Promise<void> {
+  const { cookie } = request;
+  if (session.allocationContext === undefined) {
+    return replier.error(cookie, NbdErrno.EINVAL, 'no metadata context was selected');
+  }
+  if (request.length === 0 || !inRange(request, session.export.size)) {
+    return replier.error(cookie, NbdErrno.EINVAL, 'block status range is empty or past the end');
+  }
+  const extents = await session.export.blockStatus(request.offset, request.length);
+  const runs = allocationRuns(extents, request.offset, request.length, (request.flags & CommandFlag.REQ_ONE) !== 0);
+  // An image that describes nothing at the offset is still readable: call it data, which is never wrong.
+  if (runs.length === 0) runs.push({ length: request.length, flags: 0 });
+  return replier.blockStatus(cookie, session.allocationContext, runs);
+}

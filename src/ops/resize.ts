@@ -1,0 +1,37 @@
+/** `resize`: change an image's virtual size (qemu-img resize). */
+
+import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import type { Image } from '../core/image.js';
+import type { SizeChange } from '../core/size.js';
+import { Qcow2Image } from '../../formats/qcow2/image.js';
+import { RawImage } from '../../formats/raw/index.js';
+
+/** Virtual sizes are whole sectors. */
+const SECTOR = 512;
+
+/** The size `change` asks for, from `current`. */
+export function targetSize(current: number, change: SizeChange): number {
+  const size = change.mode === 'grow' ? current + change.bytes : change.mode === 'shrink' ? current - change.bytes : change.bytes;
+  if (size < 0) throw new UsageError('New image size must be positive');
+  return size;
+}
+
+/**
+ * Resizes an image opened writable. Shrinking needs `shrink` (data past the
+ * new end is lost); qcow2 images with internal snapshots cannot change size.
+ */
+export async function resizeImage(image: Image, change: SizeChange, shrink: boolean): Promise<number> {
+  const size = Math.ceil(targetSize(image.size, change) / SECTOR) * SECTOR;
+  if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
+  if (image instanceof Qcow2Image) {
+    if (image.metadata.snapshots.length > 0) throw new UnsupportedFeatureError("Can't resize an image which has snapshots");
+    await image.resize(size);
+  } else if (image instanceof RawImage) {
+    if (!image.device.truncate) throw new UnsupportedFeatureError(`${image.name} cannot change size`);
+    await image.device.truncate(size);
+  } else {
+    throw new UnsupportedFeatureError(`resizing ${image.format} images is not supported`);
+  }
+  await image.flush?.();
+  return size;
+}

@@ -1,0 +1,66 @@
+/**
+ * Helpers for qcow2 writer tests: images created in memory through the create
+ * op, opened writable with an optional raw backing image in memory, and a
+ * device that stops writing after a given number of writes (a simulated crash).
+ */
+
+import { MemoryDevice, type BlockDevice } from '../../src/core/device.js';
+import type { ImageHost } from '../../src/core/image.js';
+import { RawImage } from '../../formats/raw/index.js';
+import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
+import { createImage } from '../../src/ops/create.js';
+import { nodeCodecs } from '../../src/node/codecs.js';
+
+/** Name the backing file gets inside test images (a raw file next to the image). */
+export const WRITER_BACKING_NAME = 'backing.raw';
+
+/** A host whose backing image is `backing` (raw, in memory). */
+export function writerTestHost(backing?: Uint8Array): ImageHost {
+  return {
+    codecs: nodeCodecs,
+    warn: () => {},
+    openBacking: async () => new RawImage(new MemoryDevice(backing ?? new Uint8Array(0), { writable: false, name: WRITER_BACKING_NAME })),
+  };
+}
+
+/** Creates a qcow2 image in memory with `-o` options (and a raw backing file when `backing` is given). */
+export async function createQcow2InMemory(size: number, options: Record<string, string>, backing?: Uint8Array): Promise<MemoryDevice> {
+  const device = new MemoryDevice(0, { name: 'test.qcow2' });
+  await createImage(device, {
+    format: 'qcow2',
+    size,
+    options: new Map(Object.entries(options)),
+    ...(backing ? { backingFile: WRITER_BACKING_NAME, backingFormat: 'raw', unsafe: true } : {}),
+  });
+  return device;
+}
+
+/** Opens a qcow2 image on `device` for writing. */
+export function openWritable(device: BlockDevice, backing?: Uint8Array): Promise<Qcow2Image> {
+  return openQcow2(device, { host: writerTestHost(backing), writable: true });
+}
+
+/** Opens a qcow2 image on `device` read-only. */
+export function openReadOnly(device: BlockDevice, backing?: Uint8Array): Promise<Qcow2Image> {
+  return openQcow2(device, { host: writerTestHost(backing) });
+}
+
+/** A memory device whose writes after the first `budget` are silently dropped, as if power failed. */
+export class CrashingDevice extends MemoryDevice {
+  writes = 0;
+  constructor(initial: Uint8Array, private readonly budget: number) {
+    super(initial.slice(), { name: 'crashing.qcow2' });
+  }
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    this.writes++;
+    if (this.writes > this.budget) return;
+    await super.write(offset, data);
+  }
+
+  override async truncate(size: number): Promise<void> {
+    this.writes++;
+    if (this.writes > this.budget) return;
+    await super.truncate(size);
+  }
+}

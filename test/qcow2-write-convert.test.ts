@@ -1,0 +1,84 @@
+/**
+ * Converting into qcow2 (with and without compression): qemu-img compare calls
+ * the result equal to the source, qemu-img check calls it clean, and compressed
+ * output is no more than 5% larger than qemu-img convert -c's.
+ */
+
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileDevice } from '../src/node/file-device.js';
+import { nodeHost } from '../src/node/host.js';
+import { openImageFile } from '../src/node/open.js';
+import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
+import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
+
+const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
+const temp = qcow2TempDir();
+afterAll(() => temp.cleanup());
+const at = (name: string) => join(temp.dir, name);
+
+/** A 12 MiB source: text-like data (compresses), random data (does not), zeros, and holes. */
+function makeSource(): void {
+  const size = 12 << 20;
+  const bytes = new Uint8Array(size);
+  const text = new TextEncoder().encode(readFileSync(new URL('../formats/qcow2/write.ts', import.meta.url), 'utf8'));
+  for (let offset = 0; offset < 4 << 20; offset += text.length) bytes.set(text.subarray(0, Math.min(text.length, (4 << 20) - offset)), offset);
+  let seed = 12345;
+  for (let i = 6 << 20; i < 7 << 20; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    bytes[i] = seed >>> 24;
+  }
+  bytes.fill(0x41, (9 << 20) + 1000, (9 << 20) + 5000);
+  writeFileSync(at('source.raw'), bytes);
+  sh(temp.dir, 'qemu-img', ['convert', '-O', 'qcow2', 'source.raw', 'source.qcow2']);
+}
+
+async function convert(source: string, target: string, options: Record<string, string>, compress: boolean): Promise<void> {
+  const image = await openImageFile(at(source));
+  const device = await FileDevice.open(at(target), { create: true });
+  try {
+    await convertToQcow2(image, device, { options: new Map(Object.entries(options)), compress, host: nodeHost() });
+  } finally {
+    await device.close();
+    await image.close();
+  }
+}
+
+beforeAll(() => {
+  if (haveQemu) makeSource();
+});
+
+describe.skipIf(!haveQemu)('convert -O qcow2', () => {
+  for (const compression of ['zlib', 'zstd']) {
+    it(`-c with ${compression}: equal to the source, clean, within 5% of qemu-img convert -c`, async () => {
+      const options: Record<string, string> = compression === 'zstd' ? { compression_type: 'zstd' } : {};
+      await convert('source.qcow2', `mine-${compression}.qcow2`, options, true);
+      sh(temp.dir, 'qemu-img', ['convert', '-c', '-O', 'qcow2', ...(compression === 'zstd' ? ['-o', 'compression_type=zstd'] : []), 'source.qcow2', `theirs-${compression}.qcow2`]);
+      expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', `mine-${compression}.qcow2`]).status).toBe(0);
+      const check = shStatus(temp.dir, 'qemu-img', ['check', '--output=json', `mine-${compression}.qcow2`]);
+      expect(check.status, check.stdout).toBe(0);
+      expect(JSON.parse(check.stdout)['compressed-clusters']).toBeGreaterThan(0);
+      const mine = statSync(at(`mine-${compression}.qcow2`)).size;
+      const theirs = statSync(at(`theirs-${compression}.qcow2`)).size;
+      expect(mine).toBeLessThanOrEqual(theirs * 1.05);
+    });
+  }
+
+  it('without -c: equal to the source, clean, and zero ranges allocate nothing', async () => {
+    await convert('source.raw', 'plain.qcow2', { cluster_size: '4096' }, false);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', 'plain.qcow2']).status).toBe(0);
+    const check = JSON.parse(shStatus(temp.dir, 'qemu-img', ['check', '--output=json', 'plain.qcow2']).stdout) as Record<string, number>;
+    expect(check['corruptions'] ?? 0).toBe(0);
+    expect(check['leaks'] ?? 0).toBe(0);
+    // 4 MiB text + 1 MiB random + 2 partly written clusters.
+    expect(check['allocated-clusters']).toBe((5 << 20) / 4096 + 2);
+  });
+
+  it('an empty 1 TiB image converts without reading or allocating anything', async () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'huge.qcow2', '1T']);
+    await convert('huge.qcow2', 'huge-copy.qcow2', {}, true);
+    expect(statSync(at('huge-copy.qcow2')).size).toBeLessThan(1 << 20);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', 'huge-copy.qcow2']).status).toBe(0);
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * create, resize, amend and the refusals of the write path: fresh images equal
+ * qemu-img create's byte for byte; resized and amended images pass qemu-img
+ * check; writing refuses images with unknown incompatible bits or the corrupt bit.
+ */
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MemoryDevice } from '../src/core/device.js';
+import { platter } from './helpers/tools.js';
+import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { createQcow2InMemory, openWritable } from './helpers/qcow2-writer.js';
+
+const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
+const temp = qcow2TempDir();
+afterAll(() => temp.cleanup());
+const at = (name: string) => join(temp.dir, name);
+
+/** Option sets whose images must come out byte-identical to qemu-img's. */
+const identical: [string[], string][] = [
+  [[], '1G'],
+  [[], '0'],
+  [['-o', 'compat=0.10'], '10G'],
+  [['-o', 'cluster_size=4096,refcount_bits=8'], '100G'],
+  [['-o', 'cluster_size=512,refcount_bits=1'], '1G'],
+  [['-o', 'extended_l2=on,compression_type=zstd,lazy_refcounts=on'], '20G'],
+  [['-o', 'cluster_size=2M'], '100G'],
+  [['-o', 'compat=v2,cluster_size=16K'], '3G'],
+];
+
+describe.skipIf(!haveQemu)('create -f qcow2', () => {
+  identical.forEach(([options, size], i) => {
+    it(`is byte-identical to qemu-img create ${options.join(' ')} ${size}`, () => {
+      const mine = platter(['create', '-f', 'qcow2', ...options, at(`mine${i}.qcow2`), size]);
+      const theirs = sh(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', ...options, at(`theirs${i}.qcow2`), size]);
+      expect(mine.status, mine.stderr).toBe(0);
+      expect(mine.stdout.replace(`mine${i}`, 'X')).toBe(theirs.replace(`theirs${i}`, 'X'));
+      expect(Buffer.compare(readFileSync(at(`mine${i}.qcow2`)), readFileSync(at(`theirs${i}.qcow2`)))).toBe(0);
+    });
+  });
+
+  it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '3G']);
+    const mine = platter(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('over-mine.qcow2')]);
+    expect(mine.status, mine.stderr).toBe(0);
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'over-theirs.qcow2']);
+    expect(Buffer.compare(readFileSync(at('over-mine.qcow2')), readFileSync(at('over-theirs.qcow2')))).toBe(0);
+  });
+
+  it('a backing file without -F is refused, as qemu-img >= 6.1 does', () => {
+    const result = platter(['create', '-f', 'qcow2', '-b', 'base.qcow2', at('noformat.qcow2')], { cwd: temp.dir });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('Backing file specified without backing format');
+  });
+
+  for (const options of ['preallocation=metadata', 'preallocation=falloc,cluster_size=16K,extended_l2=on', 'preallocation=full,compat=0.10', 'data_file=prealloc.raw,data_file_raw=on']) {
+    it(`-o ${options} passes qemu-img check and reads as zeros (layouts may differ from qemu's)`, () => {
+      const result = platter(['create', '-q', '-f', 'qcow2', '-o', options, at('pre.qcow2'), '3M']);
+      expect(result.status, result.stderr).toBe(0);
+      expect(shStatus(temp.dir, 'qemu-img', ['check', 'pre.qcow2']).status).toBe(0);
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'zeros.raw', '3M']);
+      expect(shStatus(temp.dir, 'qemu-img', ['compare', 'pre.qcow2', 'zeros.raw']).status).toBe(0);
+    });
+  }
+});
+
+describe.skipIf(!haveQemu)('resize and amend', () => {
+  it('grows and shrinks a qcow2 image; qemu-img reads the result as expected', () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'rs.qcow2', '1M']);
+    sh(temp.dir, 'qemu-io', ['-c', 'write -P 7 0 1M', 'rs.qcow2']);
+    expect(platter(['resize', at('rs.qcow2'), '+600M']).stdout).toBe('Image resized.\n');
+    expect(platter(['resize', at('rs.qcow2'), '-100M']).status).toBe(1); // needs --shrink
+    expect(platter(['resize', '--shrink', at('rs.qcow2'), '-600M']).status).toBe(0);
+    expect(platter(['resize', '--shrink', at('rs.qcow2'), '512K']).status).toBe(0);
+    expect(platter(['resize', at('rs.qcow2'), '2M']).status).toBe(0);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', 'rs.qcow2']).status).toBe(0);
+    const expected = new Uint8Array(2 << 20);
+    expected.fill(7, 0, 512 << 10);
+    writeFileSync(at('rs-expected.raw'), expected);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', '-F', 'raw', 'rs.qcow2', 'rs-expected.raw']).status).toBe(0);
+  });
+
+  it('resizes raw images', () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'rs.raw', '1M']);
+    expect(platter(['resize', '-f', 'raw', at('rs.raw'), '+1M']).status).toBe(0);
+    expect(readFileSync(at('rs.raw')).length).toBe(2 << 20);
+  });
+
+  it('amend -o compat upgrades and downgrades exactly as qemu-img amend does', () => {
+    for (const name of ['am-mine.qcow2', 'am-theirs.qcow2']) {
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', name]);
+      sh(temp.dir, 'qemu-io', ['-c', 'write -P 3 0 100k', name]);
+    }
+    for (const compat of ['1.1', '0.10']) {
+      expect(platter(['amend', '-o', `compat=${compat}`, at('am-mine.qcow2')]).status).toBe(0);
+      sh(temp.dir, 'qemu-img', ['amend', '-o', `compat=${compat}`, 'am-theirs.qcow2']);
+      expect(Buffer.compare(readFileSync(at('am-mine.qcow2')), readFileSync(at('am-theirs.qcow2'))), compat).toBe(0);
+    }
+  });
+
+  it('refuses to downgrade an image with zero clusters', () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'zc.qcow2', '1M']);
+    sh(temp.dir, 'qemu-io', ['-c', 'write -z 0 64k', 'zc.qcow2']);
+    const result = platter(['amend', '-o', 'compat=0.10', at('zc.qcow2')]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('Cannot downgrade an image with zero clusters');
+  });
+});
+
+describe('write refusals', () => {
+  async function pokedImage(incompatibleBits: bigint): Promise<MemoryDevice> {
+    const device = await createQcow2InMemory(1 << 20, {});
+    const bytes = device.contents();
+    const view = new DataView(bytes.buffer, bytes.byteOffset);
+    view.setBigUint64(72, view.getBigUint64(72) | incompatibleBits);
+    return device;
+  }
+
+  it('refuses an image with an unknown incompatible feature bit', async () => {
+    await expect(openWritable(await pokedImage(1n << 40n))).rejects.toMatchObject({ code: 'EUNSUPPORTED', message: expect.stringContaining('unknown incompatible feature bit 40') });
+  });
+
+  it('refuses an image marked corrupt', async () => {
+    await expect(openWritable(await pokedImage(2n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('marked corrupt') });
+  });
+
+  it('refuses a dirty image until it is checked', async () => {
+    await expect(openWritable(await pokedImage(1n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('dirty') });
+  });
+
+  it('a lazy-refcounts image is dirty while open for writing and clean after close', async () => {
+    const device = await createQcow2InMemory(1 << 20, { lazy_refcounts: 'on' });
+    const image = await openWritable(device);
+    await image.write(0, new Uint8Array(4096).fill(1));
+    const view = () => new DataView(device.contents().buffer, device.contents().byteOffset);
+    expect(view().getBigUint64(72) & 1n).toBe(1n);
+    await image.close();
+    expect(view().getBigUint64(72) & 1n).toBe(0n);
+  });
+});
+
+describe.skipIf(!haveQemu)('writing over internal snapshots', () => {
+  it('copies shared L2 tables and clusters on write; the snapshot keeps its data', async () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'snap.qcow2', '4M']);
+    sh(temp.dir, 'qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 2 2M 64k', 'snap.qcow2']);
+    sh(temp.dir, 'qemu-img', ['snapshot', '-c', 'before', 'snap.qcow2']);
+    const { openImageFile } = await import('../src/node/open.js');
+    const image = await openImageFile(at('snap.qcow2'), { writable: true });
+    await image.write!(4096, new Uint8Array(100).fill(3));
+    await (image as unknown as { writeZeroes(o: number, l: number): Promise<void> }).writeZeroes(2 << 20, 64 << 10);
+    await image.write!(3 << 20, new Uint8Array(70000).fill(4));
+    await image.close();
+    const check = shStatus(temp.dir, 'qemu-img', ['check', 'snap.qcow2']);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const expected = new Uint8Array(4 << 20);
+    expected.fill(1, 0, 1 << 20);
+    expected.fill(3, 4096, 4196);
+    expected.fill(4, 3 << 20, (3 << 20) + 70000);
+    writeFileSync(at('snap-now.raw'), expected);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', '-F', 'raw', 'snap.qcow2', 'snap-now.raw']).status).toBe(0);
+    const before = new Uint8Array(4 << 20);
+    before.fill(1, 0, 1 << 20);
+    before.fill(2, 2 << 20, (2 << 20) + (64 << 10));
+    writeFileSync(at('snap-before.raw'), before);
+    sh(temp.dir, 'qemu-img', ['convert', '-l', 'before', '-O', 'raw', 'snap.qcow2', 'snap-before-out.raw']);
+    expect(Buffer.compare(readFileSync(at('snap-before-out.raw')), readFileSync(at('snap-before.raw')))).toBe(0);
+  });
+});

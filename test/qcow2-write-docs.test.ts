@@ -1,0 +1,44 @@
+/** docs/readme-writer.md's examples really run, with the output shown. */
+
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, tempDir } from './helpers/tools.js';
+
+const doc = readFileSync(new URL('../docs/readme-writer.md', import.meta.url), 'utf8');
+const scratch = tempDir('platter-writer-docs-');
+afterAll(() => scratch.cleanup());
+
+interface WriterDocExample {
+  command: string;
+  status: number;
+  output: string[];
+}
+
+function examples(): WriterDocExample[] {
+  const found: WriterDocExample[] = [];
+  for (const block of doc.match(/```sh\n[\s\S]*?```/g) ?? []) {
+    let current: WriterDocExample | undefined;
+    for (const line of block.split('\n').slice(1, -1)) {
+      if (line.startsWith('$ ')) {
+        const status = /#\s*exit status (\d+)\s*$/.exec(line);
+        current = { command: line.slice(2).replace(/\s+#.*$/, ''), status: status ? Number(status[1]) : 0, output: [] };
+        found.push(current);
+      } else if (current && line.trim() !== '') current.output.push(line);
+    }
+  }
+  return found;
+}
+
+describe('docs/readme-writer.md', () => {
+  it('every example runs with the exit status and output shown', () => {
+    const all = examples();
+    expect(all.length).toBeGreaterThan(10);
+    for (const example of all) {
+      const args = example.command.split(/\s+/).slice(1);
+      const result = spawnSync(process.execPath, [CLI, ...args], { cwd: scratch.dir, encoding: 'utf8' });
+      expect(result.status, `${example.command}\n${result.stderr}`).toBe(example.status);
+      if (example.output.length > 0) expect(result.stdout.trimEnd(), example.command).toBe(example.output.join('\n'));
+    }
+  });
+});

@@ -1,0 +1,72 @@
+/** platter measure against qemu-img measure: the same JSON on varied sizes, options and source images. */
+
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { platter } from './helpers/tools.js';
+import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
+
+const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
+const temp = qcow2TempDir();
+afterAll(() => temp.cleanup());
+
+beforeAll(() => {
+  if (!haveQemu) return;
+  const q = (...args: string[]) => sh(temp.dir, 'qemu-img', args);
+  const io = (image: string, ...commands: string[]) => sh(temp.dir, 'qemu-io', [...commands.flatMap((c) => ['-c', c]), image]);
+  q('create', '-q', '-f', 'qcow2', 'sparse.qcow2', '1G');
+  io('sparse.qcow2', 'write -P 1 0 1M', 'write -P 2 100M 70k', 'write -z 200M 1M', 'write -P 3 300M 1k');
+  q('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096,compat=0.10', 'small.qcow2', '64M');
+  io('small.qcow2', 'write -P 4 1000 5000', 'write -P 5 10M 64k');
+  q('create', '-q', '-f', 'raw', 'full.raw', '0');
+  sh(temp.dir, 'dd', ['if=/dev/urandom', 'of=full.raw', 'bs=64k', 'count=17', 'status=none']);
+  q('convert', '-c', '-O', 'qcow2', 'sparse.qcow2', 'packed.qcow2');
+  q('create', '-q', '-f', 'qcow2', '-b', 'sparse.qcow2', '-F', 'qcow2', 'overlay.qcow2');
+  io('overlay.qcow2', 'write -P 6 500M 2M');
+  q('create', '-q', '-f', 'qcow2', 'bitmaps.qcow2', '3G');
+  q('bitmap', '--add', 'bitmaps.qcow2', 'first');
+  q('bitmap', '--add', '-g', '4k', 'bitmaps.qcow2', 'second');
+});
+
+const cases: string[][] = [
+  ['-O', 'qcow2', '--size', '10G'],
+  ['-O', 'qcow2', '--size', '1T', '-o', 'cluster_size=2M'],
+  ['-O', 'qcow2', '--size', '100G', '-o', 'refcount_bits=1,extended_l2=on'],
+  ['-O', 'qcow2', '--size', '12345', '-o', 'cluster_size=512,refcount_bits=64'],
+  ['-O', 'qcow2', '--size', '5G', '-o', 'preallocation=full'],
+  ['-O', 'raw', '--size', '1000'],
+  ['-O', 'qcow2', 'sparse.qcow2'],
+  ['-O', 'qcow2', '-o', 'cluster_size=4k', 'sparse.qcow2'],
+  ['-O', 'qcow2', '-o', 'compat=0.10', 'sparse.qcow2'],
+  ['-O', 'qcow2', '-o', 'backing_file=x', 'sparse.qcow2'],
+  ['-O', 'qcow2', 'small.qcow2'],
+  ['-O', 'qcow2', '-o', 'extended_l2=on,cluster_size=16k', 'small.qcow2'],
+  ['-O', 'qcow2', '-f', 'raw', 'full.raw'],
+  ['-O', 'qcow2', 'packed.qcow2'],
+  ['-O', 'qcow2', 'overlay.qcow2'],
+  ['-O', 'raw', 'sparse.qcow2'],
+  ['-O', 'qcow2', 'bitmaps.qcow2'],
+  ['-O', 'qcow2', '-o', 'cluster_size=512', 'bitmaps.qcow2'],
+];
+
+describe.skipIf(!haveQemu)('measure', () => {
+  for (const args of cases) {
+    it(`measure ${args.join(' ')}`, () => {
+      const mine = platter(['measure', '--output=json', ...args], { cwd: temp.dir });
+      const qemu = shStatus(temp.dir, 'qemu-img', ['measure', '--output=json', ...args]);
+      expect(qemu.status).toBe(0);
+      expect(mine.status, mine.stderr).toBe(0);
+      expect(mine.stdout).toBe(qemu.stdout);
+    });
+  }
+
+  it('human output matches too', () => {
+    const args = ['-O', 'qcow2', 'sparse.qcow2'];
+    expect(platter(['measure', ...args], { cwd: temp.dir }).stdout).toBe(shStatus(temp.dir, 'qemu-img', ['measure', ...args]).stdout);
+  });
+
+  it('refuses sizes whose L1 table would be too large, as qemu-img does', () => {
+    const result = platter(['measure', '-O', 'qcow2', '--size', '1T', '-o', 'cluster_size=512']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('The image size is too large');
+  });
+});

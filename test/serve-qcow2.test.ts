@@ -1,0 +1,119 @@
+/**
+ * `platter serve` of qcow2 images (backing chain, zero and compressed clusters,
+ * internal snapshots), checked against qemu-img reading the same images.
+ */
+
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, exitWithin, haveServeTool, makeServeTempDir, runTool, startServe, stopAllServes } from './helpers/serve-tools.js';
+
+const temp = makeServeTempDir();
+const file = (name: string) => join(temp.dir, name);
+let sockets = 0;
+const nextSocket = () => file(`q${++sockets}.sock`);
+
+afterEach(stopAllServes);
+afterAll(() => temp.cleanup());
+
+interface MapEntry {
+  start: number;
+  length: number;
+  data: boolean;
+  zero: boolean;
+}
+
+/** Map entries as merged (start, length, data, zero) runs: what survives NBD (depth and offsets do not). */
+function allocation(entries: MapEntry[]): string[] {
+  const merged: MapEntry[] = [];
+  for (const entry of entries) {
+    const last = merged[merged.length - 1];
+    if (last && last.data === entry.data && last.zero === entry.zero && last.start + last.length === entry.start) last.length += entry.length;
+    else merged.push({ start: entry.start, length: entry.length, data: entry.data, zero: entry.zero });
+  }
+  return merged.map((entry) => `${entry.start}+${entry.length}:${entry.data ? 'data' : '-'}${entry.zero ? ',zero' : ''}`);
+}
+
+const qemu = haveServeTool('qemu-img') && haveServeTool('qemu-io');
+
+describe.runIf(qemu)('serving qcow2', () => {
+  beforeAll(() => {
+    // A qcow2 base, not raw: platter's raw block status cannot see a file's holes, qemu's can.
+    runTool('qemu-img', ['create', '-q', '-f', 'qcow2', file('base.qcow2'), '8M']);
+    runTool('qemu-io', ['-f', 'qcow2', file('base.qcow2'), '-c', 'write -P 0x11 0 2M', '-c', 'write -P 0x12 6M 1M']);
+    runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', file('top.qcow2'), '8M']);
+    runTool('qemu-io', ['-f', 'qcow2', file('top.qcow2'), '-c', 'write -P 0x22 1M 512k', '-c', 'write -z 3M 1M', '-c', 'write -z 6M 256k', '-c', 'write -P 0x33 5M 64k']);
+    runTool('qemu-img', ['snapshot', '-c', 'snap1', file('top.qcow2')]);
+    runTool('qemu-io', ['-f', 'qcow2', file('top.qcow2'), '-c', 'write -P 0x44 5M 64k', '-c', 'write -P 0x55 7M 100k']);
+    runTool('qemu-img', ['create', '-q', '-f', 'raw', file('plain.raw'), '4M']);
+    runTool('qemu-io', ['-f', 'raw', file('plain.raw'), '-c', 'write -P 0x66 64k 1M', '-c', 'write -P 0x67 3M 4k']);
+    runTool('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', file('plain.raw'), file('compressed.qcow2')]);
+  });
+
+  for (const name of ['top.qcow2', 'compressed.qcow2']) {
+    it(`serves ${name} with the bytes qemu-img reads from it`, async () => {
+      const served = await startServe(file(name), nextSocket());
+      runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', served.uri, file(`${name}.via-nbd`)]);
+      await exitWithin(served, 10_000);
+      runTool('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file(name), file(`${name}.direct`)]);
+      expect(Buffer.compare(readFileSync(file(`${name}.via-nbd`)), readFileSync(file(`${name}.direct`)))).toBe(0);
+    });
+
+    it(`maps ${name} over NBD as qemu-img maps the file`, async () => {
+      const served = await startServe(file(name), nextSocket());
+      const viaNbd = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'raw', served.uri])) as MapEntry[];
+      const direct = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', file(name)])) as MapEntry[];
+      expect(allocation(viaNbd)).toEqual(allocation(direct));
+      expect(viaNbd.some((entry) => !entry.data)).toBe(true);
+    });
+  }
+
+  it.runIf(haveServeTool('nbdinfo'))('shows base:allocation of a qcow2 chain in nbdinfo --map', async () => {
+    const served = await startServe(file('top.qcow2'), nextSocket());
+    const lines = runTool('nbdinfo', ['--map', served.uri]).trim().split('\n');
+    const viaNbd = lines.map((line) => {
+      const [start, length, flags] = line.trim().split(/\s+/).map(Number) as [number, number, number];
+      return { start, length, data: (flags & 1) === 0, zero: (flags & 2) !== 0 };
+    });
+    const direct = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', file('top.qcow2')])) as MapEntry[];
+    expect(allocation(viaNbd)).toEqual(allocation(direct));
+  });
+
+  it('serves an internal snapshot with --snapshot', async () => {
+    const served = await startServe(file('top.qcow2'), nextSocket(), ['--snapshot', 'snap1']);
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', served.uri, file('snap.via-nbd')]);
+    await exitWithin(served, 10_000);
+    runTool('qemu-img', ['convert', '-f', 'qcow2', '-l', 'snapshot.name=snap1', '-O', 'raw', file('top.qcow2'), file('snap.direct')]);
+    const viaNbd = readFileSync(file('snap.via-nbd'));
+    expect(Buffer.compare(viaNbd, readFileSync(file('snap.direct')))).toBe(0);
+    // The snapshot predates the 0x44 write.
+    expect(viaNbd[5 * 1024 * 1024]).toBe(0x33);
+  });
+
+  it.runIf(haveServeTool('sfdisk'))('serves one partition of a qcow2 virtual disk', async () => {
+    runTool('qemu-img', ['create', '-q', '-f', 'raw', file('parted.raw'), '32M']);
+    const made = spawnSync('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', file('parted.raw')], {
+      input: 'label: gpt\nstart=2048, size=8192, name=boot\nstart=10240, size=20480, name=root\n',
+      encoding: 'utf8',
+    });
+    expect(made.status).toBe(0);
+    runTool('qemu-io', ['-f', 'raw', file('parted.raw'), '-c', `write -P 0x71 ${10240 * 512} 3M`, '-c', `write -P 0x72 ${10240 * 512 + 9 * 1024 * 1024} 5k`]);
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', file('parted.raw'), file('parted.qcow2')]);
+    const served = await startServe(file('parted.qcow2'), nextSocket(), ['--partition', 'PARTLABEL=root']);
+    runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', served.uri, file('root.via-nbd')]);
+    await exitWithin(served, 10_000);
+    const root = readFileSync(file('parted.raw')).subarray(10240 * 512, (10240 + 20480) * 512);
+    expect(Buffer.compare(readFileSync(file('root.via-nbd')), root)).toBe(0);
+  });
+
+  it('refuses a missing snapshot and a writable qcow2 export with clear errors', () => {
+    const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'serve', '-k', nextSocket(), ...args, file('top.qcow2')], { encoding: 'utf8', timeout: 20_000 });
+    const missing = run(['--snapshot', 'nope']);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/^platter: .*top\.qcow2: no snapshot 'nope'/m);
+    const writable = run(['--writable']);
+    expect(writable.status).toBe(1);
+    expect(writable.stderr).toMatch(/^platter: .*top\.qcow2: .*read-only/m);
+  });
+});
