@@ -1,0 +1,81 @@
+/**
+ * Write safety on images that cannot be trusted: images marked corrupt or
+ * dirty, or with incompatible features platter does not know, are never opened
+ * for writing; with lazy refcounts the dirty bit reaches the disk before any
+ * other change, and is cleared on a clean close.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice, type BlockDevice } from '../src/core/device.js';
+import type { ImageHost } from '../src/core/image.js';
+import { openImage } from '../src/engine/open.js';
+import { nodeCodecs } from '../src/node/codecs.js';
+import { buildQcow2, putU64 } from './helpers/hostile-qcow2.js';
+
+const host: ImageHost = { codecs: nodeCodecs, warn: () => {} };
+const DIRTY = 1n;
+const LAZY_REFCOUNTS = 1n;
+
+/** A writable device that records the incompatible-feature bits on disk at every write. */
+class RecordingDevice extends MemoryDevice {
+  readonly log: Array<{ offset: number; length: number; dirtyOnDisk: boolean }> = [];
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    await super.write(offset, data);
+    this.log.push({ offset, length: data.length, dirtyOnDisk: dirtyBit(this.contents()) });
+  }
+}
+
+function dirtyBit(bytes: Uint8Array): boolean {
+  return (new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(72) & DIRTY) !== 0n;
+}
+
+function imageWith(poke: (image: Uint8Array) => void): Uint8Array {
+  const image = buildQcow2({ noSnapshot: true });
+  poke(image);
+  return image;
+}
+
+function openWritable(device: BlockDevice) {
+  return openImage(device, { host, writable: true });
+}
+
+describe('write safety', () => {
+  it('refuses to write an image marked corrupt', async () => {
+    const device = new MemoryDevice(imageWith((i) => putU64(i, 72, 2n)));
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/marked corrupt/) });
+  });
+
+  it('refuses to write an image left dirty', async () => {
+    const device = new MemoryDevice(imageWith((i) => putU64(i, 72, DIRTY)));
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/not closed cleanly/) });
+  });
+
+  it('refuses to write an image with an unknown incompatible feature', async () => {
+    const device = new MemoryDevice(imageWith((i) => putU64(i, 72, 1n << 7n)));
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'EUNSUPPORTED' });
+  });
+
+  it('refuses to write through a read-only device', async () => {
+    const device = new MemoryDevice(buildQcow2({ noSnapshot: true }), { writable: false });
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'EREADONLY' });
+  });
+
+  it('with lazy refcounts, sets the dirty bit before any other write and clears it on close', async () => {
+    const device = new RecordingDevice(imageWith((i) => putU64(i, 80, LAZY_REFCOUNTS)));
+    const image = await openWritable(device);
+    await image.write!(64 * 1024, new Uint8Array(4096).fill(7));
+    expect(device.log.length).toBeGreaterThan(1);
+    expect(device.log[0]).toMatchObject({ offset: 0, dirtyOnDisk: true });
+    expect(device.log.every((entry) => entry.dirtyOnDisk || entry === device.log.at(-1))).toBe(true);
+    await image.close();
+    expect(dirtyBit(device.contents())).toBe(false);
+  });
+
+  it('without lazy refcounts, never sets the dirty bit', async () => {
+    const device = new RecordingDevice(buildQcow2({ noSnapshot: true }));
+    const image = await openWritable(device);
+    await image.write!(64 * 1024, new Uint8Array(4096).fill(7));
+    await image.close();
+    expect(device.log.some((entry) => entry.dirtyOnDisk)).toBe(false);
+  });
+});
