@@ -210,15 +210,30 @@ describe('the policy flags on every command that opens images', () => {
   const top = writeImage(join(root, 'top.qcow2'), { backingFile: '../out/secret.qcow2', backingFormat: 'qcow2' });
   const missing = writeImage(join(root, 'orphan.qcow2'), { backingFile: 'gone.qcow2', backingFormat: 'qcow2' });
 
-  it.each(['partitions', 'mount-offset'])('%s refuses a backing file outside --backing-root', (command) => {
-    const result = platter([command, '--backing-root', root, top]);
-    expect(result.status).toBe(1);
+  const out = join(dir, 'out.raw');
+  /** Each command that opens images, with its operands around the image. */
+  const commands: Array<[string, (image: string) => string[], number]> = [
+    ['info', (image) => ['info', '--backing-chain', image], 1],
+    ['partitions', (image) => ['partitions', image], 1],
+    ['mount-offset', (image) => ['mount-offset', image], 1],
+    ['map', (image) => ['map', '--output=json', image], 1],
+    ['convert', (image) => ['convert', '-O', 'raw', image, out], 1],
+    ['compare', (image) => ['compare', image, image], 2],
+    ['measure', (image) => ['measure', '-O', 'qcow2', image], 1],
+    ['dd', (image) => ['dd', `if=${image}`, `of=${out}`], 1],
+  ];
+
+  it.each(commands)('%s refuses a backing file outside --backing-root', (_name, argv, status) => {
+    const [command, ...rest] = argv(top);
+    const result = platter([command!, '--backing-root', root, ...rest]);
+    expect(result.status).toBe(status);
     expect(result.stderr).toMatch(/refusing file name '\.\.\/out\/secret\.qcow2': it resolves to '.*out\/secret\.qcow2', outside the backing root/);
   });
 
-  it.each(['partitions', 'mount-offset'])('%s --no-backing reads an image whose backing file is gone', (command) => {
-    expect(platter([command, missing]).status).toBe(1);
-    const result = platter([command, '--no-backing', missing]);
+  it.each(commands)('%s --no-backing reads an image whose backing file is gone', (_name, argv, status) => {
+    const [command, ...rest] = argv(missing);
+    expect(platter([command!, ...rest]).status).toBe(status);
+    const result = platter([command!, '--no-backing', ...rest]);
     expect(result.status, result.stderr).toBe(0);
   });
 });

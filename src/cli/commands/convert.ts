@@ -7,6 +7,7 @@ import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAUL
 import { FileDevice } from '../../node/file-device.js';
 import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import type { Image } from '../../core/image.js';
@@ -23,7 +24,7 @@ const command: CliCommand = {
   command: 'convert <source> <target>',
   describe: 'Convert an image to raw, sparsely',
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withProgress(withNamedFilePolicy(withFormat(yargs)))
       .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
       .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw)' })
@@ -43,7 +44,8 @@ const command: CliCommand = {
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
       .example('platter convert -p -O raw disk.qcow2 disk.img', 'The same, with a progress line')
       .example('platter convert -l before-upgrade -O raw vm.qcow2 old.raw', 'Convert the disk as it was in a snapshot')
-      .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr'),
+      .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr')
+      .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
     const sourcePath = args.source as string;
     const targetPath = args.target as string;
@@ -51,7 +53,7 @@ const command: CliCommand = {
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
-    const opened = await openForCli(sourcePath, { format: args.format as string | undefined });
+    const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
       for (const file of chainFiles(source)) {
