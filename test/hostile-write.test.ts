@@ -2,15 +2,19 @@
  * Write safety on images that cannot be trusted: images marked corrupt or
  * dirty, or with incompatible features platter does not know, are never opened
  * for writing; with lazy refcounts the dirty bit reaches the disk before any
- * other change, and is cleared on a clean close.
+ * other change, and is cleared on a clean close. convert refuses to write
+ * over any file of its source chain and leaves the chain untouched.
  */
 
-import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, type BlockDevice } from '../src/core/device.js';
 import type { ImageHost } from '../src/core/image.js';
 import { openImage } from '../src/engine/open.js';
 import { nodeCodecs } from '../src/node/codecs.js';
 import { buildQcow2, putU64 } from './helpers/hostile-qcow2.js';
+import { platter, tempDir } from './helpers/tools.js';
 
 const host: ImageHost = { codecs: nodeCodecs, warn: () => {} };
 const DIRTY = 1n;
@@ -77,5 +81,34 @@ describe('write safety', () => {
     await image.write!(64 * 1024, new Uint8Array(4096).fill(7));
     await image.close();
     expect(device.log.some((entry) => entry.dirtyOnDisk)).toBe(false);
+  });
+});
+
+describe('convert never writes its source', () => {
+  const tmp = tempDir('platter-hostile-write-');
+  afterAll(() => tmp.cleanup());
+  const base = tmp.path('base.qcow2');
+  const top = tmp.path('top.qcow2');
+  writeFileSync(base, buildQcow2({ noSnapshot: true }));
+  writeFileSync(top, buildQcow2({ noSnapshot: true, empty: true, backingFile: 'base.qcow2', backingFormat: 'qcow2' }));
+  symlinkSync(top, tmp.path('alias.qcow2'));
+  const hashes = () => [base, top].map((path) => createHash('sha256').update(readFileSync(path)).digest('hex'));
+  const before = hashes();
+
+  it.each([
+    ['the source itself', top],
+    ['a symlink to the source', tmp.path('alias.qcow2')],
+    ['the backing file of the source', base],
+  ])('refuses %s as the target', (_what, target) => {
+    const result = platter(['convert', '-O', 'raw', top, target]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing to convert onto the source image/);
+    expect(hashes()).toEqual(before);
+  });
+
+  it('leaves the source chain unchanged after a conversion', () => {
+    const result = platter(['convert', '-O', 'raw', top, tmp.path('out.raw')]);
+    expect(result.status, result.stderr).toBe(0);
+    expect(hashes()).toEqual(before);
   });
 });
