@@ -2,7 +2,8 @@
  * The malformed qcow2 corpus (qemu-iotests 060/080 style pokes, truncations,
  * hostile backing chains). Every case runs in a child process twice: through the
  * library (open, info, block status and a read of every extent and snapshot) and
- * through `platter info --backing-chain`. Each must answer with the expected
+ * through `platter info --backing-chain` (and `platter convert` when info reads
+ * too little to notice). Each must answer with the expected
  * error code and message (or a safe answer), within 2 s, under 200 MiB peak RSS,
  * without changing the file.
  */
@@ -19,6 +20,7 @@ const tmp = tempDir('platter-hostile-');
 const paths = new Map<string, string>();
 const library = new Map<string, RunnerResult>();
 const cli = new Map<string, CliMeasured>();
+const converted = new Map<string, CliMeasured>();
 const batchRss: number[] = [];
 
 /** Cases per child: small enough that one runaway case would show in the batch's peak RSS. */
@@ -46,6 +48,10 @@ beforeAll(async () => {
   }
   const measured = await inPool(corpus, (c) => runCliMeasured(cliArgs(c, paths.get(c.name)!)));
   corpus.forEach((c, index) => cli.set(c.name, measured[index]!));
+  // Cases that `info` answers without reading L2 tables are also converted: that reads every cluster.
+  const deep = corpus.filter((c) => c.info === 'ok');
+  const outputs = await inPool(deep, (c) => runCliMeasured(['convert', '-O', 'raw', paths.get(c.name)!, join(tmp.dir, `out-${deep.indexOf(c)}.raw`)]));
+  deep.forEach((c, index) => converted.set(c.name, outputs[index]!));
 }, 180_000);
 
 afterAll(() => tmp.cleanup());
@@ -97,6 +103,21 @@ describe('hostile qcow2 corpus', () => {
       }
       expect(result!.ms).toBeLessThan(MAX_CASE_MS);
       expect(result!.unchanged, 'the file was modified').toBe(true);
+    });
+
+    if (entry.info === 'ok') it('CLI convert: the same answer as the library, in time and memory', () => {
+      const run = converted.get(name)!;
+      expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
+      expect(run.ms).toBeLessThan(MAX_CASE_MS * 2);
+      expect(run.maxRssBytes).toBeLessThan(MAX_RSS_BYTES);
+      // convert reads the active disk, not the snapshots: a broken snapshot table does not stop it.
+      const expectError = 'code' in entry.expect && !/snapshot/.test(entry.expect.message.source);
+      if (expectError && 'code' in entry.expect) {
+        expect(run.status).not.toBe(0);
+        expect(run.stderr.trimEnd().split('\n').pop()).toMatch(entry.expect.message);
+      } else {
+        expect(run.status, run.stderr).toBe(0);
+      }
     });
 
     it('CLI info: one clear line or a JSON answer, in time and memory', () => {
