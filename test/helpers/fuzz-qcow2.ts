@@ -5,7 +5,8 @@
  */
 
 import fc from 'fast-check';
-import { MemoryDevice, type BlockDevice } from '../../src/core/device.js';
+import { MemoryDevice } from '../../src/core/device.js';
+import { BoundsCheckingDevice } from './fuzz-device.js';
 import { PlatterError } from '../../src/core/errors.js';
 import type { Image, ImageHost } from '../../src/core/image.js';
 import { openImage } from '../../src/engine/open.js';
@@ -96,27 +97,6 @@ export function mutatedImage(fuzzCase: FuzzCase): Uint8Array {
     image.set(value.subarray(0, Math.max(0, image.length - at)), at);
   }
   return image.subarray(0, Math.floor(image.length * fuzzCase.keep));
-}
-
-/** A device that records every request outside its bounds (and still refuses it). */
-class BoundsCheckingDevice implements BlockDevice {
-  readonly violations: string[] = [];
-  constructor(private readonly inner: MemoryDevice) {}
-  get size(): number {
-    return this.inner.size;
-  }
-  get name(): string {
-    return this.inner.name;
-  }
-  readonly writable = false;
-  read(offset: number, length: number): Promise<Uint8Array> {
-    const valid = Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0;
-    if (!valid || length > this.size - offset) this.violations.push(`read(${offset}, ${length}) of ${this.size}`);
-    return this.inner.read(offset, length);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
 }
 
 /** What one fuzz case did. */
