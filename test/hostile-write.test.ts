@@ -7,7 +7,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, type BlockDevice } from '../src/core/device.js';
 import type { ImageHost } from '../src/core/image.js';
@@ -92,12 +92,14 @@ describe('convert never writes its source', () => {
   writeFileSync(base, buildQcow2({ noSnapshot: true }));
   writeFileSync(top, buildQcow2({ noSnapshot: true, empty: true, backingFile: 'base.qcow2', backingFormat: 'qcow2' }));
   symlinkSync(top, tmp.path('alias.qcow2'));
+  linkSync(top, tmp.path('hardlink.qcow2'));
   const hashes = () => [base, top].map((path) => createHash('sha256').update(readFileSync(path)).digest('hex'));
   const before = hashes();
 
   it.each([
     ['the source itself', top],
     ['a symlink to the source', tmp.path('alias.qcow2')],
+    ['a hard link to the source', tmp.path('hardlink.qcow2')],
     ['the backing file of the source', base],
   ])('refuses %s as the target', (_what, target) => {
     const result = platter(['convert', '-O', 'raw', top, target]);
