@@ -5,20 +5,14 @@ import { parseSize } from '../../core/size.js';
 import { UnsupportedFeatureError, UsageError } from '../../core/errors.js';
 import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
 import { FileDevice } from '../../node/file-device.js';
-import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import type { Image } from '../../core/image.js';
 import { Qcow2Image, openSnapshotView } from '../../../formats/qcow2/index.js';
-
-/** The files an image reads from: its own and its backing chain's. */
-function chainFiles(image: Image): string[] {
-  const names: string[] = [];
-  for (let layer: Image | undefined = image; layer; layer = layer.backing) names.push(layer.device.name);
-  return names;
-}
 
 const command: CliCommand = {
   command: 'convert <source> <target>',
@@ -56,11 +50,8 @@ const command: CliCommand = {
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
-      for (const file of chainFiles(source)) {
-        if (await sameFile(file, targetPath)) {
-          throw new UsageError(`refusing to convert onto the source image ${file}`).inFile(targetPath);
-        }
-      }
+      const clash = await sourceFileAt(source, targetPath);
+      if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       const existingTarget = args.n === true;
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true } : { create: true });
       const progress = createProgress(progressMode(args));

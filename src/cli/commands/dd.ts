@@ -6,7 +6,8 @@ import { parseSize } from '../../core/size.js';
 import { checkOutputFormat } from '../../ops/convert.js';
 import { DD_MAX_BLOCK_SIZE, ddToRaw, type DdOperands } from '../../ops/dd.js';
 import { FileDevice } from '../../node/file-device.js';
-import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
@@ -67,7 +68,8 @@ const command: CliCommand = {
     checkOutputFormat(args.O as string);
     const source = await openForCli(operands.input!, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
-      if (await sameFile(operands.input!, operands.output!)) {
+      // Any file the source reads from, backing and data files included, is off limits.
+      if ((await sourceFileAt(source, operands.output!)) !== undefined) {
         throw new UsageError(`refusing to write onto the source image`).inFile(operands.output!);
       }
       const target = await FileDevice.open(operands.output!, { create: true });
