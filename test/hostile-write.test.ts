@@ -108,6 +108,24 @@ describe('convert never writes its source', () => {
     expect(hashes()).toEqual(before);
   });
 
+  it.each([top, tmp.path('hardlink.qcow2'), base])('dd refuses %s as its output', (target) => {
+    const result = platter(['dd', `if=${top}`, `of=${target}`]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing to write onto the source image/);
+    expect(hashes()).toEqual(before);
+  });
+
+  it.each(['convert', 'dd'])('%s refuses the external data file of its source as output', (command) => {
+    const data = tmp.path('data.raw');
+    writeFileSync(data, new Uint8Array(64 * 1024));
+    const image = tmp.path('with-data.qcow2');
+    writeFileSync(image, buildQcow2({ noSnapshot: true, empty: true, dataFile: 'data.raw' }));
+    const argv = command === 'convert' ? ['convert', '-O', 'raw', image, data] : ['dd', `if=${image}`, `of=${data}`];
+    const result = platter(argv);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing to (convert|write) onto the source image/);
+  });
+
   it('leaves the source chain unchanged after a conversion', () => {
     const result = platter(['convert', '-O', 'raw', top, tmp.path('out.raw')]);
     expect(result.status, result.stderr).toBe(0);
