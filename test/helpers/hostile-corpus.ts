@@ -402,7 +402,34 @@ function manyBitmapsCase(): HostileCase {
   };
 }
 
+/**
+ * 2 MiB clusters and 32 distinct L2 tables in a sparse file: the L2 cache must
+ * stay within its 32 MiB bound however many tables a walk touches.
+ */
+function bigClusterCase(): HostileCase {
+  return {
+    name: 'L2: 32 tables of 2 MiB clusters (twice what the L2 cache holds)',
+    make: (dir) => {
+      const clusterBits = 21;
+      const cluster = 2 ** clusterBits;
+      const tables = 32;
+      const base = buildQcow2({ clusterBits, noSnapshot: true, empty: true, virtualSize: tables * (cluster / 8) * cluster });
+      const head = base.subarray(0, 2 * cluster); // header and L1 (the rest of the base image is not needed)
+      const firstTable = LAYOUT.clusters;
+      for (let index = 0; index < tables; index++) putU64(head, cluster + index * 8, (1n << 63n) | BigInt((firstTable + index) * cluster));
+      const path = join(dir, 'image.qcow2');
+      writeFileSync(path, base);
+      // Sparse: the L2 tables read as zeros (all unallocated) and take no disk space.
+      truncateSync(path, (firstTable + tables) * cluster);
+      writeFileSync(path, head, { flag: 'r+' });
+      return path;
+    },
+    expect: { ok: true, check: firstExtent('unallocated') },
+    info: 'same',
+  };
+}
+
 /** Every case of the qcow2 corpus. */
 export function qcow2Corpus(): HostileCase[] {
-  return [...headerCases(), ...tableCases(), ...truncationCases(), ...chainCases(), hugeL1Case(), manySnapshotsCase(), manyBitmapsCase()];
+  return [...headerCases(), ...tableCases(), ...truncationCases(), ...chainCases(), hugeL1Case(), manySnapshotsCase(), manyBitmapsCase(), bigClusterCase()];
 }

@@ -9,7 +9,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -21,11 +21,19 @@ const MAX_READ_BYTES = 64 * 1024 * 1024;
 const READ_CHUNK = 1024 * 1024;
 const MAX_SNAPSHOT_WALKS = 8;
 
+/** SHA-256 of a file, read in chunks so a large sparse image does not count against the case's memory. */
 function hashFile(path) {
+  let fd;
   try {
-    return createHash('sha256').update(readFileSync(path)).digest('hex');
+    fd = openSync(path, 'r');
+    const hash = createHash('sha256');
+    const chunk = Buffer.alloc(1024 * 1024);
+    for (let read; (read = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hash.update(chunk.subarray(0, read));
+    return hash.digest('hex');
   } catch {
     return 'unreadable';
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
