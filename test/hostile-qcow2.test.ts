@@ -32,10 +32,10 @@ beforeAll(async () => {
     mkdirSync(dir);
     paths.set(entry.name, entry.make(dir));
   });
-  const batches: Array<Array<{ name: string; path: string; options?: HostileCase['options'] }>> = [];
-  for (let start = 0; start < corpus.length; start += BATCH) {
-    batches.push(corpus.slice(start, start + BATCH).map((c) => ({ name: c.name, path: paths.get(c.name)!, options: c.options })));
-  }
+  const entryOf = (c: HostileCase) => ({ name: c.name, path: paths.get(c.name)!, options: c.options });
+  const shared = corpus.filter((c) => !c.alone);
+  const batches = corpus.filter((c) => c.alone).map((c) => [entryOf(c)]);
+  for (let start = 0; start < shared.length; start += BATCH) batches.push(shared.slice(start, start + BATCH).map(entryOf));
   const manifests = batches.map((batch, index) => {
     const manifest = join(tmp.dir, `batch${index}.json`);
     writeFileSync(manifest, JSON.stringify(batch));

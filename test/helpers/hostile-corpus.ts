@@ -48,6 +48,8 @@ export interface HostileCase {
   expect: Expectation;
   /** What `platter info --backing-chain` answers: the same error, or success (it reads no L2 table). */
   info: 'same' | 'ok';
+  /** Runs in a child of its own: a large case, whose peak memory must not mix with others'. */
+  alone?: boolean;
 }
 
 const C = 4096; // cluster size of the base image
@@ -341,6 +343,7 @@ function chainCases(): HostileCase[] {
 function hugeL1Case(): HostileCase {
   return {
     name: 'L1: a 32 MiB table of empty entries',
+    alone: true,
     make: (dir) => {
       const entries = (32 * 1024 * 1024) / 8;
       const base = buildQcow2({ noSnapshot: true, empty: true });
@@ -361,6 +364,7 @@ function hugeL1Case(): HostileCase {
 function manySnapshotsCase(): HostileCase {
   return {
     name: 'snapshot: 65536 entries (the most qemu allows)',
+    alone: true,
     make: (dir) => {
       const base = buildQcow2({ noSnapshot: true });
       const count = 65536;
@@ -381,6 +385,7 @@ function manySnapshotsCase(): HostileCase {
 function manyBitmapsCase(): HostileCase {
   return {
     name: 'bitmaps: 65535 directory entries (the most qemu allows)',
+    alone: true,
     make: (dir) => {
       const base = buildQcow2({ noSnapshot: true });
       const count = 65535;
@@ -409,6 +414,7 @@ function manyBitmapsCase(): HostileCase {
 function bigClusterCase(): HostileCase {
   return {
     name: 'L2: 32 tables of 2 MiB clusters (twice what the L2 cache holds)',
+    alone: true,
     make: (dir) => {
       const clusterBits = 21;
       const cluster = 2 ** clusterBits;
