@@ -3,7 +3,7 @@
  * checked with qemu-img (allocation and guest contents).
  */
 
-import { closeSync, openSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../src/node/file-device.js';
@@ -12,7 +12,7 @@ import { nodeHost } from '../src/node/host.js';
 import { openImageFile } from '../src/node/open.js';
 import { writeDelta } from '../src/ops/delta.js';
 import { chainBacking, chainCheck, chainCreate, chainSame, chainWrite } from './helpers/chain-images.js';
-import { hasTool, run, tempDir } from './helpers/tools.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 
 const enabled = hasTool('qemu-img') && hasTool('qemu-io');
 const GiB = 1 << 30;
@@ -102,5 +102,27 @@ describe.skipIf(!enabled)('delta images', () => {
     expect(ours.clean).toBe(true);
     expect(ours.allocated).toBe(1);
     expect(ours.allocated).toBeLessThanOrEqual(chainCheck(temp.dir, 'cb-qemu.qcow2').allocated);
+  });
+
+  it('platter convert --delta-from on the command line: the three changed clusters, relative to the delta', () => {
+    mkdirSync(temp.path('backups'), { recursive: true });
+    const result = platter(['convert', '--delta-from', 'base.raw', '-F', 'raw', '-O', 'qcow2', 'new.raw', 'backups/monday.qcow2'], { cwd: temp.dir });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(chainBacking(temp.dir, 'backups/monday.qcow2')).toEqual({ name: '../base.raw', format: 'raw' });
+    expect(chainCheck(temp.dir, 'backups/monday.qcow2')).toEqual({ clean: true, allocated: 2 });
+    const map = JSON.parse(run('qemu-img', ['map', '--output=json', 'backups/monday.qcow2'], { cwd: temp.dir })) as Array<{ start: number; depth: number }>;
+    expect(map.filter((entry) => entry.depth === 0).map((entry) => entry.start)).toEqual([5 * CLUSTER, 512 * 1024 * 1024, 700 * 1024 * 1024]);
+    expect(chainSame(temp.dir, 'backups/monday.qcow2', 'new.raw')).toBe(true);
+  });
+
+  it('convert -B writes an overlay on the named backing file, and refuses other output formats', () => {
+    const result = platter(['convert', '-B', 'cb-base.qcow2', '-F', 'qcow2', '-O', 'qcow2', 'cb-src.qcow2', 'cb-cli.qcow2'], { cwd: temp.dir });
+    expect(result.status).toBe(0);
+    expect(chainSame(temp.dir, 'cb-cli.qcow2', 'cb-src.qcow2')).toBe(true);
+    expect(chainCheck(temp.dir, 'cb-cli.qcow2')).toEqual({ clean: true, allocated: 1 });
+    const raw = platter(['convert', '-B', 'cb-base.qcow2', '-O', 'raw', 'cb-src.qcow2', 'x.raw'], { cwd: temp.dir });
+    expect(raw.status).toBe(1);
+    expect(raw.stderr).toMatch(/^platter: .*-O qcow2/);
   });
 });

@@ -14,6 +14,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import type { Image } from '../../core/image.js';
 import { Qcow2Image, openSnapshotView } from '../../../formats/qcow2/index.js';
 
@@ -40,6 +41,9 @@ const command: CliCommand = {
         describe: 'Convert an internal snapshot (ID or NAME, or snapshot.id=ID / snapshot.name=NAME) of a qcow2 source',
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
+      .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
+      .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file or --delta-from base (default: probe)' })
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
       .example('platter convert -p -O raw disk.qcow2 disk.img', 'The same, with a progress line')
       .example('platter convert -l before-upgrade -O raw vm.qcow2 old.raw', 'Convert the disk as it was in a snapshot')
@@ -60,11 +64,13 @@ const command: CliCommand = {
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
+    const delta = deltaRequest(args, outputFormat);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
       const clash = await sourceFileAt(source, targetPath);
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
+      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true } : { create: true });
       const progress = createProgress(progressMode(args));
