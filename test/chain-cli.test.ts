@@ -19,6 +19,7 @@ describe.skipIf(!enabled)('rebase and commit commands', () => {
 
   const failures: Array<{ args: string[]; message: RegExp }> = [
     { args: ['rebase', '-b', 'base.qcow2', '-F', 'qcow2', 'disk.raw'], message: /^platter: disk\.raw: Could not change the backing file to 'base\.qcow2'/ },
+    { args: ['rebase', '-b', 'base.qcow2', 'top.qcow2'], message: /^platter: top\.qcow2: Could not change the backing file to 'base\.qcow2': backing format must be specified/ },
     { args: ['rebase', 'top.qcow2'], message: /^platter: Must specify backing file \(-b\) or use unsafe mode \(-u\)/ },
     { args: ['rebase', '-b', 'missing.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /missing\.qcow2/ },
     { args: ['rebase', '-b', 'top.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /^platter: top\.qcow2: the new backing chain contains the image itself/ },

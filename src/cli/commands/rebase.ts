@@ -31,7 +31,7 @@ const command: CliCommand = {
     withProgress(withFormat(yargs))
       .positional('image', { type: 'string', describe: 'Image file (qcow2)', demandOption: true })
       .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone)' })
-      .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (default: probe)' })
+      .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (required with a non-empty -b)' })
       .option('u', { alias: 'unsafe', type: 'boolean', default: false, describe: 'Only rewrite the backing file name; copy no data' })
       .example('platter rebase -b new-base.qcow2 -F qcow2 overlay.qcow2', 'Move an overlay onto another base, keeping its guest contents')
       .example('platter rebase -u -b /images/moved-base.qcow2 -F qcow2 overlay.qcow2', 'The base file was moved: only fix the name')
@@ -41,13 +41,16 @@ const command: CliCommand = {
     if (args.backing === undefined) throw new UsageError('Must specify backing file (-b) or use unsafe mode (-u)');
     const backingFile = String(args.backing);
     const unsafe = args.unsafe === true;
+    if (backingFile !== '' && args['backing-format'] === undefined) {
+      // As qemu-img 7.2: a recorded format keeps the backing file from ever being probed.
+      throw new UsageError(`Could not change the backing file to '${backingFile}': backing format must be specified (-F)`).inFile(path);
+    }
     const image = await openForCli(path, { format: args.format as string | undefined, writable: true, noBacking: unsafe });
     let newBacking: Image | undefined;
     try {
-      let backingFormat = args['backing-format'] as string | undefined;
+      const backingFormat = args['backing-format'] as string | undefined;
       if (backingFile !== '' && !unsafe) {
         newBacking = await openForCli(besideImage(path, backingFile), { format: backingFormat });
-        backingFormat ??= newBacking.format;
         await refuseLoop(newBacking, path);
       }
       const progress = createProgress(progressMode(args));
