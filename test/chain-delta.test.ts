@@ -125,4 +125,11 @@ describe.skipIf(!enabled)('delta images', () => {
     expect(raw.status).toBe(1);
     expect(raw.stderr).toMatch(/^platter: .*-O qcow2/);
   });
+
+  it('commit folds a delta back into its raw base', () => {
+    const result = platter(['commit', 'backups/monday.qcow2'], { cwd: temp.dir });
+    expect(result.stdout).toBe('Image committed.\n');
+    expect(chainSame(temp.dir, 'base.raw', 'new.raw')).toBe(true);
+    expect(chainCheck(temp.dir, 'backups/monday.qcow2')).toEqual({ clean: true, allocated: 0 });
+  });
 });
