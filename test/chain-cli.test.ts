@@ -23,6 +23,7 @@ describe.skipIf(!enabled)('rebase and commit commands', () => {
     { args: ['rebase', 'top.qcow2'], message: /^platter: Must specify backing file \(-b\) or use unsafe mode \(-u\)/ },
     { args: ['rebase', '-b', 'missing.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /missing\.qcow2/ },
     { args: ['rebase', '-b', 'top.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /^platter: top\.qcow2: the new backing chain contains the image itself/ },
+    { args: ['rebase', '-u', '-b', 'x'.repeat(1100), '-F', 'raw', 'top.qcow2'], message: /^platter: .*backing file name is too long \(1100 bytes, at most 1023\)/ },
     { args: ['commit', 'base.qcow2'], message: /^platter: base\.qcow2: Image does not have a backing file/ },
     { args: ['commit', '-b', 'elsewhere.qcow2', 'top.qcow2'], message: /^platter: Did not find 'elsewhere\.qcow2' in the backing chain of 'top\.qcow2'/ },
   ];

@@ -27,6 +27,24 @@ export function withBackingFormat(records: readonly RawExtension[], reference: B
   return [{ type: EXT_BACKING_FORMAT, data: new TextEncoder().encode(reference.format) }, ...rest];
 }
 
+/** Where the parts of cluster 0 go; throws when the name is too long or does not fit. */
+function layoutCluster0(metadata: Qcow2Metadata, reference: BackingReference) {
+  const name = reference.file === undefined ? new Uint8Array(0) : new TextEncoder().encode(reference.file);
+  if (name.length > MAX_BACKING_FILE_NAME) throw new UsageError(`backing file name is too long (${name.length} bytes, at most ${MAX_BACKING_FILE_NAME})`);
+  const records = withBackingFormat(metadata.extensions.all, reference);
+  const extensions = encodeExtensions(records);
+  const nameAt = metadata.header.headerLength + extensions.length;
+  if (name.length > metadata.clusterSize - nameAt) {
+    throw new UsageError(`the backing file name does not fit in the header cluster (${metadata.clusterSize} bytes)`);
+  }
+  return { name, records, extensions, nameAt };
+}
+
+/** Throws, changing nothing, when cluster 0 cannot name `reference`: check before doing work that depends on it. */
+export function checkBackingReference(metadata: Qcow2Metadata, reference: BackingReference): void {
+  layoutCluster0(metadata, reference);
+}
+
 /**
  * Encodes cluster 0 naming `reference` as the backing file, updating
  * `metadata.header` (and the cached name and format) in place so that later
@@ -34,14 +52,7 @@ export function withBackingFormat(records: readonly RawExtension[], reference: B
  */
 export function encodeBackingCluster0(metadata: Qcow2Metadata, reference: BackingReference): Uint8Array {
   const { header, clusterSize } = metadata;
-  const name = reference.file === undefined ? new Uint8Array(0) : new TextEncoder().encode(reference.file);
-  if (name.length > MAX_BACKING_FILE_NAME) throw new UsageError(`backing file name is too long (${name.length} bytes)`);
-  const records = withBackingFormat(metadata.extensions.all, reference);
-  const extensions = encodeExtensions(records);
-  const nameAt = header.headerLength + extensions.length;
-  if (name.length > clusterSize - nameAt) {
-    throw new UsageError(`the backing file name does not fit in the header cluster (${clusterSize} bytes)`);
-  }
+  const { name, records, extensions, nameAt } = layoutCluster0(metadata, reference);
   header.backingFileOffset = name.length > 0 ? nameAt : 0;
   header.backingFileSize = name.length;
   metadata.extensions.all = records;

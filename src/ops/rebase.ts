@@ -8,7 +8,7 @@
 import { UnsupportedFeatureError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import { writeBackingReference } from '../../formats/qcow2/backing-header.js';
+import { checkBackingReference, writeBackingReference } from '../../formats/qcow2/backing-header.js';
 import type { ByteTests } from './bytes-accel.js';
 import { DIFF_CHUNK, differingRuns, readOrZero, readsAsZeros } from './chain-diff.js';
 import { walkExtents } from './extents.js';
@@ -48,11 +48,13 @@ export function requireQcow2(image: Image, backingFile = ''): Qcow2Image {
  */
 export async function rebaseImage(image: Image, options: RebaseOptions): Promise<RebaseResult> {
   const qcow2 = requireQcow2(image, options.backingFile);
+  const file = options.backingFile === '' ? undefined : options.backingFile;
+  const reference = { file, format: file === undefined ? undefined : options.backingFormat };
+  checkBackingReference(qcow2.metadata, reference);
   const result: RebaseResult = { bytesCopied: 0 };
   if (!options.unsafe) result.bytesCopied = await copyDifferences(qcow2, options);
   await qcow2.flush();
-  const file = options.backingFile === '' ? undefined : options.backingFile;
-  await writeBackingReference(qcow2.device, qcow2.metadata, { file, format: file === undefined ? undefined : options.backingFormat });
+  await writeBackingReference(qcow2.device, qcow2.metadata, reference);
   return result;
 }
 
