@@ -8,25 +8,20 @@ import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
 import { parseOptionString } from '../../core/options.js';
 import { convertToQcow2 } from '../../ops/convert-qcow2.js';
-import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import type { Image } from '../../core/image.js';
 import { Qcow2Image, openSnapshotView } from '../../../formats/qcow2/index.js';
 
-/** The files an image reads from: its own and its backing chain's. */
-function chainFiles(image: Image): string[] {
-  const names: string[] = [];
-  for (let layer: Image | undefined = image; layer; layer = layer.backing) names.push(layer.device.name);
-  return names;
-}
-
 const command: CliCommand = {
   command: 'convert <source> <target>',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withProgress(withNamedFilePolicy(withFormat(yargs)))
       .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
       .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
@@ -50,7 +45,8 @@ const command: CliCommand = {
       .example('platter convert -l before-upgrade -O raw vm.qcow2 old.raw', 'Convert the disk as it was in a snapshot')
       .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr')
       .example('platter convert -O qcow2 disk.raw disk.qcow2', 'A qcow2 copy: zero and unallocated ranges take no space')
-      .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping'),
+      .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
+      .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
     const sourcePath = args.source as string;
     const targetPath = args.target as string;
@@ -64,14 +60,11 @@ const command: CliCommand = {
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
-    const opened = await openForCli(sourcePath, { format: args.format as string | undefined });
+    const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
-      for (const file of chainFiles(source)) {
-        if (await sameFile(file, targetPath)) {
-          throw new UsageError(`refusing to convert onto the source image ${file}`).inFile(targetPath);
-        }
-      }
+      const clash = await sourceFileAt(source, targetPath);
+      if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       const existingTarget = args.n === true;
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true } : { create: true });
       const progress = createProgress(progressMode(args));
