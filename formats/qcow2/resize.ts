@@ -10,7 +10,8 @@ import { ClusterMap } from './clusters.js';
 import { clusterType, l1EntryL2Offset } from './entries.js';
 import { hasDataFile } from './header.js';
 import { MAX_L1_BYTES } from './limits.js';
-import { COPIED_HI, setEntry, type Qcow2Writer } from './write.js';
+import { COPIED_HI, setEntry } from './l2-write.js';
+import type { Qcow2Writer } from './write.js';
 
 /** Changes the virtual size; shrinking frees the clusters past the new end. */
 export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise<void> {
@@ -70,10 +71,10 @@ export async function preallocate(writer: Qcow2Writer): Promise<number> {
   const dataFile = hasDataFile(writer.header);
   let end = 0;
   for (let clusterStart = 0; clusterStart < writer.host.size(); clusterStart += writer.clusterSize) {
-    const slot = await writer.l2Slot(clusterStart, true);
+    const slot = await writer.tables.slot(clusterStart, true);
     if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
     const hostOffset = dataFile ? clusterStart : await writer.host.allocator.allocate();
-    await writer.setDataEntry(slot, hostOffset, 0, 0);
+    await writer.tables.setDataEntry(slot, hostOffset, 0, 0);
     end = Math.max(end, hostOffset + writer.clusterSize);
   }
   return end;

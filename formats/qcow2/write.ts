@@ -17,7 +17,6 @@ import {
   compressedDescriptor,
   encodeCompressedDescriptor,
   l1EntryCopied,
-  l1EntryL2Offset,
   l2EntryBitmap,
   l2EntryCopied,
   l2EntryHostOffset,
@@ -30,10 +29,8 @@ import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { BlockDevice } from '../../src/core/device.js';
 import { growL1, preallocate, resizeQcow2, setInitialSize } from './resize.js';
+import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
-const TWO_POW_32 = 0x100000000;
-/** Bit 63 (COPIED) as a bit of an entry's high word. */
-export const COPIED_HI = 0x80000000;
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
 
@@ -56,19 +53,6 @@ export interface WriterHost {
   dataDevice(): BlockDevice | undefined;
 }
 
-/** One L2 entry's place: its table and index. */
-export interface L2Slot {
-  table: DataView;
-  tableOffset: number;
-  index: number;
-}
-
-/** Encodes an offset with flag bits in the high word into an 8-byte entry. */
-export function setEntry(view: DataView, at: number, offset: number, hiFlags: number, loFlags = 0): void {
-  view.setUint32(at, (hiFlags | Math.floor(offset / TWO_POW_32)) >>> 0);
-  view.setUint32(at + 4, ((offset % TWO_POW_32) | loFlags) >>> 0);
-}
-
 /** The bits of subclusters [first, last) as a 32-bit mask. */
 function subclusterMask(first: number, last: number): number {
   let mask = 0;
@@ -83,8 +67,13 @@ export class Qcow2Writer {
   private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
 
+  /** @internal L2 entries and tables, allocated and copied as writes need them. */
+  readonly tables: L2Tables;
+
   /** @internal The image the writer belongs to (for the size operations in resize.ts). */
-  constructor(readonly host: WriterHost) {}
+  constructor(readonly host: WriterHost) {
+    this.tables = new L2Tables(host);
+  }
 
   /** @internal The header being kept up to date. */
   get header() {
@@ -186,7 +175,7 @@ export class Qcow2Writer {
   private async freshRun(at: number, end: number): Promise<number> {
     const { extendedL2, l2Entries } = this.geometry;
     if (at % this.clusterSize !== 0 || end - at < 2 * this.clusterSize) return 0;
-    const slot = await this.l2Slot(at, false);
+    const slot = await this.tables.slot(at, false);
     if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
     let count = 0;
     const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
@@ -198,7 +187,7 @@ export class Qcow2Writer {
   }
 
   private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
-    const slot = await this.l2Slot(at, true);
+    const slot = await this.tables.slot(at, true);
     const count = data.length / this.clusterSize;
     const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
     await this.dataTarget.write!(hostOffset, data);
@@ -299,7 +288,7 @@ export class Qcow2Writer {
   }
 
   private async writeInCluster(clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
-    const slot = await this.l2Slot(clusterStart, true);
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (type === 'normal' && l2EntryCopied(slot.table, slot.index, extendedL2)) {
@@ -323,7 +312,7 @@ export class Qcow2Writer {
     const old = this.allocationOf(slot, type);
     const hostOffset = await this.allocateData(clusterStart);
     await this.dataTarget.write!(hostOffset, content);
-    await this.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
+    await this.tables.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
 
@@ -351,7 +340,7 @@ export class Qcow2Writer {
   private async finishSubclusters(slot: L2Slot, at: number, bytes: Uint8Array, allocated: number, zero: number, mask: number): Promise<void> {
     await this.dataTarget.write!(at, bytes);
     if ((allocated & mask) >>> 0 === mask && (zero & mask) === 0) return;
-    await this.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
+    await this.tables.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
   }
 
   private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
@@ -365,7 +354,7 @@ export class Qcow2Writer {
 
   /** True when the whole cluster already reads as zeros without anything stored. */
   private async readsAsZero(clusterStart: number): Promise<boolean> {
-    const slot = await this.l2Slot(clusterStart, false);
+    const slot = await this.tables.slot(clusterStart, false);
     const { extendedL2 } = this.geometry;
     if (!slot) return this.backingBelow(clusterStart);
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
@@ -388,9 +377,9 @@ export class Qcow2Writer {
    */
   private async deallocate(clusterStart: number, mode: 'zero' | 'discard'): Promise<void> {
     const needsTable = mode === 'zero' && this.header.version === 3 && !this.backingBelow(clusterStart);
-    if (!needsTable && !(await this.l2Slot(clusterStart, false))) return;
+    if (!needsTable && !(await this.tables.slot(clusterStart, false))) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
-    const slot = await this.l2Slot(clusterStart, true);
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     const old = this.allocationOf(slot, type);
@@ -405,7 +394,7 @@ export class Qcow2Writer {
       slot.table.setUint32(at + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
       slot.table.setUint32(at + 12, 0);
     }
-    await this.writeEntry(slot);
+    await this.tables.writeEntry(slot);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
 
@@ -420,69 +409,6 @@ export class Qcow2Writer {
     }
     const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
     return hostOffset === 0 ? undefined : { offset: hostOffset, bytes: this.clusterSize };
-  }
-
-  /** @internal Points the L2 entry at `hostOffset` (COPIED), with a subcluster bitmap for extended L2. */
-  async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
-    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
-    setEntry(slot.table, at, hostOffset, COPIED_HI);
-    if (this.geometry.extendedL2) {
-      slot.table.setUint32(at + 8, zero);
-      slot.table.setUint32(at + 12, allocated);
-    }
-    await this.writeEntry(slot);
-  }
-
-  private async writeBitmap(slot: L2Slot, allocated: number, zero: number): Promise<void> {
-    const at = l2EntryPosition(slot.index, true);
-    slot.table.setUint32(at + 8, zero);
-    slot.table.setUint32(at + 12, allocated);
-    await this.host.device.write!(slot.tableOffset + at + 8, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at + 8, 8).slice());
-  }
-
-  private async writeEntry(slot: L2Slot): Promise<void> {
-    const bytes = this.geometry.extendedL2 ? 16 : 8;
-    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
-    await this.host.device.write!(slot.tableOffset + at, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at, bytes).slice());
-  }
-
-  /**
-   * The L2 entry for the cluster at `clusterStart`. With `allocate`, a missing
-   * L2 table is created and a shared one (L1 entry without COPIED) is copied
-   * first; without, a missing table gives undefined.
-   */
-  async l2Slot(clusterStart: number, allocate: true): Promise<L2Slot>;
-  async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined>;
-  async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined> {
-    const { l2Entries } = this.geometry;
-    const clusterIndex = Math.floor(clusterStart / this.clusterSize);
-    const l1Index = Math.floor(clusterIndex / l2Entries);
-    const index = clusterIndex % l2Entries;
-    const l1 = this.host.metadata.l1;
-    if (l1Index >= this.header.l1Size) throw new CorruptImageError(`guest offset ${clusterStart} is outside the L1 table`);
-    let tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
-    if (tableOffset === 0) {
-      if (!allocate) return undefined;
-      tableOffset = await this.newL2Table(l1Index, new Uint8Array(this.clusterSize));
-    } else if (allocate && !l1EntryCopied(l1, l1Index)) {
-      const shared = await this.host.l2Cache.get(tableOffset);
-      const copy = new Uint8Array(shared.buffer, shared.byteOffset, shared.byteLength).slice();
-      const oldOffset = tableOffset;
-      tableOffset = await this.newL2Table(l1Index, copy);
-      await this.host.allocator.release(oldOffset, this.clusterSize);
-    }
-    return { table: await this.host.l2Cache.get(tableOffset), tableOffset, index };
-  }
-
-  /** Allocates and writes an L2 table with `contents`, then points L1 entry `l1Index` at it. */
-  private async newL2Table(l1Index: number, contents: Uint8Array): Promise<number> {
-    const offset = await this.host.allocator.allocate();
-    await this.host.device.write!(offset, contents);
-    this.host.l2Cache.put(offset, new DataView(contents.buffer, contents.byteOffset, contents.byteLength));
-    const l1 = this.host.metadata.l1;
-    setEntry(l1, l1Index * 8, offset, COPIED_HI);
-    await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(l1.buffer, l1.byteOffset + l1Index * 8, 8).slice());
-    return offset;
   }
 
   /** Moves the L1 table to a new place with `entries` entries. */
@@ -512,7 +438,7 @@ export class Qcow2Writer {
   private async storeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
     await this.begin();
     if (this.dataFile) throw new UnsupportedFeatureError('images with an external data file cannot hold compressed clusters');
-    const slot = await this.l2Slot(clusterStart, true);
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2, clusterBits } = this.geometry;
     if (clusterType(slot.table, slot.index, extendedL2, this.dataFile) !== 'unallocated') {
       throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
@@ -523,7 +449,7 @@ export class Qcow2Writer {
     const at = l2EntryPosition(slot.index, extendedL2);
     slot.table.setBigUint64(at, descriptor);
     if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
-    await this.writeEntry(slot);
+    await this.tables.writeEntry(slot);
   }
 
 }
