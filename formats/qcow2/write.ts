@@ -79,6 +79,11 @@ export class Qcow2Writer {
 
   constructor(private readonly host: WriterHost) {}
 
+  /** What the writer works on (refcounts, allocator, L2 cache): for operations beside guest writes, such as snapshots. */
+  get context(): WriterHost {
+    return this.host;
+  }
+
   private get header() {
     return this.host.metadata.header;
   }
