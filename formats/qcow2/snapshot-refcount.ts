@@ -1,0 +1,115 @@
+/**
+ * Reference counting over a whole L1 table (qemu's
+ * qcow2_update_snapshot_refcount): add or drop one reference to every L2 table
+ * and host cluster an L1 table reaches, and set the COPIED flags of the tables
+ * walked to match the refcounts afterwards.
+ *
+ * A refcount counts the L1 tables (active and snapshots) through which a
+ * cluster is reached: an L2 table shared by two L1 tables counts its data
+ * clusters twice. COPIED means "refcount is exactly 1", so a writer may change
+ * the cluster in place.
+ */
+
+import { clusterType, compressedDescriptor, l1EntryL2Offset, l2EntryHostOffset, l2EntryPosition } from './entries.js';
+import { CorruptImageError } from '../../src/core/errors.js';
+import type { WriterHost } from './write.js';
+
+const COPIED_HI = 0x80000000;
+
+/** +1 (a new snapshot), -1 (a snapshot or old active table going away), 0 (only fix COPIED flags). */
+export type RefcountAddend = -1 | 0 | 1;
+
+/** An L1 table in memory, with where it lives in the file. */
+export interface L1Walk {
+  l1: DataView;
+  /** Byte offset of the table in the file (for error messages and write-back). */
+  offset: number;
+  /** Write the changed L1 entries back to `offset` (false for a table that no longer lives there). */
+  writeBack: boolean;
+}
+
+/** Sets or clears the COPIED bit of the 8-byte entry at `at`; true when it changed. */
+function setCopied(view: DataView, at: number, copied: boolean): boolean {
+  const hi = view.getUint32(at);
+  const next = (copied ? hi | COPIED_HI : hi & ~COPIED_HI) >>> 0;
+  if (next === hi) return false;
+  view.setUint32(at, next);
+  return true;
+}
+
+/** The clusters [first, first+count) an L2 entry holds references to, or undefined. */
+function entryClusters(host: WriterHost, table: DataView, index: number, tableOffset: number): { first: number; count: number; compressed: boolean } | undefined {
+  const { extendedL2, clusterBits, clusterSize } = host.metadata.geometry;
+  const type = clusterType(table, index, extendedL2, false);
+  if (type === 'compressed') {
+    const descriptor = compressedDescriptor(table, index, clusterBits, extendedL2, tableOffset);
+    const first = Math.floor(descriptor.hostOffset / clusterSize);
+    const last = Math.floor((descriptor.hostOffset + descriptor.length - 1) / clusterSize);
+    return { first, count: last - first + 1, compressed: true };
+  }
+  const hostOffset = l2EntryHostOffset(table, index, extendedL2, tableOffset);
+  return hostOffset === 0 ? undefined : { first: hostOffset / clusterSize, count: 1, compressed: false };
+}
+
+/** Adds `addend` to the refcount of `count` clusters from `first`; returns the refcount of the last one afterwards. */
+async function adjustClusters(host: WriterHost, first: number, count: number, addend: RefcountAddend): Promise<number> {
+  const { allocator, metadata } = host;
+  for (let cluster = first; cluster < first + count; cluster++) {
+    if (addend > 0) await allocator.retain(cluster * metadata.clusterSize);
+    else if (addend < 0) await allocator.release(cluster * metadata.clusterSize, metadata.clusterSize);
+  }
+  return allocator.refcounts.get(first + count - 1);
+}
+
+/**
+ * Walks one L2 table: adjusts its clusters' refcounts and rewrites its COPIED
+ * flags. The table is written back (when a flag changed) before the caller
+ * adjusts the table's own refcount, so a table about to be freed is never
+ * written after it was freed.
+ */
+async function walkL2(host: WriterHost, tableOffset: number, addend: RefcountAddend): Promise<void> {
+  const { extendedL2, l2Entries } = host.metadata.geometry;
+  const table = await host.l2Cache.get(tableOffset);
+  let changed = false;
+  for (let index = 0; index < l2Entries; index++) {
+    const clusters = entryClusters(host, table, index, tableOffset);
+    if (!clusters) continue;
+    const refcount = await adjustClusters(host, clusters.first, clusters.count, addend);
+    // Compressed clusters never carry COPIED: they are always rewritten elsewhere.
+    if (!clusters.compressed) changed = setCopied(table, l2EntryPosition(index, extendedL2), refcount === 1) || changed;
+  }
+  if (changed) {
+    const bytes = new Uint8Array(table.buffer, table.byteOffset, table.byteLength).slice();
+    await host.device.write!(tableOffset, bytes);
+  }
+}
+
+/**
+ * Adds `addend` to the refcount of every L2 table and host cluster `walk.l1`
+ * reaches and fixes the COPIED flags of its L1 and L2 entries. Tables whose
+ * refcount drops to zero are forgotten by the L2 cache.
+ */
+export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, addend: RefcountAddend): Promise<void> {
+  const { clusterSize } = host.metadata;
+  const entries = walk.l1.byteLength / 8;
+  const seen = new Set<number>();
+  let l1Changed = false;
+  for (let l1Index = 0; l1Index < entries; l1Index++) {
+    const tableOffset = l1EntryL2Offset(walk.l1, l1Index, walk.offset);
+    if (tableOffset === 0) continue;
+    if (tableOffset % clusterSize !== 0) {
+      throw new CorruptImageError(`L2 table offset ${tableOffset} is not cluster-aligned`, walk.offset + l1Index * 8);
+    }
+    // One L2 table reached twice from one L1 table is corruption qemu refuses too (the counts would be off).
+    if (seen.has(tableOffset)) throw new CorruptImageError(`L2 table at ${tableOffset} is referenced twice by one L1 table`, walk.offset + l1Index * 8);
+    seen.add(tableOffset);
+    await walkL2(host, tableOffset, addend);
+    const refcount = await adjustClusters(host, tableOffset / clusterSize, 1, addend);
+    if (refcount === 0) host.l2Cache.invalidate(tableOffset);
+    l1Changed = setCopied(walk.l1, l1Index * 8, refcount === 1) || l1Changed;
+  }
+  if (l1Changed && walk.writeBack) {
+    await host.device.write!(walk.offset, new Uint8Array(walk.l1.buffer, walk.l1.byteOffset, walk.l1.byteLength).slice());
+  }
+  await host.device.flush?.();
+}
