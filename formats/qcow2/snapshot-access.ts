@@ -35,5 +35,5 @@ export function snapshotByNameOrId(snapshots: readonly Qcow2Snapshot[], nameOrId
 
 /** The NotFoundError for a snapshot that is not there. */
 export function noSuchSnapshot(image: Qcow2Image, what: string): NotFoundError {
-  return new NotFoundError(`no snapshot '${what}' in ${image.name}`, { snapshot: what });
+  return new NotFoundError(`snapshot '${what}' not found`, { snapshot: what }).inFile(image.name);
 }

@@ -1,6 +1,6 @@
 /** `snapshot`: list, create, apply and delete internal snapshots (qemu-img snapshot). */
 
-import { UnsupportedFeatureError } from '../core/errors.js';
+import { PlatterError, UnsupportedFeatureError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { Qcow2Image } from '../../formats/qcow2/image.js';
 import { snapshotInfo, type Qcow2Snapshot } from '../../formats/qcow2/snapshots.js';
@@ -38,12 +38,20 @@ export function listSnapshots(image: Image): SnapshotJson[] {
 export async function snapshot(image: Image, action: SnapshotAction): Promise<SnapshotResult> {
   if (action.kind === 'list') return { snapshots: listSnapshots(image) };
   if (!(image instanceof Qcow2Image)) {
-    throw new UnsupportedFeatureError(`${image.format} images have no internal snapshots`, { format: image.format });
+    throw new UnsupportedFeatureError(`${image.format} images have no internal snapshots`, { format: image.format }).inFile(image.name);
   }
-  let changed: Qcow2Snapshot;
-  if (action.kind === 'create') changed = await createSnapshot(image, action.name, action.date ? { date: action.date } : {});
-  else if (action.kind === 'apply') changed = await applySnapshot(image, action.snapshot);
-  else changed = await deleteSnapshot(image, action.snapshot);
-  await image.flush();
-  return { snapshot: snapshotJson(snapshotInfo(changed)) };
+  try {
+    const changed = await change(image, action);
+    await image.flush();
+    return { snapshot: snapshotJson(snapshotInfo(changed)) };
+  } catch (error) {
+    if (error instanceof PlatterError) error.inFile(image.name);
+    throw error;
+  }
+}
+
+function change(image: Qcow2Image, action: Exclude<SnapshotAction, { kind: 'list' }>): Promise<Qcow2Snapshot> {
+  if (action.kind === 'create') return createSnapshot(image, action.name, action.date ? { date: action.date } : {});
+  if (action.kind === 'apply') return applySnapshot(image, action.snapshot);
+  return deleteSnapshot(image, action.snapshot);
 }
