@@ -61,16 +61,31 @@ async function adjustClusters(host: WriterHost, first: number, count: number, ad
   return allocator.refcounts.get(first + count - 1);
 }
 
+/** Writes a whole L2 table back to the file. */
+async function writeTable(host: WriterHost, tableOffset: number, table: DataView): Promise<void> {
+  await host.device.write!(tableOffset, new Uint8Array(table.buffer, table.byteOffset, table.byteLength).slice());
+}
+
 /**
  * Walks one L2 table: adjusts its clusters' refcounts and rewrites its COPIED
- * flags. The table is written back (when a flag changed) before the caller
- * adjusts the table's own refcount, so a table about to be freed is never
- * written after it was freed.
+ * flags. Flags are cleared before references are added and set only after
+ * references are dropped, so at no instant (a crash included) does COPIED sit
+ * on a cluster whose refcount is above one. The table is written back before
+ * the caller adjusts the table's own refcount, so a table about to be freed
+ * is never written after it was freed.
  */
 async function walkL2(host: WriterHost, tableOffset: number, addend: RefcountAddend): Promise<void> {
   const { extendedL2, l2Entries } = host.metadata.geometry;
   const table = await host.l2Cache.get(tableOffset);
   let changed = false;
+  if (addend > 0) {
+    // Every cluster reached gets a second reference: none keeps COPIED.
+    for (let index = 0; index < l2Entries; index++) {
+      if (entryClusters(host, table, index, tableOffset)) changed = setCopied(table, l2EntryPosition(index, extendedL2), false) || changed;
+    }
+    if (changed) await writeTable(host, tableOffset, table);
+    changed = false;
+  }
   for (let index = 0; index < l2Entries; index++) {
     const clusters = entryClusters(host, table, index, tableOffset);
     if (!clusters) continue;
@@ -78,9 +93,15 @@ async function walkL2(host: WriterHost, tableOffset: number, addend: RefcountAdd
     // Compressed clusters never carry COPIED: they are always rewritten elsewhere.
     if (!clusters.compressed) changed = setCopied(table, l2EntryPosition(index, extendedL2), refcount === 1) || changed;
   }
-  if (changed) {
-    const bytes = new Uint8Array(table.buffer, table.byteOffset, table.byteLength).slice();
-    await host.device.write!(tableOffset, bytes);
+  if (changed) await writeTable(host, tableOffset, table);
+}
+
+/** Clears COPIED in every L1 entry and writes the table back (before its L2 tables gain references). */
+async function clearL1Copied(host: WriterHost, walk: L1Walk): Promise<void> {
+  let changed = false;
+  for (let l1Index = 0; l1Index < walk.l1.byteLength / 8; l1Index++) changed = setCopied(walk.l1, l1Index * 8, false) || changed;
+  if (changed && walk.writeBack) {
+    await host.device.write!(walk.offset, new Uint8Array(walk.l1.buffer, walk.l1.byteOffset, walk.l1.byteLength).slice());
   }
 }
 
@@ -93,6 +114,7 @@ export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, add
   const { clusterSize } = host.metadata;
   const entries = walk.l1.byteLength / 8;
   const seen = new Set<number>();
+  if (addend > 0) await clearL1Copied(host, walk);
   let l1Changed = false;
   for (let l1Index = 0; l1Index < entries; l1Index++) {
     const tableOffset = l1EntryL2Offset(walk.l1, l1Index, walk.offset);
