@@ -14,7 +14,7 @@ import { readMetadata } from '../formats/qcow2/metadata.js';
 import type { Qcow2Image } from '../formats/qcow2/image.js';
 import { nodeCodecs } from '../src/node/codecs.js';
 import { snapshot } from '../src/ops/snapshot.js';
-import { qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js';
+import { firstDifference, qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js';
 import { createQcow2InMemory, openWritable } from './helpers/qcow2-writer.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img');
@@ -94,4 +94,24 @@ describe('deleting snapshots returns refcounts to 1 and frees clusters for reuse
       }
     });
   }
+});
+
+describe('narrow refcounts', () => {
+  it('a snapshot that would overflow a refcount is refused before anything is written', async () => {
+    const device = await createQcow2InMemory(256 << 10, { cluster_size: '4096', refcount_bits: '2' });
+    const image = await openWritable(device);
+    await image.write(0, fill(64 << 10, 5));
+    // 2-bit refcounts hold 3: the active state and two snapshots.
+    await snapshot(image, { kind: 'create', name: 'one' });
+    await snapshot(image, { kind: 'create', name: 'two' });
+    const before = device.contents().slice();
+    await expect(snapshot(image, { kind: 'create', name: 'three' })).rejects.toMatchObject({ code: 'ELIMIT' });
+    expect(firstDifference(device.contents(), before)).toBe(-1);
+    await expect(snapshot(image, { kind: 'apply', snapshot: 'one' })).rejects.toMatchObject({ code: 'ELIMIT' });
+    await snapshot(image, { kind: 'delete', snapshot: 'one' });
+    await snapshot(image, { kind: 'create', name: 'three' });
+    expect(image.metadata.snapshots.map((s) => s.name)).toEqual(['two', 'three']);
+    await image.close();
+    await expectCheckClean(device);
+  });
 });

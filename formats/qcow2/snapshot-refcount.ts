@@ -11,7 +11,8 @@
  */
 
 import { clusterType, compressedDescriptor, l1EntryL2Offset, l2EntryHostOffset, l2EntryPosition } from './entries.js';
-import { CorruptImageError } from '../../src/core/errors.js';
+import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
+import { maxRefcount, refcountBits } from './refcount.js';
 import type { WriterHost } from './write.js';
 
 const COPIED_HI = 0x80000000;
@@ -134,4 +135,37 @@ export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, add
     await host.device.write!(walk.offset, new Uint8Array(walk.l1.buffer, walk.l1.byteOffset, walk.l1.byteLength).slice());
   }
   await host.device.flush?.();
+}
+
+/** Throws unless `count` clusters from `first` can each take one more reference. */
+async function checkHeadroom(host: WriterHost, first: number, count: number): Promise<void> {
+  const { refcounts } = host.allocator;
+  const limit = maxRefcount(refcounts.order);
+  for (let cluster = first; cluster < first + count; cluster++) {
+    if ((await refcounts.get(cluster)) >= limit) {
+      throw new LimitExceededError(
+        `cluster ${cluster} already has the largest refcount ${refcountBits(refcounts.order)}-bit entries hold (${limit}); ` +
+          `no further snapshot can share it (widen refcount_bits with amend)`,
+      );
+    }
+  }
+}
+
+/**
+ * Checks, before anything is written, that every cluster `l1` reaches can take
+ * one more reference: a walk that failed halfway would leave references added
+ * to part of the image (qemu fails that way, and leaks).
+ */
+export async function checkSnapshotHeadroom(host: WriterHost, l1: DataView, l1Offset: number): Promise<void> {
+  const { clusterSize, geometry } = host.metadata;
+  for (let l1Index = 0; l1Index < l1.byteLength / 8; l1Index++) {
+    const tableOffset = l1EntryL2Offset(l1, l1Index, l1Offset);
+    if (tableOffset === 0) continue;
+    await checkHeadroom(host, tableOffset / clusterSize, 1);
+    const table = await host.l2Cache.get(tableOffset);
+    for (let index = 0; index < geometry.l2Entries; index++) {
+      const clusters = entryClusters(host, table, index, tableOffset);
+      if (clusters) await checkHeadroom(host, clusters.first, clusters.count);
+    }
+  }
 }
