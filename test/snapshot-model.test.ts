@@ -128,6 +128,21 @@ function snapshotKey(model: SnapshotModel, raw: RawOp): string {
   return raw.seed % 2 === 0 ? chosen.id : chosen.name;
 }
 
+/**
+ * True when the operation was refused because a refcount would overflow (host
+ * clusters packed with several compressed streams reach 4-bit limits): the
+ * image must then be unchanged, which the final comparison verifies.
+ */
+async function refusedForRefcounts(operation: Promise<unknown>): Promise<boolean> {
+  try {
+    await operation;
+    return false;
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ELIMIT') return true;
+    throw error;
+  }
+}
+
 async function applyOp(image: Qcow2Image, model: SnapshotModel, raw: RawOp, clusterSize: number): Promise<void> {
   if (raw.kind === 'write') {
     const offset = Math.floor(raw.a * image.size);
@@ -138,7 +153,7 @@ async function applyOp(image: Qcow2Image, model: SnapshotModel, raw: RawOp, clus
   } else if (raw.kind === 'create') {
     if (model.snapshots.length >= MAX_SNAPSHOTS_AT_ONCE) return;
     const name = NAMES[raw.seed % NAMES.length]!;
-    await snapshot(image, { kind: 'create', name });
+    if (await refusedForRefcounts(snapshot(image, { kind: 'create', name }))) return;
     model.create(name);
   } else {
     const key = snapshotKey(model, raw);
@@ -148,7 +163,9 @@ async function applyOp(image: Qcow2Image, model: SnapshotModel, raw: RawOp, clus
       await expect(snapshot(image, action)).rejects.toMatchObject({ code: 'ENOTFOUND' });
       return;
     }
-    const result = await snapshot(image, action);
+    const pending = snapshot(image, action);
+    if (raw.kind === 'apply' && (await refusedForRefcounts(pending))) return;
+    const result = await pending;
     expect(result.snapshot?.id).toBe(target.id);
     if (raw.kind === 'apply') model.disk = target.disk.slice();
     else model.snapshots = model.snapshots.filter((s) => s !== target);
@@ -246,6 +263,24 @@ async function qemuAgrees({ dir, scenario, snapshots }: Written): Promise<void> 
   }
 }
 
+/** Four compressed streams in one host cluster and three snapshots: a 4-bit refcount would reach 16, so the third is refused. */
+const PACKED_COMPRESSED: Scenario = {
+  clusterBits: 9,
+  compat: '1.1',
+  refcountBits: 4,
+  extendedL2: false,
+  lazy: false,
+  size: 2048,
+  backingSize: undefined,
+  compressedClusters: 4,
+  ops: [
+    { kind: 'create', a: 0, b: 0, seed: 1 },
+    { kind: 'create', a: 0, b: 0, seed: 1 },
+    { kind: 'create', a: 0, b: 0, seed: 1 },
+    { kind: 'write', a: 0, b: 0, seed: 1 },
+  ],
+};
+
 describe('internal snapshots against a model', () => {
   it('random writes and snapshot create/apply/delete read back like the model, and check clean', async () => {
     let index = 0;
@@ -253,7 +288,7 @@ describe('internal snapshots against a model', () => {
       fc.asyncProperty(scenario, async (s) => {
         await runScenario(s, index++);
       }),
-      { numRuns: 200 },
+      { numRuns: 200, examples: [[PACKED_COMPRESSED]] },
     );
   }, 120_000);
 

@@ -137,27 +137,28 @@ export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, add
   await host.device.flush?.();
 }
 
-/** Throws unless `count` clusters from `first` can each take one more reference. */
-async function checkHeadroom(host: WriterHost, first: number, count: number): Promise<void> {
+/** Throws unless `cluster` can take `more` further references. */
+async function checkHeadroom(host: WriterHost, cluster: number, more: number): Promise<void> {
   const { refcounts } = host.allocator;
   const limit = maxRefcount(refcounts.order);
-  for (let cluster = first; cluster < first + count; cluster++) {
-    if ((await refcounts.get(cluster)) >= limit) {
-      throw new LimitExceededError(
-        `cluster ${cluster} already has the largest refcount ${refcountBits(refcounts.order)}-bit entries hold (${limit}); ` +
-          `no further snapshot can share it (widen refcount_bits with amend)`,
-      );
-    }
+  if ((await refcounts.get(cluster)) + more > limit) {
+    throw new LimitExceededError(
+      `cluster ${cluster} would need a refcount above ${limit}, the largest ${refcountBits(refcounts.order)}-bit entries hold; ` +
+        `no further snapshot can share it (widen refcount_bits with amend)`,
+    );
   }
 }
 
 /**
  * Checks, before anything is written, that every cluster `l1` reaches can take
- * one more reference: a walk that failed halfway would leave references added
- * to part of the image (qemu fails that way, and leaks).
+ * one more reference per path to it: a walk that failed halfway would leave
+ * references added to part of the image (qemu fails that way, and leaks). Only
+ * host clusters packed with several compressed streams are reached more than
+ * once, so only those are tallied.
  */
 export async function checkSnapshotHeadroom(host: WriterHost, l1: DataView, l1Offset: number): Promise<void> {
   const { clusterSize, geometry } = host.metadata;
+  const packed = new Map<number, number>();
   for (let l1Index = 0; l1Index < l1.byteLength / 8; l1Index++) {
     const tableOffset = l1EntryL2Offset(l1, l1Index, l1Offset);
     if (tableOffset === 0) continue;
@@ -165,7 +166,12 @@ export async function checkSnapshotHeadroom(host: WriterHost, l1: DataView, l1Of
     const table = await host.l2Cache.get(tableOffset);
     for (let index = 0; index < geometry.l2Entries; index++) {
       const clusters = entryClusters(host, table, index, tableOffset);
-      if (clusters) await checkHeadroom(host, clusters.first, clusters.count);
+      if (!clusters) continue;
+      for (let cluster = clusters.first; cluster < clusters.first + clusters.count; cluster++) {
+        if (!clusters.compressed) await checkHeadroom(host, cluster, 1);
+        else packed.set(cluster, (packed.get(cluster) ?? 0) + 1);
+      }
     }
   }
+  for (const [cluster, more] of packed) await checkHeadroom(host, cluster, more);
 }
