@@ -14,7 +14,7 @@ import type { Qcow2Image } from './image.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { readL1Table } from './metadata.js';
 import { noSuchSnapshot, snapshotAccess, snapshotByIdOrName } from './snapshot-access.js';
-import { checkSnapshotHeadroom, updateSnapshotRefcount } from './snapshot-refcount.js';
+import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 import type { WriterHost } from './write.js';
 import { UnsupportedFeatureError } from '../../src/core/errors.js';
@@ -43,7 +43,7 @@ export async function applySnapshot(image: Qcow2Image, idOrName: string): Promis
   // The active table keeps at least its length (qemu pads a shorter snapshot table with zeros) and covers the disk.
   const entries = Math.max(header.l1Size, snapshot.l1Size, Math.ceil(snapshot.diskSize / (clusterSize * geometry.l2Entries)));
   if (entries * 8 > MAX_L1_BYTES) throw new UnsupportedFeatureError(`snapshot ${snapshot.id} needs an L1 table over ${MAX_L1_BYTES} bytes`);
-  await checkSnapshotHeadroom(host, snapshotL1, snapshot.l1TableOffset);
+  await preflightSnapshotRefcount(host, snapshotL1, snapshot.l1TableOffset, 1);
   // References first: from here on the snapshot's clusters are shared, and its L1 copy says so (no COPIED).
   await updateSnapshotRefcount(host, { l1: snapshotL1, offset: snapshot.l1TableOffset, writeBack: true }, 1);
   const activeBytes = new Uint8Array(entries * 8);

@@ -10,7 +10,7 @@
 import { UsageError } from '../../src/core/errors.js';
 import type { Qcow2Image } from './image.js';
 import { snapshotAccess } from './snapshot-access.js';
-import { checkSnapshotHeadroom, updateSnapshotRefcount } from './snapshot-refcount.js';
+import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import { writeSnapshotTable } from './snapshot-table-write.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 import type { WriterHost } from './write.js';
@@ -56,7 +56,7 @@ export async function createSnapshot(image: Qcow2Image, name: string, options: C
   if (name === '') throw new UsageError('a snapshot name must not be empty');
   const { header, snapshots } = host.metadata;
   const date = options.date ?? now();
-  await checkSnapshotHeadroom(host, host.metadata.l1, header.l1TableOffset);
+  await preflightSnapshotRefcount(host, host.metadata.l1, header.l1TableOffset, 1);
   const l1TableOffset = await copyActiveL1(host);
   const snapshot: Qcow2Snapshot = {
     l1TableOffset,

@@ -9,7 +9,7 @@
 import type { Qcow2Image } from './image.js';
 import { readL1Table } from './metadata.js';
 import { noSuchSnapshot, snapshotAccess, snapshotByNameOrId } from './snapshot-access.js';
-import { updateSnapshotRefcount } from './snapshot-refcount.js';
+import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import { writeSnapshotTable } from './snapshot-table-write.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 
@@ -21,6 +21,7 @@ export async function deleteSnapshot(image: Qcow2Image, nameOrId: string): Promi
   if (!snapshot) throw noSuchSnapshot(image, nameOrId);
   // Read (and so validate) the L1 copy before the table forgets where it is.
   const l1 = await readL1Table(host.device, snapshot.l1TableOffset, snapshot.l1Size, metadata.clusterSize, `L1 table of snapshot ${snapshot.id}`);
+  await preflightSnapshotRefcount(host, l1, snapshot.l1TableOffset, -1);
   await writeSnapshotTable(host, metadata.snapshots.filter((s) => s !== snapshot), () => writer.writeHeader());
   await updateSnapshotRefcount(host, { l1, offset: snapshot.l1TableOffset, writeBack: false }, -1);
   await updateSnapshotRefcount(host, { l1: metadata.l1, offset: metadata.header.l1TableOffset, writeBack: true }, 0);

@@ -107,25 +107,36 @@ async function clearL1Copied(host: WriterHost, walk: L1Walk): Promise<void> {
 }
 
 /**
+ * The L2 tables an L1 table reaches, as [l1Index, tableOffset] pairs, after
+ * the checks qemu makes: cluster-aligned, and no table reached twice from one
+ * L1 table (the refcounts would not add up).
+ */
+function l2Tables(l1: DataView, l1Offset: number, clusterSize: number): [number, number][] {
+  const tables: [number, number][] = [];
+  const seen = new Set<number>();
+  for (let l1Index = 0; l1Index < l1.byteLength / 8; l1Index++) {
+    const tableOffset = l1EntryL2Offset(l1, l1Index, l1Offset);
+    if (tableOffset === 0) continue;
+    if (tableOffset % clusterSize !== 0) {
+      throw new CorruptImageError(`L2 table offset ${tableOffset} is not cluster-aligned`, l1Offset + l1Index * 8);
+    }
+    if (seen.has(tableOffset)) throw new CorruptImageError(`L2 table at ${tableOffset} is referenced twice by one L1 table`, l1Offset + l1Index * 8);
+    seen.add(tableOffset);
+    tables.push([l1Index, tableOffset]);
+  }
+  return tables;
+}
+
+/**
  * Adds `addend` to the refcount of every L2 table and host cluster `walk.l1`
  * reaches and fixes the COPIED flags of its L1 and L2 entries. Tables whose
  * refcount drops to zero are forgotten by the L2 cache.
  */
 export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, addend: RefcountAddend): Promise<void> {
   const { clusterSize } = host.metadata;
-  const entries = walk.l1.byteLength / 8;
-  const seen = new Set<number>();
   if (addend > 0) await clearL1Copied(host, walk);
   let l1Changed = false;
-  for (let l1Index = 0; l1Index < entries; l1Index++) {
-    const tableOffset = l1EntryL2Offset(walk.l1, l1Index, walk.offset);
-    if (tableOffset === 0) continue;
-    if (tableOffset % clusterSize !== 0) {
-      throw new CorruptImageError(`L2 table offset ${tableOffset} is not cluster-aligned`, walk.offset + l1Index * 8);
-    }
-    // One L2 table reached twice from one L1 table is corruption qemu refuses too (the counts would be off).
-    if (seen.has(tableOffset)) throw new CorruptImageError(`L2 table at ${tableOffset} is referenced twice by one L1 table`, walk.offset + l1Index * 8);
-    seen.add(tableOffset);
+  for (const [l1Index, tableOffset] of l2Tables(walk.l1, walk.offset, clusterSize)) {
     await walkL2(host, tableOffset, addend);
     const refcount = await adjustClusters(host, tableOffset / clusterSize, 1, addend);
     if (refcount === 0) host.l2Cache.invalidate(tableOffset);
@@ -137,41 +148,44 @@ export async function updateSnapshotRefcount(host: WriterHost, walk: L1Walk, add
   await host.device.flush?.();
 }
 
-/** Throws unless `cluster` can take `more` further references. */
-async function checkHeadroom(host: WriterHost, cluster: number, more: number): Promise<void> {
+/** Throws unless the refcount of `cluster` can change by `delta` references. */
+async function checkRoom(host: WriterHost, cluster: number, delta: number): Promise<void> {
   const { refcounts } = host.allocator;
   const limit = maxRefcount(refcounts.order);
-  if ((await refcounts.get(cluster)) + more > limit) {
+  const refcount = await refcounts.get(cluster);
+  if (refcount + delta > limit) {
     throw new LimitExceededError(
       `cluster ${cluster} would need a refcount above ${limit}, the largest ${refcountBits(refcounts.order)}-bit entries hold; ` +
         `no further snapshot can share it (widen refcount_bits with amend)`,
     );
   }
+  if (refcount + delta < 0) {
+    throw new CorruptImageError(`cluster ${cluster} has refcount ${refcount} but is referenced more often`, cluster * host.metadata.clusterSize);
+  }
 }
 
 /**
- * Checks, before anything is written, that every cluster `l1` reaches can take
- * one more reference per path to it: a walk that failed halfway would leave
- * references added to part of the image (qemu fails that way, and leaks). Only
- * host clusters packed with several compressed streams are reached more than
- * once, so only those are tallied.
+ * Checks, before anything is written, that a walk of `l1` with `addend` can
+ * finish: its tables are well formed and inside the file, and every cluster it
+ * reaches can take the change (no overflow, no drop below zero). A walk that
+ * failed halfway would leave part of the image counted (qemu fails that way,
+ * and leaks). Only host clusters packed with several compressed streams are
+ * reached more than once, so only those are tallied.
  */
-export async function checkSnapshotHeadroom(host: WriterHost, l1: DataView, l1Offset: number): Promise<void> {
+export async function preflightSnapshotRefcount(host: WriterHost, l1: DataView, l1Offset: number, addend: 1 | -1): Promise<void> {
   const { clusterSize, geometry } = host.metadata;
   const packed = new Map<number, number>();
-  for (let l1Index = 0; l1Index < l1.byteLength / 8; l1Index++) {
-    const tableOffset = l1EntryL2Offset(l1, l1Index, l1Offset);
-    if (tableOffset === 0) continue;
-    await checkHeadroom(host, tableOffset / clusterSize, 1);
+  for (const [, tableOffset] of l2Tables(l1, l1Offset, clusterSize)) {
+    await checkRoom(host, tableOffset / clusterSize, addend);
     const table = await host.l2Cache.get(tableOffset);
     for (let index = 0; index < geometry.l2Entries; index++) {
       const clusters = entryClusters(host, table, index, tableOffset);
       if (!clusters) continue;
       for (let cluster = clusters.first; cluster < clusters.first + clusters.count; cluster++) {
-        if (!clusters.compressed) await checkHeadroom(host, cluster, 1);
-        else packed.set(cluster, (packed.get(cluster) ?? 0) + 1);
+        if (!clusters.compressed) await checkRoom(host, cluster, addend);
+        else packed.set(cluster, (packed.get(cluster) ?? 0) + addend);
       }
     }
   }
-  for (const [cluster, more] of packed) await checkHeadroom(host, cluster, more);
+  for (const [cluster, delta] of packed) await checkRoom(host, cluster, delta);
 }
