@@ -35,7 +35,7 @@ function fill(length: number, seed: number): Uint8Array {
 
 /** Every refcount of the file, by cluster index. */
 async function allRefcounts(image: Qcow2Image): Promise<number[]> {
-  const { refcounts } = image.writer!.context.allocator;
+  const { refcounts } = image.writer!.host.allocator;
   const values: number[] = [];
   for (let cluster = 0; cluster < refcounts.endCluster; cluster++) values.push(await refcounts.get(cluster));
   return values;
