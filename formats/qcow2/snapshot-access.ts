@@ -17,7 +17,7 @@ export function snapshotAccess(image: Qcow2Image, action: string): { writer: Qco
   if (hasDataFile(image.metadata.header)) {
     throw new UnsupportedFeatureError(`cannot ${action}: internal snapshots are not supported with an external data file`);
   }
-  return { writer, host: writer.context };
+  return { writer, host: writer.host };
 }
 
 /** Finds a snapshot by id, then by name (qemu's find_snapshot_by_id_or_name, used when reverting). */

@@ -16,7 +16,7 @@ import { readL1Table } from './metadata.js';
 import { noSuchSnapshot, snapshotAccess, snapshotByIdOrName } from './snapshot-access.js';
 import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import type { Qcow2Snapshot } from './snapshots.js';
-import type { WriterHost } from './write.js';
+import type { Qcow2Writer, WriterHost } from './write.js';
 import { UnsupportedFeatureError } from '../../src/core/errors.js';
 
 /** Writes `l1` (padded to whole clusters) to newly allocated clusters; returns their offset. */
@@ -35,6 +35,10 @@ async function writeNewL1(host: WriterHost, l1: Uint8Array): Promise<number> {
 /** Reverts `image` (open writable) to the snapshot `idOrName` (an id first, then the first name); returns it. */
 export async function applySnapshot(image: Qcow2Image, idOrName: string): Promise<Qcow2Snapshot> {
   const { writer, host } = snapshotAccess(image, `apply snapshot '${idOrName}'`);
+  return writer.serialized(() => applySnapshotNow(writer, host, image, idOrName));
+}
+
+async function applySnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Qcow2Image, idOrName: string): Promise<Qcow2Snapshot> {
   const { metadata } = host;
   const snapshot = snapshotByIdOrName(metadata.snapshots, idOrName);
   if (!snapshot) throw noSuchSnapshot(image, idOrName);

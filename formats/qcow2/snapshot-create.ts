@@ -13,7 +13,7 @@ import { snapshotAccess } from './snapshot-access.js';
 import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import { writeSnapshotTable } from './snapshot-table-write.js';
 import type { Qcow2Snapshot } from './snapshots.js';
-import type { WriterHost } from './write.js';
+import type { Qcow2Writer, WriterHost } from './write.js';
 
 /** What a new snapshot records besides its name. */
 export interface CreateSnapshotOptions {
@@ -53,6 +53,10 @@ async function copyActiveL1(host: WriterHost): Promise<number> {
 /** Creates the snapshot `name` of the current state of `image` (open writable); returns its table entry. */
 export async function createSnapshot(image: Qcow2Image, name: string, options: CreateSnapshotOptions = {}): Promise<Qcow2Snapshot> {
   const { writer, host } = snapshotAccess(image, `create snapshot '${name}'`);
+  return writer.serialized(() => createSnapshotNow(writer, host, image, name, options));
+}
+
+async function createSnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Qcow2Image, name: string, options: CreateSnapshotOptions): Promise<Qcow2Snapshot> {
   if (name === '') throw new UsageError('a snapshot name must not be empty');
   const { header, snapshots } = host.metadata;
   const date = options.date ?? now();

@@ -12,10 +12,15 @@ import { noSuchSnapshot, snapshotAccess, snapshotByNameOrId } from './snapshot-a
 import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import { writeSnapshotTable } from './snapshot-table-write.js';
 import type { Qcow2Snapshot } from './snapshots.js';
+import type { Qcow2Writer, WriterHost } from './write.js';
 
 /** Deletes the snapshot `nameOrId` (the first with that name, else that id); returns the removed entry. */
 export async function deleteSnapshot(image: Qcow2Image, nameOrId: string): Promise<Qcow2Snapshot> {
   const { writer, host } = snapshotAccess(image, `delete snapshot '${nameOrId}'`);
+  return writer.serialized(() => deleteSnapshotNow(writer, host, image, nameOrId));
+}
+
+async function deleteSnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Qcow2Image, nameOrId: string): Promise<Qcow2Snapshot> {
   const { metadata } = host;
   const snapshot = snapshotByNameOrId(metadata.snapshots, nameOrId);
   if (!snapshot) throw noSuchSnapshot(image, nameOrId);
