@@ -111,6 +111,22 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     expect(firstDifference(current, two)).not.toBe(-1);
   });
 
+  it('applying a snapshot taken before qemu-img resize restores its disk size, as qemu-img does', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'rs-q.qcow2', '1M']);
+    qemuIo('rs-q.qcow2', 'write -P 5 0 1M');
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'small', 'rs-q.qcow2']);
+    const small = rawOf('rs-q.qcow2');
+    sh(dir, 'qemu-img', ['resize', '-q', 'rs-q.qcow2', '3M']);
+    qemuIo('rs-q.qcow2', 'write -P 6 2M 1M');
+    copyFileSync(join(dir, 'rs-q.qcow2'), join(dir, 'rs-p.qcow2'));
+    sh(dir, 'qemu-img', ['snapshot', '-a', 'small', 'rs-q.qcow2']);
+    plat(['snapshot', '-a', 'small', 'rs-p.qcow2']);
+    expect(rawOf('rs-p.qcow2').length).toBe(1 << 20);
+    expect(firstDifference(rawOf('rs-p.qcow2'), small)).toBe(-1);
+    expect(shStatus(dir, 'qemu-img', ['compare', 'rs-p.qcow2', 'rs-q.qcow2']).status).toBe(0);
+    expectQemuCheckClean('rs-p.qcow2');
+  });
+
   it('duplicate names and ids resolve as in qemu-img (ids unique, -a by id then first name, -d first name)', () => {
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'dup-base.qcow2', '128k']);
     for (const image of ['dup-q.qcow2', 'dup-p.qcow2']) copyFileSync(join(dir, 'dup-base.qcow2'), join(dir, image));
