@@ -145,7 +145,8 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
         if (image === 'dup-q.qcow2') sh(dir, 'qemu-img', ['snapshot', flag, name, image]);
         else plat(['snapshot', flag, name, image]);
       }
-      contents.push(rawOf('dup-p.qcow2'));
+      // Only the states the applies below go back to are read out (each read is a qemu-img run).
+      contents.push(index === 1 || index === 2 ? rawOf('dup-p.qcow2') : new Uint8Array(0));
     }
     // Ids: max + 1, never reused while a higher one exists; -d x removed the first 'x' (id 1).
     expect(undated(platterSnapshots('dup-p.qcow2'))).toEqual(undated(qemuSnapshots('dup-q.qcow2')));
