@@ -156,7 +156,7 @@ async function checkRoom(host: WriterHost, cluster: number, delta: number): Prom
   if (refcount + delta > limit) {
     throw new LimitExceededError(
       `cluster ${cluster} would need a refcount above ${limit}, the largest ${refcountBits(refcounts.order)}-bit entries hold; ` +
-        `no further snapshot can share it (widen refcount_bits with amend)`,
+        `no further snapshot can share it (qemu-img amend -o refcount_bits=16 widens the entries)`,
     );
   }
   if (refcount + delta < 0) {
