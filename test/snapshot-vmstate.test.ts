@@ -46,7 +46,7 @@ async function imageWithVmState(): Promise<Uint8Array> {
   await createSnapshot(image, 'vm', { date: { sec: 1_700_000_000, nsec: 0 } });
   await writer.discard(VM_STATE_OFFSET, VM_STATE_SIZE);
   await writer.resize(DISK);
-  const host = writer.context;
+  const host = writer.host;
   const list = host.metadata.snapshots.map((s) => ({ ...s, vmStateSize: VM_STATE_SIZE, diskSize: DISK, vmClockNsec: 1_500_000_000 }));
   await writeSnapshotTable(host, list, () => writer.writeHeader());
   await image.close();
