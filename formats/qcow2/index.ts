@@ -17,6 +17,10 @@ import { readMetadata, type Qcow2Metadata } from './metadata.js';
 
 export { Qcow2Image, type Qcow2Parts, appendExtent } from './image.js';
 export { openSnapshotView, type SnapshotViewOptions } from './snapshot-view.js';
+export { createSnapshot, nextSnapshotId, type CreateSnapshotOptions } from './snapshot-create.js';
+export { applySnapshot } from './snapshot-apply.js';
+export { deleteSnapshot } from './snapshot-delete.js';
+export { encodeSnapshotTable } from './snapshot-table-write.js';
 export * from './header.js';
 export * from './extensions.js';
 export * from './entries.js';

@@ -124,6 +124,11 @@ export class Qcow2Writer {
     return run;
   }
 
+  /** Runs `operation` (a change beside guest writes, such as a snapshot) in the queue of mutating operations. */
+  serialized<T>(operation: () => Promise<T>): Promise<T> {
+    return this.exclusive(operation);
+  }
+
   /** Writes `data` at guest `offset`. */
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.exclusive(() => this.writeRange(offset, data));

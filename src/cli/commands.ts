@@ -15,6 +15,11 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'measure', describe: 'Show how large a new image would be', load: () => import('./commands/measure.js') },
   { name: 'resize', describe: "Change an image's virtual size", load: () => import('./commands/resize.js') },
+  {
+    name: 'snapshot',
+    describe: 'List, create, apply or delete internal snapshots of a qcow2 image',
+    load: () => import('./commands/snapshot.js'),
+  },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
   { name: 'rebase', describe: 'Change the backing file of an image', load: () => import('./commands/rebase.js') },
   { name: 'commit', describe: 'Write the data of an image into its backing file', load: () => import('./commands/commit.js') },

@@ -1,0 +1,114 @@
+/**
+ * Writing the internal snapshot table (qemu's qcow2_write_snapshots): the new
+ * table goes to newly allocated clusters, then one header write switches
+ * nb_snapshots and snapshots_offset together, then the old table is freed. A
+ * crash before the header write leaves the old table in force (and a leak).
+ */
+
+import { alignUp } from '../../src/core/bytes.js';
+import { LimitExceededError } from '../../src/core/errors.js';
+import { MAX_SNAPSHOTS, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
+import { SnapshotExtraData, SnapshotHeader, type Qcow2Snapshot } from './snapshots.js';
+import type { WriterHost } from './write.js';
+
+const utf8 = new TextEncoder();
+/** icount of all ones: "not recorded". */
+const NO_ICOUNT = 0xffffffffffffffffn;
+const TWO_POW_32 = 0x100000000;
+
+/**
+ * The extra data of an entry as qemu writes it: the three known fields from
+ * the decoded values (qemu upgrades old, shorter extra data this way), then
+ * any bytes past them that a newer writer added, unchanged.
+ */
+function encodeExtraData(snapshot: Qcow2Snapshot): Uint8Array {
+  const known = SnapshotExtraData.encode({
+    vmStateSizeLarge: BigInt(snapshot.vmStateSize),
+    diskSize: BigInt(snapshot.diskSize),
+    icount: snapshot.icount === undefined ? NO_ICOUNT : BigInt(snapshot.icount),
+  });
+  const unknown = snapshot.extraData.subarray(Math.min(snapshot.extraData.length, SnapshotExtraData.size));
+  const out = new Uint8Array(known.length + unknown.length);
+  out.set(known);
+  out.set(unknown, known.length);
+  return out;
+}
+
+/** Encodes one entry (fixed part, extra data, id, name), not yet padded. */
+function encodeEntry(snapshot: Qcow2Snapshot): Uint8Array {
+  const id = utf8.encode(snapshot.id);
+  const name = utf8.encode(snapshot.name);
+  if (id.length > 0xffff || name.length > 0xffff) throw new LimitExceededError(`snapshot id or name longer than 65535 bytes`);
+  const extra = encodeExtraData(snapshot);
+  const fixed = SnapshotHeader.encode({
+    l1TableOffset: BigInt(snapshot.l1TableOffset),
+    l1Size: snapshot.l1Size,
+    idSize: id.length,
+    nameSize: name.length,
+    dateSec: snapshot.dateSec,
+    dateNsec: snapshot.dateNsec,
+    vmClockNsec: BigInt(snapshot.vmClockNsec),
+    // The 32-bit field keeps the low bits, as qemu stores it; the full size is in the extra data.
+    vmStateSize: snapshot.vmStateSize % TWO_POW_32,
+    extraDataSize: extra.length,
+  });
+  const out = new Uint8Array(fixed.length + extra.length + id.length + name.length);
+  out.set(fixed);
+  out.set(extra, fixed.length);
+  out.set(id, fixed.length + extra.length);
+  out.set(name, fixed.length + extra.length + id.length);
+  return out;
+}
+
+/** Encodes the whole table: entries, each starting on an 8-byte boundary. */
+export function encodeSnapshotTable(snapshots: readonly Qcow2Snapshot[]): Uint8Array {
+  if (snapshots.length > MAX_SNAPSHOTS) throw new LimitExceededError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
+  const entries = snapshots.map(encodeEntry);
+  let size = 0;
+  for (const entry of entries) size = alignUp(size, 8) + entry.length;
+  size = alignUp(size, 8);
+  if (size > MAX_SNAPSHOT_TABLE_BYTES) throw new LimitExceededError(`snapshot table would exceed ${MAX_SNAPSHOT_TABLE_BYTES} bytes`);
+  const table = new Uint8Array(size);
+  let offset = 0;
+  for (const entry of entries) {
+    offset = alignUp(offset, 8);
+    table.set(entry, offset);
+    offset += entry.length;
+  }
+  return table;
+}
+
+/** Replaces the image's snapshot table with `snapshots` (in this order) and updates the in-memory list. */
+export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2Snapshot[], writeHeader: () => Promise<void>): Promise<void> {
+  const { header, clusterSize } = host.metadata;
+  // The in-memory entries take the extra data as written, so the table's size is known when it is freed.
+  const snapshots = list.map((snapshot) => ({ ...snapshot, extraData: encodeExtraData(snapshot) }));
+  const table = encodeSnapshotTable(snapshots);
+  const clusters = Math.ceil(table.length / clusterSize);
+  let offset = 0;
+  if (clusters === 1) offset = await host.allocator.allocate();
+  else if (clusters > 1) offset = await host.allocator.allocateRun(clusters);
+  if (clusters > 0) {
+    const padded = new Uint8Array(clusters * clusterSize);
+    padded.set(table);
+    await host.device.write!(offset, padded);
+  }
+  await host.device.flush?.();
+  const old = { offset: header.snapshotsOffset, bytes: oldTableBytes(host.metadata.snapshots) };
+  header.snapshotsOffset = offset;
+  header.nbSnapshots = snapshots.length;
+  await writeHeader();
+  await host.device.flush?.();
+  host.metadata.snapshots = snapshots;
+  if (old.offset !== 0 && old.bytes > 0) await host.allocator.release(old.offset, old.bytes);
+}
+
+/** Bytes the current table takes in the file (as encoded from the in-memory list: the same entries, same sizes). */
+function oldTableBytes(snapshots: readonly Qcow2Snapshot[]): number {
+  let size = 0;
+  for (const snapshot of snapshots) {
+    const entry = SnapshotHeader.size + snapshot.extraData.length + utf8.encode(snapshot.id).length + utf8.encode(snapshot.name).length;
+    size = alignUp(size, 8) + entry;
+  }
+  return size;
+}

@@ -1,0 +1,54 @@
+/** `platter snapshot`: like `qemu-img snapshot` (list, create, apply, delete internal snapshots). */
+
+import { UsageError } from '../../core/errors.js';
+import { snapshot, type SnapshotAction } from '../../ops/snapshot.js';
+import type { CliCommand } from '../command.js';
+import { openForCli } from '../open.js';
+import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { renderSnapshotTable } from '../render/info.js';
+
+/** The one action the flags ask for (-l when none). */
+function actionOf(args: Record<string, unknown>): SnapshotAction {
+  const chosen: SnapshotAction[] = [];
+  if (args.l === true) chosen.push({ kind: 'list' });
+  if (typeof args.c === 'string') chosen.push({ kind: 'create', name: args.c });
+  if (typeof args.a === 'string') chosen.push({ kind: 'apply', snapshot: args.a });
+  if (typeof args.d === 'string') chosen.push({ kind: 'delete', snapshot: args.d });
+  if (chosen.length > 1) throw new UsageError('Cannot mix -l, -c, -a and -d');
+  return chosen[0] ?? { kind: 'list' };
+}
+
+const command: CliCommand = {
+  command: 'snapshot <image>',
+  describe: 'List, create, apply or delete internal snapshots of a qcow2 image',
+  builder: (yargs) =>
+    withOutput(withFormat(yargs))
+      .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
+      .option('l', { alias: 'list', type: 'boolean', describe: 'List the snapshots (the default)' })
+      .option('c', { alias: 'create', type: 'string', describe: 'Create a snapshot named NAME of the current state' })
+      .option('a', { alias: 'apply', type: 'string', describe: 'Revert the disk to snapshot ID or NAME (its id first, then the first name)' })
+      .option('d', { alias: 'delete', type: 'string', describe: 'Delete the first snapshot named NAME (or with id ID)' })
+      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing' })
+      .example('platter snapshot disk.qcow2', 'List the snapshots, as qemu-img snapshot -l prints them')
+      .example('platter snapshot -c before-upgrade disk.qcow2', 'Record the current disk contents as a snapshot')
+      .example('platter snapshot -a before-upgrade disk.qcow2', 'Revert the disk to that snapshot')
+      .example('platter snapshot -d before-upgrade disk.qcow2', 'Delete the snapshot and free what only it used')
+      .example('platter snapshot --output=json disk.qcow2', 'The list as JSON, in qemu-img info\'s snapshot shape'),
+  async handler(args) {
+    const path = args.image as string;
+    const action = actionOf(args);
+    const image = await openForCli(path, { format: args.format as string | undefined, writable: action.kind !== 'list', noBacking: true });
+    try {
+      const result = await snapshot(image, action);
+      if (action.kind !== 'list') return;
+      const list = result.snapshots ?? [];
+      if (args.output === 'json') printJson(list);
+      // Like qemu-img: nothing at all when there are no snapshots.
+      else if (list.length > 0 && !args.quiet) printText(['Snapshot list:', ...renderSnapshotTable(list)].join('\n') + '\n');
+    } finally {
+      await image.close();
+    }
+  },
+};
+
+export default command;

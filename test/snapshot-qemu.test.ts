@@ -1,0 +1,196 @@
+/**
+ * `platter snapshot` against qemu-img, both ways: snapshots platter creates
+ * look the same to qemu-img (list, info, convert -l); snapshots qemu-img
+ * creates are applied and deleted by platter with qemu-img check clean and the
+ * data right; duplicate names resolve as qemu-img resolves them; refusals.
+ */
+
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { firstDifference, qcow2TempDir, qcow2ToolAvailable, qemuRawBytes, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { platter } from './helpers/tools.js';
+
+const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
+const temp = qcow2TempDir();
+afterAll(() => temp.cleanup());
+const dir = temp.dir;
+
+/** Runs platter in the temp directory; fails the test with its stderr on a non-zero exit. */
+function plat(args: string[]): string {
+  const result = platter(args, { cwd: dir });
+  expect(result.status, result.stderr).toBe(0);
+  return result.stdout;
+}
+
+function qemuIo(image: string, command: string): void {
+  sh(dir, 'qemu-io', ['-f', 'qcow2', '-c', command, image]);
+}
+
+/** A snapshot record without the fields that depend on the clock. */
+function undated(list: Record<string, unknown>[]): Record<string, unknown>[] {
+  return list.map(({ 'date-sec': _sec, 'date-nsec': _nsec, ...rest }) => rest);
+}
+
+/** The snapshot table text with the DATE column blanked out (columns are fixed-width). */
+function undatedTable(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => (/^\d/.test(line) ? line.slice(0, 34) + line.slice(54) : line))
+    .join('\n');
+}
+
+function qemuSnapshots(image: string): Record<string, unknown>[] {
+  const info = JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', '-U', image])) as { snapshots?: Record<string, unknown>[] };
+  return info.snapshots ?? [];
+}
+
+function platterSnapshots(image: string): Record<string, unknown>[] {
+  return JSON.parse(plat(['snapshot', '--output=json', image])) as Record<string, unknown>[];
+}
+
+function expectQemuCheckClean(image: string): void {
+  const check = shStatus(dir, 'qemu-img', ['check', '--output=json', image]);
+  expect(check.status, check.stdout + check.stderr).toBe(0);
+  const report = JSON.parse(check.stdout) as Record<string, number>;
+  expect(report['leaks'] ?? 0).toBe(0);
+  expect(report['corruptions'] ?? 0).toBe(0);
+}
+
+function rawOf(image: string): Uint8Array {
+  return qemuRawBytes(dir, image);
+}
+
+describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
+  it('snapshots platter creates appear in qemu-img snapshot -l and read back with qemu-img convert -l', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', 'p.qcow2', '1M']);
+    qemuIo('p.qcow2', 'write -P 0x11 0 64k');
+    plat(['snapshot', '-c', 'first', 'p.qcow2']);
+    const first = rawOf('p.qcow2');
+    qemuIo('p.qcow2', 'write -P 0x22 8k 16k');
+    qemuIo('p.qcow2', 'write -P 0x33 512k 8k');
+    plat(['snapshot', '-c', 'second', 'p.qcow2']);
+    const second = rawOf('p.qcow2');
+    qemuIo('p.qcow2', 'write -P 0x44 0 1M');
+    expect(undated(platterSnapshots('p.qcow2'))).toEqual(undated(qemuSnapshots('p.qcow2')));
+    expect(undatedTable(plat(['snapshot', '-l', 'p.qcow2']))).toBe(undatedTable(sh(dir, 'qemu-img', ['snapshot', '-l', 'p.qcow2'])));
+    expect(firstDifference(qemuRawBytes(dir, 'p.qcow2', 'first'), first)).toBe(-1);
+    expect(firstDifference(qemuRawBytes(dir, 'p.qcow2', 'second'), second)).toBe(-1);
+    expectQemuCheckClean('p.qcow2');
+    // qemu-img can revert to and delete what platter made.
+    sh(dir, 'qemu-img', ['snapshot', '-a', 'first', 'p.qcow2']);
+    expect(firstDifference(rawOf('p.qcow2'), first)).toBe(-1);
+    sh(dir, 'qemu-img', ['snapshot', '-d', 'second', 'p.qcow2']);
+    expectQemuCheckClean('p.qcow2');
+  });
+
+  it('snapshots qemu-img creates are applied and deleted by platter, check clean, data right', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512,extended_l2=off', 'q.qcow2', '256k']);
+    qemuIo('q.qcow2', 'write -P 1 0 100k');
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'one', 'q.qcow2']);
+    const one = rawOf('q.qcow2');
+    qemuIo('q.qcow2', 'write -P 2 50k 100k');
+    qemuIo('q.qcow2', 'write -z 0 4k');
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'two', 'q.qcow2']);
+    const two = rawOf('q.qcow2');
+    qemuIo('q.qcow2', 'write -P 3 10k 200k');
+    const current = rawOf('q.qcow2');
+    plat(['snapshot', '-a', 'one', 'q.qcow2']);
+    expectQemuCheckClean('q.qcow2');
+    expect(firstDifference(rawOf('q.qcow2'), one)).toBe(-1);
+    expect(firstDifference(qemuRawBytes(dir, 'q.qcow2', 'two'), two)).toBe(-1);
+    plat(['snapshot', '-d', 'one', 'q.qcow2']);
+    expectQemuCheckClean('q.qcow2');
+    expect(firstDifference(rawOf('q.qcow2'), one)).toBe(-1);
+    plat(['snapshot', '-a', 'two', 'q.qcow2']);
+    expect(firstDifference(rawOf('q.qcow2'), two)).toBe(-1);
+    plat(['snapshot', '-d', 'two', 'q.qcow2']);
+    expectQemuCheckClean('q.qcow2');
+    expect(firstDifference(rawOf('q.qcow2'), two)).toBe(-1);
+    expect(platterSnapshots('q.qcow2')).toEqual([]);
+    expect(firstDifference(current, two)).not.toBe(-1);
+  });
+
+  it('applying a snapshot taken before qemu-img resize restores its disk size, as qemu-img does', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'rs-q.qcow2', '1M']);
+    qemuIo('rs-q.qcow2', 'write -P 5 0 1M');
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'small', 'rs-q.qcow2']);
+    const small = rawOf('rs-q.qcow2');
+    sh(dir, 'qemu-img', ['resize', '-q', 'rs-q.qcow2', '3M']);
+    qemuIo('rs-q.qcow2', 'write -P 6 2M 1M');
+    copyFileSync(join(dir, 'rs-q.qcow2'), join(dir, 'rs-p.qcow2'));
+    sh(dir, 'qemu-img', ['snapshot', '-a', 'small', 'rs-q.qcow2']);
+    plat(['snapshot', '-a', 'small', 'rs-p.qcow2']);
+    expect(rawOf('rs-p.qcow2').length).toBe(1 << 20);
+    expect(firstDifference(rawOf('rs-p.qcow2'), small)).toBe(-1);
+    expect(shStatus(dir, 'qemu-img', ['compare', 'rs-p.qcow2', 'rs-q.qcow2']).status).toBe(0);
+    expectQemuCheckClean('rs-p.qcow2');
+  });
+
+  it('duplicate names and ids resolve as in qemu-img (ids unique, -a by id then first name, -d first name)', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'dup-base.qcow2', '128k']);
+    for (const image of ['dup-q.qcow2', 'dup-p.qcow2']) copyFileSync(join(dir, 'dup-base.qcow2'), join(dir, image));
+    const contents: Uint8Array[] = [];
+    const steps: [string, string][] = [
+      ['-c', 'x'],
+      ['-c', 'x'],
+      ['-c', '1'],
+      ['-d', 'x'],
+      ['-c', 'y'],
+      ['-c', 'x'],
+    ];
+    for (const [index, [flag, name]] of steps.entries()) {
+      for (const image of ['dup-q.qcow2', 'dup-p.qcow2']) {
+        qemuIo(image, `write -P ${index + 1} 0 4k`);
+        if (image === 'dup-q.qcow2') sh(dir, 'qemu-img', ['snapshot', flag, name, image]);
+        else plat(['snapshot', flag, name, image]);
+      }
+      // Only the states the applies below go back to are read out (each read is a qemu-img run).
+      contents.push(index === 1 || index === 2 ? rawOf('dup-p.qcow2') : new Uint8Array(0));
+    }
+    // Ids: max + 1, never reused while a higher one exists; -d x removed the first 'x' (id 1).
+    expect(undated(platterSnapshots('dup-p.qcow2'))).toEqual(undated(qemuSnapshots('dup-q.qcow2')));
+    expect(platterSnapshots('dup-p.qcow2').map((s) => [s['id'], s['name']])).toEqual([
+      ['2', 'x'],
+      ['3', '1'],
+      ['4', 'y'],
+      ['5', 'x'],
+    ]);
+    // -a 3 is id 3 (named '1'); -a 1 is no id any more, so the snapshot named '1'; -a x is the first 'x' (id 2).
+    for (const [key, stepIndex] of [['3', 2], ['1', 2], ['x', 1]] as const) {
+      for (const image of ['dup-q.qcow2', 'dup-p.qcow2']) {
+        if (image === 'dup-q.qcow2') sh(dir, 'qemu-img', ['snapshot', '-a', key, image]);
+        else plat(['snapshot', '-a', key, image]);
+      }
+      expect(firstDifference(rawOf('dup-p.qcow2'), contents[stepIndex]!)).toBe(-1);
+      expect(firstDifference(rawOf('dup-q.qcow2'), contents[stepIndex]!)).toBe(-1);
+    }
+    expectQemuCheckClean('dup-p.qcow2');
+  });
+
+  it('refuses images with an external data file, dirty images and unknown snapshots, like qemu-img', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=df.raw', 'df.qcow2', '1M']);
+    const dataFile = platter(['snapshot', '-c', 's', 'df.qcow2'], { cwd: dir });
+    expect(dataFile.status).toBe(1);
+    expect(dataFile.stderr).toMatch(/^platter: df\.qcow2: .*external data file/);
+    expect(shStatus(dir, 'qemu-img', ['snapshot', '-c', 's', 'df.qcow2']).status).toBe(1);
+
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'dirty.qcow2', '1M']);
+    const bytes = new Uint8Array(readFileSync(join(dir, 'dirty.qcow2')));
+    bytes[79] = bytes[79]! | 1; // incompatible feature bit 0: dirty
+    writeFileSync(join(dir, 'dirty.qcow2'), bytes);
+    const dirty = platter(['snapshot', '-c', 's', 'dirty.qcow2'], { cwd: dir });
+    expect(dirty.status).toBe(1);
+    expect(dirty.stderr).toMatch(/dirty/);
+    expect(dirty.stderr).not.toMatch(/\n\s+at /);
+
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'none.qcow2', '1M']);
+    for (const flag of ['-a', '-d']) {
+      const missing = platter(['snapshot', flag, 'nope', 'none.qcow2'], { cwd: dir });
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toBe("platter: none.qcow2: snapshot 'nope' not found\n");
+    }
+    // An empty list prints nothing, like qemu-img.
+    expect(plat(['snapshot', 'none.qcow2'])).toBe(sh(dir, 'qemu-img', ['snapshot', '-l', 'none.qcow2']));
+  });
+});
