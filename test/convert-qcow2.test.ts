@@ -47,6 +47,11 @@ beforeAll(() => {
   qemuIo('base.qcow2', ['write -P 0xaa 0 8M']);
   qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2', '16M'], tmp.dir);
   qemuIo('top.qcow2', ['write -P 0xbb 1M 1M', 'write -z 4M 1M']);
+  // A top image larger than its backing file: past the backing file's end reads as zeros.
+  qemuImg(['create', '-q', '-f', 'qcow2', 'short-base.qcow2', '4M'], tmp.dir);
+  qemuIo('short-base.qcow2', ['write -P 0x10 0 1M']);
+  qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'short-base.qcow2', '-F', 'qcow2', 'long-top.qcow2', '8M'], tmp.dir);
+  qemuIo('long-top.qcow2', ['write -P 0x20 6M 64k']);
   // Compressed clusters, both codecs.
   qemuImg(['create', '-q', '-f', 'raw', 'text.raw', '4M'], tmp.dir);
   qemuIo('text.raw', ['write -P 0x61 0 2M', 'write -P 0x62 3M 512k'], 'raw');
@@ -64,7 +69,7 @@ beforeAll(() => {
 
 afterAll(() => tmp.cleanup());
 
-const IMAGES = ['mixed.qcow2', 'small-clusters.qcow2', 'top.qcow2', 'zlib.qcow2', 'zstd.qcow2', 'snap.qcow2'];
+const IMAGES = ['mixed.qcow2', 'small-clusters.qcow2', 'top.qcow2', 'long-top.qcow2', 'zlib.qcow2', 'zstd.qcow2', 'snap.qcow2'];
 
 describe.skipIf(!hasQemu)('convert qcow2 -O raw vs qemu-img', () => {
   for (const image of IMAGES) {
@@ -86,6 +91,14 @@ describe.skipIf(!hasQemu)('convert qcow2 -O raw vs qemu-img', () => {
     const missing = platter(['convert', '-l', 'nope', '-O', 'raw', 'snap.qcow2', 'nope.raw'], tmp.dir);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/^platter: .*nope/);
+  });
+
+  it('refuses to convert onto a backing file of the source', () => {
+    const before = bytesOf(at('base.qcow2'));
+    const result = platter(['convert', '-O', 'raw', 'top.qcow2', 'base.qcow2'], tmp.dir);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/refusing to convert onto the source image/);
+    expect(bytesOf(at('base.qcow2')).equals(before)).toBe(true);
   });
 
   it('a 1 TiB image holding 1 MiB converts to a file holding about 1 MiB', () => {

@@ -145,7 +145,7 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(listed.stderr).toContain('does not contain a recognized partition table');
   });
 
-  it('qcow2: the same table, offsets and LVs as the raw image; writing is refused clearly', async () => {
+  it('qcow2: the same table, offsets and LVs as the raw image; a table written onto it reads back', async () => {
     if (!available) return;
     const raw = join(dir, 'lvm.img');
     await writeFile(raw, gunzipSync(await readFile(new URL('../fixtures/lvm-in-mbr.img.gz', import.meta.url))));
@@ -163,9 +163,22 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(qcowOffsets.targets.find((t: { name: string }) => t.name === 'vgfix/linear')).toMatchObject({ offset: 2097152, filesystem: { label: 'lvdata' } });
     const human = await platter(['mount-offset', qcow2, 'vgfix/linear']);
     expect(human.stdout).toContain(`platter convert -O raw ${qcow2} disk.raw`);
-    const write = await platter(['partitions', '--write', '-', qcow2], 'label: dos\n');
-    expect(write.code).toBe(1);
-    expect(write.stderr).toBe(`platter: ${qcow2}: writing to qcow2 images is not supported yet\n`);
+    const blank = join(dir, 'blank.qcow2');
+    await mustRun('qemu-img', ['create', '-q', '-f', 'qcow2', blank, '64M']);
+    const script = 'label: dos\nlabel-id: 0x1234abcd\nunit: sectors\n\nstart=2048, size=20480, type=83\nstart=22528, size=40960, type=5\nstart=24576, size=8192, type=82\n';
+    const write = await platter(['partitions', '--write', '-', blank], script);
+    expect(write.stderr).toBe('');
+    expect(write.code).toBe(0);
+    await mustRun('qemu-img', ['check', blank]);
+    const flat = join(dir, 'blank.raw');
+    await mustRun('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', blank, flat]);
+    const written = JSON.parse(await mustRun('sfdisk', ['--json', flat]));
+    expect(written.partitiontable.id).toBe('0x1234abcd');
+    expect(written.partitiontable.partitions.map((p: { start: number; size: number }) => [p.start, p.size])).toEqual([
+      [2048, 20480],
+      [22528, 40960],
+      [24576, 8192],
+    ]);
   });
 
   it('qcow2: the classic layout gives partition 5 at 92413440', async () => {

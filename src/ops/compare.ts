@@ -6,6 +6,7 @@
  */
 
 import type { Extent, Image } from '../core/image.js';
+import { alignedBuffer } from './aligned.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import type { ProgressCallback } from './progress.js';
 import { walkExtents } from './extents.js';
@@ -61,12 +62,12 @@ class ExtentCursor {
 
 /** Two reused read buffers, so a long compare allocates nothing per chunk. */
 class ChunkBuffers {
-  private readonly buffers = [new Uint8Array(0), new Uint8Array(0)];
+  private readonly buffers: Uint8Array[] = [new Uint8Array(0), new Uint8Array(0)];
 
   /** Reads [offset, offset+length) of `image` into buffer `slot` (0 or 1). */
   async read(image: Image, offset: number, length: number, slot: 0 | 1): Promise<Uint8Array> {
     if (!image.readInto) return image.read(offset, length);
-    if (this.buffers[slot]!.length < length) this.buffers[slot] = new Uint8Array(COMPARE_CHUNK);
+    if (this.buffers[slot]!.length < length) this.buffers[slot] = alignedBuffer(COMPARE_CHUNK);
     const view = this.buffers[slot]!.subarray(0, length);
     await image.readInto(offset, view);
     return view;
@@ -94,6 +95,7 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
   const common = Math.min(a.size, b.size);
   const total = Math.max(a.size, b.size);
   const progress = (done: number) => options.onProgress?.(done, total);
+  progress(0);
   const io = new ChunkBuffers();
   const cursorA = new ExtentCursor(a, common);
   const cursorB = new ExtentCursor(b, common);

@@ -19,6 +19,8 @@ export interface Qcow2ConvertOptions {
   /** `-c`: compress every data cluster. */
   compress: boolean;
   host: ImageHost;
+  /** Called as the copy advances: guest bytes looked at so far, and the total. */
+  onProgress?(done: number, total: number): void;
 }
 
 /** What was written. */
@@ -52,8 +54,10 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
         }
       }
       done = Math.max(done, Math.ceil(end / clusterSize) * clusterSize);
+      options.onProgress?.(Math.min(end, source.size), source.size);
     }
   }
+  options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
 }

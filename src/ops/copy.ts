@@ -7,10 +7,10 @@
 import type { BlockDevice } from '../core/device.js';
 import { IoError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
+import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
 import { walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
-
 
 /** How to copy. */
 export interface CopyOptions {
@@ -41,60 +41,100 @@ interface CopyJob {
   zero: boolean;
 }
 
+/** The guest range a copy covers; it lands at target offset 0. */
+export interface CopyRange {
+  sourceOffset: number;
+  length: number;
+}
+
 /**
- * Copies `length` guest bytes of `source` from `sourceOffset` to the target at 0.
+ * Copies `range` of `source` to the target at offset 0 (the whole image by default).
  * Unallocated and zero runs are never read; with a zeroed target they are not written either.
  */
 export async function copyImage(
   source: Image,
   target: BlockDevice,
   options: CopyOptions,
-  range: { sourceOffset: number; length: number } = { sourceOffset: 0, length: source.size },
+  range: CopyRange = { sourceOffset: 0, length: source.size },
 ): Promise<CopyStats> {
   if (!target.write) throw new IoError(`${target.name} cannot be written`);
-  const stats: CopyStats = { bytesRead: 0, bytesWritten: 0 };
-  const writeZeros = options.sparseSize === 0 || !options.targetIsZero;
-  const zeroBuffer = writeZeros ? new Uint8Array(options.ioSize) : undefined;
-  let done = 0;
-  const advance = (bytes: number) => {
-    done += bytes;
-    options.onProgress?.(done, range.length);
-  };
-  options.onProgress?.(0, range.length);
+  return new CopyRun(source, target, options, range).run();
+}
 
-  const write = async (at: number, bytes: Uint8Array) => {
-    await target.write!(at - range.sourceOffset, bytes);
-    stats.bytesWritten += bytes.length;
-  };
-  const copyBytes = async (job: CopyJob, bytes: Uint8Array) => {
-    stats.bytesRead += bytes.length;
-    if (writeZeros) return write(job.offset, bytes);
-    for (const [from, to] of nonZeroRuns(bytes, job.offset, options.sparseSize, options.tests)) {
-      await write(job.offset + from, bytes.subarray(from, to));
-    }
-  };
-  // One buffer per request in flight, reused: no allocation (and no page faults) per request.
-  const buffers: Uint8Array[] = [];
-  const handle = async (job: CopyJob) => {
+/** The state of one copy: counters, reused buffers, and the write queue. */
+class CopyRun {
+  readonly stats: CopyStats = { bytesRead: 0, bytesWritten: 0 };
+  private readonly writeZeros: boolean;
+  private readonly zeroBuffer: Uint8Array | undefined;
+  /** One page-aligned buffer per request in flight, reused: no allocation (and no page faults) per request. */
+  private readonly buffers: Uint8Array[] = [];
+  private writeQueue: Promise<void> = Promise.resolve();
+  private done = 0;
+
+  constructor(
+    private readonly source: Image,
+    private readonly target: BlockDevice,
+    private readonly options: CopyOptions,
+    private readonly range: CopyRange,
+  ) {
+    this.writeZeros = options.sparseSize === 0 || !options.targetIsZero;
+    this.zeroBuffer = this.writeZeros ? alignedBuffer(options.ioSize) : undefined;
+  }
+
+  async run(): Promise<CopyStats> {
+    const { sourceOffset, length } = this.range;
+    this.options.onProgress?.(0, length);
+    const jobs = copyJobs(this.source, sourceOffset, sourceOffset + length, this.options.ioSize, this.writeZeros, (bytes) =>
+      this.advance(bytes),
+    );
+    await runPool(jobs, this.options.parallel, (job) => this.handle(job));
+    return this.stats;
+  }
+
+  private advance(bytes: number): void {
+    this.done += bytes;
+    this.options.onProgress?.(this.done, this.range.length);
+  }
+
+  private async handle(job: CopyJob): Promise<void> {
     if (job.zero) {
-      await write(job.offset, zeroBuffer!.subarray(0, job.length));
-    } else if (source.readInto) {
-      const buffer = buffers.pop() ?? new Uint8Array(options.ioSize);
+      await this.write(job.offset, this.zeroBuffer!.subarray(0, job.length));
+    } else if (this.source.readInto) {
+      const buffer = this.buffers.pop() ?? alignedBuffer(this.options.ioSize);
       try {
         const bytes = buffer.subarray(0, job.length);
-        await source.readInto(job.offset, bytes);
-        await copyBytes(job, bytes);
+        await this.source.readInto(job.offset, bytes);
+        await this.copyBytes(job, bytes);
       } finally {
-        buffers.push(buffer);
+        this.buffers.push(buffer);
       }
     } else {
-      await copyBytes(job, await source.read(job.offset, job.length));
+      await this.copyBytes(job, await this.source.read(job.offset, job.length));
     }
-    advance(job.length);
-  };
-  const jobs = copyJobs(source, range.sourceOffset, range.sourceOffset + range.length, options.ioSize, writeZeros, advance);
-  await runPool(jobs, options.parallel, handle);
-  return stats;
+    this.advance(job.length);
+  }
+
+  /** Writes what was read: all of it, or only its non-zero blocks. */
+  private async copyBytes(job: CopyJob, bytes: Uint8Array): Promise<void> {
+    this.stats.bytesRead += bytes.length;
+    if (this.writeZeros) return this.write(job.offset, bytes);
+    for (const [from, to] of nonZeroRuns(bytes, job.offset, this.options.sparseSize, this.options.tests)) {
+      await this.write(job.offset + from, bytes.subarray(from, to));
+    }
+  }
+
+  /**
+   * Reads overlap, writes go one at a time: concurrent buffered writes to one
+   * file only queue on the file system's inode lock (and spin there).
+   */
+  private write(guestOffset: number, bytes: Uint8Array): Promise<void> {
+    const queued = this.writeQueue.then(async () => {
+      await this.target.write!(guestOffset - this.range.sourceOffset, bytes);
+      this.stats.bytesWritten += bytes.length;
+    });
+    this.writeQueue = queued.catch(() => {});
+    return queued;
+  }
 }
 
 /**

@@ -32,11 +32,12 @@ function chainOf(image: Image): Image[] {
 }
 
 /**
- * qemu reports a run no layer holds at the bottom layer of the chain (which
- * answers "zero"), so its depth is the chain length minus one.
+ * An unallocated extent's depth counts the layers that were asked (the chain
+ * length, or fewer when a backing file ends early); qemu reports such a run at
+ * the last layer asked, the one that answered "zero", hence one less.
  */
 function entryOf(extent: Extent, chain: Image[]): MapEntry {
-  const depth = Math.min(extent.depth, chain.length - 1);
+  const depth = extent.kind === 'unallocated' ? Math.max(0, extent.depth - 1) : extent.depth;
   const entry: MapEntry = {
     start: extent.start,
     length: extent.length,
@@ -45,7 +46,9 @@ function entryOf(extent: Extent, chain: Image[]): MapEntry {
     zero: extent.kind !== 'data',
     data: extent.kind === 'data',
   };
-  if (extent.hostOffset !== undefined && !extent.compressed && extent.kind !== 'unallocated') {
+  // Any run with a host offset shows it, unallocated ones included (a reserved
+  // cluster past the end of a shorter backing file), as qemu does.
+  if (extent.hostOffset !== undefined && !extent.compressed) {
     entry.offset = extent.hostOffset;
     entry.filename = chain[depth]?.device.name;
   }

@@ -149,6 +149,16 @@ function summarize(samples) {
   };
 }
 
+/**
+ * Flushes dirty pages left by the previous run (and lets writeback finish), so
+ * each run starts from the same page-cache state; without it the run after a
+ * 1 GiB write pays for the previous one's writeback.
+ */
+function settle() {
+  spawnSync('sync');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+}
+
 function benchConvert(image) {
   const out = join(BENCH, 'out.raw');
   const format = image.path.endsWith('.raw') ? ['-f', 'raw'] : [];
@@ -162,6 +172,7 @@ function benchConvert(image) {
     const order = round % 2 === 0 ? ['platter', 'qemu-img'] : ['qemu-img', 'platter'];
     for (const tool of order) {
       rmSync(out, { force: true });
+      settle();
       samples[tool].push(tools[tool]());
     }
   }
