@@ -29,6 +29,8 @@ export interface RunnerResult {
   message?: string;
   foreign?: string;
   ms: number;
+  /** CPU time (user + system) of the case. */
+  cpuMs: number;
   unchanged: boolean;
   warnings?: string[];
   formats?: string[];

@@ -88,6 +88,7 @@ const results = [];
 for (const entry of manifest) {
   const before = hashFile(entry.path);
   const started = performance.now();
+  const cpu = process.cpuUsage();
   let result;
   try {
     result = await runCase(entry);
@@ -98,6 +99,8 @@ for (const entry of manifest) {
         : { ok: false, foreign: `${error?.name}: ${error?.message}`, stack: error?.stack };
   }
   result.ms = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  result.cpuMs = (used.user + used.system) / 1000;
   result.unchanged = hashFile(entry.path) === before;
   results.push({ name: entry.name, ...result });
 }
