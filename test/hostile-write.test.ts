@@ -75,6 +75,15 @@ describe('write safety', () => {
     expect(dirtyBit(device.contents())).toBe(false);
   });
 
+  it('refuses to write when a refcount block lies past the end of the file (it would write terabytes out)', async () => {
+    const device = new MemoryDevice(imageWith((i) => putU64(i, 2 * 4096, 2 ** 40)));
+    await expect(openWritable(device)).rejects.toMatchObject({
+      code: 'ECORRUPT',
+      message: expect.stringMatching(/refcount block 0 at 1099511627776 lies past the end of the file/),
+    });
+    expect(device.size).toBe(buildQcow2({ noSnapshot: true }).length);
+  });
+
   it('without lazy refcounts, never sets the dirty bit', async () => {
     const device = new RecordingDevice(buildQcow2({ noSnapshot: true }));
     const image = await openWritable(device);

@@ -89,6 +89,7 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache):
       header.refcountTableClusters = tableClusters;
       await device.write!(0, encodeHeader(header));
     },
+    { blocksInsideFile: true },
   );
   return new Qcow2Writer({
     device,

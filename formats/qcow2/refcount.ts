@@ -118,7 +118,12 @@ export class Refcounts {
   }
 
   /** Loads the refcount table described by `layout` from `device`. */
-  static async load(device: BlockDevice, layout: RefcountLayout, onTableMoved: TableMovedHook): Promise<Refcounts> {
+  static async load(
+    device: BlockDevice,
+    layout: RefcountLayout,
+    onTableMoved: TableMovedHook,
+    options: { blocksInsideFile?: boolean } = {},
+  ): Promise<Refcounts> {
     const bytes = layout.tableClusters * layout.clusterSize;
     if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new LimitExceededError(`reference count table too large (${bytes} bytes)`);
     const raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
@@ -131,6 +136,11 @@ export class Refcounts {
       const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
       if (blockOffset % layout.clusterSize !== 0) {
         throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
+      }
+      // For a writer, a block must start inside the file: a hostile entry would otherwise make the
+      // first refcount update write anywhere up to 2^53 (a file of terabytes). check reports these instead.
+      if (options.blocksInsideFile && blockOffset !== 0 && blockOffset >= device.size) {
+        throw new CorruptImageError(`refcount block ${i} at ${blockOffset} lies past the end of the file (${device.size} bytes)`, layout.tableOffset + i * 8);
       }
       table[i] = blockOffset;
     }

@@ -4,13 +4,20 @@
  */
 
 import { spawn } from 'node:child_process';
+import { expect } from 'vitest';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { RunnerResult } from './hostile-corpus.js';
 import { CLI } from './tools.js';
 
-/** Every case answers within this many milliseconds. */
+/** Every case answers within this many milliseconds of CPU time (user + system), process start included. */
 export const MAX_CASE_MS = 2000;
+/**
+ * Wall-clock bound: CPU time is what a case costs, but a case that blocks
+ * (on I/O, a lock, a FIFO) costs none; this catches it. Generous, because a
+ * loaded CI machine stretches wall time, not CPU time.
+ */
+export const MAX_WALL_MS = 10_000;
 /** Peak resident memory allowed for a child process. */
 export const MAX_RSS_BYTES = 200 * 1024 * 1024;
 /** A child that runs longer than this is killed: the case hung. */
@@ -24,7 +31,10 @@ interface ChildOutput {
   status: number;
   stdout: string;
   stderr: string;
+  /** Wall time. */
   ms: number;
+  /** CPU time (user + system), when measured. */
+  cpuMs: number;
 }
 
 function runChild(command: string, args: string[]): Promise<ChildOutput> {
@@ -40,7 +50,7 @@ function runChild(command: string, args: string[]): Promise<ChildOutput> {
     child.on('close', (status, signal) => {
       clearTimeout(timer);
       if (signal) reject(new Error(`${command} ${args.join(' ')} was killed by ${signal} (hang?)`));
-      else resolve({ status: status ?? -1, stdout, stderr, ms: performance.now() - started });
+      else resolve({ status: status ?? -1, stdout, stderr, ms: performance.now() - started, cpuMs: 0 });
     });
   });
 }
@@ -65,12 +75,19 @@ export interface CliMeasured extends ChildOutput {
 export async function runCliMeasured(args: string[]): Promise<CliMeasured> {
   if (!existsSync(TIME)) {
     if (process.env.CI === 'true') throw new Error(`${TIME} is required in CI but missing`);
-    return { ...(await runChild(process.execPath, [CLI, ...args])), maxRssBytes: 0 };
+    const out = await runChild(process.execPath, [CLI, ...args]);
+    return { ...out, maxRssBytes: 0, cpuMs: out.ms };
   }
-  const out = await runChild(TIME, ['-f', `${RSS_MARK}%M`, process.execPath, CLI, ...args]);
+  const out = await runChild(TIME, ['-f', `${RSS_MARK}%M %U %S`, process.execPath, CLI, ...args]);
   const lines = out.stderr.trimEnd().split('\n');
-  const kib = Number(lines.find((line) => line.startsWith(RSS_MARK))?.slice(RSS_MARK.length));
+  const [kib, user, system] = (lines.find((line) => line.startsWith(RSS_MARK))?.slice(RSS_MARK.length) ?? '').split(' ').map(Number);
   // time(1) adds its own line about the exit status; only the CLI's lines are kept.
   const own = lines.filter((line) => !line.startsWith(RSS_MARK) && !line.startsWith('Command exited with non-zero status'));
-  return { ...out, stderr: own.length ? own.join('\n') + '\n' : '', maxRssBytes: kib * 1024 };
+  return { ...out, stderr: own.length ? own.join('\n') + '\n' : '', maxRssBytes: kib! * 1024, cpuMs: (user! + system!) * 1000 };
+}
+
+/** Asserts a run's CPU time and wall time against the bounds above. */
+export function expectInTime(run: { ms: number; cpuMs: number }): void {
+  expect(run.cpuMs, 'CPU time (ms)').toBeLessThan(MAX_CASE_MS);
+  expect(run.ms, 'wall time (ms)').toBeLessThan(MAX_WALL_MS);
 }

@@ -29,6 +29,8 @@ export interface RunnerResult {
   message?: string;
   foreign?: string;
   ms: number;
+  /** CPU time (user + system) of the case. */
+  cpuMs: number;
   unchanged: boolean;
   warnings?: string[];
   formats?: string[];
@@ -208,6 +210,11 @@ function tableCases(): HostileCase[] {
     c('L2: host offset past the end of the file reads zeros', l2Entry(0, 2 ** 40), { ok: true, check: firstExtent('data', 2 ** 40) }, 'ok'),
     c('L2: entry pointing into the header', l2Entry(0, 1n << 63n), { ok: true, check: firstExtent('unallocated') }, 'ok'),
     c('L2: entry pointing into the refcount table', l2Entry(0, at(LAYOUT.refcountTable)), { ok: true, check: firstExtent('data', at(LAYOUT.refcountTable)) }, 'ok'),
+    // Readers never need refcounts: these images read fine, and platter check must report, not crash.
+    c('refcount: block past the end of the file', (i) => putU64(i, at(LAYOUT.refcountTable), 2 ** 40), { ok: true }, 'ok'),
+    c('refcount: misaligned block', (i) => putU64(i, at(LAYOUT.refcountTable), at(LAYOUT.refcountBlock) + 8), { ok: true }, 'ok'),
+    c('refcount: block offset above 2^53', (i) => putU64(i, at(LAYOUT.refcountTable), 0xfffffffffffffe00n), { ok: true }, 'ok'),
+    c('refcount: block is the L1 table', (i) => putU64(i, at(LAYOUT.refcountTable), at(LAYOUT.l1)), { ok: true }, 'ok'),
     c('compressed: descriptor past the end of the file', l2Entry(1, compressedEntry(2 ** 40, 512, 12)), corrupt(/compressed cluster at 1099511627776 lies past the end of the file/), 'ok'),
     c('compressed: descriptor above 2^53', l2Entry(1, (1n << 62n) | (1n << 57n)), corrupt(/compressed cluster descriptor points beyond 2\^53 bytes/), 'ok'),
     c('compressed: garbage deflate stream', stream(new Uint8Array(512).fill(0xff)), corrupt(/cannot decompress the cluster at 24576: invalid deflate stream/), 'ok'),
