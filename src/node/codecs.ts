@@ -8,16 +8,43 @@
  */
 
 import { promisify } from 'node:util';
-import { constants, createInflateRaw, deflateRaw } from 'node:zlib';
+import { constants, createInflateRaw, deflateRaw, inflateRaw } from 'node:zlib';
 import { CorruptImageError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
 import { zstdFrameInfo } from './zstd-frame.js';
 
 const deflateRawAsync = promisify(deflateRaw);
+const inflateRawAsync = promisify(inflateRaw);
 
 /** Copies `length` bytes (or fewer) out of a Buffer into a plain Uint8Array. */
 function take(data: Uint8Array, length: number): Uint8Array {
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + Math.min(length, data.length)));
+}
+
+/** node:zlib refuses chunk sizes below this. */
+const MIN_CHUNK = 64;
+
+/**
+ * Inflates one compressed cluster on the libuv pool in a single pass (one
+ * output chunk of `outputLength` bytes, so one round trip to the pool). A
+ * stream that would inflate past `outputLength` is rare (qemu never writes
+ * one); it makes node:zlib refuse, and the streaming decoder below then takes
+ * its first `outputLength` bytes as qemu does.
+ */
+export async function inflateRawFast(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+  if (outputLength < MIN_CHUNK) return inflateRawCapped(input, outputLength);
+  let out: Buffer;
+  try {
+    out = await inflateRawAsync(input, {
+      finishFlush: constants.Z_SYNC_FLUSH,
+      chunkSize: outputLength,
+      maxOutputLength: outputLength,
+    });
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return inflateRawCapped(input, outputLength);
+    throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /**
@@ -102,7 +129,7 @@ export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
 
 /** The codecs platter uses on Node. */
 export const nodeCodecs: Codecs = {
-  inflateRaw: inflateRawCapped,
+  inflateRaw: inflateRawFast,
   zstdDecompress: zstdDecompressCapped,
   async deflateRaw(input) {
     // qemu's qcow2 deflate settings: raw stream, 4 KiB window, default level, memLevel 9.
