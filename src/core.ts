@@ -18,6 +18,9 @@ export {
 } from '../formats/qcow2/index.js';
 export { convertToRaw, type ConvertOptions, type ConvertResult } from './ops/convert.js';
 export { mapImage, type MapEntry, type MapOptions } from './ops/map.js';
+export { rebaseImage, type RebaseOptions, type RebaseResult } from './ops/rebase.js';
+export { commitImage, baseDepth, type CommitOptions, type CommitResult } from './ops/commit.js';
+export { writeDelta, type DeltaOptions, type DeltaResult } from './ops/delta.js';
 export { compareImages, type CompareOptions, type CompareResult, type CompareMismatch } from './ops/compare.js';
 export { ddToRaw, planDd, type DdOperands, type DdPlan, type DdResult } from './ops/dd.js';
 export { portableByteTests, type ByteTests } from './ops/bytes-accel.js';

@@ -122,9 +122,9 @@ describe('convert errors', () => {
     const unknown = platter(['convert', '-O', 'vhdz', at('full.raw'), at('o.img')]);
     expect(unknown.status).toBe(1);
     expect(unknown.stderr).toBe("platter: Unknown file format 'vhdz'\n");
-    const qcow2 = platter(['convert', '-O', 'qcow2', at('full.raw'), at('o.img')]);
-    expect(qcow2.status).toBe(1);
-    expect(qcow2.stderr).toBe('platter: output format qcow2 is not supported yet\n');
+    const compressedRaw = platter(['convert', '-c', '-O', 'raw', at('full.raw'), at('o.img')]);
+    expect(compressedRaw.status).toBe(1);
+    expect(compressedRaw.stderr).toBe('platter: Compression not supported for this file format\n');
     const parallel = platter(['convert', '-m', '0', '-O', 'raw', at('full.raw'), at('o.img')]);
     expect(parallel.status).toBe(1);
     expect(parallel.stderr).toContain('Invalid number of coroutines');

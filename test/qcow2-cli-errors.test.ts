@@ -13,6 +13,23 @@ import { qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js'
 const CLI = resolve('dist/cli.js');
 const haveQemu = qcow2ToolAvailable('qemu-img');
 
+/**
+ * qemu-img times its key derivation on the thread's CPU clock and gives up ("Unable to
+ * get accurate CPU usage") when a busy machine starves it, so the creation is retried.
+ */
+function createLuksImage(dir: string): void {
+  const args = ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=platter',
+    '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=100', 'luks.qcow2', '1M'];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sh(dir, 'qemu-img', args);
+      return;
+    } catch (error) {
+      if (attempt >= 5 || !/accurate CPU usage/.test(String(error))) throw error;
+    }
+  }
+}
+
 function platter(cwd: string, args: string[]): { status: number; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
   return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
@@ -24,10 +41,7 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
   afterAll(() => temp.cleanup());
 
   beforeAll(() => {
-    sh(dir, 'qemu-img', [
-      'create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=platter',
-      '-o', 'encrypt.format=luks,encrypt.key-secret=sec0', 'luks.qcow2', '1M',
-    ]);
+    createLuksImage(dir);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'aes.qcow2', '1M']);
     pokeFile(join(dir, 'aes.qcow2'), 32, [0, 0, 0, 1]); // crypt_method = 1 (AES)
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'unknown-bit.qcow2', '1M']);

@@ -177,6 +177,15 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     });
   }
 
+  for (const name of ['data', 'compressed', 'leakedCluster', 'zeroRefcount']) {
+    it(`${name}: the text report equals qemu-img check's`, () => {
+      const mine = platter(['check', paths[name]!]);
+      const qemu = shStatus(temp.dir, 'qemu-img', ['check', paths[name]!]);
+      expect(mine.stdout).toBe(qemu.stdout);
+      expect(mine.status).toBe(qemu.status);
+    });
+  }
+
   it('injected problems are seen (the cases do differ from clean images)', () => {
     for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'sharedCluster']) {
       expect(platter(['check', paths[name]!]).status, name).not.toBe(0);
@@ -199,11 +208,19 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     });
   }
 
-  it('leak repair reports what qemu-img check -r leaks reports', () => {
-    const { mine, qemu } = bothChecks(paths['leakedCluster']!, 'leaks');
-    expect(withoutName(mine.stdout)).toEqual(withoutName(qemu.stdout));
-    expect(mine.stderr).toBe(qemu.stderr);
-  });
+  for (const [name, repair] of [
+    ['leakedCluster', 'leaks'],
+    ['doubleRefcount', 'leaks'],
+    ['zeroRefcount', 'all'],
+    ['copiedCleared', 'all'],
+  ] as const) {
+    it(`${name}: -r ${repair} reports what qemu-img check -r ${repair} reports`, () => {
+      const { mine, qemu } = bothChecks(paths[name]!, repair);
+      expect(withoutName(mine.stdout)).toEqual(withoutName(qemu.stdout));
+      expect(mine.stderr).toBe(qemu.stderr);
+      expect(mine.status).toBe(qemu.status);
+    });
+  }
 
   it('raw images have no check: exit status 63', () => {
     const raw = join(temp.dir, 'plain.raw');

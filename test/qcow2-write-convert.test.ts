@@ -1,5 +1,5 @@
 /**
- * Converting into qcow2 (with and without compression): qemu-img compare calls
+ * Converting into qcow2 (platter convert -O qcow2 [-c], and the library op): qemu-img compare calls
  * the result equal to the source, qemu-img check calls it clean, and compressed
  * output is no more than 5% larger than qemu-img convert -c's.
  */
@@ -12,6 +12,7 @@ import { nodeHost } from '../src/node/host.js';
 import { openImageFile } from '../src/node/open.js';
 import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
 import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { platter } from './helpers/tools.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 const temp = qcow2TempDir();
@@ -53,7 +54,8 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
   for (const compression of ['zlib', 'zstd']) {
     it(`-c with ${compression}: equal to the source, clean, within 5% of qemu-img convert -c`, async () => {
       const options: Record<string, string> = compression === 'zstd' ? { compression_type: 'zstd' } : {};
-      await convert('source.qcow2', `mine-${compression}.qcow2`, options, true);
+      const cli = platter(['convert', '-c', '-O', 'qcow2', ...Object.entries(options).flatMap(([k, v]) => ['-o', `${k}=${v}`]), at('source.qcow2'), at(`mine-${compression}.qcow2`)]);
+      expect(cli.status, cli.stderr).toBe(0);
       sh(temp.dir, 'qemu-img', ['convert', '-c', '-O', 'qcow2', ...(compression === 'zstd' ? ['-o', 'compression_type=zstd'] : []), 'source.qcow2', `theirs-${compression}.qcow2`]);
       expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', `mine-${compression}.qcow2`]).status).toBe(0);
       const check = shStatus(temp.dir, 'qemu-img', ['check', '--output=json', `mine-${compression}.qcow2`]);
@@ -66,7 +68,8 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
   }
 
   it('without -c: equal to the source, clean, and zero ranges allocate nothing', async () => {
-    await convert('source.raw', 'plain.qcow2', { cluster_size: '4096' }, false);
+    const cli = platter(['convert', '-O', 'qcow2', '-o', 'cluster_size=4096', at('source.raw'), at('plain.qcow2')]);
+    expect(cli.status, cli.stderr).toBe(0);
     expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', 'plain.qcow2']).status).toBe(0);
     const check = JSON.parse(shStatus(temp.dir, 'qemu-img', ['check', '--output=json', 'plain.qcow2']).stdout) as Record<string, number>;
     expect(check['corruptions'] ?? 0).toBe(0);

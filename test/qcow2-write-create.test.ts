@@ -125,6 +125,17 @@ describe('write refusals', () => {
     await expect(openWritable(await pokedImage(2n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('marked corrupt') });
   });
 
+  it('a refcount block pointer that is not cluster-aligned is a corruption error, before anything is written', async () => {
+    const device = await createQcow2InMemory(1 << 20, {});
+    const bytes = device.contents();
+    const view = new DataView(bytes.buffer, bytes.byteOffset);
+    const tableOffset = Number(view.getBigUint64(48));
+    view.setBigUint64(tableOffset, view.getBigUint64(tableOffset) + 0x1000n);
+    const before = bytes.slice();
+    await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT' });
+    expect(Buffer.compare(device.contents(), before)).toBe(0);
+  });
+
   it('refuses a dirty image until it is checked', async () => {
     await expect(openWritable(await pokedImage(1n))).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('dirty') });
   });
@@ -166,4 +177,39 @@ describe.skipIf(!haveQemu)('writing over internal snapshots', () => {
     sh(temp.dir, 'qemu-img', ['convert', '-l', 'before', '-O', 'raw', 'snap.qcow2', 'snap-before-out.raw']);
     expect(Buffer.compare(readFileSync(at('snap-before-out.raw')), readFileSync(at('snap-before.raw')))).toBe(0);
   });
+});
+
+describe.skipIf(!haveQemu)('external data files', () => {
+  for (const raw of [false, true]) {
+    it(`writes, zero writes and discards land in the data file (data_file_raw=${raw ? 'on' : 'off'}); qemu agrees`, async () => {
+      const { createQcow2WithDataFile, openWithDataFile } = await import('./helpers/qcow2-writer.js');
+      const size = 2 << 20;
+      const { device, data } = await createQcow2WithDataFile(size, { data_file_raw: raw ? 'on' : 'off', cluster_size: '65536' });
+      const image = await openWithDataFile(device, data, true);
+      const expected = new Uint8Array(size);
+      const write = async (offset: number, length: number, value: number) => {
+        await image.write(offset, new Uint8Array(length).fill(value));
+        expected.fill(value, offset, offset + length);
+      };
+      await write(0, 200_000, 1);
+      await write(70_000, 5, 2);
+      await write(1 << 20, 300, 3);
+      await image.writeZeroes(65536, 65536);
+      expected.fill(0, 65536, 131072);
+      await image.discard(131072, 65536);
+      expected.fill(0, 131072, 196608);
+      await image.close();
+      const dir = join(temp.dir, `data-${raw}`);
+      sh(temp.dir, 'mkdir', ['-p', dir]);
+      writeFileSync(join(dir, 'image.qcow2'), device.contents());
+      const dataBytes = new Uint8Array(Math.max(data.size, 0));
+      dataBytes.set(data.contents());
+      writeFileSync(join(dir, 'data.raw'), dataBytes);
+      writeFileSync(join(dir, 'expected.raw'), expected);
+      const check = shStatus(dir, 'qemu-img', ['check', 'image.qcow2']);
+      expect(check.status, check.stdout + check.stderr).toBe(0);
+      expect(shStatus(dir, 'qemu-img', ['compare', '-F', 'raw', 'image.qcow2', 'expected.raw']).status).toBe(0);
+      if (raw) expect(Buffer.compare(Buffer.from(dataBytes.subarray(0, size)), Buffer.from(expected))).toBe(0);
+    });
+  }
 });

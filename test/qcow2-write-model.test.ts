@@ -199,3 +199,25 @@ describe('qcow2 writer model', () => {
     await Promise.all([worker(), worker(), worker(), worker()]);
   }, 120_000);
 });
+
+describe('concurrent writes', () => {
+  it('parallel writes, zero writes and discards land as if made one after another, in call order', async () => {
+    const clusterSize = 4096;
+    const device = await createQcow2InMemory(1 << 20, { cluster_size: String(clusterSize) });
+    const image = await openWritable(device);
+    const model = new FlatModel(1 << 20, undefined, clusterSize);
+    const operations: Promise<void>[] = [];
+    for (let i = 0; i < 60; i++) {
+      const offset = (i * 7919 * 13) % ((1 << 20) - 20000);
+      const op: Op = i % 5 === 3 ? { kind: 'zero', offset, length: 9000 } : i % 7 === 5 ? { kind: 'discard', offset, length: 12000 } : { kind: 'write', offset, length: 5000 + (i % 3) * 4096, seed: i + 1 };
+      model.apply(op);
+      if (op.kind === 'write') operations.push(image.write(op.offset, pattern(op.length, op.seed)));
+      else if (op.kind === 'zero') operations.push(image.writeZeroes(op.offset, op.length));
+      else operations.push(image.discard(op.offset, op.length));
+    }
+    await Promise.all(operations);
+    await image.close();
+    const reopened = await openReadOnly(device);
+    expect(firstDifference(await readWholeImage(reopened), model.disk)).toBe(-1);
+  });
+});

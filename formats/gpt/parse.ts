@@ -43,6 +43,9 @@ async function readHeader(device: BlockDevice, sectorSize: number, lba: number):
   if (header.signature !== GPT_SIGNATURE) return undefined;
   if (header.headerSize < MIN_HEADER_SIZE || header.headerSize > sectorSize) return undefined;
   if (headerCrc(sector, header.headerSize) !== header.headerCrc32) return undefined;
+  // An LBA no disk can have makes this copy invalid, like a bad CRC: the other copy may still be good.
+  const lbas = [header.myLba, header.alternateLba, header.firstUsableLba, header.lastUsableLba, header.entriesLba];
+  if (lbas.some((value) => value > BigInt(Number.MAX_SAFE_INTEGER))) return undefined;
   const where = lba * sectorSize;
   const checked: CheckedHeader = {
     header,

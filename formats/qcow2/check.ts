@@ -10,6 +10,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { clusterType, compressedDescriptor, l2EntryBitmap } from './entries.js';
 import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
+import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, maxRefcount } from './refcount.js';
 
 /** What the check found (and fixed), with qemu-img check's counters. */
@@ -50,10 +51,13 @@ class CheckState {
   counts: Uint32Array;
   readonly result: Qcow2CheckResult;
   readonly max: number;
+  /** Set when the refcount structure itself is broken and only a rebuild repairs it. */
+  rebuild = false;
 
   constructor(
     readonly device: BlockDevice,
     readonly metadata: Qcow2Metadata,
+    messages: string[] = [],
   ) {
     const clusterSize = metadata.clusterSize;
     this.counts = new Uint32Array(Math.ceil(device.size / clusterSize) + 1);
@@ -69,7 +73,7 @@ class CheckState {
       allocatedClusters: 0,
       fragmentedClusters: 0,
       compressedClusters: 0,
-      messages: [],
+      messages,
     };
   }
 
@@ -248,12 +252,14 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
     if (cluster >= nbClusters) {
       state.say(`ERROR refcount block ${index} is outside image`);
       state.result.corruptions++;
+      state.rebuild = true;
       continue;
     }
     state.reference(offset, state.clusterSize);
     if (state.counts[cluster] !== 1) {
       state.say(`ERROR refcount block ${index} refcount=${state.counts[cluster]}`);
       state.result.corruptions++;
+      state.rebuild = true;
     }
   }
 }
@@ -267,8 +273,10 @@ async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: R
     const computed = state.counts[cluster] ?? 0;
     if (stored > 0 || computed > 0) highest = cluster;
     if (stored === computed) continue;
+    // A zero refcount on a used cluster may mean a missing refcount block: qemu rebuilds then.
+    if (stored === 0) state.rebuild = true;
     const fixLeak = stored > computed && mode !== 'none';
-    const fixError = stored < computed && mode === 'all';
+    const fixError = stored < computed && stored !== 0 && mode === 'all';
     const label = fixLeak || fixError ? 'Repairing' : stored < computed ? 'ERROR' : 'Leaked';
     state.say(`${label} cluster ${cluster} refcount=${stored} reference=${computed}`);
     if (fixLeak || fixError) {
@@ -343,10 +351,10 @@ async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Off
  * Checks the image on `device` (whose metadata is already read); with a repair
  * mode, fixes what qemu-img check -r fixes, writing through `device`.
  */
-export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
+/** Loads the refcounts named by `header`; a table move (never expected while checking) updates the header. */
+function loadRefcounts(device: BlockDevice, metadata: Qcow2Metadata): Promise<Refcounts> {
   const { header } = metadata;
-  const state = new CheckState(device, metadata);
-  const refcounts = await Refcounts.load(
+  return Refcounts.load(
     device,
     { clusterSize: metadata.clusterSize, refcountOrder: header.refcountOrder, tableOffset: header.refcountTableOffset, tableClusters: header.refcountTableClusters },
     async (tableOffset, tableClusters) => {
@@ -355,19 +363,58 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
       await device.write!(0, encodeHeader(header));
     },
   );
-  state.reference(0, metadata.clusterSize);
+}
+
+/** Counts every reference (qemu's calculate_refcounts). */
+async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Promise<void> {
+  const { header, clusterSize } = state.metadata;
+  state.reference(0, clusterSize);
   await checkL1(state, header.l1TableOffset, header.l1Size, true);
-  for (const snapshot of metadata.snapshots) await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
-  state.reference(header.snapshotsOffset, snapshotTableBytes(metadata));
-  state.reference(header.refcountTableOffset, header.refcountTableClusters * metadata.clusterSize);
+  for (const snapshot of state.metadata.snapshots) await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
+  state.reference(header.snapshotsOffset, snapshotTableBytes(state.metadata));
+  state.reference(header.refcountTableOffset, header.refcountTableClusters * clusterSize);
   await checkBitmaps(state);
   checkRefcountBlocks(state, refcounts);
-  // Like qemu: compare without fixing first; when something is wrong and a repair was asked, compare again fixing it.
-  const before = { ...state.result };
+}
+
+/**
+ * Checks the image on `device` (whose metadata is already read); with a repair
+ * mode, fixes what qemu-img check -r fixes, writing through `device`.
+ */
+export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
+  const { header } = metadata;
+  let state = new CheckState(device, metadata);
+  let refcounts = await loadRefcounts(device, metadata);
+  await calculateRefcounts(state, refcounts);
+  // Like qemu: compare without fixing first; repair afterwards when asked and needed.
+  const beforeCompare = { ...state.result };
   let highest = await compareRefcounts(state, refcounts, 'none');
-  if (mode !== 'none' && (state.result.leaks > 0 || state.result.corruptions > before.corruptions)) {
-    Object.assign(state.result, { leaks: before.leaks, corruptions: before.corruptions });
-    highest = await compareRefcounts(state, refcounts, mode);
+  if (state.rebuild && mode === 'all') {
+    const old = { ...state.result };
+    state.say('Rebuilding refcount structure');
+    await rebuildRefcountStructure(device, header, state.counts);
+    // The old structures are unreferenced now: count again, then free them as leaks.
+    state = new CheckState(device, metadata, state.result.messages);
+    refcounts = await loadRefcounts(device, metadata);
+    await calculateRefcounts(state, refcounts);
+    const saved = { ...state.result };
+    Object.assign(state.result, { corruptions: 0, leaks: 0, leaksFixed: 0, corruptionsFixed: 0 });
+    highest = await compareRefcounts(state, refcounts, 'leaks');
+    const freshLeaks = state.result.leaks;
+    Object.assign(state.result, { corruptions: saved.corruptions, leaks: saved.leaks, leaksFixed: saved.leaksFixed, corruptionsFixed: saved.corruptionsFixed });
+    if (state.result.corruptions < old.corruptions) state.result.corruptionsFixed += old.corruptions - state.result.corruptions;
+    if (state.result.leaks < old.leaks) state.result.leaksFixed += old.leaks - state.result.leaks;
+    state.result.leaks += freshLeaks;
+  } else if (mode !== 'none') {
+    if (state.rebuild) {
+      state.say('ERROR need to rebuild refcount structures');
+      state.result.checkErrors++;
+      return state.result;
+    }
+    if (state.result.leaks > 0 || state.result.corruptions > 0) {
+      Object.assign(state.result, { leaks: beforeCompare.leaks, corruptions: beforeCompare.corruptions });
+      highest = await compareRefcounts(state, refcounts, mode);
+    }
   }
   await checkCopiedFlags(state, refcounts, mode === 'all');
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;

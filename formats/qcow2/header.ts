@@ -244,8 +244,11 @@ export function encodeHeader(header: Qcow2Header): Uint8Array {
  * once the feature-name table has been read.
  */
 export function parseHeader(head: Uint8Array, fileSize?: number): Qcow2Header {
-  if (head.length < 8 || new DataView(head.buffer, head.byteOffset, 4).getUint32(0) !== QCOW2_MAGIC) {
+  if (head.length < 4 || new DataView(head.buffer, head.byteOffset, 4).getUint32(0) !== QCOW2_MAGIC) {
     throw new WrongFormatError('not a qcow2 image (bad magic)');
+  }
+  if (head.length < HEADER_V2_BYTES) {
+    throw new CorruptImageError(`qcow2 header truncated: ${head.length} of ${HEADER_V2_BYTES} bytes`, 0);
   }
   const version = new DataView(head.buffer, head.byteOffset + 4, 4).getUint32(0);
   if (version !== 2 && version !== 3) {
@@ -272,6 +275,10 @@ function validateLayout(header: Qcow2Header): void {
     }
     if (header.headerLength > clusterSize) {
       throw new CorruptImageError(`qcow2 header exceeds the cluster size (header_length ${header.headerLength})`, 100);
+    }
+    // qcow2.rst: "at least 104 bytes and must be a multiple of 8"; extensions start 8-aligned.
+    if (header.headerLength % 8 !== 0) {
+      throw new CorruptImageError(`qcow2 header_length ${header.headerLength} is not a multiple of 8`, 100);
     }
     if (header.refcountOrder > MAX_REFCOUNT_ORDER) {
       throw new CorruptImageError(`refcount_order ${header.refcountOrder} is larger than ${MAX_REFCOUNT_ORDER}`, 96);

@@ -27,6 +27,10 @@ export { readCompressedCluster } from './compress.js';
 export { Refcounts, getRefcount, setRefcount, maxRefcount, refcountBits, refcountsPerBlock, encodeU64, writeU64 } from './refcount.js';
 export { ClusterAllocator } from './allocate.js';
 export { Qcow2Writer } from './write.js';
+export { writeQcow2Skeleton, validateCreateOptions, QCOW2_CREATE_DEFAULTS, type Qcow2CreateOptions } from './create.js';
+export { checkQcow2, type Qcow2CheckResult, type RepairMode } from './check.js';
+export { amendCompat } from './amend.js';
+export { fullyAllocatedBytes, refcountMetadataBytes, bitmapBytes } from './measure.js';
 export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
 export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot } from './snapshots.js';
 export { readBitmapDirectory, BitmapDirectoryEntry, type BitmapInfo } from './bitmaps.js';
@@ -40,7 +44,7 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   let dataDevice: BlockDevice | undefined = device;
   let backing: Image | undefined;
   try {
-    if (hasDataFile(metadata.header)) dataDevice = options.noBacking ? undefined : await openDataFile(metadata, device, host);
+    if (hasDataFile(metadata.header)) dataDevice = options.noBacking ? undefined : await openDataFile(metadata, device, host, options.writable === true);
     if (metadata.backingFileName !== undefined && !options.noBacking) {
       backing = await openBackingImage(metadata, device, host);
     }
@@ -95,6 +99,7 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache):
       parts.map = map;
     },
     readGuest: (offset, length) => image.read(offset, length),
+    dataDevice: () => parts.dataDevice,
     backingSize: () => parts.backing?.size,
   });
 }
@@ -121,14 +126,14 @@ function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: Op
   }
 }
 
-async function openDataFile(metadata: Qcow2Metadata, device: BlockDevice, host: ImageHost): Promise<BlockDevice> {
+async function openDataFile(metadata: Qcow2Metadata, device: BlockDevice, host: ImageHost, writable: boolean): Promise<BlockDevice> {
   const name = metadata.extensions.dataFile;
   if (name === undefined || name === '') {
     throw new CorruptImageError('the image needs an external data file but does not name one', 72);
   }
   if (!host.openNamedFile) throw new UsageError(`cannot open data file '${name}': no file access here`);
   try {
-    return await host.openNamedFile(name, device, { writable: false });
+    return await host.openNamedFile(name, device, { writable });
   } catch (error) {
     throw namedFileError(error, 'data file', name, device, host);
   }

@@ -11,13 +11,12 @@
 
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
-import { ClusterMap } from './clusters.js';
+import type { ClusterMap } from './clusters.js';
 import {
   clusterType,
   compressedDescriptor,
   encodeCompressedDescriptor,
   l1EntryCopied,
-  l1EntryL2Offset,
   l2EntryBitmap,
   l2EntryCopied,
   l2EntryHostOffset,
@@ -26,12 +25,12 @@ import {
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { L2Cache } from './l2-cache.js';
-import { MAX_L1_BYTES, SUBCLUSTERS_PER_CLUSTER } from './limits.js';
+import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { BlockDevice } from '../../src/core/device.js';
+import { growL1, preallocate, resizeQcow2, setInitialSize } from './resize.js';
+import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
-const TWO_POW_32 = 0x100000000;
-const COPIED_HI = 0x80000000;
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
 
@@ -50,19 +49,8 @@ export interface WriterHost {
   readGuest(offset: number, length: number): Promise<Uint8Array>;
   /** Size of the backing image, or undefined without one. */
   backingSize(): number | undefined;
-}
-
-/** One L2 entry's place: its table and index. */
-interface L2Slot {
-  table: DataView;
-  tableOffset: number;
-  index: number;
-}
-
-/** Encodes an offset with flag bits in the high word into an 8-byte entry. */
-function setEntry(view: DataView, at: number, offset: number, hiFlags: number, loFlags = 0): void {
-  view.setUint32(at, (hiFlags | Math.floor(offset / TWO_POW_32)) >>> 0);
-  view.setUint32(at + 4, ((offset % TWO_POW_32) | loFlags) >>> 0);
+  /** The external data file, when the image has one and it is open. */
+  dataDevice(): BlockDevice | undefined;
 }
 
 /** The bits of subclusters [first, last) as a 32-bit mask. */
@@ -75,24 +63,91 @@ function subclusterMask(first: number, last: number): number {
 /** Writes to a qcow2 image opened writable. */
 export class Qcow2Writer {
   private started = false;
+  /** The tail of the queue of mutating operations. */
+  private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
 
-  constructor(private readonly host: WriterHost) {}
+  /** @internal L2 entries and tables, allocated and copied as writes need them. */
+  readonly tables: L2Tables;
 
-  private get header() {
+  /** @internal The image the writer belongs to (for the size operations in resize.ts). */
+  constructor(readonly host: WriterHost) {
+    this.tables = new L2Tables(host);
+  }
+
+  /** @internal The header being kept up to date. */
+  get header() {
     return this.host.metadata.header;
   }
 
-  private get geometry() {
+  /** @internal */
+  get geometry() {
     return this.host.metadata.geometry;
   }
 
-  private get clusterSize(): number {
+  /** True when guest data lives in an external data file, at host offset = guest offset, without refcounts. */
+  private get dataFile(): boolean {
+    return hasDataFile(this.header);
+  }
+
+  /** True when the external data file must read as the guest disk by itself (data_file_raw). */
+  private get rawDataFile(): boolean {
+    return this.dataFile && (this.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+  }
+
+  /** Where guest data clusters are written. */
+  private get dataTarget(): BlockDevice {
+    return this.dataFile ? this.host.dataDevice()! : this.host.device;
+  }
+
+  /** A host cluster for guest cluster `clusterStart`: the same offset in a data file, else a new cluster. */
+  private allocateData(clusterStart: number): Promise<number> {
+    return this.dataFile ? Promise.resolve(clusterStart) : this.host.allocator.allocate();
+  }
+
+  /** @internal */
+  get clusterSize(): number {
     return this.host.metadata.clusterSize;
   }
 
+  /**
+   * Runs one mutating operation at a time: allocation and table updates read
+   * then write shared state, so concurrent callers (a server, parallel copies)
+   * are queued rather than interleaved.
+   */
+  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(operation, operation);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
   /** Writes `data` at guest `offset`. */
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.exclusive(() => this.writeRange(offset, data));
+  }
+
+  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.exclusive(() => this.zeroRange(offset, length));
+  }
+
+  /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
+  discard(offset: number, length: number): Promise<void> {
+    return this.exclusive(() => this.discardRange(offset, length));
+  }
+
+  /** Changes the virtual size; shrinking frees the clusters past the new end. */
+  resize(newSize: number): Promise<void> {
+    return this.exclusive(async () => {
+      await this.begin();
+      await resizeQcow2(this, newSize);
+    });
+  }
+
+  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
     await this.begin();
     const end = offset + data.length;
     for (let at = offset; at < end; ) {
@@ -120,11 +175,11 @@ export class Qcow2Writer {
   private async freshRun(at: number, end: number): Promise<number> {
     const { extendedL2, l2Entries } = this.geometry;
     if (at % this.clusterSize !== 0 || end - at < 2 * this.clusterSize) return 0;
-    const slot = await this.l2Slot(at, false);
+    const slot = await this.tables.slot(at, false);
     if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
     let count = 0;
     const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
-    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, false) === 'unallocated') {
+    while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, this.dataFile) === 'unallocated') {
       if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
       count++;
     }
@@ -132,10 +187,10 @@ export class Qcow2Writer {
   }
 
   private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
-    const slot = await this.l2Slot(at, true);
+    const slot = await this.tables.slot(at, true);
     const count = data.length / this.clusterSize;
-    const hostOffset = await this.host.allocator.allocateRun(count);
-    await this.host.device.write!(hostOffset, data);
+    const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
+    await this.dataTarget.write!(hostOffset, data);
     const { extendedL2 } = this.geometry;
     const stride = extendedL2 ? 16 : 8;
     for (let i = 0; i < count; i++) {
@@ -150,40 +205,28 @@ export class Qcow2Writer {
     await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, count * stride).slice());
   }
 
-  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
-  async writeZeroes(offset: number, length: number): Promise<void> {
+  /** @internal Zero write without taking the queue (for operations already in it). */
+  async zeroRange(offset: number, length: number): Promise<void> {
     await this.begin();
     await this.eachCluster(offset, length, (start, inCluster, pieceLength) =>
       this.zeroInCluster(start, inCluster, pieceLength),
     );
   }
 
-  /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
-  async discard(offset: number, length: number): Promise<void> {
+  /** @internal Discard without taking the queue (for operations already in it). */
+  async discardRange(offset: number, length: number): Promise<void> {
     await this.begin();
     await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
       if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'discard');
     });
   }
 
-  /** Changes the virtual size; shrinking frees the clusters past the new end. */
-  async resize(newSize: number): Promise<void> {
-    await this.begin();
-    const oldSize = this.host.size();
-    if (newSize < oldSize) return this.shrink(newSize, oldSize);
-    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
-    const entries = Math.ceil(newSize / bytesPerL2);
-    if (entries > this.header.l1Size) await this.growL1(entries);
-    this.header.size = newSize;
-    await this.writeHeader();
-    this.host.setSize(newSize);
-    // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
-    const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / this.clusterSize) * this.clusterSize, this.host.backingSize() ?? 0));
-    if (zeroEnd > oldSize) await this.writeZeroes(oldSize, zeroEnd - oldSize);
+  /** Clears the dirty bit set for lazy refcounts, and flushes. */
+  close(): Promise<void> {
+    return this.exclusive(() => this.finish());
   }
 
-  /** Clears the dirty bit set for lazy refcounts, and flushes. */
-  async close(): Promise<void> {
+  private async finish(): Promise<void> {
     if (this.markedDirty) {
       await this.host.device.flush?.();
       this.header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
@@ -200,8 +243,8 @@ export class Qcow2Writer {
    */
   private async begin(): Promise<void> {
     if (this.started) return;
-    if (hasDataFile(this.header)) {
-      throw new UnsupportedFeatureError('writing guest data into images with an external data file is not supported');
+    if (this.dataFile && !this.host.dataDevice()?.write) {
+      throw new UnsupportedFeatureError('the external data file is not open for writing');
     }
     this.started = true;
     const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
@@ -245,12 +288,12 @@ export class Qcow2Writer {
   }
 
   private async writeInCluster(clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
-    const slot = await this.l2Slot(clusterStart, true);
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (type === 'normal' && l2EntryCopied(slot.table, slot.index, extendedL2)) {
       const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
-      if (!extendedL2) return this.host.device.write!(hostOffset + inCluster, data);
+      if (!extendedL2) return this.dataTarget.write!(hostOffset + inCluster, data);
       return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
     }
     await this.reallocate(slot, clusterStart, inCluster, data, type);
@@ -267,9 +310,9 @@ export class Qcow2Writer {
     }
     content.set(data, inCluster);
     const old = this.allocationOf(slot, type);
-    const hostOffset = await this.host.allocator.allocate();
-    await this.host.device.write!(hostOffset, content);
-    await this.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
+    const hostOffset = await this.allocateData(clusterStart);
+    await this.dataTarget.write!(hostOffset, content);
+    await this.tables.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
 
@@ -289,15 +332,15 @@ export class Qcow2Writer {
         bytes.set(data, inCluster - first * unit);
         return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
       }
-      return this.host.device.write!(hostOffset + inCluster, data);
+      return this.dataTarget.write!(hostOffset + inCluster, data);
     }
     return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
   }
 
   private async finishSubclusters(slot: L2Slot, at: number, bytes: Uint8Array, allocated: number, zero: number, mask: number): Promise<void> {
-    await this.host.device.write!(at, bytes);
+    await this.dataTarget.write!(at, bytes);
     if ((allocated & mask) >>> 0 === mask && (zero & mask) === 0) return;
-    await this.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
+    await this.tables.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
   }
 
   private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
@@ -311,10 +354,10 @@ export class Qcow2Writer {
 
   /** True when the whole cluster already reads as zeros without anything stored. */
   private async readsAsZero(clusterStart: number): Promise<boolean> {
-    const slot = await this.l2Slot(clusterStart, false);
+    const slot = await this.tables.slot(clusterStart, false);
     const { extendedL2 } = this.geometry;
     if (!slot) return this.backingBelow(clusterStart);
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (!extendedL2) return type === 'zero-plain' || (type === 'unallocated' && this.backingBelow(clusterStart));
     if (type !== 'unallocated') return false;
     const { zero } = l2EntryBitmap(slot.table, slot.index);
@@ -334,12 +377,16 @@ export class Qcow2Writer {
    */
   private async deallocate(clusterStart: number, mode: 'zero' | 'discard'): Promise<void> {
     const needsTable = mode === 'zero' && this.header.version === 3 && !this.backingBelow(clusterStart);
-    if (!needsTable && !(await this.l2Slot(clusterStart, false))) return;
+    if (!needsTable && !(await this.tables.slot(clusterStart, false))) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
-    const slot = await this.l2Slot(clusterStart, true);
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
-    const type = clusterType(slot.table, slot.index, extendedL2, false);
+    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     const old = this.allocationOf(slot, type);
+    if (this.rawDataFile && type === 'normal') {
+      // The data file must read as the disk by itself: zeros go there first.
+      await this.dataTarget.write!(clusterStart, new Uint8Array(Math.min(this.clusterSize, this.host.size() - clusterStart)));
+    }
     const at = l2EntryPosition(slot.index, extendedL2);
     const zeroFlag = mode === 'zero' && this.header.version === 3;
     setEntry(slot.table, at, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
@@ -347,12 +394,13 @@ export class Qcow2Writer {
       slot.table.setUint32(at + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
       slot.table.setUint32(at + 12, 0);
     }
-    await this.writeEntry(slot);
+    await this.tables.writeEntry(slot);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
 
   /** The host bytes an entry holds a reference to, if any. */
   private allocationOf(slot: L2Slot, type: ClusterType): { offset: number; bytes: number } | undefined {
+    if (this.dataFile) return undefined; // data file clusters have no refcounts
     const { extendedL2, clusterBits } = this.geometry;
     if (type === 'compressed') {
       const descriptor = compressedDescriptor(slot.table, slot.index, clusterBits, extendedL2, slot.tableOffset);
@@ -363,86 +411,19 @@ export class Qcow2Writer {
     return hostOffset === 0 ? undefined : { offset: hostOffset, bytes: this.clusterSize };
   }
 
-  private async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
-    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
-    setEntry(slot.table, at, hostOffset, COPIED_HI);
-    if (this.geometry.extendedL2) {
-      slot.table.setUint32(at + 8, zero);
-      slot.table.setUint32(at + 12, allocated);
-    }
-    await this.writeEntry(slot);
+  /** Moves the L1 table to a new place with `entries` entries. */
+  growL1(entries: number): Promise<void> {
+    return growL1(this, entries);
   }
 
-  private async writeBitmap(slot: L2Slot, allocated: number, zero: number): Promise<void> {
-    const at = l2EntryPosition(slot.index, true);
-    slot.table.setUint32(at + 8, zero);
-    slot.table.setUint32(at + 12, allocated);
-    await this.host.device.write!(slot.tableOffset + at + 8, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at + 8, 8).slice());
+  /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
+  setInitialSize(size: number): Promise<void> {
+    return setInitialSize(this, size);
   }
 
-  private async writeEntry(slot: L2Slot): Promise<void> {
-    const bytes = this.geometry.extendedL2 ? 16 : 8;
-    const at = l2EntryPosition(slot.index, this.geometry.extendedL2);
-    await this.host.device.write!(slot.tableOffset + at, new Uint8Array(slot.table.buffer, slot.table.byteOffset + at, bytes).slice());
-  }
-
-  /**
-   * The L2 entry for the cluster at `clusterStart`. With `allocate`, a missing
-   * L2 table is created and a shared one (L1 entry without COPIED) is copied
-   * first; without, a missing table gives undefined.
-   */
-  private async l2Slot(clusterStart: number, allocate: true): Promise<L2Slot>;
-  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined>;
-  private async l2Slot(clusterStart: number, allocate: boolean): Promise<L2Slot | undefined> {
-    const { l2Entries } = this.geometry;
-    const clusterIndex = Math.floor(clusterStart / this.clusterSize);
-    const l1Index = Math.floor(clusterIndex / l2Entries);
-    const index = clusterIndex % l2Entries;
-    const l1 = this.host.metadata.l1;
-    if (l1Index >= this.header.l1Size) throw new CorruptImageError(`guest offset ${clusterStart} is outside the L1 table`);
-    let tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
-    if (tableOffset === 0) {
-      if (!allocate) return undefined;
-      tableOffset = await this.newL2Table(l1Index, new Uint8Array(this.clusterSize));
-    } else if (allocate && !l1EntryCopied(l1, l1Index)) {
-      const shared = await this.host.l2Cache.get(tableOffset);
-      const copy = new Uint8Array(shared.buffer, shared.byteOffset, shared.byteLength).slice();
-      const oldOffset = tableOffset;
-      tableOffset = await this.newL2Table(l1Index, copy);
-      await this.host.allocator.release(oldOffset, this.clusterSize);
-    }
-    return { table: await this.host.l2Cache.get(tableOffset), tableOffset, index };
-  }
-
-  /** Allocates and writes an L2 table with `contents`, then points L1 entry `l1Index` at it. */
-  private async newL2Table(l1Index: number, contents: Uint8Array): Promise<number> {
-    const offset = await this.host.allocator.allocate();
-    await this.host.device.write!(offset, contents);
-    this.host.l2Cache.put(offset, new DataView(contents.buffer, contents.byteOffset, contents.byteLength));
-    const l1 = this.host.metadata.l1;
-    setEntry(l1, l1Index * 8, offset, COPIED_HI);
-    await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(l1.buffer, l1.byteOffset + l1Index * 8, 8).slice());
-    return offset;
-  }
-
-  /** Moves the L1 table to a new, larger place (qemu's qcow2_grow_l1_table with an exact size). */
-  async growL1(entries: number): Promise<void> {
-    if (entries * 8 > MAX_L1_BYTES) throw new UnsupportedFeatureError(`the disk is too large: its L1 table would exceed ${MAX_L1_BYTES} bytes`);
-    const oldOffset = this.header.l1TableOffset;
-    const oldEntries = this.header.l1Size;
-    const oldL1 = this.host.metadata.l1;
-    const table = new Uint8Array(entries * 8);
-    table.set(new Uint8Array(oldL1.buffer, oldL1.byteOffset, oldL1.byteLength));
-    const offset = await this.host.allocator.allocateRun(Math.ceil(table.length / this.clusterSize));
-    await this.host.device.write!(offset, table);
-    await this.host.device.flush?.();
-    this.header.l1Size = entries;
-    this.header.l1TableOffset = offset;
-    await this.writeHeader();
-    const view = new DataView(table.buffer);
-    this.host.metadata.l1 = view;
-    this.host.setMap(new ClusterMap(this.geometry, view, offset, this.host.l2Cache));
-    if (oldEntries > 0) await this.host.allocator.release(oldOffset, Math.ceil((oldEntries * 8) / this.clusterSize) * this.clusterSize);
+  /** Gives every cluster of a new image a host cluster (preallocation=metadata); returns the end of the data. */
+  preallocate(): Promise<number> {
+    return preallocate(this);
   }
 
   /**
@@ -450,11 +431,16 @@ export class Qcow2Writer {
    * qcow2_co_pwritev_compressed). Only for clusters that hold nothing yet, as
    * when converting into a new image.
    */
-  async writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+  writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+    return this.exclusive(() => this.storeCompressed(clusterStart, stream));
+  }
+
+  private async storeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
     await this.begin();
-    const slot = await this.l2Slot(clusterStart, true);
+    if (this.dataFile) throw new UnsupportedFeatureError('images with an external data file cannot hold compressed clusters');
+    const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2, clusterBits } = this.geometry;
-    if (clusterType(slot.table, slot.index, extendedL2, false) !== 'unallocated') {
+    if (clusterType(slot.table, slot.index, extendedL2, this.dataFile) !== 'unallocated') {
       throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
     }
     const hostOffset = await this.host.allocator.allocateBytes(stream.length);
@@ -463,54 +449,7 @@ export class Qcow2Writer {
     const at = l2EntryPosition(slot.index, extendedL2);
     slot.table.setBigUint64(at, descriptor);
     if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
-    await this.writeEntry(slot);
+    await this.tables.writeEntry(slot);
   }
 
-  /** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
-  async setInitialSize(size: number): Promise<void> {
-    const entries = Math.ceil(size / (this.clusterSize * this.geometry.l2Entries));
-    if (entries > this.header.l1Size) await this.growL1(entries);
-    this.header.size = size;
-    await this.writeHeader();
-    this.host.setSize(size);
-  }
-
-  /**
-   * Gives every cluster of the disk a host cluster (qemu's preallocate_co for
-   * preallocation=metadata): entries point at clusters that read as zeros from
-   * the sparse file. With an external data file, guest offset = host offset.
-   * Returns the end of the last data cluster in the file that holds them.
-   */
-  async preallocate(): Promise<number> {
-    const { extendedL2 } = this.geometry;
-    const dataFile = hasDataFile(this.header);
-    let end = 0;
-    for (let clusterStart = 0; clusterStart < this.host.size(); clusterStart += this.clusterSize) {
-      const slot = await this.l2Slot(clusterStart, true);
-      if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
-      const hostOffset = dataFile ? clusterStart : await this.host.allocator.allocate();
-      await this.setDataEntry(slot, hostOffset, 0, 0);
-      end = Math.max(end, hostOffset + this.clusterSize);
-    }
-    return end;
-  }
-
-  private async shrink(newSize: number, oldSize: number): Promise<void> {
-    const firstFree = Math.ceil(newSize / this.clusterSize) * this.clusterSize;
-    if (firstFree < oldSize) await this.discard(firstFree, oldSize - firstFree);
-    // L2 tables wholly past the new end go too.
-    const bytesPerL2 = this.clusterSize * this.geometry.l2Entries;
-    const l1 = this.host.metadata.l1;
-    for (let l1Index = Math.ceil(newSize / bytesPerL2); l1Index < this.header.l1Size; l1Index++) {
-      const tableOffset = l1EntryL2Offset(l1, l1Index, this.header.l1TableOffset);
-      if (tableOffset === 0) continue;
-      setEntry(l1, l1Index * 8, 0, 0);
-      await this.host.device.write!(this.header.l1TableOffset + l1Index * 8, new Uint8Array(8));
-      this.host.l2Cache.invalidate(tableOffset);
-      await this.host.allocator.release(tableOffset, this.clusterSize);
-    }
-    this.header.size = newSize;
-    await this.writeHeader();
-    this.host.setSize(newSize);
-  }
 }

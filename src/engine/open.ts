@@ -25,6 +25,16 @@ export interface EngineHost extends ImageHost {
   canonical?(name: string): string;
 }
 
+/** How many images of an over-deep chain are named at each end of the message. */
+const CHAIN_ENDS_SHOWN = 3;
+
+/** A chain for a message: every file, or its first and last few when it is long. */
+function describeChain(chain: string[]): string {
+  if (chain.length <= 2 * CHAIN_ENDS_SHOWN) return chain.join(' -> ');
+  const hidden = chain.length - 2 * CHAIN_ENDS_SHOWN;
+  return [...chain.slice(0, CHAIN_ENDS_SHOWN), `(${hidden} more)`, ...chain.slice(-CHAIN_ENDS_SHOWN)].join(' -> ');
+}
+
 /** Reads the first bytes of a device for probing. */
 export async function readHead(device: BlockDevice): Promise<Uint8Array> {
   return device.read(0, Math.min(PROBE_BYTES, device.size));
@@ -67,9 +77,17 @@ async function openBackingLayer(
     throw new LimitExceededError(`backing chain has a cycle: ${[...chain, key].join(' -> ')}`, { chain: [...chain, key] });
   }
   if (chain.length >= MAX_BACKING_DEPTH) {
-    throw new LimitExceededError(`backing chain is deeper than ${MAX_BACKING_DEPTH} images`, { depth: chain.length });
+    throw new LimitExceededError(`backing chain is deeper than ${MAX_BACKING_DEPTH} images: ${describeChain([...chain, key])}`, {
+      depth: chain.length,
+    });
   }
   const device = await host.openNamedFile(name, namedBy, { writable: false });
   if (!format) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
-  return openLayer(device, { ...options, format, writable: false }, [...chain, key]);
+  try {
+    return await openLayer(device, { ...options, format, writable: false }, [...chain, key]);
+  } catch (error) {
+    // A chain that fails deep down must not leave one open file per layer behind.
+    await device.close();
+    throw error;
+  }
 }

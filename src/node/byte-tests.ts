@@ -3,7 +3,7 @@
  * Buffer.compare against a shared zero page, never a JS byte loop.
  */
 
-import { realpath } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import type { ByteTests } from '../ops/bytes-accel.js';
 
 /** Compared against in slices; one allocation shared by every caller. */
@@ -35,7 +35,10 @@ export const nodeByteTests: ByteTests = {
 export async function sameFile(a: string, b: string): Promise<boolean> {
   try {
     const [left, right] = await Promise.all([realpath(a), realpath(b)]);
-    return left === right;
+    if (left === right) return true;
+    // A hard link has its own path but is the same file: compare device and inode too.
+    const [leftStat, rightStat] = await Promise.all([stat(left), stat(right)]);
+    return leftStat.dev === rightStat.dev && leftStat.ino === rightStat.ino;
   } catch {
     return false;
   }

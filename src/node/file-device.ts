@@ -1,5 +1,6 @@
 /** Files as block devices: the only place platter touches the file system for image data. */
 
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { checkRange } from '../core/bytes.js';
 import { requireWritable, type BlockDevice } from '../core/device.js';
@@ -25,7 +26,9 @@ export class FileDevice implements BlockDevice {
   /** Opens `path`; missing files, directories and permission problems become PlatterErrors. */
   static async open(path: string, options: FileOpenOptions = {}): Promise<FileDevice> {
     const writable = options.writable === true || options.create === true;
-    const flags = options.create ? 'w+' : writable ? 'r+' : 'r';
+    const access = options.create ? constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC : writable ? constants.O_RDWR : constants.O_RDONLY;
+    // Non-blocking open: a FIFO would otherwise block the open until a writer comes, forever.
+    const flags = access | (constants.O_NONBLOCK ?? 0);
     let handle: FileHandle;
     try {
       handle = await open(path, flags);
@@ -35,6 +38,7 @@ export class FileDevice implements BlockDevice {
     try {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new IoError('is a directory', { path });
+      if (stats.isFIFO() || stats.isSocket()) throw new IoError('is a FIFO or socket, not an image file', { path });
       return new FileDevice(handle, path, stats.size, writable);
     } catch (error) {
       await handle.close();
@@ -115,6 +119,7 @@ const HOST_MESSAGES: Record<string, string> = {
   EROFS: 'Read-only file system',
   ENOTDIR: 'Not a directory',
   ELOOP: 'Too many levels of symbolic links',
+  ENXIO: 'No such device or address',
 };
 
 /** Turns a Node system error into a PlatterError naming the file. */

@@ -1,25 +1,63 @@
-/** The Node host: files named inside images, codecs, and warnings. */
+/**
+ * The Node host: files named inside images, codecs, and warnings.
+ *
+ * Names found inside an image (backing files, external data files) come from
+ * whoever wrote the image, not from the user. They are followed only when they
+ * are plain local paths to regular files or block devices, and, with a backing
+ * root, only when they resolve (symlinks included) inside that directory.
+ */
 
-import { isAbsolute, resolve } from 'node:path';
+import { realpathSync, statSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type { BlockDevice } from '../core/device.js';
-import { UnsupportedFeatureError } from '../core/errors.js';
+import { NotFoundError, PlatterError, UnsupportedFeatureError } from '../core/errors.js';
 import type { EngineHost } from '../engine/open.js';
 import { nodeCodecs } from './codecs.js';
 import { FileDevice } from './file-device.js';
 
+/** Which files named inside images may be opened. */
+export interface NamedFilePolicy {
+  /**
+   * Every backing or data file must resolve (after following symlinks) to a
+   * path inside this directory; anything else is refused. For services that
+   * inspect uploaded images.
+   */
+  backingRoot?: string;
+}
+
 /** Options for the Node host. */
-export interface NodeHostOptions {
+export interface NodeHostOptions extends NamedFilePolicy {
   /** Where warnings go (the CLI prints them on stderr). */
   warn?: (message: string) => void;
 }
 
+/** A name found inside an image that the policy does not allow; `code` EUNSUPPORTED. */
+export class RefusedNameError extends UnsupportedFeatureError {
+  constructor(name: string, reason: string) {
+    super(`refusing file name '${printable(name)}': ${reason}`, { name, reason });
+  }
+}
+
+/** The name with control characters escaped, so a message stays one line. */
+function printable(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  return name.replace(/[\x00-\x1f\x7f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /**
- * Names written inside images are plain local paths. Protocol prefixes (`json:`,
- * `nbd:`, URLs) would let an image make the tool open things the user never named.
+ * Names written inside images are plain local paths. A protocol prefix (`json:`,
+ * `nbd:`, `http://`, `file:`...) would let an image make the tool open things
+ * the user never named; qemu reads a name as a protocol when a `:` comes before
+ * the first `/`, so every such name is refused (write `./a:b` for a file with a
+ * colon). A NUL byte cannot be part of a host path, and an empty name names nothing.
  */
 export function refuseProtocolName(name: string): void {
-  if (/^json:/i.test(name) || /^[a-z][a-z0-9+.-]*:\/\//i.test(name) || /^[a-z][a-z0-9+.-]*:/i.test(name) && !/^[a-z]:[\\/]/i.test(name)) {
-    throw new UnsupportedFeatureError(`refusing file name '${name}': only plain local paths are followed`, { name });
+  if (name === '') throw new RefusedNameError(name, 'the name is empty');
+  if (name.includes('\0')) throw new RefusedNameError(name, 'the name contains a NUL byte');
+  const colon = name.indexOf(':');
+  const slash = name.indexOf('/');
+  if (colon >= 0 && (slash < 0 || colon < slash)) {
+    throw new RefusedNameError(name, 'only plain local paths are followed, not protocols or URLs');
   }
 }
 
@@ -34,17 +72,77 @@ export function resolveNamedPath(name: string, namedBy: BlockDevice): string {
   return slash < 0 ? name : namedBy.name.slice(0, slash + 1) + name;
 }
 
+/** True when `path` is `root` itself or lies below it (both absolute and canonical). */
+function isInside(path: string, root: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel));
+}
+
+/** realpath, or undefined when the path does not exist. */
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Applies the policy to a name found inside `namedBy` and returns the host path
+ * to open. With a backing root, that is the canonical path (symlinks resolved),
+ * so what is opened is what was checked.
+ */
+export function checkNamedFile(name: string, namedBy: BlockDevice, policy: NamedFilePolicy = {}): string {
+  refuseProtocolName(name);
+  const path = resolveNamedPath(name, namedBy);
+  let target = path;
+  if (policy.backingRoot !== undefined) {
+    const root = realpathOrUndefined(policy.backingRoot);
+    if (root === undefined) throw new NotFoundError(`backing root '${policy.backingRoot}' does not exist`);
+    const real = realpathOrUndefined(path);
+    // A missing file is checked by its lexical path: the error then says "outside" or "not found" truthfully.
+    target = real ?? resolve(path);
+    if (!isInside(target, root)) {
+      throw new RefusedNameError(name, `it resolves to '${target}', outside the backing root '${root}'`);
+    }
+  }
+  refuseSpecialFile(name, target);
+  return target;
+}
+
+/**
+ * Only regular files and block devices are followed: a FIFO would block the
+ * open forever, and a character device (a terminal, /dev/zero) is no image.
+ */
+function refuseSpecialFile(name: string, path: string): void {
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch {
+    return; // missing or unreadable: FileDevice.open reports it with the host's reason
+  }
+  if (!stats.isFile() && !stats.isBlockDevice() && !stats.isDirectory()) {
+    throw new RefusedNameError(name, 'it is not a regular file or block device');
+  }
+}
+
 /** Builds the host the engine uses on Node. */
 export function nodeHost(options: NodeHostOptions = {}): EngineHost {
   const warn = options.warn ?? (() => {});
+  const policy: NamedFilePolicy = { backingRoot: options.backingRoot };
   return {
     codecs: nodeCodecs,
     warn,
     resolveName: resolveNamedPath,
-    canonical: (name) => resolve(name),
+    canonical: (name) => realpathOrUndefined(name) ?? resolve(name),
     async openNamedFile(name, namedBy, { writable }) {
-      refuseProtocolName(name);
-      return FileDevice.open(resolveNamedPath(name, namedBy), { writable });
+      const path = checkNamedFile(name, namedBy, policy);
+      try {
+        return await FileDevice.open(path, { writable });
+      } catch (error) {
+        if (error instanceof PlatterError) throw error;
+        throw new RefusedNameError(name, error instanceof Error ? error.message : String(error));
+      }
     },
   };
 }

@@ -19,6 +19,8 @@ export interface Qcow2ConvertOptions {
   /** `-c`: compress every data cluster. */
   compress: boolean;
   host: ImageHost;
+  /** Called as the copy advances: guest bytes looked at so far, and the total. */
+  onProgress?(done: number, total: number): void;
 }
 
 /** What was written. */
@@ -38,11 +40,16 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
   const clusterSize = target.metadata.clusterSize;
   const chunks = dataChunks(source, clusterSize);
+  const progress = (chunk: ClusterChunk) => options.onProgress?.(chunk.start + chunk.length, source.size);
   if (compressor) {
-    await copyCompressed(source, target, chunks, compressor, result);
+    await copyCompressed(source, target, chunks, compressor, result, progress);
   } else {
-    for await (const chunk of chunks) await copyChunk(source, target, chunk.start, chunk.length, result);
+    for await (const chunk of chunks) {
+      await copyChunk(source, target, chunk.start, chunk.length, result);
+      progress(chunk);
+    }
   }
+  options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
 }
@@ -126,23 +133,26 @@ async function copyCompressed(
   chunks: AsyncGenerator<ClusterChunk>,
   compressor: Compressor,
   result: Qcow2ConvertResult,
+  onStored: (chunk: ClusterChunk) => void,
 ): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
-  const ahead: Promise<PendingCluster[]>[] = [];
+  const ahead: Promise<{ chunk: ClusterChunk; clusters: PendingCluster[] }>[] = [];
   const fill = async () => {
     while (ahead.length < COMPRESS_AHEAD) {
       const next = await chunks.next();
       if (next.done) return;
-      const prepared = prepareChunk(source, next.value, clusterSize, compressor);
+      const chunk = next.value;
+      const prepared = prepareChunk(source, chunk, clusterSize, compressor).then((clusters) => ({ chunk, clusters }));
       prepared.catch(() => {}); // awaited below in order; a failure must not go unhandled while earlier chunks are written
       ahead.push(prepared);
     }
   };
   await fill();
   while (ahead.length > 0) {
-    const clusters = await ahead.shift()!;
+    const { chunk, clusters } = await ahead.shift()!;
     await fill();
     for (const cluster of clusters) await storeCluster(target, cluster, result);
+    onStored(chunk);
   }
 }
 

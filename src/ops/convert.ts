@@ -48,7 +48,7 @@ export interface ConvertResult extends CopyStats {
 /** Refuses output formats `convert` cannot write, with qemu-img's wording for unknown ones. */
 export function checkOutputFormat(format: string): void {
   if (!KNOWN_OUTPUT_FORMATS.has(format)) throw new UsageError(`Unknown file format '${format}'`, { format });
-  if (format !== 'raw') throw new UnsupportedFeatureError(`output format ${format} is not supported yet`, { format });
+  if (format !== 'raw' && format !== 'qcow2') throw new UnsupportedFeatureError(`output format ${format} is not supported yet`, { format });
 }
 
 /** Checks -S as qemu-img does. */

@@ -64,3 +64,22 @@ export class CrashingDevice extends MemoryDevice {
     await super.truncate(size);
   }
 }
+
+/** A qcow2 image in memory with an external data file (also in memory) named `data.raw`. */
+export async function createQcow2WithDataFile(size: number, options: Record<string, string>): Promise<{ device: MemoryDevice; data: MemoryDevice }> {
+  const device = new MemoryDevice(0, { name: 'test.qcow2' });
+  const data = new MemoryDevice(0, { name: 'data.raw' });
+  await createImage(device, {
+    format: 'qcow2',
+    size,
+    options: new Map(Object.entries({ ...options, data_file: 'data.raw' })),
+    createDataFile: async (_name, dataSize) => data.truncate(dataSize),
+  });
+  return { device, data };
+}
+
+/** Opens a qcow2 image whose external data file is `data`. */
+export function openWithDataFile(device: BlockDevice, data: MemoryDevice, writable: boolean): Promise<Qcow2Image> {
+  const host: ImageHost = { ...writerTestHost(), openNamedFile: async () => data };
+  return openQcow2(device, { host, writable });
+}

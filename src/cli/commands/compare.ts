@@ -5,6 +5,7 @@ import type { Image } from '../../core/image.js';
 import { compareImages, type CompareResult } from '../../ops/compare.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 
@@ -24,7 +25,7 @@ const command: CliCommand = {
   describe: 'Compare the guest contents of two images',
   errorExitCode: 2,
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withProgress(withNamedFilePolicy(withFormat(yargs)))
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
       .option('s', { type: 'boolean', default: false, describe: 'Strict: sizes and allocation must match too' })
       .option('q', { type: 'boolean', default: false, describe: 'Quiet: only the exit status tells' })
@@ -34,10 +35,10 @@ const command: CliCommand = {
       .example('platter compare -s -f qcow2 -F qcow2 a.qcow2 b.qcow2', 'Also require the same size and allocation'),
   async handler(args) {
     const strict = args.s === true;
-    const first = await openForCli(args.first as string, { format: args.format as string | undefined });
+    const first = await openForCli(args.first as string, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     let second: Image | undefined;
     try {
-      second = await openForCli(args.second as string, { format: args.F as string | undefined });
+      second = await openForCli(args.second as string, { ...namedFilePolicyOf(args), format: args.F as string | undefined });
       const mode = progressMode(args);
       const progress = createProgress(mode);
       const result = await compareImages(first, second, {

@@ -1,32 +1,33 @@
-/** `platter convert`: like `qemu-img convert`, to raw. */
+/** `platter convert`: like `qemu-img convert`, to raw or qcow2 (with -c, compressed). */
 
 import type { CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { UnsupportedFeatureError, UsageError } from '../../core/errors.js';
 import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
 import { FileDevice } from '../../node/file-device.js';
-import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
+import { nodeHost } from '../../node/host.js';
+import { parseOptionString } from '../../core/options.js';
+import { convertToQcow2 } from '../../ops/convert-qcow2.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import type { Image } from '../../core/image.js';
 import { Qcow2Image, openSnapshotView } from '../../../formats/qcow2/index.js';
 
-/** The files an image reads from: its own and its backing chain's. */
-function chainFiles(image: Image): string[] {
-  const names: string[] = [];
-  for (let layer: Image | undefined = image; layer; layer = layer.backing) names.push(layer.device.name);
-  return names;
-}
-
 const command: CliCommand = {
   command: 'convert <source> <target>',
-  describe: 'Convert an image to raw, sparsely',
+  describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withProgress(withNamedFilePolicy(withFormat(yargs)))
       .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
       .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
-      .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw)' })
+      .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
+      .option('o', { type: 'string', requiresArg: true, describe: 'Options of a qcow2 output, e.g. cluster_size=64K,compression_type=zstd (may repeat)' })
+      .option('c', { type: 'boolean', default: false, describe: 'Compress every data cluster (qcow2 output)' })
       .option('S', {
         type: 'string',
         requiresArg: true,
@@ -40,36 +41,56 @@ const command: CliCommand = {
         describe: 'Convert an internal snapshot (ID or NAME, or snapshot.id=ID / snapshot.name=NAME) of a qcow2 source',
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
+      .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
+      .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file or --delta-from base (default: probe)' })
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
       .example('platter convert -p -O raw disk.qcow2 disk.img', 'The same, with a progress line')
       .example('platter convert -l before-upgrade -O raw vm.qcow2 old.raw', 'Convert the disk as it was in a snapshot')
-      .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr'),
+      .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr')
+      .example('platter convert -O qcow2 disk.raw disk.qcow2', 'A qcow2 copy: zero and unallocated ranges take no space')
+      .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
+      .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
     const sourcePath = args.source as string;
     const targetPath = args.target as string;
-    checkOutputFormat(args.O as string);
+    const outputFormat = args.O as string;
+    checkOutputFormat(outputFormat);
+    if (outputFormat !== 'qcow2') {
+      if (args.c === true) throw new UsageError('Compression not supported for this file format');
+      if (args.o !== undefined) throw new UsageError(`options (-o) are not supported for ${outputFormat} output`);
+    }
+    if (outputFormat === 'qcow2' && args.n === true) throw new UsageError('-n (an existing target) is not supported with -O qcow2');
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
-    const opened = await openForCli(sourcePath, { format: args.format as string | undefined });
+    const delta = deltaRequest(args, outputFormat);
+    const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
-      for (const file of chainFiles(source)) {
-        if (await sameFile(file, targetPath)) {
-          throw new UsageError(`refusing to convert onto the source image ${file}`).inFile(targetPath);
-        }
-      }
+      const clash = await sourceFileAt(source, targetPath);
+      if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
+      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true } : { create: true });
       const progress = createProgress(progressMode(args));
       try {
-        await convertToRaw(source, target, {
-          sparseSize,
-          parallel,
-          existingTarget,
-          tests: nodeByteTests,
-          onProgress: (done, total) => progress.update(done, total),
-        });
+        if (outputFormat === 'qcow2') {
+          await convertToQcow2(source, target, {
+            options: parseOptionString(args.o as string | string[] | undefined),
+            compress: args.c === true,
+            host: nodeHost(),
+            onProgress: (done, total) => progress.update(done, total),
+          });
+        } else {
+          await convertToRaw(source, target, {
+            sparseSize,
+            parallel,
+            existingTarget,
+            tests: nodeByteTests,
+            onProgress: (done, total) => progress.update(done, total),
+          });
+        }
         progress.end();
       } finally {
         await target.close();

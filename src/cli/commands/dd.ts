@@ -6,8 +6,10 @@ import { parseSize } from '../../core/size.js';
 import { checkOutputFormat } from '../../ops/convert.js';
 import { DD_MAX_BLOCK_SIZE, ddToRaw, type DdOperands } from '../../ops/dd.js';
 import { FileDevice } from '../../node/file-device.js';
-import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
+import { nodeByteTests } from '../../node/byte-tests.js';
+import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { warn } from '../report.js';
 
@@ -56,7 +58,7 @@ const command: CliCommand = {
   command: 'dd [operands..]',
   describe: 'Copy a range of an image, like qemu-img dd',
   builder: (yargs) =>
-    withFormat(yargs)
+    withNamedFilePolicy(withFormat(yargs))
       .positional('operands', { type: 'string', array: true, describe: 'bs=SIZE count=N skip=N if=SOURCE of=TARGET' })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw)' })
       .example('platter dd bs=1M count=64 if=disk.qcow2 of=head.raw', 'The first 64 MiB of the guest disk as a raw file')
@@ -64,9 +66,10 @@ const command: CliCommand = {
   async handler(args) {
     const operands = parseDdOperands(((args.operands as unknown[]) ?? []).map(String));
     checkOutputFormat(args.O as string);
-    const source = await openForCli(operands.input!, { format: args.format as string | undefined });
+    const source = await openForCli(operands.input!, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
-      if (await sameFile(operands.input!, operands.output!)) {
+      // Any file the source reads from, backing and data files included, is off limits.
+      if ((await sourceFileAt(source, operands.output!)) !== undefined) {
         throw new UsageError(`refusing to write onto the source image`).inFile(operands.output!);
       }
       const target = await FileDevice.open(operands.output!, { create: true });

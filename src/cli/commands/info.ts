@@ -4,21 +4,28 @@ import type { CliCommand } from '../command.js';
 import { info } from '../../ops/info.js';
 import { openForCli } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { renderInfoChain } from '../render/info.js';
 
 const command: CliCommand = {
   command: 'info <image>',
   describe: "Show an image's format, sizes and backing file",
   builder: (yargs) =>
-    withOutput(withFormat(yargs))
+    withNamedFilePolicy(withOutput(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('backing-chain', { type: 'boolean', default: false, describe: 'Also show every image in the backing chain' })
       .example('platter info disk.qcow2', 'Format, virtual size, disk size and backing file')
-      .example('platter info --output=json --backing-chain top.qcow2', 'The whole chain as a JSON array, top first'),
+      .example('platter info --output=json --backing-chain top.qcow2', 'The whole chain as a JSON array, top first')
+      .example('platter info --backing-chain --backing-root /srv/uploads up.qcow2', 'Follow only backing files inside /srv/uploads'),
   async handler(args) {
     const path = args.image as string;
     const backingChain = args['backing-chain'] === true;
-    const image = await openForCli(path, { format: args.format as string | undefined, noBacking: !backingChain });
+    const policy = namedFilePolicyOf(args);
+    const image = await openForCli(path, {
+      format: args.format as string | undefined,
+      ...policy,
+      noBacking: !backingChain || policy.noBacking === true,
+    });
     try {
       const chain = await info(image, { backingChain });
       if (args.output === 'json') printJson(backingChain ? chain : chain[0]);

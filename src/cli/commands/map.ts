@@ -4,6 +4,7 @@ import type { CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { mapImage } from '../../ops/map.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { StdoutBatcher, withFormat, withOutput } from '../output.js';
 import { PlatterError } from '../../core/errors.js';
 import { MAP_HUMAN_HEADER, mapEntryHuman, mapEntryJson } from '../render/map.js';
@@ -12,18 +13,19 @@ const command: CliCommand = {
   command: 'map <image>',
   describe: "Show an image's allocation map, like qemu-img map",
   builder: (yargs) =>
-    withOutput(withFormat(yargs))
+    withOutput(withNamedFilePolicy(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('start-offset', { type: 'string', requiresArg: true, describe: 'First guest byte to map' })
       .option('max-length', { type: 'string', requiresArg: true, describe: 'Map at most this many bytes' })
       .example('platter map disk.qcow2', 'Guest ranges that hold data and where they sit in the file')
       .example('platter map --output=json disk.qcow2', "Every run with qemu-img map's JSON keys")
-      .example('platter map --output=json --start-offset 1M --max-length 64k disk.qcow2', 'One window of the disk'),
+      .example('platter map --output=json --start-offset 1M --max-length 64k disk.qcow2', 'One window of the disk')
+      .example('platter map --no-backing --output=json top.qcow2', 'What the top image holds, without opening its backing file'),
   async handler(args) {
     const path = args.image as string;
     const startOffset = args['start-offset'] === undefined ? undefined : parseSize(String(args['start-offset']), 'start offset');
     const maxLength = args['max-length'] === undefined ? undefined : parseSize(String(args['max-length']), 'max length');
-    const image = await openForCli(path, { format: args.format as string | undefined });
+    const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     const out = new StdoutBatcher();
     try {
       const json = args.output === 'json';

@@ -5,6 +5,7 @@ import { parseSize } from '../../core/size.js';
 import { measure } from '../../ops/measure.js';
 import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { qdictOrder } from '../qdict-order.js';
 
@@ -12,7 +13,7 @@ const command: CliCommand = {
   command: 'measure [image]',
   describe: 'Show how large a new image would be',
   builder: (yargs) =>
-    withOutput(withFormat(yargs))
+    withOutput(withNamedFilePolicy(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Source image (or give --size)' })
       .option('size', { type: 'string', describe: 'Measure an empty image of this virtual size', requiresArg: true })
       .option('O', { alias: 'target-format', type: 'string', default: 'raw', describe: 'Format of the new image', requiresArg: true })
@@ -23,7 +24,7 @@ const command: CliCommand = {
   async handler(args) {
     const options = parseOptionString(args.options as string | string[] | undefined);
     const size = args.size === undefined ? undefined : parseSize(String(args.size), 'size');
-    const source = args.image === undefined ? undefined : await openForCli(args.image as string, { format: args.format as string | undefined });
+    const source = args.image === undefined ? undefined : await openForCli(args.image as string, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const result = await measure({ format: args['target-format'] as string, options, size, source });
       if (args.output === 'json') {

@@ -7,6 +7,7 @@ import type { Image } from '../../core/image.js';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing } from '../../ops/partitions.js';
 import { openForCli } from '../open.js';
 import { printJson, printText, withFormat } from '../output.js';
+import { namedFilePolicyOf, withNamedFilePolicy, type NamedFilePolicy } from '../policy.js';
 import { renderPartitions } from '../render/partitions.js';
 import { warn } from '../report.js';
 
@@ -24,15 +25,15 @@ async function readScript(source: string): Promise<string> {
 }
 
 /** Opens the image for writing, refusing formats whose images cannot be written yet. */
-async function openForWrite(path: string, format: string | undefined): Promise<Image> {
+async function openForWrite(path: string, format: string | undefined, policy: NamedFilePolicy): Promise<Image> {
   const probe = await openForCli(path, { format, noBacking: true });
   const kind = probe.format;
   await probe.close();
-  if (kind === 'raw') return openForCli(path, { format, writable: true });
+  if (kind === 'raw') return openForCli(path, { format, writable: true, ...policy });
   const unsupported = () => new UnsupportedFeatureError(`writing to ${kind} images is not supported yet`).inFile(path);
   let image: Image;
   try {
-    image = await openForCli(path, { format, writable: true });
+    image = await openForCli(path, { format, writable: true, ...policy });
   } catch (error) {
     if (error instanceof ReadOnlyError || error instanceof UnsupportedFeatureError) throw unsupported();
     throw error;
@@ -57,21 +58,22 @@ const command: CliCommand = {
   command: 'partitions <image>',
   describe: 'List or write the partition table (MBR or GPT) of an image',
   builder: (yargs) =>
-    withFormat(yargs)
+    withNamedFilePolicy(withFormat(yargs))
       .positional('image', { type: 'string', describe: 'Image file (raw, qcow2, …)', demandOption: true })
       .option('output', { choices: ['human', 'json', 'sfdisk'] as const, default: 'human', describe: 'human: like sfdisk -l; json: like sfdisk --json; sfdisk: a script like sfdisk -d' })
       .option('write', { type: 'string', requiresArg: true, describe: "Write the table described by this sfdisk script ('-' reads stdin)" })
       .example('platter partitions disk.img', 'The table as sfdisk -l -uS shows it, with each partition’s filesystem')
       .example('platter partitions --output=json disk.qcow2', "sfdisk --json's document for the virtual disk of a qcow2 image")
       .example('platter partitions --output=sfdisk old.img | platter partitions --write - new.img', 'Copy a partition table to another image')
-      .example("printf 'label: dos\\n,100M,L\\n,,Ex\\n,50M,S\\n' | platter partitions --write - disk.img", 'A Linux partition, an extended one, and a logical swap partition'),
+      .example("printf 'label: dos\\n,100M,L\\n,,Ex\\n,50M,S\\n' | platter partitions --write - disk.img", 'A Linux partition, an extended one, and a logical swap partition')
+      .example('platter partitions --backing-root /srv/uploads /srv/uploads/vm.qcow2', 'Read through backing files only if they lie inside /srv/uploads'),
   async handler(args) {
     const path = args.image as string;
     const format = args.format as string | undefined;
     const output = args.output as string;
     if (typeof args.write === 'string') {
       const script = await readScript(args.write);
-      const image = await openForWrite(path, format);
+      const image = await openForWrite(path, format, namedFilePolicyOf(args));
       try {
         await writePartitions(image, script);
         print(await listPartitions(image, { device: path }), output);
@@ -83,9 +85,13 @@ const command: CliCommand = {
       }
       return;
     }
-    const image = await openForCli(path, { format });
+    const image = await openForCli(path, { format, ...namedFilePolicyOf(args) });
     try {
       print(await listPartitions(image, { device: path }), output);
+    } catch (error) {
+      // Errors from the table readers do not know the file; the one line names it.
+      if (error instanceof PlatterError) error.inFile(path);
+      throw error;
     } finally {
       await image.close();
     }

@@ -5,6 +5,7 @@ import { parseSizeChange } from '../../core/size.js';
 import { resizeImage } from '../../ops/resize.js';
 import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 
 const command: CliCommand = {
@@ -17,7 +18,7 @@ const command: CliCommand = {
     return [...argv.slice(0, -1).filter((arg) => arg !== '--'), `--size-decrease=${last.slice(1)}`];
   },
   builder: (yargs) =>
-    withFormat(yargs)
+    withNamedFilePolicy(withFormat(yargs))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .positional('size', { type: 'string', describe: 'New size, or +SIZE / -SIZE relative to the current one' })
       .option('size-decrease', { type: 'string', hidden: true })
@@ -31,7 +32,7 @@ const command: CliCommand = {
     const decrease = args['size-decrease'] as string | undefined;
     const sizeText = decrease !== undefined ? `-${decrease}` : (args.size as string | undefined);
     if (sizeText === undefined) throw new UsageError('a size is required (SIZE, +SIZE or -SIZE)');
-    const image = await openForCli(path, { format: args.format as string | undefined, writable: true });
+    const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable: true });
     try {
       await resizeImage(image, parseSizeChange(sizeText), args.shrink === true);
     } finally {

@@ -6,6 +6,7 @@ import { serve, type ServeInfo } from '../../ops/serve.js';
 import { defaultSocketPath, listenNbd, onShutdownSignals, type NbdEndpoint } from '../../node/nbd-listen.js';
 import type { Args, CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
+import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { warn } from '../report.js';
 
@@ -35,7 +36,7 @@ const command: CliCommand = {
   command: 'serve <image>',
   describe: 'Export an image or one of its partitions over NBD',
   builder: (yargs) =>
-    withOutput(withFormat(yargs))
+    withOutput(withNamedFilePolicy(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('socket', { alias: 'k', type: 'string', requiresArg: true, describe: 'Listen on this unix socket (the default, in the temp directory)' })
       .option('port', { alias: 'p', type: 'number', requiresArg: true, describe: 'Listen on this TCP port instead' })
@@ -56,7 +57,7 @@ const command: CliCommand = {
     const writable = args.writable === true;
     const endpoint = endpointFrom(args);
     const shared = shareCount(args);
-    const image = await openForCli(path, { format: args.format as string | undefined, writable });
+    const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable });
     try {
       const handle = await serve(image, {
         exportName: args['export-name'] as string,

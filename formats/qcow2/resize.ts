@@ -1,0 +1,101 @@
+/**
+ * Size changes of a qcow2 image (qemu's qcow2_co_truncate and
+ * qcow2_grow_l1_table): growing the L1 table, shrinking with the clusters past
+ * the new end freed, the initial size of a new image, and metadata
+ * preallocation.
+ */
+
+import { UnsupportedFeatureError } from '../../src/core/errors.js';
+import { ClusterMap } from './clusters.js';
+import { clusterType, l1EntryL2Offset } from './entries.js';
+import { hasDataFile } from './header.js';
+import { MAX_L1_BYTES } from './limits.js';
+import { COPIED_HI, setEntry } from './l2-write.js';
+import type { Qcow2Writer } from './write.js';
+
+/** Changes the virtual size; shrinking frees the clusters past the new end. */
+export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise<void> {
+  if (hasDataFile(writer.header)) throw new UnsupportedFeatureError('resizing images with an external data file is not supported');
+  const oldSize = writer.host.size();
+  if (newSize < oldSize) return shrink(writer, newSize, oldSize);
+  const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
+  const entries = Math.ceil(newSize / bytesPerL2);
+  if (entries > writer.header.l1Size) await growL1(writer, entries);
+  writer.header.size = newSize;
+  await writer.writeHeader();
+  writer.host.setSize(newSize);
+  // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
+  const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / writer.clusterSize) * writer.clusterSize, writer.host.backingSize() ?? 0));
+  if (zeroEnd > oldSize) await writer.zeroRange(oldSize, zeroEnd - oldSize);
+}
+
+
+/** Moves the L1 table to a new, larger place (qemu's qcow2_grow_l1_table with an exact size). */
+export async function growL1(writer: Qcow2Writer, entries: number): Promise<void> {
+  if (entries * 8 > MAX_L1_BYTES) throw new UnsupportedFeatureError(`the disk is too large: its L1 table would exceed ${MAX_L1_BYTES} bytes`);
+  const oldOffset = writer.header.l1TableOffset;
+  const oldEntries = writer.header.l1Size;
+  const oldL1 = writer.host.metadata.l1;
+  const table = new Uint8Array(entries * 8);
+  table.set(new Uint8Array(oldL1.buffer, oldL1.byteOffset, oldL1.byteLength));
+  const offset = await writer.host.allocator.allocateRun(Math.ceil(table.length / writer.clusterSize));
+  await writer.host.device.write!(offset, table);
+  await writer.host.device.flush?.();
+  writer.header.l1Size = entries;
+  writer.header.l1TableOffset = offset;
+  await writer.writeHeader();
+  const view = new DataView(table.buffer);
+  writer.host.metadata.l1 = view;
+  writer.host.setMap(new ClusterMap(writer.geometry, view, offset, writer.host.l2Cache));
+  if (oldEntries > 0) await writer.host.allocator.release(oldOffset, Math.ceil((oldEntries * 8) / writer.clusterSize) * writer.clusterSize);
+}
+
+
+/** Sets the size of a new, empty image: the L1 table, no zeroing (qemu's create-time truncate). */
+export async function setInitialSize(writer: Qcow2Writer, size: number): Promise<void> {
+  const entries = Math.ceil(size / (writer.clusterSize * writer.geometry.l2Entries));
+  if (entries > writer.header.l1Size) await growL1(writer, entries);
+  writer.header.size = size;
+  await writer.writeHeader();
+  writer.host.setSize(size);
+}
+
+/**
+ * Gives every cluster of the disk a host cluster (qemu's preallocate_co for
+ * preallocation=metadata): entries point at clusters that read as zeros from
+ * the sparse file. With an external data file, guest offset = host offset.
+ * Returns the end of the last data cluster in the file that holds them.
+ */
+export async function preallocate(writer: Qcow2Writer): Promise<number> {
+  const { extendedL2 } = writer.geometry;
+  const dataFile = hasDataFile(writer.header);
+  let end = 0;
+  for (let clusterStart = 0; clusterStart < writer.host.size(); clusterStart += writer.clusterSize) {
+    const slot = await writer.tables.slot(clusterStart, true);
+    if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
+    const hostOffset = dataFile ? clusterStart : await writer.host.allocator.allocate();
+    await writer.tables.setDataEntry(slot, hostOffset, 0, 0);
+    end = Math.max(end, hostOffset + writer.clusterSize);
+  }
+  return end;
+}
+
+
+async function shrink(writer: Qcow2Writer, newSize: number, oldSize: number): Promise<void> {
+  const firstFree = Math.ceil(newSize / writer.clusterSize) * writer.clusterSize;
+  if (firstFree < oldSize) await writer.discardRange(firstFree, oldSize - firstFree);
+  // L2 tables wholly past the new end go too.
+  const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
+  const l1 = writer.host.metadata.l1;
+  for (let l1Index = Math.ceil(newSize / bytesPerL2); l1Index < writer.header.l1Size; l1Index++) {
+    const tableOffset = l1EntryL2Offset(l1, l1Index, writer.header.l1TableOffset);
+    if (tableOffset === 0) continue;
+    setEntry(l1, l1Index * 8, 0, 0);
+    await writer.host.device.write!(writer.header.l1TableOffset + l1Index * 8, new Uint8Array(8));
+    writer.host.l2Cache.invalidate(tableOffset);
+    await writer.host.allocator.release(tableOffset, writer.clusterSize);
+  }
+  writer.header.size = newSize;
+  await writer.writeHeader();
+  writer.host.setSize(newSize);
+}

@@ -1,0 +1,84 @@
+/** `convert -B` and `convert --delta-from`: a qcow2 overlay holding only what differs from its backing file. */
+
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { UsageError } from '../core/errors.js';
+import type { Image } from '../core/image.js';
+import { parseOptionString } from '../core/options.js';
+import { nodeByteTests, sameFile } from '../node/byte-tests.js';
+import { FileDevice } from '../node/file-device.js';
+import { nodeHost } from '../node/host.js';
+import { writeDelta } from '../ops/delta.js';
+import type { Args } from './command.js';
+import { openForCli } from './open.js';
+import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
+import { createProgress, type ProgressMode } from './progress.js';
+
+/** A delta conversion asked for on the command line. */
+export interface DeltaRequest {
+  /** Where to open the backing image from the working directory. */
+  openPath: string;
+  /** The name to record in the new image (resolves beside it). */
+  recordedName: string;
+  format?: string;
+  /** -B: the source's top layer only. */
+  topLayerOnly: boolean;
+  options: Map<string, string>;
+  /** Which named files the backing chain may open (--backing-root). */
+  policy: NamedFilePolicy;
+}
+
+/** The delta request in `args` (undefined for a plain conversion), checked against the other flags. */
+export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | undefined {
+  const backing = args.B as string | undefined;
+  const base = args['delta-from'] as string | undefined;
+  if (backing === undefined && base === undefined) {
+    if (args.F !== undefined) throw new UsageError('-F is only valid with -B or --delta-from');
+    return undefined;
+  }
+  if (backing !== undefined && base !== undefined) throw new UsageError('-B and --delta-from cannot be used together');
+  if (outputFormat !== 'qcow2') throw new UsageError(`a backing file needs -O qcow2 (the ${outputFormat} format has no backing file)`);
+  if (args.c === true) throw new UsageError('-c cannot be used with -B or --delta-from');
+  if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
+  const target = args.target as string;
+  const options = parseOptionString(args.o as string | string[] | undefined);
+  const format = args.F as string | undefined;
+  const policy = namedFilePolicyOf(args);
+  if (backing !== undefined) {
+    // qemu-img's -B: the name is recorded as given and resolves beside the output.
+    const openPath = isAbsolute(backing) ? backing : join(dirname(target), backing);
+    return { openPath, recordedName: backing, format, topLayerOnly: true, options, policy };
+  }
+  // --delta-from names a file from the working directory; the image records it relative to itself.
+  const recordedName = isAbsolute(base!) ? base! : relative(dirname(resolve(target)), resolve(base!));
+  return { openPath: base!, recordedName, format, topLayerOnly: false, options, policy };
+}
+
+/** Writes the delta of `source` over the requested backing image into a new qcow2 file at `targetPath`. */
+export async function convertDeltaCli(source: Image, targetPath: string, request: DeltaRequest, mode: ProgressMode): Promise<void> {
+  const base = await openForCli(request.openPath, { ...request.policy, format: request.format });
+  try {
+    for (let layer: Image | undefined = base; layer; layer = layer.backing) {
+      if (await sameFile(layer.device.name, targetPath)) {
+        throw new UsageError(`refusing to write over the backing chain file ${layer.device.name}`).inFile(targetPath);
+      }
+    }
+    const target = await FileDevice.open(targetPath, { create: true });
+    const progress = createProgress(mode);
+    try {
+      await writeDelta(source, base, target, {
+        backingFile: request.recordedName,
+        backingFormat: base.format,
+        options: request.options,
+        topLayerOnly: request.topLayerOnly,
+        host: nodeHost(),
+        tests: nodeByteTests,
+        onProgress: (done, total) => progress.update(done, total),
+      });
+      progress.end();
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await base.close();
+  }
+}

@@ -1,0 +1,68 @@
+/** rebase and commit on the command line: errors in qemu-img's words, progress, help. */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chainCreate, chainSame, chainWrite, copyChain } from './helpers/chain-images.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+
+const enabled = hasTool('qemu-img') && hasTool('qemu-io');
+
+describe.skipIf(!enabled)('rebase and commit commands', () => {
+  const temp = tempDir('platter-chain-cli-');
+  beforeAll(() => {
+    chainCreate(temp.dir, 'base.qcow2', { size: '4M' });
+    chainWrite(temp.dir, 'base.qcow2', ['write -P 1 0 3M']);
+    chainCreate(temp.dir, 'top.qcow2', { backing: 'base.qcow2' });
+    chainWrite(temp.dir, 'top.qcow2', ['write -P 2 1M 64k']);
+    run('qemu-img', ['create', '-q', '-f', 'raw', 'disk.raw', '1M'], { cwd: temp.dir });
+  });
+  afterAll(() => temp.cleanup());
+
+  const failures: Array<{ args: string[]; message: RegExp }> = [
+    { args: ['rebase', '-b', 'base.qcow2', '-F', 'qcow2', 'disk.raw'], message: /^platter: disk\.raw: Could not change the backing file to 'base\.qcow2'/ },
+    { args: ['rebase', '-b', 'base.qcow2', 'top.qcow2'], message: /^platter: top\.qcow2: Could not change the backing file to 'base\.qcow2': backing format must be specified/ },
+    { args: ['rebase', 'top.qcow2'], message: /^platter: Must specify backing file \(-b\) or use unsafe mode \(-u\)/ },
+    { args: ['rebase', '-b', 'missing.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /missing\.qcow2/ },
+    { args: ['rebase', '-b', 'top.qcow2', '-F', 'qcow2', 'top.qcow2'], message: /^platter: top\.qcow2: the new backing chain contains the image itself/ },
+    { args: ['rebase', '-u', '-b', 'x'.repeat(1100), '-F', 'raw', 'top.qcow2'], message: /^platter: .*backing file name is too long \(1100 bytes, at most 1023\)/ },
+    { args: ['commit', 'base.qcow2'], message: /^platter: base\.qcow2: Image does not have a backing file/ },
+    { args: ['commit', '-b', 'elsewhere.qcow2', 'top.qcow2'], message: /^platter: Did not find 'elsewhere\.qcow2' in the backing chain of 'top\.qcow2'/ },
+  ];
+  for (const { args, message } of failures) {
+    it(`platter ${args.join(' ')} fails with a clear message`, () => {
+      const result = platter(args, { cwd: temp.dir });
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(message);
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    });
+  }
+
+  it('a failed rebase leaves the image as it was', () => {
+    const result = platter(['rebase', '-b', 'missing.qcow2', '-F', 'qcow2', 'top.qcow2'], { cwd: temp.dir });
+    expect(result.status).toBe(1);
+    expect(JSON.parse(run('qemu-img', ['info', '--output=json', 'top.qcow2'], { cwd: temp.dir }))['backing-filename']).toBe('base.qcow2');
+  });
+
+  it('-p and --progress=json report progress up to the whole disk', () => {
+    const dir = `${temp.dir}/progress`;
+    copyChain(temp.dir, dir, ['base.qcow2', 'top.qcow2']);
+    const rebase = platter(['rebase', '-p', '-b', '', 'top.qcow2'], { cwd: dir });
+    expect(rebase.status).toBe(0);
+    expect(rebase.stdout).toMatch(/\(0\.00\/100%\)\r/);
+    expect(rebase.stdout).toMatch(/\(100\.00\/100%\)\r\n$/);
+    expect(chainSame(temp.dir, `${dir}/top.qcow2`, 'top.qcow2')).toBe(true);
+    copyChain(temp.dir, dir, ['top.qcow2']);
+    const commit = platter(['commit', '--progress=json', 'top.qcow2'], { cwd: dir });
+    expect(commit.status).toBe(0);
+    expect(commit.stdout).toBe('Image committed.\n');
+    const lines = commit.stderr.trim().split('\n').map((line) => JSON.parse(line) as { done: number; total: number });
+    expect(lines.at(-1)).toEqual({ done: 4 << 20, total: 4 << 20 });
+  });
+
+  it('--help shows examples for both commands', () => {
+    for (const command of ['rebase', 'commit']) {
+      const result = platter([command, '--help']);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toMatch(new RegExp(`Examples:[\\s\\S]*platter ${command} `));
+    }
+  });
+});
