@@ -8,8 +8,10 @@ import { checkRange } from '../../src/core/bytes.js';
 import { NotFoundError, ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
 import { MAX_IO_BYTES } from '../../src/core/limits.js';
+import type { CompressedDescriptor } from './entries.js';
+import { COMPRESSED_WINDOW_BYTES } from './limits.js';
 import { ClusterMap, type MappingRun } from './clusters.js';
-import { readCompressedCluster } from './compress.js';
+import { readCompressedClusters } from './compress.js';
 import { describeQcow2 } from './describe.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { Qcow2Writer } from './write.js';
@@ -87,16 +89,20 @@ export class Qcow2Image implements Image {
     return out;
   }
 
-  /** Reads guest bytes into `target` (a reused buffer: zero runs are cleared here). */
+  /**
+   * Reads guest bytes into `target` (a reused buffer: every byte is written,
+   * zero runs included). Host-contiguous data runs become one device read;
+   * compressed clusters are decoded together, several in flight, after the walk.
+   */
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
-    target.fill(0);
     // Data runs that continue each other on the host (across L2 tables too) become one device read.
     let pending: { at: number; hostOffset: number; length: number } | undefined;
     const flush = async () => {
       if (pending) await readHost(this.requireDataDevice(), pending.hostOffset, target.subarray(pending.at, pending.at + pending.length));
       pending = undefined;
     };
+    const compressed: MappingRun[] = [];
     for await (const run of this.parts.map.runs(offset, target.length)) {
       const at = run.start - offset;
       if (run.type === 'normal') {
@@ -109,9 +115,38 @@ export class Qcow2Image implements Image {
         continue;
       }
       await flush();
-      await this.readRun(run, target.subarray(at, at + run.length));
+      if (run.type === 'compressed') compressed.push(run);
+      else await this.readRun(run, target.subarray(at, at + run.length));
     }
     await flush();
+    for (let first = 0; first < compressed.length; first += this.compressedWindow) {
+      await this.readCompressedRuns(compressed.slice(first, first + this.compressedWindow), offset, target);
+    }
+  }
+
+  /** Compressed clusters decoded at once by one read: bounds the memory a large read holds. */
+  private get compressedWindow(): number {
+    return Math.max(1, Math.floor(COMPRESSED_WINDOW_BYTES / this.metadata.clusterSize));
+  }
+
+  /** Decodes the clusters under `runs` (each once, all in flight) and copies each run's part into `target`. */
+  private async readCompressedRuns(runs: MappingRun[], offset: number, target: Uint8Array): Promise<void> {
+    const clusters = new Map<number, Uint8Array>();
+    if (this.lastCompressed) clusters.set(this.lastCompressed.hostOffset, this.lastCompressed.data);
+    const missing = new Map<number, CompressedDescriptor>();
+    for (const { compressed } of runs) {
+      if (!clusters.has(compressed!.hostOffset)) missing.set(compressed!.hostOffset, compressed!);
+    }
+    const { clusterSize, header } = this.metadata;
+    const wanted = [...missing.values()];
+    const decoded = await readCompressedClusters(this.device, wanted, clusterSize, header.compressionType, this.parts.host.codecs);
+    wanted.forEach((descriptor, index) => clusters.set(descriptor.hostOffset, decoded[index]!));
+    for (const run of runs) {
+      const from = run.start - run.clusterStart!;
+      target.set(clusters.get(run.compressed!.hostOffset)!.subarray(from, from + run.length), run.start - offset);
+    }
+    const last = runs[runs.length - 1]!.compressed!.hostOffset;
+    this.lastCompressed = { hostOffset: last, data: clusters.get(last)! };
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -173,30 +208,13 @@ export class Qcow2Image implements Image {
     await this.device.close();
   }
 
+  /** Fills `target` for an unallocated or zero run: from the backing image, or with zeros. */
   private async readRun(run: MappingRun, target: Uint8Array): Promise<void> {
-    switch (run.type) {
-      case 'compressed': {
-        const cluster = await this.compressedCluster(run);
-        const from = run.start - run.clusterStart!;
-        target.set(cluster.subarray(from, from + target.length));
-        return;
-      }
-      case 'unallocated':
-      case 'unallocated-alloc':
-        if (this.backing) await readBacking(this.backing, run.start, target);
-        return;
-      default:
-        return; // zero-plain and zero-alloc: `target` is already zeros; normal runs go through read()
+    if ((run.type === 'unallocated' || run.type === 'unallocated-alloc') && this.backing) {
+      await readBacking(this.backing, run.start, target);
+    } else {
+      target.fill(0);
     }
-  }
-
-  private async compressedCluster(run: MappingRun): Promise<Uint8Array> {
-    const descriptor = run.compressed!;
-    if (this.lastCompressed?.hostOffset === descriptor.hostOffset) return this.lastCompressed.data;
-    const { clusterSize, header } = this.metadata;
-    const data = await readCompressedCluster(this.device, descriptor, clusterSize, header.compressionType, this.parts.host.codecs);
-    this.lastCompressed = { hostOffset: descriptor.hostOffset, data };
-    return data;
   }
 
   private requireDataDevice(): BlockDevice {
@@ -252,6 +270,7 @@ async function backingStatus(backing: Image, start: number, length: number, host
 /** Reads guest bytes from a backing image; bytes past its end stay zero. */
 async function readBacking(backing: Image, start: number, target: Uint8Array): Promise<void> {
   const inside = Math.max(0, Math.min(target.length, backing.size - start));
+  target.fill(0, inside);
   for (let done = 0; done < inside; ) {
     const chunk = Math.min(inside - done, MAX_IO_BYTES);
     target.set(await backing.read(start + done, chunk), done);
@@ -266,6 +285,7 @@ async function readBacking(backing: Image, start: number, target: Uint8Array): P
  */
 async function readHost(device: BlockDevice, hostOffset: number, target: Uint8Array): Promise<void> {
   const inside = Math.max(0, Math.min(target.length, device.size - hostOffset));
+  target.fill(0, inside);
   for (let done = 0; done < inside; ) {
     const chunk = Math.min(inside - done, MAX_IO_BYTES);
     if (device.readInto) await device.readInto(hostOffset + done, target.subarray(done, done + chunk));

@@ -64,3 +64,10 @@ export const SUBCLUSTERS_PER_CLUSTER = 32;
 
 /** Refcount blocks kept in memory by a writer: enough for sequential allocation, flat whatever the image size. */
 export const REFCOUNT_BLOCK_CACHE = 32;
+
+/**
+ * Decoded bytes one guest read holds at most while its compressed clusters
+ * are in flight: enough clusters to keep every decoder thread busy, bounded
+ * memory whatever the read size.
+ */
+export const COMPRESSED_WINDOW_BYTES = 4 * 1024 * 1024;

@@ -1,23 +1,50 @@
 /**
  * Compression codecs for Node: deflate from node:zlib (on the libuv pool),
- * zstd decoding from fzstd (pure JS: Node 20's zlib has no zstd).
+ * zstd from the WebAssembly build of libzstd (Node 20's zlib has no zstd),
+ * loaded only when the first zstd cluster is met so start-up stays lean.
  *
  * Both decoders follow qemu's qcow2 rules: output is capped at the requested
  * length and memory never grows past it, whatever the input claims.
  */
 
 import { promisify } from 'node:util';
-import { constants, createInflateRaw, deflateRaw } from 'node:zlib';
-import { decompress as fzstdDecompress } from 'fzstd';
+import { constants, createInflateRaw, deflateRaw, inflateRaw } from 'node:zlib';
 import { CorruptImageError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
 import { zstdFrameInfo } from './zstd-frame.js';
 
 const deflateRawAsync = promisify(deflateRaw);
+const inflateRawAsync = promisify(inflateRaw);
 
 /** Copies `length` bytes (or fewer) out of a Buffer into a plain Uint8Array. */
 function take(data: Uint8Array, length: number): Uint8Array {
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + Math.min(length, data.length)));
+}
+
+/** node:zlib refuses chunk sizes below this. */
+const MIN_CHUNK = 64;
+
+/**
+ * Inflates one compressed cluster on the libuv pool in a single pass (one
+ * output chunk of `outputLength` bytes, so one round trip to the pool). A
+ * stream that would inflate past `outputLength` is rare (qemu never writes
+ * one); it makes node:zlib refuse, and the streaming decoder below then takes
+ * its first `outputLength` bytes as qemu does.
+ */
+export async function inflateRawFast(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+  if (outputLength < MIN_CHUNK) return inflateRawCapped(input, outputLength);
+  let out: Buffer;
+  try {
+    out = await inflateRawAsync(input, {
+      finishFlush: constants.Z_SYNC_FLUSH,
+      chunkSize: outputLength,
+      maxOutputLength: outputLength,
+    });
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return inflateRawCapped(input, outputLength);
+    throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /**
@@ -58,10 +85,10 @@ export function inflateRawCapped(input: Uint8Array, outputLength: number): Promi
  * Decodes the first zstd frame of `input` into at most `outputLength` bytes.
  * The frame is measured first (bytes after it are ignored, as qemu does); a
  * frame that declares, or provably holds, a different size is refused, and
- * fzstd decodes into a buffer of exactly `outputLength` bytes so a hostile
- * window size never allocates.
+ * libzstd decodes in one shot into a buffer of exactly `outputLength` bytes
+ * (no window buffer), so a hostile window size never allocates.
  */
-export function zstdDecompressCapped(input: Uint8Array, outputLength: number): Uint8Array {
+export async function zstdDecompressCapped(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
   const frame = zstdFrameInfo(input);
   if (frame.contentSize !== undefined && frame.contentSize !== outputLength) {
     throw new CorruptImageError(`zstd frame holds ${frame.contentSize} bytes, expected ${outputLength}`);
@@ -69,13 +96,14 @@ export function zstdDecompressCapped(input: Uint8Array, outputLength: number): U
   if (frame.knownOutput > outputLength || frame.knownOutput + frame.maxCompressedOutput < outputLength) {
     throw new CorruptImageError(`zstd frame cannot hold exactly ${outputLength} bytes`);
   }
-  const out = new Uint8Array(outputLength);
+  zstdReady ??= loadZstd();
+  const zstd = await zstdReady;
   try {
-    fzstdDecompress(input.subarray(0, frame.length), out);
+    // The content size is absent or equal to `outputLength` (checked above), so the output buffer is `outputLength` bytes.
+    return zstd.decompress(input.subarray(0, frame.length), { defaultHeapSize: outputLength });
   } catch (error) {
     throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
   }
-  return out;
 }
 
 /** zstd's default level, the one qemu's qcow2 compression uses. */
@@ -84,7 +112,7 @@ const ZSTD_DEFAULT_LEVEL = 3;
 type ZstdWasm = typeof import('@bokuweb/zstd-wasm');
 let zstdReady: Promise<ZstdWasm> | undefined;
 
-/** Loads the WebAssembly zstd compressor from its package, once, on first use (start-up stays lean). */
+/** Loads the WebAssembly zstd module from its package, once, on first use (start-up stays lean). */
 async function loadZstd(): Promise<ZstdWasm> {
   const module = await import('@bokuweb/zstd-wasm');
   await module.init();
@@ -101,10 +129,8 @@ export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
 
 /** The codecs platter uses on Node. */
 export const nodeCodecs: Codecs = {
-  inflateRaw: inflateRawCapped,
-  async zstdDecompress(input, outputLength) {
-    return zstdDecompressCapped(input, outputLength);
-  },
+  inflateRaw: inflateRawFast,
+  zstdDecompress: zstdDecompressCapped,
   async deflateRaw(input) {
     // qemu's qcow2 deflate settings: raw stream, 4 KiB window, default level, memLevel 9.
     const out = await deflateRawAsync(input, { windowBits: 12, level: 6, memLevel: 9 });

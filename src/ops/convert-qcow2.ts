@@ -39,27 +39,44 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const result: Qcow2ConvertResult = { dataClusters: 0, compressedClusters: 0 };
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
   const clusterSize = target.metadata.clusterSize;
-  let done = 0; // clusters below this guest offset are written
-  for (let window = 0; window < source.size; window += STATUS_WINDOW) {
-    const length = Math.min(STATUS_WINDOW, source.size - window);
-    for (const extent of await source.blockStatus(window, length)) {
-      if (extent.kind !== 'data') continue;
-      const first = Math.max(done, extent.start - (extent.start % clusterSize));
-      const end = extent.start + extent.length;
-      if (compressor) {
-        for (let cluster = first; cluster < end; cluster += clusterSize) await copyCluster(source, target, cluster, compressor, result);
-      } else {
-        for (let chunk = first; chunk < end; chunk += COPY_CHUNK) {
-          await copyChunk(source, target, chunk, Math.min(COPY_CHUNK, Math.ceil(end / clusterSize) * clusterSize - chunk), result);
-        }
-      }
-      done = Math.max(done, Math.ceil(end / clusterSize) * clusterSize);
-      options.onProgress?.(Math.min(end, source.size), source.size);
+  const chunks = dataChunks(source, clusterSize);
+  const progress = (chunk: ClusterChunk) => options.onProgress?.(chunk.start + chunk.length, source.size);
+  if (compressor) {
+    await copyCompressed(source, target, chunks, compressor, result, progress);
+  } else {
+    for await (const chunk of chunks) {
+      await copyChunk(source, target, chunk.start, chunk.length, result);
+      progress(chunk);
     }
   }
   options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
+}
+
+/** A range of whole guest clusters to copy (the last one may be cut by the end of the image). */
+interface ClusterChunk {
+  start: number;
+  length: number;
+}
+
+/**
+ * The data ranges of `source` in whole clusters, in pieces of at most
+ * COPY_CHUNK bytes, each cluster once; zero and unallocated ranges are skipped
+ * (the new image reads zeros there already).
+ */
+async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<ClusterChunk> {
+  let done = 0; // clusters below this guest offset are handed out
+  for (let window = 0; window < source.size; window += STATUS_WINDOW) {
+    const length = Math.min(STATUS_WINDOW, source.size - window);
+    for (const extent of await source.blockStatus(window, length)) {
+      if (extent.kind !== 'data') continue;
+      const first = Math.max(done, extent.start - (extent.start % clusterSize));
+      const end = Math.min(source.size, Math.ceil((extent.start + extent.length) / clusterSize) * clusterSize);
+      for (let chunk = first; chunk < end; chunk += COPY_CHUNK) yield { start: chunk, length: Math.min(COPY_CHUNK, end - chunk) };
+      done = Math.max(done, end);
+    }
+  }
 }
 
 /** Bytes read and written per step of an uncompressed copy (whole clusters). */
@@ -91,23 +108,82 @@ function compressorFor(target: Qcow2Image, codecs: Codecs): Compressor {
   return compress;
 }
 
-/** Copies one guest cluster; all-zero clusters are skipped (the new image reads zeros there already). */
-async function copyCluster(source: Image, target: Qcow2Image, cluster: number, compressor: Compressor | undefined, result: Qcow2ConvertResult): Promise<void> {
+/** One cluster on its way into the image: where it goes, its bytes, and its stream being made. */
+interface PendingCluster {
+  offset: number;
+  bytes: Uint8Array;
+  stream: Promise<Uint8Array>;
+}
+
+/**
+ * Chunks read and compressing ahead of the one being written: the compressor
+ * runs on other threads (node:zlib on the libuv pool), so while one chunk's
+ * streams are written the next chunks' clusters are all being compressed.
+ * Memory stays bounded by (COMPRESS_AHEAD + 1) chunks.
+ */
+const COMPRESS_AHEAD = 2;
+
+/**
+ * Compresses every non-zero cluster of `chunks`, many at a time, and stores
+ * the streams in guest order, packed back to back as qemu packs them.
+ */
+async function copyCompressed(
+  source: Image,
+  target: Qcow2Image,
+  chunks: AsyncGenerator<ClusterChunk>,
+  compressor: Compressor,
+  result: Qcow2ConvertResult,
+  onStored: (chunk: ClusterChunk) => void,
+): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
-  const length = Math.min(clusterSize, source.size - cluster);
-  const bytes = await source.read(cluster, length);
-  if (isAllZero(bytes)) return;
-  result.dataClusters++;
-  if (compressor) {
-    const whole = new Uint8Array(clusterSize);
-    whole.set(bytes);
-    const stream = await compressor(whole);
-    // Like qemu: a stream that does not shrink the cluster is not worth it.
-    if (stream.length < clusterSize) {
-      await target.writer!.writeCompressed(cluster, stream);
-      result.compressedClusters++;
-      return;
+  const ahead: Promise<{ chunk: ClusterChunk; clusters: PendingCluster[] }>[] = [];
+  const fill = async () => {
+    while (ahead.length < COMPRESS_AHEAD) {
+      const next = await chunks.next();
+      if (next.done) return;
+      const chunk = next.value;
+      const prepared = prepareChunk(source, chunk, clusterSize, compressor).then((clusters) => ({ chunk, clusters }));
+      prepared.catch(() => {}); // awaited below in order; a failure must not go unhandled while earlier chunks are written
+      ahead.push(prepared);
     }
+  };
+  await fill();
+  while (ahead.length > 0) {
+    const { chunk, clusters } = await ahead.shift()!;
+    await fill();
+    for (const cluster of clusters) await storeCluster(target, cluster, result);
+    onStored(chunk);
   }
-  await target.write(cluster, bytes);
+}
+
+/** Reads a chunk and starts compressing each of its non-zero clusters (all-zero clusters are left out). */
+async function prepareChunk(source: Image, chunk: ClusterChunk, clusterSize: number, compressor: Compressor): Promise<PendingCluster[]> {
+  const bytes = await source.read(chunk.start, chunk.length);
+  const clusters: PendingCluster[] = [];
+  for (let at = 0; at < bytes.length; at += clusterSize) {
+    const cluster = bytes.subarray(at, Math.min(at + clusterSize, bytes.length));
+    if (isAllZero(cluster)) continue;
+    // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
+    let whole = cluster;
+    if (cluster.length < clusterSize) {
+      whole = new Uint8Array(clusterSize);
+      whole.set(cluster);
+    }
+    const stream = compressor(whole);
+    stream.catch(() => {}); // awaited in order by storeCluster
+    clusters.push({ offset: chunk.start + at, bytes: cluster, stream });
+  }
+  return clusters;
+}
+
+/** Stores one cluster: its stream when it shrinks the cluster (as qemu decides), else the plain bytes. */
+async function storeCluster(target: Qcow2Image, cluster: PendingCluster, result: Qcow2ConvertResult): Promise<void> {
+  result.dataClusters++;
+  const stream = await cluster.stream;
+  if (stream.length < target.metadata.clusterSize) {
+    await target.writer!.writeCompressed(cluster.offset, stream);
+    result.compressedClusters++;
+    return;
+  }
+  await target.write(cluster.offset, cluster.bytes);
 }
