@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { qcow2Layout, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { firstDifference, qcow2TempDir, qcow2ToolAvailable, readWholeImage } from './helpers/qcow2-oracle.js';
 import { WRITER_BACKING_NAME, createQcow2InMemory, openReadOnly, openWritable } from './helpers/qcow2-writer.js';
@@ -23,26 +24,13 @@ type Op =
   | { kind: 'discard'; offset: number; length: number }
   | { kind: 'resize'; size: number };
 
-interface Scenario {
-  clusterBits: number;
-  compat: '0.10' | '1.1';
-  refcountBits: number;
-  extendedL2: boolean;
-  lazy: boolean;
-  size: number;
-  backingSize: number | undefined;
+interface Scenario extends Qcow2Layout {
   ops: { kind: Op['kind']; a: number; b: number; seed: number }[];
 }
 
 const scenario: fc.Arbitrary<Scenario> = fc
   .record({
-    clusterBits: fc.integer({ min: 9, max: 16 }),
-    compat: fc.constantFrom('0.10' as const, '1.1' as const),
-    refcountOrder: fc.integer({ min: 0, max: 6 }),
-    extendedL2: fc.boolean(),
-    lazy: fc.boolean(),
-    sectors: fc.integer({ min: 1, max: 1024 }),
-    backingSectors: fc.option(fc.integer({ min: 1, max: 1200 }), { nil: undefined }),
+    layout: qcow2Layout({ minRefcountOrder: 0, maxSectors: 1024, maxBackingSectors: 1200 }),
     ops: fc.array(
       fc.record({
         kind: fc.constantFrom<Op['kind']>('write', 'write', 'write', 'zero', 'discard', 'resize'),
@@ -53,19 +41,7 @@ const scenario: fc.Arbitrary<Scenario> = fc
       { minLength: 1, maxLength: 12 },
     ),
   })
-  .map((r) => {
-    const v3 = r.compat === '1.1';
-    return {
-      clusterBits: r.clusterBits,
-      compat: r.compat,
-      refcountBits: v3 ? 2 ** r.refcountOrder : 16,
-      extendedL2: v3 && r.extendedL2 && r.clusterBits >= 14,
-      lazy: v3 && r.lazy,
-      size: r.sectors * 512,
-      backingSize: r.backingSectors === undefined ? undefined : r.backingSectors * 512,
-      ops: r.ops,
-    };
-  });
+  .map(({ layout, ...rest }) => ({ ...layout, ...rest }));
 
 /** Turns fractions into a concrete op for the current disk size (unaligned and multi-cluster ranges). */
 function concreteOp(raw: Scenario['ops'][number], size: number, clusterSize: number): Op {

@@ -13,6 +13,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { qcow2Layout, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkQcow2 } from '../formats/qcow2/check.js';
 import { readMetadata } from '../formats/qcow2/metadata.js';
@@ -29,14 +30,7 @@ afterAll(() => temp.cleanup());
 
 type RawOp = { kind: 'write' | 'create' | 'apply' | 'delete'; a: number; b: number; seed: number };
 
-interface Scenario {
-  clusterBits: number;
-  compat: '0.10' | '1.1';
-  refcountBits: number;
-  extendedL2: boolean;
-  lazy: boolean;
-  size: number;
-  backingSize: number | undefined;
+interface Scenario extends Qcow2Layout {
   compressedClusters: number;
   ops: RawOp[];
 }
@@ -48,13 +42,7 @@ const NAMES = ['a', 'b', '1', '2', 'snap'];
 
 const scenario: fc.Arbitrary<Scenario> = fc
   .record({
-    clusterBits: fc.integer({ min: 9, max: 16 }),
-    compat: fc.constantFrom('0.10' as const, '1.1' as const),
-    refcountOrder: fc.integer({ min: 2, max: 6 }),
-    extendedL2: fc.boolean(),
-    lazy: fc.boolean(),
-    sectors: fc.integer({ min: 1, max: 512 }),
-    backingSectors: fc.option(fc.integer({ min: 1, max: 600 }), { nil: undefined }),
+    layout: qcow2Layout({ minRefcountOrder: 2, maxSectors: 512, maxBackingSectors: 600 }),
     compressedClusters: fc.integer({ min: 0, max: 4 }),
     ops: fc.array(
       fc.record({
@@ -66,20 +54,7 @@ const scenario: fc.Arbitrary<Scenario> = fc
       { minLength: 1, maxLength: 14 },
     ),
   })
-  .map((r) => {
-    const v3 = r.compat === '1.1';
-    return {
-      clusterBits: r.clusterBits,
-      compat: r.compat,
-      refcountBits: v3 ? 2 ** r.refcountOrder : 16,
-      extendedL2: v3 && r.extendedL2 && r.clusterBits >= 14,
-      lazy: v3 && r.lazy,
-      size: r.sectors * 512,
-      backingSize: r.backingSectors === undefined ? undefined : r.backingSectors * 512,
-      compressedClusters: r.compressedClusters,
-      ops: r.ops,
-    };
-  });
+  .map(({ layout, ...rest }) => ({ ...layout, ...rest }));
 
 function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
