@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listPartitions, sfdiskJson, writePartitions } from '../src/ops/partitions.js';
 import { MbrEntry, encodeChs } from '../formats/mbr/index.js';
 import { renderPartitions } from '../src/cli/render/partitions.js';
-import { mapLimited, mustRun, requireTools, runTool, tempDir } from './helpers/partition-tools.js';
+import { mapLimited, mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
 import { withImage } from './helpers/partition-images.js';
 
 interface LayoutPartition {
@@ -85,10 +85,6 @@ function scriptOf(layout: Layout, device: string): string {
 
 async function platterJson(path: string): Promise<unknown> {
   return withImage(path, async (image) => sfdiskJson(await listPartitions(image, { device: path, probe: false })));
-}
-
-async function sfdiskJsonOf(path: string): Promise<unknown> {
-  return JSON.parse(await mustRun('sfdisk', ['--json', path]));
 }
 
 const SEPARATOR = '@@@platter-test@@@';
