@@ -158,6 +158,37 @@ describe('hostile tables', { timeout: 30_000 }, () => {
     );
   });
 
+  it('a GPT entry with an LBA past 2^53 (CRCs fixed up) is a warning; a header with one falls back to the backup', async () => {
+    const { headerCrc } = await import('../formats/gpt/index.js');
+    const { crc32 } = await import('../src/core/crc32.js');
+    const totalSectors = 4096;
+    const device = new MemoryDevice(totalSectors * 512);
+    const table: PartitionTable = {
+      label: 'gpt',
+      id: '11111111-2222-4333-8444-555555555555',
+      sectorSize: 512,
+      partitions: [
+        { number: 1, start: 100, size: 10, type: '0FC63DAF-8483-4772-8E79-3D69D8477DE4', uuid: '21111111-2222-4333-8444-555555555555', attributes: 0n },
+        { number: 2, start: 200, size: 10, type: '0FC63DAF-8483-4772-8E79-3D69D8477DE4', uuid: '31111111-2222-4333-8444-555555555555', attributes: 0n },
+      ],
+      warnings: [],
+    };
+    apply(device, table, totalSectors);
+    const bytes = device.contents();
+    const view = new DataView(bytes.buffer);
+    view.setBigUint64(2 * 512 + 128 + 40, 2n ** 60n, true); // entry 2's last LBA, primary array
+    view.setUint32(512 + 88, crc32(bytes.subarray(1024, 1024 + 128 * 128)), true);
+    view.setUint32(512 + 16, headerCrc(bytes.subarray(512, 1024), 92), true);
+    const parsed = await parseGpt(device);
+    expect(parsed?.partitions.map((p) => p.number)).toEqual([1]);
+    expect(parsed?.warnings.join('\n')).toMatch(/partition 2 .* past the end of the disk/);
+    view.setBigUint64(512 + 40, 2n ** 60n, true); // primary FirstUsableLBA
+    view.setUint32(512 + 16, headerCrc(bytes.subarray(512, 1024), 92), true);
+    const fallback = await parseGpt(device);
+    expect(fallback?.partitions.map((p) => p.number)).toEqual([1, 2]);
+    expect(fallback?.warnings.join('\n')).toMatch(/using the backup/);
+  });
+
   it('a GPT header claiming 2^32-1 entries is refused without a giant allocation', async () => {
     const totalSectors = 2048;
     const device = new MemoryDevice(totalSectors * 512);

@@ -1,7 +1,7 @@
 /** Filesystems whose boot sector ends in 55AA like an MBR: FAT12/16/32, exFAT, NTFS. */
 
 import { asciiAt, paddedLabel } from './text.js';
-import { le, type FilesystemInfo } from './types.js';
+import { le, safeSize, type FilesystemInfo } from './types.js';
 
 function hexUpper(value: number, width: number): string {
   return value.toString(16).toUpperCase().padStart(width, '0');
@@ -49,7 +49,7 @@ export function probeExfat(head: Uint8Array): FilesystemInfo | undefined {
   return {
     type: 'exfat',
     uuid: serialText(view.getUint32(0x64, true)),
-    size: Number(view.getBigUint64(0x48, true)) * 2 ** sectorShift,
+    size: safeSize(view.getBigUint64(0x48, true), 2 ** sectorShift),
   };
 }
 
@@ -63,6 +63,6 @@ export function probeNtfs(head: Uint8Array): FilesystemInfo | undefined {
   return {
     type: 'ntfs',
     uuid: serial.toString(16).toUpperCase().padStart(16, '0'),
-    size: Number(view.getBigUint64(0x28, true)) * bytesPerSector,
+    size: safeSize(view.getBigUint64(0x28, true), bytesPerSector),
   };
 }

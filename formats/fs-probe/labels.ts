@@ -5,7 +5,7 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { le, type FilesystemInfo } from './types.js';
+import { le, safeSize, type FilesystemInfo } from './types.js';
 
 /** Largest exFAT cluster read when looking for the label (the spec allows up to 32 MiB). */
 const MAX_EXFAT_CLUSTER_READ = 1024 * 1024;
@@ -72,11 +72,11 @@ export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<
   const view = le(boot);
   const sectorSize = view.getUint16(0x0b, true);
   const clusterBytes = sectorSize * boot[0x0d]!;
-  const mftCluster = Number(view.getBigUint64(0x30, true));
+  const mftOffset = safeSize(view.getBigUint64(0x30, true), clusterBytes);
   const perRecord = view.getInt8(0x40);
   const recordBytes = perRecord < 0 ? 2 ** -perRecord : perRecord * clusterBytes;
-  if (!Number.isSafeInteger(mftCluster * clusterBytes) || recordBytes < 512 || recordBytes > MAX_MFT_RECORD) return undefined;
-  const record = await readWithin(device, mftCluster * clusterBytes + NTFS_VOLUME_RECORD * recordBytes, recordBytes);
+  if (mftOffset === undefined || recordBytes < 512 || recordBytes > MAX_MFT_RECORD) return undefined;
+  const record = await readWithin(device, mftOffset + NTFS_VOLUME_RECORD * recordBytes, recordBytes);
   if (!record || String.fromCharCode(...record.subarray(0, 4)) !== 'FILE' || !applyFixups(record)) return undefined;
   const recordView = le(record);
   let at = recordView.getUint16(0x14, true);

@@ -3,14 +3,15 @@
 import { PlatterError } from '../../src/core/errors.js';
 import { findPvLabel, formatPvUuid } from '../lvm/label.js';
 import { asciiAt, cLabel, isZero, paddedLabel, uuidText } from './text.js';
-import { le, type FilesystemInfo } from './types.js';
+import { le, safeSize, type FilesystemInfo } from './types.js';
 
 /** XFS: "XFSB" at 0; block size u32 BE at 4, data blocks u64 BE at 8, UUID at 32, label at 108. */
 export function probeXfs(head: Uint8Array): FilesystemInfo | undefined {
   if (head.length < 512 || asciiAt(head, 0, 4) !== 'XFSB') return undefined;
   const view = le(head);
   const info: FilesystemInfo = { type: 'xfs', uuid: uuidText(head.subarray(32, 48)) };
-  info.size = Number(view.getBigUint64(8, false)) * view.getUint32(4, false);
+  const size = safeSize(view.getBigUint64(8, false), view.getUint32(4, false));
+  if (size !== undefined) info.size = size;
   const label = cLabel(head.subarray(108, 120));
   if (label !== undefined) info.label = label;
   return info;
@@ -25,7 +26,7 @@ export function probeBtrfs(head: Uint8Array): FilesystemInfo | undefined {
   const info: FilesystemInfo = {
     type: 'btrfs',
     uuid: uuidText(sb.subarray(0x20, 0x30)),
-    size: Number(le(sb).getBigUint64(0x70, true)),
+    size: safeSize(le(sb).getBigUint64(0x70, true)),
   };
   const label = cLabel(sb.subarray(0x12b, 0x22b));
   if (label !== undefined) info.label = label;
@@ -102,5 +103,5 @@ function isoDateUuid(digits: Uint8Array): string | undefined {
 /** squashfs: "hsqs" at 0; bytes used at 40. */
 export function probeSquashfs(head: Uint8Array): FilesystemInfo | undefined {
   if (head.length < 96 || asciiAt(head, 0, 4) !== 'hsqs') return undefined;
-  return { type: 'squashfs', size: Number(le(head).getBigUint64(40, true)) };
+  return { type: 'squashfs', size: safeSize(le(head).getBigUint64(40, true)) };
 }

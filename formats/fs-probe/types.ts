@@ -14,6 +14,15 @@ export interface FilesystemInfo {
 /** One signature prober: looks at the first bytes of a device. */
 export type Prober = (head: Uint8Array) => FilesystemInfo | undefined;
 
+/**
+ * A byte size from a u64 count and a unit, or undefined when it is past what a
+ * number holds exactly: a probe reports a size as a fact, never a guess.
+ */
+export function safeSize(count: bigint, unit = 1): number | undefined {
+  const bytes = count * BigInt(unit);
+  return bytes <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(bytes) : undefined;
+}
+
 /** A little-endian view over `bytes`, bounds-checked by DataView itself. */
 export function le(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -7,6 +7,7 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { u64ToNumber } from '../../src/core/bytes.js';
 import { crc32 } from '../../src/core/crc32.js';
+import { CorruptImageError } from '../../src/core/errors.js';
 import type { PartitionRecord, PartitionTable } from '../partition-table/model.js';
 import {
   GPT_SECTOR_SIZES,
@@ -35,8 +36,21 @@ export function headerCrc(sector: Uint8Array, headerSize: number): number {
   return crc32(copy);
 }
 
-/** Reads and checks the header at `lba`; undefined when it is not a valid GPT header there. */
+/**
+ * Reads and checks the header at `lba`; undefined when it is not a valid GPT
+ * header there (including one whose CRC holds but whose LBAs are out of range,
+ * so the backup still gets its chance).
+ */
 async function readHeader(device: BlockDevice, sectorSize: number, lba: number): Promise<CheckedHeader | undefined> {
+  try {
+    return await readCheckedHeader(device, sectorSize, lba);
+  } catch (error) {
+    if (error instanceof CorruptImageError) return undefined;
+    throw error;
+  }
+}
+
+async function readCheckedHeader(device: BlockDevice, sectorSize: number, lba: number): Promise<CheckedHeader | undefined> {
   if (lba < 1 || lba >= Math.floor(device.size / sectorSize)) return undefined;
   const sector = await device.read(lba * sectorSize, sectorSize);
   const header = GptHeader.decode(sector);
@@ -80,13 +94,13 @@ function partitionsOf(array: Uint8Array, checked: CheckedHeader, totalSectors: n
   for (let index = 0; index < entryCount; index++) {
     const entry = GptEntry.decode(array, index * entrySize);
     if (entry.typeGuid === NIL_GUID) continue;
+    if (entry.lastLba < entry.firstLba || entry.lastLba >= BigInt(totalSectors)) {
+      warnings.push(`GPT partition ${index + 1} (LBA ${entry.firstLba}–${entry.lastLba}) is empty or ends past the end of the disk; ignored`);
+      continue;
+    }
     const at = checked.entriesLba * checked.sectorSize + index * entrySize;
     const first = u64ToNumber(entry.firstLba, `GPT entry ${index + 1} first LBA`, at + 32);
     const last = u64ToNumber(entry.lastLba, `GPT entry ${index + 1} last LBA`, at + 40);
-    if (last < first || last >= totalSectors) {
-      warnings.push(`GPT partition ${index + 1} (LBA ${first}–${last}) is empty or ends past the end of the disk; ignored`);
-      continue;
-    }
     const partition: PartitionRecord = {
       number: index + 1,
       start: first,
