@@ -117,7 +117,7 @@ describe('round trips', () => {
         if (table.partitions.some((p) => /["\\\n]/.test(p.name ?? ''))) return;
         expect(again).toEqual({ ...table, warnings: [] });
       }),
-      { numRuns: 150 },
+      { numRuns: Number(process.env.ROUNDTRIP_RUNS ?? 150) },
     );
   });
 });

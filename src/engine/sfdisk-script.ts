@@ -190,7 +190,8 @@ export function parseScript(text: string): Script {
       applyHeader(script, header[1]!, header[2]!.trim(), line);
       return;
     }
-    const named = /^(\S+)\s*:\s*(.*)$/.exec(content);
+    // dotAll: a quoted GPT name may hold U+2028/U+2029, which `.` would not match.
+    const named = /^(\S+)\s*:\s*(.*)$/s.exec(content);
     if (named && !named[1]!.includes('=')) {
       const entry = parseNamedEntry(named[2]!, line);
       const number = numberOfNode(named[1]!);
