@@ -78,8 +78,12 @@ function splitFields(text: string): string[] {
   const fields: string[] = [];
   let current = '';
   let quoted = false;
+  let escaped = false;
   for (const char of text) {
-    if (char === '"') quoted = !quoted;
+    // Inside quotes a backslash escapes the next character (`\"`, `\\`), as the printer writes them.
+    if (quoted && !escaped && char === '\\') escaped = true;
+    else if (char === '"' && !escaped) quoted = !quoted;
+    else escaped = false;
     if (!quoted && (char === ',' || char === ' ' || char === '\t')) {
       fields.push(current);
       current = '';
@@ -94,7 +98,10 @@ function splitFields(text: string): string[] {
 
 function unquote(text: string): string {
   if (text.length < 2 || !text.startsWith('"') || !text.endsWith('"')) return text;
-  return text.slice(1, -1).replace(/\\(.)/g, '$1');
+  // sfdisk -d writes `\xNN` for a backslash, a quote or a control character; `\"` is read too.
+  return text.slice(1, -1).replace(/\\x([0-9a-fA-F]{2})|\\(.)/gs, (_all, hex: string | undefined, char: string | undefined) =>
+    hex !== undefined ? String.fromCharCode(parseInt(hex, 16)) : char!,
+  );
 }
 
 function parseSizeField(entry: ScriptEntry, value: string, line: number): void {

@@ -166,7 +166,7 @@ export function sfdiskScript(listing: PartitionListing): string | undefined {
     const fields = [`start=${String(partition.start).padStart(12)}`, `size=${String(partition.size).padStart(12)}`, `type=${partition.type}`];
     if (partition.bootable) fields.push('bootable');
     if (partition.uuid !== undefined) fields.push(`uuid=${partition.uuid}`);
-    if (partition.name !== undefined) fields.push(`name="${partition.name.replace(/"/g, '\\"')}"`);
+    if (partition.name !== undefined) fields.push(`name="${scriptQuoted(partition.name)}"`);
     const attrs = partition.attributes !== undefined ? attributesText(partition.attributes) : '';
     if (attrs !== '') fields.push(`attrs="${attrs}"`);
     lines.push(`${partition.node} : ${fields.join(', ')}`);
@@ -180,4 +180,9 @@ export async function writePartitions(image: Image, scriptText: string): Promise
   const table = layoutScript(parseScript(scriptText), image.size, old);
   await writePartitionTable(image, table);
   return table;
+}
+
+/** Escapes a name as sfdisk -d does: backslash, quote and control characters as `\xNN`. */
+function scriptQuoted(text: string): string {
+  return text.replace(/[\\"\u0000-\u001f\u007f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
