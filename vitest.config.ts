@@ -8,5 +8,6 @@ export default defineConfig({
     // Differential tests spawn qemu-img; two workers fit the 2-core CI machine.
     maxWorkers: 2,
     globalSetup: ['test/setup-build.ts'],
+    setupFiles: ['test/setup-fast-check.ts'],
   },
 });
