@@ -5,11 +5,10 @@
  * qemu-img compare with the model's bytes.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { qcow2Layout, type Qcow2Layout } from './helpers/qcow2-layout.js';
+import { checkAll, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { firstDifference, qcow2TempDir, qcow2ToolAvailable, readWholeImage } from './helpers/qcow2-oracle.js';
 import { WRITER_BACKING_NAME, createQcow2InMemory, openReadOnly, openWritable } from './helpers/qcow2-writer.js';
@@ -54,11 +53,6 @@ function concreteOp(raw: Scenario['ops'][number], size: number, clusterSize: num
   return { kind: raw.kind, offset, length };
 }
 
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff || 1;
-  return out;
-}
 
 /** The model's view: the disk bytes, and what reads through from the backing file. */
 class FlatModel {
@@ -69,7 +63,7 @@ class FlatModel {
   }
 
   apply(op: Op): void {
-    if (op.kind === 'write') this.disk.set(pattern(op.length, op.seed), op.offset);
+    if (op.kind === 'write') this.disk.set(modelPattern(op.length, op.seed), op.offset);
     else if (op.kind === 'zero') this.disk.fill(0, op.offset, op.offset + op.length);
     else if (op.kind === 'discard') this.discard(op.offset, op.length);
     else this.resize(op.size);
@@ -93,20 +87,13 @@ class FlatModel {
 
 async function runScenario(s: Scenario, index: number): Promise<void> {
   const clusterSize = 2 ** s.clusterBits;
-  const backing = s.backingSize === undefined ? undefined : pattern(s.backingSize, 99);
-  const options: Record<string, string> = {
-    cluster_size: String(clusterSize),
-    compat: s.compat,
-    refcount_bits: String(s.refcountBits),
-    extended_l2: s.extendedL2 ? 'on' : 'off',
-    lazy_refcounts: s.lazy ? 'on' : 'off',
-  };
-  const device = await createQcow2InMemory(s.size, options, backing);
+  const backing = s.backingSize === undefined ? undefined : modelPattern(s.backingSize, 99);
+  const device = await createQcow2InMemory(s.size, layoutCreateOptions(s), backing);
   const image = await openWritable(device, backing);
   const model = new FlatModel(s.size, backing, clusterSize);
   for (const raw of s.ops) {
     const op = concreteOp(raw, image.size, clusterSize);
-    if (op.kind === 'write') await image.write(op.offset, pattern(op.length, op.seed));
+    if (op.kind === 'write') await image.write(op.offset, modelPattern(op.length, op.seed));
     else if (op.kind === 'zero') await image.writeZeroes(op.offset, op.length);
     else if (op.kind === 'discard') await image.discard(op.offset, op.length);
     else await image.resize(op.size);
@@ -135,23 +122,16 @@ function writeOut(file: Uint8Array, disk: Uint8Array, backing: Uint8Array | unde
   written.push({ dir, scenario: s });
 }
 
-function run(cwd: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('qemu-img', args, { cwd }, (error, stdout, stderr) => {
-      resolve({ status: error ? Number((error as { code?: number }).code ?? -1) : 0, stdout, stderr });
-    });
-  });
-}
 
 /** qemu-img check (no errors, no leaks) and compare (equal to the model) on one written sequence. */
 async function qemuAgrees({ dir, scenario }: Written): Promise<void> {
   const label = JSON.stringify(scenario);
-  const check = await run(dir, ['check', '--output=json', 'image.qcow2']);
+  const check = await runQemuImg(dir, ['check', '--output=json', 'image.qcow2']);
   expect(check.status, `${check.stdout}${check.stderr}\n${label}`).toBe(0);
   const report = JSON.parse(check.stdout) as Record<string, number>;
   expect(report['leaks'] ?? 0, label).toBe(0);
   expect(report['corruptions'] ?? 0, label).toBe(0);
-  const compare = await run(dir, ['compare', '-f', 'qcow2', '-F', 'raw', 'image.qcow2', 'model.raw']);
+  const compare = await runQemuImg(dir, ['compare', '-f', 'qcow2', '-F', 'raw', 'image.qcow2', 'model.raw']);
   expect(compare.status, `${compare.stdout}${compare.stderr}\n${label}`).toBe(0);
 }
 
@@ -168,11 +148,7 @@ describe('qcow2 writer model', () => {
 
   it.skipIf(!haveQemu)('every sequence passes qemu-img check (no errors, no leaks) and compare against the model', async () => {
     expect(written.length).toBeGreaterThanOrEqual(200);
-    let next = 0;
-    const worker = async () => {
-      while (next < written.length) await qemuAgrees(written[next++]!);
-    };
-    await Promise.all([worker(), worker(), worker(), worker()]);
+    await checkAll(written, 4, qemuAgrees);
   }, 120_000);
 });
 
@@ -187,7 +163,7 @@ describe('concurrent writes', () => {
       const offset = (i * 7919 * 13) % ((1 << 20) - 20000);
       const op: Op = i % 5 === 3 ? { kind: 'zero', offset, length: 9000 } : i % 7 === 5 ? { kind: 'discard', offset, length: 12000 } : { kind: 'write', offset, length: 5000 + (i % 3) * 4096, seed: i + 1 };
       model.apply(op);
-      if (op.kind === 'write') operations.push(image.write(op.offset, pattern(op.length, op.seed)));
+      if (op.kind === 'write') operations.push(image.write(op.offset, modelPattern(op.length, op.seed)));
       else if (op.kind === 'zero') operations.push(image.writeZeroes(op.offset, op.length));
       else operations.push(image.discard(op.offset, op.length));
     }

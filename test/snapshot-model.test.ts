@@ -9,11 +9,10 @@
  * qemu-img convert -l against the model.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { qcow2Layout, type Qcow2Layout } from './helpers/qcow2-layout.js';
+import { checkAll, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkQcow2 } from '../formats/qcow2/check.js';
 import { readMetadata } from '../formats/qcow2/metadata.js';
@@ -56,11 +55,6 @@ const scenario: fc.Arbitrary<Scenario> = fc
   })
   .map(({ layout, ...rest }) => ({ ...layout, ...rest }));
 
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff || 1;
-  return out;
-}
 
 /** A compressible cluster (runs of one byte), so its deflate stream is shorter than the cluster. */
 function compressible(length: number, seed: number): Uint8Array {
@@ -122,7 +116,7 @@ async function applyOp(image: Qcow2Image, model: SnapshotModel, raw: RawOp, clus
   if (raw.kind === 'write') {
     const offset = Math.floor(raw.a * image.size);
     const span = raw.seed % 2 === 0 ? Math.min(image.size - offset, 3 * clusterSize + 700) : Math.min(image.size - offset, 1500);
-    const data = pattern(Math.floor(raw.b * span), raw.seed);
+    const data = modelPattern(Math.floor(raw.b * span), raw.seed);
     await image.write(offset, data);
     model.disk.set(data, offset);
   } else if (raw.kind === 'create') {
@@ -160,15 +154,8 @@ async function writeCompressedClusters(image: Qcow2Image, model: SnapshotModel, 
 
 async function runScenario(s: Scenario, index: number): Promise<void> {
   const clusterSize = 2 ** s.clusterBits;
-  const backing = s.backingSize === undefined ? undefined : pattern(s.backingSize, 99);
-  const options: Record<string, string> = {
-    cluster_size: String(clusterSize),
-    compat: s.compat,
-    refcount_bits: String(s.refcountBits),
-    extended_l2: s.extendedL2 ? 'on' : 'off',
-    lazy_refcounts: s.lazy ? 'on' : 'off',
-  };
-  const device = await createQcow2InMemory(s.size, options, backing);
+  const backing = s.backingSize === undefined ? undefined : modelPattern(s.backingSize, 99);
+  const device = await createQcow2InMemory(s.size, layoutCreateOptions(s), backing);
   const image = await openWritable(device, backing);
   const initial = new Uint8Array(s.size);
   if (backing) initial.set(backing.subarray(0, Math.min(s.size, backing.length)));
@@ -212,25 +199,18 @@ function writeOut(file: Uint8Array, model: SnapshotModel, backing: Uint8Array | 
   written.push({ dir, scenario: s, snapshots: compared.map((sn) => sn.id) });
 }
 
-function run(cwd: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('qemu-img', args, { cwd, maxBuffer: 1 << 24 }, (error, stdout, stderr) => {
-      resolve({ status: error ? Number((error as { code?: number }).code ?? -1) : 0, stdout, stderr });
-    });
-  });
-}
 
 /** qemu-img check (no errors, no leaks); snapshots converted by qemu-img equal the model's. */
 async function qemuAgrees({ dir, scenario, snapshots }: Written): Promise<void> {
   const label = JSON.stringify(scenario);
-  const check = await run(dir, ['check', '--output=json', 'image.qcow2']);
+  const check = await runQemuImg(dir, ['check', '--output=json', 'image.qcow2']);
   expect(check.status, `${check.stdout}${check.stderr}\n${label}`).toBe(0);
   const report = JSON.parse(check.stdout) as Record<string, number>;
   expect(report['leaks'] ?? 0, label).toBe(0);
   expect(report['corruptions'] ?? 0, label).toBe(0);
   for (const id of snapshots) {
     const out = join(dir, `qemu-${id}.raw`);
-    const convert = await run(dir, ['convert', '-O', 'raw', '-l', `snapshot.id=${id}`, 'image.qcow2', out]);
+    const convert = await runQemuImg(dir, ['convert', '-O', 'raw', '-l', `snapshot.id=${id}`, 'image.qcow2', out]);
     expect(convert.status, `${convert.stderr}\n${label}`).toBe(0);
     const expected = new Uint8Array(readFileSync(join(dir, `snapshot-${id}.raw`)));
     expect(firstDifference(new Uint8Array(readFileSync(out)), expected), `qemu snapshot ${id} ${label}`).toBe(-1);
@@ -269,10 +249,6 @@ describe('internal snapshots against a model', () => {
 
   it.skipIf(!haveQemu)('every sequence passes qemu-img check; qemu-img convert -l reads the snapshots as the model says', async () => {
     expect(written.length).toBeGreaterThanOrEqual(200);
-    let next = 0;
-    const worker = async () => {
-      while (next < written.length) await qemuAgrees(written[next++]!);
-    };
-    await Promise.all([worker(), worker(), worker(), worker()]);
+    await checkAll(written, 4, qemuAgrees);
   }, 120_000);
 });

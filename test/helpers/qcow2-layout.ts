@@ -1,5 +1,6 @@
 /** Random qcow2 layouts for model tests: the create options and sizes a scenario runs on. */
 
+import { execFile } from 'node:child_process';
 import fc from 'fast-check';
 
 /** One image layout, with v3-only options off on v2 images as qemu requires. */
@@ -47,4 +48,40 @@ export function qcow2Layout(bounds: LayoutBounds): fc.Arbitrary<Qcow2Layout> {
         backingSize: r.backingSectors === undefined ? undefined : r.backingSectors * 512,
       };
     });
+}
+
+/** The `create -o` options that make an image of `layout`. */
+export function layoutCreateOptions(layout: Qcow2Layout): Record<string, string> {
+  return {
+    cluster_size: String(2 ** layout.clusterBits),
+    compat: layout.compat,
+    refcount_bits: String(layout.refcountBits),
+    extended_l2: layout.extendedL2 ? 'on' : 'off',
+    lazy_refcounts: layout.lazy ? 'on' : 'off',
+  };
+}
+
+/** Bytes that depend on position and seed, never zero (so a lost write cannot read as "unwritten"). */
+export function modelPattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff || 1;
+  return out;
+}
+
+/** Runs qemu-img in `cwd`; resolves with its status and output, never rejects. */
+export function runQemuImg(cwd: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('qemu-img', args, { cwd, maxBuffer: 1 << 24 }, (error, stdout, stderr) => {
+      resolve({ status: error ? Number((error as { code?: number }).code ?? -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Runs `check` over every item, `workers` at a time (qemu-img runs beside each other on the test machine). */
+export async function checkAll<T>(items: readonly T[], workers: number, check: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await check(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
 }
