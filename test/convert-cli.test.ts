@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, statSync, symlinkSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, openSync, statSync, symlinkSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveTool, platter, qemuImg, run, tempDir } from './helpers/convert-tools.js';
+import { blocksOf, bytesOf, haveTool, platter, qemuImg, run, tempDir } from './helpers/convert-tools.js';
 
 const hasQemu = haveTool('qemu-img');
 const tmp = tempDir();
@@ -50,17 +50,6 @@ beforeAll(() => {
 
 afterAll(() => tmp.cleanup());
 
-/** Blocks held once written out (delayed allocation would otherwise hide the file system's own metadata). */
-function blocksOf(path: string): number {
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  return statSync(path).blocks;
-}
-const bytesOf = (path: string) => readFileSync(path);
 
 describe.skipIf(!hasQemu)('convert -O raw vs qemu-img (raw sources)', () => {
   // Block counts are compared where the source's own holes do not matter: qemu sees

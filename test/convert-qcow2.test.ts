@@ -1,7 +1,7 @@
-import { closeSync, fsyncSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveTool, platter, qemuImg, run, tempDir } from './helpers/convert-tools.js';
+import { blocksOf, bytesOf, haveTool, platter, qemuImg, run, tempDir } from './helpers/convert-tools.js';
 
 const hasQemu = haveTool('qemu-img') && haveTool('qemu-io');
 const tmp = tempDir('platter-convert-qcow2-');
@@ -12,17 +12,7 @@ function qemuIo(image: string, commands: string[], format = 'qcow2'): void {
   if (result.status !== 0) throw new Error(`qemu-io failed: ${result.stderr}`);
 }
 
-function blocksOf(path: string): number {
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  return statSync(path).blocks;
-}
 
-const bytesOf = (path: string) => readFileSync(path);
 
 beforeAll(() => {
   if (!hasQemu) return;

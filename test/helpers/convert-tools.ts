@@ -1,7 +1,7 @@
 /** Oracles and CLI runs for the convert/map/compare/dd tests. */
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,3 +49,17 @@ export function tempDir(prefix = 'platter-convert-'): { dir: string; cleanup(): 
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** Blocks a file holds once written out (delayed allocation would otherwise hide the file system's own metadata). */
+export function blocksOf(path: string): number {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return statSync(path).blocks;
+}
+
+/** A file's bytes. */
+export const bytesOf = (path: string) => readFileSync(path);
