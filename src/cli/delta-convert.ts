@@ -4,7 +4,7 @@ import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { parseOptionString } from '../core/options.js';
-import { nodeByteTests, sameFile } from '../node/byte-tests.js';
+import { nodeByteTests } from '../node/byte-tests.js';
 import { FileDevice } from '../node/file-device.js';
 import { nodeHost } from '../node/host.js';
 import { writeDelta } from '../ops/delta.js';
@@ -12,6 +12,7 @@ import type { Args } from './command.js';
 import { openForCli } from './open.js';
 import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
 import { createProgress, type ProgressMode } from './progress.js';
+import { sourceFileAt } from './source-files.js';
 
 /** A delta conversion asked for on the command line. */
 export interface DeltaRequest {
@@ -57,11 +58,8 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
 export async function convertDeltaCli(source: Image, targetPath: string, request: DeltaRequest, mode: ProgressMode): Promise<void> {
   const base = await openForCli(request.openPath, { ...request.policy, format: request.format });
   try {
-    for (let layer: Image | undefined = base; layer; layer = layer.backing) {
-      if (await sameFile(layer.device.name, targetPath)) {
-        throw new UsageError(`refusing to write over the backing chain file ${layer.device.name}`).inFile(targetPath);
-      }
-    }
+    const clash = await sourceFileAt(base, targetPath);
+    if (clash !== undefined) throw new UsageError(`refusing to write over the backing chain file ${clash}`).inFile(targetPath);
     const target = await FileDevice.open(targetPath, { create: true });
     const progress = createProgress(mode);
     try {
