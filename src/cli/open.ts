@@ -1,5 +1,6 @@
 /** How commands open images: read-only by default, warnings on stderr. */
 
+import { PlatterError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { openImageFile, type OpenFileOptions } from '../node/open.js';
 import { warn } from './report.js';
@@ -7,4 +8,20 @@ import { warn } from './report.js';
 /** Opens an image file for a command. */
 export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> = {}): Promise<Image> {
   return openImageFile(path, { ...options, warn: (message) => warn(`${path}: ${message}`) });
+}
+
+/**
+ * Opens `path`, runs `work` on the image and closes it. Errors from the readers
+ * below do not know which file they read; the one line on stderr names it.
+ */
+export async function withImage<T>(path: string, options: Omit<OpenFileOptions, 'warn'>, work: (image: Image) => Promise<T>): Promise<T> {
+  const image = await openForCli(path, options);
+  try {
+    return await work(image);
+  } catch (error) {
+    if (error instanceof PlatterError) error.inFile(path);
+    throw error;
+  } finally {
+    await image.close();
+  }
 }

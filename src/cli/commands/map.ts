@@ -3,10 +3,9 @@
 import type { CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { mapImage } from '../../ops/map.js';
-import { openForCli } from '../open.js';
+import { withImage } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { StdoutBatcher, withFormat, withOutput } from '../output.js';
-import { PlatterError } from '../../core/errors.js';
 import { MAP_HUMAN_HEADER, mapEntryHuman, mapEntryJson } from '../render/map.js';
 
 const command: CliCommand = {
@@ -25,26 +24,23 @@ const command: CliCommand = {
     const path = args.image as string;
     const startOffset = args['start-offset'] === undefined ? undefined : parseSize(String(args['start-offset']), 'start offset');
     const maxLength = args['max-length'] === undefined ? undefined : parseSize(String(args['max-length']), 'max length');
-    const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
-    const out = new StdoutBatcher();
-    try {
-      const json = args.output === 'json';
-      // Entries are printed as they come, so output starts at once and memory stays flat.
-      let first = true;
-      if (!json) await out.add(MAP_HUMAN_HEADER);
-      for await (const entry of mapImage(image, { startOffset, maxLength })) {
-        await out.add(json ? (first ? '[' : ',\n') + mapEntryJson(entry) : mapEntryHuman(entry));
-        first = false;
+    await withImage(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined }, async (image) => {
+      const out = new StdoutBatcher();
+      try {
+        const json = args.output === 'json';
+        // Entries are printed as they come, so output starts at once and memory stays flat.
+        let first = true;
+        if (!json) await out.add(MAP_HUMAN_HEADER);
+        for await (const entry of mapImage(image, { startOffset, maxLength })) {
+          await out.add(json ? (first ? '[' : ',\n') + mapEntryJson(entry) : mapEntryHuman(entry));
+          first = false;
+        }
+        if (json) await out.add(']\n');
+      } finally {
+        // What was listed before an error stays printed, as with qemu-img.
+        await out.flush();
       }
-      if (json) await out.add(']\n');
-    } catch (error) {
-      if (error instanceof PlatterError) error.inFile(path);
-      throw error;
-    } finally {
-      // What was listed before an error stays printed, as with qemu-img.
-      await out.flush();
-      await image.close();
-    }
+    });
   },
 };
 

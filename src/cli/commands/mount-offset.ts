@@ -1,9 +1,8 @@
 /** `platter mount-offset`: the offset and size limit to mount a partition or LV of an image. */
 
 import type { CliCommand } from '../command.js';
-import { PlatterError } from '../../core/errors.js';
 import { mountOffsets, selectTarget, type MountTarget } from '../../ops/mount-offset.js';
-import { openForCli } from '../open.js';
+import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { rawCommands, renderMountOffsets } from '../render/mount-offset.js';
@@ -27,8 +26,7 @@ const command: CliCommand = {
       .example('platter mount-offset --no-backing upload.qcow2', 'Look at the top image alone, opening no file it names'),
   async handler(args) {
     const path = args.image as string;
-    const image = await openForCli(path, { format: args.format as string | undefined, ...namedFilePolicyOf(args) });
-    try {
+    await withImage(path, { format: args.format as string | undefined, ...namedFilePolicyOf(args) }, async (image) => {
       const offsets = await mountOffsets(image);
       for (const warning of offsets.warnings) warn(`${path}: ${warning}`);
       const which = args.which === undefined ? undefined : String(args.which);
@@ -39,12 +37,7 @@ const command: CliCommand = {
       } else {
         printText(renderMountOffsets(path, offsets, targets));
       }
-    } catch (error) {
-      if (error instanceof PlatterError) error.inFile(path);
-      throw error;
-    } finally {
-      await image.close();
-    }
+    });
   },
 };
 

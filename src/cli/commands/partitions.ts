@@ -5,7 +5,7 @@ import type { CliCommand } from '../command.js';
 import { IoError, NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeatureError } from '../../core/errors.js';
 import type { Image } from '../../core/image.js';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing } from '../../ops/partitions.js';
-import { openForCli } from '../open.js';
+import { openForCli, withImage } from '../open.js';
 import { printJson, printText, withFormat } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy, type NamedFilePolicy } from '../policy.js';
 import { renderPartitions } from '../render/partitions.js';
@@ -85,16 +85,7 @@ const command: CliCommand = {
       }
       return;
     }
-    const image = await openForCli(path, { format, ...namedFilePolicyOf(args) });
-    try {
-      print(await listPartitions(image, { device: path }), output);
-    } catch (error) {
-      // Errors from the table readers do not know the file; the one line names it.
-      if (error instanceof PlatterError) error.inFile(path);
-      throw error;
-    } finally {
-      await image.close();
-    }
+    await withImage(path, { format, ...namedFilePolicyOf(args) }, async (image) => print(await listPartitions(image, { device: path }), output));
   },
 };
 
