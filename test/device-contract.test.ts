@@ -1,6 +1,6 @@
 /** One contract, three devices: memory, file and slice must behave the same at their edges. */
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, SliceDevice, type BlockDevice } from '../src/core/device.js';
@@ -143,6 +143,17 @@ describe('FileDevice', () => {
   it('names missing files and directories clearly', async () => {
     await expect(FileDevice.open(tmp.path('missing'))).rejects.toMatchObject({ code: 'ENOTFOUND' });
     await expect(FileDevice.open(tmp.dir)).rejects.toMatchObject({ code: 'EIO', message: 'is a directory' });
+  });
+
+  it('create empties an existing file and opens it for writing', async () => {
+    const path = tmp.path('existing.bin');
+    writeFileSync(path, pattern(8192));
+    const device = await FileDevice.open(path, { create: true });
+    expect(device.size).toBe(0);
+    expect(device.writable).toBe(true);
+    await device.write(100, pattern(10));
+    await device.close();
+    expect(readFileSync(path)).toEqual(Buffer.concat([Buffer.alloc(100), Buffer.from(pattern(10))]));
   });
 
   it('reports the host allocation of a sparse file', async () => {

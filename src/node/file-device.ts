@@ -26,7 +26,8 @@ export class FileDevice implements BlockDevice {
   /** Opens `path`; missing files, directories and permission problems become PlatterErrors. */
   static async open(path: string, options: FileOpenOptions = {}): Promise<FileDevice> {
     const writable = options.writable === true || options.create === true;
-    const access = options.create ? constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC : writable ? constants.O_RDWR : constants.O_RDONLY;
+    if (options.create) await createEmpty(path);
+    const access = writable ? constants.O_RDWR : constants.O_RDONLY;
     // Non-blocking open: a FIFO would otherwise block the open until a writer comes, forever.
     const flags = access | (constants.O_NONBLOCK ?? 0);
     let handle: FileHandle;
@@ -107,6 +108,23 @@ export class FileDevice implements BlockDevice {
     } catch (error) {
       throw hostError(error, this.name, what);
     }
+  }
+}
+
+/**
+ * Creates `path` empty (truncating an existing file) through a handle of its
+ * own, closed at once. ext4 flushes a file truncated to zero when the handle
+ * that truncated it is closed (its guard for replace-by-truncate): closing this
+ * short-lived handle spends that flush while nothing is written yet, instead
+ * of making the final close write back the whole output.
+ */
+async function createEmpty(path: string): Promise<void> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NONBLOCK ?? 0);
+  try {
+    const handle = await open(path, flags);
+    await handle.close();
+  } catch (error) {
+    throw hostError(error, path, 'open');
   }
 }
 

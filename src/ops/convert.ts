@@ -88,7 +88,8 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
   } else {
     if (!target.truncate) throw new IoError(`${target.name} cannot be resized`);
-    await target.truncate(0);
+    // Only when not empty already: on ext4 a truncation to zero makes the final close flush the output.
+    if (target.size > 0) await target.truncate(0);
     await target.truncate(outputSize);
   }
   const stats = await copyImage(source, target, {

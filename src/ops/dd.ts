@@ -62,7 +62,8 @@ export interface DdResult extends CopyStats, DdPlan {}
 export async function ddToRaw(source: Image, target: BlockDevice, operands: DdOperands, options: DdOptions = {}): Promise<DdResult> {
   const plan = planDd(source.size, operands);
   if (!target.truncate) throw new IoError(`${target.name} cannot be resized`);
-  await target.truncate(0);
+  // Only when not empty already: on ext4 a truncation to zero makes the final close flush the output.
+  if (target.size > 0) await target.truncate(0);
   await target.truncate(rawOutputSize(plan.outputSize));
   // Bytes past the source's end (its last partial sector) read as zeros: the target already holds them.
   const readable = Math.max(0, Math.min(plan.end, source.size) - plan.start);
