@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
- * `npm run bench`: platter convert -O raw against qemu-img convert -O raw on
- * the same images, alternately, several rounds; prints median wall time, CPU
- * time and peak RSS for each and the platter/qemu-img ratios, and saves the
- * table as JSON in .bench/. Also times `platter info` start-up against `node -e 0`.
+ * `npm run bench`: platter convert against qemu-img convert on the same
+ * sources (qcow2 and raw to raw, raw to qcow2 with and without -c), alternately,
+ * several rounds; prints median wall time, CPU time and peak RSS for each and
+ * the platter/qemu-img ratios, and saves the table as JSON in .bench/. Also
+ * checks that platter's peak RSS does not follow the image size (a quarter-size
+ * image against the full one) and times `platter info` against `node -e 0`.
  *
  * Environment:
  *   BENCH_SCALE   multiplies the data sizes (default 1; 0.05 for a quick run)
- *   BENCH_ROUNDS  rounds per image (default 3, at least 1)
- *   BENCH_ONLY    comma-separated image names to run (default all)
+ *   BENCH_ROUNDS  rounds per case (default 5, at least 1)
+ *   BENCH_ONLY    comma-separated case names to run (default all): random+holes,
+ *                 random-raw, text-zlib, text-zstd, empty-1T, raw-qcow2, raw-qcow2-c, rss-4x
  */
 
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -23,7 +26,7 @@ const CLI = join(ROOT, 'dist/cli.js');
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const SCALE = Number(process.env.BENCH_SCALE ?? '1');
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? '3'));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? '5'));
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : undefined;
 const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
@@ -71,42 +74,56 @@ function makeText(path, bytes) {
   }
 }
 
-/** Builds (or reuses) the benchmark images; returns [{ name, path, virtual }]. */
-function prepareImages() {
+/** Builds `path` with `make(tmp)` followed by qemu-img convert `args`, unless it exists. */
+function build(path, make, args) {
+  if (existsSync(path)) return path;
+  const tmp = `${path}.tmp`;
+  make(tmp);
+  sh('qemu-img', ['convert', ...args, tmp, path]);
+  rmSync(tmp);
+  return path;
+}
+
+/** Converts `source` into `path` with qemu-img, unless it exists. */
+function derive(path, source, args) {
+  if (!existsSync(path)) sh('qemu-img', ['convert', ...args, source, path]);
+  return path;
+}
+
+/**
+ * Builds (or reuses) the benchmark sources; returns the cases to run:
+ * { cases: [{ name, what, source, args (convert's format options), out }], holes: the random+holes image }.
+ */
+function prepareCases() {
   mkdirSync(BENCH, { recursive: true });
   const tag = `s${SCALE}`;
-  const images = [];
-  const holes = join(BENCH, `random-holes-${tag}.qcow2`);
-  if (!existsSync(holes)) {
-    const raw = join(BENCH, 'random-holes.raw.tmp');
-    makeRandomWithHoles(raw, scaled(GiB));
-    sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, holes]);
-    rmSync(raw);
-  }
-  images.push({ name: 'random+holes', path: holes });
-  // A raw source isolates the copy loop from the qcow2 read path.
-  const raw = join(BENCH, `random-${tag}.raw`);
-  if (!existsSync(raw)) {
-    const tmp = join(BENCH, 'random.raw.tmp');
-    makeRandomWithHoles(tmp, scaled(GiB));
-    sh('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', '-S', '0', tmp, raw]);
-    rmSync(tmp);
-  }
-  images.push({ name: 'random-raw', path: raw });
-  const zlib = join(BENCH, `text-zlib-${tag}.qcow2`);
-  const zstd = join(BENCH, `text-zstd-${tag}.qcow2`);
-  if (!existsSync(zlib) || !existsSync(zstd)) {
-    const raw = join(BENCH, 'text.raw.tmp');
-    makeText(raw, scaled(512 * MiB));
-    sh('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', raw, zlib]);
-    sh('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', raw, zstd]);
-    rmSync(raw);
-  }
-  images.push({ name: 'text-zlib', path: zlib }, { name: 'text-zstd', path: zstd });
+  const withHoles = (bytes) => (path) => makeRandomWithHoles(path, scaled(bytes));
+  const holes = build(join(BENCH, `random-holes-${tag}.qcow2`), withHoles(GiB), ['-f', 'raw', '-O', 'qcow2']);
+  // A fully allocated raw source isolates the copy loop from the qcow2 read path.
+  const raw = build(join(BENCH, `random-${tag}.raw`), withHoles(GiB), ['-f', 'raw', '-O', 'raw', '-S', '0']);
+  const text = build(join(BENCH, `text-${tag}.raw`), (path) => makeText(path, scaled(512 * MiB)), ['-f', 'raw', '-O', 'raw']);
+  const zlib = derive(join(BENCH, `text-zlib-${tag}.qcow2`), text, ['-c', '-f', 'raw', '-O', 'qcow2']);
+  const zstd = derive(join(BENCH, `text-zstd-${tag}.qcow2`), text, ['-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd']);
   const empty = join(BENCH, 'empty-1T.qcow2');
   if (!existsSync(empty)) sh('qemu-img', ['create', '-q', '-f', 'qcow2', empty, '1T']);
-  images.push({ name: 'empty-1T', path: empty });
-  return images.filter((image) => !ONLY || ONLY.has(image.name));
+  const toRaw = ['-O', 'raw'];
+  const cases = [
+    { name: 'random+holes', what: 'qcow2, 1 GiB random data + 1 GiB holes → raw', source: holes, args: toRaw, out: 'out.raw' },
+    { name: 'random-raw', what: 'raw, the same 2 GiB fully allocated → raw', source: raw, args: ['-f', 'raw', ...toRaw], out: 'out.raw' },
+    { name: 'text-zlib', what: 'qcow2, 512 MiB text, zlib-compressed → raw', source: zlib, args: toRaw, out: 'out.raw' },
+    { name: 'text-zstd', what: 'qcow2, 512 MiB text, zstd-compressed → raw', source: zstd, args: toRaw, out: 'out.raw' },
+    { name: 'empty-1T', what: 'qcow2, empty 1 TiB → raw', source: empty, args: toRaw, out: 'out.raw' },
+    { name: 'raw-qcow2', what: 'raw, 2 GiB (half zeros) → qcow2', source: raw, args: ['-f', 'raw', '-O', 'qcow2'], out: 'out.qcow2' },
+    { name: 'raw-qcow2-c', what: 'raw, 512 MiB text → qcow2 -c (zlib)', source: text, args: ['-f', 'raw', '-O', 'qcow2', '-c'], out: 'out.qcow2' },
+  ];
+  return { cases: cases.filter((entry) => !ONLY || ONLY.has(entry.name)), holes };
+}
+
+/** The random+holes image at a quarter of the bench's size, for the memory-growth check. */
+function quarterImage() {
+  const quarter = SCALE / 4;
+  const path = join(BENCH, `random-holes-s${quarter}.qcow2`);
+  return build(path, (tmp) => makeRandomWithHoles(tmp, Math.max(4 * MiB, Math.round((GiB * quarter) / MiB) * MiB)), ['-f', 'raw', '-O', 'qcow2']);
 }
 
 /** Parses GNU time -v output. */
@@ -159,13 +176,10 @@ function settle() {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
 }
 
-function benchConvert(image) {
-  const out = join(BENCH, 'out.raw');
-  const format = image.path.endsWith('.raw') ? ['-f', 'raw'] : [];
-  const tools = {
-    platter: () => measure(process.execPath, [CLI, 'convert', ...format, '-O', 'raw', image.path, out]),
-    'qemu-img': () => measure('qemu-img', ['convert', ...format, '-O', 'raw', image.path, out]),
-  };
+function benchConvert(entry) {
+  const out = join(BENCH, entry.out);
+  const run = (program, prefix) => () => measure(program, [...prefix, ...entry.args, entry.source, out]);
+  const tools = { platter: run(process.execPath, [CLI, 'convert']), 'qemu-img': run('qemu-img', ['convert']) };
   const samples = { platter: [], 'qemu-img': [] };
   for (let round = 0; round < ROUNDS; round++) {
     // Alternate which tool goes first so neither always meets a warmer cache.
@@ -178,6 +192,24 @@ function benchConvert(image) {
   }
   rmSync(out, { force: true });
   return { platter: summarize(samples.platter), qemu: summarize(samples['qemu-img']) };
+}
+
+/** platter's peak RSS converting random+holes at full and at quarter size: memory must not follow the image. */
+function benchMemoryGrowth(full) {
+  const out = join(BENCH, 'out.raw');
+  const peak = (source) => {
+    const samples = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      rmSync(out, { force: true });
+      settle();
+      samples.push(measure(process.execPath, [CLI, 'convert', '-O', 'raw', source, out]).rssMiB);
+    }
+    rmSync(out, { force: true });
+    return median(samples);
+  };
+  const quarterMiB = peak(quarterImage());
+  const fullMiB = peak(full);
+  return { quarterMiB, fullMiB, growth: fullMiB / quarterMiB - 1 };
 }
 
 function benchStartup(image) {
@@ -193,33 +225,34 @@ function benchStartup(image) {
 
 const fixed = (value, digits = 2) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
+/** Runs every case (BENCH_ONLY picks some; `rss-4x` names the memory-growth check). */
 function main() {
   if (!existsSync(CLI)) throw new Error('dist/cli.js is missing: run npm run build');
-  const images = prepareImages();
+  const { cases, holes } = prepareCases();
   const rows = [];
-  for (const image of images) {
-    const virtual = Number(JSON.parse(sh('qemu-img', ['info', '--output=json', image.path]))['virtual-size']);
-    const { platter, qemu } = benchConvert(image);
+  for (const entry of cases) {
+    const { platter, qemu } = benchConvert(entry);
     rows.push({
-      image: image.name,
-      virtualSize: virtual,
-      fileSize: statSync(image.path).size,
+      case: entry.name,
+      what: entry.what,
+      sourceBytes: statSync(entry.source).size,
       platter,
       qemuImg: qemu,
       ratio: { wall: platter.wall / qemu.wall, cpu: platter.cpu / qemu.cpu, rss: platter.rssMiB / qemu.rssMiB },
     });
   }
-  const startup = benchStartup(images[0]?.path ?? prepareImages()[0].path);
+  const memory = !ONLY || ONLY.has('rss-4x') ? benchMemoryGrowth(holes) : undefined;
+  const startup = benchStartup(holes);
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: totalmem() / GiB, node: process.version };
   const qemuVersion = sh('qemu-img', ['--version']).split('\n')[0];
-  const report = { date: new Date().toISOString(), scale: SCALE, rounds: ROUNDS, machine, qemuVersion, rows, startup };
+  const report = { date: new Date().toISOString(), scale: SCALE, rounds: ROUNDS, machine, qemuVersion, rows, memory, startup };
 
-  console.log(`platter convert -O raw vs ${qemuVersion} (scale ${SCALE}, ${ROUNDS} rounds, median; ${machine.cpus} cores)`);
-  console.log('image          | platter wall s | qemu wall s | wall ratio | platter CPU s | qemu CPU s | CPU ratio | platter RSS MiB | qemu RSS MiB');
+  console.log(`platter convert vs ${qemuVersion} (scale ${SCALE}, ${ROUNDS} rounds, median; ${machine.cpus} cores)`);
+  console.log('case          | platter wall s | qemu wall s | wall ratio | platter CPU s | qemu CPU s | CPU ratio | platter RSS MiB | qemu RSS MiB');
   for (const row of rows) {
     console.log(
       [
-        row.image.padEnd(14),
+        row.case.padEnd(13),
         fixed(row.platter.wall).padStart(14),
         fixed(row.qemuImg.wall).padStart(11),
         fixed(row.ratio.wall).padStart(10),
@@ -229,6 +262,12 @@ function main() {
         fixed(row.platter.rssMiB, 0).padStart(15),
         fixed(row.qemuImg.rssMiB, 0).padStart(12),
       ].join(' | '),
+    );
+  }
+  if (memory) {
+    console.log(
+      `peak RSS, random+holes → raw: ${fixed(memory.quarterMiB, 0)} MiB at a quarter of the size, ` +
+        `${fixed(memory.fullMiB, 0)} MiB at full size (${memory.growth >= 0 ? '+' : ''}${fixed(memory.growth * 100, 1)}%)`,
     );
   }
   console.log(
