@@ -61,6 +61,8 @@ describe.skipIf(!hasQemu)('convert -O raw vs qemu-img (raw sources)', () => {
     ['mixed.raw', ['-S', '64k'], false],
     ['odd.raw', [], true],
     ['full.raw', ['-m', '1'], true],
+    ['mixed.raw', ['-t', 'writeback'], true],
+    ['odd.raw', ['-t', 'writethrough', '-m', '3'], true],
   ] as const) {
     it(`${source} ${flags.join(' ')}: same bytes${checkBlocks ? ', no more blocks' : ''}`, () => {
       const name = `${source}-${flags.join('')}`;
@@ -117,6 +119,12 @@ describe('convert errors', () => {
     const parallel = platter(['convert', '-m', '0', '-O', 'raw', at('full.raw'), at('o.img')]);
     expect(parallel.status).toBe(1);
     expect(parallel.stderr).toContain('Invalid number of coroutines');
+  });
+
+  it('rejects a cache mode qemu does not know, with its wording', () => {
+    const result = platter(['convert', '-t', 'bogus', '-O', 'raw', at('full.raw'), at('o.img')]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: Invalid cache option: bogus\n');
   });
 
   it('reports a missing source without a stack trace', () => {

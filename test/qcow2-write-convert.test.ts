@@ -76,6 +76,18 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     expect(check['leaks'] ?? 0).toBe(0);
     // 4 MiB text + 1 MiB random + 2 partly written clusters.
     expect(check['allocated-clusters']).toBe((5 << 20) / 4096 + 2);
+    // Chunks are read ahead but written in guest order: host offsets grow with guest offsets.
+    const map = JSON.parse(shStatus(temp.dir, 'qemu-img', ['map', '--output=json', 'plain.qcow2']).stdout) as Array<{ offset?: number }>;
+    const hostOffsets = map.flatMap((extent) => (extent.offset === undefined ? [] : [extent.offset]));
+    expect(hostOffsets.length).toBeGreaterThan(1);
+    expect(hostOffsets).toEqual([...hostOffsets].sort((a, b) => a - b));
+  });
+
+  it('-t writeback: the same image, flushed before exit', () => {
+    const cli = platter(['convert', '-t', 'writeback', '-O', 'qcow2', at('source.raw'), at('flushed.qcow2')]);
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', 'flushed.qcow2']).status).toBe(0);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', 'flushed.qcow2']).status).toBe(0);
   });
 
   it('an empty 1 TiB image converts without reading or allocating anything', async () => {

@@ -12,6 +12,12 @@ export interface FileOpenOptions {
   writable?: boolean;
   /** Create the file (empty) or truncate an existing one; implies writable. */
   create?: boolean;
+  /**
+   * False: `flush` does nothing (qemu's cache=unsafe, the default of qemu-img
+   * convert for its output: a half-written new image is worthless anyway, and
+   * waiting for the disk at the end would double the time of a large copy).
+   */
+  flushes?: boolean;
 }
 
 /** A file on the host, read-only unless asked. */
@@ -21,6 +27,7 @@ export class FileDevice implements BlockDevice {
     readonly name: string,
     private length: number,
     readonly writable: boolean,
+    private readonly flushes: boolean,
   ) {}
 
   /** Opens `path`; missing files, directories and permission problems become PlatterErrors. */
@@ -40,7 +47,7 @@ export class FileDevice implements BlockDevice {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new IoError('is a directory', { path });
       if (stats.isFIFO() || stats.isSocket()) throw new IoError('is a FIFO or socket, not an image file', { path });
-      return new FileDevice(handle, path, stats.size, writable);
+      return new FileDevice(handle, path, stats.size, writable, options.flushes ?? true);
     } catch (error) {
       await handle.close();
       throw hostError(error, path, 'open');
@@ -89,7 +96,7 @@ export class FileDevice implements BlockDevice {
   }
 
   async flush(): Promise<void> {
-    if (this.writable) await this.io(() => this.handle.datasync(), 'flush');
+    if (this.writable && this.flushes) await this.io(() => this.handle.datasync(), 'flush');
   }
 
   /** Bytes the host file system really holds (st_blocks * 512). */

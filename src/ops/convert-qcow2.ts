@@ -5,12 +5,13 @@
  * a compressed stream, or as is when compressing does not shrink it.
  */
 
-import { isAllZero } from '../core/bytes.js';
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { createImage } from './create.js';
+import { alignedBuffer } from './aligned.js';
+import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -19,6 +20,8 @@ export interface Qcow2ConvertOptions {
   /** `-c`: compress every data cluster. */
   compress: boolean;
   host: ImageHost;
+  /** Native byte tests; the portable ones by default. */
+  tests?: ByteTests;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -38,17 +41,11 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true });
   const result: Qcow2ConvertResult = { dataClusters: 0, compressedClusters: 0 };
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
-  const clusterSize = target.metadata.clusterSize;
-  const chunks = dataChunks(source, clusterSize);
+  const chunks = dataChunks(source, target.metadata.clusterSize);
   const progress = (chunk: ClusterChunk) => options.onProgress?.(chunk.start + chunk.length, source.size);
-  if (compressor) {
-    await copyCompressed(source, target, chunks, compressor, result, progress);
-  } else {
-    for await (const chunk of chunks) {
-      await copyChunk(source, target, chunk.start, chunk.length, result);
-      progress(chunk);
-    }
-  }
+  const tests = options.tests ?? portableByteTests;
+  if (compressor) await copyCompressed(source, target, chunks, compressor, tests, result, progress);
+  else await copyPlain(source, target, chunks, tests, result, progress);
   options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
@@ -82,20 +79,85 @@ async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<C
 /** Bytes read and written per step of an uncompressed copy (whole clusters). */
 const COPY_CHUNK = 2 << 20;
 
-/** Copies whole clusters from `start`, writing each run of non-zero clusters in one write. */
-async function copyChunk(source: Image, target: Qcow2Image, start: number, length: number, result: Qcow2ConvertResult): Promise<void> {
+/** Chunks being read while an earlier one is written: each holds one reused COPY_CHUNK buffer. */
+const READ_AHEAD = 4;
+
+/**
+ * Copies the data clusters of `chunks` as they are: several chunks read ahead
+ * into reused buffers, all-zero clusters left out (native byte tests), and the
+ * writes issued in guest order so the new image's clusters are laid out in order.
+ */
+async function copyPlain(
+  source: Image,
+  target: Qcow2Image,
+  chunks: AsyncGenerator<ClusterChunk>,
+  tests: ByteTests,
+  result: Qcow2ConvertResult,
+  onStored: (chunk: ClusterChunk) => void,
+): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
-  const bytes = await source.read(start, Math.min(length, source.size - start));
-  let runStart = -1;
-  for (let at = 0; at <= bytes.length; at += clusterSize) {
-    const zero = at === bytes.length || isAllZero(bytes.subarray(at, Math.min(at + clusterSize, bytes.length)));
-    if (!zero) {
-      result.dataClusters++;
-      if (runStart < 0) runStart = at;
-      continue;
+  const buffers: Uint8Array[] = [];
+  const read = async (chunk: ClusterChunk) => {
+    const buffer = buffers.pop() ?? alignedBuffer(COPY_CHUNK);
+    const bytes = buffer.subarray(0, chunk.length);
+    try {
+      await readGuest(source, chunk.start, bytes);
+    } catch (error) {
+      buffers.push(buffer);
+      throw error;
     }
-    if (runStart >= 0) await target.write(start + runStart, bytes.subarray(runStart, Math.min(at, bytes.length)));
-    runStart = -1;
+    return { chunk, buffer, bytes, runs: nonZeroRuns(bytes, chunk.start, clusterSize, tests) };
+  };
+  await inOrder(chunks, READ_AHEAD, read, async ({ chunk, buffer, bytes, runs }) => {
+    try {
+      for (const [from, to] of runs) {
+        await target.write(chunk.start + from, bytes.subarray(from, to));
+        result.dataClusters += Math.ceil((to - from) / clusterSize);
+      }
+    } finally {
+      buffers.push(buffer);
+    }
+    onStored(chunk);
+  });
+}
+
+/** Reads guest bytes into `bytes`, without allocating when the image can. */
+async function readGuest(source: Image, offset: number, bytes: Uint8Array): Promise<void> {
+  if (source.readInto) await source.readInto(offset, bytes);
+  else bytes.set(await source.read(offset, bytes.length));
+}
+
+/**
+ * Runs `prepare` on up to `ahead` items of `items` at once and `store` on their
+ * results one at a time, in the items' order. A failed prepare is reported when
+ * its turn to be stored comes (and never left unhandled meanwhile).
+ */
+async function inOrder<T, P>(
+  items: AsyncIterator<T>,
+  ahead: number,
+  prepare: (item: T) => Promise<P>,
+  store: (prepared: P) => Promise<void>,
+): Promise<void> {
+  const queue: Promise<P>[] = [];
+  const fill = async () => {
+    while (queue.length < ahead) {
+      const next = await items.next();
+      if (next.done) return;
+      const prepared = prepare(next.value);
+      prepared.catch(() => {});
+      queue.push(prepared);
+    }
+  };
+  try {
+    await fill();
+    while (queue.length > 0) {
+      const prepared = await queue.shift()!;
+      await fill();
+      await store(prepared);
+    }
+  } finally {
+    // On failure, let the reads still in flight settle before the caller closes the source.
+    await Promise.allSettled(queue);
   }
 }
 
@@ -132,37 +194,32 @@ async function copyCompressed(
   target: Qcow2Image,
   chunks: AsyncGenerator<ClusterChunk>,
   compressor: Compressor,
+  tests: ByteTests,
   result: Qcow2ConvertResult,
   onStored: (chunk: ClusterChunk) => void,
 ): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
-  const ahead: Promise<{ chunk: ClusterChunk; clusters: PendingCluster[] }>[] = [];
-  const fill = async () => {
-    while (ahead.length < COMPRESS_AHEAD) {
-      const next = await chunks.next();
-      if (next.done) return;
-      const chunk = next.value;
-      const prepared = prepareChunk(source, chunk, clusterSize, compressor).then((clusters) => ({ chunk, clusters }));
-      prepared.catch(() => {}); // awaited below in order; a failure must not go unhandled while earlier chunks are written
-      ahead.push(prepared);
-    }
-  };
-  await fill();
-  while (ahead.length > 0) {
-    const { chunk, clusters } = await ahead.shift()!;
-    await fill();
+  const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, tests) });
+  await inOrder(chunks, COMPRESS_AHEAD, prepare, async ({ chunk, clusters }) => {
     for (const cluster of clusters) await storeCluster(target, cluster, result);
     onStored(chunk);
-  }
+  });
 }
 
 /** Reads a chunk and starts compressing each of its non-zero clusters (all-zero clusters are left out). */
-async function prepareChunk(source: Image, chunk: ClusterChunk, clusterSize: number, compressor: Compressor): Promise<PendingCluster[]> {
+async function prepareChunk(
+  source: Image,
+  chunk: ClusterChunk,
+  clusterSize: number,
+  compressor: Compressor,
+  tests: ByteTests,
+): Promise<PendingCluster[]> {
   const bytes = await source.read(chunk.start, chunk.length);
   const clusters: PendingCluster[] = [];
   for (let at = 0; at < bytes.length; at += clusterSize) {
-    const cluster = bytes.subarray(at, Math.min(at + clusterSize, bytes.length));
-    if (isAllZero(cluster)) continue;
+    const end = Math.min(at + clusterSize, bytes.length);
+    if (tests.isZero(bytes, at, end)) continue;
+    const cluster = bytes.subarray(at, end);
     // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
     let whole = cluster;
     if (cluster.length < clusterSize) {

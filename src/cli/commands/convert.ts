@@ -41,6 +41,12 @@ const command: CliCommand = {
         describe: 'Convert an internal snapshot (ID or NAME, or snapshot.id=ID / snapshot.name=NAME) of a qcow2 source',
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('t', {
+        type: 'string',
+        requiresArg: true,
+        default: 'unsafe',
+        describe: 'Cache mode of the output: unsafe (no flush, as qemu-img convert), or writeback, writethrough, none, directsync (the output is on disk before exit)',
+      })
       .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
       .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file or --delta-from base (default: probe)' })
@@ -50,6 +56,7 @@ const command: CliCommand = {
       .example('platter convert --progress=json -S 0 -O raw disk.qcow2 full.img', 'Fully allocated output, JSON progress on stderr')
       .example('platter convert -O qcow2 disk.raw disk.qcow2', 'A qcow2 copy: zero and unallocated ranges take no space')
       .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
+      .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
     const sourcePath = args.source as string;
@@ -64,6 +71,7 @@ const command: CliCommand = {
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
+    const flushes = outputFlushes(args.t as string);
     const delta = deltaRequest(args, outputFormat);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
@@ -72,7 +80,7 @@ const command: CliCommand = {
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
-      const target = await FileDevice.open(targetPath, existingTarget ? { writable: true } : { create: true });
+      const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
       const progress = createProgress(progressMode(args));
       try {
         if (outputFormat === 'qcow2') {
@@ -80,6 +88,7 @@ const command: CliCommand = {
             options: parseOptionString(args.o as string | string[] | undefined),
             compress: args.c === true,
             host: nodeHost(),
+            tests: nodeByteTests,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
@@ -90,6 +99,7 @@ const command: CliCommand = {
             tests: nodeByteTests,
             onProgress: (done, total) => progress.update(done, total),
           });
+          await target.flush();
         }
         progress.end();
       } finally {
@@ -111,6 +121,18 @@ async function snapshotOf(image: Image, spec: string): Promise<Image> {
   }
   const match = /^snapshot\.(id|name)=(.*)$/.exec(spec);
   return openSnapshotView(image, match ? match[2]! : spec);
+}
+
+/** qemu's cache modes (-t), and whether the output is flushed in each: all but unsafe. */
+const CACHE_MODES = new Set(['unsafe', 'writeback', 'writethrough', 'none', 'directsync']);
+
+/**
+ * -t: platter always writes through the page cache; every mode but unsafe
+ * ends with the output flushed to disk, so the data is durable when convert returns.
+ */
+function outputFlushes(mode: string): boolean {
+  if (!CACHE_MODES.has(mode)) throw new UsageError(`Invalid cache option: ${mode}`);
+  return mode !== 'unsafe';
 }
 
 /** Parses -S: a size with qemu's suffixes, checked as qemu-img does. */
