@@ -102,6 +102,37 @@ describe('nonZeroRuns', () => {
     ]);
   });
 
+  it('matches a block-by-block scan, for all-zero, all-data and mixed buffers', () => {
+    const scan = (bytes: Uint8Array, base: number, granularity: number) => {
+      const runs: Array<[number, number]> = [];
+      for (let start = 0; start < bytes.length; ) {
+        const end = Math.min(bytes.length, (Math.floor((base + start) / granularity) + 1) * granularity - base);
+        if (bytes.subarray(start, end).some((byte) => byte !== 0)) {
+          const last = runs.at(-1);
+          if (last && last[1] === start) last[1] = end;
+          else runs.push([start, end]);
+        }
+        start = end;
+      }
+      return runs;
+    };
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 20_000 }),
+        fc.integer({ min: 0, max: 5000 }),
+        fc.constantFrom(512, 4096),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        (length, base, granularity, marks) => {
+          const bytes = new Uint8Array(length);
+          for (const mark of marks) if (length > 0) bytes[mark % length] = 1;
+          for (const tests of [nodeByteTests, portableByteTests]) {
+            expect(nonZeroRuns(bytes, base, granularity, tests)).toEqual(scan(bytes, base, granularity));
+          }
+        },
+      ),
+    );
+  });
+
   it('aligns blocks to guest offsets, not to the buffer', () => {
     const bytes = new Uint8Array(8192);
     bytes[0] = 1; // guest offset 1000, in the block [0, 4096)
