@@ -1,8 +1,12 @@
 import { defineConfig } from 'tsup';
 
-// Two builds: the library (ESM + .d.ts; `core` is the runtime-agnostic part that
-// never pulls in node:*) and the CLI (one file with a shebang; each command's code
-// sits in its own chunk and is loaded only when that command runs).
+/** Packages bundled into the CLI: resolving yargs' ~40 small modules one by one costs more start-up than one file. */
+const CLI_BUNDLED = ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-caller-file', 'string-width', 'strip-ansi', 'wrap-ansi', 'ansi-regex', 'ansi-styles', 'emoji-regex', 'get-east-asian-width'];
+
+// Three builds: the library (ESM + .d.ts; `core` is the runtime-agnostic part that
+// never pulls in node:*); the CLI launcher (dist/cli.js with a shebang, and the
+// loader); and the CLI body as one CommonJS file, which the loader compiles with
+// V8's code cache (made after the build by scripts/cli-code-cache.mjs).
 export default defineConfig([
   {
     entry: { index: 'src/index.ts', core: 'src/core.ts' },
@@ -14,15 +18,28 @@ export default defineConfig([
     splitting: true,
   },
   {
-    entry: { cli: 'src/cli/main.ts' },
+    entry: { cli: 'src/cli/main.ts', 'cli-loader': 'src/cli/bundle-loader.ts' },
     format: ['esm'],
     target: 'node20',
     banner: { js: '#!/usr/bin/env node' },
     splitting: true,
-    // yargs is bundled: resolving its ~40 small modules one by one costs more start-up than parsing one file.
-    noExternal: ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-caller-file', 'string-width', 'strip-ansi', 'wrap-ansi', 'ansi-regex', 'ansi-styles', 'emoji-regex', 'get-east-asian-width'],
+    outDir: 'dist',
+    clean: false,
+  },
+  {
+    entry: { 'cli-bundle': 'src/cli/bundle.ts' },
+    format: ['cjs'],
+    target: 'node20',
+    // import.meta.url (used by yargs) in CommonJS.
+    shims: true,
+    // Less to read and hash at every start; names are kept, so stack traces still read.
+    noExternal: CLI_BUNDLED,
     esbuildOptions(options) {
       options.alias = { ...options.alias, assert: './src/cli/assert-shim.ts', 'string-width': './src/cli/string-width-shim.ts' };
+      // node:vm scripts cannot import(): the external zstd codec (CommonJS) is required instead.
+      options.supported = { ...options.supported, 'dynamic-import': false };
+      options.minifyWhitespace = true;
+      options.minifySyntax = true;
     },
     outDir: 'dist',
     clean: false,

@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+/**
+ * Saves the V8 code cache of dist/cli-bundle.cjs as dist/cli-bundle.cache
+ * (run by `npm run build`). It compiles the bundle, runs `info` and `convert`
+ * in this process on a small image made for the purpose, so that V8 compiles
+ * the functions they use, and then serializes what was compiled.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CACHE_PATH, loadCliBundle } from '../dist/cli-loader.js';
+
+const MiB = 1024 * 1024;
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+/** A raw disk of text, random bytes and zeros. */
+function makeDisk(path) {
+  const bytes = Buffer.alloc(8 * MiB);
+  bytes.write('platter '.repeat(MiB / 8), 0);
+  randomFillSync(bytes, 2 * MiB, MiB);
+  writeFileSync(path, bytes);
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'platter-code-cache-'));
+const at = (name) => join(dir, name);
+// Only the commands people run most: every function in the cache is deserialized at
+// every start, so a cache covering every command makes the others slower to start.
+const commands = [
+  ['info', at('disk.qcow2')],
+  ['convert', '-O', 'raw', at('disk.qcow2'), at('copy.raw')],
+];
+
+const { bundle, script } = loadCliBundle(false);
+const write = { out: process.stdout.write, err: process.stderr.write };
+try {
+  makeDisk(at('disk.raw'));
+  // Made by another process: the qcow2 writer stays out of the cache.
+  execFileSync(process.execPath, [CLI, 'convert', '-f', 'raw', '-O', 'qcow2', at('disk.raw'), at('disk.qcow2')]);
+  process.stdout.write = process.stderr.write = () => true;
+  for (const argv of commands) {
+    const status = await bundle.runCli(argv);
+    if (status !== 0) throw new Error(`platter ${argv.join(' ')} exited with ${status}`);
+  }
+} finally {
+  process.stdout.write = write.out;
+  process.stderr.write = write.err;
+  rmSync(dir, { recursive: true, force: true });
+}
+writeFileSync(CACHE_PATH, script.createCachedData());

@@ -1,0 +1,37 @@
+/** The CLI launcher: the bundle loads with the code cache the build made, and without it. */
+
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { platter, tempDir } from './helpers/tools.js';
+
+const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
+const FIXTURE = fileURLToPath(new URL('../fixtures/mbr-small.raw', import.meta.url));
+const LAUNCHER = ['cli.js', 'cli-loader.js', 'cli-bundle.cjs'];
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+/** Runs a copy of the launcher and bundle (in a folder of its own, with `cache` as its code cache, if any). */
+function runCopy(name: string, cache: string | undefined, args: string[]): string {
+  const dir = tmp.path(name);
+  mkdirSync(dir, { recursive: true });
+  for (const file of LAUNCHER) copyFileSync(`${DIST}${file}`, `${dir}/${file}`);
+  if (cache) copyFileSync(cache, `${dir}/cli-bundle.cache`);
+  return execFileSync(process.execPath, [`${dir}/cli.js`, ...args], { encoding: 'utf8' });
+}
+
+describe('CLI start-up', () => {
+  it('the build leaves a code cache that V8 accepts for the bundle', () => {
+    expect(existsSync(`${DIST}cli-bundle.cache`)).toBe(true);
+    const probe = `import('${DIST}cli-loader.js').then(({ loadCliBundle }) => console.log(loadCliBundle().script.cachedDataRejected))`;
+    expect(execFileSync(process.execPath, ['-e', probe], { encoding: 'utf8' }).trim()).toBe('false');
+  });
+
+  it('runs the same without the cache, and with a cache that does not fit the bundle', () => {
+    const expected = platter(['partitions', FIXTURE]);
+    expect(expected.status).toBe(0);
+    expect(runCopy('no-cache', undefined, ['partitions', FIXTURE])).toBe(expected.stdout);
+    expect(runCopy('bad-cache', FIXTURE, ['partitions', FIXTURE])).toBe(expected.stdout);
+  });
+});
