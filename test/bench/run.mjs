@@ -167,13 +167,16 @@ function summarize(samples) {
 }
 
 /**
- * Flushes dirty pages left by the previous run (and lets writeback finish), so
- * each run starts from the same page-cache state; without it the run after a
- * 1 GiB write pays for the previous one's writeback.
+ * Called right after the previous output was deleted: writes back what is
+ * dirty (and commits the deletion), so each run starts from the same
+ * page-cache state and does not pay for the previous run's writeback. The next
+ * run starts at once: on a VM that hands free memory back to its host (free
+ * page reporting), memory left free for a second or so is slow to touch again
+ * (about 2 s per GiB here, whichever tool meets it), which made medians
+ * depend on luck rather than on the tools.
  */
 function settle() {
   spawnSync('sync');
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
 }
 
 function benchConvert(entry) {
