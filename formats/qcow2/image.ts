@@ -175,7 +175,8 @@ export class Qcow2Image implements Image {
 
   /** Makes every write so far durable. */
   async flush(): Promise<void> {
-    await this.device.flush?.();
+    if (this.parts.writer) await this.parts.writer.flush();
+    else await this.device.flush?.();
   }
 
   private requireWriter(): Qcow2Writer {

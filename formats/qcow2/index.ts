@@ -6,6 +6,7 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, NotFoundError, ReadOnlyError, UsageError } from '../../src/core/errors.js';
 import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core/image.js';
+import { WriteBehindDevice } from '../../src/core/write-behind.js';
 import { ClusterMap } from './clusters.js';
 import { ClusterAllocator } from './allocate.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
@@ -56,13 +57,15 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
     if (dataDevice && dataDevice !== device) await dataDevice.close();
     throw error;
   }
-  const cache = new L2Cache(device, metadata.clusterSize);
+  // Metadata (tables, refcounts, header) goes through the queue when asked; guest data never does.
+  const metadataDevice = options.writable && options.writeBehindMetadata ? new WriteBehindDevice(device) : device;
+  const cache = new L2Cache(metadataDevice, metadata.clusterSize);
   const map = new ClusterMap(metadata.geometry, metadata.l1, metadata.header.l1TableOffset, cache);
   const parts: Qcow2Parts = { device, dataDevice, metadata, map, size: metadata.header.size, backing, host, ownsFiles: true };
   const image = new Qcow2Image(parts);
   if (options.writable) {
     try {
-      parts.writer = await openWriter(image, parts, cache);
+      parts.writer = await openWriter(image, parts, cache, metadataDevice);
     } catch (error) {
       await image.close();
       throw error;
@@ -71,9 +74,13 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   return image;
 }
 
-/** The write side of an image opened writable: refcounts, allocator and writer over the same cache. */
-async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache): Promise<Qcow2Writer> {
-  const { device, metadata } = parts;
+/**
+ * The write side of an image opened writable: refcounts, allocator and writer
+ * over the same cache, writing metadata to `device` (the image file, or a
+ * write-behind queue over it).
+ */
+async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, device: BlockDevice): Promise<Qcow2Writer> {
+  const { metadata } = parts;
   const { header } = metadata;
   const refcounts = await Refcounts.load(
     device,

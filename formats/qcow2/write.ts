@@ -95,9 +95,13 @@ export class Qcow2Writer {
     return this.dataFile && (this.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
   }
 
-  /** Where guest data clusters are written. */
+  /**
+   * Where guest data clusters (and compressed streams) are written: the
+   * external data file, or the image file itself, never through the metadata
+   * queue of a write-behind image (the caller's buffers are awaited).
+   */
   private get dataTarget(): BlockDevice {
-    return this.dataFile ? this.host.dataDevice()! : this.host.device;
+    return this.dataFile ? this.host.dataDevice()! : (this.host.dataDevice() ?? this.host.device);
   }
 
   /** A host cluster for guest cluster `clusterStart`: the same offset in a data file, else a new cluster. */
@@ -224,6 +228,12 @@ export class Qcow2Writer {
     await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
       if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'discard');
     });
+  }
+
+  /** Makes every write so far durable (metadata still queued lands first). */
+  async flush(): Promise<void> {
+    await this.host.device.flush?.();
+    if (this.host.dataDevice() !== this.host.device) await this.host.dataDevice()?.flush?.();
   }
 
   /** Clears the dirty bit set for lazy refcounts, and flushes. */
@@ -449,7 +459,7 @@ export class Qcow2Writer {
       throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
     }
     const hostOffset = await this.host.allocator.allocateBytes(stream.length);
-    await this.host.device.write!(hostOffset, stream);
+    await this.dataTarget.write!(hostOffset, stream);
     const descriptor = encodeCompressedDescriptor(hostOffset, stream.length, clusterBits);
     const at = l2EntryPosition(slot.index, extendedL2);
     slot.table.setBigUint64(at, descriptor);

@@ -94,6 +94,13 @@ export interface OpenOptions {
   writable?: boolean;
   /** Do not open backing or data files (inspect only). */
   noBacking?: boolean;
+  /**
+   * Writable images: metadata writes are queued behind the caller (in order)
+   * instead of awaited one by one, and land by the next flush or close. For a
+   * new image that convert fills: an interrupted convert loses the output
+   * anyway. Bytes handed to writeCompressed then belong to the image.
+   */
+  writeBehindMetadata?: boolean;
 }
 
 /** One on-disk image format. */

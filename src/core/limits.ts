@@ -14,3 +14,6 @@ export const PROBE_BYTES = 64 * 1024;
 
 /** Longest backing chain followed before giving up (qemu's bdrv_open allows ~ this depth too). */
 export const MAX_BACKING_DEPTH = 64;
+
+/** Bytes a write-behind device holds queued before a writer waits for them to land. */
+export const MAX_WRITE_BEHIND_BYTES = 16 * 1024 * 1024;

@@ -38,7 +38,8 @@ const STATUS_WINDOW = 1 << 30;
 /** Writes `source`'s guest contents as a new qcow2 image onto the empty `device`. */
 export async function convertToQcow2(source: Image, device: BlockDevice, options: Qcow2ConvertOptions): Promise<Qcow2ConvertResult> {
   await createImage(device, { format: 'qcow2', size: source.size, options: options.options });
-  const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true });
+  // The image is new and only complete once convert returns: its metadata writes need not hold up the data.
+  const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true, writeBehindMetadata: true });
   const result: Qcow2ConvertResult = { dataClusters: 0, compressedClusters: 0 };
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
   const chunks = dataChunks(source, target.metadata.clusterSize);
