@@ -9,7 +9,7 @@
  *
  * Environment:
  *   BENCH_SCALE   multiplies the data sizes (default 1; 0.05 for a quick run)
- *   BENCH_ROUNDS  rounds per case (default 5, at least 1)
+ *   BENCH_ROUNDS  rounds per case (default 7, at least 1)
  *   BENCH_ONLY    comma-separated case names to run (default all): random+holes,
  *                 random-raw, text-zlib, text-zstd, empty-1T, raw-qcow2, raw-qcow2-c, rss-4x
  */
@@ -26,7 +26,7 @@ const CLI = join(ROOT, 'dist/cli.js');
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const SCALE = Number(process.env.BENCH_SCALE ?? '1');
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? '5'));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? '7'));
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : undefined;
 const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
@@ -158,11 +158,14 @@ const median = (values) => {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 };
 
+/** Medians, and every run's wall time (in the JSON, to see how much runs spread). */
 function summarize(samples) {
   return {
     wall: median(samples.map((s) => s.wall)),
     cpu: median(samples.map((s) => s.cpu)),
     rssMiB: median(samples.map((s) => s.rssMiB)),
+    best: Math.min(...samples.map((s) => s.wall)),
+    walls: samples.map((s) => s.wall),
   };
 }
 
@@ -241,7 +244,7 @@ function main() {
       sourceBytes: statSync(entry.source).size,
       platter,
       qemuImg: qemu,
-      ratio: { wall: platter.wall / qemu.wall, cpu: platter.cpu / qemu.cpu, rss: platter.rssMiB / qemu.rssMiB },
+      ratio: { wall: platter.wall / qemu.wall, best: platter.best / qemu.best, cpu: platter.cpu / qemu.cpu, rss: platter.rssMiB / qemu.rssMiB },
     });
   }
   const memory = !ONLY || ONLY.has('rss-4x') ? benchMemoryGrowth(holes) : undefined;
@@ -251,7 +254,9 @@ function main() {
   const report = { date: new Date().toISOString(), scale: SCALE, rounds: ROUNDS, machine, qemuVersion, rows, memory, startup };
 
   console.log(`platter convert vs ${qemuVersion} (scale ${SCALE}, ${ROUNDS} rounds, median; ${machine.cpus} cores)`);
-  console.log('case          | platter wall s | qemu wall s | wall ratio | platter CPU s | qemu CPU s | CPU ratio | platter RSS MiB | qemu RSS MiB');
+  console.log(
+    'case          | platter wall s | qemu wall s | wall ratio | best-run ratio | platter CPU s | qemu CPU s | CPU ratio | platter RSS MiB | qemu RSS MiB',
+  );
   for (const row of rows) {
     console.log(
       [
@@ -259,6 +264,7 @@ function main() {
         fixed(row.platter.wall).padStart(14),
         fixed(row.qemuImg.wall).padStart(11),
         fixed(row.ratio.wall).padStart(10),
+        fixed(row.ratio.best).padStart(14),
         fixed(row.platter.cpu).padStart(13),
         fixed(row.qemuImg.cpu).padStart(10),
         fixed(row.ratio.cpu).padStart(9),
