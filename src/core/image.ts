@@ -95,10 +95,10 @@ export interface OpenOptions {
   /** Do not open backing or data files (inspect only). */
   noBacking?: boolean;
   /**
-   * Writable images: metadata writes are queued behind the caller (in order)
-   * instead of awaited one by one, and land by the next flush or close. For a
-   * new image that convert fills: an interrupted convert loses the output
-   * anyway. Bytes handed to writeCompressed then belong to the image.
+   * Writable images: metadata writes (tables, refcounts, header) are held in
+   * memory and land, merged, at the next flush or close (or once 16 MiB are
+   * held); guest data is written as usual. For a new image that convert
+   * fills: an interrupted convert loses the output anyway.
    */
   writeBehindMetadata?: boolean;
 }

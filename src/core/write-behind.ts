@@ -26,7 +26,7 @@ export interface HeldWrite {
 export class WriteBehindDevice implements BlockDevice {
   private held: HeldWrite[] = [];
   private heldBytes = 0;
-  /** End of the furthest held write: the device's size once they land. */
+  /** End of the furthest write made: the device's size once the writes land (kept while they land). */
   private heldEnd = 0;
   private landing: Promise<void> = Promise.resolve();
 
@@ -67,6 +67,7 @@ export class WriteBehindDevice implements BlockDevice {
     if (!this.inner.truncate) throw new IoError(`${this.name} cannot be resized`);
     await this.drain();
     await this.inner.truncate(size);
+    this.heldEnd = Math.min(this.heldEnd, size);
   }
 
   async flush(): Promise<void> {
@@ -84,7 +85,6 @@ export class WriteBehindDevice implements BlockDevice {
     const writes = this.held;
     this.held = [];
     this.heldBytes = 0;
-    this.heldEnd = 0;
     // Drains run one after another, so a later drain never overtakes an earlier one.
     this.landing = this.landing.then(() => this.land(writes));
     return this.landing;
