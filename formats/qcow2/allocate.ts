@@ -5,6 +5,7 @@
  * writes anything that points at it.
  */
 
+import type { MetadataOverlap } from './overlap.js';
 import type { Refcounts } from './refcount.js';
 
 /** Hands out host clusters and takes them back. */
@@ -14,7 +15,11 @@ export class ClusterAllocator {
   /** Where the next compressed stream may go (0: start a new cluster). */
   private packCursor = 0;
 
-  constructor(readonly refcounts: Refcounts) {}
+  /** `overlap`, when given, keeps a metadata cluster whose refcount reads 0 (a damaged image) from being handed out. */
+  constructor(
+    readonly refcounts: Refcounts,
+    private readonly overlap?: MetadataOverlap,
+  ) {}
 
   /** Cluster size in bytes. */
   get clusterSize(): number {
@@ -26,7 +31,7 @@ export class ClusterAllocator {
     const { refcounts } = this;
     while (this.freeHint < refcounts.endCluster) {
       const cluster = this.freeHint++;
-      if ((await refcounts.get(cluster)) === 0) {
+      if ((await refcounts.get(cluster)) === 0 && this.overlap?.find(cluster * this.clusterSize, this.clusterSize) === undefined) {
         await refcounts.set(cluster, 1);
         return cluster * this.clusterSize;
       }

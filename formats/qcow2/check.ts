@@ -12,6 +12,7 @@ import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, maxRefcount } from './refcount.js';
+import { snapshotTableBytes } from './snapshots.js';
 
 /** What the check found (and fixed), with qemu-img check's counters. */
 export interface Qcow2CheckResult {
@@ -231,17 +232,6 @@ async function checkBitmaps(state: CheckState): Promise<void> {
   }
 }
 
-/** Bytes the snapshot table takes (entries padded to 8 bytes). */
-function snapshotTableBytes(metadata: Qcow2Metadata): number {
-  const encoder = new TextEncoder();
-  let total = 0;
-  for (const snapshot of metadata.snapshots) {
-    const entry = 40 + snapshot.extraData.length + encoder.encode(snapshot.id).length + encoder.encode(snapshot.name).length;
-    total += Math.ceil(entry / 8) * 8;
-  }
-  return total;
-}
-
 /** Counts the refcount blocks themselves, each of which must be referenced exactly once (qemu's check_refblocks). */
 function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
   const nbClusters = Math.ceil(state.device.size / state.clusterSize);
@@ -371,7 +361,7 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
   state.reference(0, clusterSize);
   await checkL1(state, header.l1TableOffset, header.l1Size, true);
   for (const snapshot of state.metadata.snapshots) await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
-  state.reference(header.snapshotsOffset, snapshotTableBytes(state.metadata));
+  state.reference(header.snapshotsOffset, snapshotTableBytes(state.metadata.snapshots));
   state.reference(header.refcountTableOffset, header.refcountTableClusters * clusterSize);
   await checkBitmaps(state);
   checkRefcountBlocks(state, refcounts);

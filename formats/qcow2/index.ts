@@ -11,6 +11,7 @@ import { ClusterMap } from './clusters.js';
 import { ClusterAllocator } from './allocate.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
+import { MetadataOverlap } from './overlap.js';
 import { Refcounts } from './refcount.js';
 import { Qcow2Writer } from './write.js';
 import { L2Cache } from './l2-cache.js';
@@ -98,11 +99,13 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, 
     },
     { blocksInsideFile: true },
   );
+  const overlap = new MetadataOverlap(metadata, refcounts);
   return new Qcow2Writer({
     device,
     metadata,
     l2Cache: cache,
-    allocator: new ClusterAllocator(refcounts),
+    allocator: new ClusterAllocator(refcounts, overlap),
+    overlap,
     size: () => parts.size,
     setSize: (size) => {
       parts.size = size;

@@ -91,6 +91,7 @@ export class L2Tables {
     await this.host.device.write!(offset, contents);
     this.host.l2Cache.put(offset, new DataView(contents.buffer, contents.byteOffset, contents.byteLength));
     const l1 = this.host.metadata.l1;
+    this.host.overlap.l1EntryChanged(l1EntryL2Offset(l1, l1Index, this.host.metadata.header.l1TableOffset), offset);
     setEntry(l1, l1Index * 8, offset, COPIED_HI);
     await this.host.device.write!(this.host.metadata.header.l1TableOffset + l1Index * 8, new Uint8Array(l1.buffer, l1.byteOffset + l1Index * 8, 8).slice());
     return offset;

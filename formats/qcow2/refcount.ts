@@ -97,6 +97,8 @@ export class Refcounts {
   /** Block offsets by block index (0 = no block). */
   private table: number[];
   private readonly blocks = new Map<number, Uint8Array>();
+  /** The host offsets of every refcount block, for the writer's overlap check. */
+  private blockOffsets: Set<number>;
   /** First cluster index past everything allocated: where appends go. */
   endCluster: number;
 
@@ -112,6 +114,7 @@ export class Refcounts {
     this.tableOffset = layout.tableOffset;
     this.tableClusters = layout.tableClusters;
     this.table = table;
+    this.blockOffsets = new Set(table.filter((offset) => offset !== 0));
     this.endCluster = Math.ceil(device.size / layout.clusterSize);
     for (const offset of table) this.endCluster = Math.max(this.endCluster, offset / layout.clusterSize + 1);
     this.endCluster = Math.max(this.endCluster, (layout.tableOffset + layout.tableClusters * layout.clusterSize) / layout.clusterSize);
@@ -150,6 +153,11 @@ export class Refcounts {
   /** Block offset for block index `blockIndex` (0 when none). */
   blockOffset(blockIndex: number): number {
     return this.table[blockIndex] ?? 0;
+  }
+
+  /** True when a refcount block starts at host offset `offset`. */
+  holdsBlockAt(offset: number): boolean {
+    return this.blockOffsets.has(offset);
   }
 
   /** Number of refcount table entries. */
@@ -260,6 +268,7 @@ export class Refcounts {
 
   private async writeTableEntry(blockIndex: number, blockOffset: number): Promise<void> {
     this.table[blockIndex] = blockOffset;
+    this.blockOffsets.add(blockOffset);
     await this.device.write!(this.tableOffset + blockIndex * 8, encodeU64(blockOffset));
   }
 
@@ -323,6 +332,7 @@ export class Refcounts {
     table.forEach((offset, i) => writeU64(view, i * 8, offset));
     await this.device.write!(start * this.clusterSize, encoded);
     this.table = table;
+    this.blockOffsets = new Set(table.filter((offset) => offset !== 0));
     this.tableOffset = start * this.clusterSize;
     this.tableClusters = tableClusters;
     this.endCluster = Math.max(this.endCluster, nextBlockCluster);

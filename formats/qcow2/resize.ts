@@ -91,6 +91,7 @@ async function shrink(writer: Qcow2Writer, newSize: number, oldSize: number): Pr
     const tableOffset = l1EntryL2Offset(l1, l1Index, writer.header.l1TableOffset);
     if (tableOffset === 0) continue;
     setEntry(l1, l1Index * 8, 0, 0);
+    writer.host.overlap.l1EntryChanged(tableOffset, 0);
     await writer.host.device.write!(writer.header.l1TableOffset + l1Index * 8, new Uint8Array(8));
     writer.host.l2Cache.invalidate(tableOffset);
     await writer.host.allocator.release(tableOffset, writer.clusterSize);

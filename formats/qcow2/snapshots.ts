@@ -170,3 +170,14 @@ export function snapshotInfo(snapshot: Qcow2Snapshot): SnapshotInfo {
 export function findSnapshot(snapshots: readonly Qcow2Snapshot[], idOrName: string): Qcow2Snapshot | undefined {
   return snapshots.find((s) => s.id === idOrName) ?? snapshots.find((s) => s.name === idOrName);
 }
+
+/** Bytes the snapshot table of `snapshots` takes in the file (entries padded to 8 bytes). */
+export function snapshotTableBytes(snapshots: readonly Qcow2Snapshot[]): number {
+  const encoder = new TextEncoder();
+  let total = 0;
+  for (const snapshot of snapshots) {
+    const entry = 40 + snapshot.extraData.length + encoder.encode(snapshot.id).length + encoder.encode(snapshot.name).length;
+    total += Math.ceil(entry / 8) * 8;
+  }
+  return total;
+}

@@ -27,6 +27,7 @@ import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeH
 import type { L2Cache } from './l2-cache.js';
 import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
+import type { MetadataOverlap } from './overlap.js';
 import type { BlockDevice } from '../../src/core/device.js';
 import { growL1, preallocate, resizeQcow2, setInitialSize } from './resize.js';
 import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
@@ -51,6 +52,8 @@ export interface WriterHost {
   backingSize(): number | undefined;
   /** The external data file, when the image has one and it is open. */
   dataDevice(): BlockDevice | undefined;
+  /** Where metadata lies, so that data never lands on it. */
+  overlap: MetadataOverlap;
 }
 
 /** The bits of subclusters [first, last) as a 32-bit mask. */
@@ -308,6 +311,7 @@ export class Qcow2Writer {
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
     if (type === 'normal' && l2EntryCopied(slot.table, slot.index, extendedL2)) {
       const hostOffset = l2EntryHostOffset(slot.table, slot.index, extendedL2, slot.tableOffset);
+      if (!this.dataFile) this.host.overlap.check(hostOffset, this.clusterSize, clusterStart + inCluster);
       if (!extendedL2) return this.dataTarget.write!(hostOffset + inCluster, data);
       return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
     }
