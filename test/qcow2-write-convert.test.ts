@@ -83,6 +83,16 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     expect(hostOffsets).toEqual([...hostOffsets].sort((a, b) => a - b));
   });
 
+  for (const flags of [['-W'], ['-W', '-c']]) {
+    it(`${flags.join(' ')}: out-of-order writes give an equal, clean image`, () => {
+      const name = `unordered${flags.join('')}.qcow2`;
+      const cli = platter(['convert', ...flags, '-O', 'qcow2', '-o', 'cluster_size=4096', at('source.raw'), at(name)]);
+      expect(cli.status, cli.stderr).toBe(0);
+      expect(shStatus(temp.dir, 'qemu-img', ['compare', 'source.raw', name]).status).toBe(0);
+      expect(shStatus(temp.dir, 'qemu-img', ['check', name]).status).toBe(0);
+    });
+  }
+
   it('-t writeback: the same image, flushed before exit', () => {
     const cli = platter(['convert', '-t', 'writeback', '-O', 'qcow2', at('source.raw'), at('flushed.qcow2')]);
     expect(cli.status, cli.stderr).toBe(0);

@@ -12,6 +12,7 @@ import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { createImage } from './create.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
+import { pipeline } from './pipeline.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -22,6 +23,8 @@ export interface Qcow2ConvertOptions {
   host: ImageHost;
   /** Native byte tests; the portable ones by default. */
   tests?: ByteTests;
+  /** `-W`: write chunks as their reads finish, not in guest order (the clusters then lie out of order). */
+  unordered?: boolean;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -42,11 +45,22 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true, writeBehindMetadata: true });
   const result: Qcow2ConvertResult = { dataClusters: 0, compressedClusters: 0 };
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
-  const chunks = dataChunks(source, target.metadata.clusterSize);
-  const progress = (chunk: ClusterChunk) => options.onProgress?.(chunk.start + chunk.length, source.size);
-  const tests = options.tests ?? portableByteTests;
-  if (compressor) await copyCompressed(source, target, chunks, compressor, tests, result, progress);
-  else await copyPlain(source, target, chunks, tests, result, progress);
+  let reported = 0;
+  const copy: CopyContext = {
+    source,
+    target,
+    chunks: dataChunks(source, target.metadata.clusterSize),
+    tests: options.tests ?? portableByteTests,
+    ordered: options.unordered !== true,
+    result,
+    // Chunks may be stored out of order (-W): progress only moves forward.
+    onStored: (chunk) => {
+      reported = Math.max(reported, chunk.start + chunk.length);
+      options.onProgress?.(reported, source.size);
+    },
+  };
+  if (compressor) await copyCompressed(copy, compressor);
+  else await copyPlain(copy);
   options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
@@ -56,6 +70,18 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
 interface ClusterChunk {
   start: number;
   length: number;
+}
+
+/** What one copy into the new image works with. */
+interface CopyContext {
+  source: Image;
+  target: Qcow2Image;
+  chunks: AsyncGenerator<ClusterChunk>;
+  tests: ByteTests;
+  /** Store chunks in guest order (false with -W). */
+  ordered: boolean;
+  result: Qcow2ConvertResult;
+  onStored(chunk: ClusterChunk): void;
 }
 
 /**
@@ -84,18 +110,12 @@ const COPY_CHUNK = 2 << 20;
 const READ_AHEAD = 4;
 
 /**
- * Copies the data clusters of `chunks` as they are: several chunks read ahead
- * into reused buffers, all-zero clusters left out (native byte tests), and the
- * writes issued in guest order so the new image's clusters are laid out in order.
+ * Copies the data clusters of the chunks as they are: several chunks read
+ * ahead into reused buffers, all-zero clusters left out (native byte tests),
+ * and the writes issued in guest order (unless -W) so the new image's
+ * clusters are laid out in order.
  */
-async function copyPlain(
-  source: Image,
-  target: Qcow2Image,
-  chunks: AsyncGenerator<ClusterChunk>,
-  tests: ByteTests,
-  result: Qcow2ConvertResult,
-  onStored: (chunk: ClusterChunk) => void,
-): Promise<void> {
+async function copyPlain({ source, target, chunks, tests, ordered, result, onStored }: CopyContext): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   const buffers: Uint8Array[] = [];
   const read = async (chunk: ClusterChunk) => {
@@ -109,7 +129,7 @@ async function copyPlain(
     }
     return { chunk, buffer, bytes, runs: nonZeroRuns(bytes, chunk.start, clusterSize, tests) };
   };
-  await inOrder(chunks, READ_AHEAD, read, async ({ chunk, buffer, bytes, runs }) => {
+  await pipeline(chunks, { ahead: READ_AHEAD, ordered }, read, async ({ chunk, buffer, bytes, runs }) => {
     try {
       for (const [from, to] of runs) {
         await target.write(chunk.start + from, bytes.subarray(from, to));
@@ -126,40 +146,6 @@ async function copyPlain(
 async function readGuest(source: Image, offset: number, bytes: Uint8Array): Promise<void> {
   if (source.readInto) await source.readInto(offset, bytes);
   else bytes.set(await source.read(offset, bytes.length));
-}
-
-/**
- * Runs `prepare` on up to `ahead` items of `items` at once and `store` on their
- * results one at a time, in the items' order. A failed prepare is reported when
- * its turn to be stored comes (and never left unhandled meanwhile).
- */
-async function inOrder<T, P>(
-  items: AsyncIterator<T>,
-  ahead: number,
-  prepare: (item: T) => Promise<P>,
-  store: (prepared: P) => Promise<void>,
-): Promise<void> {
-  const queue: Promise<P>[] = [];
-  const fill = async () => {
-    while (queue.length < ahead) {
-      const next = await items.next();
-      if (next.done) return;
-      const prepared = prepare(next.value);
-      prepared.catch(() => {});
-      queue.push(prepared);
-    }
-  };
-  try {
-    await fill();
-    while (queue.length > 0) {
-      const prepared = await queue.shift()!;
-      await fill();
-      await store(prepared);
-    }
-  } finally {
-    // On failure, let the reads still in flight settle before the caller closes the source.
-    await Promise.allSettled(queue);
-  }
 }
 
 type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
@@ -187,21 +173,13 @@ interface PendingCluster {
 const COMPRESS_AHEAD = 2;
 
 /**
- * Compresses every non-zero cluster of `chunks`, many at a time, and stores
- * the streams in guest order, packed back to back as qemu packs them.
+ * Compresses every non-zero cluster of the chunks, many at a time, and stores
+ * the streams in guest order (unless -W), packed back to back as qemu packs them.
  */
-async function copyCompressed(
-  source: Image,
-  target: Qcow2Image,
-  chunks: AsyncGenerator<ClusterChunk>,
-  compressor: Compressor,
-  tests: ByteTests,
-  result: Qcow2ConvertResult,
-  onStored: (chunk: ClusterChunk) => void,
-): Promise<void> {
+async function copyCompressed({ source, target, chunks, tests, ordered, result, onStored }: CopyContext, compressor: Compressor): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, tests) });
-  await inOrder(chunks, COMPRESS_AHEAD, prepare, async ({ chunk, clusters }) => {
+  await pipeline(chunks, { ahead: COMPRESS_AHEAD, ordered }, prepare, async ({ chunk, clusters }) => {
     for (const cluster of clusters) await storeCluster(target, cluster, result);
     onStored(chunk);
   });

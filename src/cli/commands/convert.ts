@@ -41,6 +41,11 @@ const command: CliCommand = {
         describe: 'Convert an internal snapshot (ID or NAME, or snapshot.id=ID / snapshot.name=NAME) of a qcow2 source',
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('W', {
+        type: 'boolean',
+        default: false,
+        describe: 'Allow out-of-order writes to a qcow2 output (a raw output is always written as reads finish)',
+      })
       .option('t', {
         type: 'string',
         requiresArg: true,
@@ -89,6 +94,7 @@ const command: CliCommand = {
             compress: args.c === true,
             host: nodeHost(),
             tests: nodeByteTests,
+            unordered: args.W === true,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
