@@ -16,4 +16,4 @@ export const PROBE_BYTES = 64 * 1024;
 export const MAX_BACKING_DEPTH = 64;
 
 /** Bytes a write-behind device holds queued before a writer waits for them to land. */
-export const MAX_WRITE_BEHIND_BYTES = 16 * 1024 * 1024;
+export const MAX_WRITE_BEHIND_BYTES = 4 * 1024 * 1024;

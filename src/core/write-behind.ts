@@ -10,6 +10,13 @@ import type { BlockDevice } from './device.js';
 import { IoError } from './errors.js';
 import { MAX_WRITE_BEHIND_BYTES } from './limits.js';
 
+/**
+ * What holding one write costs beside its bytes (the record, the array and its
+ * buffer): counted against the bound, so that many small table writes (an
+ * image of 512-byte clusters makes thousands per second) stay within it too.
+ */
+const HELD_WRITE_OVERHEAD = 256;
+
 /** One held write, with its place in the order writes were made. */
 export interface HeldWrite {
   offset: number;
@@ -58,7 +65,7 @@ export class WriteBehindDevice implements BlockDevice {
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (!this.inner.write) throw new IoError(`${this.name} cannot be written`);
     this.held.push({ offset, data, order: this.held.length });
-    this.heldBytes += data.length;
+    this.heldBytes += data.length + HELD_WRITE_OVERHEAD;
     this.heldEnd = Math.max(this.heldEnd, offset + data.length);
     if (this.heldBytes > MAX_WRITE_BEHIND_BYTES) await this.drain();
   }
