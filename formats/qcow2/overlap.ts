@@ -31,7 +31,7 @@ export type MetadataKind =
 export class MetadataOverlap {
   /** How many active L1 entries point at each L2 table offset, built from the L1 table the first time it is needed. */
   private l2Tables?: Map<number, number>;
-  /** The L1 table the set was built from: a new one (resize, snapshot revert) means building it again. */
+  /** The L1 table the counts were built from: a new one (resize, snapshot revert) means building them again. */
   private builtFrom?: DataView;
   private snapshotBytes?: { of: readonly Qcow2Snapshot[]; bytes: number };
 
