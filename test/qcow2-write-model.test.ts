@@ -5,10 +5,10 @@
  * qemu-img compare with the model's bytes.
  */
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { checkAll, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, type Qcow2Layout } from './helpers/qcow2-layout.js';
+import { checkAll, expectQemuCheckClean, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, writeSequenceDir, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { firstDifference, qcow2TempDir, qcow2ToolAvailable, readWholeImage } from './helpers/qcow2-oracle.js';
 import { WRITER_BACKING_NAME, createQcow2InMemory, openReadOnly, openWritable } from './helpers/qcow2-writer.js';
@@ -114,10 +114,7 @@ interface Written {
 const written: Written[] = [];
 
 function writeOut(file: Uint8Array, disk: Uint8Array, backing: Uint8Array | undefined, index: number, s: Scenario): void {
-  const dir = join(temp.dir, `s${index}`);
-  mkdirSync(dir, { recursive: true });
-  if (backing) writeFileSync(join(dir, WRITER_BACKING_NAME), backing);
-  writeFileSync(join(dir, 'image.qcow2'), file);
+  const dir = writeSequenceDir(temp.dir, index, file, backing, WRITER_BACKING_NAME);
   writeFileSync(join(dir, 'model.raw'), disk);
   written.push({ dir, scenario: s });
 }
@@ -126,11 +123,7 @@ function writeOut(file: Uint8Array, disk: Uint8Array, backing: Uint8Array | unde
 /** qemu-img check (no errors, no leaks) and compare (equal to the model) on one written sequence. */
 async function qemuAgrees({ dir, scenario }: Written): Promise<void> {
   const label = JSON.stringify(scenario);
-  const check = await runQemuImg(dir, ['check', '--output=json', 'image.qcow2']);
-  expect(check.status, `${check.stdout}${check.stderr}\n${label}`).toBe(0);
-  const report = JSON.parse(check.stdout) as Record<string, number>;
-  expect(report['leaks'] ?? 0, label).toBe(0);
-  expect(report['corruptions'] ?? 0, label).toBe(0);
+  await expectQemuCheckClean(dir, label);
   const compare = await runQemuImg(dir, ['compare', '-f', 'qcow2', '-F', 'raw', 'image.qcow2', 'model.raw']);
   expect(compare.status, `${compare.stdout}${compare.stderr}\n${label}`).toBe(0);
 }

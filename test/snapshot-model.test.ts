@@ -9,10 +9,10 @@
  * qemu-img convert -l against the model.
  */
 
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { checkAll, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, type Qcow2Layout } from './helpers/qcow2-layout.js';
+import { checkAll, expectQemuCheckClean, layoutCreateOptions, modelPattern, qcow2Layout, runQemuImg, writeSequenceDir, type Qcow2Layout } from './helpers/qcow2-layout.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkQcow2 } from '../formats/qcow2/check.js';
 import { readMetadata } from '../formats/qcow2/metadata.js';
@@ -189,10 +189,7 @@ interface Written {
 const written: Written[] = [];
 
 function writeOut(file: Uint8Array, model: SnapshotModel, backing: Uint8Array | undefined, index: number, s: Scenario): void {
-  const dir = join(temp.dir, `s${index}`);
-  mkdirSync(dir, { recursive: true });
-  if (backing) writeFileSync(join(dir, WRITER_BACKING_NAME), backing);
-  writeFileSync(join(dir, 'image.qcow2'), file);
+  const dir = writeSequenceDir(temp.dir, index, file, backing, WRITER_BACKING_NAME);
   // Only every tenth sequence has its snapshots compared by qemu-img convert -l (time).
   const compared = index % 10 === 0 ? model.snapshots : [];
   for (const sn of compared) writeFileSync(join(dir, `snapshot-${sn.id}.raw`), sn.disk);
@@ -203,11 +200,7 @@ function writeOut(file: Uint8Array, model: SnapshotModel, backing: Uint8Array | 
 /** qemu-img check (no errors, no leaks); snapshots converted by qemu-img equal the model's. */
 async function qemuAgrees({ dir, scenario, snapshots }: Written): Promise<void> {
   const label = JSON.stringify(scenario);
-  const check = await runQemuImg(dir, ['check', '--output=json', 'image.qcow2']);
-  expect(check.status, `${check.stdout}${check.stderr}\n${label}`).toBe(0);
-  const report = JSON.parse(check.stdout) as Record<string, number>;
-  expect(report['leaks'] ?? 0, label).toBe(0);
-  expect(report['corruptions'] ?? 0, label).toBe(0);
+  await expectQemuCheckClean(dir, label);
   for (const id of snapshots) {
     const out = join(dir, `qemu-${id}.raw`);
     const convert = await runQemuImg(dir, ['convert', '-O', 'raw', '-l', `snapshot.id=${id}`, 'image.qcow2', out]);

@@ -1,7 +1,10 @@
 /** Random qcow2 layouts for model tests: the create options and sizes a scenario runs on. */
 
 import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import fc from 'fast-check';
+import { expect } from 'vitest';
 
 /** One image layout, with v3-only options off on v2 images as qemu requires. */
 export interface Qcow2Layout {
@@ -84,4 +87,22 @@ export async function checkAll<T>(items: readonly T[], workers: number, check: (
     while (next < items.length) await check(items[next++]!);
   };
   await Promise.all(Array.from({ length: workers }, worker));
+}
+
+/** Writes one model sequence's image as `image.qcow2` (and its backing file as `backingName`) into a directory of its own. */
+export function writeSequenceDir(root: string, index: number, file: Uint8Array, backing: Uint8Array | undefined, backingName: string): string {
+  const dir = join(root, `s${index}`);
+  mkdirSync(dir, { recursive: true });
+  if (backing) writeFileSync(join(dir, backingName), backing);
+  writeFileSync(join(dir, 'image.qcow2'), file);
+  return dir;
+}
+
+/** qemu-img check --output=json on `image.qcow2` in `dir`: exit status 0, no leaks, no corruptions. */
+export async function expectQemuCheckClean(dir: string, label: string): Promise<void> {
+  const check = await runQemuImg(dir, ['check', '--output=json', 'image.qcow2']);
+  expect(check.status, `${check.stdout}${check.stderr}\n${label}`).toBe(0);
+  const report = JSON.parse(check.stdout) as Record<string, number>;
+  expect(report['leaks'] ?? 0, label).toBe(0);
+  expect(report['corruptions'] ?? 0, label).toBe(0);
 }
