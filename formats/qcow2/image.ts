@@ -3,7 +3,7 @@
  * with compressed clusters, external data files and a backing chain.
  */
 
-import type { BlockDevice } from '../../src/core/device.js';
+import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { checkRange } from '../../src/core/bytes.js';
 import { NotFoundError, ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
@@ -289,8 +289,7 @@ async function readHost(device: BlockDevice, hostOffset: number, target: Uint8Ar
   target.fill(0, inside);
   for (let done = 0; done < inside; ) {
     const chunk = Math.min(inside - done, MAX_IO_BYTES);
-    if (device.readInto) await device.readInto(hostOffset + done, target.subarray(done, done + chunk));
-    else target.set(await device.read(hostOffset + done, chunk), done);
+    await readFully(device, hostOffset + done, target.subarray(done, done + chunk));
     done += chunk;
   }
 }

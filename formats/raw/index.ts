@@ -8,7 +8,7 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { requireWritable } from '../../src/core/device.js';
+import { readFully, requireWritable } from '../../src/core/device.js';
 import { alignUp, checkRange } from '../../src/core/bytes.js';
 import { ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, FormatModule, Image, ImageDescription, OpenOptions } from '../../src/core/image.js';
@@ -46,8 +46,7 @@ export class RawImage implements Image {
     target.fill(0, stored);
     if (stored === 0) return;
     const head = target.subarray(0, stored);
-    if (this.device.readInto) await this.device.readInto(offset, head);
-    else head.set(await this.device.read(offset, stored));
+    await readFully(this.device, offset, head);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

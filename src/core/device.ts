@@ -27,6 +27,18 @@ export interface BlockDevice {
   close(): Promise<void>;
 }
 
+/** Anything that reads bytes at an offset: a device or an image. */
+export interface ByteSource {
+  read(offset: number, length: number): Promise<Uint8Array>;
+  readInto?(offset: number, target: Uint8Array): Promise<void>;
+}
+
+/** Fills `target` with the bytes at `offset`: through `readInto` when the source has it (nothing allocated), else read and copy. */
+export async function readFully(source: ByteSource, offset: number, target: Uint8Array): Promise<void> {
+  if (source.readInto) await source.readInto(offset, target);
+  else target.set(await source.read(offset, target.length));
+}
+
 /** Throws ReadOnlyError unless the device may be written. */
 export function requireWritable(device: { writable: boolean; name: string }): void {
   if (!device.writable) throw new ReadOnlyError(`${device.name} is open read-only`);
@@ -121,8 +133,7 @@ export class SliceDevice implements BlockDevice {
 
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
-    if (this.parent.readInto) await this.parent.readInto(this.start + offset, target);
-    else target.set(await this.parent.read(this.start + offset, target.length));
+    await readFully(this.parent, this.start + offset, target);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

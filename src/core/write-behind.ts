@@ -6,7 +6,7 @@
  * with the data writes for the file.
  */
 
-import type { BlockDevice } from './device.js';
+import { readFully, type BlockDevice } from './device.js';
 import { IoError } from './errors.js';
 import { MAX_WRITE_BEHIND_BYTES } from './limits.js';
 
@@ -58,8 +58,7 @@ export class WriteBehindDevice implements BlockDevice {
 
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     await this.drain();
-    if (this.inner.readInto) await this.inner.readInto(offset, target);
-    else target.set(await this.inner.read(offset, target.length));
+    await readFully(this.inner, offset, target);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

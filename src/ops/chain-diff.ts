@@ -3,6 +3,7 @@
  * of rebase (old chain against new chain) and delta images (new against base).
  */
 
+import { readFully } from '../core/device.js';
 import type { Image } from '../core/image.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import { walkExtents } from './extents.js';
@@ -19,8 +20,7 @@ export async function readOrZero(image: Image | undefined, offset: number, targe
   target.fill(0, inside);
   if (inside === 0) return;
   const head = target.subarray(0, inside);
-  if (image!.readInto) await image!.readInto(offset, head);
-  else head.set(await image!.read(offset, inside));
+  await readFully(image!, offset, head);
 }
 
 /** True when no byte of [offset, offset+length) of `image` is stored as data (it reads as zeros). */

@@ -3,6 +3,7 @@
  * backing chain (qemu-img commit), then empty the image so it reads through.
  */
 
+import { readFully } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -85,8 +86,7 @@ async function copyRun(top: Image, base: WritableImage, start: number, length: n
       await base.writeZeroes(at, bytes.length);
     } else {
       if (zero) bytes.fill(0);
-      else if (top.readInto) await top.readInto(at, bytes);
-      else bytes.set(await top.read(at, bytes.length));
+      else await readFully(top, at, bytes);
       await base.write(at, bytes);
     }
     at = next;

@@ -5,7 +5,7 @@
  * a compressed stream, or as is when compressing does not shrink it.
  */
 
-import type { BlockDevice } from '../core/device.js';
+import { readFully, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
@@ -122,7 +122,7 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
     const buffer = buffers.pop() ?? alignedBuffer(COPY_CHUNK);
     const bytes = buffer.subarray(0, chunk.length);
     try {
-      await readGuest(source, chunk.start, bytes);
+      await readFully(source, chunk.start, bytes);
     } catch (error) {
       buffers.push(buffer);
       throw error;
@@ -140,12 +140,6 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
     }
     onStored(chunk);
   });
-}
-
-/** Reads guest bytes into `bytes`, without allocating when the image can. */
-async function readGuest(source: Image, offset: number, bytes: Uint8Array): Promise<void> {
-  if (source.readInto) await source.readInto(offset, bytes);
-  else bytes.set(await source.read(offset, bytes.length));
 }
 
 type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
