@@ -233,10 +233,11 @@ export class Qcow2Writer {
     });
   }
 
-  /** Makes every write so far durable (metadata still queued lands first). */
+  /** Makes every write so far durable (metadata still held lands first), in the external data file too. */
   async flush(): Promise<void> {
     await this.host.device.flush?.();
-    if (this.host.dataDevice() !== this.host.device) await this.host.dataDevice()?.flush?.();
+    // Without a data file, data shares the image file that the line above flushed.
+    if (this.dataFile) await this.host.dataDevice()?.flush?.();
   }
 
   /** Clears the dirty bit set for lazy refcounts, and flushes. */
