@@ -74,24 +74,24 @@ export class L2Tables {
     let tableOffset = l1EntryL2Offset(l1, l1Index, this.host.metadata.header.l1TableOffset);
     if (tableOffset === 0) {
       if (!allocate) return undefined;
-      tableOffset = await this.newL2Table(l1Index, new Uint8Array(this.host.metadata.clusterSize));
+      tableOffset = await this.newL2Table(l1Index, new Uint8Array(this.host.metadata.clusterSize), 0);
     } else if (allocate && !l1EntryCopied(l1, l1Index)) {
       const shared = await this.host.l2Cache.get(tableOffset);
       const copy = new Uint8Array(shared.buffer, shared.byteOffset, shared.byteLength).slice();
       const oldOffset = tableOffset;
-      tableOffset = await this.newL2Table(l1Index, copy);
+      tableOffset = await this.newL2Table(l1Index, copy, oldOffset);
       await this.host.allocator.release(oldOffset, this.host.metadata.clusterSize);
     }
     return { table: await this.host.l2Cache.get(tableOffset), tableOffset, index };
   }
 
-  /** Allocates and writes an L2 table with `contents`, then points L1 entry `l1Index` at it. */
-  private async newL2Table(l1Index: number, contents: Uint8Array): Promise<number> {
+  /** Allocates and writes an L2 table with `contents`, then points L1 entry `l1Index` at it instead of at `replaced` (0: none). */
+  private async newL2Table(l1Index: number, contents: Uint8Array, replaced: number): Promise<number> {
     const offset = await this.host.allocator.allocate();
     await this.host.device.write!(offset, contents);
     this.host.l2Cache.put(offset, new DataView(contents.buffer, contents.byteOffset, contents.byteLength));
     const l1 = this.host.metadata.l1;
-    this.host.overlap.l1EntryChanged(l1EntryL2Offset(l1, l1Index, this.host.metadata.header.l1TableOffset), offset);
+    this.host.overlap.l1EntryChanged(replaced, offset);
     setEntry(l1, l1Index * 8, offset, COPIED_HI);
     await this.host.device.write!(this.host.metadata.header.l1TableOffset + l1Index * 8, new Uint8Array(l1.buffer, l1.byteOffset + l1Index * 8, 8).slice());
     return offset;
