@@ -44,6 +44,11 @@ function countingReads(device: MemoryDevice): { device: MemoryDevice; reads: () 
     reads++;
     return read(offset, length);
   };
+  const readInto = device.readInto.bind(device);
+  device.readInto = (offset: number, target: Uint8Array) => {
+    reads++;
+    return readInto(offset, target);
+  };
   return { device, reads: () => reads };
 }
 

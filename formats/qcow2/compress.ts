@@ -5,7 +5,8 @@
  * one cluster is an error, and bytes after the stream are ignored.
  */
 
-import type { BlockDevice } from '../../src/core/device.js';
+import type { BufferPool } from '../../src/core/buffer-pool.js';
+import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, PlatterError } from '../../src/core/errors.js';
 import type { Codecs } from '../../src/core/image.js';
 import type { CompressedDescriptor } from './entries.js';
@@ -31,8 +32,10 @@ export async function readCompressedCluster(
  * Decodes several compressed clusters, all in flight at once (the codecs run
  * them on other threads). Streams that lie close together in the file, as
  * qemu packs them, are fetched in one device read per group instead of one per
- * cluster. The result is in the order of `descriptors`; memory is bounded by
- * the number asked for (each stream is at most a few clusters long).
+ * cluster. Each cluster is decoded into the matching `outputs` buffer
+ * (`clusterSize` bytes; new buffers when absent), which are returned in the
+ * order of `descriptors`. Memory is bounded by the number asked for (each
+ * stream is at most a few clusters long).
  */
 export async function readCompressedClusters(
   device: BlockDevice,
@@ -40,16 +43,33 @@ export async function readCompressedClusters(
   clusterSize: number,
   compressionType: number,
   codecs: Codecs,
+  outputs: readonly Uint8Array[] = descriptors.map(() => new Uint8Array(clusterSize)),
+  scratch?: BufferPool,
 ): Promise<Uint8Array[]> {
   for (const { hostOffset } of descriptors) {
     if (hostOffset >= device.size) {
       throw new CorruptImageError(`compressed cluster at ${hostOffset} lies past the end of the file`, hostOffset);
     }
   }
-  const inputs = await readStreams(device, descriptors);
-  return Promise.all(
-    descriptors.map((descriptor, index) => decodeCluster(inputs[index]!, descriptor.hostOffset, clusterSize, compressionType, codecs)),
-  );
+  const reads: ArrayBufferLike[] = [];
+  try {
+    const inputs = await readStreams(device, descriptors, (length) => {
+      const buffer = scratch?.take(length);
+      if (buffer) reads.push(buffer);
+      return buffer ? new Uint8Array(buffer, 0, length) : new Uint8Array(length);
+    });
+    // Every decode has settled (and let go of its input) before the reads go back to the pool.
+    const results = await Promise.allSettled(
+      descriptors.map((descriptor, index) =>
+        decodeCluster(inputs[index]!, descriptor.hostOffset, outputs[index]!, compressionType, codecs),
+      ),
+    );
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    return [...outputs];
+  } finally {
+    for (const buffer of reads) scratch!.give(buffer);
+  }
 }
 
 /** Bytes between two streams still fetched in one read: less than a cluster's worth of waste. */
@@ -57,8 +77,12 @@ const MAX_GAP_BYTES = 64 * 1024;
 /** Largest span fetched in one read. */
 const MAX_GROUP_BYTES = 4 * 1024 * 1024;
 
-/** The stored bytes of each stream, cut at the file end; nearby streams share one read. */
-async function readStreams(device: BlockDevice, descriptors: readonly CompressedDescriptor[]): Promise<Uint8Array[]> {
+/** The stored bytes of each stream, cut at the file end; nearby streams share one read, into a buffer from `buffer`. */
+async function readStreams(
+  device: BlockDevice,
+  descriptors: readonly CompressedDescriptor[],
+  buffer: (length: number) => Uint8Array,
+): Promise<Uint8Array[]> {
   const inputs: Uint8Array[] = new Array(descriptors.length);
   const endOf = (d: CompressedDescriptor) => d.hostOffset + Math.min(d.length, device.size - d.hostOffset);
   for (let first = 0; first < descriptors.length; ) {
@@ -71,7 +95,8 @@ async function readStreams(device: BlockDevice, descriptors: readonly Compressed
       if (next.hostOffset < start || next.hostOffset > end + MAX_GAP_BYTES || Math.max(end, nextEnd) - start > MAX_GROUP_BYTES) break;
       end = Math.max(end, nextEnd);
     }
-    const bytes = await device.read(start, end - start);
+    const bytes = buffer(end - start);
+    await readFully(device, start, bytes);
     for (let index = first; index < last; index++) {
       const { hostOffset } = descriptors[index]!;
       inputs[index] = bytes.subarray(hostOffset - start, endOf(descriptors[index]!) - start);
@@ -81,33 +106,36 @@ async function readStreams(device: BlockDevice, descriptors: readonly Compressed
   return inputs;
 }
 
-/** Decodes one stream, as qemu does: exactly one cluster, or a corruption error naming the host offset. */
+/** Decodes one stream into `output`, as qemu does: exactly one cluster, or a corruption error naming the host offset. */
 async function decodeCluster(
   input: Uint8Array,
   hostOffset: number,
-  clusterSize: number,
+  output: Uint8Array,
   compressionType: number,
   codecs: Codecs,
 ): Promise<Uint8Array> {
-  let output: Uint8Array;
+  let length: number;
   try {
-    output = await decode(input, clusterSize, compressionType, codecs);
+    length = await decodeInto(input, output, compressionType, codecs);
   } catch (error) {
     if (error instanceof PlatterError && !(error instanceof CorruptImageError)) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     throw new CorruptImageError(`cannot decompress the cluster at ${hostOffset}: ${reason}`, hostOffset);
   }
-  if (output.length !== clusterSize) {
-    throw new CorruptImageError(
-      `compressed cluster at ${hostOffset} decodes to ${output.length} bytes, not ${clusterSize}`,
-      hostOffset,
-    );
+  if (length !== output.length) {
+    throw new CorruptImageError(`compressed cluster at ${hostOffset} decodes to ${length} bytes, not ${output.length}`, hostOffset);
   }
   return output;
 }
 
-function decode(input: Uint8Array, clusterSize: number, compressionType: number, codecs: Codecs): Promise<Uint8Array> {
-  if (compressionType === COMPRESSION_DEFLATE) return codecs.inflateRaw(input, clusterSize);
-  if (compressionType === COMPRESSION_ZSTD) return codecs.zstdDecompress(input, clusterSize);
-  throw new CorruptImageError(`unknown compression type ${compressionType}`);
+/** Decodes `input` into `output`; resolves with the bytes written. */
+async function decodeInto(input: Uint8Array, output: Uint8Array, compressionType: number, codecs: Codecs): Promise<number> {
+  if (compressionType === COMPRESSION_ZSTD && codecs.zstdDecompressInto) return codecs.zstdDecompressInto(input, output);
+  let decoded: Uint8Array;
+  if (compressionType === COMPRESSION_DEFLATE) decoded = await codecs.inflateRaw(input, output.length);
+  else if (compressionType === COMPRESSION_ZSTD) decoded = await codecs.zstdDecompress(input, output.length);
+  else throw new CorruptImageError(`unknown compression type ${compressionType}`);
+  const length = Math.min(decoded.length, output.length);
+  output.set(decoded.subarray(0, length));
+  return length;
 }

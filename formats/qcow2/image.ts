@@ -9,7 +9,8 @@ import { NotFoundError, ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
 import { MAX_IO_BYTES } from '../../src/core/limits.js';
 import type { CompressedDescriptor } from './entries.js';
-import { COMPRESSED_WINDOW_BYTES } from './limits.js';
+import { COMPRESSED_WINDOW_BYTES, STREAM_BUFFER_BYTES, STREAM_BUFFERS_KEPT } from './limits.js';
+import { BufferPool } from '../../src/core/buffer-pool.js';
 import { ClusterMap, type MappingRun } from './clusters.js';
 import { readCompressedClusters } from './compress.js';
 import { describeQcow2 } from './describe.js';
@@ -42,6 +43,8 @@ export class Qcow2Image implements Image {
   readonly metadata: Qcow2Metadata;
   /** The last decompressed cluster: sequential reads in small chunks decode each cluster once. */
   private lastCompressed?: { hostOffset: number; data: Uint8Array };
+  /** Buffers for the compressed streams of a read, reused from read to read; shared, so decoder threads read them in place. */
+  private readonly streamBuffers = new BufferPool({ keep: STREAM_BUFFERS_KEPT, minimum: STREAM_BUFFER_BYTES, shared: true });
 
   constructor(private readonly parts: Qcow2Parts) {
     this.device = parts.device;
@@ -129,24 +132,40 @@ export class Qcow2Image implements Image {
     return Math.max(1, Math.floor(COMPRESSED_WINDOW_BYTES / this.metadata.clusterSize));
   }
 
-  /** Decodes the clusters under `runs` (each once, all in flight) and copies each run's part into `target`. */
+  /**
+   * Decodes the clusters under `runs` (each once, all in flight) into `target`.
+   * A cluster that one run covers whole is decoded straight into its place;
+   * the others (partly read, or named twice) into a buffer of their own, whose
+   * last one is kept for the next read.
+   */
   private async readCompressedRuns(runs: MappingRun[], offset: number, target: Uint8Array): Promise<void> {
+    const { clusterSize, header } = this.metadata;
     const clusters = new Map<number, Uint8Array>();
     if (this.lastCompressed) clusters.set(this.lastCompressed.hostOffset, this.lastCompressed.data);
-    const missing = new Map<number, CompressedDescriptor>();
-    for (const { compressed } of runs) {
-      if (!clusters.has(compressed!.hostOffset)) missing.set(compressed!.hostOffset, compressed!);
-    }
-    const { clusterSize, header } = this.metadata;
-    const wanted = [...missing.values()];
-    const decoded = await readCompressedClusters(this.device, wanted, clusterSize, header.compressionType, this.parts.host.codecs);
-    wanted.forEach((descriptor, index) => clusters.set(descriptor.hostOffset, decoded[index]!));
+    const uses = new Map<number, number>();
+    for (const { compressed } of runs) uses.set(compressed!.hostOffset, (uses.get(compressed!.hostOffset) ?? 0) + 1);
+    const inPlace = new Set<number>();
+    const wanted: CompressedDescriptor[] = [];
+    const outputs: Uint8Array[] = [];
     for (const run of runs) {
+      const { hostOffset } = run.compressed!;
+      if (clusters.has(hostOffset)) continue;
+      const whole = uses.get(hostOffset) === 1 && run.start === run.clusterStart && run.length === clusterSize;
+      const output = whole ? target.subarray(run.start - offset, run.start - offset + clusterSize) : new Uint8Array(clusterSize);
+      if (whole) inPlace.add(hostOffset);
+      clusters.set(hostOffset, output);
+      wanted.push(run.compressed!);
+      outputs.push(output);
+    }
+    const { codecs } = this.parts.host;
+    await readCompressedClusters(this.device, wanted, clusterSize, header.compressionType, codecs, outputs, this.streamBuffers);
+    for (const run of runs) {
+      if (inPlace.has(run.compressed!.hostOffset)) continue;
       const from = run.start - run.clusterStart!;
       target.set(clusters.get(run.compressed!.hostOffset)!.subarray(from, from + run.length), run.start - offset);
     }
     const last = runs[runs.length - 1]!.compressed!.hostOffset;
-    this.lastCompressed = { hostOffset: last, data: clusters.get(last)! };
+    if (!inPlace.has(last)) this.lastCompressed = { hostOffset: last, data: clusters.get(last)! };
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

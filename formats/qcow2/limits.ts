@@ -71,3 +71,8 @@ export const REFCOUNT_BLOCK_CACHE = 32;
  * memory whatever the read size.
  */
 export const COMPRESSED_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/** Spare buffers an image keeps for the compressed streams of its reads: one per read in flight (convert runs up to 16). */
+export const STREAM_BUFFERS_KEPT = 16;
+/** Size of a new stream buffer at least: a 2 MiB read of 64 KiB clusters packed by qemu fits. */
+export const STREAM_BUFFER_BYTES = 512 * 1024;

@@ -69,6 +69,8 @@ export interface Codecs {
   inflateRaw(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
   /** A zstd frame, stopping after `outputLength` bytes. */
   zstdDecompress(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
+  /** A zstd frame decoded straight into `output` (no buffer per call); resolves with the bytes written. */
+  zstdDecompressInto?(input: Uint8Array, output: Uint8Array): Promise<number>;
   deflateRaw?(input: Uint8Array): Promise<Uint8Array>;
   zstdCompress?(input: Uint8Array): Promise<Uint8Array>;
 }
