@@ -9,9 +9,10 @@
 
 import { promisify } from 'node:util';
 import { constants, createInflateRaw, deflateRaw, inflateRaw } from 'node:zlib';
-import { CorruptImageError } from '../core/errors.js';
+import { CorruptImageError, PlatterError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
 import { zstdFrameInfo } from './zstd-frame.js';
+import { zstdThreads } from './zstd-threads.js';
 
 const deflateRawAsync = promisify(deflateRaw);
 const inflateRawAsync = promisify(inflateRaw);
@@ -82,13 +83,14 @@ export function inflateRawCapped(input: Uint8Array, outputLength: number): Promi
 }
 
 /**
- * Decodes the first zstd frame of `input` into at most `outputLength` bytes.
- * The frame is measured first (bytes after it are ignored, as qemu does); a
- * frame that declares, or provably holds, a different size is refused, and
- * libzstd decodes in one shot into a buffer of exactly `outputLength` bytes
- * (no window buffer), so a hostile window size never allocates.
+ * Checks the first zstd frame of `input` against the `outputLength` bytes it
+ * must decode to, and returns the frame's bytes. Bytes after the frame are
+ * ignored, as qemu does; a frame that declares, or provably holds, a
+ * different size is refused, so libzstd then decodes in one shot into a buffer
+ * of exactly `outputLength` bytes (no window buffer), and a hostile window
+ * size never allocates.
  */
-export async function zstdDecompressCapped(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+function checkedZstdFrame(input: Uint8Array, outputLength: number): Uint8Array {
   const frame = zstdFrameInfo(input);
   if (frame.contentSize !== undefined && frame.contentSize !== outputLength) {
     throw new CorruptImageError(`zstd frame holds ${frame.contentSize} bytes, expected ${outputLength}`);
@@ -96,14 +98,25 @@ export async function zstdDecompressCapped(input: Uint8Array, outputLength: numb
   if (frame.knownOutput > outputLength || frame.knownOutput + frame.maxCompressedOutput < outputLength) {
     throw new CorruptImageError(`zstd frame cannot hold exactly ${outputLength} bytes`);
   }
-  zstdReady ??= loadZstd();
-  const zstd = await zstdReady;
+  return input.subarray(0, frame.length);
+}
+
+/** Decodes the first zstd frame of `input` into `output` (on the decoder threads); resolves with the bytes written. */
+export async function zstdDecompressInto(input: Uint8Array, output: Uint8Array): Promise<number> {
+  const frame = checkedZstdFrame(input, output.length);
   try {
-    // The content size is absent or equal to `outputLength` (checked above), so the output buffer is `outputLength` bytes.
-    return zstd.decompress(input.subarray(0, frame.length), { defaultHeapSize: outputLength });
+    return await zstdThreads().decode(frame, output);
   } catch (error) {
+    if (error instanceof PlatterError) throw error;
     throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
   }
+}
+
+/** Decodes the first zstd frame of `input` into at most `outputLength` bytes. */
+export async function zstdDecompressCapped(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+  const output = new Uint8Array(outputLength);
+  const length = await zstdDecompressInto(input, output);
+  return length === outputLength ? output : output.slice(0, length);
 }
 
 /** zstd's default level, the one qemu's qcow2 compression uses. */
@@ -136,6 +149,7 @@ export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
 export const nodeCodecs: Codecs = {
   inflateRaw: inflateRawFast,
   zstdDecompress: zstdDecompressCapped,
+  zstdDecompressInto,
   async deflateRaw(input) {
     // qemu's qcow2 deflate settings: raw stream, 4 KiB window, default level, memLevel 9.
     const out = await deflateRawAsync(input, { windowBits: 12, level: 6, memLevel: 9 });

@@ -11,19 +11,32 @@ const WASM_PAGE = 64 * 1024;
 
 /** The part of the WebAssembly API used here (core is built without DOM typings). */
 interface WasmMemoryConstructor {
-  new (descriptor: { initial: number }): { buffer: ArrayBuffer };
+  new (descriptor: { initial: number; maximum?: number; shared?: boolean }): { buffer: ArrayBufferLike };
 }
 
 const WasmMemory = (globalThis as { WebAssembly?: { Memory?: WasmMemoryConstructor } }).WebAssembly?.Memory;
 
+/** How a buffer may be used. */
+export interface AlignedBufferOptions {
+  /**
+   * Backed by shared memory where the runtime allows (a SharedArrayBuffer), so
+   * that decoder threads can write into it directly. Only for buffers that go
+   * to I/O and codecs: some APIs (TextDecoder) refuse shared memory.
+   */
+  shared?: boolean;
+}
+
 /** A zero-filled buffer of `size` bytes whose first byte sits on a page boundary where the runtime allows. */
-export function alignedBuffer(size: number): Uint8Array {
+export function alignedBuffer(size: number, options: AlignedBufferOptions = {}): Uint8Array {
   if (size > 0 && WasmMemory) {
-    try {
-      const memory = new WasmMemory({ initial: Math.ceil(size / WASM_PAGE) });
-      return new Uint8Array(memory.buffer, 0, size);
-    } catch {
-      // Fall through: an ordinary buffer is slower to copy but just as correct.
+    const pages = Math.ceil(size / WASM_PAGE);
+    const attempts = options.shared ? [{ initial: pages, maximum: pages, shared: true }, { initial: pages }] : [{ initial: pages }];
+    for (const descriptor of attempts) {
+      try {
+        return new Uint8Array(new WasmMemory(descriptor).buffer, 0, size);
+      } catch {
+        // Next: unshared memory, then an ordinary buffer (slower to copy, just as correct).
+      }
     }
   }
   return new Uint8Array(size);

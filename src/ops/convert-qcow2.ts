@@ -119,7 +119,7 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
   const clusterSize = target.metadata.clusterSize;
   const buffers: Uint8Array[] = [];
   const read = async (chunk: ClusterChunk) => {
-    const buffer = buffers.pop() ?? alignedBuffer(COPY_CHUNK);
+    const buffer = buffers.pop() ?? alignedBuffer(COPY_CHUNK, { shared: true });
     const bytes = buffer.subarray(0, chunk.length);
     try {
       await readFully(source, chunk.start, bytes);

@@ -100,7 +100,7 @@ class CopyRun {
     if (job.zero) {
       await this.write(job.offset, this.zeroBuffer!.subarray(0, job.length));
     } else if (this.source.readInto) {
-      const buffer = this.buffers.pop() ?? alignedBuffer(this.options.ioSize);
+      const buffer = this.buffers.pop() ?? alignedBuffer(this.options.ioSize, { shared: true });
       try {
         const bytes = buffer.subarray(0, job.length);
         await this.source.readInto(job.offset, bytes);
