@@ -26,7 +26,7 @@ const CLI = resolve('dist/cli.js');
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 
 function platterJson(cwd: string, args: string[]): unknown {
-  const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
   if (result.status !== 0) throw new Error(`platter ${args.join(' ')} failed: ${result.stderr}`);
   return JSON.parse(result.stdout);
 }
@@ -115,7 +115,7 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
 
       it('info text equals qemu-img info', () => {
         const args = ['info', ...(testCase.backingChain ? ['--backing-chain'] : []), image];
-        const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' });
+        const result = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
         expect(result.stdout).toBe(sh(cwd, 'qemu-img', args));
       });
 

@@ -28,9 +28,12 @@ export interface RunResult {
   stderr: string;
 }
 
+/** Longest a program may run before it is killed: a hang fails its test instead of stalling the suite. */
+const RUN_TIMEOUT_MS = 120_000;
+
 /** Runs a program, never throwing on a non-zero exit. */
 export function run(program: string, args: string[], cwd?: string): RunResult {
-  const result = spawnSync(program, args, { cwd, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const result = spawnSync(program, args, { cwd, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: RUN_TIMEOUT_MS });
   return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
 }
 
