@@ -68,7 +68,7 @@ describe('compressed clusters in batches', () => {
     const waiting: (() => void)[] = [];
     const slowCodecs: Codecs = {
       ...nodeCodecs,
-      async inflateRaw(input, length) {
+      async inflateRawInto(input, output) {
         inflateCalls++;
         inFlight++;
         peak = Math.max(peak, inFlight);
@@ -78,7 +78,7 @@ describe('compressed clusters in batches', () => {
           if (waiting.length === descriptors.length) for (const release of waiting.reverse()) setTimeout(release, 0);
         });
         inFlight--;
-        return nodeCodecs.inflateRaw(input, length);
+        return nodeCodecs.inflateRawInto!(input, output);
       },
     };
     let inflateCalls = 0;

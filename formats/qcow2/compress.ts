@@ -131,6 +131,7 @@ async function decodeCluster(
 /** Decodes `input` into `output`; resolves with the bytes written. */
 async function decodeInto(input: Uint8Array, output: Uint8Array, compressionType: number, codecs: Codecs): Promise<number> {
   if (compressionType === COMPRESSION_ZSTD && codecs.zstdDecompressInto) return codecs.zstdDecompressInto(input, output);
+  if (compressionType === COMPRESSION_DEFLATE && codecs.inflateRawInto) return codecs.inflateRawInto(input, output);
   let decoded: Uint8Array;
   if (compressionType === COMPRESSION_DEFLATE) decoded = await codecs.inflateRaw(input, output.length);
   else if (compressionType === COMPRESSION_ZSTD) decoded = await codecs.zstdDecompress(input, output.length);

@@ -67,6 +67,8 @@ export interface Image extends BlockDevice {
 export interface Codecs {
   /** Raw deflate (no zlib header), stopping after `outputLength` bytes. */
   inflateRaw(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
+  /** Raw deflate inflated straight into `output` (no buffer per call); resolves with the bytes written. */
+  inflateRawInto?(input: Uint8Array, output: Uint8Array): Promise<number>;
   /** A zstd frame, stopping after `outputLength` bytes. */
   zstdDecompress(input: Uint8Array, outputLength: number): Promise<Uint8Array>;
   /** A zstd frame decoded straight into `output` (no buffer per call); resolves with the bytes written. */

@@ -1,85 +1,56 @@
 /**
- * Compression codecs for Node: deflate from node:zlib (on the libuv pool),
- * zstd from the WebAssembly build of libzstd (Node 20's zlib has no zstd),
- * loaded only when the first zstd cluster is met so start-up stays lean.
+ * Compression codecs for Node: deflate from node:zlib, zstd from the
+ * WebAssembly build of libzstd (Node 20's zlib has no zstd), loaded only when
+ * the first zstd cluster is met so start-up stays lean. Clusters decode on the
+ * decoder threads (decode-threads.ts); compression runs on the libuv pool.
  *
  * Both decoders follow qemu's qcow2 rules: output is capped at the requested
  * length and memory never grows past it, whatever the input claims.
  */
 
 import { promisify } from 'node:util';
-import { constants, createInflateRaw, deflateRaw, inflateRaw } from 'node:zlib';
+import { deflateRaw } from 'node:zlib';
 import { CorruptImageError, PlatterError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
+import { decodeThreads } from './decode-threads.js';
+import { inflateRawCapped, MIN_INFLATE_CHUNK } from './inflate.js';
 import { zstdFrameInfo } from './zstd-frame.js';
-import { zstdThreads } from './zstd-threads.js';
+
+export { inflateRawCapped } from './inflate.js';
 
 const deflateRawAsync = promisify(deflateRaw);
-const inflateRawAsync = promisify(inflateRaw);
 
 /** Copies `length` bytes (or fewer) out of a Buffer into a plain Uint8Array. */
 function take(data: Uint8Array, length: number): Uint8Array {
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + Math.min(length, data.length)));
 }
 
-/** node:zlib refuses chunk sizes below this. */
-const MIN_CHUNK = 64;
-
 /**
- * Inflates one compressed cluster on the libuv pool in a single pass (one
- * output chunk of `outputLength` bytes, so one round trip to the pool). A
- * stream that would inflate past `outputLength` is rare (qemu never writes
- * one); it makes node:zlib refuse, and the streaming decoder below then takes
- * its first `outputLength` bytes as qemu does.
+ * Inflates one compressed cluster into `output` (on the decoder threads);
+ * resolves with the bytes written. A stream that would inflate past `output`
+ * is rare (qemu never writes one): it is taken, as qemu does, with its first
+ * `output.length` bytes, by the streaming decoder.
  */
-export async function inflateRawFast(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
-  if (outputLength < MIN_CHUNK) return inflateRawCapped(input, outputLength);
-  let out: Buffer;
-  try {
-    out = await inflateRawAsync(input, {
-      finishFlush: constants.Z_SYNC_FLUSH,
-      chunkSize: outputLength,
-      maxOutputLength: outputLength,
-    });
-  } catch (error) {
-    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return inflateRawCapped(input, outputLength);
-    throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
+export async function inflateRawInto(input: Uint8Array, output: Uint8Array): Promise<number> {
+  if (output.length >= MIN_INFLATE_CHUNK) {
+    try {
+      return await decodeThreads().decode('deflate', input, output);
+    } catch (error) {
+      if (error instanceof PlatterError) throw error;
+      if ((error as { code?: string }).code !== 'ERR_BUFFER_TOO_LARGE') throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
+    }
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  // A stream longer than its cluster, or a cluster too small for one pass.
+  const decoded = await inflateRawCapped(input, output.length);
+  output.set(decoded);
+  return decoded.length;
 }
 
-/**
- * Inflates raw deflate until `outputLength` bytes are out, then stops: like
- * qemu, a stream that would go on is accepted with its first `outputLength`
- * bytes, and bytes after the stream's end are ignored. Resolves with fewer
- * bytes when the stream ends (or the input runs out) early.
- */
-export function inflateRawCapped(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const out = new Uint8Array(outputLength);
-    let filled = 0;
-    let settled = false;
-    const finish = (error?: Error) => {
-      if (settled) return;
-      settled = true;
-      inflater.destroy();
-      if (error) reject(new CorruptImageError(`invalid deflate stream: ${error.message}`));
-      else resolve(filled === outputLength ? out : out.slice(0, filled));
-    };
-    // Z_SYNC_FLUSH as the final flush: a stream cut short ends quietly instead of erroring.
-    const inflater = createInflateRaw({ finishFlush: constants.Z_SYNC_FLUSH, chunkSize: 16 * 1024 });
-    inflater.on('data', (chunk: Buffer) => {
-      if (settled) return;
-      const count = Math.min(chunk.length, outputLength - filled);
-      out.set(chunk.subarray(0, count), filled);
-      filled += count;
-      if (filled === outputLength) finish();
-    });
-    inflater.on('error', (error) => finish(error));
-    inflater.on('end', () => finish());
-    if (outputLength === 0) finish();
-    else inflater.end(input);
-  });
+/** Inflates one compressed cluster into a new buffer of at most `outputLength` bytes. */
+export async function inflateRawFast(input: Uint8Array, outputLength: number): Promise<Uint8Array> {
+  const output = new Uint8Array(outputLength);
+  const length = await inflateRawInto(input, output);
+  return length === outputLength ? output : output.slice(0, length);
 }
 
 /**
@@ -105,7 +76,7 @@ function checkedZstdFrame(input: Uint8Array, outputLength: number): Uint8Array {
 export async function zstdDecompressInto(input: Uint8Array, output: Uint8Array): Promise<number> {
   const frame = checkedZstdFrame(input, output.length);
   try {
-    return await zstdThreads().decode(frame, output);
+    return await decodeThreads().decode('zstd', frame, output);
   } catch (error) {
     if (error instanceof PlatterError) throw error;
     throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
@@ -148,6 +119,7 @@ export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
 /** The codecs platter uses on Node. */
 export const nodeCodecs: Codecs = {
   inflateRaw: inflateRawFast,
+  inflateRawInto,
   zstdDecompress: zstdDecompressCapped,
   zstdDecompressInto,
   async deflateRaw(input) {

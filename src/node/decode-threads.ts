@@ -1,0 +1,361 @@
+/**
+ * Decoding compressed clusters on worker threads, deflate and zstd alike.
+ * qcow2 makes every compressed cluster its own stream, so clusters decode
+ * independently on every core while the main thread reads and writes. On the
+ * main thread each deflate cluster costs a round trip to the libuv pool, a
+ * fresh output buffer and a copy out of it, which together cost about half as
+ * much CPU time as the inflate itself; zstd's libzstd in WebAssembly decodes at
+ * about half of native speed and would hold the main thread.
+ *
+ * The clusters asked for in one turn of the event loop (the clusters of one
+ * guest read) travel to a thread as one message, a batch, and come back
+ * together: a message per cluster would cost as much as decoding it. Bytes
+ * travel in shared memory, never in the messages: a thread reads each stream
+ * where the caller keeps it and decodes into the caller's buffer when those
+ * are SharedArrayBuffers (the qcow2 reader's and convert's are), else through
+ * batch buffers of the pool's own, copied here.
+ *
+ * Threads start on first use, in the background, ready for deflate at once;
+ * each loads libzstd only when the first zstd cluster is met. Until a thread
+ * is ready for a codec, batches of it decode on the main thread, so a short
+ * read never waits for a thread to boot. Idle threads do not keep the process
+ * alive.
+ */
+
+import { availableParallelism } from 'node:os';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { BufferPool, isShared } from '../core/buffer-pool.js';
+import { IoError } from '../core/errors.js';
+import { inflateRawOnPool } from './inflate.js';
+import { makeSyncInflater, type SyncInflater } from './inflate-sync.js';
+import { loadZstdDecoder, type ZstdDecoder, type ZstdDecoderSource } from './zstd-decoder.js';
+
+/** Decoder threads at most, whatever the core count: past this the main thread's writes are the limit. */
+const MAX_DECODER_THREADS = 4;
+/** Output bytes per batch: enough to amortise a message, small enough that every thread gets work from one read. */
+const BATCH_OUTPUT_BYTES = 512 * 1024;
+/** Spare batch buffers kept for reuse, per thread. */
+const SPARE_BUFFERS_PER_THREAD = 4;
+
+/** The compressions a thread decodes: raw deflate (qcow2's zlib type) and zstd frames. */
+export type DecodeCodec = 'deflate' | 'zstd';
+
+/** One stream to decode into `output`. */
+interface DecodeJob {
+  codec: DecodeCodec;
+  input: Uint8Array;
+  output: Uint8Array;
+  resolve(length: number): void;
+  reject(error: Error): void;
+}
+
+/** Bytes in shared memory. */
+interface SharedPlace {
+  buffer: SharedArrayBuffer;
+  offset: number;
+  length: number;
+}
+
+/** What goes to a thread: a batch (where each stream is, its codec, where its output goes), or a request to load libzstd. */
+type ThreadRequest = { id: number; codecs: DecodeCodec[]; inputs: SharedPlace[]; outputs: SharedPlace[] } | { warm: 'zstd' };
+
+/** Why a stream did not decode: the decoder's message, and node:zlib's error code when it gave one. */
+interface StreamError {
+  message: string;
+  code?: string;
+}
+
+/** What comes back for a batch: per stream, the bytes it decoded to or why it did not. */
+interface BatchReply {
+  id: number;
+  lengths: number[];
+  errors: (StreamError | null)[];
+}
+
+/** A thread's messages: ready for a codec, failed to load one, or a finished batch. */
+type ThreadMessage = { ready: DecodeCodec } | { failed: DecodeCodec; message: string } | BatchReply;
+
+/** The body of a decoder thread; self-contained, it runs from its source text. */
+function decoderThreadMain(
+  load: (path: string) => unknown,
+  threads: typeof import('node:worker_threads'),
+  loadZstd: typeof loadZstdDecoder,
+  inflater: SyncInflater,
+): void {
+  const port = threads.parentPort!;
+  const view = (place: SharedPlace) => new Uint8Array(place.buffer, place.offset, place.length);
+  const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+  let zstd: ZstdDecoder | undefined;
+  port.on('message', (request: ThreadRequest) => {
+    if ('warm' in request) {
+      loadZstd(load, threads.workerData as ZstdDecoderSource).then(
+        (decoder) => {
+          zstd = decoder;
+          port.postMessage({ ready: 'zstd' });
+        },
+        (error: unknown) => port.postMessage({ failed: 'zstd', message: messageOf(error) }),
+      );
+      return;
+    }
+    const lengths: number[] = [];
+    const errors: (StreamError | null)[] = [];
+    request.inputs.forEach((input, index) => {
+      try {
+        const output = view(request.outputs[index]!);
+        if (request.codecs[index] === 'deflate') lengths.push(inflater.inflate(view(input), output));
+        else if (zstd) lengths.push(zstd.decode(view(input), output));
+        else throw new Error('libzstd is not loaded on this thread');
+        errors.push(null);
+      } catch (error) {
+        lengths.push(0);
+        const code = (error as { code?: unknown }).code;
+        errors.push({ message: messageOf(error), ...(typeof code === 'string' ? { code } : {}) });
+      }
+    });
+    const reply: BatchReply = { id: request.id, lengths, errors };
+    port.postMessage(reply);
+  });
+  port.postMessage({ ready: 'deflate' });
+}
+
+/** A batch in flight: its jobs, and the pool buffers that stand in for unshared inputs and outputs. */
+interface Batch {
+  jobs: DecodeJob[];
+  input?: SharedArrayBuffer;
+  output?: SharedArrayBuffer;
+}
+
+/** Where a thread is with one codec: ready, on its way, or out (never asked, failed, or the thread lost). */
+interface CodecState {
+  ready: boolean;
+  /** Resolves when the codec is ready or will not be. */
+  settled: Promise<void>;
+  settle(): void;
+}
+
+/** A decoder thread and the batches it holds. */
+interface DecoderThread {
+  worker: Worker;
+  codecs: Partial<Record<DecodeCodec, CodecState>>;
+  /** Streams sent and not yet back. */
+  load: number;
+  batches: Map<number, Batch>;
+}
+
+function codecState(): CodecState {
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => (settle = resolve));
+  return { ready: false, settled, settle };
+}
+
+/** Error from a thread's reply, with node:zlib's code kept so the caller can tell a too-long stream from a bad one. */
+function streamError(error: StreamError): Error {
+  return Object.assign(new Error(error.message), error.code === undefined ? {} : { code: error.code });
+}
+
+/** Decodes compressed streams on a few threads (or here, until they are up). */
+export class DecodeThreads {
+  private queue: DecodeJob[] = [];
+  private threads: DecoderThread[] | undefined;
+  private localZstd: Promise<ZstdDecoder> | undefined;
+  private readonly spares: BufferPool;
+  private nextId = 0;
+
+  constructor(
+    private readonly source: ZstdDecoderSource,
+    private readonly threadCount: number,
+  ) {
+    this.spares = new BufferPool({ keep: 2 * SPARE_BUFFERS_PER_THREAD * threadCount, minimum: BATCH_OUTPUT_BYTES, shared: true });
+  }
+
+  /** Starts the threads (if not yet) and resolves, with how many are ready for `codec`, once each is ready or out. */
+  async start(codec: DecodeCodec): Promise<number> {
+    this.startThreads();
+    const threads = this.threads!;
+    for (const thread of threads) this.warm(thread, codec);
+    await Promise.all(threads.map((thread) => thread.codecs[codec]!.settled));
+    return threads.filter((thread) => thread.codecs[codec]!.ready).length;
+  }
+
+  /**
+   * Decodes one whole stream into `output`; resolves with the bytes written. A
+   * bad stream rejects with the decoder's message (and node:zlib's code); a
+   * lost thread rejects what it held with an I/O error.
+   */
+  decode(codec: DecodeCodec, input: Uint8Array, output: Uint8Array): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) queueMicrotask(() => this.flush());
+      this.queue.push({ codec, input, output, resolve, reject });
+    });
+  }
+
+  /** Sends what was asked for in this turn, cut into batches of one codec, each to the least busy thread ready for it. */
+  private flush(): void {
+    const jobs = this.queue;
+    this.queue = [];
+    this.startThreads();
+    const pending: Partial<Record<DecodeCodec, { jobs: DecodeJob[]; bytes: number }>> = {};
+    for (const job of jobs) {
+      let batch = pending[job.codec];
+      if (batch && batch.bytes + job.output.length > BATCH_OUTPUT_BYTES) {
+        this.dispatch(job.codec, batch.jobs);
+        batch = undefined;
+      }
+      batch ??= pending[job.codec] = { jobs: [], bytes: 0 };
+      batch.jobs.push(job);
+      batch.bytes += job.output.length;
+    }
+    for (const [codec, batch] of Object.entries(pending) as [DecodeCodec, { jobs: DecodeJob[] }][]) this.dispatch(codec, batch.jobs);
+  }
+
+  private dispatch(codec: DecodeCodec, jobs: DecodeJob[]): void {
+    let best: DecoderThread | undefined;
+    for (const thread of this.threads ?? []) {
+      this.warm(thread, codec);
+      if (thread.codecs[codec]!.ready && (!best || thread.load < best.load)) best = thread;
+    }
+    if (best) this.send(best, codec, jobs);
+    else void this.decodeHere(codec, jobs);
+  }
+
+  /** Asks `thread` to get ready for `codec`, once. */
+  private warm(thread: DecoderThread, codec: DecodeCodec): void {
+    if (thread.codecs[codec]) return;
+    thread.codecs[codec] = codecState();
+    if (codec === 'zstd') thread.worker.postMessage({ warm: 'zstd' } satisfies ThreadRequest);
+  }
+
+  private send(thread: DecoderThread, codec: DecodeCodec, jobs: DecodeJob[]): void {
+    const batch: Batch = { jobs };
+    const inputs = this.places(jobs.map((job) => job.input), (buffer) => (batch.input = buffer), true);
+    const outputs = this.places(jobs.map((job) => job.output), (buffer) => (batch.output = buffer), false);
+    const request: ThreadRequest = { id: this.nextId++, codecs: jobs.map(() => codec), inputs, outputs };
+    thread.batches.set(request.id, batch);
+    if (thread.load === 0) thread.worker.ref();
+    thread.load += jobs.length;
+    thread.worker.postMessage(request);
+  }
+
+  /**
+   * Where a thread finds (or puts) each of `views`: in place when it is shared
+   * memory, else in a pool buffer (handed to `use`), filled from the views when `fill`.
+   */
+  private places(views: Uint8Array[], use: (buffer: SharedArrayBuffer) => void, fill: boolean): SharedPlace[] {
+    const unshared = views.reduce((sum, view) => (isShared(view.buffer) ? sum : sum + view.length), 0);
+    const stand = unshared > 0 ? (this.spares.take(unshared) as SharedArrayBuffer) : undefined;
+    if (stand) use(stand);
+    let at = 0;
+    return views.map((view) => {
+      if (isShared(view.buffer)) return { buffer: view.buffer, offset: view.byteOffset, length: view.length };
+      if (fill) new Uint8Array(stand!, at, view.length).set(view);
+      at += view.length;
+      return { buffer: stand!, offset: at - view.length, length: view.length };
+    });
+  }
+
+  private receive(thread: DecoderThread, reply: BatchReply): void {
+    const batch = thread.batches.get(reply.id);
+    if (!batch) return;
+    thread.batches.delete(reply.id);
+    thread.load -= batch.jobs.length;
+    if (thread.load === 0) thread.worker.unref();
+    let at = 0;
+    batch.jobs.forEach((job, index) => {
+      const error = reply.errors[index];
+      const length = reply.lengths[index]!;
+      if (!isShared(job.output.buffer)) {
+        if (!error) job.output.set(new Uint8Array(batch.output!, at, length));
+        at += job.output.length;
+      }
+      if (error) job.reject(streamError(error));
+      else job.resolve(length);
+    });
+    this.release(batch);
+  }
+
+  private release(batch: Batch): void {
+    if (batch.input) this.spares.give(batch.input);
+    if (batch.output) this.spares.give(batch.output);
+  }
+
+  /** Decodes a batch on the main thread: before any thread is ready for its codec, or when none can be. */
+  private async decodeHere(codec: DecodeCodec, jobs: DecodeJob[]): Promise<void> {
+    if (codec === 'deflate') {
+      for (const job of jobs) inflateRawOnPool(job.input, job.output).then(job.resolve, job.reject);
+      return;
+    }
+    let decoder: ZstdDecoder;
+    try {
+      this.localZstd ??= loadZstdDecoder(createRequire(import.meta.url), this.source);
+      decoder = await this.localZstd;
+    } catch (error) {
+      for (const job of jobs) job.reject(error as Error);
+      return;
+    }
+    for (const job of jobs) {
+      try {
+        job.resolve(decoder.decode(job.input, job.output));
+      } catch (error) {
+        job.reject(error as Error);
+      }
+    }
+  }
+
+  /** Starts the threads once, in the background (none without shared memory). */
+  private startThreads(): void {
+    if (this.threads) return;
+    this.threads = [];
+    if (typeof SharedArrayBuffer === 'undefined') return;
+    const code = `(${decoderThreadMain.toString()})(require, require('node:worker_threads'), ${loadZstdDecoder.toString()}, (${makeSyncInflater.toString()})(require('node:zlib')));`;
+    for (let index = 0; index < this.threadCount; index++) {
+      let worker: Worker;
+      try {
+        worker = new Worker(code, { eval: true, workerData: this.source });
+      } catch {
+        return;
+      }
+      const thread: DecoderThread = { worker, codecs: { deflate: codecState() }, load: 0, batches: new Map() };
+      this.threads.push(thread);
+      worker.on('message', (message: ThreadMessage) => {
+        if ('ready' in message) {
+          const state = thread.codecs[message.ready]!;
+          state.ready = true;
+          state.settle();
+        } else if ('failed' in message) thread.codecs[message.failed]!.settle();
+        else this.receive(thread, message);
+      });
+      worker.on('error', (error) => this.lose(thread, `a decoder thread failed: ${error.message}`));
+      worker.on('exit', () => this.lose(thread, 'a decoder thread exited'));
+      // After the listeners: the first 'message' listener refs the worker's port again.
+      worker.unref();
+    }
+  }
+
+  /** Takes a thread out of service; what it held fails with an I/O error (the image is not at fault). */
+  private lose(thread: DecoderThread, reason: string): void {
+    for (const state of Object.values(thread.codecs)) {
+      state.ready = false;
+      state.settle();
+    }
+    this.threads = this.threads?.filter((other) => other !== thread);
+    for (const batch of thread.batches.values()) for (const job of batch.jobs) job.reject(new IoError(reason));
+    thread.batches.clear();
+    thread.load = 0;
+    void thread.worker.terminate();
+  }
+}
+
+/** Threads for this machine: one per core up to the cap; none on one core, where the main thread decodes alone. */
+export function decoderThreadCount(): number {
+  const cores = availableParallelism();
+  return cores <= 1 ? 0 : Math.min(MAX_DECODER_THREADS, cores);
+}
+
+let shared: DecodeThreads | undefined;
+
+/** The process's decoder threads, made on first use. */
+export function decodeThreads(): DecodeThreads {
+  shared ??= new DecodeThreads({ packagePath: createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm') }, decoderThreadCount());
+  return shared;
+}

@@ -1,0 +1,217 @@
+/**
+ * Decoding on worker threads, deflate and zstd: the bytes that were
+ * compressed, whether the streams and outputs live in shared memory (decoded
+ * in place) or not (copied through the pool's batch buffers), with both codecs
+ * asked for in one turn; a bad stream fails alone; a deflate stream longer
+ * than its cluster gives its first bytes, as qemu takes it; a thread that
+ * cannot load libzstd still decodes deflate; a thread that dies fails what it
+ * held with an I/O error and leaves the rest working. Reads of qemu-made zlib
+ * and zstd images through the threads match the raw source at any offset and
+ * length.
+ */
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { deflateRawSync } from 'node:zlib';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inflateRawInto, zstdCompress } from '../src/node/codecs.js';
+import { DecodeThreads, decodeThreads, type DecodeCodec } from '../src/node/decode-threads.js';
+import { openImageFile } from '../src/node/open.js';
+import { alignedBuffer } from '../src/ops/aligned.js';
+import type { Image } from '../src/core/image.js';
+import { qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js';
+
+const packagePath = createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm');
+
+/** Text-like bytes that compress, different for each seed. */
+function clusterOf(length: number, seed: number): Uint8Array {
+  const words = ['qcow2', 'cluster', 'refcount', 'L2 table', 'snapshot', 'backing', '\n'];
+  const bytes = new Uint8Array(length);
+  let state = seed >>> 0;
+  for (let at = 0; at < length; ) {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    const word = new TextEncoder().encode(words[state % words.length]! + ' ');
+    bytes.set(word.subarray(0, length - at), at);
+    at += word.length;
+  }
+  return bytes;
+}
+
+/** `bytes` copied into shared memory, or left as they are. */
+function placed(bytes: Uint8Array, shared: boolean): Uint8Array {
+  if (!shared) return bytes;
+  const copy = new Uint8Array(new SharedArrayBuffer(bytes.length + 32), 16, bytes.length);
+  copy.set(bytes);
+  return copy;
+}
+
+/** `cluster` compressed with `codec` as qemu compresses clusters (deflate: raw, 4 KiB window). */
+async function compressed(codec: DecodeCodec, cluster: Uint8Array): Promise<Uint8Array> {
+  return codec === 'zstd' ? zstdCompress(cluster) : new Uint8Array(deflateRawSync(cluster, { windowBits: 12 }));
+}
+
+describe('decoder threads', () => {
+  const threads = new DecodeThreads({ packagePath }, 2);
+
+  it('start: both threads come up, for deflate and for zstd', async () => {
+    expect(await threads.start('deflate')).toBe(2);
+    expect(await threads.start('zstd')).toBe(2);
+  });
+
+  it('decode the same bytes as were compressed, either codec, streams and outputs shared or not', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            codec: fc.constantFrom<DecodeCodec>('deflate', 'zstd'),
+            length: fc.integer({ min: 1, max: 70_000 }),
+            seed: fc.nat(),
+            sharedInput: fc.boolean(),
+            sharedOutput: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 24 },
+        ),
+        async (streams) => {
+          const clusters = streams.map(({ length, seed }) => clusterOf(length, seed));
+          const inputs = await Promise.all(clusters.map((cluster, index) => compressed(streams[index]!.codec, cluster)));
+          const outputs = streams.map(({ length, sharedOutput }) => placed(new Uint8Array(length), sharedOutput));
+          // Asked for in one turn: they travel as batches of one codec, split across both threads.
+          const lengths = await Promise.all(
+            inputs.map((input, index) => threads.decode(streams[index]!.codec, placed(input, streams[index]!.sharedInput), outputs[index]!)),
+          );
+          expect(lengths).toEqual(clusters.map((cluster) => cluster.length));
+          outputs.forEach((output, index) => expect(output).toEqual(clusters[index]));
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it('idle threads do not keep the process alive, before and after a batch', async () => {
+    // What holds the event loop open: a thread that never got a batch once kept its port referenced, so the process never exited.
+    const ports = () => process.getActiveResourcesInfo().filter((name) => name === 'MessagePort' || name === 'Worker').length;
+    const before = ports();
+    const idle = new DecodeThreads({ packagePath }, 2);
+    expect(await idle.start('zstd')).toBe(2);
+    expect(ports()).toBe(before);
+    const cluster = clusterOf(4096, 7);
+    for (const codec of ['zstd', 'deflate'] as const) {
+      const output = new Uint8Array(cluster.length);
+      expect(await idle.decode(codec, await compressed(codec, cluster), output)).toBe(cluster.length);
+      expect(output).toEqual(cluster);
+      expect(ports()).toBe(before);
+    }
+  });
+
+  it.each(['zstd', 'deflate'] as const)('a bad %s stream fails alone; the rest of its batch decodes', async (codec) => {
+    const good = clusterOf(4096, 1);
+    const stream = await compressed(codec, good);
+    const bad = stream.slice();
+    bad.fill(0xee, codec === 'zstd' ? 12 : 0);
+    const outputs = [new Uint8Array(4096), new Uint8Array(4096), placed(new Uint8Array(4096), true)];
+    const results = await Promise.allSettled([
+      threads.decode(codec, stream, outputs[0]!),
+      threads.decode(codec, bad, outputs[1]!),
+      threads.decode(codec, stream, outputs[2]!),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason.message).toMatch(codec === 'zstd' ? /libzstd error/ : /invalid/);
+    expect(outputs[0]).toEqual(good);
+    expect(outputs[2]).toEqual(good);
+  });
+
+  it('a deflate stream longer than its cluster gives its first bytes, as qemu takes it', async () => {
+    const twoClusters = clusterOf(8192, 3);
+    const stream = await compressed('deflate', twoClusters);
+    const output = new Uint8Array(4096);
+    expect(await threads.decode('deflate', stream, output)).toBe(4096);
+    expect(output).toEqual(twoClusters.subarray(0, 4096));
+    const viaCodec = new Uint8Array(4096);
+    expect(await inflateRawInto(stream, viaCodec)).toBe(4096);
+    expect(viaCodec).toEqual(twoClusters.subarray(0, 4096));
+  });
+});
+
+describe('decoder threads that fail', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'platter-decode-threads-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('libzstd that cannot load: no thread is ready for zstd, a zstd decode fails with the loader\'s error, deflate still decodes on the threads', async () => {
+    const threads = new DecodeThreads({ packagePath: join(dir, 'missing', 'index.node.js') }, 2);
+    expect(await threads.start('zstd')).toBe(0);
+    await expect(threads.decode('zstd', new Uint8Array(8), new Uint8Array(8))).rejects.toThrow(/Cannot find module/);
+    expect(await threads.start('deflate')).toBe(2);
+    const cluster = clusterOf(4096, 5);
+    const output = new Uint8Array(cluster.length);
+    expect(await threads.decode('deflate', await compressed('deflate', cluster), output)).toBe(cluster.length);
+    expect(output).toEqual(cluster);
+  });
+
+  it('a thread that dies mid-batch fails what it held with EIO; later decodes go on without it', async () => {
+    // A stand-in package whose decoder ends its thread (and only decodes on the main thread).
+    const fake = join(dir, 'index.node.js');
+    writeFileSync(
+      fake,
+      `const { isMainThread } = require('node:worker_threads');
+       exports.init = async () => {};
+       exports.createDCtx = () => 1;
+       exports.decompressUsingDict = (context, input) => {
+         if (!isMainThread) process.exit(7);
+         return input.slice();
+       };`,
+    );
+    const threads = new DecodeThreads({ packagePath: fake }, 1);
+    expect(await threads.start('zstd')).toBe(1);
+    await expect(threads.decode('zstd', Uint8Array.of(1, 2, 3), new Uint8Array(3))).rejects.toMatchObject({ code: 'EIO' });
+    const output = new Uint8Array(3);
+    expect(await threads.decode('zstd', Uint8Array.of(4, 5, 6), output)).toBe(3);
+    expect([...output]).toEqual([4, 5, 6]);
+  });
+});
+
+const haveQemu = qcow2ToolAvailable('qemu-img');
+
+describe.skipIf(!haveQemu).each(['zlib', 'zstd'] as const)('reading a %s-compressed qcow2 through the threads', (compression) => {
+  const temp = qcow2TempDir();
+  const size = 3 << 20;
+  const source = new Uint8Array(size);
+  let image: Image;
+
+  beforeAll(async () => {
+    for (let offset = 0, seed = 1; offset < size; offset += 65536, seed++) source.set(clusterOf(65536, seed), offset);
+    source.fill(0, 1 << 20, (1 << 20) + 65536);
+    writeFileSync(join(temp.dir, 'source.raw'), source);
+    sh(temp.dir, 'qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', `compression_type=${compression}`, 'source.raw', 'compressed.qcow2']);
+    image = await openImageFile(join(temp.dir, 'compressed.qcow2'));
+    expect(await decodeThreads().start(compression === 'zlib' ? 'deflate' : 'zstd')).toBeGreaterThan(0);
+  });
+  afterAll(async () => {
+    await image?.close();
+    temp.cleanup();
+  });
+
+  it('any read, into shared or plain buffers, one after another, matches the source', async () => {
+    const shared = alignedBuffer(2 << 20, { shared: true });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ offset: fc.integer({ min: 0, max: size - 1 }), length: fc.integer({ min: 1, max: 2 << 20 }), inShared: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 6,
+        }),
+        async (reads) => {
+          for (const { offset, length: wanted, inShared } of reads) {
+            const length = Math.min(wanted, size - offset);
+            const target = inShared ? shared.subarray(0, length) : new Uint8Array(length);
+            target.fill(0xaa);
+            await image.readInto!(offset, target);
+            expect(Buffer.from(target).equals(Buffer.from(source.subarray(offset, offset + length)))).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+});
