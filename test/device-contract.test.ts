@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, SliceDevice, type BlockDevice } from '../src/core/device.js';
-import { FileDevice } from '../src/node/file-device.js';
+import { FileDevice, writePiece } from '../src/node/file-device.js';
 import { tempDir } from './helpers/tools.js';
 
 const tmp = tempDir();
@@ -164,5 +164,37 @@ describe('FileDevice', () => {
     expect(allocated).toBeGreaterThanOrEqual(4096);
     expect(allocated).toBeLessThan(1 << 20);
     await device.close();
+  });
+
+  it('splits writes so that none fills an aligned 2 MiB block, into at most two calls per 2 MiB, covering every byte', () => {
+    const MiB2 = 2 << 20;
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 64 * MiB2 }), fc.integer({ min: 1, max: 5 * MiB2 }), (offset, length) => {
+        let position = offset;
+        let calls = 0;
+        while (position < offset + length) {
+          const piece = writePiece(position, offset + length - position);
+          expect(piece).toBeGreaterThan(0);
+          expect(position % MiB2 === 0 && piece >= MiB2).toBe(false);
+          position += piece;
+          calls++;
+        }
+        expect(position).toBe(offset + length);
+        expect(calls).toBeLessThanOrEqual(2 * Math.ceil(length / MiB2) + 1);
+      }),
+    );
+    // The common case: a 2 MiB-aligned 2 MiB write is a 64 KiB head and the rest.
+    expect(writePiece(MiB2, MiB2)).toBe(64 << 10);
+    expect(writePiece(MiB2 + (64 << 10), MiB2 - (64 << 10))).toBe(MiB2 - (64 << 10));
+  });
+
+  it('a large write lands whole, head and rest', async () => {
+    const device = await FileDevice.open(tmp.path('large.bin'), { create: true });
+    const data = pattern(5 << 20, 3);
+    await device.write(2 << 20, data);
+    await device.close();
+    const back = readFileSync(tmp.path('large.bin'));
+    expect(back.length).toBe(7 << 20);
+    expect(back.subarray(2 << 20).equals(Buffer.from(data))).toBe(true);
   });
 });
