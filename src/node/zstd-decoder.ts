@@ -5,7 +5,7 @@
  * copy in and one copy out, and nothing is allocated per call.
  *
  * `loadZstdDecoder` is also the source of the decoder threads (see
- * zstd-threads.ts), so it must stay self-contained: no imports, no helpers
+ * decode-threads.ts), so it must stay self-contained: no imports, no helpers
  * from outside its own body, and modules loaded only through `load`.
  */
 
