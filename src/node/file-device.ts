@@ -68,7 +68,8 @@ export class FileDevice implements BlockDevice {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new IoError('is a directory', { path });
       if (stats.isFIFO() || stats.isSocket()) throw new IoError('is a FIFO or socket, not an image file', { path });
-      return new FileDevice(handle, path, stats.size, writable, options.flushes ?? true);
+      const size = stats.isBlockDevice() ? await readableSize(handle) : stats.size;
+      return new FileDevice(handle, path, size, writable, options.flushes ?? true);
     } catch (error) {
       await handle.close();
       throw hostError(error, path, 'open');
@@ -135,6 +136,34 @@ export class FileDevice implements BlockDevice {
       throw hostError(error, this.name, what);
     }
   }
+}
+
+/**
+ * The size of a block device, which stat reports as 0. Node has no ioctl to
+ * ask, so this finds the first offset a one-byte read cannot reach: doubling
+ * until a read comes back empty, then halving the gap (about 2 log2(size)
+ * reads, served from the device's page cache).
+ */
+export async function readableSize(handle: FileHandle): Promise<number> {
+  const probe = new Uint8Array(1);
+  const readable = async (offset: number) => (await handle.read(probe, 0, 1, offset)).bytesRead === 1;
+  if (!(await readable(0))) return 0;
+  let reached = 0; // a readable offset
+  let end = 512; // end - 1 is the next offset to try
+  while (await readable(end - 1)) {
+    reached = end - 1;
+    end *= 2;
+    if (end > Number.MAX_SAFE_INTEGER) throw new IoError('cannot find the end of the device');
+  }
+  // The size is the first unreadable offset in (reached, end - 1].
+  let low = reached + 1;
+  let high = end - 1;
+  while (low < high) {
+    const middle = Math.floor((low + high) / 2);
+    if (await readable(middle)) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 /**
