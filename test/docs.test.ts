@@ -80,11 +80,12 @@ describe.each(pages)('%s', (page) => {
   });
 
   it.skipIf(examples.length === 0).each(examples.map((example, index) => [index + 1, example.command, example] as const))('#%d: %s', (_index, _command, example) => {
-    const result = spawnSync('sh', ['-c', example.command], {
+    // timeout(1) ends the shell's whole process group, so a hung platter under it does not outlive the test.
+    const result = spawnSync('timeout', ['-k', '5', '60', 'sh', '-c', example.command], {
       cwd: work,
       encoding: 'utf8',
       env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, PLATTER_DEBUG: '' },
-      timeout: 60_000,
+      timeout: 75_000,
     });
     expect(result.status, result.stderr).toBe(example.expectedStatus);
     const actual = result.stdout.split('\n').filter((line) => line.trim() !== '');

@@ -127,6 +127,39 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     expectQemuCheckClean('rs-p.qcow2');
   });
 
+  it('resizes a v3 image with snapshots as qemu-img does, grown and shrunk; each snapshot applies back to its size and data', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'grow-base.qcow2', '4M']);
+    qemuIo('grow-base.qcow2', 'write -P 5 0 4M');
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'four', 'grow-base.qcow2']);
+    const four = rawOf('grow-base.qcow2');
+    for (const image of ['grow-q.qcow2', 'grow-p.qcow2']) copyFileSync(join(dir, 'grow-base.qcow2'), join(dir, image));
+    const both = (args: (image: string) => string[]) => {
+      sh(dir, 'qemu-img', args('grow-q.qcow2'));
+      plat(args('grow-p.qcow2'));
+    };
+    const same = () => {
+      expectQemuCheckClean('grow-p.qcow2');
+      expect(shStatus(dir, 'qemu-img', ['compare', 'grow-p.qcow2', 'grow-q.qcow2']).status).toBe(0);
+    };
+    both((image) => ['resize', '-q', image, '8M']);
+    same();
+    for (const image of ['grow-q.qcow2', 'grow-p.qcow2']) qemuIo(image, 'write -P 7 6M 1M');
+    both((image) => ['resize', '-q', '--shrink', image, '1M']);
+    same();
+    both((image) => ['snapshot', '-a', 'four', image]);
+    same();
+    expect(firstDifference(rawOf('grow-p.qcow2'), four)).toBe(-1);
+  });
+
+  it('refuses to resize a v2 image with snapshots, as qemu-img does', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '1M']);
+    sh(dir, 'qemu-img', ['snapshot', '-c', 'one', 'v2.qcow2']);
+    const result = platter(['resize', 'v2.qcow2', '2M'], { cwd: dir });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/Can't resize a v2 image which has snapshots/);
+    expect(shStatus(dir, 'qemu-img', ['resize', 'v2.qcow2', '2M']).stderr).toMatch(/Can't resize a v2 image which has snapshots/);
+  });
+
   it('duplicate names and ids resolve as in qemu-img (ids unique, -a by id then first name, -d first name)', () => {
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'dup-base.qcow2', '128k']);
     for (const image of ['dup-q.qcow2', 'dup-p.qcow2']) copyFileSync(join(dir, 'dup-base.qcow2'), join(dir, image));

@@ -18,13 +18,13 @@ export function targetSize(current: number, change: SizeChange): number {
 
 /**
  * Resizes an image opened writable. Shrinking needs `shrink` (data past the
- * new end is lost); qcow2 images with internal snapshots cannot change size.
+ * new end is lost, but for what internal snapshots hold); qcow2 v2 images with
+ * internal snapshots cannot change size, as in qemu.
  */
 export async function resizeImage(image: Image, change: SizeChange, shrink: boolean): Promise<number> {
   const size = Math.ceil(targetSize(image.size, change) / SECTOR) * SECTOR;
   if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
   if (image instanceof Qcow2Image) {
-    if (image.metadata.snapshots.length > 0) throw new UnsupportedFeatureError("Can't resize an image which has snapshots");
     await image.resize(size);
   } else if (image instanceof RawImage) {
     if (!image.device.truncate) throw new UnsupportedFeatureError(`${image.name} cannot change size`);
