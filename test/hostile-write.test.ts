@@ -1,7 +1,8 @@
 /**
- * Write safety on images that cannot be trusted: images marked corrupt or
- * dirty, or with incompatible features platter does not know, are never opened
- * for writing; with lazy refcounts the dirty bit reaches the disk before any
+ * Write safety on images that cannot be trusted: images marked corrupt, or
+ * with incompatible features platter does not know, are never opened for
+ * writing; a dirty one has its refcounts rebuilt (and its dirty bit cleared)
+ * before anything else is written; with lazy refcounts the dirty bit reaches the disk before any
  * other change, and is cleared on a clean close. convert refuses to write
  * over any file of its source chain and leaves the chain untouched.
  */
@@ -49,9 +50,13 @@ describe('write safety', () => {
     await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/marked corrupt/) });
   });
 
-  it('refuses to write an image left dirty', async () => {
+  it('repairs an image left dirty before writing it, and says so', async () => {
     const device = new MemoryDevice(imageWith((i) => putU64(i, 72, DIRTY)));
-    await expect(openWritable(device)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/not closed cleanly/) });
+    const warnings: string[] = [];
+    const image = await openImage(device, { host: { ...host, warn: (message) => warnings.push(message) }, writable: true });
+    expect(dirtyBit(device.contents())).toBe(false);
+    expect(warnings).toEqual([expect.stringMatching(/not closed cleanly.*refcounts repaired/)]);
+    await image.close();
   });
 
   it('refuses to write an image with an unknown incompatible feature', async () => {

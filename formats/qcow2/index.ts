@@ -12,6 +12,7 @@ import { ClusterAllocator } from './allocate.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
+import { checkQcow2 } from './check.js';
 import { Refcounts } from './refcount.js';
 import { Qcow2Writer } from './write.js';
 import { L2Cache } from './l2-cache.js';
@@ -44,9 +45,10 @@ export { formatSpecificData, describeQcow2 } from './describe.js';
 
 /** Opens the qcow2 image on `device`. */
 export async function openQcow2(device: BlockDevice, options: OpenOptions): Promise<Qcow2Image> {
-  const metadata = await readMetadata(device);
+  let metadata = await readMetadata(device);
   checkOpenMode(metadata, device, options);
   const { host } = options;
+  if (options.writable && (metadata.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) metadata = await repairDirty(device, metadata, host);
   let dataDevice: BlockDevice | undefined = device;
   let backing: Image | undefined;
   try {
@@ -120,8 +122,9 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, 
 }
 
 /**
- * Writing refuses images marked corrupt or dirty (their refcounts cannot be
- * trusted until checked) and read-only files; reading them only warns.
+ * Writing refuses images marked corrupt and read-only files; reading them only
+ * warns. A dirty image (lazy refcounts, not closed cleanly) is repaired before
+ * writing, see repairDirty.
  */
 function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: OpenOptions): void {
   const features = metadata.header.incompatibleFeatures;
@@ -129,9 +132,6 @@ function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: Op
   const dirty = (features & INCOMPAT_DIRTY) !== 0n;
   if (options.writable) {
     if (corrupt) throw new CorruptImageError('image is marked corrupt and cannot be opened for writing', 72);
-    if (dirty) {
-      throw new CorruptImageError("image was not closed cleanly (dirty bit set); run 'platter check -r all' before writing", 72);
-    }
     if (!device.writable || !device.write) throw new ReadOnlyError(`${device.name} is not writable`);
     return;
   }
@@ -139,6 +139,24 @@ function checkOpenMode(metadata: Qcow2Metadata, device: BlockDevice, options: Op
   else if (dirty) {
     options.host.warn('image was not closed cleanly (dirty bit set); refcounts may be stale; opened read-only');
   }
+}
+
+/**
+ * An image left dirty has refcounts that lag its tables; writing on them could
+ * hand out a cluster still in use. As qemu does when it opens such an image for
+ * writing, the refcounts are rebuilt first (check -r all), which clears the
+ * dirty bit; an image that does not come out clean is refused.
+ */
+async function repairDirty(device: BlockDevice, metadata: Qcow2Metadata, host: ImageHost): Promise<Qcow2Metadata> {
+  const result = await checkQcow2(device, metadata, 'all');
+  await device.flush?.();
+  const repaired = await readMetadata(device);
+  if ((repaired.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
+    throw new CorruptImageError("image was not closed cleanly (dirty bit set) and could not be repaired; see 'platter check'", 72);
+  }
+  const fixed = result.corruptionsFixed + result.leaksFixed;
+  host.warn(`image was not closed cleanly (dirty bit set); refcounts repaired${fixed > 0 ? ` (${result.corruptionsFixed} corruptions and ${result.leaksFixed} leaks fixed)` : ''}`);
+  return repaired;
 }
 
 async function openDataFile(metadata: Qcow2Metadata, device: BlockDevice, host: ImageHost, writable: boolean): Promise<BlockDevice> {
