@@ -46,3 +46,13 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
  * leaves them); more are turned away so waiting sockets cannot pile up.
  */
 export const MAX_WAITING_CLIENTS = 64;
+
+/**
+ * Requests served at once on one connection (qemu-nbd allows 16 too). Only
+ * READ and BLOCK_STATUS overlap; anything that changes the export waits for
+ * them and runs alone.
+ */
+export const MAX_CONCURRENT_REQUESTS = 16;
+
+/** READ bytes being served at once on one connection: bounds memory whatever a client queues. */
+export const MAX_CONCURRENT_READ_BYTES = 64 * 1024 * 1024;

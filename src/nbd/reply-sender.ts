@@ -61,9 +61,20 @@ export function readPieces(extents: readonly Extent[], offset: number, length: n
   return pieces;
 }
 
-/** Writes replies for one connection. */
+/**
+ * Writes replies for one connection. Replies to requests served at once may
+ * interleave, but never inside a message: a header and its payload are queued
+ * in one go, with no wait between them.
+ */
 export class Replier {
   constructor(private readonly io: NbdDuplex, private readonly structured: boolean) {}
+
+  /** Queues a header and its payload back to back. */
+  private async send(head: Uint8Array, payload: Uint8Array): Promise<void> {
+    const sent = [this.io.write(head)];
+    if (payload.length > 0) sent.push(this.io.write(payload));
+    await Promise.all(sent);
+  }
 
   /** Success with no data. */
   async ok(cookie: bigint): Promise<void> {
@@ -83,14 +94,8 @@ export class Replier {
     if (!this.structured || (request.flags & CommandFlag.DF) !== 0) {
       // One piece: read everything first, so an error can still be reported.
       const data = await exported.read(offset, length);
-      if (!this.structured) {
-        await this.io.write(encodeSimpleReply(cookie, 0));
-        if (data.length > 0) await this.io.write(data);
-        return;
-      }
-      await this.io.write(encodeOffsetDataHead(cookie, ChunkFlag.DONE, offset, data.length));
-      if (data.length > 0) await this.io.write(data);
-      return;
+      if (!this.structured) return this.send(encodeSimpleReply(cookie, 0), data);
+      return this.send(encodeOffsetDataHead(cookie, ChunkFlag.DONE, offset, data.length), data);
     }
     const pieces = readPieces(await exported.blockStatus(offset, length), offset, length);
     for (const [index, piece] of pieces.entries()) {
@@ -107,8 +112,7 @@ export class Replier {
         const message = error instanceof Error ? error.message : String(error);
         return this.error(cookie, errnoFor(error, Command.READ), message);
       }
-      await this.io.write(encodeOffsetDataHead(cookie, flags, piece.offset, data.length));
-      await this.io.write(data);
+      await this.send(encodeOffsetDataHead(cookie, flags, piece.offset, data.length), data);
     }
   }
 

@@ -14,7 +14,11 @@ export interface NbdDuplex {
    * cleanly before the first of them; a stream cut inside them is a ProtocolError.
    */
   readExact(length: number): Promise<Uint8Array | null>;
-  /** Queues bytes for sending; resolves when the transport accepted them. */
+  /**
+   * Queues bytes for sending; resolves when the transport accepted them. Bytes
+   * of calls made one after another without waiting go out in call order,
+   * unbroken (replies rely on it).
+   */
   write(data: Uint8Array): Promise<void>;
   /** Ends the connection (idempotent). */
   close(): void;

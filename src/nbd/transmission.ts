@@ -1,14 +1,19 @@
 /**
  * The transmission phase: read a request, check it, run it on the export,
- * reply; until NBD_CMD_DISC or the client hangs up. Requests are served one at a
- * time, in order, so a connection holds at most one request's data in memory.
+ * reply; until NBD_CMD_DISC or the client hangs up. Reads and block status
+ * queries are served several at a time (clients such as qemu and nbdcopy keep
+ * many in flight), their replies going out as each is ready, which the
+ * protocol allows; a request that changes the export (or flushes it) waits
+ * for them and runs alone, so it never overlaps a read. Memory is bounded by
+ * MAX_CONCURRENT_READ_BYTES.
  */
 
 import { ProtocolError } from '../core/errors.js';
 import { MAX_SAFE_OFFSET } from '../core/limits.js';
 import { Command, CommandFlag, NbdErrno, NBD_REQUEST_MAGIC } from './constants.js';
 import type { Session } from './handshake.js';
-import { MAX_REQUEST_BYTES } from './limits.js';
+import { InFlight } from './in-flight.js';
+import { MAX_CONCURRENT_READ_BYTES, MAX_CONCURRENT_REQUESTS, MAX_REQUEST_BYTES } from './limits.js';
 import { Replier, errnoFor } from './reply-sender.js';
 import { allocationRuns } from './status.js';
 import type { NbdDuplex } from './stream.js';
@@ -52,13 +57,31 @@ function inRange(request: NbdRequest, size: number): boolean {
   return request.offset <= size && request.length <= size - request.offset;
 }
 
-/** Serves requests until the client disconnects. */
+/** Requests that only look at the export, and so may be served alongside each other. */
+function readsOnly(request: NbdRequest): boolean {
+  return request.type === Command.READ || request.type === Command.BLOCK_STATUS;
+}
+
+/** Serves requests until the client disconnects; what is in flight then is finished first. */
 export async function transmit(io: NbdDuplex, session: Session): Promise<void> {
   const replier = new Replier(io, session.structuredReplies);
-  for (;;) {
-    const request = await readRequest(io);
-    if (!request || request.type === Command.DISC) return;
-    await serveRequest(io, session, replier, request);
+  const inFlight = new InFlight(MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_READ_BYTES);
+  try {
+    for (;;) {
+      const request = await readRequest(io);
+      if (!request || request.type === Command.DISC) return;
+      if (readsOnly(request)) {
+        // A read over the size limit is refused without reading: it holds nothing.
+        const bytes = request.type === Command.READ && request.length <= MAX_REQUEST_BYTES ? request.length : 0;
+        await inFlight.room(bytes);
+        inFlight.start(bytes, () => serveRequest(io, session, replier, request));
+      } else {
+        await inFlight.drain();
+        await serveRequest(io, session, replier, request);
+      }
+    }
+  } finally {
+    await inFlight.drain();
   }
 }
 
