@@ -9,6 +9,7 @@
  * points at them any more.
  */
 
+import { isAllZero } from '../../src/core/bytes.js';
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
 import type { ClusterMap } from './clusters.js';
@@ -365,11 +366,87 @@ export class Qcow2Writer {
 
   private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
     if (await this.readsAsZero(clusterStart)) return;
-    if (this.coversCluster(clusterStart, inCluster, length)) {
-      const canMarkZero = this.header.version === 3 || this.host.backingSize() === undefined;
-      if (canMarkZero) return this.deallocate(clusterStart, 'zero');
-    }
+    const { extendedL2 } = this.geometry;
+    const canMarkZero = this.header.version === 3 || this.host.backingSize() === undefined;
+    const clusterLength = Math.min(this.clusterSize, this.host.size() - clusterStart);
+    // qemu's rule for part of a cluster: it is marked zero whole when it stores nothing and the rest of it reads as zeros.
+    const wholeZero =
+      this.coversCluster(clusterStart, inCluster, length) ||
+      (!extendedL2 && (await this.storesNothing(clusterStart)) && (await this.restReadsZero(clusterStart, inCluster, length, clusterLength)));
+    if (wholeZero && canMarkZero) return this.deallocate(clusterStart, 'zero');
+    if (extendedL2 && (await this.zeroSubclusters(clusterStart, inCluster, length))) return;
     await this.writeInCluster(clusterStart, inCluster, new Uint8Array(length));
+  }
+
+  /** True when the cluster (not extended L2) has no stored bytes: unallocated or zero. */
+  private async storesNothing(clusterStart: number): Promise<boolean> {
+    const slot = await this.tables.slot(clusterStart, false);
+    if (!slot) return true;
+    const type = clusterType(slot.table, slot.index, false, this.dataFile);
+    return type === 'unallocated' || type === 'zero-plain' || type === 'zero-alloc';
+  }
+
+  /** True when the guest bytes of the unit at `unitStart` outside [inUnit, inUnit + length) read as zeros. */
+  private async restReadsZero(unitStart: number, inUnit: number, length: number, unitLength: number): Promise<boolean> {
+    if (inUnit === 0 && length === unitLength) return true;
+    const bytes = await this.host.readGuest(unitStart, unitLength);
+    return isAllZero(bytes.subarray(0, inUnit)) && isAllZero(bytes.subarray(inUnit + length));
+  }
+
+  /**
+   * Zeros part of an extended-L2 cluster as qemu does: each subcluster the
+   * range covers whole gets its zero bit (and loses its allocated bit), and so
+   * does one it covers in part when that one stores nothing and the rest of it
+   * reads as zeros; the bytes of the others are written as zeros. A subcluster
+   * cut by the end of the image counts as whole. A compressed cluster has no
+   * bitmap: qemu takes a request in pieces, so a partial first subcluster is
+   * written (which stores the cluster uncompressed) before the rest gets bits.
+   * False, with nothing done, where no subcluster would get its bit.
+   */
+  private async zeroSubclusters(clusterStart: number, inCluster: number, length: number): Promise<boolean> {
+    const unit = this.clusterSize / SUBCLUSTERS_PER_CLUSTER;
+    const end = inCluster + length;
+    const existing = await this.tables.slot(clusterStart, false);
+    if (existing && clusterType(existing.table, existing.index, true, this.dataFile) === 'compressed') {
+      // With no partial first subcluster, or nothing after it, the whole range is written.
+      const headEnd = Math.min(end, Math.ceil(inCluster / unit) * unit);
+      if (headEnd === inCluster || headEnd === end) return false;
+      await this.writeInCluster(clusterStart, inCluster, new Uint8Array(headEnd - inCluster));
+      if (!(await this.zeroSubclusters(clusterStart, headEnd, end - headEnd))) await this.writeInCluster(clusterStart, headEnd, new Uint8Array(end - headEnd));
+      return true;
+    }
+    const stored = existing ? l2EntryBitmap(existing.table, existing.index).allocated : 0;
+    const unitEnd = (index: number) => Math.min((index + 1) * unit, this.host.size() - clusterStart);
+    let first = SUBCLUSTERS_PER_CLUSTER;
+    let last = 0;
+    const writes: { at: number; length: number }[] = [];
+    for (let index = Math.floor(inCluster / unit); index * unit < end; index++) {
+      const from = Math.max(inCluster, index * unit);
+      const to = Math.min(end, unitEnd(index));
+      const storesNothing = Math.floor(stored / 2 ** index) % 2 === 0;
+      if (
+        (from === index * unit && to === unitEnd(index)) ||
+        (storesNothing && (await this.restReadsZero(clusterStart + index * unit, from - index * unit, to - from, unitEnd(index) - index * unit)))
+      ) {
+        // Marked subclusters are contiguous: only the first and last can be partial.
+        first = Math.min(first, index);
+        last = index + 1;
+      } else writes.push({ at: from, length: to - from });
+    }
+    if (last <= first) return false;
+    // Taking the slot for writing creates a missing table and copies one shared with a snapshot.
+    const slot = await this.tables.slot(clusterStart, true);
+    if (this.rawDataFile && clusterType(slot.table, slot.index, true, this.dataFile) === 'normal') {
+      // The data file must read as the disk by itself: zeros go there first.
+      await this.dataTarget.write!(clusterStart + first * unit, new Uint8Array(unitEnd(last - 1) - first * unit));
+    }
+    const { allocated, zero } = l2EntryBitmap(slot.table, slot.index);
+    const mask = subclusterMask(first, last);
+    const zeroBits = (zero | mask) >>> 0;
+    const allocatedBits = (allocated & ~mask) >>> 0;
+    if (zeroBits !== zero || allocatedBits !== allocated) await this.tables.writeBitmap(slot, allocatedBits, zeroBits);
+    for (const write of writes) await this.writeInCluster(clusterStart, write.at, new Uint8Array(write.length));
+    return true;
   }
 
   /** True when the whole cluster already reads as zeros without anything stored. */
