@@ -139,4 +139,19 @@ describe.runIf(qemu)('serving qcow2', () => {
     expect(spawnSync('qemu-img', ['check', target]).status).toBe(0);
     expect(spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', source, target]).status).toBe(0);
   });
+  it('WRITE_ZEROES over a qcow2 export leaves zero clusters, or zeros stored when the client says NO_HOLE', async () => {
+    const image = file('zeroed.qcow2');
+    runTool('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+    runTool('qemu-io', ['-f', 'qcow2', image, '-c', 'write -P 0x77 0 4M']);
+    const served = await startServe(image, nextSocket(), ['--writable']);
+    // qemu's NBD client sends NO_HOLE unless the write may unmap (-u).
+    runTool('qemu-io', ['-f', 'raw', served.uri, '-c', 'write -z -u 0 1M', '-c', 'write -z 2M 1M']);
+    expect(await exitWithin(served, 10_000)).toBe(0);
+    const map = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[];
+    expect(allocation(map)).toEqual(['0+1048576:-,zero', '1048576+3145728:data']);
+    const read = spawnSync('qemu-io', ['-f', 'qcow2', '-r', image, '-c', 'read -P 0 0 1M', '-c', 'read -P 0 2M 1M', '-c', 'read -P 0x77 3M 1M'], { encoding: 'utf8' });
+    expect(read.status).toBe(0);
+    expect(read.stdout).not.toMatch(/verification failed/);
+    expect(spawnSync('qemu-img', ['check', image]).status).toBe(0);
+  });
 });

@@ -61,6 +61,11 @@ export interface Image extends BlockDevice {
   /** Describes [offset, offset+length) as runs, never reading guest data. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
   describe(): ImageDescription;
+  /**
+   * Makes [offset, offset+length) read as zeros, storing as little as the
+   * format can (space may be freed). Formats without it are zeroed by writing zeros.
+   */
+  writeZeroes?(offset: number, length: number): Promise<void>;
 }
 
 /** Codecs injected by the runtime: formats never import a compression library themselves. */

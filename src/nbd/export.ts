@@ -18,8 +18,11 @@ export interface NbdExport {
   readonly writable: boolean;
   read(offset: number, length: number): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Makes [offset, offset+length) read as zeros. */
-  writeZeroes(offset: number, length: number): Promise<void>;
+  /**
+   * Makes [offset, offset+length) read as zeros; with `noHole` (NBD_CMD_FLAG_NO_HOLE)
+   * the range stays allocated, else the image may free it.
+   */
+  writeZeroes(offset: number, length: number, options?: { noHole?: boolean }): Promise<void>;
   /** A hint that the range is no longer needed; contents may stay as they were. */
   trim(offset: number, length: number): Promise<void>;
   flush(): Promise<void>;
@@ -67,8 +70,10 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
     writable: options.writable,
     read: (offset, length) => data.read(offset, length),
     write: (offset, bytes) => data.write(offset, bytes),
-    async writeZeroes(offset, length) {
+    async writeZeroes(offset, length, zeroOptions = {}) {
       checkRange(offset, length, window.length, `zero ${image.name}`);
+      // The image's own zeroing stores as little as it can (qemu-nbd unmaps too unless asked not to).
+      if (!zeroOptions.noHole && image.writeZeroes) return image.writeZeroes(window.start + offset, length);
       for (let done = 0; done < length; done += ZERO_CHUNK_BYTES) {
         await data.write(offset + done, zeros(Math.min(ZERO_CHUNK_BYTES, length - done)));
       }

@@ -129,7 +129,9 @@ async function runCommand(session: Session, replier: Replier, request: NbdReques
         // Zeroing here is writing zeros: not faster, which FAST_ZERO asks to be told.
         return replier.error(cookie, NbdErrno.ENOTSUP, 'fast zeroing is not available');
       }
-      return mutate(session, replier, request, fua, () => exported.writeZeroes(offset, length));
+      return mutate(session, replier, request, fua, () =>
+        exported.writeZeroes(offset, length, { noHole: (request.flags & CommandFlag.NO_HOLE) !== 0 }),
+      );
     case Command.TRIM:
       return mutate(session, replier, request, fua, () => exported.trim(offset, length));
     case Command.FLUSH:
