@@ -2,7 +2,7 @@
 
 import type { CliCommand } from '../command.js';
 import { info } from '../../ops/info.js';
-import { openForCli } from '../open.js';
+import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { renderInfoChain } from '../render/info.js';
@@ -21,18 +21,12 @@ const command: CliCommand = {
     const path = args.image as string;
     const backingChain = args['backing-chain'] === true;
     const policy = namedFilePolicyOf(args);
-    const image = await openForCli(path, {
-      format: args.format as string | undefined,
-      ...policy,
-      noBacking: !backingChain || policy.noBacking === true,
-    });
-    try {
+    const options = { format: args.format as string | undefined, ...policy, noBacking: !backingChain || policy.noBacking === true };
+    await withImage(path, options, async (image) => {
       const chain = await info(image, { backingChain });
       if (args.output === 'json') printJson(backingChain ? chain : chain[0]);
       else printText(renderInfoChain(chain));
-    } finally {
-      await image.close();
-    }
+    });
   },
 };
 

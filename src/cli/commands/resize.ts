@@ -4,7 +4,7 @@ import { UsageError } from '../../core/errors.js';
 import { parseSizeChange } from '../../core/size.js';
 import { resizeImage } from '../../ops/resize.js';
 import type { CliCommand } from '../command.js';
-import { openForCli } from '../open.js';
+import { withImage } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 
@@ -32,12 +32,8 @@ const command: CliCommand = {
     const decrease = args['size-decrease'] as string | undefined;
     const sizeText = decrease !== undefined ? `-${decrease}` : (args.size as string | undefined);
     if (sizeText === undefined) throw new UsageError('a size is required (SIZE, +SIZE or -SIZE)');
-    const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable: true });
-    try {
-      await resizeImage(image, parseSizeChange(sizeText), args.shrink === true);
-    } finally {
-      await image.close();
-    }
+    const options = { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable: true };
+    await withImage(path, options, (image) => resizeImage(image, parseSizeChange(sizeText), args.shrink === true));
     if (!args.quiet) printText('Image resized.\n');
   },
 };

@@ -3,7 +3,7 @@
 import { UsageError } from '../../core/errors.js';
 import { snapshot, type SnapshotAction } from '../../ops/snapshot.js';
 import type { CliCommand } from '../command.js';
-import { openForCli } from '../open.js';
+import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { renderSnapshotTable } from '../render/info.js';
 
@@ -37,17 +37,13 @@ const command: CliCommand = {
   async handler(args) {
     const path = args.image as string;
     const action = actionOf(args);
-    const image = await openForCli(path, { format: args.format as string | undefined, writable: action.kind !== 'list', noBacking: true });
-    try {
-      const result = await snapshot(image, action);
-      if (action.kind !== 'list') return;
-      const list = result.snapshots ?? [];
-      if (args.output === 'json') printJson(list);
-      // Like qemu-img: nothing at all when there are no snapshots.
-      else if (list.length > 0 && !args.quiet) printText(['Snapshot list:', ...renderSnapshotTable(list)].join('\n') + '\n');
-    } finally {
-      await image.close();
-    }
+    const options = { format: args.format as string | undefined, writable: action.kind !== 'list', noBacking: true };
+    const result = await withImage(path, options, (image) => snapshot(image, action));
+    if (action.kind !== 'list') return;
+    const list = result.snapshots ?? [];
+    if (args.output === 'json') printJson(list);
+    // Like qemu-img: nothing at all when there are no snapshots.
+    else if (list.length > 0 && !args.quiet) printText(['Snapshot list:', ...renderSnapshotTable(list)].join('\n') + '\n');
   },
 };
 
