@@ -58,6 +58,10 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     sh(dir, 'qemu-img', ['rebase', '-u', '-b', 'loop.qcow2', '-F', 'qcow2', 'loop.qcow2']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt.qcow2', '1M']);
     pokeFile(join(dir, 'corrupt.qcow2'), 79, [0x02]); // the corrupt bit
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2-zero.qcow2', '1M']);
+    sh(dir, 'qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', 'v2-zero.qcow2']);
+    // The first L2 table of a fresh 1 MiB image with 64 KiB clusters sits at 0x40000: set the zero flag of its first entry.
+    pokeFile(join(dir, 'v2-zero.qcow2'), 0x40000 + 7, [0x01]);
   });
 
   it('refuses a LUKS-encrypted image in one line', () => {
@@ -111,5 +115,17 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     const info = JSON.parse(result.stdout);
     expect(info['format-specific'].data.corrupt).toBe(true);
     expect(info).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'corrupt.qcow2'])));
+  });
+
+  it.runIf(qcow2ToolAvailable('qemu-io'))('refuses to read a zero cluster entry in a version 2 image, naming the file and the entry, as qemu-img does', () => {
+    expect(sh(dir, 'qemu-img', ['check', 'v2-zero.qcow2'])).toMatch(/No errors/);
+    for (const args of [['convert', '-O', 'raw', 'v2-zero.qcow2', 'v2-zero.raw'], ['map', 'v2-zero.qcow2']]) {
+      const result = platter(dir, args);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toBe('platter: v2-zero.qcow2: zero cluster entry in a version 2 image (L2 table at 262144, index 0) (at byte 262144)\n');
+      const qemu = spawnSync('qemu-img', args, { cwd: dir, encoding: 'utf8' });
+      expect(qemu.status).toBe(1);
+      expect(qemu.stderr).toMatch(/Zero cluster entry found in pre-v3 image/);
+    }
   });
 });

@@ -27,6 +27,8 @@ export interface ClusterGeometry {
   extendedL2: boolean;
   /** Guest data sits in an external data file (offset 0 is then a real offset). */
   dataFile: boolean;
+  /** The zero flag exists (version 3); in a version 2 image an entry with it is corrupt, as qemu reports. */
+  zeroFlag: boolean;
 }
 
 /** One run of guest space with one mapping type. */
@@ -146,6 +148,9 @@ export class ClusterMap {
     const type = extendedL2
       ? subclusterType(l2, l2Index, Math.floor(inCluster / this.unitSize), dataFile, l2Offset)
       : clusterType(l2, l2Index, false, dataFile);
+    if (!this.geometry.zeroFlag && (type === 'zero-plain' || type === 'zero-alloc')) {
+      throw new CorruptImageError(`zero cluster entry in a version 2 image (L2 table at ${l2Offset}, index ${l2Index})`, l2Offset + l2Index * 8);
+    }
     if (!hasHostOffset(type)) return { type };
     const host = l2EntryHostOffset(l2, l2Index, extendedL2, l2Offset);
     if (host % clusterSize !== 0) {

@@ -5,7 +5,7 @@
 
 import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { checkRange } from '../../src/core/bytes.js';
-import { NotFoundError, ReadOnlyError } from '../../src/core/errors.js';
+import { NotFoundError, PlatterError, ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
 import { MAX_IO_BYTES } from '../../src/core/limits.js';
 import type { CompressedDescriptor } from './entries.js';
@@ -98,6 +98,24 @@ export class Qcow2Image implements Image {
    * compressed clusters are decoded together, several in flight, after the walk.
    */
   async readInto(offset: number, target: Uint8Array): Promise<void> {
+    await this.naming(() => this.readGuest(offset, target));
+  }
+
+  /**
+   * Runs `work`, naming this image in an error that names no file yet, so a
+   * corruption met while reading reports the file it is in (a backing file
+   * names itself first).
+   */
+  private async naming<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (error instanceof PlatterError) error.inFile(this.name);
+      throw error;
+    }
+  }
+
+  private async readGuest(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
     // Data runs that continue each other on the host (across L2 tables too) become one device read.
     let pending: { at: number; hostOffset: number; length: number } | undefined;
@@ -205,11 +223,13 @@ export class Qcow2Image implements Image {
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     checkRange(offset, length, this.size, `block status of ${this.name}`);
-    const extents: Extent[] = [];
-    for await (const run of this.parts.map.runs(offset, length)) {
-      for (const extent of await this.runStatus(run)) appendExtent(extents, extent);
-    }
-    return extents;
+    return this.naming(async () => {
+      const extents: Extent[] = [];
+      for await (const run of this.parts.map.runs(offset, length)) {
+        for (const extent of await this.runStatus(run)) appendExtent(extents, extent);
+      }
+      return extents;
+    });
   }
 
   describe(): ImageDescription {

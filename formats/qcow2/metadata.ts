@@ -50,6 +50,7 @@ export async function readMetadata(device: BlockDevice): Promise<Qcow2Metadata> 
     l2Entries: l2EntriesOf(header),
     extendedL2: hasExtendedL2(header),
     dataFile: hasDataFile(header),
+    zeroFlag: header.version >= 3,
   };
   const l1 = await readL1Table(device, header.l1TableOffset, header.l1Size, clusterSize);
   const snapshots = await readSnapshotTable(
