@@ -186,6 +186,18 @@ describe.runIf(haveServeTool('qemu-img'))('listening', () => {
     expect(served.process.exitCode).toBeNull();
   });
 
+  it('a second serve on the socket of a live one-client server leaves that server serving', async () => {
+    // The check must not connect: a probe connection would be the server's one client, and end it.
+    const image = makeRawImage('live.raw', 4 * MiB);
+    const served = await startServe(image, nextSocket());
+    const second = spawnSync(process.execPath, [CLI, 'serve', '-k', served.socket, image], { encoding: 'utf8', timeout: 20_000 });
+    expect(second.status).toBe(1);
+    expect(second.stderr).toMatch(/address already in use/);
+    expect(served.process.exitCode).toBeNull();
+    expect(runTool('qemu-img', ['info', '-f', 'raw', served.uri])).toMatch(/virtual size: 4 MiB/);
+    expect(await exitWithin(served, 10_000)).toBe(0);
+  });
+
   it.runIf(haveServeTool('qemu-io'))('flushes writes and exits 0 on SIGINT', async () => {
     const image = makeRawImage('sigint.raw', 4 * MiB);
     const served = await startServe(image, nextSocket(), ['--writable', '--persistent']);

@@ -3,10 +3,10 @@
  * connections to the runtime-agnostic protocol code, and SIGINT/SIGTERM handling.
  */
 
-import { lstat, unlink } from 'node:fs/promises';
+import { lstat, readFile, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { IoError } from '../core/errors.js';
 import type { ExportCatalog } from '../nbd/handshake.js';
 import { HANDSHAKE_TIMEOUT_MS, MAX_WAITING_CLIENTS } from '../nbd/limits.js';
@@ -157,20 +157,49 @@ function listenOnce(server: Server, endpoint: NbdEndpoint): Promise<NbdAddress> 
   });
 }
 
-/** True when `path` is a unix socket that nobody listens on (left by a killed server). */
+/** The socket's listening flag in /proc/net/unix (__SO_ACCEPTCON). */
+const LISTENING_FLAG = 0x10000;
+
+/**
+ * Whether a unix socket at `path` is listened on, as Linux lists it in
+ * /proc/net/unix (this network namespace only): true, false, or undefined
+ * where that list cannot be read.
+ */
+async function listedAsListening(path: string): Promise<boolean | undefined> {
+  let table: string;
+  try {
+    table = await readFile('/proc/net/unix', 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The list shows each path as it was bound: absolute, or relative to the binder's directory.
+  const wanted = new Set([path, resolve(path)]);
+  return table.split('\n').some((line) => {
+    const fields = line.trim().split(/\s+/);
+    return fields.length >= 8 && wanted.has(fields.slice(7).join(' ')) && (Number.parseInt(fields[3]!, 16) & LISTENING_FLAG) !== 0;
+  });
+}
+
+/**
+ * True when `path` is a unix socket that nobody listens on (left by a killed
+ * server). Linux's socket list answers without touching the socket; a probe
+ * connection is the fallback, and it would count as the one client of a live
+ * server that serves one, so it is the last resort.
+ */
 async function isStaleSocket(path: string): Promise<boolean> {
   try {
     if (!(await lstat(path)).isSocket()) return false;
   } catch {
     return false;
   }
-  return new Promise((resolve) => {
+  if (await listedAsListening(path)) return false;
+  return new Promise((resolveProbe) => {
     const probe = connect(path);
     probe.once('connect', () => {
       probe.destroy();
-      resolve(false);
+      resolveProbe(false);
     });
-    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED'));
+    probe.once('error', (error: NodeJS.ErrnoException) => resolveProbe(error.code === 'ECONNREFUSED'));
   });
 }
 
