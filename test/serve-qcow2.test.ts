@@ -154,4 +154,17 @@ describe.runIf(qemu)('serving qcow2', () => {
     expect(read.stdout).not.toMatch(/verification failed/);
     expect(spawnSync('qemu-img', ['check', image]).status).toBe(0);
   });
+  it('TRIM frees qcow2 clusters with --discard=unmap, and is ignored by default, as in qemu-nbd', async () => {
+    for (const mode of ['unmap', 'ignore']) {
+      const image = file(`trimmed-${mode}.qcow2`);
+      runTool('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+      runTool('qemu-io', ['-f', 'qcow2', image, '-c', 'write -P 0x77 0 4M']);
+      const served = await startServe(image, nextSocket(), ['--writable', `--discard=${mode}`]);
+      runTool('qemu-io', ['-f', 'raw', served.uri, '-c', 'discard 1M 2M']);
+      expect(await exitWithin(served, 10_000)).toBe(0);
+      const map = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[];
+      expect(allocation(map)).toEqual(mode === 'unmap' ? ['0+1048576:data', '1048576+2097152:-,zero', '3145728+1048576:data'] : ['0+4194304:data']);
+      expect(spawnSync('qemu-img', ['check', image]).status).toBe(0);
+    }
+  });
 });

@@ -66,6 +66,8 @@ export interface Image extends BlockDevice {
    * format can (space may be freed). Formats without it are zeroed by writing zeros.
    */
   writeZeroes?(offset: number, length: number): Promise<void>;
+  /** Frees what [offset, offset+length) stores, where the format can; the range then reads as unwritten. */
+  discard?(offset: number, length: number): Promise<void>;
 }
 
 /** Codecs injected by the runtime: formats never import a compression library themselves. */

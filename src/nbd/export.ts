@@ -43,6 +43,8 @@ export interface ImageExportOptions {
   writable: boolean;
   /** Export only this range of the virtual disk (a partition); default the whole disk. */
   window?: ExportWindow;
+  /** TRIM frees what the range stores (qemu-nbd's --discard=unmap); by default it is ignored. */
+  unmapOnTrim?: boolean;
 }
 
 /** Zero bytes shared by every WRITE_ZEROES: never written to, so one buffer serves all. */
@@ -79,8 +81,9 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
       }
     },
     async trim(offset, length) {
-      // Trim is advisory; the Image interface has no discard yet, so the bytes stay.
       checkRange(offset, length, window.length, `trim ${image.name}`);
+      // Trim is advisory: without --discard=unmap (or a format that can free), the bytes stay.
+      if (options.unmapOnTrim && image.discard) await image.discard(window.start + offset, length);
     },
     flush: async () => {
       if (options.writable) await image.flush?.();

@@ -33,6 +33,8 @@ export interface ExportOptions {
   partition?: string;
   /** Export this internal snapshot instead of the current state. */
   snapshot?: string;
+  /** TRIM frees what the range stores (qemu-nbd's --discard=unmap). */
+  unmapOnTrim?: boolean;
   /** How `partition` is found (default: as `mount-offset` finds it). */
   resolvePartition?: PartitionResolver;
 }
@@ -88,7 +90,8 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
     options.partition === undefined
       ? { start: 0, length: source.size }
       : await (options.resolvePartition ?? mountTargetWindow)(source, options.partition);
-  const exported = imageExport(source, { name, writable: options.writable === true, window, description: options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}` });
+  const description = options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}`;
+  const exported = imageExport(source, { name, writable: options.writable === true, window, description, unmapOnTrim: options.unmapOnTrim === true });
   return { exported, window };
 }
 

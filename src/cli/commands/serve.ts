@@ -44,11 +44,13 @@ const command: CliCommand = {
       .option('partition', { alias: 'P', type: 'string', requiresArg: true, describe: 'Export only this partition: a number, LABEL=, UUID=, PARTLABEL= or VG/LV' })
       .option('snapshot', { alias: 'l', type: 'string', requiresArg: true, describe: 'Export this internal snapshot (read-only)' })
       .option('writable', { alias: 'w', type: 'boolean', default: false, describe: 'Accept writes (default read-only)' })
+      .option('discard', { choices: ['ignore', 'unmap'], default: 'ignore', describe: 'What TRIM does: nothing, or free what the range stores' })
       .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
       .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
       .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
       .example('platter serve --socket /tmp/disk.sock disk.img', "Serve the disk read-only; then: qemu-img convert -O raw 'nbd+unix:///?socket=/tmp/disk.sock' copy.raw")
       .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT or SIGTERM')
+      .example('platter serve -w --discard=unmap -k /tmp/d.sock vm.qcow2', "Let the client's TRIM free clusters of the qcow2 file")
       .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
       .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
       .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only'),
@@ -64,6 +66,7 @@ const command: CliCommand = {
         writable,
         partition: args.partition as string | undefined,
         snapshot: args.snapshot as string | undefined,
+        unmapOnTrim: args.discard === 'unmap',
         listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => warn(`${path}: ${m}`) }),
       }).catch((error: unknown) => {
         throw error instanceof PlatterError ? error.inFile(path) : error;
