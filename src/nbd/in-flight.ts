@@ -2,6 +2,7 @@
  * The requests a connection is serving at once, bounded in count and bytes.
  * A request that fails in a way that ends the connection (a broken socket)
  * fails the next wait, so the connection loop stops instead of reading on.
+ * One caller waits at a time (the connection's loop), so one waiter slot is enough.
  */
 
 export class InFlight {

@@ -43,6 +43,7 @@ export function makeSyncInflater(zlib: typeof import('node:zlib')): SyncInflater
   const publicPath: SyncInflater = {
     inflate(input, output) {
       if (output.length === 0) return 0;
+      // 64: node:zlib's smallest chunk (MIN_INFLATE_CHUNK in inflate.ts, which this self-contained code cannot import).
       const out = zlib.inflateRawSync(input, { finishFlush: flush, chunkSize: Math.max(64, output.length), maxOutputLength: output.length });
       output.set(out);
       return out.length;
