@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { nonZeroRuns, portableByteTests } from '../src/ops/bytes-accel.js';
 import { convertToRaw } from '../src/ops/convert.js';
+import { WRITES_IN_FLIGHT } from '../src/ops/copy.js';
 import { ddToRaw, planDd } from '../src/ops/dd.js';
 import { nodeByteTests } from '../src/node/byte-tests.js';
 import { RecordingDevice, ScriptedImage, type ScriptedRun } from './helpers/convert-fake-image.js';
@@ -185,6 +186,22 @@ describe('convert', () => {
     await expect(convertToRaw(image, new RecordingDevice(), { parallel: 17 })).rejects.toThrow(/coroutines/);
   });
 
+  it('overlaps writes, never more than WRITES_IN_FLIGHT at once', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 16 << 20, fill: 7 }]);
+    image.enableReadInto();
+    const target = new SlowDevice();
+    await convertToRaw(image, target, { ioSize: 1 << 20, parallel: 8 });
+    expect(Buffer.from(target.contents()).equals(Buffer.from(image.bytes))).toBe(true);
+    expect(target.mostAtOnce).toBe(WRITES_IN_FLIGHT);
+  });
+
+  it('writes one at a time with -m 1', async () => {
+    const image = new ScriptedImage([{ kind: 'data', length: 4 << 20, fill: 7 }]);
+    const target = new SlowDevice();
+    await convertToRaw(image, target, { ioSize: 1 << 20, parallel: 1 });
+    expect(target.mostAtOnce).toBe(1);
+  });
+
   it('passes a read failure through without leaving writes in flight', async () => {
     const image = new ScriptedImage([{ kind: 'data', length: 8 << 20, fill: 1 }]);
     let calls = 0;
@@ -196,3 +213,20 @@ describe('convert', () => {
     await expect(convertToRaw(image, new RecordingDevice(), { ioSize: 1 << 20 })).rejects.toThrow('disk on fire');
   });
 });
+
+/** A target whose writes take a few milliseconds, counting how many run at once. */
+class SlowDevice extends RecordingDevice {
+  private running = 0;
+  mostAtOnce = 0;
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    this.running += 1;
+    this.mostAtOnce = Math.max(this.mostAtOnce, this.running);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      await super.write(offset, data);
+    } finally {
+      this.running -= 1;
+    }
+  }
+}
