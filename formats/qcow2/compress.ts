@@ -9,6 +9,7 @@ import type { BufferPool } from '../../src/core/buffer-pool.js';
 import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, PlatterError } from '../../src/core/errors.js';
 import type { Codecs } from '../../src/core/image.js';
+import { settleAll } from '../../src/core/slots.js';
 import type { CompressedDescriptor } from './entries.js';
 import { COMPRESSION_DEFLATE, COMPRESSION_ZSTD } from './header.js';
 
@@ -59,13 +60,11 @@ export async function readCompressedClusters(
       return buffer ? new Uint8Array(buffer, 0, length) : new Uint8Array(length);
     });
     // Every decode has settled (and let go of its input) before the reads go back to the pool.
-    const results = await Promise.allSettled(
+    await settleAll(
       descriptors.map((descriptor, index) =>
         decodeCluster(inputs[index]!, descriptor.hostOffset, outputs[index]!, compressionType, codecs),
       ),
     );
-    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
-    if (failed) throw failed.reason;
     return [...outputs];
   } finally {
     for (const buffer of reads) scratch!.give(buffer);

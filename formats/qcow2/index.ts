@@ -14,7 +14,7 @@ import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
 import { checkQcow2 } from './check.js';
 import { Refcounts } from './refcount.js';
-import { Qcow2Writer } from './write.js';
+import { Qcow2Writer, type WriterHost } from './write.js';
 import { L2Cache } from './l2-cache.js';
 import { readMetadata, type Qcow2Metadata } from './metadata.js';
 
@@ -68,7 +68,7 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   const image = new Qcow2Image(parts);
   if (options.writable) {
     try {
-      parts.writer = await openWriter(image, parts, cache, metadataDevice);
+      parts.writer = await openWriter(image, parts, cache, metadataDevice, options.writeBehindMetadata === true);
     } catch (error) {
       await image.close();
       throw error;
@@ -80,9 +80,15 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
 /**
  * The write side of an image opened writable: refcounts, allocator and writer
  * over the same cache, writing metadata to `device` (the image file, or a
- * write-behind queue over it).
+ * write-behind queue over it, in which case data writes overlap too).
  */
-async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, device: BlockDevice): Promise<Qcow2Writer> {
+async function openWriter(
+  image: Qcow2Image,
+  parts: Qcow2Parts,
+  cache: L2Cache,
+  device: BlockDevice,
+  writeBehind: boolean,
+): Promise<Qcow2Writer> {
   const { metadata } = parts;
   const { header } = metadata;
   const refcounts = await Refcounts.load(
@@ -102,7 +108,7 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, 
     { blocksInsideFile: true },
   );
   const overlap = new MetadataOverlap(metadata, refcounts);
-  return new Qcow2Writer({
+  const host: WriterHost = {
     device,
     metadata,
     l2Cache: cache,
@@ -118,7 +124,8 @@ async function openWriter(image: Qcow2Image, parts: Qcow2Parts, cache: L2Cache, 
     readGuest: (offset, length) => image.read(offset, length),
     dataDevice: () => parts.dataDevice,
     backingSize: () => parts.backing?.size,
-  });
+  };
+  return new Qcow2Writer(host, writeBehind);
 }
 
 /**

@@ -10,6 +10,7 @@
  */
 
 import { isAllZero } from '../../src/core/bytes.js';
+import { settleAll } from '../../src/core/slots.js';
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
 import type { ClusterMap } from './clusters.js';
@@ -70,12 +71,25 @@ export class Qcow2Writer {
   /** The tail of the queue of mutating operations. */
   private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
+  /** Data of new clusters still being written (overlapping writes only); settles without throwing. */
+  private readonly landing = new Set<Promise<void>>();
 
   /** @internal L2 entries and tables, allocated and copied as writes need them. */
   readonly tables: L2Tables;
 
-  /** @internal The image the writer belongs to (for the size operations in resize.ts). */
-  constructor(readonly host: WriterHost) {
+  /**
+   * @internal The image the writer belongs to (for the size operations in resize.ts).
+   *
+   * `overlapData`: a write that fills new clusters leaves the queue once they
+   * are allocated and mapped, and its data lands while the next write is
+   * allocated, as qemu overlaps data writes. The L2 entries may then reach the
+   * file before the data they point at, so this is only for images whose
+   * metadata is held back anyway (write-behind), which a crash loses whole.
+   */
+  constructor(
+    readonly host: WriterHost,
+    private readonly overlapData = false,
+  ) {
     this.tables = new L2Tables(host);
   }
 
@@ -123,8 +137,10 @@ export class Qcow2Writer {
    * then write shared state, so concurrent callers (a server, parallel copies)
    * are queued rather than interleaved.
    */
-  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(operation, operation);
+  private exclusive<T>(operation: () => Promise<T>, waitForData = true): Promise<T> {
+    // Whatever reads or changes clusters starts after all data in flight has landed.
+    const start = waitForData ? async () => (await this.landed(), operation()) : operation;
+    const run = this.queue.then(start, start);
     this.queue = run.then(
       () => undefined,
       () => undefined,
@@ -137,9 +153,20 @@ export class Qcow2Writer {
     return this.exclusive(operation);
   }
 
-  /** Writes `data` at guest `offset`. */
-  write(offset: number, data: Uint8Array): Promise<void> {
-    return this.exclusive(() => this.writeRange(offset, data));
+  /** Writes `data` at guest `offset`; resolves once the data has landed (the caller may then reuse `data`). */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (!this.overlapData) return this.exclusive(() => this.writeRange(offset, data));
+    const landings: Promise<void>[] = [];
+    try {
+      await this.exclusive(() => this.writeRange(offset, data, landings), false);
+    } finally {
+      await settleAll(landings);
+    }
+  }
+
+  /** Waits until no data is in flight. */
+  private async landed(): Promise<void> {
+    while (this.landing.size > 0) await Promise.all(this.landing);
   }
 
   /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
@@ -160,16 +187,19 @@ export class Qcow2Writer {
     });
   }
 
-  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
+  /** `landings`: where the data writes of new clusters go instead of being awaited (overlapping writes). */
+  private async writeRange(offset: number, data: Uint8Array, landings?: Promise<void>[]): Promise<void> {
     await this.begin();
     const end = offset + data.length;
     for (let at = offset; at < end; ) {
       const fresh = await this.freshRun(at, end);
       if (fresh > 0) {
-        await this.writeFreshRun(at, data.subarray(at - offset, at - offset + fresh));
+        await this.writeFreshRun(at, data.subarray(at - offset, at - offset + fresh), landings);
         at += fresh;
         continue;
       }
+      // Writing into a cluster may read it (copy-on-write) or write it in place: earlier data lands first.
+      await this.landed();
       const clusterStart = at - (at % this.clusterSize);
       const pieceEnd = Math.min(end, clusterStart + this.clusterSize);
       await this.eachCluster(at, pieceEnd - at, (start, inCluster, length) =>
@@ -199,11 +229,21 @@ export class Qcow2Writer {
     return count >= 2 ? count * this.clusterSize : 0;
   }
 
-  private async writeFreshRun(at: number, data: Uint8Array): Promise<void> {
+  private async writeFreshRun(at: number, data: Uint8Array, landings?: Promise<void>[]): Promise<void> {
     const slot = await this.tables.slot(at, true);
     const count = data.length / this.clusterSize;
     const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
-    await this.dataTarget.write!(hostOffset, data);
+    const written = this.dataTarget.write!(hostOffset, data);
+    if (landings) {
+      landings.push(written);
+      const forget = () => {
+        this.landing.delete(settled);
+      };
+      const settled: Promise<void> = written.then(forget, forget);
+      this.landing.add(settled);
+    } else {
+      await written;
+    }
     const { extendedL2 } = this.geometry;
     const stride = extendedL2 ? 16 : 8;
     for (let i = 0; i < count; i++) {
@@ -236,6 +276,7 @@ export class Qcow2Writer {
 
   /** Makes every write so far durable (metadata still held lands first), in the external data file too. */
   async flush(): Promise<void> {
+    await this.landed();
     await this.host.device.flush?.();
     // Without a data file, data shares the image file that the line above flushed.
     if (this.dataFile) await this.host.dataDevice()?.flush?.();

@@ -108,8 +108,9 @@ export interface OpenOptions {
   /**
    * Writable images: metadata writes (tables, refcounts, header) are held in
    * memory and land, merged, at the next flush or close (or once 16 MiB are
-   * held); guest data is written as usual. For a new image that convert
-   * fills: an interrupted convert loses the output anyway.
+   * held); guest data is written as usual, but a write into new clusters
+   * lets the next write be allocated while its data lands. For a new image
+   * that convert fills: an interrupted convert loses the output anyway.
    */
   writeBehindMetadata?: boolean;
 }

@@ -5,6 +5,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { checkRange } from '../core/bytes.js';
 import { requireWritable, type BlockDevice } from '../core/device.js';
 import { IoError, NotFoundError, PlatterError } from '../core/errors.js';
+import { settleAll } from '../core/slots.js';
 
 /**
  * Linux caches a file in folios as large as a write and its alignment allow,
@@ -112,8 +113,7 @@ export class FileDevice implements BlockDevice {
       done += piece;
     }
     // Every piece settles before a failure is reported: nothing is still being written when the caller moves on.
-    const failed = (await Promise.allSettled(pieces)).find((result): result is PromiseRejectedResult => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    await settleAll(pieces);
     this.length = Math.max(this.length, offset + data.length);
   }
 

@@ -7,12 +7,14 @@
 
 import { readFully, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
+import { settleAll, Slots } from '../core/slots.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { createImage } from './create.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
 import { pipeline } from './pipeline.js';
+import { WRITES_IN_FLIGHT } from './copy.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -113,7 +115,9 @@ const READ_AHEAD = 4;
  * Copies the data clusters of the chunks as they are: several chunks read
  * ahead into reused buffers, all-zero clusters left out (native byte tests),
  * and the writes issued in guest order (unless -W) so the new image's
- * clusters are laid out in order.
+ * clusters are laid out in order. A chunk's writes are issued without waiting
+ * for the last chunk's data to land (the image allocates them in the order
+ * they come), WRITES_IN_FLIGHT chunks at most.
  */
 async function copyPlain({ source, target, chunks, tests, ordered, result, onStored }: CopyContext): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
@@ -129,17 +133,38 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
     }
     return { chunk, buffer, bytes, runs: nonZeroRuns(bytes, chunk.start, clusterSize, tests) };
   };
-  await pipeline(chunks, { ahead: READ_AHEAD, ordered }, read, async ({ chunk, buffer, bytes, runs }) => {
-    try {
-      for (const [from, to] of runs) {
-        await target.write(chunk.start + from, bytes.subarray(from, to));
-        result.dataClusters += Math.ceil((to - from) / clusterSize);
-      }
-    } finally {
+  const slots = new Slots(WRITES_IN_FLIGHT);
+  const landing = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  const store = async ({ chunk, buffer, bytes, runs }: Awaited<ReturnType<typeof read>>) => {
+    await slots.take();
+    if (failure) {
+      slots.give();
       buffers.push(buffer);
+      throw failure.error;
     }
-    onStored(chunk);
-  });
+    const writes = runs.map(([from, to]) => target.write(chunk.start + from, bytes.subarray(from, to)));
+    const landed: Promise<void> = settleAll(writes)
+      .then(() => {
+        for (const [from, to] of runs) result.dataClusters += Math.ceil((to - from) / clusterSize);
+        onStored(chunk);
+      })
+      .catch((error: unknown) => {
+        failure ??= { error };
+      })
+      .finally(() => {
+        buffers.push(buffer);
+        slots.give();
+        landing.delete(landed);
+      });
+    landing.add(landed);
+  };
+  try {
+    await pipeline(chunks, { ahead: READ_AHEAD, ordered }, read, store);
+  } finally {
+    await Promise.all(landing);
+  }
+  if (failure) throw failure.error;
 }
 
 type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;

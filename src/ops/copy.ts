@@ -8,6 +8,7 @@
 import type { BlockDevice } from '../core/device.js';
 import { IoError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
+import { settleAll, Slots } from '../core/slots.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
 import { walkRuns } from './extents.js';
@@ -144,27 +145,6 @@ class CopyRun {
  */
 export const WRITES_IN_FLIGHT = 4;
 
-/** A counting semaphore: at most `count` holders at once, waiters served in order. */
-class Slots {
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(private free: number) {}
-
-  async take(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  give(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
-}
-
 /**
  * Turns block status into jobs of at most `ioSize` bytes, cut at multiples of
  * `ioSize` so requests stay aligned. Zero runs become jobs only when zeros must
@@ -211,7 +191,5 @@ export async function runPool<T>(jobs: AsyncIterator<T>, width: number, handle: 
       }
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: width }, worker));
-  const rejected = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
-  if (rejected) throw rejected.reason;
+  await settleAll(Array.from({ length: width }, worker));
 }
