@@ -17,6 +17,12 @@ export {
   type Qcow2Snapshot,
 } from '../formats/qcow2/index.js';
 export { convertToRaw, type ConvertOptions, type ConvertResult } from './ops/convert.js';
+export { convertToQcow2, type Qcow2ConvertOptions, type Qcow2ConvertResult } from './ops/convert-qcow2.js';
+export { createImage, type CreateRequest, type CreateResult } from './ops/create.js';
+export { checkImage, checkExitStatus, type CheckReport, type RepairMode } from './ops/check.js';
+export { measure, type MeasureRequest, type MeasureResult } from './ops/measure.js';
+export { resizeImage } from './ops/resize.js';
+export { amendImage } from './ops/amend.js';
 export { mapImage, type MapEntry, type MapOptions } from './ops/map.js';
 export { rebaseImage, type RebaseOptions, type RebaseResult } from './ops/rebase.js';
 export { commitImage, baseDepth, type CommitOptions, type CommitResult } from './ops/commit.js';

@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, tempDir } from './helpers/tools.js';
 
+const LIBRARY = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Example {
@@ -90,5 +92,27 @@ describe.each(pages)('%s', (page) => {
     expect(result.status, result.stderr).toBe(example.expectedStatus);
     const actual = result.stdout.split('\n').filter((line) => line.trim() !== '');
     expect(matchesOutput(actual, example.output), `output was:\n${result.stdout}`).toBe(true);
+  });
+});
+
+describe('README library examples', () => {
+  const blocks = (readFileSync(join(ROOT, 'README.md'), 'utf8').match(/```ts\n[\s\S]*?```/g) ?? []).map((block) => block.slice(6, -3));
+  const work = join(scratch.dir, 'library');
+  mkdirSync(work);
+  const disk = new Uint8Array(8 << 20);
+  disk.fill(0x5a, 1 << 20, 3 << 20);
+  writeFileSync(join(work, 'disk.raw'), disk);
+
+  it('has examples', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it.each(blocks.map((code, index) => [index + 1, code] as const))('#%d runs', (index, code) => {
+    expect(spawnSync(process.execPath, [CLI, 'convert', '-O', 'qcow2', 'disk.raw', 'disk.qcow2'], { cwd: work }).status).toBe(0);
+    const file = join(work, `example-${index}.mjs`);
+    writeFileSync(file, code.replace(/from 'platter'/g, `from '${LIBRARY}'`));
+    const result = spawnSync(process.execPath, [file], { cwd: work, encoding: 'utf8', timeout: 60_000 });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
   });
 });

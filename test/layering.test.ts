@@ -1,7 +1,7 @@
 /** The runtime-agnostic layers must stay free of Node: that is what keeps them usable in a browser. */
 
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -46,9 +46,37 @@ export function layeringViolations(): string[] {
   return problems;
 }
 
+/** The source files `entry` loads, following relative imports (type-only imports load nothing). */
+function importGraph(entry: string): string[] {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const code = stripComments(readFileSync(file, 'utf8'));
+    for (const match of code.matchAll(/(?:^|\n)\s*(import|export)\s+(?!type\s)[^;]*?from\s+['"](\.[^'"]+)['"]/g)) {
+      visit(resolve(dirname(file), match[2]!.replace(/\.js$/, '.ts')));
+    }
+  };
+  visit(entry);
+  return [...seen];
+}
+
 describe('layering', () => {
   it('formats/, src/core/ and src/engine/ never touch Node', () => {
     expect(layeringViolations()).toEqual([]);
+  });
+
+  it('platter/core loads no Node module, and offers the image operations', async () => {
+    const files = importGraph(join(ROOT, 'src/core.ts'));
+    expect(files.length).toBeGreaterThan(20);
+    const problems = files.flatMap((file) =>
+      FORBIDDEN.filter(([pattern]) => pattern.test(stripComments(readFileSync(file, 'utf8')))).map(([, what]) => `${relative(ROOT, file)} ${what}`),
+    );
+    expect(problems).toEqual([]);
+    const core = await import('../src/core.js');
+    for (const name of ['convertToRaw', 'convertToQcow2', 'createImage', 'checkImage', 'measure', 'resizeImage', 'amendImage', 'compareImages', 'snapshot']) {
+      expect(typeof (core as Record<string, unknown>)[name], name).toBe('function');
+    }
   });
 
   it('the check catches a violation', () => {

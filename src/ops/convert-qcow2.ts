@@ -40,7 +40,7 @@ export interface Qcow2ConvertResult {
 /** Guest bytes looked at per block-status query: bounds the extent list whatever the source size. */
 const STATUS_WINDOW = 1 << 30;
 
-/** Writes `source`'s guest contents as a new qcow2 image onto the empty `device`. */
+/** Writes `source`'s guest contents as a new qcow2 image onto the empty `device`, and closes the device. */
 export async function convertToQcow2(source: Image, device: BlockDevice, options: Qcow2ConvertOptions): Promise<Qcow2ConvertResult> {
   await createImage(device, { format: 'qcow2', size: source.size, options: options.options });
   // The image is new and only complete once convert returns: its metadata writes need not hold up the data.
