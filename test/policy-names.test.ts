@@ -4,18 +4,22 @@
  * and data file inside DIR even through symlinks.
  */
 
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { PlatterError } from '../src/core/errors.js';
 import { MemoryDevice } from '../src/core/device.js';
-import { checkNamedFile, refuseProtocolName } from '../src/node/host.js';
+import { checkNamedFile, confirmOpenedInside, refuseProtocolName } from '../src/node/host.js';
+import { FileDevice } from '../src/node/file-device.js';
 import { openImageFile } from '../src/node/open.js';
 import { buildQcow2, type BaseImageOptions } from './helpers/hostile-qcow2.js';
 import { platter, tempDir } from './helpers/tools.js';
 
 const tmp = tempDir('platter-policy-');
 afterAll(() => tmp.cleanup());
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 
 /** Writes a qcow2 image naming `backing` (and optionally a data file) into `dir`. */
 function writeImage(path: string, options: BaseImageOptions = {}): string {
@@ -192,6 +196,43 @@ describe('--backing-root', () => {
     const image = await openImageFile(inside, { backingRoot: root });
     expect(image.backing?.format).toBe('qcow2');
     await image.close();
+  });
+
+  it('checks the file as opened: a directory swapped for a symlink between check and open is caught', async () => {
+    const area = join(tmp.dir, 'race');
+    mkdirSync(join(area, 'root', 'sub'), { recursive: true });
+    mkdirSync(join(area, 'elsewhere'));
+    writeImage(join(area, 'root', 'sub', 'base.qcow2'));
+    writeImage(join(area, 'elsewhere', 'base.qcow2'));
+    const top = writeImage(join(area, 'root', 'top.qcow2'), { backingFile: 'sub/base.qcow2', backingFormat: 'qcow2' });
+    const realOpen = FileDevice.open.bind(FileDevice);
+    vi.spyOn(FileDevice, 'open').mockImplementation(async (path, options) => {
+      // The check has passed; now the attacker swaps the directory, just before the open.
+      if (path.endsWith('sub/base.qcow2')) {
+        renameSync(join(area, 'root', 'sub'), join(area, 'root', 'sub-was'));
+        symlinkSync(join(area, 'elsewhere'), join(area, 'root', 'sub'));
+      }
+      return realOpen(path, options);
+    });
+    await expect(openImageFile(top, { backingRoot: join(area, 'root') })).rejects.toThrow(/opened at '.*elsewhere\/base\.qcow2', outside the backing root/);
+  });
+
+  it('confirms an opened file inside the root, and refuses one outside', async () => {
+    const inside = await FileDevice.open(writeImage(join(root, 'confirm.qcow2')));
+    const outsideFile = await FileDevice.open(join(outside, 'secret.qcow2'));
+    try {
+      await expect(confirmOpenedInside(inside, 'confirm.qcow2', join(root, 'confirm.qcow2'), root)).resolves.toBeUndefined();
+      await expect(confirmOpenedInside(outsideFile, 'escape.qcow2', join(root, 'escape.qcow2'), root)).rejects.toMatchObject({ code: 'EUNSUPPORTED' });
+      // Where the open descriptor's path is unknown: the checked path must still name the opened file.
+      vi.spyOn(FileDevice.prototype, 'openedPath').mockResolvedValue(undefined);
+      await expect(confirmOpenedInside(inside, 'confirm.qcow2', join(root, 'confirm.qcow2'), root)).resolves.toBeUndefined();
+      await expect(confirmOpenedInside(outsideFile, 'base.qcow2', join(root, 'base.qcow2'), root)).rejects.toThrow(/changed while it was being opened/);
+      // A path that now runs through a symlink (dirlink -> outside) is no longer what was checked.
+      await expect(confirmOpenedInside(outsideFile, 'secret.qcow2', join(root, 'dirlink', 'secret.qcow2'), root)).rejects.toThrow(/changed while/);
+    } finally {
+      await inside.close();
+      await outsideFile.close();
+    }
   });
 
   it('checks names without opening them (checkNamedFile)', () => {

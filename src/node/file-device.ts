@@ -1,7 +1,7 @@
 /** Files as block devices: the only place platter touches the file system for image data. */
 
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, realpath, type FileHandle } from 'node:fs/promises';
 import { checkRange } from '../core/bytes.js';
 import { requireWritable, type BlockDevice } from '../core/device.js';
 import { IoError, NotFoundError, PlatterError } from '../core/errors.js';
@@ -139,6 +139,25 @@ export class FileDevice implements BlockDevice {
   async allocatedBytes(): Promise<number> {
     const stats = await this.io(() => this.handle.stat(), 'stat');
     return stats.blocks * 512;
+  }
+
+  /**
+   * Where the open file really lies, symlinks resolved, as the kernel knows it
+   * through the open descriptor (Linux's /proc/self/fd); undefined where that
+   * cannot be known.
+   */
+  async openedPath(): Promise<string | undefined> {
+    try {
+      return await realpath(`/proc/self/fd/${this.handle.fd}`);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The device and inode numbers of the open file. */
+  async identity(): Promise<{ dev: number; ino: number }> {
+    const stats = await this.io(() => this.handle.stat(), 'stat');
+    return { dev: stats.dev, ino: stats.ino };
   }
 
   async close(): Promise<void> {

@@ -4,7 +4,8 @@
  * Names found inside an image (backing files, external data files) come from
  * whoever wrote the image, not from the user. They are followed only when they
  * are plain local paths to regular files or block devices, and, with a backing
- * root, only when they resolve (symlinks included) inside that directory.
+ * root, only when they resolve (symlinks included) inside that directory,
+ * checked again on the file as opened.
  */
 
 import { realpathSync, statSync } from 'node:fs';
@@ -87,6 +88,13 @@ function realpathOrUndefined(path: string): string | undefined {
   }
 }
 
+/** The backing root with symlinks resolved; it must exist. */
+function canonicalRoot(root: string): string {
+  const real = realpathOrUndefined(root);
+  if (real === undefined) throw new NotFoundError(`backing root '${root}' does not exist`);
+  return real;
+}
+
 /**
  * Applies the policy to a name found inside `namedBy` and returns the host path
  * to open. With a backing root, that is the canonical path (symlinks resolved),
@@ -97,8 +105,7 @@ export function checkNamedFile(name: string, namedBy: BlockDevice, policy: Named
   const path = resolveNamedPath(name, namedBy);
   let target = path;
   if (policy.backingRoot !== undefined) {
-    const root = realpathOrUndefined(policy.backingRoot);
-    if (root === undefined) throw new NotFoundError(`backing root '${policy.backingRoot}' does not exist`);
+    const root = canonicalRoot(policy.backingRoot);
     const real = realpathOrUndefined(path);
     // A missing file is checked by its lexical path: the error then says "outside" or "not found" truthfully.
     target = real ?? resolve(path);
@@ -108,6 +115,35 @@ export function checkNamedFile(name: string, namedBy: BlockDevice, policy: Named
   }
   refuseSpecialFile(name, target);
   return target;
+}
+
+/**
+ * After opening a file the policy allowed: the file really opened must lie
+ * inside the backing root too. Between the check and the open, a directory on
+ * the checked path may have been swapped for a symlink to elsewhere; the open
+ * descriptor's own path (Linux) shows where the open landed. Where that path is
+ * not known, the checked path must still be canonical (no symlink swapped in)
+ * and name the very file opened (same device and inode).
+ */
+export async function confirmOpenedInside(device: FileDevice, name: string, checked: string, root: string): Promise<void> {
+  const opened = await device.openedPath();
+  if (opened !== undefined) {
+    if (!isInside(opened, root)) throw new RefusedNameError(name, `it was opened at '${opened}', outside the backing root '${root}'`);
+    return;
+  }
+  const found = realpathOrUndefined(checked) === checked ? statOrUndefined(checked) : undefined;
+  const open = await device.identity();
+  if (!found || found.dev !== open.dev || found.ino !== open.ino) {
+    throw new RefusedNameError(name, `'${checked}' changed while it was being opened`);
+  }
+}
+
+function statOrUndefined(path: string): { dev: number; ino: number } | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -137,12 +173,22 @@ export function nodeHost(options: NodeHostOptions = {}): EngineHost {
     canonical: (name) => realpathOrUndefined(name) ?? resolve(name),
     async openNamedFile(name, namedBy, { writable }) {
       const path = checkNamedFile(name, namedBy, policy);
+      let device: FileDevice;
       try {
-        return await FileDevice.open(path, { writable });
+        device = await FileDevice.open(path, { writable });
       } catch (error) {
         if (error instanceof PlatterError) throw error;
         throw new RefusedNameError(name, error instanceof Error ? error.message : String(error));
       }
+      if (policy.backingRoot !== undefined) {
+        try {
+          await confirmOpenedInside(device, name, path, canonicalRoot(policy.backingRoot));
+        } catch (error) {
+          await device.close();
+          throw error;
+        }
+      }
+      return device;
     },
   };
 }
