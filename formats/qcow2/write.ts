@@ -212,12 +212,12 @@ export class Qcow2Writer {
   /**
    * Bytes from `at` (cluster-aligned) that cover whole clusters inside one L2
    * table that hold nothing (unallocated; what a backing file has there is
-   * wholly overwritten): those can be
-   * appended as one run, written with one data write and one L2 write.
+   * wholly overwritten): those get new clusters written with one data write
+   * and one L2 write, and need nothing read first.
    */
   private async freshRun(at: number, end: number): Promise<number> {
     const { extendedL2, l2Entries } = this.geometry;
-    if (at % this.clusterSize !== 0 || end - at < 2 * this.clusterSize) return 0;
+    if (at % this.clusterSize !== 0 || end - at < this.clusterSize) return 0;
     const slot = await this.tables.slot(at, false);
     if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
     let count = 0;
@@ -226,13 +226,14 @@ export class Qcow2Writer {
       if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
       count++;
     }
-    return count >= 2 ? count * this.clusterSize : 0;
+    return count * this.clusterSize;
   }
 
   private async writeFreshRun(at: number, data: Uint8Array, landings?: Promise<void>[]): Promise<void> {
     const slot = await this.tables.slot(at, true);
     const count = data.length / this.clusterSize;
-    const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
+    // A run is appended at the end of the file; a single cluster may fill a free one, as qemu's allocator does.
+    const hostOffset = this.dataFile ? at : count === 1 ? await this.host.allocator.allocate() : await this.host.allocator.allocateRun(count);
     const written = this.dataTarget.write!(hostOffset, data);
     if (landings) {
       landings.push(written);
