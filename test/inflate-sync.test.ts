@@ -1,5 +1,5 @@
 /**
- * The decoder threads' inflater, through node:zlib's stream handle and through
+ * The codec threads' inflater, through node:zlib's stream handle and through
  * its public call (what it falls back to when the handle is not there): the
  * same bytes for any cluster, one stream reused across clusters and after a
  * bad one; a stream cut short gives fewer bytes; a longer one its first bytes

@@ -14,6 +14,7 @@ import { checkImage } from '../src/ops/check.js';
 import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
 import { RawImage } from '../formats/raw/index.js';
 import { createQcow2InMemory, openReadOnly, writerTestHost } from './helpers/qcow2-writer.js';
+import { nodeHost } from '../src/node/host.js';
 
 const CLUSTER = 4096;
 const DISK = 64 * CLUSTER;
@@ -132,5 +133,31 @@ describe('overlapping data writes (write-behind images)', () => {
     const failing = new LaggingDevice(0, { name: 'out.qcow2' });
     failing.failWhen = (bytes) => bytes.length >= 1 << 20 && bytes[0] === source[8 << 20];
     await expect(convert(failing)).rejects.toThrow('medium error');
+  });
+
+  it('convert -O qcow2 -c: stream writes overlap, streams stay packed in guest order', async () => {
+    // 4 MiB of text-like clusters that compress, then a zero MiB, then 1 MiB more; 64 KiB clusters.
+    const source = new Uint8Array(6 << 20);
+    for (let i = 0; i < source.length; i++) source[i] = 0x61 + ((i * 7 + (i >> 12)) % 13);
+    source.fill(0, 4 << 20, 5 << 20);
+    for (const compression of ['zlib', 'zstd']) {
+      const target = new LaggingDevice(0, { name: 'out.qcow2' });
+      const options = new Map([['compression_type', compression]]);
+      const result = await convertToQcow2(new RawImage(new MemoryDevice(source, { writable: false })), target, { options, compress: true, host: nodeHost() });
+      expect(result.compressedClusters, compression).toBe(80);
+      expect(target.mostAtOnce, compression).toBeGreaterThan(1);
+      const image = await openReadOnly(new MemoryDevice(target.contents().slice(), { writable: false }));
+      expect(Buffer.from(await image.read(0, source.length)).equals(Buffer.from(source))).toBe(true);
+      const hostOffsets: number[] = [];
+      for (let cluster = 0; cluster < source.length; cluster += 65536) {
+        const run = await image.clusterMap.lookup(cluster, 65536);
+        if (run.compressed) hostOffsets.push(run.compressed.hostOffset);
+      }
+      expect(hostOffsets.length).toBe(80);
+      expect(hostOffsets.every((offset) => Number.isSafeInteger(offset))).toBe(true);
+      expect(hostOffsets).toEqual([...hostOffsets].sort((a, b) => a - b));
+      const report = await checkImage(new MemoryDevice(target.contents().slice()), 'qcow2');
+      expect(report.corruptions + report.leaks + report.checkErrors).toBe(0);
+    }
   });
 });

@@ -154,14 +154,34 @@ export class Qcow2Writer {
   }
 
   /** Writes `data` at guest `offset`; resolves once the data has landed (the caller may then reuse `data`). */
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    if (!this.overlapData) return this.exclusive(() => this.writeRange(offset, data));
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.overlapped((landings) => this.writeRange(offset, data, landings));
+  }
+
+  /**
+   * Runs a data write in the queue; with overlapping writes, it leaves the
+   * queue with its new clusters' data still landing (in `landings`), and
+   * resolves once that data has landed.
+   */
+  private async overlapped(operation: (landings?: Promise<void>[]) => Promise<void>): Promise<void> {
+    if (!this.overlapData) return this.exclusive(() => operation());
     const landings: Promise<void>[] = [];
     try {
-      await this.exclusive(() => this.writeRange(offset, data, landings), false);
+      await this.exclusive(() => operation(landings), false);
     } finally {
       await settleAll(landings);
     }
+  }
+
+  /** Awaits a data write into new clusters, or, with `landings`, hands it over and keeps track of it until it lands. */
+  private async land(written: Promise<void>, landings: Promise<void>[] | undefined): Promise<void> {
+    if (!landings) return written;
+    landings.push(written);
+    const forget = () => {
+      this.landing.delete(settled);
+    };
+    const settled: Promise<void> = written.then(forget, forget);
+    this.landing.add(settled);
   }
 
   /** Waits until no data is in flight. */
@@ -234,17 +254,7 @@ export class Qcow2Writer {
     const count = data.length / this.clusterSize;
     // A run is appended at the end of the file; a single cluster may fill a free one, as qemu's allocator does.
     const hostOffset = this.dataFile ? at : count === 1 ? await this.host.allocator.allocate() : await this.host.allocator.allocateRun(count);
-    const written = this.dataTarget.write!(hostOffset, data);
-    if (landings) {
-      landings.push(written);
-      const forget = () => {
-        this.landing.delete(settled);
-      };
-      const settled: Promise<void> = written.then(forget, forget);
-      this.landing.add(settled);
-    } else {
-      await written;
-    }
+    await this.land(this.dataTarget.write!(hostOffset, data), landings);
     const { extendedL2 } = this.geometry;
     const stride = extendedL2 ? 16 : 8;
     for (let i = 0; i < count; i++) {
@@ -571,10 +581,10 @@ export class Qcow2Writer {
    * when converting into a new image.
    */
   writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
-    return this.exclusive(() => this.storeCompressed(clusterStart, stream));
+    return this.overlapped((landings) => this.storeCompressed(clusterStart, stream, landings));
   }
 
-  private async storeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
+  private async storeCompressed(clusterStart: number, stream: Uint8Array, landings?: Promise<void>[]): Promise<void> {
     await this.begin();
     if (this.dataFile) throw new UnsupportedFeatureError('images with an external data file cannot hold compressed clusters');
     const slot = await this.tables.slot(clusterStart, true);
@@ -583,7 +593,7 @@ export class Qcow2Writer {
       throw new UnsupportedFeatureError(`compressed writes go only to unallocated clusters (guest offset ${clusterStart})`);
     }
     const hostOffset = await this.host.allocator.allocateBytes(stream.length);
-    await this.dataTarget.write!(hostOffset, stream);
+    await this.land(this.dataTarget.write!(hostOffset, stream), landings);
     const descriptor = encodeCompressedDescriptor(hostOffset, stream.length, clusterBits);
     const at = l2EntryPosition(slot.index, extendedL2);
     slot.table.setBigUint64(at, descriptor);

@@ -2,7 +2,8 @@
  * Compression codecs for Node: deflate from node:zlib, zstd from the
  * WebAssembly build of libzstd (Node 20's zlib has no zstd), loaded only when
  * the first zstd cluster is met so start-up stays lean. Clusters decode on the
- * decoder threads (decode-threads.ts); compression runs on the libuv pool.
+ * codec threads (codec-threads.ts), where zstd clusters are also compressed;
+ * deflate compresses on the libuv pool.
  *
  * Both decoders follow qemu's qcow2 rules: output is capped at the requested
  * length and memory never grows past it, whatever the input claims.
@@ -12,7 +13,7 @@ import { promisify } from 'node:util';
 import { deflateRaw } from 'node:zlib';
 import { CorruptImageError, PlatterError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
-import { decodeThreads } from './decode-threads.js';
+import { codecThreads } from './codec-threads.js';
 import { inflateRawCapped, MIN_INFLATE_CHUNK } from './inflate.js';
 import { zstdFrameInfo } from './zstd-frame.js';
 
@@ -26,7 +27,7 @@ function take(data: Uint8Array, length: number): Uint8Array {
 }
 
 /**
- * Inflates one compressed cluster into `output` (on the decoder threads);
+ * Inflates one compressed cluster into `output` (on the codec threads);
  * resolves with the bytes written. A stream that would inflate past `output`
  * is rare (qemu never writes one): it is taken, as qemu does, with its first
  * `output.length` bytes, by the streaming decoder.
@@ -34,7 +35,7 @@ function take(data: Uint8Array, length: number): Uint8Array {
 export async function inflateRawInto(input: Uint8Array, output: Uint8Array): Promise<number> {
   if (output.length >= MIN_INFLATE_CHUNK) {
     try {
-      return await decodeThreads().decode('deflate', input, output);
+      return await codecThreads().decode('deflate', input, output);
     } catch (error) {
       if (error instanceof PlatterError) throw error;
       if ((error as { code?: string }).code !== 'ERR_BUFFER_TOO_LARGE') throw new CorruptImageError(`invalid deflate stream: ${(error as Error).message}`);
@@ -72,11 +73,11 @@ function checkedZstdFrame(input: Uint8Array, outputLength: number): Uint8Array {
   return input.subarray(0, frame.length);
 }
 
-/** Decodes the first zstd frame of `input` into `output` (on the decoder threads); resolves with the bytes written. */
+/** Decodes the first zstd frame of `input` into `output` (on the codec threads); resolves with the bytes written. */
 export async function zstdDecompressInto(input: Uint8Array, output: Uint8Array): Promise<number> {
   const frame = checkedZstdFrame(input, output.length);
   try {
-    return await decodeThreads().decode('zstd', frame, output);
+    return await codecThreads().decode('zstd', frame, output);
   } catch (error) {
     if (error instanceof PlatterError) throw error;
     throw new CorruptImageError(`invalid zstd stream: ${(error as Error).message}`);
@@ -90,30 +91,17 @@ export async function zstdDecompressCapped(input: Uint8Array, outputLength: numb
   return length === outputLength ? output : output.slice(0, length);
 }
 
-/** zstd's default level, the one qemu's qcow2 compression uses. */
-const ZSTD_DEFAULT_LEVEL = 3;
-
-type ZstdWasm = typeof import('@bokuweb/zstd-wasm');
-let zstdReady: Promise<ZstdWasm> | undefined;
-
-/** Loads the WebAssembly zstd module from its package, once, on first use (start-up stays lean). */
-async function loadZstd(): Promise<ZstdWasm> {
-  const module = await import('@bokuweb/zstd-wasm');
-  await module.init();
-  return module;
+/** ZSTD_COMPRESSBOUND of zstd.h: the most bytes a frame of `size` input bytes can take. */
+export function zstdCompressBound(size: number): number {
+  const small = 128 * 1024;
+  return size + (size >>> 8) + (size < small ? (small - size) >>> 11 : 0);
 }
 
-/** One compression context for every cluster: making a new one per call (what `compress` does) costs about a third of the time. */
-let zstdContext: number | undefined;
-const NO_DICTIONARY = new Uint8Array(0);
-
-/** Compresses with zstd at its default level. */
+/** Compresses one cluster as a zstd frame at qemu's level, on the codec threads. */
 export async function zstdCompress(input: Uint8Array): Promise<Uint8Array> {
-  zstdReady ??= loadZstd();
-  const zstd = await zstdReady;
-  zstdContext ??= zstd.createCCtx();
-  const out = zstd.compressUsingDict(zstdContext, input, NO_DICTIONARY, ZSTD_DEFAULT_LEVEL);
-  return new Uint8Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.length));
+  const output = new Uint8Array(zstdCompressBound(input.length));
+  const length = await codecThreads().encode('zstd', input, output);
+  return output.slice(0, length);
 }
 
 /** The codecs platter uses on Node. */

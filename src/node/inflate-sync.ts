@@ -1,5 +1,5 @@
 /**
- * Synchronous raw inflate for the decoder threads, straight into the caller's
+ * Synchronous raw inflate for the codec threads, straight into the caller's
  * buffer. node:zlib's public sync call makes a new stream per call and
  * inflates into fresh buffers that it then copies out: per 64 KiB cluster, two
  * 64 KiB buffers of garbage and a stream set-up, which cost as much CPU time as
@@ -8,7 +8,7 @@
  * stream per thread, reset between clusters, inflates every cluster in place.
  * The handle is not public API: where it is missing, the public call is used.
  *
- * Runs from its source text inside the threads (see decode-threads.ts), so it
+ * Runs from its source text inside the threads (see codec-threads.ts), so it
  * must stay self-contained: no imports, nothing from outside its own body.
  */
 

@@ -1,6 +1,6 @@
 /**
  * Raw deflate (qcow2's zlib clusters) on the main thread, through node:zlib on
- * the libuv pool: the path for a decode that no decoder thread takes (before
+ * the libuv pool: the path for a decode that no codec thread takes (before
  * the threads are up, or a stream that runs past its cluster).
  *
  * Both follow qemu's qcow2 rule: output is capped at the cluster and memory

@@ -20,7 +20,7 @@ const WasmMemory = (globalThis as { WebAssembly?: { Memory?: WasmMemoryConstruct
 export interface AlignedBufferOptions {
   /**
    * Backed by shared memory where the runtime allows (a SharedArrayBuffer), so
-   * that decoder threads can write into it directly. Only for buffers that go
+   * that codec threads can write into it directly. Only for buffers that go
    * to I/O and codecs: some APIs (TextDecoder) refuse shared memory.
    */
   shared?: boolean;

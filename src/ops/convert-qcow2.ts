@@ -199,7 +199,9 @@ async function copyCompressed({ source, target, chunks, tests, ordered, result, 
   const clusterSize = target.metadata.clusterSize;
   const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, tests) });
   await pipeline(chunks, { ahead: COMPRESS_AHEAD, ordered }, prepare, async ({ chunk, clusters }) => {
-    for (const cluster of clusters) await storeCluster(target, cluster, result);
+    const streams = await Promise.all(clusters.map((cluster) => cluster.stream));
+    // Issued in guest order, so the image packs the streams in that order; their writes overlap.
+    await settleAll(clusters.map((cluster, index) => storeCluster(target, cluster, streams[index]!, result)));
     onStored(chunk);
   });
 }
@@ -231,14 +233,15 @@ async function prepareChunk(
   return clusters;
 }
 
-/** Stores one cluster: its stream when it shrinks the cluster (as qemu decides), else the plain bytes. */
-async function storeCluster(target: Qcow2Image, cluster: PendingCluster, result: Qcow2ConvertResult): Promise<void> {
+/**
+ * Stores one cluster: its stream when it shrinks the cluster (as qemu
+ * decides), else the plain bytes. The write joins the image's queue at once.
+ */
+function storeCluster(target: Qcow2Image, cluster: PendingCluster, stream: Uint8Array, result: Qcow2ConvertResult): Promise<void> {
   result.dataClusters++;
-  const stream = await cluster.stream;
   if (stream.length < target.metadata.clusterSize) {
-    await target.writer!.writeCompressed(cluster.offset, stream);
     result.compressedClusters++;
-    return;
+    return target.writer!.writeCompressed(cluster.offset, stream);
   }
-  await target.write(cluster.offset, cluster.bytes);
+  return target.write(cluster.offset, cluster.bytes);
 }

@@ -17,8 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inflateRawInto, zstdCompress } from '../src/node/codecs.js';
-import { DecodeThreads, decodeThreads, type DecodeCodec } from '../src/node/decode-threads.js';
+import { inflateRawInto, zstdCompress, zstdCompressBound } from '../src/node/codecs.js';
+import { CodecThreads, codecThreads, type Codec } from '../src/node/codec-threads.js';
 import { openImageFile } from '../src/node/open.js';
 import { alignedBuffer } from '../src/ops/aligned.js';
 import type { Image } from '../src/core/image.js';
@@ -50,12 +50,12 @@ function placed(bytes: Uint8Array, shared: boolean): Uint8Array {
 }
 
 /** `cluster` compressed with `codec` as qemu compresses clusters (deflate: raw, 4 KiB window). */
-async function compressed(codec: DecodeCodec, cluster: Uint8Array): Promise<Uint8Array> {
+async function compressed(codec: Codec, cluster: Uint8Array): Promise<Uint8Array> {
   return codec === 'zstd' ? zstdCompress(cluster) : new Uint8Array(deflateRawSync(cluster, { windowBits: 12 }));
 }
 
-describe('decoder threads', () => {
-  const threads = new DecodeThreads({ packagePath }, 2);
+describe('codec threads', () => {
+  const threads = new CodecThreads({ packagePath }, 2);
 
   it('start: both threads come up, for deflate and for zstd', async () => {
     expect(await threads.start('deflate')).toBe(2);
@@ -67,7 +67,7 @@ describe('decoder threads', () => {
       fc.asyncProperty(
         fc.array(
           fc.record({
-            codec: fc.constantFrom<DecodeCodec>('deflate', 'zstd'),
+            codec: fc.constantFrom<Codec>('deflate', 'zstd'),
             length: fc.integer({ min: 1, max: 70_000 }),
             seed: fc.nat(),
             sharedInput: fc.boolean(),
@@ -91,11 +91,41 @@ describe('decoder threads', () => {
     );
   });
 
+  it('encode: zstd frames made on the threads (or here, with no threads) decode back, and an output too small fails alone', async () => {
+    const here = new CodecThreads({ packagePath }, 0);
+    for (const pool of [threads, here]) {
+      const clusters = Array.from({ length: 40 }, (_, index) => clusterOf(65536, index + 1));
+      const outputs = clusters.map((cluster) => new Uint8Array(zstdCompressBound(cluster.length)));
+      const small = new Uint8Array(16);
+      const results = await Promise.allSettled([
+        ...clusters.map((cluster, index) => pool.encode('zstd', cluster, outputs[index]!)),
+        pool.encode('zstd', clusters[0]!, small),
+      ]);
+      expect(results.at(-1)!.status).toBe('rejected');
+      for (const [index, cluster] of clusters.entries()) {
+        const result = results[index]!;
+        expect(result.status).toBe('fulfilled');
+        const frame = outputs[index]!.subarray(0, (result as PromiseFulfilledResult<number>).value);
+        expect(frame.length).toBeLessThan(cluster.length);
+        const back = new Uint8Array(cluster.length);
+        expect(await pool.decode('zstd', frame, back)).toBe(cluster.length);
+        expect(back).toEqual(cluster);
+      }
+    }
+  });
+
+  it("zstdCompressBound is libzstd's ZSTD_compressBound", async () => {
+    const load = createRequire(import.meta.url);
+    await load(packagePath).init();
+    const zstd = load(packagePath.replace(/index\.node\.js$/, 'module.js')).Module;
+    for (const size of [0, 1, 255, 4096, 65535, 65536, 131071, 131072, 2 << 20]) expect(zstdCompressBound(size), String(size)).toBe(zstd._ZSTD_compressBound(size));
+  });
+
   it('idle threads do not keep the process alive, before and after a batch', async () => {
     // What holds the event loop open: a thread that never got a batch once kept its port referenced, so the process never exited.
     const ports = () => process.getActiveResourcesInfo().filter((name) => name === 'MessagePort' || name === 'Worker').length;
     const before = ports();
-    const idle = new DecodeThreads({ packagePath }, 2);
+    const idle = new CodecThreads({ packagePath }, 2);
     expect(await idle.start('zstd')).toBe(2);
     expect(ports()).toBe(before);
     const cluster = clusterOf(4096, 7);
@@ -136,12 +166,12 @@ describe('decoder threads', () => {
   });
 });
 
-describe('decoder threads that fail', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'platter-decode-threads-'));
+describe('codec threads that fail', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'platter-codec-threads-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('libzstd that cannot load: no thread is ready for zstd, a zstd decode fails with the loader\'s error, deflate still decodes on the threads', async () => {
-    const threads = new DecodeThreads({ packagePath: join(dir, 'missing', 'index.node.js') }, 2);
+    const threads = new CodecThreads({ packagePath: join(dir, 'missing', 'index.node.js') }, 2);
     expect(await threads.start('zstd')).toBe(0);
     await expect(threads.decode('zstd', new Uint8Array(8), new Uint8Array(8))).rejects.toThrow(/Cannot find module/);
     expect(await threads.start('deflate')).toBe(2);
@@ -164,7 +194,7 @@ describe('decoder threads that fail', () => {
          return input.slice();
        };`,
     );
-    const threads = new DecodeThreads({ packagePath: fake }, 1);
+    const threads = new CodecThreads({ packagePath: fake }, 1);
     expect(await threads.start('zstd')).toBe(1);
     await expect(threads.decode('zstd', Uint8Array.of(1, 2, 3), new Uint8Array(3))).rejects.toMatchObject({ code: 'EIO' });
     const output = new Uint8Array(3);
@@ -187,7 +217,7 @@ describe.skipIf(!haveQemu).each(['zlib', 'zstd'] as const)('reading a %s-compres
     writeFileSync(join(temp.dir, 'source.raw'), source);
     sh(temp.dir, 'qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', `compression_type=${compression}`, 'source.raw', 'compressed.qcow2']);
     image = await openImageFile(join(temp.dir, 'compressed.qcow2'));
-    expect(await decodeThreads().start(compression === 'zlib' ? 'deflate' : 'zstd')).toBeGreaterThan(0);
+    expect(await codecThreads().start(compression === 'zlib' ? 'deflate' : 'zstd')).toBeGreaterThan(0);
   });
   afterAll(async () => {
     await image?.close();

@@ -1,7 +1,8 @@
 /**
- * Decoding compressed clusters on worker threads, deflate and zstd alike.
- * qcow2 makes every compressed cluster its own stream, so clusters decode
- * independently on every core while the main thread reads and writes. On the
+ * Decoding compressed clusters on worker threads, deflate and zstd alike, and
+ * encoding zstd clusters for convert -c (deflate compresses on the libuv pool).
+ * qcow2 makes every compressed cluster its own stream, so clusters decode and
+ * encode independently on every core while the main thread reads and writes. On the
  * main thread each deflate cluster costs a round trip to the libuv pool, a
  * fresh output buffer and a copy out of it, which together cost about half as
  * much CPU time as the inflate itself; zstd's libzstd in WebAssembly decodes at
@@ -29,10 +30,10 @@ import { BufferPool, isShared } from '../core/buffer-pool.js';
 import { IoError } from '../core/errors.js';
 import { inflateRawOnPool } from './inflate.js';
 import { makeSyncInflater, type SyncInflater } from './inflate-sync.js';
-import { loadZstdDecoder, type ZstdDecoder, type ZstdDecoderSource } from './zstd-decoder.js';
+import { loadZstdCodec, type ZstdCodec, type ZstdCodecSource } from './zstd-codec.js';
 
-/** Decoder threads at most, whatever the core count: past this the main thread's writes are the limit. */
-const MAX_DECODER_THREADS = 4;
+/** Codec threads at most, whatever the core count: past this the main thread's writes are the limit. */
+const MAX_CODEC_THREADS = 4;
 /**
  * Output bytes per batch: enough to amortise a message, small enough that
  * every thread gets work from one 2 MiB read (1 MiB measured a little faster
@@ -42,12 +43,23 @@ const BATCH_OUTPUT_BYTES = 1024 * 1024;
 /** Spare batch buffers kept for reuse, per thread. */
 const SPARE_BUFFERS_PER_THREAD = 4;
 
-/** The compressions a thread decodes: raw deflate (qcow2's zlib type) and zstd frames. */
-export type DecodeCodec = 'deflate' | 'zstd';
+/** The compressions a thread knows: raw deflate (qcow2's zlib type) and zstd frames. */
+export type Codec = 'deflate' | 'zstd';
 
-/** One stream to decode into `output`. */
+/** What a thread does to one stream: inflate it, decode a zstd frame, or encode one. */
+type Work = Codec | 'zstd-encode';
+
+/** The library `work` needs on the thread. */
+function codecOf(work: Work): Codec {
+  return work === 'deflate' ? 'deflate' : 'zstd';
+}
+
+/** zstd's default level, the one qemu's qcow2 compression uses. */
+export const ZSTD_LEVEL = 3;
+
+/** One stream to decode (or encode) into `output`. */
 interface DecodeJob {
-  codec: DecodeCodec;
+  work: Work;
   input: Uint8Array;
   output: Uint8Array;
   resolve(length: number): void;
@@ -62,7 +74,7 @@ interface SharedPlace {
 }
 
 /** What goes to a thread: a batch (where each stream is, its codec, where its output goes), or a request to load libzstd. */
-type ThreadRequest = { id: number; codecs: DecodeCodec[]; inputs: SharedPlace[]; outputs: SharedPlace[] } | { warm: 'zstd' };
+type ThreadRequest = { id: number; work: Work; inputs: SharedPlace[]; outputs: SharedPlace[] } | { warm: 'zstd' };
 
 /** Why a stream did not decode: the decoder's message, and node:zlib's error code when it gave one. */
 interface StreamError {
@@ -78,24 +90,25 @@ interface BatchReply {
 }
 
 /** A thread's messages: ready for a codec, failed to load one, or a finished batch. */
-type ThreadMessage = { ready: DecodeCodec } | { failed: DecodeCodec; message: string } | BatchReply;
+type ThreadMessage = { ready: Codec } | { failed: Codec; message: string } | BatchReply;
 
-/** The body of a decoder thread; self-contained, it runs from its source text. */
-function decoderThreadMain(
+/** The body of a codec thread; self-contained, it runs from its source text. */
+function codecThreadMain(
   load: (path: string) => unknown,
   threads: typeof import('node:worker_threads'),
-  loadZstd: typeof loadZstdDecoder,
+  loadZstd: typeof loadZstdCodec,
   inflater: SyncInflater,
+  zstdLevel: number,
 ): void {
   const port = threads.parentPort!;
   const view = (place: SharedPlace) => new Uint8Array(place.buffer, place.offset, place.length);
   const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
-  let zstd: ZstdDecoder | undefined;
+  let zstd: ZstdCodec | undefined;
   port.on('message', (request: ThreadRequest) => {
     if ('warm' in request) {
-      loadZstd(load, threads.workerData as ZstdDecoderSource).then(
-        (decoder) => {
-          zstd = decoder;
+      loadZstd(load, threads.workerData as ZstdCodecSource).then(
+        (codec) => {
+          zstd = codec;
           port.postMessage({ ready: 'zstd' });
         },
         (error: unknown) => port.postMessage({ failed: 'zstd', message: messageOf(error) }),
@@ -107,9 +120,10 @@ function decoderThreadMain(
     request.inputs.forEach((input, index) => {
       try {
         const output = view(request.outputs[index]!);
-        if (request.codecs[index] === 'deflate') lengths.push(inflater.inflate(view(input), output));
-        else if (zstd) lengths.push(zstd.decode(view(input), output));
-        else throw new Error('libzstd is not loaded on this thread');
+        if (request.work === 'deflate') lengths.push(inflater.inflate(view(input), output));
+        else if (!zstd) throw new Error('libzstd is not loaded on this thread');
+        else if (request.work === 'zstd') lengths.push(zstd.decode(view(input), output));
+        else lengths.push(zstd.encode(view(input), output, zstdLevel));
         errors.push(null);
       } catch (error) {
         lengths.push(0);
@@ -138,10 +152,10 @@ interface CodecState {
   settle(): void;
 }
 
-/** A decoder thread and the batches it holds. */
-interface DecoderThread {
+/** A codec thread and the batches it holds. */
+interface CodecThread {
   worker: Worker;
-  codecs: Partial<Record<DecodeCodec, CodecState>>;
+  codecs: Partial<Record<Codec, CodecState>>;
   /** Streams sent and not yet back. */
   load: number;
   batches: Map<number, Batch>;
@@ -159,22 +173,22 @@ function streamError(error: StreamError): Error {
 }
 
 /** Decodes compressed streams on a few threads (or here, until they are up). */
-export class DecodeThreads {
+export class CodecThreads {
   private queue: DecodeJob[] = [];
-  private threads: DecoderThread[] | undefined;
-  private localZstd: Promise<ZstdDecoder> | undefined;
+  private threads: CodecThread[] | undefined;
+  private localZstd: Promise<ZstdCodec> | undefined;
   private readonly spares: BufferPool;
   private nextId = 0;
 
   constructor(
-    private readonly source: ZstdDecoderSource,
+    private readonly source: ZstdCodecSource,
     private readonly threadCount: number,
   ) {
     this.spares = new BufferPool({ keep: 2 * SPARE_BUFFERS_PER_THREAD * threadCount, minimum: BATCH_OUTPUT_BYTES, shared: true });
   }
 
   /** Starts the threads (if not yet) and resolves, with how many are ready for `codec`, once each is ready or out. */
-  async start(codec: DecodeCodec): Promise<number> {
+  async start(codec: Codec): Promise<number> {
     this.startThreads();
     const threads = this.threads!;
     for (const thread of threads) this.warm(thread, codec);
@@ -187,54 +201,67 @@ export class DecodeThreads {
    * bad stream rejects with the decoder's message (and node:zlib's code); a
    * lost thread rejects what it held with an I/O error.
    */
-  decode(codec: DecodeCodec, input: Uint8Array, output: Uint8Array): Promise<number> {
+  decode(codec: Codec, input: Uint8Array, output: Uint8Array): Promise<number> {
+    return this.enqueue(codec, input, output);
+  }
+
+  /**
+   * Encodes `input` as one zstd frame (at qemu's level) into `output`;
+   * resolves with the bytes written, and rejects when they do not fit.
+   */
+  encode(codec: 'zstd', input: Uint8Array, output: Uint8Array): Promise<number> {
+    return this.enqueue(`${codec}-encode`, input, output);
+  }
+
+  private enqueue(work: Work, input: Uint8Array, output: Uint8Array): Promise<number> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) queueMicrotask(() => this.flush());
-      this.queue.push({ codec, input, output, resolve, reject });
+      this.queue.push({ work, input, output, resolve, reject });
     });
   }
 
-  /** Sends what was asked for in this turn, cut into batches of one codec, each to the least busy thread ready for it. */
+  /** Sends what was asked for in this turn, cut into batches of one kind of work, each to the least busy thread ready for it. */
   private flush(): void {
     const jobs = this.queue;
     this.queue = [];
     this.startThreads();
-    const pending: Partial<Record<DecodeCodec, { jobs: DecodeJob[]; bytes: number }>> = {};
+    const pending: Partial<Record<Work, { jobs: DecodeJob[]; bytes: number }>> = {};
     for (const job of jobs) {
-      let batch = pending[job.codec];
+      let batch = pending[job.work];
       if (batch && batch.bytes + job.output.length > BATCH_OUTPUT_BYTES) {
-        this.dispatch(job.codec, batch.jobs);
+        this.dispatch(job.work, batch.jobs);
         batch = undefined;
       }
-      batch ??= pending[job.codec] = { jobs: [], bytes: 0 };
+      batch ??= pending[job.work] = { jobs: [], bytes: 0 };
       batch.jobs.push(job);
       batch.bytes += job.output.length;
     }
-    for (const [codec, batch] of Object.entries(pending) as [DecodeCodec, { jobs: DecodeJob[] }][]) this.dispatch(codec, batch.jobs);
+    for (const [work, batch] of Object.entries(pending) as [Work, { jobs: DecodeJob[] }][]) this.dispatch(work, batch.jobs);
   }
 
-  private dispatch(codec: DecodeCodec, jobs: DecodeJob[]): void {
-    let best: DecoderThread | undefined;
+  private dispatch(work: Work, jobs: DecodeJob[]): void {
+    const codec = codecOf(work);
+    let best: CodecThread | undefined;
     for (const thread of this.threads ?? []) {
       this.warm(thread, codec);
       if (thread.codecs[codec]!.ready && (!best || thread.load < best.load)) best = thread;
     }
-    if (best) this.send(best, codec, jobs);
-    else void this.decodeHere(codec, jobs);
+    if (best) this.send(best, work, jobs);
+    else void this.workHere(work, jobs);
   }
 
   /** Asks `thread` to get ready for `codec`, once. */
-  private warm(thread: DecoderThread, codec: DecodeCodec): void {
+  private warm(thread: CodecThread, codec: Codec): void {
     if (thread.codecs[codec]) return;
     thread.codecs[codec] = codecState();
     if (codec === 'zstd') thread.worker.postMessage({ warm: 'zstd' } satisfies ThreadRequest);
   }
 
-  private send(thread: DecoderThread, codec: DecodeCodec, jobs: DecodeJob[]): void {
+  private send(thread: CodecThread, work: Work, jobs: DecodeJob[]): void {
     const batch: Batch = { jobs };
     const inputs = this.places(jobs.map((job) => job.input), (buffer) => (batch.input = buffer), true);
     const outputs = this.places(jobs.map((job) => job.output), (buffer) => (batch.output = buffer), false);
-    const request: ThreadRequest = { id: this.nextId++, codecs: jobs.map(() => codec), inputs, outputs };
+    const request: ThreadRequest = { id: this.nextId++, work, inputs, outputs };
     thread.batches.set(request.id, batch);
     if (thread.load === 0) thread.worker.ref();
     thread.load += jobs.length;
@@ -258,7 +285,7 @@ export class DecodeThreads {
     });
   }
 
-  private receive(thread: DecoderThread, reply: BatchReply): void {
+  private receive(thread: CodecThread, reply: BatchReply): void {
     const batch = thread.batches.get(reply.id);
     if (!batch) return;
     thread.batches.delete(reply.id);
@@ -283,23 +310,23 @@ export class DecodeThreads {
     if (batch.output) this.spares.give(batch.output);
   }
 
-  /** Decodes a batch on the main thread: before any thread is ready for its codec, or when none can be. */
-  private async decodeHere(codec: DecodeCodec, jobs: DecodeJob[]): Promise<void> {
-    if (codec === 'deflate') {
+  /** Does a batch on the main thread: before any thread is ready for its codec, or when none can be. */
+  private async workHere(work: Work, jobs: DecodeJob[]): Promise<void> {
+    if (work === 'deflate') {
       for (const job of jobs) inflateRawOnPool(job.input, job.output).then(job.resolve, job.reject);
       return;
     }
-    let decoder: ZstdDecoder;
+    let zstd: ZstdCodec;
     try {
-      this.localZstd ??= loadZstdDecoder(createRequire(import.meta.url), this.source);
-      decoder = await this.localZstd;
+      this.localZstd ??= loadZstdCodec(createRequire(import.meta.url), this.source);
+      zstd = await this.localZstd;
     } catch (error) {
       for (const job of jobs) job.reject(error as Error);
       return;
     }
     for (const job of jobs) {
       try {
-        job.resolve(decoder.decode(job.input, job.output));
+        job.resolve(work === 'zstd' ? zstd.decode(job.input, job.output) : zstd.encode(job.input, job.output, ZSTD_LEVEL));
       } catch (error) {
         job.reject(error as Error);
       }
@@ -311,7 +338,7 @@ export class DecodeThreads {
     if (this.threads) return;
     this.threads = [];
     if (typeof SharedArrayBuffer === 'undefined') return;
-    const code = `(${decoderThreadMain.toString()})(require, require('node:worker_threads'), ${loadZstdDecoder.toString()}, (${makeSyncInflater.toString()})(require('node:zlib')));`;
+    const code = `(${codecThreadMain.toString()})(require, require('node:worker_threads'), ${loadZstdCodec.toString()}, (${makeSyncInflater.toString()})(require('node:zlib')), ${ZSTD_LEVEL});`;
     for (let index = 0; index < this.threadCount; index++) {
       let worker: Worker;
       try {
@@ -319,7 +346,7 @@ export class DecodeThreads {
       } catch {
         return;
       }
-      const thread: DecoderThread = { worker, codecs: { deflate: codecState() }, load: 0, batches: new Map() };
+      const thread: CodecThread = { worker, codecs: { deflate: codecState() }, load: 0, batches: new Map() };
       this.threads.push(thread);
       worker.on('message', (message: ThreadMessage) => {
         if ('ready' in message) {
@@ -329,15 +356,15 @@ export class DecodeThreads {
         } else if ('failed' in message) thread.codecs[message.failed]!.settle();
         else this.receive(thread, message);
       });
-      worker.on('error', (error) => this.lose(thread, `a decoder thread failed: ${error.message}`));
-      worker.on('exit', () => this.lose(thread, 'a decoder thread exited'));
+      worker.on('error', (error) => this.lose(thread, `a codec thread failed: ${error.message}`));
+      worker.on('exit', () => this.lose(thread, 'a codec thread exited'));
       // After the listeners: the first 'message' listener refs the worker's port again.
       worker.unref();
     }
   }
 
   /** Takes a thread out of service; what it held fails with an I/O error (the image is not at fault). */
-  private lose(thread: DecoderThread, reason: string): void {
+  private lose(thread: CodecThread, reason: string): void {
     for (const state of Object.values(thread.codecs)) {
       state.ready = false;
       state.settle();
@@ -351,15 +378,15 @@ export class DecodeThreads {
 }
 
 /** Threads for this machine: one per core up to the cap; none on one core, where the main thread decodes alone. */
-export function decoderThreadCount(): number {
+export function codecThreadCount(): number {
   const cores = availableParallelism();
-  return cores <= 1 ? 0 : Math.min(MAX_DECODER_THREADS, cores);
+  return cores <= 1 ? 0 : Math.min(MAX_CODEC_THREADS, cores);
 }
 
-let shared: DecodeThreads | undefined;
+let shared: CodecThreads | undefined;
 
-/** The process's decoder threads, made on first use. */
-export function decodeThreads(): DecodeThreads {
-  shared ??= new DecodeThreads({ packagePath: createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm') }, decoderThreadCount());
+/** The process's codec threads, made on first use. */
+export function codecThreads(): CodecThreads {
+  shared ??= new CodecThreads({ packagePath: createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm') }, codecThreadCount());
   return shared;
 }

@@ -1,0 +1,150 @@
+/**
+ * One-shot zstd frames over the WebAssembly libzstd package: decoding
+ * clusters, and encoding them for convert -c. It keeps one context of each
+ * kind and one input and one output buffer inside the WebAssembly heap, grown
+ * to the largest frame seen, so a cluster costs one copy in and one copy out,
+ * and nothing is allocated per call.
+ *
+ * `loadZstdCodec` is also the source of the codec threads (see
+ * codec-threads.ts), so it must stay self-contained: no imports, no helpers
+ * from outside its own body, and modules loaded only through `load`.
+ */
+
+/** Whole zstd frames in and out; each returns the bytes written, or throws an Error naming libzstd's error code. */
+export interface ZstdCodec {
+  /** Decodes one whole frame into `output`. */
+  decode(input: Uint8Array, output: Uint8Array): number;
+  /** Encodes `input` as one frame at `level` into `output` (too small an output is an error). */
+  encode(input: Uint8Array, output: Uint8Array, level: number): number;
+}
+
+/** What a codec thread is told: where the package is. */
+export interface ZstdCodecSource {
+  packagePath: string;
+}
+
+/** The parts of the package's emscripten runtime the lean path uses. */
+interface ZstdRuntime {
+  HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _free(pointer: number): void;
+  _ZSTD_createDCtx(): number;
+  _ZSTD_createCCtx(): number;
+  _ZSTD_isError(code: number): number;
+  _ZSTD_decompress_usingDict(
+    context: number,
+    output: number,
+    outputCapacity: number,
+    input: number,
+    inputLength: number,
+    dictionary: number,
+    dictionaryLength: number,
+  ): number;
+  _ZSTD_compress_usingDict(
+    context: number,
+    output: number,
+    outputCapacity: number,
+    input: number,
+    inputLength: number,
+    dictionary: number,
+    dictionaryLength: number,
+    level: number,
+  ): number;
+}
+
+/** The package's public API, used when its runtime is not where this version keeps it. */
+interface ZstdPackage {
+  init(): Promise<void>;
+  createDCtx(): number;
+  createCCtx(): number;
+  decompressUsingDict(context: number, input: Uint8Array, dictionary: Uint8Array, options: { defaultHeapSize: number }): Uint8Array;
+  compressUsingDict(context: number, input: Uint8Array, dictionary: Uint8Array, level: number): Uint8Array;
+}
+
+/**
+ * Loads the package at `source.packagePath` with `load` (a `require`) and
+ * returns a codec. The package's own calls allocate and copy fresh buffers per
+ * call (about 15% of the time of decoding 64 KiB clusters); its emscripten
+ * runtime, a sibling module of the entry point, allows the lean path. When
+ * that module is missing or has changed shape, the public API is used.
+ */
+export async function loadZstdCodec(load: (path: string) => unknown, source: ZstdCodecSource): Promise<ZstdCodec> {
+  const zstd = load(source.packagePath) as ZstdPackage;
+  await zstd.init();
+  let runtime: ZstdRuntime | undefined;
+  try {
+    runtime = (load(source.packagePath.replace(/index\.node\.js$/, 'module.js')) as { Module?: ZstdRuntime }).Module;
+  } catch {
+    runtime = undefined;
+  }
+  const lean =
+    runtime !== undefined &&
+    ['_malloc', '_free', '_ZSTD_createDCtx', '_ZSTD_createCCtx', '_ZSTD_isError', '_ZSTD_decompress_usingDict', '_ZSTD_compress_usingDict'].every(
+      (name) => typeof (runtime as unknown as Record<string, unknown>)[name] === 'function',
+    );
+  if (!lean || !runtime) {
+    const noDictionary = new Uint8Array(0);
+    let decoding: number | undefined;
+    let encoding: number | undefined;
+    const deliver = (bytes: Uint8Array, output: Uint8Array, what: string) => {
+      if (bytes.length > output.length) throw new Error(`the ${what} is more than ${output.length} bytes`);
+      output.set(bytes);
+      return bytes.length;
+    };
+    return {
+      decode(input, output) {
+        decoding ??= zstd.createDCtx();
+        return deliver(zstd.decompressUsingDict(decoding, input, noDictionary, { defaultHeapSize: output.length }), output, 'decoded frame');
+      },
+      encode(input, output, level) {
+        encoding ??= zstd.createCCtx();
+        return deliver(zstd.compressUsingDict(encoding, input, noDictionary, level), output, 'encoded frame');
+      },
+    };
+  }
+  const heap = runtime;
+  let decoding: number | undefined;
+  let encoding: number | undefined;
+  let inputAt = 0;
+  let inputCapacity = 0;
+  let outputAt = 0;
+  let outputCapacity = 0;
+  /** Room in the heap for `input` and an output of `outputLength`, with the input copied in. */
+  const stage = (input: Uint8Array, outputLength: number) => {
+    if (input.length > inputCapacity) {
+      if (inputAt) heap._free(inputAt);
+      inputCapacity = input.length;
+      inputAt = heap._malloc(inputCapacity);
+    }
+    if (outputLength > outputCapacity) {
+      if (outputAt) heap._free(outputAt);
+      outputCapacity = outputLength;
+      outputAt = heap._malloc(outputCapacity);
+    }
+    if (!inputAt || !outputAt) {
+      inputCapacity = outputCapacity = 0;
+      throw new Error('the WebAssembly heap is full');
+    }
+    // HEAPU8 is read after malloc: a heap that grew has a new view.
+    heap.HEAPU8.set(input, inputAt);
+  };
+  /** Copies a result of libzstd out of the heap, or throws its error. */
+  const deliver = (result: number, output: Uint8Array) => {
+    if (heap._ZSTD_isError(result)) throw new Error(`libzstd error ${-result}`);
+    const length = result >>> 0;
+    output.set(heap.HEAPU8.subarray(outputAt, outputAt + length));
+    return length;
+  };
+  return {
+    decode(input, output) {
+      decoding ??= heap._ZSTD_createDCtx();
+      stage(input, output.length);
+      return deliver(heap._ZSTD_decompress_usingDict(decoding, outputAt, output.length, inputAt, input.length, 0, 0), output);
+    },
+    encode(input, output, level) {
+      encoding ??= heap._ZSTD_createCCtx();
+      stage(input, output.length);
+      return deliver(heap._ZSTD_compress_usingDict(encoding, outputAt, output.length, inputAt, input.length, 0, 0, level), output);
+    },
+  };
+}
