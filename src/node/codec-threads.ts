@@ -1,12 +1,12 @@
 /**
  * Decoding compressed clusters on worker threads, deflate and zstd alike, and
- * encoding zstd clusters for convert -c (deflate compresses on the libuv pool).
- * qcow2 makes every compressed cluster its own stream, so clusters decode and
- * encode independently on every core while the main thread reads and writes. On the
- * main thread each deflate cluster costs a round trip to the libuv pool, a
- * fresh output buffer and a copy out of it, which together cost about half as
- * much CPU time as the inflate itself; zstd's libzstd in WebAssembly decodes at
- * about half of native speed and would hold the main thread.
+ * encoding zstd clusters for convert -c (deflate compresses on the libuv
+ * pool). qcow2 makes every compressed cluster its own stream, so clusters
+ * decode and encode independently on every core while the main thread reads
+ * and writes. On the main thread each deflate cluster costs a round trip to
+ * the libuv pool, a fresh output buffer and a copy out of it, which together
+ * cost about half as much CPU time as the inflate itself; zstd's libzstd in
+ * WebAssembly runs at about half of native speed and would hold the main thread.
  *
  * The clusters asked for in one turn of the event loop (the clusters of one
  * guest read) travel to a thread as one message, a batch, and come back
@@ -18,7 +18,7 @@
  *
  * Threads start on first use, in the background, ready for deflate at once;
  * each loads libzstd only when the first zstd cluster is met. Until a thread
- * is ready for a codec, batches of it decode on the main thread, so a short
+ * is ready for a codec, batches of it run on the main thread, so a short
  * read never waits for a thread to boot. Idle threads do not keep the process
  * alive.
  */
@@ -58,7 +58,7 @@ function codecOf(work: Work): Codec {
 export const ZSTD_LEVEL = 3;
 
 /** One stream to decode (or encode) into `output`. */
-interface DecodeJob {
+interface CodecJob {
   work: Work;
   input: Uint8Array;
   output: Uint8Array;
@@ -73,7 +73,7 @@ interface SharedPlace {
   length: number;
 }
 
-/** What goes to a thread: a batch (where each stream is, its codec, where its output goes), or a request to load libzstd. */
+/** What goes to a thread: a batch (its work, where each stream is and where its output goes), or a request to load libzstd. */
 type ThreadRequest = { id: number; work: Work; inputs: SharedPlace[]; outputs: SharedPlace[] } | { warm: 'zstd' };
 
 /** Why a stream did not decode: the decoder's message, and node:zlib's error code when it gave one. */
@@ -139,7 +139,7 @@ function codecThreadMain(
 
 /** A batch in flight: its jobs, and the pool buffers that stand in for unshared inputs and outputs. */
 interface Batch {
-  jobs: DecodeJob[];
+  jobs: CodecJob[];
   input?: SharedArrayBuffer;
   output?: SharedArrayBuffer;
 }
@@ -172,9 +172,9 @@ function streamError(error: StreamError): Error {
   return Object.assign(new Error(error.message), error.code === undefined ? {} : { code: error.code });
 }
 
-/** Decodes compressed streams on a few threads (or here, until they are up). */
+/** Decodes (and zstd-encodes) streams on a few threads, or here until they are up. */
 export class CodecThreads {
-  private queue: DecodeJob[] = [];
+  private queue: CodecJob[] = [];
   private threads: CodecThread[] | undefined;
   private localZstd: Promise<ZstdCodec> | undefined;
   private readonly spares: BufferPool;
@@ -225,7 +225,7 @@ export class CodecThreads {
     const jobs = this.queue;
     this.queue = [];
     this.startThreads();
-    const pending: Partial<Record<Work, { jobs: DecodeJob[]; bytes: number }>> = {};
+    const pending: Partial<Record<Work, { jobs: CodecJob[]; bytes: number }>> = {};
     for (const job of jobs) {
       let batch = pending[job.work];
       if (batch && batch.bytes + job.output.length > BATCH_OUTPUT_BYTES) {
@@ -236,10 +236,10 @@ export class CodecThreads {
       batch.jobs.push(job);
       batch.bytes += job.output.length;
     }
-    for (const [work, batch] of Object.entries(pending) as [Work, { jobs: DecodeJob[] }][]) this.dispatch(work, batch.jobs);
+    for (const [work, batch] of Object.entries(pending) as [Work, { jobs: CodecJob[] }][]) this.dispatch(work, batch.jobs);
   }
 
-  private dispatch(work: Work, jobs: DecodeJob[]): void {
+  private dispatch(work: Work, jobs: CodecJob[]): void {
     const codec = codecOf(work);
     let best: CodecThread | undefined;
     for (const thread of this.threads ?? []) {
@@ -257,7 +257,7 @@ export class CodecThreads {
     if (codec === 'zstd') thread.worker.postMessage({ warm: 'zstd' } satisfies ThreadRequest);
   }
 
-  private send(thread: CodecThread, work: Work, jobs: DecodeJob[]): void {
+  private send(thread: CodecThread, work: Work, jobs: CodecJob[]): void {
     const batch: Batch = { jobs };
     const inputs = this.places(jobs.map((job) => job.input), (buffer) => (batch.input = buffer), true);
     const outputs = this.places(jobs.map((job) => job.output), (buffer) => (batch.output = buffer), false);
@@ -311,7 +311,7 @@ export class CodecThreads {
   }
 
   /** Does a batch on the main thread: before any thread is ready for its codec, or when none can be. */
-  private async workHere(work: Work, jobs: DecodeJob[]): Promise<void> {
+  private async workHere(work: Work, jobs: CodecJob[]): Promise<void> {
     if (work === 'deflate') {
       for (const job of jobs) inflateRawOnPool(job.input, job.output).then(job.resolve, job.reject);
       return;
