@@ -23,6 +23,18 @@ export interface ZstdCodecSource {
   packagePath: string;
 }
 
+/** libzstd's one-shot calls with a dictionary, over heap addresses; `extra` is what follows the dictionary. */
+type OneShotCall<Extra extends unknown[]> = (
+  context: number,
+  output: number,
+  outputCapacity: number,
+  input: number,
+  inputLength: number,
+  dictionary: number,
+  dictionaryLength: number,
+  ...extra: Extra
+) => number;
+
 /** The parts of the package's emscripten runtime the lean path uses. */
 interface ZstdRuntime {
   HEAPU8: Uint8Array;
@@ -31,25 +43,8 @@ interface ZstdRuntime {
   _ZSTD_createDCtx(): number;
   _ZSTD_createCCtx(): number;
   _ZSTD_isError(code: number): number;
-  _ZSTD_decompress_usingDict(
-    context: number,
-    output: number,
-    outputCapacity: number,
-    input: number,
-    inputLength: number,
-    dictionary: number,
-    dictionaryLength: number,
-  ): number;
-  _ZSTD_compress_usingDict(
-    context: number,
-    output: number,
-    outputCapacity: number,
-    input: number,
-    inputLength: number,
-    dictionary: number,
-    dictionaryLength: number,
-    level: number,
-  ): number;
+  _ZSTD_decompress_usingDict: OneShotCall<[]>;
+  _ZSTD_compress_usingDict: OneShotCall<[level: number]>;
 }
 
 /** The package's public API, used when its runtime is not where this version keeps it. */
