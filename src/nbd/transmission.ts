@@ -12,7 +12,7 @@ import { ProtocolError } from '../core/errors.js';
 import { MAX_SAFE_OFFSET } from '../core/limits.js';
 import { Command, CommandFlag, NbdErrno, NBD_REQUEST_MAGIC } from './constants.js';
 import type { Session } from './handshake.js';
-import { InFlight } from './in-flight.js';
+import { InFlight } from '../core/in-flight.js';
 import { MAX_CONCURRENT_READ_BYTES, MAX_CONCURRENT_REQUESTS, MAX_REQUEST_BYTES } from './limits.js';
 import { Replier, errnoFor } from './reply-sender.js';
 import { allocationRuns } from './status.js';

@@ -7,7 +7,8 @@
 
 import { readFully, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
-import { settleAll, Slots } from '../core/slots.js';
+import { InFlight } from '../core/in-flight.js';
+import { settleAll } from '../core/slots.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { createImage } from './create.js';
@@ -133,38 +134,32 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
     }
     return { chunk, buffer, bytes, runs: nonZeroRuns(bytes, chunk.start, clusterSize, tests) };
   };
-  const slots = new Slots(WRITES_IN_FLIGHT);
-  const landing = new Set<Promise<void>>();
-  let failure: { error: unknown } | undefined;
+  const writing = new InFlight(WRITES_IN_FLIGHT, Infinity);
   const store = async ({ chunk, buffer, bytes, runs }: Awaited<ReturnType<typeof read>>) => {
-    await slots.take();
-    if (failure) {
-      slots.give();
+    try {
+      await writing.room(0);
+    } catch (error) {
       buffers.push(buffer);
-      throw failure.error;
+      throw error;
     }
-    const writes = runs.map(([from, to]) => target.write(chunk.start + from, bytes.subarray(from, to)));
-    const landed: Promise<void> = settleAll(writes)
-      .then(() => {
-        for (const [from, to] of runs) result.dataClusters += Math.ceil((to - from) / clusterSize);
-        onStored(chunk);
-      })
-      .catch((error: unknown) => {
-        failure ??= { error };
-      })
-      .finally(() => {
+    writing.start(0, async () => {
+      try {
+        await settleAll(runs.map(([from, to]) => target.write(chunk.start + from, bytes.subarray(from, to))));
+      } finally {
         buffers.push(buffer);
-        slots.give();
-        landing.delete(landed);
-      });
-    landing.add(landed);
+      }
+      for (const [from, to] of runs) result.dataClusters += Math.ceil((to - from) / clusterSize);
+      onStored(chunk);
+    });
   };
   try {
     await pipeline(chunks, { ahead: READ_AHEAD, ordered }, read, store);
-  } finally {
-    await Promise.all(landing);
+  } catch (error) {
+    // Writes still landing settle first; the failure that stopped the pipeline is the one reported.
+    await writing.drain().catch(() => {});
+    throw error;
   }
-  if (failure) throw failure.error;
+  await writing.drain();
 }
 
 type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;

@@ -1,8 +1,8 @@
 /**
- * The requests a connection is serving at once, bounded in count and bytes.
- * A request that fails in a way that ends the connection (a broken socket)
- * fails the next wait, so the connection loop stops instead of reading on.
- * One caller waits at a time (the connection's loop), so one waiter slot is enough.
+ * Work running in the background, bounded in count and bytes: an NBD
+ * connection's requests, convert's chunks being written. A piece of work that
+ * fails fails the next wait, so the loop that starts them stops instead of
+ * going on. One caller waits at a time (the loop), so one waiter slot is enough.
  */
 
 export class InFlight {
@@ -16,7 +16,7 @@ export class InFlight {
     private readonly maxBytes: number,
   ) {}
 
-  /** Waits until a request of `bytes` fits (one always fits when nothing runs). */
+  /** Waits until work of `bytes` fits (one piece always fits when nothing runs); throws an earlier failure. */
   async room(bytes: number): Promise<void> {
     while (this.running.size >= this.maxRequests || (this.running.size > 0 && this.bytes + bytes > this.maxBytes)) await this.settled();
     this.check();
@@ -37,7 +37,7 @@ export class InFlight {
     this.running.add(running);
   }
 
-  /** Waits for every request to end; rethrows the first failure. */
+  /** Waits for all work to end; rethrows the first failure. */
   async drain(): Promise<void> {
     while (this.running.size > 0) await this.settled();
     this.check();
