@@ -12,23 +12,35 @@
  *   BENCH_ROUNDS  rounds per case (default 7, at least 1)
  *   BENCH_ONLY    comma-separated case names to run (default all): random+holes,
  *                 random-raw, text-zlib, text-zstd, empty-1T, raw-qcow2, raw-qcow2-c, rss-4x
+ *   BENCH_KEEP_ENV  set to 1 to time the runs with the environment as it is
+ *                 (by default NODE_EXTRA_CA_CERTS is left out: see RUN_ENV)
  */
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, writeSync, rmSync, writeFileSync, statSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, freemem, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 
 const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 const BENCH = join(ROOT, '.bench');
-const CLI = join(ROOT, 'dist/cli.js');
+const CLI = join(ROOT, 'dist/cli.cjs');
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const SCALE = Number(process.env.BENCH_SCALE ?? '1');
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? '7'));
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : undefined;
 const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+
+/**
+ * The environment of the timed runs. NODE_EXTRA_CA_CERTS makes every Node
+ * process parse that certificate bundle before running any code (30 ms for the
+ * usual 220 KB bundle on the bench VM, a third of `node -e 0`); platter makes no
+ * TLS connection, and qemu-img does not read the variable, so it is left out
+ * unless BENCH_KEEP_ENV=1. The report says when it was.
+ */
+const LEFT_OUT = process.env.BENCH_KEEP_ENV === '1' ? [] : ['NODE_EXTRA_CA_CERTS'].filter((name) => name in process.env);
+const RUN_ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => !LEFT_OUT.includes(name)));
 
 /** A size scaled by BENCH_SCALE, in whole MiB (at least 4 MiB). */
 const scaled = (bytes) => Math.max(4 * MiB, Math.round((bytes * SCALE) / MiB) * MiB);
@@ -126,30 +138,27 @@ function quarterImage() {
   return build(path, (tmp) => makeRandomWithHoles(tmp, Math.max(4 * MiB, Math.round((GiB * quarter) / MiB) * MiB)), ['-f', 'raw', '-O', 'qcow2']);
 }
 
-/** Parses GNU time -v output. */
+/** CPU seconds and peak RSS from GNU time -v output. */
 function parseTime(text) {
   const field = (label) => text.split('\n').find((line) => line.trim().startsWith(label))?.split(': ').pop()?.trim();
-  const wall = field('Elapsed (wall clock) time')
-    .split(':')
-    .reduce((total, part) => total * 60 + Number(part), 0);
   return {
-    wall,
     cpu: Number(field('User time (seconds)')) + Number(field('System time (seconds)')),
     rssMiB: Number(field('Maximum resident set size (kbytes)')) / 1024,
   };
 }
 
-/** Runs a command once; returns wall seconds, CPU seconds and peak RSS (MiB) where measurable. */
+/**
+ * Runs a command once; returns wall seconds, and CPU seconds and peak RSS (MiB)
+ * where GNU time is there to measure them. Wall time is the parent's clock:
+ * GNU time prints it in hundredths, too coarse for start-up times.
+ */
 function measure(program, args) {
-  if (TIME) {
-    const result = spawnSync(TIME, ['-v', program, ...args], { encoding: 'utf8' });
-    if (result.status !== 0) throw new Error(`${program} ${args.join(' ')} failed:\n${result.stderr}`);
-    return parseTime(result.stderr);
-  }
+  const [command, commandArgs] = TIME ? [TIME, ['-v', program, ...args]] : [program, args];
   const started = process.hrtime.bigint();
-  const result = spawnSync(program, args, { encoding: 'utf8' });
+  const result = spawnSync(command, commandArgs, { encoding: 'utf8', env: RUN_ENV });
+  const wall = Number(process.hrtime.bigint() - started) / 1e9;
   if (result.status !== 0) throw new Error(`${program} ${args.join(' ')} failed:\n${result.stderr}`);
-  return { wall: Number(process.hrtime.bigint() - started) / 1e9, cpu: NaN, rssMiB: NaN };
+  return { wall, ...(TIME ? parseTime(result.stderr) : { cpu: NaN, rssMiB: NaN }) };
 }
 
 const median = (values) => {
@@ -170,16 +179,31 @@ function summarize(samples) {
 }
 
 /**
- * Called right after the previous output was deleted: writes back what is
- * dirty (and commits the deletion), so each run starts from the same
- * page-cache state and does not pay for the previous run's writeback. The next
- * run starts at once: on a VM that hands free memory back to its host (free
- * page reporting), memory left free for a second or so is slow to touch again
- * (about 2 s per GiB here, whichever tool meets it), which made medians
- * depend on luck rather than on the tools.
+ * Memory touched before each run: enough for the largest case's output in the
+ * page cache and the tool's own buffers, and never more than a quarter of what
+ * is free.
+ */
+const WARM_BYTES = Math.min(scaled(3 * GiB), Math.floor(freemem() / 4));
+
+/** Touches `bytes` of fresh memory, a page at a time, in 64 MiB pieces held until the end. */
+const WARM_CODE =
+  'const held = []; for (let left = Number(process.argv[1]); left > 0; left -= 64 << 20) {' +
+  ' const piece = Buffer.allocUnsafeSlow(Math.min(64 << 20, left)); for (let at = 0; at < piece.length; at += 4096) piece[at] = 1; held.push(piece); }';
+
+/**
+ * Called right after the previous output was deleted, so that every run of
+ * either tool starts from the same state. It writes back what is dirty (and
+ * commits the deletion), so no run pays for the previous run's writeback. Then
+ * it touches WARM_BYTES in a short-lived process and frees them. On a VM that
+ * hands free memory back to its host (free page reporting), a page left free
+ * for a couple of seconds costs a fault on the host when next touched (about
+ * 2 s per GiB on the bench VM), and whichever tool met such pages took two or
+ * three times as long, so medians depended on luck. Memory freed just before
+ * the run has not been handed back yet, and the run's allocations reuse it.
  */
 function settle() {
   spawnSync('sync');
+  spawnSync(process.execPath, ['-e', WARM_CODE, String(WARM_BYTES)], { stdio: 'ignore' });
 }
 
 function benchConvert(entry) {
@@ -233,7 +257,7 @@ const fixed = (value, digits = 2) => (Number.isFinite(value) ? value.toFixed(dig
 
 /** Runs every case (BENCH_ONLY picks some; `rss-4x` names the memory-growth check). */
 function main() {
-  if (!existsSync(CLI)) throw new Error('dist/cli.js is missing: run npm run build');
+  if (!existsSync(CLI)) throw new Error('dist/cli.cjs is missing: run npm run build');
   const { cases, holes } = prepareCases();
   const rows = [];
   for (const entry of cases) {
@@ -251,9 +275,10 @@ function main() {
   const startup = benchStartup(holes);
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: totalmem() / GiB, node: process.version };
   const qemuVersion = sh('qemu-img', ['--version']).split('\n')[0];
-  const report = { date: new Date().toISOString(), scale: SCALE, rounds: ROUNDS, machine, qemuVersion, rows, memory, startup };
+  const report = { date: new Date().toISOString(), scale: SCALE, rounds: ROUNDS, machine, qemuVersion, leftOutOfEnv: LEFT_OUT, rows, memory, startup };
 
   console.log(`platter convert vs ${qemuVersion} (scale ${SCALE}, ${ROUNDS} rounds, median; ${machine.cpus} cores)`);
+  if (LEFT_OUT.length > 0) console.log(`timed without ${LEFT_OUT.join(', ')} in the environment (BENCH_KEEP_ENV=1 keeps it)`);
   console.log(
     'case          | platter wall s | qemu wall s | wall ratio | best-run ratio | platter CPU s | qemu CPU s | CPU ratio | platter RSS MiB | qemu RSS MiB',
   );
