@@ -4,9 +4,10 @@ import { defineConfig } from 'tsup';
 const CLI_BUNDLED = ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-caller-file', 'string-width', 'strip-ansi', 'wrap-ansi', 'ansi-regex', 'ansi-styles', 'emoji-regex', 'get-east-asian-width'];
 
 // Three builds: the library (ESM + .d.ts; `core` is the runtime-agnostic part that
-// never pulls in node:*); the CLI launcher (dist/cli.js with a shebang, and the
-// loader); and the CLI body as one CommonJS file, which the loader compiles with
-// V8's code cache (made after the build by scripts/cli-code-cache.mjs).
+// never pulls in node:*); the CLI launcher (dist/cli.cjs with a shebang, and the
+// loader, CommonJS because an ES-module entry point costs start-up); and the CLI
+// body as one CommonJS file, which the loader compiles with V8's code cache
+// (made after the build by scripts/cli-code-cache.mjs).
 export default defineConfig([
   {
     entry: { index: 'src/index.ts', core: 'src/core.ts' },
@@ -19,10 +20,11 @@ export default defineConfig([
   },
   {
     entry: { cli: 'src/cli/main.ts', 'cli-loader': 'src/cli/bundle-loader.ts' },
-    format: ['esm'],
+    format: ['cjs'],
     target: 'node20',
     banner: { js: '#!/usr/bin/env node' },
-    splitting: true,
+    // import.meta.url in CommonJS.
+    shims: true,
     outDir: 'dist',
     clean: false,
   },

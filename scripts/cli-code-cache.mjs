@@ -12,10 +12,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CACHE_PATH, loadCliBundle } from '../dist/cli-loader.js';
+import { CACHE_PATH, loadCliBundle } from '../dist/cli-loader.cjs';
 
 const MiB = 1024 * 1024;
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/cli.cjs', import.meta.url));
 
 /** A raw disk of text, random bytes and zeros. */
 function makeDisk(path) {

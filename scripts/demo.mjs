@@ -26,7 +26,7 @@ const steps = [
 try {
   for (const args of steps) {
     process.stdout.write(`\n$ platter ${args.join(' ')}\n`);
-    const result = spawnSync(process.execPath, ['dist/cli.js', ...args], { cwd: root, stdio: 'inherit' });
+    const result = spawnSync(process.execPath, ['dist/cli.cjs', ...args], { cwd: root, stdio: 'inherit' });
     if (result.status !== 0) process.exitCode = result.status ?? 1;
     if (result.status !== 0) break;
   }

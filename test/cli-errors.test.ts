@@ -30,7 +30,7 @@ function platterUnprivileged(args: string[]): CliResult {
   const copy = join(tmp.dir, 'pkg');
   cpSync(dirname(CLI), join(copy, 'dist'), { recursive: true });
   writeFileSync(join(copy, 'package.json'), '{"type":"module"}');
-  const cli = join(copy, 'dist', 'cli.js');
+  const cli = join(copy, 'dist', 'cli.cjs');
   const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, ...args], {
     encoding: 'utf8',
   });

@@ -8,7 +8,7 @@ import { platter, tempDir } from './helpers/tools.js';
 
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('../fixtures/mbr-small.raw', import.meta.url));
-const LAUNCHER = ['cli.js', 'cli-loader.js', 'cli-bundle.cjs'];
+const LAUNCHER = ['cli.cjs', 'cli-loader.cjs', 'cli-bundle.cjs'];
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
@@ -18,13 +18,13 @@ function runCopy(name: string, cache: string | undefined, args: string[]): strin
   mkdirSync(dir, { recursive: true });
   for (const file of LAUNCHER) copyFileSync(`${DIST}${file}`, `${dir}/${file}`);
   if (cache) copyFileSync(cache, `${dir}/cli-bundle.cache`);
-  return execFileSync(process.execPath, [`${dir}/cli.js`, ...args], { encoding: 'utf8' });
+  return execFileSync(process.execPath, [`${dir}/cli.cjs`, ...args], { encoding: 'utf8' });
 }
 
 describe('CLI start-up', () => {
   it('the build leaves a code cache that V8 accepts for the bundle', () => {
     expect(existsSync(`${DIST}cli-bundle.cache`)).toBe(true);
-    const probe = `import('${DIST}cli-loader.js').then(({ loadCliBundle }) => console.log(loadCliBundle().script.cachedDataRejected))`;
+    const probe = `import('${DIST}cli-loader.cjs').then(({ loadCliBundle }) => console.log(loadCliBundle().script.cachedDataRejected))`;
     expect(execFileSync(process.execPath, ['-e', probe], { encoding: 'utf8' }).trim()).toBe('false');
   });
 

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mustRun, requireTools, tempDir, type ToolResult } from './helpers/partition-tools.js';
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/cli.cjs', import.meta.url));
 
 function platter(args: string[], input = ''): Promise<ToolResult> {
   return new Promise((resolve, reject) => {

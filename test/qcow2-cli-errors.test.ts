@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
 import { qcow2TempDir, qcow2ToolAvailable, sh } from './helpers/qcow2-oracle.js';
 
-const CLI = resolve('dist/cli.js');
+const CLI = resolve('dist/cli.cjs');
 const haveQemu = qcow2ToolAvailable('qemu-img');
 
 /**

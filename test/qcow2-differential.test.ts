@@ -22,7 +22,7 @@ import {
   sh,
 } from './helpers/qcow2-oracle.js';
 
-const CLI = resolve('dist/cli.js');
+const CLI = resolve('dist/cli.cjs');
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 
 function platterJson(cwd: string, args: string[]): unknown {

@@ -21,7 +21,7 @@ function newestMtime(dir: string): number {
 
 function builtMtime(): number {
   try {
-    return statSync(join(ROOT, 'dist/cli.js')).mtimeMs;
+    return statSync(join(ROOT, 'dist/cli.cjs')).mtimeMs;
   } catch {
     return 0;
   }

@@ -31,7 +31,7 @@ export function run(tool: string, args: string[], options: { cwd?: string; input
 }
 
 /** Path of the built CLI. */
-export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/cli.cjs', import.meta.url));
 
 /** Result of running the CLI. */
 export interface CliResult {
