@@ -10,11 +10,13 @@
 
 import { createRequire } from 'node:module';
 import { VERSION } from '../version.js';
+import { sizeThreadPool } from './thread-pool.js';
 
 const args = process.argv.slice(2);
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   process.stdout.write(`platter ${VERSION}\n`);
 } else {
+  sizeThreadPool();
   const { loadCliBundle } = createRequire(import.meta.url)('./cli-loader.cjs') as typeof import('./bundle-loader.js');
   void loadCliBundle()
     .bundle.runCli(args)
