@@ -17,7 +17,7 @@
  */
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, writeSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readSync, writeSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { cpus, freemem, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomFillSync } from 'node:crypto';
@@ -193,17 +193,35 @@ const WARM_CODE =
 /**
  * Called right after the previous output was deleted, so that every run of
  * either tool starts from the same state. It writes back what is dirty (and
- * commits the deletion), so no run pays for the previous run's writeback. Then
- * it touches WARM_BYTES in a short-lived process and frees them. On a VM that
+ * commits the deletion), so no run pays for the previous run's writeback. It
+ * reads the source through (see readThrough). Last, right before the run, it
+ * touches WARM_BYTES in a short-lived process and frees them. On a VM that
  * hands free memory back to its host (free page reporting), a page left free
  * for a couple of seconds costs a fault on the host when next touched (about
  * 2 s per GiB on the bench VM), and whichever tool met such pages took two or
  * three times as long, so medians depended on luck. Memory freed just before
  * the run has not been handed back yet, and the run's allocations reuse it.
  */
-function settle() {
+function settle(source) {
   spawnSync('sync');
+  readThrough(source);
   spawnSync(process.execPath, ['-e', WARM_CODE, String(WARM_BYTES)], { stdio: 'ignore' });
+}
+
+/**
+ * Reads `path` to its end, so that the run finds the source in the page cache.
+ * Every run is timed from a warm source: a kernel that reclaims cold pages
+ * (DAMON's pageout on the bench VM) otherwise evicts part of the source between
+ * runs, and a run that reads from the disk takes three to four times as long.
+ */
+function readThrough(path) {
+  const buffer = Buffer.allocUnsafe(8 * MiB);
+  const fd = openSync(path, 'r');
+  try {
+    while (readSync(fd, buffer, 0, buffer.length, null) > 0);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function benchConvert(entry) {
@@ -216,7 +234,7 @@ function benchConvert(entry) {
     const order = round % 2 === 0 ? ['platter', 'qemu-img'] : ['qemu-img', 'platter'];
     for (const tool of order) {
       rmSync(out, { force: true });
-      settle();
+      settle(entry.source);
       samples[tool].push(tools[tool]());
     }
   }
@@ -231,7 +249,7 @@ function benchMemoryGrowth(full) {
     const samples = [];
     for (let round = 0; round < ROUNDS; round++) {
       rmSync(out, { force: true });
-      settle();
+      settle(source);
       samples.push(measure(process.execPath, [CLI, 'convert', '-O', 'raw', source, out]).rssMiB);
     }
     rmSync(out, { force: true });
