@@ -1,7 +1,7 @@
 /** The CLI launcher: the bundle loads with the code cache the build made, and without it. */
 
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { platter, tempDir } from './helpers/tools.js';
@@ -33,5 +33,16 @@ describe('CLI start-up', () => {
     expect(expected.status).toBe(0);
     expect(runCopy('no-cache', undefined, ['partitions', FIXTURE])).toBe(expected.stdout);
     expect(runCopy('bad-cache', FIXTURE, ['partitions', FIXTURE])).toBe(expected.stdout);
+  });
+
+  it('fails when the command stops without finishing, instead of exiting with 0', () => {
+    const dir = tmp.path('unfinished');
+    mkdirSync(dir, { recursive: true });
+    for (const file of ['cli.cjs', 'cli-loader.cjs']) copyFileSync(`${DIST}${file}`, `${dir}/${file}`);
+    // A command whose work is lost: a promise nothing will ever settle, and nothing left to wait for.
+    writeFileSync(`${dir}/cli-bundle.cjs`, 'exports.runCli = () => new Promise(() => {});\n');
+    const result = spawnSync(process.execPath, [`${dir}/cli.cjs`, 'info', FIXTURE], { encoding: 'utf8' });
+    expect(result.status).toBe(13);
+    expect(result.stderr).toBe('platter: internal error: the command stopped before it finished\n');
   });
 });

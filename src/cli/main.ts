@@ -12,15 +12,28 @@ import { createRequire } from 'node:module';
 import { VERSION } from '../version.js';
 import { sizeThreadPool } from './thread-pool.js';
 
+/** Exit status when the command's work ends without an answer (Node's own for an unsettled top-level await). */
+const UNFINISHED_STATUS = 13;
+
 const args = process.argv.slice(2);
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   process.stdout.write(`platter ${VERSION}\n`);
 } else {
   sizeThreadPool();
   const { loadCliBundle } = createRequire(import.meta.url)('./cli-loader.cjs') as typeof import('./bundle-loader.js');
+  let finished = false;
+  // Node exits with status 0 when nothing is left to wait for, even if the command
+  // never finished (an operation lost on the way): that must not pass for success.
+  // 'beforeExit' comes only then, not after an explicit process.exit (as --help makes).
+  process.on('beforeExit', () => {
+    if (finished) return;
+    process.stderr.write('platter: internal error: the command stopped before it finished\n');
+    process.exitCode = UNFINISHED_STATUS;
+  });
   void loadCliBundle()
     .bundle.runCli(args)
     .then((status) => {
+      finished = true;
       process.exitCode = status;
     });
 }
