@@ -8,15 +8,23 @@ import { platter, tempDir } from './helpers/tools.js';
 
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('../fixtures/mbr-small.raw', import.meta.url));
-const LAUNCHER = ['cli.cjs', 'cli-loader.cjs', 'cli-bundle.cjs'];
+const LAUNCHER = ['cli.cjs', 'cli-loader.cjs'];
+const BUNDLE = 'cli-bundle.cjs';
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
-/** Runs a copy of the launcher and bundle (in a folder of its own, with `cache` as its code cache, if any). */
-function runCopy(name: string, cache: string | undefined, args: string[]): string {
+/** Copies the built launcher into a folder of its own, `name`, and returns the folder. */
+function launcherCopy(name: string): string {
   const dir = tmp.path(name);
   mkdirSync(dir, { recursive: true });
   for (const file of LAUNCHER) copyFileSync(`${DIST}${file}`, `${dir}/${file}`);
+  return dir;
+}
+
+/** Runs a copy of the launcher and bundle (with `cache` as its code cache, if any). */
+function runCopy(name: string, cache: string | undefined, args: string[]): string {
+  const dir = launcherCopy(name);
+  copyFileSync(`${DIST}${BUNDLE}`, `${dir}/${BUNDLE}`);
   if (cache) copyFileSync(cache, `${dir}/cli-bundle.cache`);
   return execFileSync(process.execPath, [`${dir}/cli.cjs`, ...args], { encoding: 'utf8' });
 }
@@ -36,11 +44,9 @@ describe('CLI start-up', () => {
   });
 
   it('fails when the command stops without finishing, instead of exiting with 0', () => {
-    const dir = tmp.path('unfinished');
-    mkdirSync(dir, { recursive: true });
-    for (const file of ['cli.cjs', 'cli-loader.cjs']) copyFileSync(`${DIST}${file}`, `${dir}/${file}`);
+    const dir = launcherCopy('unfinished');
     // A command whose work is lost: a promise nothing will ever settle, and nothing left to wait for.
-    writeFileSync(`${dir}/cli-bundle.cjs`, 'exports.runCli = () => new Promise(() => {});\n');
+    writeFileSync(`${dir}/${BUNDLE}`, 'exports.runCli = () => new Promise(() => {});\n');
     const result = spawnSync(process.execPath, [`${dir}/cli.cjs`, 'info', FIXTURE], { encoding: 'utf8' });
     expect(result.status).toBe(13);
     expect(result.stderr).toBe('platter: internal error: the command stopped before it finished\n');

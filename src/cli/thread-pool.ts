@@ -1,6 +1,6 @@
 /**
- * Sizes libuv's thread pool, which runs every file read and write (and zlib's
- * inflate) of a command, to the machine. Node's default of four threads
+ * Sizes libuv's thread pool, which runs every file read and write of a
+ * command (and node:zlib's calls on the main thread), to the machine. Node's default of four threads
  * oversubscribes a small machine: on a 2-core VM four threads doing 2 MiB
  * copies through the page cache steal the cores from each other and from the
  * main thread. Measured there (medians of 11 runs): raw → qcow2 of 2 GiB
