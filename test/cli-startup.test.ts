@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import yargs from 'yargs';
 import { platter, tempDir } from './helpers/tools.js';
 
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
@@ -50,5 +51,11 @@ describe('CLI start-up', () => {
     const result = spawnSync(process.execPath, [`${dir}/cli.cjs`, 'info', FIXTURE], { encoding: 'utf8' });
     expect(result.status).toBe(13);
     expect(result.stderr).toBe('platter: internal error: the command stopped before it finished\n');
+  });
+
+  it('yargs still has the help-text cache that every run skips', () => {
+    // run.ts replaces this internal hook; if yargs renames it, the skip stops working silently.
+    const internal = yargs([]) as unknown as { getInternalMethods(): { getUsageInstance(): { cacheHelpMessage: unknown } } };
+    expect(typeof internal.getInternalMethods().getUsageInstance().cacheHelpMessage).toBe('function');
   });
 });
