@@ -3,6 +3,10 @@ import { defineConfig } from 'tsup';
 /** Packages bundled into the CLI: resolving yargs' ~40 small modules one by one costs more start-up than one file. */
 const CLI_BUNDLED = ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-caller-file', 'string-width', 'strip-ansi', 'wrap-ansi', 'ansi-regex', 'ansi-styles', 'emoji-regex', 'get-east-asian-width'];
 
+/** CommonJS's module wrapper (node:module's wrap), around the CLI body. */
+const CJS_WRAPPER_HEAD = '(function (exports, require, module, __filename, __dirname) {';
+const CJS_WRAPPER_TAIL = '\n});';
+
 // Three builds: the library (ESM + .d.ts; `core` is the runtime-agnostic part that
 // never pulls in node:*); the CLI launcher (dist/cli.cjs with a shebang, and the
 // loader, CommonJS because an ES-module entry point costs start-up); and the CLI
@@ -36,6 +40,10 @@ export default defineConfig([
     shims: true,
     // Less to read and hash at every start; names are kept, so stack traces still read.
     noExternal: CLI_BUNDLED,
+    // The file is one function expression in CommonJS's wrapper, which the loader compiles
+    // as it is: wrapping it at run time made V8 copy the whole source once more.
+    banner: { js: CJS_WRAPPER_HEAD },
+    footer: { js: CJS_WRAPPER_TAIL },
     esbuildOptions(options) {
       options.alias = { ...options.alias, assert: './src/cli/assert-shim.ts', 'string-width': './src/cli/string-width-shim.ts' };
       // node:vm scripts cannot import(): the external zstd codec (CommonJS) is required instead.
