@@ -25,9 +25,10 @@
 
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { BufferPool, isShared } from '../core/buffer-pool.js';
 import { IoError } from '../core/errors.js';
+import { nodeWorkerThreads } from './builtins.js';
 import { inflateRawOnPool } from './inflate.js';
 import { makeSyncInflater, type SyncInflater } from './inflate-sync.js';
 import { loadZstdCodec, type ZstdCodec, type ZstdCodecSource } from './zstd-codec.js';
@@ -342,7 +343,7 @@ export class CodecThreads {
     for (let index = 0; index < this.threadCount; index++) {
       let worker: Worker;
       try {
-        worker = new Worker(code, { eval: true, workerData: this.source });
+        worker = new (nodeWorkerThreads().Worker)(code, { eval: true, workerData: this.source });
       } catch {
         return;
       }

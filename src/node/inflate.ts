@@ -8,10 +8,13 @@
  */
 
 import { promisify } from 'node:util';
-import { constants, createInflateRaw, inflateRaw } from 'node:zlib';
+import type { ZlibOptions } from 'node:zlib';
 import { CorruptImageError } from '../core/errors.js';
+import { nodeZlib } from './builtins.js';
 
-const inflateRawAsync = promisify(inflateRaw);
+let inflateRawPromise: ((input: Uint8Array, options: ZlibOptions) => Promise<Buffer>) | undefined;
+const inflateRawAsync = (input: Uint8Array, options: ZlibOptions) =>
+  (inflateRawPromise ??= promisify(nodeZlib().inflateRaw))(input, options);
 
 /** node:zlib refuses chunk sizes below this. */
 export const MIN_INFLATE_CHUNK = 64;
@@ -25,7 +28,7 @@ export const MIN_INFLATE_CHUNK = 64;
  */
 export async function inflateRawOnPool(input: Uint8Array, output: Uint8Array): Promise<number> {
   const out = await inflateRawAsync(input, {
-    finishFlush: constants.Z_SYNC_FLUSH,
+    finishFlush: nodeZlib().constants.Z_SYNC_FLUSH,
     chunkSize: Math.max(MIN_INFLATE_CHUNK, output.length),
     maxOutputLength: Math.max(1, output.length),
   });
@@ -52,7 +55,8 @@ export function inflateRawCapped(input: Uint8Array, outputLength: number): Promi
       else resolve(filled === outputLength ? out : out.slice(0, filled));
     };
     // Z_SYNC_FLUSH as the final flush: a stream cut short ends quietly instead of erroring.
-    const inflater = createInflateRaw({ finishFlush: constants.Z_SYNC_FLUSH, chunkSize: 16 * 1024 });
+    const zlib = nodeZlib();
+    const inflater = zlib.createInflateRaw({ finishFlush: zlib.constants.Z_SYNC_FLUSH, chunkSize: 16 * 1024 });
     inflater.on('data', (chunk: Buffer) => {
       if (settled) return;
       const count = Math.min(chunk.length, outputLength - filled);
