@@ -1,8 +1,7 @@
 /** One contract, three devices: memory, file and slice must behave the same at their edges. */
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice, SliceDevice, type BlockDevice } from '../src/core/device.js';
@@ -147,6 +146,21 @@ describe('FileDevice', () => {
     await expect(FileDevice.open(tmp.dir)).rejects.toMatchObject({ code: 'EIO', message: 'is a directory' });
   });
 
+  it('closes its descriptor once however often it is closed, leaving later files alone', async () => {
+    const path = tmp.path('twice.bin');
+    writeFileSync(path, pattern(4096));
+    const device = await FileDevice.open(path);
+    await Promise.all([device.close(), device.close()]);
+    // The number may now be another file's: a second close must not reach it.
+    const other = openSync(path, 'r');
+    try {
+      await device.close();
+      expect(readFileSync(other).length).toBe(4096);
+    } finally {
+      closeSync(other);
+    }
+  });
+
   it('create empties an existing file and opens it for writing', async () => {
     const path = tmp.path('existing.bin');
     writeFileSync(path, pattern(8192));
@@ -205,11 +219,11 @@ describe('FileDevice', () => {
       fc.asyncProperty(fc.oneof(fc.integer({ min: 0, max: 300_000 }), fc.constantFrom(0, 1, 511, 512, 513, 1 << 20, (1 << 20) + 1)), async (size) => {
         const path = tmp.path('sized.bin');
         writeFileSync(path, new Uint8Array(size));
-        const handle = await open(path, 'r');
+        const fd = openSync(path, 'r');
         try {
-          expect(await readableSize(handle)).toBe(size);
+          expect(await readableSize(fd)).toBe(size);
         } finally {
-          await handle.close();
+          closeSync(fd);
         }
       }),
       { numRuns: 30 },

@@ -3,7 +3,7 @@
  * Buffer.compare against a shared zero page, never a JS byte loop.
  */
 
-import { realpath, stat } from 'node:fs/promises';
+import { realpathSync, statSync } from 'node:fs';
 import type { ByteTests } from '../ops/bytes-accel.js';
 
 /** Compared against in slices; one allocation shared by every caller. */
@@ -34,10 +34,11 @@ export const nodeByteTests: ByteTests = {
 /** True when both paths name the same existing file (after following links). */
 export async function sameFile(a: string, b: string): Promise<boolean> {
   try {
-    const [left, right] = await Promise.all([realpath(a), realpath(b)]);
+    // Synchronous: two look-ups once per command, and node:fs/promises stays unloaded.
+    const [left, right] = [realpathSync(a), realpathSync(b)];
     if (left === right) return true;
     // A hard link has its own path but is the same file: compare device and inode too.
-    const [leftStat, rightStat] = await Promise.all([stat(left), stat(right)]);
+    const [leftStat, rightStat] = [statSync(left), statSync(right)];
     return leftStat.dev === rightStat.dev && leftStat.ino === rightStat.ino;
   } catch {
     return false;
