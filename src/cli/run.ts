@@ -18,14 +18,14 @@ export async function runCli(argv: string[]): Promise<number> {
 
   const parser = baseParser(argv);
   skipHelpCache(parser);
-  for (const entry of COMMANDS) {
-    if (command && entry === invoked) {
-      parser.command(command.command, command.describe, command.builder, async (args) => {
-        exitCode = (await command.handler(args as Args)) ?? 0;
-      });
-    } else {
-      parser.command(entry.name, entry.describe);
-    }
+  if (command) {
+    parser.command(command.command, command.describe, command.builder, async (args) => {
+      exitCode = (await command.handler(args as Args)) ?? 0;
+    });
+  } else {
+    // The whole table only for the command list of `platter --help` and for
+    // suggestions after an unknown command: each entry costs yargs a parse.
+    for (const entry of COMMANDS) parser.command(entry.name, entry.describe);
   }
   try {
     await parser.parseAsync();
