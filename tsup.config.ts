@@ -45,7 +45,12 @@ export default defineConfig([
     banner: { js: CJS_WRAPPER_HEAD },
     footer: { js: CJS_WRAPPER_TAIL },
     esbuildOptions(options) {
-      options.alias = { ...options.alias, assert: './src/cli/assert-shim.ts', 'string-width': './src/cli/string-width-shim.ts' };
+      options.alias = {
+        ...options.alias,
+        assert: './src/cli/assert-shim.ts',
+        'string-width': './src/cli/string-width-shim.ts',
+        'escalade/sync': './src/cli/find-up-shim.ts',
+      };
       // node:vm scripts cannot import(): the external zstd codec (CommonJS) is required instead.
       options.supported = { ...options.supported, 'dynamic-import': false };
       options.minifyWhitespace = true;
