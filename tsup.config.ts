@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import type { Plugin } from 'esbuild';
 import { defineConfig } from 'tsup';
 
 /** Packages bundled into the CLI: resolving yargs' ~40 small modules one by one costs more start-up than one file. */
@@ -6,6 +8,24 @@ const CLI_BUNDLED = ['yargs', 'yargs-parser', 'cliui', 'y18n', 'escalade', 'get-
 /** CommonJS's module wrapper (node:module's wrap), around the CLI body. */
 const CJS_WRAPPER_HEAD = '(function (exports, require, module, __filename, __dirname) {';
 const CJS_WRAPPER_TAIL = '\n});';
+
+/**
+ * yargs' Node shim reads process.stdout.columns as it loads, which creates
+ * process.stdout and loads node's stream modules (and net, for a pipe): 3-5 ms
+ * of every start, for a width platter sets itself. In the bundle that value is
+ * a getter, read only if yargs asks; the build fails if the line changes.
+ */
+const lazyStdColumns: Plugin = {
+  name: 'yargs-lazy-std-columns',
+  setup(build) {
+    build.onLoad({ filter: /yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const eager = "stdColumns: typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null";
+      if (!source.includes(eager)) throw new Error(`${args.path}: yargs' stdColumns line has changed (see tsup.config.ts)`);
+      return { contents: source.replace(eager, 'get stdColumns() { return process.stdout.columns ?? null; }'), loader: 'js' };
+    });
+  },
+};
 
 // Three builds: the library (ESM + .d.ts; `core` is the runtime-agnostic part that
 // never pulls in node:*); the CLI launcher (dist/cli.cjs with a shebang, and the
@@ -40,6 +60,7 @@ export default defineConfig([
     shims: true,
     // Less to read and hash at every start; names are kept, so stack traces still read.
     noExternal: CLI_BUNDLED,
+    esbuildPlugins: [lazyStdColumns],
     // The file is one function expression in CommonJS's wrapper, which the loader compiles
     // as it is: wrapping it at run time made V8 copy the whole source once more.
     banner: { js: CJS_WRAPPER_HEAD },

@@ -2,6 +2,7 @@
 
 import { chmodSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, platter, tempDir, type CliResult } from './helpers/tools.js';
@@ -99,3 +100,22 @@ describe('CLI basics', () => {
     }
   });
 });
+
+describe('stdout that cannot be written', () => {
+  const fixture = fileURLToPath(new URL('../fixtures/mbr-small.raw', import.meta.url));
+  const shell = (script: string) => spawnSync('bash', ['-c', script], { encoding: 'utf8' });
+
+  it('ends quietly with 141, as SIGPIPE would, when the reader has gone', () => {
+    // The reader closes the pipe at once, long before platter writes to it.
+    const result = shell(`"${process.execPath}" "${CLI}" info --output=json "${fixture}" | (exec 0<&-); echo "\${PIPESTATUS[0]}"`);
+    expect(result.stdout.trim()).toBe('141');
+    expect(result.stderr).toBe('');
+  });
+
+  it('says in one line why it could not write', () => {
+    const result = shell(`"${process.execPath}" "${CLI}" info "${fixture}" > /dev/full`);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe('platter: stdout: ENOSPC: no space left on device, write\n');
+  });
+});
+

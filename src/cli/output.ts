@@ -1,5 +1,6 @@
 /** Shared output flags and printing. */
 
+import { writeSync } from 'node:fs';
 import type { Argv } from 'yargs';
 
 /** Adds `--output=human|json`. */
@@ -18,12 +19,60 @@ export function withFormat(yargs: Argv, flag = 'f', describe = 'Image format (de
 
 /** Prints a value as qemu-img prints JSON (4-space indent). */
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 4) + '\n');
+  writeStdout(JSON.stringify(value, null, 4) + '\n');
 }
 
 /** Prints text as is. */
 export function printText(text: string): void {
-  process.stdout.write(text);
+  writeStdout(text);
+}
+
+/**
+ * The exit status when the reader of stdout goes away (`platter map | head`):
+ * what a shell reports for a program killed by SIGPIPE, as qemu-img would be.
+ */
+export const STDOUT_CLOSED_STATUS = 128 + 13;
+
+let stdout: NodeJS.WriteStream | undefined;
+
+/**
+ * process.stdout, for output that waits for its reader. Once it is in use,
+ * every later write goes through it too, so output stays in order.
+ */
+export function stdoutStream(): NodeJS.WriteStream {
+  if (!stdout) {
+    stdout = process.stdout;
+    stdout.on('error', stdoutFailed);
+  }
+  return stdout;
+}
+
+/**
+ * Writes `text` to stdout now, straight to the descriptor while process.stdout
+ * is unused: creating it loads node's stream modules (and net, for a pipe),
+ * 3-5 ms of every short command. A full non-blocking pipe hands the rest to
+ * process.stdout, which waits for the reader.
+ */
+export function writeStdout(text: string): void {
+  if (stdout) {
+    stdout.write(text);
+    return;
+  }
+  const bytes = Buffer.from(text);
+  let done = 0;
+  try {
+    while (done < bytes.length) done += writeSync(1, bytes, done);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') stdoutFailed(error as NodeJS.ErrnoException);
+    stdoutStream().write(bytes.subarray(done));
+  }
+}
+
+/** Ends the process when stdout cannot be written: quietly when its reader has gone. */
+function stdoutFailed(error: NodeJS.ErrnoException): never {
+  if (error.code === 'EPIPE') process.exit(STDOUT_CLOSED_STATUS);
+  process.stderr.write(`platter: stdout: ${error.message}\n`);
+  process.exit(1);
 }
 
 /**
@@ -45,6 +94,7 @@ export class StdoutBatcher {
     if (this.pending === '') return;
     const chunk = this.pending;
     this.pending = '';
-    if (!process.stdout.write(chunk)) await new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()));
+    const stream = stdoutStream();
+    if (!stream.write(chunk)) await new Promise<void>((resolve) => stream.once('drain', () => resolve()));
   }
 }

@@ -4,6 +4,7 @@
  */
 
 import type { Argv } from 'yargs';
+import { writeStdout } from './output.js';
 
 /** How progress is shown. */
 export type ProgressMode = 'none' | 'human' | 'json';
@@ -41,7 +42,7 @@ export function createProgress(mode: ProgressMode): ProgressReporter {
   let last = { done: 0, total: 0 };
   const show = (done: number, total: number) => {
     if (mode === 'json') process.stderr.write(JSON.stringify({ done, total }) + '\n');
-    else process.stdout.write(`    (${percentOf(done, total).toFixed(2)}/100%)\r`);
+    else writeStdout(`    (${percentOf(done, total).toFixed(2)}/100%)\r`);
   };
   return {
     update(done, total) {
@@ -54,7 +55,7 @@ export function createProgress(mode: ProgressMode): ProgressReporter {
     },
     end() {
       show(last.total, last.total);
-      if (mode === 'human') process.stdout.write('\n');
+      if (mode === 'human') writeStdout('\n');
     },
   };
 }

@@ -1,6 +1,7 @@
 /** Where errors and warnings become text: one line on stderr, never a stack trace unless asked. */
 
 import { PlatterError } from '../core/errors.js';
+import { writeStdout } from './output.js';
 
 /** Formats an error as `platter: FILE: message` (or `platter: message`). */
 export function errorLine(error: unknown): string {
@@ -21,7 +22,7 @@ export function errorJson(error: unknown): Record<string, unknown> {
 
 /** Prints an error on stderr (and as JSON on stdout when asked). */
 export function reportError(error: unknown, options: { json?: boolean } = {}): void {
-  if (options.json) process.stdout.write(JSON.stringify(errorJson(error), null, 4) + '\n');
+  if (options.json) writeStdout(JSON.stringify(errorJson(error), null, 4) + '\n');
   process.stderr.write(errorLine(error) + '\n');
   if (process.env.PLATTER_DEBUG === '1' && error instanceof Error && error.stack) {
     process.stderr.write(error.stack + '\n');
