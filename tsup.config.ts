@@ -58,7 +58,6 @@ export default defineConfig([
     target: 'node20',
     // import.meta.url (used by yargs) in CommonJS.
     shims: true,
-    // Less to read and hash at every start; names are kept, so stack traces still read.
     noExternal: CLI_BUNDLED,
     esbuildPlugins: [lazyStdColumns],
     // The file is one function expression in CommonJS's wrapper, which the loader compiles
@@ -74,8 +73,11 @@ export default defineConfig([
       };
       // node:vm scripts cannot import(): the external zstd codec (CommonJS) is required instead.
       options.supported = { ...options.supported, 'dynamic-import': false };
+      // Less to read, copy and hash at every start: 350 KB instead of 530 KB with the
+      // names kept. The stack traces PLATTER_DEBUG=1 prints name minified functions.
       options.minifyWhitespace = true;
       options.minifySyntax = true;
+      options.minifyIdentifiers = true;
     },
     outDir: 'dist',
     clean: false,
