@@ -31,7 +31,7 @@ export function printText(text: string): void {
  * The exit status when the reader of stdout goes away (`platter map | head`):
  * what a shell reports for a program killed by SIGPIPE, as qemu-img would be.
  */
-export const STDOUT_CLOSED_STATUS = 128 + 13;
+const STDOUT_CLOSED_STATUS = 128 + 13;
 
 let stdout: NodeJS.WriteStream | undefined;
 

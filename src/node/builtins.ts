@@ -5,6 +5,8 @@
  */
 
 import { createRequire } from 'node:module';
+import { promisify } from 'node:util';
+import type { ZlibOptions } from 'node:zlib';
 
 const require = createRequire(import.meta.url);
 
@@ -15,6 +17,20 @@ let workerThreads: typeof import('node:worker_threads') | undefined;
 export function nodeZlib(): typeof import('node:zlib') {
   return (zlib ??= require('node:zlib') as typeof import('node:zlib'));
 }
+
+/** One-shot zlib call as a promise (node:zlib's callback form, on the libuv pool). */
+type ZlibCall = (input: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
+
+let inflateRawCall: ZlibCall | undefined;
+let deflateRawCall: ZlibCall | undefined;
+
+/** zlib.inflateRaw as a promise. */
+export const inflateRawAsync: ZlibCall = (input, options) =>
+  (inflateRawCall ??= promisify(nodeZlib().inflateRaw))(input, options);
+
+/** zlib.deflateRaw as a promise. */
+export const deflateRawAsync: ZlibCall = (input, options) =>
+  (deflateRawCall ??= promisify(nodeZlib().deflateRaw))(input, options);
 
 /** node:worker_threads, loaded at the first call. */
 export function nodeWorkerThreads(): typeof import('node:worker_threads') {

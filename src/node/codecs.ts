@@ -9,20 +9,14 @@
  * length and memory never grows past it, whatever the input claims.
  */
 
-import { promisify } from 'node:util';
-import type { ZlibOptions } from 'node:zlib';
 import { CorruptImageError, PlatterError } from '../core/errors.js';
 import type { Codecs } from '../core/image.js';
-import { nodeZlib } from './builtins.js';
+import { deflateRawAsync } from './builtins.js';
 import { codecThreads } from './codec-threads.js';
 import { inflateRawCapped, MIN_INFLATE_CHUNK } from './inflate.js';
 import { zstdFrameInfo } from './zstd-frame.js';
 
 export { inflateRawCapped } from './inflate.js';
-
-let deflateRawPromise: ((input: Uint8Array, options: ZlibOptions) => Promise<Buffer>) | undefined;
-const deflateRawAsync = (input: Uint8Array, options: ZlibOptions) =>
-  (deflateRawPromise ??= promisify(nodeZlib().deflateRaw))(input, options);
 
 /** Copies `length` bytes (or fewer) out of a Buffer into a plain Uint8Array. */
 function take(data: Uint8Array, length: number): Uint8Array {

@@ -7,14 +7,8 @@
  * never grows past it, whatever the stream claims.
  */
 
-import { promisify } from 'node:util';
-import type { ZlibOptions } from 'node:zlib';
 import { CorruptImageError } from '../core/errors.js';
-import { nodeZlib } from './builtins.js';
-
-let inflateRawPromise: ((input: Uint8Array, options: ZlibOptions) => Promise<Buffer>) | undefined;
-const inflateRawAsync = (input: Uint8Array, options: ZlibOptions) =>
-  (inflateRawPromise ??= promisify(nodeZlib().inflateRaw))(input, options);
+import { inflateRawAsync, nodeZlib } from './builtins.js';
 
 /** node:zlib refuses chunk sizes below this. */
 export const MIN_INFLATE_CHUNK = 64;
