@@ -181,6 +181,15 @@ describe('codec threads that fail', () => {
     expect(output).toEqual(cluster);
   });
 
+  it('libzstd not installed: a zstd decode says so in one line, as an unsupported feature', async () => {
+    const here = new CodecThreads({ packagePath: '' }, 0);
+    const decoding = here.decode('zstd', new Uint8Array(8), new Uint8Array(8));
+    await expect(decoding).rejects.toMatchObject({
+      code: 'EUNSUPPORTED',
+      message: 'the zstd codec (@bokuweb/zstd-wasm) could not be loaded: the package is not installed',
+    });
+  });
+
   it('a thread that dies mid-batch fails what it held with EIO; later decodes go on without it', async () => {
     // A stand-in package whose decoder ends its thread (and only decodes on the main thread).
     const fake = join(dir, 'index.node.js');

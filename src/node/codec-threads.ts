@@ -27,7 +27,7 @@ import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 import { BufferPool, isShared } from '../core/buffer-pool.js';
-import { IoError } from '../core/errors.js';
+import { IoError, UnsupportedFeatureError } from '../core/errors.js';
 import { nodeWorkerThreads } from './builtins.js';
 import { inflateRawOnPool } from './inflate.js';
 import { makeSyncInflater, type SyncInflater } from './inflate-sync.js';
@@ -322,7 +322,10 @@ export class CodecThreads {
       this.localZstd ??= loadZstdCodec(createRequire(import.meta.url), this.source);
       zstd = await this.localZstd;
     } catch (error) {
-      for (const job of jobs) job.reject(error as Error);
+      // Not the stream's fault: say what is missing, in one line (require's message goes on with its stack).
+      const reason = String((error as Error)?.message ?? error).split('\n')[0];
+      const failure = new UnsupportedFeatureError(`the zstd codec (@bokuweb/zstd-wasm) could not be loaded: ${reason}`);
+      for (const job of jobs) job.reject(failure);
       return;
     }
     for (const job of jobs) {
@@ -388,6 +391,15 @@ let shared: CodecThreads | undefined;
 
 /** The process's codec threads, made on first use. */
 export function codecThreads(): CodecThreads {
-  shared ??= new CodecThreads({ packagePath: createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm') }, codecThreadCount());
+  shared ??= new CodecThreads({ packagePath: zstdPackagePath() }, codecThreadCount());
   return shared;
+}
+
+/** Where @bokuweb/zstd-wasm is; '' when it is not installed (zstd then cannot load, zlib still works). */
+function zstdPackagePath(): string {
+  try {
+    return createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm');
+  } catch {
+    return '';
+  }
 }

@@ -20,6 +20,7 @@ export interface ZstdCodec {
 
 /** What a codec thread is told: where the package is. */
 export interface ZstdCodecSource {
+  /** '' when the package is not installed. */
   packagePath: string;
 }
 
@@ -64,6 +65,7 @@ interface ZstdPackage {
  * that module is missing or has changed shape, the public API is used.
  */
 export async function loadZstdCodec(load: (path: string) => unknown, source: ZstdCodecSource): Promise<ZstdCodec> {
+  if (source.packagePath === '') throw new Error('the package is not installed');
   const zstd = load(source.packagePath) as ZstdPackage;
   await zstd.init();
   let runtime: ZstdRuntime | undefined;
