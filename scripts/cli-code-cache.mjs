@@ -8,7 +8,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,12 +35,16 @@ const commands = [
 ];
 
 const { bundle, script } = loadCliBundle(false);
-const write = { out: process.stdout.write, err: process.stderr.write };
+// The commands' output is not wanted here: platter writes short output straight to fd 1 and 2.
+const write = { out: process.stdout.write, err: process.stderr.write, sync: fs.writeSync };
+const quietWriteSync = (fd, data, offset = 0, ...rest) =>
+  fd === 1 || fd === 2 ? (typeof data === 'string' ? Buffer.byteLength(data) : data.length - offset) : write.sync(fd, data, offset, ...rest);
 try {
   makeDisk(at('disk.raw'));
   // Made by another process: the qcow2 writer stays out of the cache.
   execFileSync(process.execPath, [CLI, 'convert', '-f', 'raw', '-O', 'qcow2', at('disk.raw'), at('disk.qcow2')]);
   process.stdout.write = process.stderr.write = () => true;
+  fs.writeSync = quietWriteSync;
   for (const argv of commands) {
     const status = await bundle.runCli(argv);
     if (status !== 0) throw new Error(`platter ${argv.join(' ')} exited with ${status}`);
@@ -48,6 +52,7 @@ try {
 } finally {
   process.stdout.write = write.out;
   process.stderr.write = write.err;
+  fs.writeSync = write.sync;
   rmSync(dir, { recursive: true, force: true });
 }
 writeFileSync(CACHE_PATH, script.createCachedData());
