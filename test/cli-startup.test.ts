@@ -47,7 +47,7 @@ describe('CLI start-up', () => {
   it('fails when the command stops without finishing, instead of exiting with 0', () => {
     const dir = launcherCopy('unfinished');
     // A command whose work is lost: a promise nothing will ever settle, and nothing left to wait for.
-    writeFileSync(`${dir}/${BUNDLE}`, '(function (exports) { exports.runCli = () => new Promise(() => {}); });\n');
+    writeFileSync(`${dir}/${BUNDLE}`, '(function (exports) { exports.tuneOptimizer = () => {}; exports.runCli = () => new Promise(() => {}); });\n');
     const result = spawnSync(process.execPath, [`${dir}/cli.cjs`, 'info', FIXTURE], { encoding: 'utf8' });
     expect(result.status).toBe(13);
     expect(result.stderr).toBe('platter: internal error: the command stopped before it finished\n');

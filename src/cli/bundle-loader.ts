@@ -14,9 +14,10 @@ const { existsSync, readFileSync } = require('node:fs') as typeof import('node:f
 const { Script } = require('node:vm') as typeof import('node:vm');
 const { fileURLToPath } = require('node:url') as typeof import('node:url');
 
-/** The CLI entry point the bundle exports. */
+/** What the bundle exports: the CLI, and the V8 tuning the launcher applies to its own process first. */
 export interface CliBundle {
   runCli(argv: string[]): Promise<number>;
+  tuneOptimizer(argv: readonly string[]): void;
 }
 
 /** Paths of the bundle and of its code cache, beside this file. */

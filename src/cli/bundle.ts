@@ -4,3 +4,4 @@
  */
 
 export { runCli } from './run.js';
+export { tuneOptimizer } from './jit.js';

@@ -7,6 +7,8 @@ export interface CommandEntry {
   name: string;
   describe: string;
   load(): Promise<{ default: CliCommand }>;
+  /** Copies data in many short requests: V8 optimises patiently (see jit.ts). */
+  copiesData?: true;
 }
 
 export const COMMANDS: CommandEntry[] = [
@@ -21,12 +23,12 @@ export const COMMANDS: CommandEntry[] = [
     load: () => import('./commands/snapshot.js'),
   },
   { name: 'info', describe: "Show an image's format, sizes and backing file", load: () => import('./commands/info.js') },
-  { name: 'rebase', describe: 'Change the backing file of an image', load: () => import('./commands/rebase.js') },
-  { name: 'commit', describe: 'Write the data of an image into its backing file', load: () => import('./commands/commit.js') },
-  { name: 'convert', describe: 'Convert an image to raw, sparsely', load: () => import('./commands/convert.js') },
+  { name: 'rebase', describe: 'Change the backing file of an image', load: () => import('./commands/rebase.js'), copiesData: true },
+  { name: 'commit', describe: 'Write the data of an image into its backing file', load: () => import('./commands/commit.js'), copiesData: true },
+  { name: 'convert', describe: 'Convert an image to raw or qcow2, sparsely', load: () => import('./commands/convert.js'), copiesData: true },
   { name: 'map', describe: "Show an image's allocation map, like qemu-img map", load: () => import('./commands/map.js') },
-  { name: 'compare', describe: 'Compare the guest contents of two images', load: () => import('./commands/compare.js') },
-  { name: 'dd', describe: 'Copy a range of an image, like qemu-img dd', load: () => import('./commands/dd.js') },
+  { name: 'compare', describe: 'Compare the guest contents of two images', load: () => import('./commands/compare.js'), copiesData: true },
+  { name: 'dd', describe: 'Copy a range of an image, like qemu-img dd', load: () => import('./commands/dd.js'), copiesData: true },
   { name: 'partitions', describe: 'List or write the partition table (MBR or GPT) of an image', load: () => import('./commands/partitions.js') },
   {
     name: 'mount-offset',
@@ -39,3 +41,9 @@ export const COMMANDS: CommandEntry[] = [
     load: () => import('./commands/serve.js'),
   },
 ];
+
+/** The command `argv` names (its first word that is not an option), if it is one. */
+export function invokedEntry(argv: readonly string[]): CommandEntry | undefined {
+  const name = argv.find((arg) => !arg.startsWith('-'));
+  return COMMANDS.find((entry) => entry.name === name);
+}

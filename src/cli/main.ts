@@ -30,8 +30,10 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
     process.stderr.write('platter: internal error: the command stopped before it finished\n');
     process.exitCode = UNFINISHED_STATUS;
   });
-  void loadCliBundle()
-    .bundle.runCli(args)
+  const { bundle } = loadCliBundle();
+  bundle.tuneOptimizer(args);
+  void bundle
+    .runCli(args)
     .then((status) => {
       finished = true;
       process.exitCode = status;

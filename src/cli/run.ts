@@ -4,13 +4,12 @@ import yargs, { type Argv } from 'yargs';
 import { UsageError } from '../core/errors.js';
 import { VERSION } from '../version.js';
 import type { Args, CliCommand } from './command.js';
-import { COMMANDS } from './commands.js';
+import { COMMANDS, invokedEntry } from './commands.js';
 import { reportError } from './report.js';
 
 /** Runs platter with these arguments; resolves to the exit status. */
 export async function runCli(argv: string[]): Promise<number> {
-  const invokedName = argv.find((arg) => !arg.startsWith('-'));
-  const invoked = COMMANDS.find((entry) => entry.name === invokedName);
+  const invoked = invokedEntry(argv);
   const command = invoked ? (await invoked.load()).default : undefined;
   if (command?.prepareArgv) argv = command.prepareArgv(argv);
   const json = wantsJson(argv);

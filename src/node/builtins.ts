@@ -12,6 +12,7 @@ const require = createRequire(import.meta.url);
 
 let zlib: typeof import('node:zlib') | undefined;
 let workerThreads: typeof import('node:worker_threads') | undefined;
+let v8: typeof import('node:v8') | undefined;
 
 /** node:zlib, loaded at the first call. */
 export function nodeZlib(): typeof import('node:zlib') {
@@ -35,4 +36,9 @@ export const deflateRawAsync: ZlibCall = (input, options) =>
 /** node:worker_threads, loaded at the first call. */
 export function nodeWorkerThreads(): typeof import('node:worker_threads') {
   return (workerThreads ??= require('node:worker_threads') as typeof import('node:worker_threads'));
+}
+
+/** node:v8, loaded at the first call (it loads Node's stream modules). */
+export function nodeV8(): typeof import('node:v8') {
+  return (v8 ??= require('node:v8') as typeof import('node:v8'));
 }
