@@ -25,7 +25,12 @@
 import { nodeV8 } from '../node/builtins.js';
 import { invokedEntry } from './commands.js';
 
-/** Bytecode budget before V8 considers optimising a function: eight times Node 20's default (67,584). */
+/**
+ * Bytecode budget before V8 considers optimising a function: eight times Node
+ * 20's default (67,584). The flag has kept its name through V8's versions so
+ * far; were it renamed, V8 would print "unrecognized flag" on stderr, which
+ * the CLI tests would catch.
+ */
 export const PATIENT_INTERRUPT_BUDGET = 8 * 67_584;
 
 /** Raises V8's optimisation budget for the rest of this process (its threads included) when `argv` runs a command that copies data. */
