@@ -37,8 +37,13 @@ const commands = [
 const { bundle, script } = loadCliBundle(false);
 // The commands' output is not wanted here: platter writes short output straight to fd 1 and 2.
 const write = { out: process.stdout.write, err: process.stderr.write, sync: fs.writeSync };
-const quietWriteSync = (fd, data, offset = 0, ...rest) =>
-  fd === 1 || fd === 2 ? (typeof data === 'string' ? Buffer.byteLength(data) : data.length - offset) : write.sync(fd, data, offset, ...rest);
+/** fs.writeSync that drops what goes to fds 1 and 2, answering with the byte count writeSync would. */
+function quietWriteSync(fd, data, ...rest) {
+  if (fd !== 1 && fd !== 2) return write.sync(fd, data, ...rest);
+  if (typeof data === 'string') return Buffer.byteLength(data, typeof rest[1] === 'string' ? rest[1] : 'utf8');
+  const [offset = 0, length = data.byteLength - offset] = rest;
+  return length;
+}
 try {
   makeDisk(at('disk.raw'));
   // Made by another process: the qcow2 writer stays out of the cache.
