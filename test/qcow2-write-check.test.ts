@@ -134,6 +134,49 @@ const builders: Record<string, () => string> = {
     poke.save();
     return path;
   },
+  l1ReservedBits: () => {
+    const path = dataImage('l1-reserved.qcow2');
+    const poke = new Poker(path);
+    const l1 = poke.u64(40);
+    poke.setU64(l1, poke.view.getBigUint64(l1) | (1n << 60n) | 0x10n);
+    poke.save();
+    return path;
+  },
+  l2ReservedBits: () => {
+    const path = dataImage('l2-reserved.qcow2');
+    const poke = new Poker(path);
+    poke.setU64(poke.l2EntryAt(0), poke.view.getBigUint64(poke.l2EntryAt(0)) | (1n << 57n));
+    // An unallocated entry with only reserved bits is counted too.
+    poke.setU64(poke.l2EntryAt(40), 0x100n);
+    poke.save();
+    return path;
+  },
+  extendedL2ReservedBits: () => {
+    const path = image('ext-reserved.qcow2', '16M', 'extended_l2=on');
+    qemuIo(path, 'write -P 5 4k 4k');
+    const poke = new Poker(path);
+    const l2 = poke.u64(poke.u64(40)) & 0x00fffffffffffe00;
+    poke.setU64(l2, poke.view.getBigUint64(l2) | 0x2n);
+    poke.save();
+    return path;
+  },
+  refcountTableReservedBits: () => {
+    const path = dataImage('reftable-reserved.qcow2');
+    const poke = new Poker(path);
+    const reftable = poke.u64(48);
+    poke.setU64(reftable, poke.view.getBigUint64(reftable) | 0x1n);
+    poke.save();
+    return path;
+  },
+  compressedPast2To53: () => {
+    const path = join(temp.dir, 'far-compressed.qcow2');
+    copyFileSync(builders.compressed!(), path);
+    const poke = new Poker(path);
+    // Host offset bits of a 64 KiB-cluster descriptor: 0..53; set bit 53.
+    poke.setU64(poke.l2EntryAt(0), poke.view.getBigUint64(poke.l2EntryAt(0)) | (1n << 53n));
+    poke.save();
+    return path;
+  },
   sharedCluster: () => {
     const path = dataImage('shared.qcow2');
     const poke = new Poker(path);
@@ -187,7 +230,7 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
   }
 
   it('injected problems are seen (the cases do differ from clean images)', () => {
-    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'sharedCluster']) {
+    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'sharedCluster', 'l1ReservedBits', 'l2ReservedBits', 'extendedL2ReservedBits', 'refcountTableReservedBits', 'compressedPast2To53']) {
       expect(platter(['check', paths[name]!]).status, name).not.toBe(0);
     }
   });
@@ -198,6 +241,8 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     ['zeroRefcount', 'all'],
     ['copiedCleared', 'all'],
     ['sharedCluster', 'all'],
+    // qemu-img 7.2's own rebuild fails on this one (its overlap check refuses to write the new refcount block).
+    ['refcountTableReservedBits', 'all'],
   ] as const) {
     it(`${name}: after -r ${repair}, qemu-img check calls the image clean`, () => {
       const { ours, mine } = bothChecks(paths[name]!, repair);
@@ -213,6 +258,7 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     ['doubleRefcount', 'leaks'],
     ['zeroRefcount', 'all'],
     ['copiedCleared', 'all'],
+    ['l2ReservedBits', 'all'],
   ] as const) {
     it(`${name}: -r ${repair} reports what qemu-img check -r ${repair} reports`, () => {
       const { mine, qemu } = bothChecks(paths[name]!, repair);

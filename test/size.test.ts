@@ -3,7 +3,7 @@
 import { truncateSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatSize, parseSize, parseSizeChange } from '../src/core/size.js';
+import { formatFixed, formatSize, parseSize, parseSizeChange } from '../src/core/size.js';
 import { hasTool, run, tempDir } from './helpers/tools.js';
 
 describe('parseSize', () => {
@@ -70,5 +70,42 @@ describe('formatSize', () => {
       const line = text.split('\n').find((l) => l.startsWith('virtual size:'));
       expect(line, `size ${size}`).toBe(`virtual size: ${formatSize(size)} (${size} bytes)`);
     }
+  });
+});
+
+describe('formatFixed', () => {
+  // Expected strings are C's printf (glibc, as Python's % operator prints them): the
+  // exact binary value rounded, ties to even.
+  it.each([
+    [3.125, 2, '3.12'],
+    [3.135, 2, '3.13'],
+    [0.125, 2, '0.12'],
+    [0.375, 2, '0.38'],
+    [100, 2, '100.00'],
+    [100 / 3, 2, '33.33'],
+    [99.995, 2, '100.00'],
+    [0.005, 2, '0.01'],
+    [0.015, 2, '0.01'],
+    [1e-7, 2, '0.00'],
+    [12.345, 2, '12.35'],
+    [66.665, 2, '66.67'],
+    [1.005, 2, '1.00'],
+    [2.5, 0, '2'],
+    [3.5, 0, '4'],
+    [87.5, 0, '88'],
+  ])('%d to %d places is %s', (value, decimals, text) => {
+    expect(formatFixed(value, decimals)).toBe(text);
+  });
+
+  it('agrees with toFixed except on exact ties', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 1_000_000 }), fc.integer({ min: 1, max: 1_000_000 }), (part, whole) => {
+        const value = (part * 100) / whole;
+        const exact = value.toFixed(100);
+        const tail = exact.slice(exact.indexOf('.') + 3);
+        if (/^50*$/.test(tail)) return;
+        expect(formatFixed(value, 2)).toBe(value.toFixed(2));
+      }),
+    );
   });
 });

@@ -7,7 +7,7 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { clusterType, compressedDescriptor, l2EntryBitmap } from './entries.js';
+import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { rebuildRefcountStructure } from './rebuild.js';
@@ -91,8 +91,7 @@ class CheckState {
     if (size <= 0) return;
     const fileLength = this.device.size;
     if (offset + size - fileLength > this.clusterSize) {
-      this.say(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${size.toString(16)}`);
-      this.result.corruptions++;
+      this.referenceBeyondFile(BigInt(offset), size);
       return;
     }
     const first = Math.floor(offset / this.clusterSize);
@@ -107,6 +106,12 @@ class CheckState {
       }
       this.counts[cluster]!++;
     }
+  }
+
+  /** A reference to a region a cluster or more past the end of the file: a corruption, counted nowhere. */
+  referenceBeyondFile(offset: bigint, size: number): void {
+    this.say(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${size.toString(16)}`);
+    this.result.corruptions++;
   }
 
   private grow(length: number): void {
@@ -130,8 +135,15 @@ async function checkL1(state: CheckState, l1Offset: number, l1Size: number, acti
   if (l1Size === 0) return;
   const l1 = new DataView((await readPadded(state.device, l1Offset, l1Size * 8)).buffer);
   for (let index = 0; index < l1Size; index++) {
-    const l2Offset = entryOffset(l1.getUint32(index * 8), l1.getUint32(index * 8 + 4));
-    if (l2Offset === 0) continue;
+    const hi = l1.getUint32(index * 8);
+    const lo = l1.getUint32(index * 8 + 4);
+    // Like qemu, only an all-zero entry is skipped: flags without an offset name offset 0.
+    if (hi === 0 && lo === 0) continue;
+    if (l1EntryHasReservedBits(l1, index)) {
+      state.say(`ERROR found L1 entry with reserved bits set: ${hex64(hi, lo)}`);
+      state.result.corruptions++;
+    }
+    const l2Offset = entryOffset(hi, lo);
     state.reference(l2Offset, state.clusterSize);
     if (l2Offset % state.clusterSize !== 0) {
       state.say(`ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
@@ -154,9 +166,13 @@ async function checkL2(state: CheckState, l2Offset: number, active: boolean): Pr
     const lo = table.getUint32(index * stride + 4);
     const bitmap = extendedL2 ? l2EntryBitmap(table, index) : { allocated: 0, zero: 0 };
     const type = clusterType(table, index, extendedL2, dataFile);
+    if (type !== 'compressed' && l2EntryHasReservedBits(table, index, extendedL2)) {
+      state.say(`ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`);
+      state.result.corruptions++;
+    }
     if (type === 'compressed') {
+      const descriptor = compressedExtent(table.getBigUint64(index * stride), clusterBits);
       if ((hi & COPIED_HI) !== 0) {
-        const descriptor = compressedDescriptor(table, index, clusterBits, extendedL2);
         state.say(`ERROR: coffset=0x${descriptor.hostOffset.toString(16)}: copied flag must never be set for compressed clusters`);
         state.result.corruptions++;
       }
@@ -170,8 +186,8 @@ async function checkL2(state: CheckState, l2Offset: number, active: boolean): Pr
         state.result.corruptions++;
         continue;
       }
-      const descriptor = compressedDescriptor(table, index, clusterBits, extendedL2);
-      state.reference(descriptor.hostOffset, descriptor.length);
+      if (descriptor.hostOffset > BigInt(Number.MAX_SAFE_INTEGER)) state.referenceBeyondFile(descriptor.hostOffset, descriptor.length);
+      else state.reference(Number(descriptor.hostOffset), descriptor.length);
       if (active) {
         state.result.allocatedClusters++;
         state.result.compressedClusters++;
@@ -236,6 +252,12 @@ async function checkBitmaps(state: CheckState): Promise<void> {
 function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
   const nbClusters = Math.ceil(state.device.size / state.clusterSize);
   for (let index = 0; index < refcounts.tableEntries; index++) {
+    if (refcounts.entryHasReservedBits(index)) {
+      state.say(`ERROR refcount table entry ${index} has reserved bits set`);
+      state.result.corruptions++;
+      state.rebuild = true;
+      continue;
+    }
     const offset = refcounts.blockOffset(index);
     if (offset === 0) continue;
     const cluster = offset / state.clusterSize;

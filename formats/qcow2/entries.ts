@@ -18,6 +18,12 @@ const OFFSET_LO_MASK = 0xfffffe00;
 const OFFSET_HI_MASK = 0x00ffffff;
 /** Bits 56..61 of a standard L2 entry are reserved and must be zero. */
 const L2_RESERVED_HI = 0x3f000000;
+/** Bits 1..8 of a standard L2 entry are reserved (bit 0 is the zero flag). */
+const L2_RESERVED_LO = 0x1fe;
+/** Bits 56..62 of an L1 entry are reserved. */
+const L1_RESERVED_HI = 0x7f000000;
+/** Bits 0..8 of an L1 entry are reserved. */
+const L1_RESERVED_LO = 0x1ff;
 /** Largest high word of an offset a JS number holds exactly (offset < 2^53). */
 const MAX_SAFE_HI = 0x001fffff;
 
@@ -88,12 +94,21 @@ export function l2EntryHostOffset(l2: DataView, index: number, extendedL2: boole
   return offsetOf(hi, lo, tableOffset + at);
 }
 
-/** True when reserved bits 56..61 of an uncompressed standard entry are set (qemu-img check flags these). */
+/**
+ * True when reserved bits 1..8 or 56..61 of an uncompressed entry are set
+ * (qemu-img check counts each such entry as a corruption). As in qemu, the
+ * same bits are checked with extended L2 entries.
+ */
 export function l2EntryHasReservedBits(l2: DataView, index: number, extendedL2: boolean): boolean {
-  const at = l2EntryPosition(index, extendedL2);
-  const [hi, lo] = words(l2, at);
+  const [hi, lo] = words(l2, l2EntryPosition(index, extendedL2));
   if ((hi & COMPRESSED_HI) !== 0) return false;
-  return (hi & L2_RESERVED_HI) !== 0 || (!extendedL2 && (lo & 0x1fe) !== 0);
+  return (hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0;
+}
+
+/** True when reserved bits 0..8 or 56..62 of L1 entry `index` are set. */
+export function l1EntryHasReservedBits(l1: DataView, index: number): boolean {
+  const [hi, lo] = words(l1, index * 8);
+  return (hi & L1_RESERVED_HI) !== 0 || (lo & L1_RESERVED_LO) !== 0;
 }
 
 /** The 64-bit subcluster bitmap of an extended L2 entry: [allocated bits 0..31, zero bits 32..63]. */
@@ -156,15 +171,23 @@ export interface CompressedDescriptor {
  */
 export function compressedDescriptor(l2: DataView, index: number, clusterBits: number, extendedL2: boolean, tableOffset = 0): CompressedDescriptor {
   const at = l2EntryPosition(index, extendedL2);
-  const entry = l2.getBigUint64(at, false);
-  const offsetBits = BigInt(62 - (clusterBits - 8));
-  const hostOffsetBig = entry & ((1n << offsetBits) - 1n);
-  const sectors = Number((entry >> offsetBits) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1;
-  if (hostOffsetBig > BigInt(Number.MAX_SAFE_INTEGER)) {
+  const { hostOffset, length } = compressedExtent(l2.getBigUint64(at, false), clusterBits);
+  if (hostOffset > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new CorruptImageError('compressed cluster descriptor points beyond 2^53 bytes', tableOffset + at);
   }
-  const hostOffset = Number(hostOffsetBig);
-  return { hostOffset, length: sectors * 512 - (hostOffset % 512) };
+  return { hostOffset: Number(hostOffset), length };
+}
+
+/**
+ * A compressed cluster descriptor decoded whole, its offset as a bigint: the
+ * check reports an offset past 2^53 like any other reference past the end of
+ * the file, where the reader refuses it.
+ */
+export function compressedExtent(entry: bigint, clusterBits: number): { hostOffset: bigint; length: number } {
+  const offsetBits = BigInt(62 - (clusterBits - 8));
+  const hostOffset = entry & ((1n << offsetBits) - 1n);
+  const sectors = Number((entry >> offsetBits) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1;
+  return { hostOffset, length: sectors * 512 - Number(hostOffset % 512n) };
 }
 
 /** Encodes a compressed descriptor (for writers and tests). */

@@ -11,6 +11,8 @@ import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js'
 import { MAX_REFCOUNT_TABLE_BYTES, REFCOUNT_BLOCK_CACHE } from './limits.js';
 
 const TWO_POW_32 = 0x100000000;
+/** Bits 0..8 of a refcount table entry are reserved. */
+const REFTABLE_RESERVED_LO = 0x1ff;
 
 /** Refcount width in bits for `order` (0..6). */
 export function refcountBits(order: number): number {
@@ -107,6 +109,8 @@ export class Refcounts {
     layout: RefcountLayout,
     table: number[],
     private readonly onTableMoved: TableMovedHook,
+    /** Table entries with reserved bits set, as loaded. */
+    private readonly reservedEntries: ReadonlySet<number> = new Set(),
   ) {
     this.clusterSize = layout.clusterSize;
     this.order = layout.refcountOrder;
@@ -132,9 +136,12 @@ export class Refcounts {
     const raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const table: number[] = new Array(bytes / 8).fill(0);
+    const reserved = new Set<number>();
     for (let i = 0; i < raw.length / 8; i++) {
       const hi = view.getUint32(i * 8);
       const lo = view.getUint32(i * 8 + 4);
+      // Reserved bits are left out of the offset, as qemu reads it; check reports them.
+      if ((lo & REFTABLE_RESERVED_LO) !== 0) reserved.add(i);
       if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
       const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
       if (blockOffset % layout.clusterSize !== 0) {
@@ -147,7 +154,12 @@ export class Refcounts {
       }
       table[i] = blockOffset;
     }
-    return new Refcounts(device, layout, table, onTableMoved);
+    return new Refcounts(device, layout, table, onTableMoved, reserved);
+  }
+
+  /** True when refcount table entry `index` has reserved bits 0..8 set. */
+  entryHasReservedBits(index: number): boolean {
+    return this.reservedEntries.has(index);
   }
 
   /** Block offset for block index `blockIndex` (0 when none). */

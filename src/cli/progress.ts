@@ -4,6 +4,7 @@
  */
 
 import type { Argv } from 'yargs';
+import { formatFixed } from '../core/size.js';
 import { writeStdout } from './output.js';
 
 /** How progress is shown. */
@@ -42,7 +43,7 @@ export function createProgress(mode: ProgressMode): ProgressReporter {
   let last = { done: 0, total: 0 };
   const show = (done: number, total: number) => {
     if (mode === 'json') process.stderr.write(JSON.stringify({ done, total }) + '\n');
-    else writeStdout(`    (${percentOf(done, total).toFixed(2)}/100%)\r`);
+    else writeStdout(`    (${formatFixed(percentOf(done, total), 2)}/100%)\r`);
   };
   return {
     update(done, total) {

@@ -72,6 +72,26 @@ export function formatG3(value: number): string {
   return stripZeros((digits / 10 ** decimals).toFixed(decimals));
 }
 
+/** Digits after the point that hold a double's exact decimal value in the ranges formatted here. */
+const EXACT_DIGITS = 100;
+
+/**
+ * C's `%.Nf`: the exact binary value rounded to `decimals` places, ties to
+ * even (3.125 prints as 3.12), where toFixed rounds ties away from zero.
+ * qemu-img check's percentages and qemu-img's progress are printed this way.
+ */
+export function formatFixed(value: number, decimals: number): string {
+  const exact = Math.abs(value).toFixed(EXACT_DIGITS);
+  const cut = exact.indexOf('.') + 1 + decimals;
+  const kept = BigInt(exact.slice(0, cut).replace('.', ''));
+  const rest = exact.slice(cut);
+  const beyondHalf = rest[0]! > '5' || (rest[0] === '5' && /[1-9]/.test(rest.slice(1)));
+  const tie = rest[0] === '5' && !beyondHalf;
+  const rounded = (kept + (beyondHalf || (tie && kept % 2n === 1n) ? 1n : 0n)).toString().padStart(decimals + 1, '0');
+  const text = decimals === 0 ? rounded : `${rounded.slice(0, -decimals)}.${rounded.slice(-decimals)}`;
+  return value < 0 ? `-${text}` : text;
+}
+
 function roundHalfEven(x: number): number {
   const floor = Math.floor(x);
   const fraction = x - floor;

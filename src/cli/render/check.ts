@@ -1,6 +1,7 @@
 /** qemu-img check's text and JSON renderings. */
 
 import type { CheckReport } from '../../ops/check.js';
+import { formatFixed } from '../../core/size.js';
 import { qdictOrder } from '../qdict-order.js';
 
 /** The JSON object qemu-img check --output=json prints (fields present as qemu includes them). */
@@ -22,7 +23,8 @@ export function checkJson(report: CheckReport, filename: string): Record<string,
   return qdictOrder(object);
 }
 
-const percent = (part: number, whole: number) => ((part * 100) / whole).toFixed(2);
+/** As qemu-img prints them: C's %.2f of the double, ties to even. */
+const percent = (part: number, whole: number) => formatFixed((part * 100) / whole, 2);
 
 /** The text qemu-img check prints on stdout. */
 export function renderCheck(report: CheckReport): string {
