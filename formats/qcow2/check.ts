@@ -11,7 +11,7 @@ import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l
 import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { rebuildRefcountStructure } from './rebuild.js';
-import { Refcounts, maxRefcount } from './refcount.js';
+import { Refcounts, UnreadableRefcountError, maxRefcount } from './refcount.js';
 import { snapshotTableBytes } from './snapshots.js';
 
 /** What the check found (and fixed), with qemu-img check's counters. */
@@ -54,6 +54,8 @@ class CheckState {
   readonly max: number;
   /** Set when the refcount structure itself is broken and only a rebuild repairs it. */
   rebuild = false;
+  /** Whether an unreadable refcount block has been reported (qemu reports the first only). */
+  reportedUnreadable = false;
 
   constructor(
     readonly device: BlockDevice,
@@ -258,9 +260,16 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
       state.rebuild = true;
       continue;
     }
+    const bad = refcounts.badEntry(index);
+    if (bad?.problem === 'unaligned') {
+      state.say(`ERROR refcount block ${index} is not cluster aligned; refcount table entry corrupted`);
+      state.result.corruptions++;
+      state.rebuild = true;
+      continue;
+    }
     const offset = refcounts.blockOffset(index);
-    if (offset === 0) continue;
-    const cluster = offset / state.clusterSize;
+    if (offset === 0 && !bad) continue;
+    const cluster = bad ? Infinity : offset / state.clusterSize;
     if (cluster >= nbClusters) {
       state.say(`ERROR refcount block ${index} is outside image`);
       state.result.corruptions++;
@@ -281,7 +290,8 @@ async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: R
   const nbClusters = Math.max(Math.ceil(state.device.size / state.clusterSize), 0);
   let highest = 0;
   for (let cluster = 0; cluster < nbClusters; cluster++) {
-    const stored = await refcounts.get(cluster);
+    const stored = await storedRefcount(state, refcounts, cluster);
+    if (stored === undefined) continue;
     const computed = state.counts[cluster] ?? 0;
     if (stored > 0 || computed > 0) highest = cluster;
     if (stored === computed) continue;
@@ -304,6 +314,41 @@ async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: R
   return highest;
 }
 
+/**
+ * The refcount the image stores for `cluster`; undefined, with a check error
+ * counted, when its refcount block cannot be read (qemu's "Can't get refcount").
+ */
+async function storedRefcount(state: CheckState, refcounts: Refcounts, cluster: number): Promise<number | undefined> {
+  try {
+    return await refcounts.get(cluster);
+  } catch (error) {
+    if (!(error instanceof UnreadableRefcountError)) throw error;
+    if (!state.reportedUnreadable) {
+      // qemu's corruption event, printed once: the image is opened read-only here, so not marked.
+      state.say(`qcow2: Image is corrupt: Refblock offset ${hexAlternate(error.blockOffset)} unaligned (reftable index: ${hexAlternate(error.tableIndex)}); further non-fatal corruption events will be suppressed`);
+      state.reportedUnreadable = true;
+    }
+    state.say(`Can't get refcount for cluster ${cluster}: Input/output error`);
+    state.result.checkErrors++;
+    return undefined;
+  }
+}
+
+/** C's %#x: 0x-prefixed hex, but a bare 0 for zero. */
+function hexAlternate(value: number): string {
+  return value === 0 ? '0' : `0x${value.toString(16)}`;
+}
+
+/** The stored refcount of `cluster`, or undefined when it cannot be read (qemu skips those quietly here). */
+async function refcountOrSkip(refcounts: Refcounts, cluster: number): Promise<number | undefined> {
+  try {
+    return await refcounts.get(cluster);
+  } catch (error) {
+    if (error instanceof UnreadableRefcountError) return undefined;
+    throw error;
+  }
+}
+
 /** COPIED flags must say "refcount is 1" exactly, on active L1 and L2 entries (qemu's check_oflag_copied). */
 async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair: boolean): Promise<void> {
   const { header, geometry, clusterSize } = state.metadata;
@@ -315,7 +360,8 @@ async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair:
     const lo = l1.getUint32(index * 8 + 4);
     const l2Offset = entryOffset(hi, lo);
     if (l2Offset === 0) continue;
-    const refcount = await refcounts.get(Math.floor(l2Offset / clusterSize));
+    const refcount = await refcountOrSkip(refcounts, Math.floor(l2Offset / clusterSize));
+    if (refcount === undefined) continue;
     if ((refcount === 1) !== ((hi & COPIED_HI) !== 0)) {
       state.say(`${label} OFLAG_COPIED L2 cluster: l1_index=${index} l1_entry=${hex64(hi, lo)} refcount=${refcount}`);
       if (repair) {
@@ -341,8 +387,8 @@ async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Off
     if (type !== 'normal' && type !== 'zero-alloc') continue;
     const hi = table.getUint32(index * stride);
     const lo = table.getUint32(index * stride + 4);
-    const refcount = dataFile ? 1 : await refcounts.get(Math.floor(entryOffset(hi, lo) / clusterSize));
-    if ((refcount === 1) === ((hi & COPIED_HI) !== 0)) continue;
+    const refcount = dataFile ? 1 : await refcountOrSkip(refcounts, Math.floor(entryOffset(hi, lo) / clusterSize));
+    if (refcount === undefined || (refcount === 1) === ((hi & COPIED_HI) !== 0)) continue;
     state.say(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${refcount}`);
     if (repair) {
       table.setUint32(index * stride, refcount === 1 ? (hi | COPIED_HI) >>> 0 : (hi & ~COPIED_HI) >>> 0);
@@ -374,6 +420,7 @@ function loadRefcounts(device: BlockDevice, metadata: Qcow2Metadata): Promise<Re
       header.refcountTableClusters = tableClusters;
       await device.write!(0, encodeHeader(header));
     },
+    { recordBadEntries: true },
   );
 }
 

@@ -14,6 +14,27 @@ const TWO_POW_32 = 0x100000000;
 /** Bits 0..8 of a refcount table entry are reserved. */
 const REFTABLE_RESERVED_LO = 0x1ff;
 
+/**
+ * A refcount table entry that names no usable block: its offset is not
+ * cluster-aligned, or lies past 2^53 bytes (far past any file). The writer
+ * refuses such a table; check reports it, as qemu-img check does.
+ */
+export interface BadRefcountEntry {
+  problem: 'unaligned' | 'past-2^53';
+  /** The offset the entry names (0 when past 2^53, where it is not representable). */
+  offset: number;
+}
+
+/** A refcount that cannot be read: its block's table entry is not cluster-aligned (qemu answers EIO). */
+export class UnreadableRefcountError extends CorruptImageError {
+  constructor(
+    readonly tableIndex: number,
+    readonly blockOffset: number,
+  ) {
+    super(`refcount block offset ${blockOffset} is not cluster-aligned (refcount table entry ${tableIndex})`);
+  }
+}
+
 /** Refcount width in bits for `order` (0..6). */
 export function refcountBits(order: number): number {
   return 1 << order;
@@ -111,6 +132,8 @@ export class Refcounts {
     private readonly onTableMoved: TableMovedHook,
     /** Table entries with reserved bits set, as loaded. */
     private readonly reservedEntries: ReadonlySet<number> = new Set(),
+    /** Entries naming no usable block (recorded only when asked; their table slots read as 0). */
+    private readonly badEntries: ReadonlyMap<number, BadRefcountEntry> = new Map(),
   ) {
     this.clusterSize = layout.clusterSize;
     this.order = layout.refcountOrder;
@@ -129,7 +152,7 @@ export class Refcounts {
     device: BlockDevice,
     layout: RefcountLayout,
     onTableMoved: TableMovedHook,
-    options: { blocksInsideFile?: boolean } = {},
+    options: { blocksInsideFile?: boolean; recordBadEntries?: boolean } = {},
   ): Promise<Refcounts> {
     const bytes = layout.tableClusters * layout.clusterSize;
     if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new LimitExceededError(`reference count table too large (${bytes} bytes)`);
@@ -137,15 +160,25 @@ export class Refcounts {
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const table: number[] = new Array(bytes / 8).fill(0);
     const reserved = new Set<number>();
+    const bad = new Map<number, BadRefcountEntry>();
     for (let i = 0; i < raw.length / 8; i++) {
       const hi = view.getUint32(i * 8);
       const lo = view.getUint32(i * 8 + 4);
       // Reserved bits are left out of the offset, as qemu reads it; check reports them.
       if ((lo & REFTABLE_RESERVED_LO) !== 0) reserved.add(i);
-      if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
+      if (hi > 0x1fffff) {
+        if (!options.recordBadEntries) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
+        // Past any file: its refcounts read as zeros, as qemu reads a block past the end.
+        bad.set(i, { problem: 'past-2^53', offset: 0 });
+        continue;
+      }
       const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
       if (blockOffset % layout.clusterSize !== 0) {
-        throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
+        if (!options.recordBadEntries) {
+          throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
+        }
+        bad.set(i, { problem: 'unaligned', offset: blockOffset });
+        continue;
       }
       // For a writer, a block must start inside the file: a hostile entry would otherwise make the
       // first refcount update write anywhere up to 2^53 (a file of terabytes). check reports these instead.
@@ -154,12 +187,17 @@ export class Refcounts {
       }
       table[i] = blockOffset;
     }
-    return new Refcounts(device, layout, table, onTableMoved, reserved);
+    return new Refcounts(device, layout, table, onTableMoved, reserved, bad);
   }
 
   /** True when refcount table entry `index` has reserved bits 0..8 set. */
   entryHasReservedBits(index: number): boolean {
     return this.reservedEntries.has(index);
+  }
+
+  /** What is wrong with refcount table entry `index`, when it was loaded with `recordBadEntries`. */
+  badEntry(index: number): BadRefcountEntry | undefined {
+    return this.badEntries.get(index);
   }
 
   /** Block offset for block index `blockIndex` (0 when none). */
@@ -179,8 +217,13 @@ export class Refcounts {
 
   /** The refcount of cluster `cluster` (0 where no block covers it). */
   async get(cluster: number): Promise<number> {
-    const blockOffset = this.blockOffset(Math.floor(cluster / this.perBlock));
-    if (blockOffset === 0) return 0;
+    const blockIndex = Math.floor(cluster / this.perBlock);
+    const blockOffset = this.blockOffset(blockIndex);
+    if (blockOffset === 0) {
+      const bad = this.badEntries.size > 0 ? this.badEntries.get(blockIndex) : undefined;
+      if (bad?.problem === 'unaligned') throw new UnreadableRefcountError(blockIndex, bad.offset);
+      return 0;
+    }
     return getRefcount(await this.block(blockOffset), cluster % this.perBlock, this.order);
   }
 

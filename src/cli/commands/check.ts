@@ -35,6 +35,8 @@ const command: CliCommand = {
       for (const line of [...report.repairMessages, ...report.messages]) process.stderr.write(`${line}\n`);
       if (args.output === 'json') printJson(checkJson(report, path));
       else if (!args.quiet) printText(renderCheck(report));
+      // As qemu-img: a check that could not look at everything says so, and exits 1.
+      if (report.checkErrors > 0) process.stderr.write(`platter: ${path}: Check failed\n`);
       await device.flush();
       return checkExitStatus(report);
     } catch (error) {
