@@ -12,8 +12,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
 import { PlatterError } from '../src/core/errors.js';
-import { checkImage, type CheckReport, type RepairMode } from '../src/ops/check.js';
-import { exercise, fuzzCaseArb, mutatedImage } from './helpers/fuzz-qcow2.js';
+import { checkExitStatus, checkImage, type CheckReport, type RepairMode } from '../src/ops/check.js';
+import { checkJson } from '../src/cli/render/check.js';
+import { exercise, fuzzCaseArb, mutatedImage, type FuzzCase } from './helpers/fuzz-qcow2.js';
+import { qcow2TempDir, qcow2ToolAvailable, shStatus } from './helpers/qcow2-oracle.js';
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 const seconds = Number(process.env.FUZZ_SECONDS ?? 0);
 const runs = seconds > 0 ? Number.MAX_SAFE_INTEGER : Number(process.env.FUZZ_RUNS ?? 1000);
@@ -88,4 +94,63 @@ describe('qcow2 check mutation fuzzing', () => {
     },
     seconds * 1000 + 120_000,
   );
+});
+
+const haveQemu = qcow2ToolAvailable('qemu-img');
+/** Mutated images per CI run for the comparison with qemu-img (each costs a qemu-img process). */
+const DIFFERENTIAL_RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+
+/** Mutations on which platter's check once disagreed with qemu-img's, each with what it was about. */
+const REGRESSIONS: [string, FuzzCase][] = [
+  ['virtual size under one sector: no clusters', { seed: 0, mutations: [{ cluster: 0, offset: 27, value: bytes(0, 0, 0, 1) }, { cluster: 0, offset: 60, value: bytes(0) }], keep: 1 }],
+  ['an L2 table one cluster past the end of the file', { seed: 3, mutations: [{ cluster: 1, offset: 14, value: bytes(20, 0) }], keep: 1 }],
+  ['a misaligned cluster reaching past the end of the file', { seed: 0, mutations: [{ cluster: 4, offset: 398, value: bytes(146, 0) }], keep: 1 }],
+  ['a refcount block at 2^63', { seed: 0, mutations: [{ cluster: 2, offset: 0, value: bytes(128, 0) }], keep: 1 }],
+  ['a snapshot entry without extra data', { seed: 0, mutations: [{ cluster: 8, offset: 36, value: bytes(0, 0, 0, 0) }], keep: 1 }],
+  ['a snapshot L1 table that is not cluster-aligned', { seed: 0, mutations: [{ cluster: 8, offset: 7, value: bytes(128, 0, 0, 0) }], keep: 1 }],
+  ['a refcount table entry with reserved bits', { seed: 0, mutations: [{ cluster: 2, offset: 7, value: bytes(1) }], keep: 1 }],
+];
+
+function bytes(...values: number[]): Uint8Array {
+  return Uint8Array.from(values);
+}
+
+describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images', () => {
+  const temp = qcow2TempDir();
+  afterAll(() => temp.cleanup());
+
+  /** platter's check of `image` in memory, and qemu-img check --output=json of the same bytes. */
+  async function both(image: Uint8Array): Promise<{ ours: Outcome; qemu: { status: number; stdout: string } }> {
+    const path = join(temp.dir, 'mutated.qcow2');
+    writeFileSync(path, image);
+    const qemu = shStatus(temp.dir, 'qemu-img', ['check', '--output=json', path]);
+    return { ours: await check(new MemoryDevice(image, { writable: false, name: path }), 'none'), qemu };
+  }
+
+  it.each(REGRESSIONS)('%s: the same JSON and exit status', async (_, fuzzCase) => {
+    const { ours, qemu } = await both(mutatedImage(fuzzCase));
+    expect(ours).toHaveProperty('report');
+    if (!('report' in ours)) return;
+    expect(checkJson(ours.report, join(temp.dir, 'mutated.qcow2'))).toEqual(JSON.parse(qemu.stdout));
+    expect(checkExitStatus(ours.report)).toBe(qemu.status);
+  });
+
+  // Where only one of the two opens an image the answers cannot be compared: qemu-img opens a
+  // backing file that platter's check leaves alone, and refuses header extensions past the first
+  // cluster; platter refuses snapshot table entries with values past 2^53 or tables that do not fit.
+  it(`the same JSON and exit status wherever both open the image (${DIFFERENTIAL_RUNS} cases)`, async () => {
+    let compared = 0;
+    await fc.assert(
+      fc.asyncProperty(fuzzCaseArb, async (fuzzCase) => {
+        const { ours, qemu } = await both(mutatedImage(fuzzCase));
+        // No JSON: qemu-img could not open it (platter may refuse it, or check it without its backing file).
+        if (qemu.stdout.trim() === '' || !('report' in ours)) return;
+        compared++;
+        expect(checkJson(ours.report, join(temp.dir, 'mutated.qcow2'))).toEqual(JSON.parse(qemu.stdout));
+        expect(checkExitStatus(ours.report)).toBe(qemu.status);
+      }),
+      { numRuns: DIFFERENTIAL_RUNS, seed },
+    );
+    expect(compared).toBeGreaterThan(DIFFERENTIAL_RUNS / 4);
+  }, 120_000);
 });

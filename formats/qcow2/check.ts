@@ -34,6 +34,9 @@ export interface Qcow2CheckResult {
 export type RepairMode = 'none' | 'leaks' | 'all';
 
 const TWO_POW_32 = 0x100000000;
+const SECTOR = 512;
+/** Extra data every version 3 snapshot table entry must have: vm_state_size_large and disk_size. */
+const V3_SNAPSHOT_EXTRA_BYTES = 16;
 const COPIED_HI = 0x80000000;
 const OFFSET_HI_MASK = 0x00ffffff;
 
@@ -56,6 +59,12 @@ class CheckState {
   rebuild = false;
   /** Whether an unreadable refcount block has been reported (qemu reports the first only). */
   reportedUnreadable = false;
+  /**
+   * Clusters the comparison covers: the file's, and any cluster a reference
+   * reaches past it (less than a cluster past the end is allowed, and then
+   * counted, as qemu's in-memory table grows to hold it).
+   */
+  nbClusters: number;
 
   constructor(
     readonly device: BlockDevice,
@@ -63,7 +72,8 @@ class CheckState {
     messages: string[] = [],
   ) {
     const clusterSize = metadata.clusterSize;
-    this.counts = new Uint32Array(Math.ceil(device.size / clusterSize) + 1);
+    this.nbClusters = Math.ceil(device.size / clusterSize);
+    this.counts = new Uint32Array(this.nbClusters + 1);
     this.max = Math.min(maxRefcount(metadata.header.refcountOrder), 0xffffffff);
     this.result = {
       checkErrors: 0,
@@ -72,7 +82,8 @@ class CheckState {
       corruptionsFixed: 0,
       leaksFixed: 0,
       imageEndOffset: 0,
-      totalClusters: Math.ceil(metadata.header.size / clusterSize),
+      // qemu counts whole 512-byte sectors of the virtual size.
+      totalClusters: Math.ceil((Math.floor(metadata.header.size / SECTOR) * SECTOR) / clusterSize),
       allocatedClusters: 0,
       fragmentedClusters: 0,
       compressedClusters: 0,
@@ -92,12 +103,13 @@ class CheckState {
   reference(offset: number, size: number): void {
     if (size <= 0) return;
     const fileLength = this.device.size;
-    if (offset + size - fileLength > this.clusterSize) {
+    if (offset + size - fileLength >= this.clusterSize) {
       this.referenceBeyondFile(BigInt(offset), size);
       return;
     }
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + size - 1) / this.clusterSize);
+    this.nbClusters = Math.max(this.nbClusters, last + 1);
     for (let cluster = first; cluster <= last; cluster++) {
       if (cluster >= this.counts.length) this.grow(cluster + 1);
       if (this.counts[cluster] === this.max) {
@@ -252,7 +264,6 @@ async function checkBitmaps(state: CheckState): Promise<void> {
 
 /** Counts the refcount blocks themselves, each of which must be referenced exactly once (qemu's check_refblocks). */
 function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
-  const nbClusters = Math.ceil(state.device.size / state.clusterSize);
   for (let index = 0; index < refcounts.tableEntries; index++) {
     if (refcounts.entryHasReservedBits(index)) {
       state.say(`ERROR refcount table entry ${index} has reserved bits set`);
@@ -270,7 +281,7 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
     const offset = refcounts.blockOffset(index);
     if (offset === 0 && !bad) continue;
     const cluster = bad ? Infinity : offset / state.clusterSize;
-    if (cluster >= nbClusters) {
+    if (cluster >= state.nbClusters) {
       state.say(`ERROR refcount block ${index} is outside image`);
       state.result.corruptions++;
       state.rebuild = true;
@@ -287,9 +298,8 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
 
 /** Compares rebuilt and stored refcounts, repairing what `mode` allows (qemu's compare_refcounts). */
 async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: RepairMode): Promise<number> {
-  const nbClusters = Math.max(Math.ceil(state.device.size / state.clusterSize), 0);
   let highest = 0;
-  for (let cluster = 0; cluster < nbClusters; cluster++) {
+  for (let cluster = 0; cluster < state.nbClusters; cluster++) {
     const stored = await storedRefcount(state, refcounts, cluster);
     if (stored === undefined) continue;
     const computed = state.counts[cluster] ?? 0;
@@ -323,9 +333,9 @@ async function storedRefcount(state: CheckState, refcounts: Refcounts, cluster: 
     return await refcounts.get(cluster);
   } catch (error) {
     if (!(error instanceof UnreadableRefcountError)) throw error;
-    if (!state.reportedUnreadable) {
+    if (error.entry.problem === 'unaligned' && !state.reportedUnreadable) {
       // qemu's corruption event, printed once: the image is opened read-only here, so not marked.
-      state.say(`qcow2: Image is corrupt: Refblock offset ${hexAlternate(error.blockOffset)} unaligned (reftable index: ${hexAlternate(error.tableIndex)}); further non-fatal corruption events will be suppressed`);
+      state.say(`qcow2: Image is corrupt: Refblock offset ${hexAlternate(error.entry.offset)} unaligned (reftable index: ${hexAlternate(BigInt(error.tableIndex))}); further non-fatal corruption events will be suppressed`);
       state.reportedUnreadable = true;
     }
     state.say(`Can't get refcount for cluster ${cluster}: Input/output error`);
@@ -335,8 +345,8 @@ async function storedRefcount(state: CheckState, refcounts: Refcounts, cluster: 
 }
 
 /** C's %#x: 0x-prefixed hex, but a bare 0 for zero. */
-function hexAlternate(value: number): string {
-  return value === 0 ? '0' : `0x${value.toString(16)}`;
+function hexAlternate(value: bigint): string {
+  return value === 0n ? '0' : `0x${value.toString(16)}`;
 }
 
 /** The stored refcount of `cluster`, or undefined when it cannot be read (qemu skips those quietly here). */
@@ -429,7 +439,20 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
   const { header, clusterSize } = state.metadata;
   state.reference(0, clusterSize);
   await checkL1(state, header.l1TableOffset, header.l1Size, true);
-  for (const snapshot of state.metadata.snapshots) await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
+  const { snapshots } = state.metadata;
+  if (hasDataFile(header) && snapshots.length > 0) {
+    state.say(`ERROR ${snapshots.length} snapshots in image with data file`);
+    state.result.corruptions++;
+  }
+  for (const snapshot of snapshots) {
+    if (snapshot.l1TableOffset % clusterSize !== 0) {
+      // Its L1 table is not walked: nothing it names is counted (qemu leaves it out too).
+      state.say(`ERROR snapshot ${snapshot.id} (${snapshot.name}) l1_offset=${hexAlternate(BigInt(snapshot.l1TableOffset))}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      state.result.corruptions++;
+      continue;
+    }
+    await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
+  }
   state.reference(header.snapshotsOffset, snapshotTableBytes(state.metadata.snapshots));
   state.reference(header.refcountTableOffset, header.refcountTableClusters * clusterSize);
   await checkBitmaps(state);
@@ -440,9 +463,28 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
  * Checks the image on `device` (whose metadata is already read); with a repair
  * mode, fixes what qemu-img check -r fixes, writing through `device`.
  */
+/**
+ * Version 3 snapshot table entries must carry at least 16 bytes of extra data
+ * (the large VM state size and the disk size): qemu counts each that does not
+ * as a corruption, before the refcounts are looked at. qemu -r all rewrites the
+ * table; platter reports these and leaves the table as it is.
+ */
+function checkSnapshotTable(state: CheckState): number {
+  if (state.metadata.header.version < 3) return 0;
+  let corruptions = 0;
+  state.metadata.snapshots.forEach((snapshot, index) => {
+    if (snapshot.extraData.length >= V3_SNAPSHOT_EXTRA_BYTES) return;
+    state.say(`ERROR snapshot table entry ${index} is incomplete`);
+    corruptions++;
+  });
+  return corruptions;
+}
+
 export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
   const { header } = metadata;
   let state = new CheckState(device, metadata);
+  // Counted apart from the refcount check, which must not see them (as in qemu), and added at the end.
+  const snapshotTableCorruptions = checkSnapshotTable(state);
   let refcounts = await loadRefcounts(device, metadata);
   await calculateRefcounts(state, refcounts);
   // Like qemu: compare without fixing first; repair afterwards when asked and needed.
@@ -468,6 +510,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     if (state.rebuild) {
       state.say('ERROR need to rebuild refcount structures');
       state.result.checkErrors++;
+      state.result.corruptions += snapshotTableCorruptions;
       return state.result;
     }
     if (state.result.leaks > 0 || state.result.corruptions > 0) {
@@ -476,6 +519,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     }
   }
   await checkCopiedFlags(state, refcounts, mode === 'all');
+  state.result.corruptions += snapshotTableCorruptions;
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
   if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
     header.incompatibleFeatures &= ~INCOMPAT_DIRTY;

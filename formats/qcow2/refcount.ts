@@ -17,22 +17,35 @@ const REFTABLE_RESERVED_LO = 0x1ff;
 /**
  * A refcount table entry that names no usable block: its offset is not
  * cluster-aligned, or lies past 2^53 bytes (far past any file). The writer
- * refuses such a table; check reports it, as qemu-img check does.
+ * refuses such a table; check reports it, as qemu-img check does. A block past
+ * 2^53 reads as zeros, as qemu reads past the end of a file, unless it ends
+ * past qemu's largest request offset, where qemu's read fails.
  */
 export interface BadRefcountEntry {
-  problem: 'unaligned' | 'past-2^53';
-  /** The offset the entry names (0 when past 2^53, where it is not representable). */
-  offset: number;
+  problem: 'unaligned' | 'past-2^53' | 'past-io-limit';
+  /** The offset the entry names. */
+  offset: bigint;
 }
 
-/** A refcount that cannot be read: its block's table entry is not cluster-aligned (qemu answers EIO). */
+/** qemu's BDRV_MAX_LENGTH: INT64_MAX rounded down to 1 GiB. A request that ends past it fails with EIO. */
+const QEMU_MAX_IO_END = (1n << 63n) - (1n << 30n);
+
+/** A refcount that cannot be read: its block is misaligned, or past what qemu can read (qemu answers EIO). */
 export class UnreadableRefcountError extends CorruptImageError {
   constructor(
     readonly tableIndex: number,
-    readonly blockOffset: number,
+    readonly entry: BadRefcountEntry,
   ) {
-    super(`refcount block offset ${blockOffset} is not cluster-aligned (refcount table entry ${tableIndex})`);
+    super(`refcount block ${tableIndex} at ${entry.offset} cannot be read (${entry.problem})`);
   }
+}
+
+/** What is wrong with a refcount table entry (as its two halves) whose block offset is `offset`, if anything. */
+function badEntry(hi: number, lo: number, clusterSize: number): BadRefcountEntry | undefined {
+  const offset = ((BigInt(hi) << 32n) | BigInt(lo)) & 0xfffffffffffffe00n;
+  if (offset % BigInt(clusterSize) !== 0n) return { problem: 'unaligned', offset };
+  if (offset <= BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+  return { problem: offset + BigInt(clusterSize) > QEMU_MAX_IO_END ? 'past-io-limit' : 'past-2^53', offset };
 }
 
 /** Refcount width in bits for `order` (0..6). */
@@ -166,19 +179,15 @@ export class Refcounts {
       const lo = view.getUint32(i * 8 + 4);
       // Reserved bits are left out of the offset, as qemu reads it; check reports them.
       if ((lo & REFTABLE_RESERVED_LO) !== 0) reserved.add(i);
-      if (hi > 0x1fffff) {
-        if (!options.recordBadEntries) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
-        // Past any file: its refcounts read as zeros, as qemu reads a block past the end.
-        bad.set(i, { problem: 'past-2^53', offset: 0 });
+      const problem = badEntry(hi, lo, layout.clusterSize);
+      if (problem && options.recordBadEntries) {
+        bad.set(i, problem);
         continue;
       }
+      if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
       const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
       if (blockOffset % layout.clusterSize !== 0) {
-        if (!options.recordBadEntries) {
-          throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
-        }
-        bad.set(i, { problem: 'unaligned', offset: blockOffset });
-        continue;
+        throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
       }
       // For a writer, a block must start inside the file: a hostile entry would otherwise make the
       // first refcount update write anywhere up to 2^53 (a file of terabytes). check reports these instead.
@@ -221,7 +230,7 @@ export class Refcounts {
     const blockOffset = this.blockOffset(blockIndex);
     if (blockOffset === 0) {
       const bad = this.badEntries.size > 0 ? this.badEntries.get(blockIndex) : undefined;
-      if (bad?.problem === 'unaligned') throw new UnreadableRefcountError(blockIndex, bad.offset);
+      if (bad && bad.problem !== 'past-2^53') throw new UnreadableRefcountError(blockIndex, bad);
       return 0;
     }
     return getRefcount(await this.block(blockOffset), cluster % this.perBlock, this.order);
