@@ -138,6 +138,24 @@ describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images
   // Where only one of the two opens an image the answers cannot be compared: qemu-img opens a
   // backing file that platter's check leaves alone, and refuses header extensions past the first
   // cluster; platter refuses snapshot table entries with values past 2^53 or tables that do not fit.
+  it('a snapshot entry without extra data: -r all writes the table again, as qemu-img -r all does', async () => {
+    const image = mutatedImage(REGRESSIONS.find(([what]) => what === 'a snapshot entry without extra data')![1]);
+    const theirs = join(temp.dir, 'theirs.qcow2');
+    writeFileSync(theirs, image);
+    const qemu = shStatus(temp.dir, 'qemu-img', ['check', '-r', 'all', '--output=json', theirs]);
+    const device = new MemoryDevice(image.slice(), { writable: true, name: theirs });
+    const ours = await check(device, 'all');
+    expect(ours).toHaveProperty('report');
+    if (!('report' in ours)) return;
+    expect(ours.report.repairMessages[0]).toBe('Repairing snapshot table entry 0 is incomplete');
+    expect(checkJson(ours.report, theirs)).toEqual(JSON.parse(qemu.stdout));
+    const repaired = join(temp.dir, 'ours.qcow2');
+    writeFileSync(repaired, device.contents());
+    expect(shStatus(temp.dir, 'qemu-img', ['check', repaired]).status).toBe(0);
+    const list = (path: string) => shStatus(temp.dir, 'qemu-img', ['snapshot', '-l', path]).stdout;
+    expect(list(repaired)).toBe(list(theirs));
+  });
+
   it(`the same JSON and exit status wherever both open the image (${DIFFERENTIAL_RUNS} cases)`, async () => {
     let compared = 0;
     await fc.assert(

@@ -26,6 +26,11 @@ export interface Qcow2CheckResult {
   allocatedClusters: number;
   fragmentedClusters: number;
   compressedClusters: number;
+  /**
+   * Of `corruptions`, the snapshot table entries found incomplete: qemu -r all
+   * writes the table again for them, which the caller does (it needs a writer).
+   */
+  snapshotTableCorruptions: number;
   /** The lines qemu prints on stderr while checking, in order. */
   messages: string[];
 }
@@ -87,6 +92,7 @@ class CheckState {
       allocatedClusters: 0,
       fragmentedClusters: 0,
       compressedClusters: 0,
+      snapshotTableCorruptions: 0,
       messages,
     };
   }
@@ -415,10 +421,6 @@ async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Off
   }
 }
 
-/**
- * Checks the image on `device` (whose metadata is already read); with a repair
- * mode, fixes what qemu-img check -r fixes, writing through `device`.
- */
 /** Loads the refcounts named by `header`; a table move (never expected while checking) updates the header. */
 function loadRefcounts(device: BlockDevice, metadata: Qcow2Metadata): Promise<Refcounts> {
   const { header } = metadata;
@@ -460,31 +462,31 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
 }
 
 /**
- * Checks the image on `device` (whose metadata is already read); with a repair
- * mode, fixes what qemu-img check -r fixes, writing through `device`.
- */
-/**
  * Version 3 snapshot table entries must carry at least 16 bytes of extra data
  * (the large VM state size and the disk size): qemu counts each that does not
- * as a corruption, before the refcounts are looked at. qemu -r all rewrites the
- * table; platter reports these and leaves the table as it is.
+ * as a corruption, before the refcounts are looked at. With -r all the table is
+ * written again afterwards, by the caller (see snapshotTableCorruptions).
  */
-function checkSnapshotTable(state: CheckState): number {
+function checkSnapshotTable(state: CheckState, mode: RepairMode): number {
   if (state.metadata.header.version < 3) return 0;
   let corruptions = 0;
   state.metadata.snapshots.forEach((snapshot, index) => {
     if (snapshot.extraData.length >= V3_SNAPSHOT_EXTRA_BYTES) return;
-    state.say(`ERROR snapshot table entry ${index} is incomplete`);
+    state.say(`${mode === 'all' ? 'Repairing' : 'ERROR'} snapshot table entry ${index} is incomplete`);
     corruptions++;
   });
   return corruptions;
 }
 
+/**
+ * Checks the image on `device` (whose metadata is already read); with a repair
+ * mode, fixes what qemu-img check -r fixes, writing through `device`.
+ */
 export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
   const { header } = metadata;
   let state = new CheckState(device, metadata);
   // Counted apart from the refcount check, which must not see them (as in qemu), and added at the end.
-  const snapshotTableCorruptions = checkSnapshotTable(state);
+  const snapshotTableCorruptions = checkSnapshotTable(state, mode);
   let refcounts = await loadRefcounts(device, metadata);
   await calculateRefcounts(state, refcounts);
   // Like qemu: compare without fixing first; repair afterwards when asked and needed.
@@ -511,6 +513,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
       state.say('ERROR need to rebuild refcount structures');
       state.result.checkErrors++;
       state.result.corruptions += snapshotTableCorruptions;
+      state.result.snapshotTableCorruptions = snapshotTableCorruptions;
       return state.result;
     }
     if (state.result.leaks > 0 || state.result.corruptions > 0) {
@@ -520,6 +523,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
   }
   await checkCopiedFlags(state, refcounts, mode === 'all');
   state.result.corruptions += snapshotTableCorruptions;
+  state.result.snapshotTableCorruptions = snapshotTableCorruptions;
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
   if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
     header.incompatibleFeatures &= ~INCOMPAT_DIRTY;

@@ -8,6 +8,8 @@
 import { alignUp } from '../../src/core/bytes.js';
 import { LimitExceededError } from '../../src/core/errors.js';
 import { MAX_SNAPSHOTS, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
+import type { Qcow2Image } from './image.js';
+import { snapshotAccess } from './snapshot-access.js';
 import { SnapshotExtraData, SnapshotHeader, type Qcow2Snapshot } from './snapshots.js';
 import type { WriterHost } from './write.js';
 
@@ -111,4 +113,13 @@ function oldTableBytes(snapshots: readonly Qcow2Snapshot[]): number {
     size = alignUp(size, 8) + entry;
   }
   return size;
+}
+
+/**
+ * Writes the snapshot table of `image` again, each entry with the extra data
+ * qemu writes (check -r all's repair of version 3 entries that lack it).
+ */
+export async function rewriteSnapshotTable(image: Qcow2Image): Promise<void> {
+  const { writer, host } = snapshotAccess(image, 'rewrite the snapshot table');
+  await writer.serialized(() => writeSnapshotTable(host, host.metadata.snapshots, () => writer.writeHeader()));
 }

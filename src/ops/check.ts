@@ -1,11 +1,15 @@
 /** `check`: consistency check and repair of an image (qemu-img check). */
 
+import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
+import type { ImageHost } from '../core/image.js';
 import { UnsupportedFeatureError } from '../core/errors.js';
 import { checkQcow2, type Qcow2CheckResult, type RepairMode } from '../../formats/qcow2/check.js';
 
 export type { RepairMode };
+import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
+import { rewriteSnapshotTable } from '../../formats/qcow2/snapshot-table-write.js';
 
 /** The outcome, with qemu-img check's fields. */
 export interface CheckReport extends Qcow2CheckResult {
@@ -31,6 +35,11 @@ export class NoCheckError extends UnsupportedFeatureError {
 export async function checkImage(device: BlockDevice, format: string, mode: RepairMode = 'none'): Promise<CheckReport> {
   if (format !== 'qcow2') throw new NoCheckError(format);
   const first = await checkQcow2(device, await readMetadata(device), mode);
+  if (mode === 'all' && first.snapshotTableCorruptions > 0 && first.checkErrors === 0) {
+    await repairSnapshotTable(device);
+    first.corruptionsFixed += first.snapshotTableCorruptions;
+    first.corruptions -= first.snapshotTableCorruptions;
+  }
   if (first.leaksFixed === 0 && first.corruptionsFixed === 0) return { ...first, format, repairMessages: [], repaired: false };
   await device.flush?.();
   const second = await checkQcow2(device, await readMetadata(device), 'none');
@@ -43,6 +52,30 @@ export async function checkImage(device: BlockDevice, format: string, mode: Repa
     repaired: true,
   };
 }
+
+/**
+ * Writes the snapshot table again (qemu-img check -r all does, after its
+ * refcount repairs, when entries lack extra data), through a writer opened on
+ * the image as it now is. Nothing is decoded and no backing file is opened.
+ */
+async function repairSnapshotTable(device: BlockDevice): Promise<void> {
+  await device.flush?.();
+  const image = await openQcow2(borrowed(device), { host: WRITER_ONLY_HOST, writable: true, noBacking: true });
+  try {
+    await rewriteSnapshotTable(image);
+  } finally {
+    await image.close();
+  }
+}
+
+/** A host for a writer that touches no compressed data and no other file. */
+const WRITER_ONLY_HOST: ImageHost = {
+  codecs: {
+    inflateRaw: () => Promise.reject(new UnsupportedFeatureError('no decompression while repairing')),
+    zstdDecompress: () => Promise.reject(new UnsupportedFeatureError('no decompression while repairing')),
+  },
+  warn: () => {},
+};
 
 /** qemu-img check's exit status: 0 clean, 2 corruptions, 3 leaks only, 1 check errors. */
 export function checkExitStatus(report: Qcow2CheckResult): number {

@@ -4,6 +4,7 @@
  * and qemu-img convert -B). Nothing the two images both read as zeros is read.
  */
 
+import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
 import type { Extent, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
@@ -35,17 +36,6 @@ export interface DeltaOptions {
 export interface DeltaResult {
   /** Guest bytes written into the delta (data and zero clusters). */
   bytesWritten: number;
-}
-
-/** A view of `image` whose close does nothing: the caller keeps ownership. */
-function borrowed(image: Image): Image {
-  return new Proxy(image, {
-    get(target, key) {
-      if (key === 'close') return async () => {};
-      const value = Reflect.get(target, key, target) as unknown;
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
 }
 
 /** Writes onto the empty `device` a qcow2 overlay on `base` that reads exactly like `source`. */
