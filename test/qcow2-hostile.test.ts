@@ -73,6 +73,8 @@ const HEADER_POKES: [string, [number, number[]][], string, RegExp][] = [
   ['unknown incompatible bit', [[72, [0x80]]], 'EUNSUPPORTED', /feature bit 63/],
   ['encrypted', [[32, u32(2)]], 'EUNSUPPORTED', /encrypted images are not supported/],
   ['extension longer than cluster 0', [[112, [...u32(0x12345678), ...u32(0x7fffffff)]]], 'ECORRUPT', /too large/],
+  // qemu checks the length before it looks at the type (qemu-img: "Header extension too large").
+  ['end marker with a length past cluster 0', [[112, [...u32(0), ...u32(0x7fffffff)]]], 'ECORRUPT', /extension 0x0 too large/],
   ['extended L2 with small clusters', [[79, [0x10]], [20, u32(12)]], 'ECORRUPT', /at least 16 KiB/],
   ['snapshot extra data too large', [[60, u32(1)], [64, u64(BigInt(TINY_LAYOUT.refcountBlock))], [TINY_LAYOUT.refcountBlock + 36, u32(5000)]], 'ECORRUPT', /too much extra data/],
 ];

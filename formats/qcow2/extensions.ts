@@ -97,10 +97,11 @@ export function parseExtensions(cluster0: Uint8Array, header: Qcow2Header): Head
     }
     const { type, length } = ExtensionHeader.decode(cluster0, offset);
     offset += ExtensionHeader.size;
-    if (type === EXT_END) break;
+    // Checked before the end marker is recognised, as qemu checks it: an end marker with a length past the area is refused too.
     if (length > end - offset) {
       throw new CorruptImageError(`header extension 0x${type.toString(16)} too large (${length} bytes)`, offset - 4);
     }
+    if (type === EXT_END) break;
     const data = cluster0.slice(offset, offset + length);
     decodeExtension(result, type, data, offset);
     result.all.push({ type, data });
