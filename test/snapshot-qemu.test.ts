@@ -5,6 +5,7 @@
  * data right; duplicate names resolve as qemu-img resolves them; refusals.
  */
 
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -228,5 +229,21 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     }
     // An empty list prints nothing, like qemu-img.
     expect(plat(['snapshot', 'none.qcow2'])).toBe(sh(dir, 'qemu-img', ['snapshot', '-l', 'none.qcow2']));
+  });
+
+  it('keeps a snapshot name that is not UTF-8 byte for byte when it writes the table again', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'latin1.qcow2', '16M']);
+    // Names are bytes to qemu: 'café' in Latin-1, which is not valid UTF-8.
+    const name = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+    // Node passes arguments as UTF-8, so the shell makes the byte.
+    const made = spawnSync('sh', ['-c', `qemu-img snapshot -c "$(printf 'caf\\351')" latin1.qcow2`], { cwd: dir });
+    expect(made.status, String(made.stderr)).toBe(0);
+    const before = spawnSync('qemu-img', ['snapshot', '-l', 'latin1.qcow2'], { cwd: dir }).stdout;
+    plat(['snapshot', '-c', 'second', 'latin1.qcow2']);
+    plat(['snapshot', '-d', 'second', 'latin1.qcow2']);
+    expectQemuCheckClean('latin1.qcow2');
+    const after = spawnSync('qemu-img', ['snapshot', '-l', 'latin1.qcow2'], { cwd: dir }).stdout;
+    expect(after.includes(name)).toBe(true);
+    expect(undatedTable(after.toString('latin1'))).toBe(undatedTable(before.toString('latin1')));
   });
 });

@@ -10,10 +10,9 @@ import { LimitExceededError } from '../../src/core/errors.js';
 import { MAX_SNAPSHOTS, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
 import type { Qcow2Image } from './image.js';
 import { snapshotAccess } from './snapshot-access.js';
-import { SnapshotExtraData, SnapshotHeader, type Qcow2Snapshot } from './snapshots.js';
+import { SnapshotExtraData, SnapshotHeader, snapshotTableBytes, storedId, storedName, type Qcow2Snapshot } from './snapshots.js';
 import type { WriterHost } from './write.js';
 
-const utf8 = new TextEncoder();
 /** icount of all ones: "not recorded". */
 const NO_ICOUNT = 0xffffffffffffffffn;
 const TWO_POW_32 = 0x100000000;
@@ -38,8 +37,8 @@ function encodeExtraData(snapshot: Qcow2Snapshot): Uint8Array {
 
 /** Encodes one entry (fixed part, extra data, id, name), not yet padded. */
 function encodeEntry(snapshot: Qcow2Snapshot): Uint8Array {
-  const id = utf8.encode(snapshot.id);
-  const name = utf8.encode(snapshot.name);
+  const id = storedId(snapshot);
+  const name = storedName(snapshot);
   if (id.length > 0xffff || name.length > 0xffff) throw new LimitExceededError(`snapshot id or name longer than 65535 bytes`);
   const extra = encodeExtraData(snapshot);
   const fixed = SnapshotHeader.encode({
@@ -96,23 +95,13 @@ export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2S
     await host.device.write!(offset, padded);
   }
   await host.device.flush?.();
-  const old = { offset: header.snapshotsOffset, bytes: oldTableBytes(host.metadata.snapshots) };
+  const old = { offset: header.snapshotsOffset, bytes: snapshotTableBytes(host.metadata.snapshots) };
   header.snapshotsOffset = offset;
   header.nbSnapshots = snapshots.length;
   await writeHeader();
   await host.device.flush?.();
   host.metadata.snapshots = snapshots;
   if (old.offset !== 0 && old.bytes > 0) await host.allocator.release(old.offset, old.bytes);
-}
-
-/** Bytes the current table takes in the file (as encoded from the in-memory list: the same entries, same sizes). */
-function oldTableBytes(snapshots: readonly Qcow2Snapshot[]): number {
-  let size = 0;
-  for (const snapshot of snapshots) {
-    const entry = SnapshotHeader.size + snapshot.extraData.length + utf8.encode(snapshot.id).length + utf8.encode(snapshot.name).length;
-    size = alignUp(size, 8) + entry;
-  }
-  return size;
 }
 
 /**

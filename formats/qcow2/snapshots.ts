@@ -47,6 +47,12 @@ export interface Qcow2Snapshot {
   icount?: number;
   /** The raw extra data bytes, kept whole for rewriting. */
   extraData: Uint8Array;
+  /**
+   * The id and name as stored, byte for byte (qemu takes any bytes; `id` and
+   * `name` are their UTF-8 readings). Absent for a snapshot made here.
+   */
+  idBytes?: Uint8Array;
+  nameBytes?: Uint8Array;
 }
 
 const utf8 = new TextDecoder();
@@ -126,6 +132,8 @@ function decodeEntry(
     l1Size: fixed.l1Size,
     id: utf8.decode(bytes.subarray(idAt, nameAt)),
     name: utf8.decode(bytes.subarray(nameAt, nameAt + fixed.nameSize)),
+    idBytes: bytes.slice(idAt, nameAt),
+    nameBytes: bytes.slice(nameAt, nameAt + fixed.nameSize),
     dateSec: fixed.dateSec,
     dateNsec: fixed.dateNsec,
     vmClockNsec: u64ToNumber(fixed.vmClockNsec, 'snapshot vm clock', where + 24),
@@ -171,13 +179,24 @@ export function findSnapshot(snapshots: readonly Qcow2Snapshot[], idOrName: stri
   return snapshots.find((s) => s.id === idOrName) ?? snapshots.find((s) => s.name === idOrName);
 }
 
-/** Bytes the snapshot table of `snapshots` takes in the file (entries padded to 8 bytes). */
+/** Bytes the snapshot table of `snapshots` takes in the file (each entry starts on an 8-byte boundary). */
 export function snapshotTableBytes(snapshots: readonly Qcow2Snapshot[]): number {
-  const encoder = new TextEncoder();
+  // As qemu's snapshots_size: each entry starts 8-aligned; the last one's end is not rounded up.
   let total = 0;
   for (const snapshot of snapshots) {
-    const entry = 40 + snapshot.extraData.length + encoder.encode(snapshot.id).length + encoder.encode(snapshot.name).length;
-    total += Math.ceil(entry / 8) * 8;
+    total = alignUp(total, 8) + SnapshotHeader.size + snapshot.extraData.length + storedId(snapshot).length + storedName(snapshot).length;
   }
   return total;
+}
+
+const utf8Encoder = new TextEncoder();
+
+/** The id as it is (or will be) stored in the table. */
+export function storedId(snapshot: Qcow2Snapshot): Uint8Array {
+  return snapshot.idBytes ?? utf8Encoder.encode(snapshot.id);
+}
+
+/** The name as it is (or will be) stored in the table. */
+export function storedName(snapshot: Qcow2Snapshot): Uint8Array {
+  return snapshot.nameBytes ?? utf8Encoder.encode(snapshot.name);
 }
