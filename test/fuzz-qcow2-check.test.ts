@@ -111,6 +111,7 @@ const REGRESSIONS: [string, FuzzCase][] = [
   ['a snapshot entry without extra data', { seed: 0, mutations: [{ cluster: 8, offset: 36, value: bytes(0, 0, 0, 0) }], keep: 1 }],
   ['a snapshot L1 table that is not cluster-aligned', { seed: 0, mutations: [{ cluster: 8, offset: 7, value: bytes(128, 0, 0, 0) }], keep: 1 }],
   ['a refcount table entry with reserved bits', { seed: 0, mutations: [{ cluster: 2, offset: 7, value: bytes(1) }], keep: 1 }],
+  ['a compressed entry with COPIED and a subcluster bitmap (extended L2)', { seed: 4, mutations: [{ cluster: 4, offset: 29, value: bytes(127, 255, 255, 255) }, { cluster: 1, offset: 217, value: bytes(64, 0, 0, 0, 0, 0, 16, 0) }], keep: 1 }],
 ];
 
 function bytes(...values: number[]): Uint8Array {
@@ -122,19 +123,21 @@ describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images
   afterAll(() => temp.cleanup());
 
   /** platter's check of `image` in memory, and qemu-img check --output=json of the same bytes. */
-  async function both(image: Uint8Array): Promise<{ ours: Outcome; qemu: { status: number; stdout: string } }> {
+  async function both(image: Uint8Array): Promise<{ ours: Outcome; qemu: { status: number; stdout: string; stderr: string } }> {
     const path = join(temp.dir, 'mutated.qcow2');
     writeFileSync(path, image);
     const qemu = shStatus(temp.dir, 'qemu-img', ['check', '--output=json', path]);
     return { ours: await check(new MemoryDevice(image, { writable: false, name: path }), 'none'), qemu };
   }
 
-  it.each(REGRESSIONS)('%s: the same JSON and exit status', async (_, fuzzCase) => {
+  it.each(REGRESSIONS)('%s: the same JSON, messages and exit status', async (_, fuzzCase) => {
     const { ours, qemu } = await both(mutatedImage(fuzzCase));
     expect(ours).toHaveProperty('report');
     if (!('report' in ours)) return;
     expect(checkJson(ours.report, join(temp.dir, 'mutated.qcow2'))).toEqual(JSON.parse(qemu.stdout));
     expect(checkExitStatus(ours.report)).toBe(qemu.status);
+    const qemuMessages = qemu.stderr.split('\n').filter((line) => line !== '' && line !== 'qemu-img: Check failed');
+    expect(ours.report.messages).toEqual(qemuMessages);
   });
 
   // Where only one of the two opens an image the answers cannot be compared: qemu-img opens a

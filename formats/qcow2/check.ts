@@ -196,13 +196,15 @@ async function checkL2(state: CheckState, l2Offset: number, active: boolean): Pr
         state.say(`ERROR: coffset=0x${descriptor.hostOffset.toString(16)}: copied flag must never be set for compressed clusters`);
         state.result.corruptions++;
       }
+      // qemu clears the misplaced COPIED flag before it prints the entry again.
+      const shownHi = (hi & ~COPIED_HI) >>> 0;
       if (dataFile) {
-        state.say(`ERROR compressed cluster ${index} with data file, entry=0x${hex64(hi, lo)}`);
+        state.say(`ERROR compressed cluster ${index} with data file, entry=0x${hex64(shownHi, lo)}`);
         state.result.corruptions++;
         continue;
       }
       if (extendedL2 && (bitmap.allocated !== 0 || bitmap.zero !== 0)) {
-        state.say(`ERROR compressed cluster ${index} with non-zero subcluster allocation bitmap, entry=0x${hex64(hi, lo)}`);
+        state.say(`ERROR compressed cluster ${index} with non-zero subcluster allocation bitmap, entry=0x${hex64(shownHi, lo)}`);
         state.result.corruptions++;
         continue;
       }
