@@ -12,12 +12,9 @@ import { PlatterError } from '../src/core/errors.js';
 import { readPartitionTable } from '../src/engine/partition-table.js';
 import { BoundsCheckingDevice } from './helpers/fuzz-device.js';
 import { DISK_SECTORS, gptDisk, mbrWithExtended, writeEbr } from './helpers/hostile-partitions.js';
+import { fuzzRun } from './helpers/fuzz-run.js';
 
-const seconds = Number(process.env.FUZZ_SECONDS ?? 0);
-const runs = seconds > 0 ? Number.MAX_SAFE_INTEGER : Number(process.env.FUZZ_RUNS ?? 2000);
-const seed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
-/** FUZZ_SEED when given; otherwise nothing, so the suite's seed (fixed in CI) applies: an explicit undefined would override it. */
-const seedOption = seed === undefined ? {} : { seed };
+const fuzz = fuzzRun(2000);
 
 /** An MBR with a three-EBR chain, and a GPT disk. */
 function seeds(): Uint8Array[] {
@@ -66,7 +63,7 @@ describe('partition table mutation fuzzing', () => {
   });
 
   it(
-    `mutated tables answer or fail with a PlatterError (${seconds > 0 ? `${seconds} s` : `${runs} cases`})`,
+    `mutated tables answer or fail with a PlatterError (${fuzz.label})`,
     async () => {
       await fc.assert(
         fc.asyncProperty(fuzzCase, async ({ seed: index, mutations }) => {
@@ -74,9 +71,9 @@ describe('partition table mutation fuzzing', () => {
           for (const { sector, offset, value } of mutations) disk.set(value.subarray(0, 512 - offset), sector * 512 + offset);
           expect(await exercise(disk)).toEqual([]);
         }),
-        { numRuns: runs, ...seedOption, interruptAfterTimeLimit: seconds > 0 ? seconds * 1000 : undefined, markInterruptAsFailure: false },
+        fuzz.parameters,
       );
     },
-    seconds * 1000 + 120_000,
+    fuzz.timeoutMs,
   );
 });

@@ -20,12 +20,9 @@ import { qcow2TempDir, qcow2ToolAvailable, shStatus } from './helpers/qcow2-orac
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
+import { fuzzRun } from './helpers/fuzz-run.js';
 
-const seconds = Number(process.env.FUZZ_SECONDS ?? 0);
-const runs = seconds > 0 ? Number.MAX_SAFE_INTEGER : Number(process.env.FUZZ_RUNS ?? 1000);
-const seed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
-/** FUZZ_SEED when given; otherwise nothing, so the suite's seed (fixed in CI) applies: an explicit undefined would override it. */
-const seedOption = seed === undefined ? {} : { seed };
+const fuzz = fuzzRun(1000);
 /** A single check that takes longer than this is a hang. */
 const CASE_TIMEOUT_MS = 2000;
 
@@ -49,7 +46,7 @@ async function check(device: MemoryDevice, mode: RepairMode): Promise<Outcome> {
 
 describe('qcow2 check mutation fuzzing', () => {
   it(
-    `check answers or fails with a PlatterError, and a repaired image stays repaired (${seconds > 0 ? `${seconds} s` : `${runs} cases`})`,
+    `check answers or fails with a PlatterError, and a repaired image stays repaired (${fuzz.label})`,
     async () => {
       const tally = { clean: 0, damaged: 0, refused: 0, repaired: 0 };
       await fc.assert(
@@ -82,25 +79,20 @@ describe('qcow2 check mutation fuzzing', () => {
           // decode compressed clusters, so one whose stream was damaged stays damaged.
           expect((await exercise(device.contents().slice())).problems, 'reading the repaired image').toEqual([]);
         }),
-        {
-          numRuns: runs,
-          ...seedOption,
-          interruptAfterTimeLimit: seconds > 0 ? seconds * 1000 : undefined,
-          markInterruptAsFailure: false,
-        },
+        fuzz.parameters,
       );
       // Each outcome must occur, or the mutations are not reaching the checker.
       expect(tally.clean).toBeGreaterThan(0);
       expect(tally.damaged).toBeGreaterThan(0);
       expect(tally.repaired).toBeGreaterThan(0);
     },
-    seconds * 1000 + 120_000,
+    fuzz.timeoutMs,
   );
 });
 
 const haveQemu = qcow2ToolAvailable('qemu-img');
 /** Mutated images per CI run for the comparison with qemu-img (each costs a qemu-img process). */
-const DIFFERENTIAL_RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+const differential = fuzzRun(150);
 
 /** Mutations on which platter's check once disagreed with qemu-img's, each with what it was about. */
 const REGRESSIONS: [string, FuzzCase][] = [
@@ -161,7 +153,7 @@ describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images
     expect(list(repaired)).toBe(list(theirs));
   });
 
-  it(`the same JSON and exit status wherever both open the image (${DIFFERENTIAL_RUNS} cases)`, async () => {
+  it(`the same JSON and exit status wherever both open the image (${differential.label})`, async () => {
     let compared = 0;
     await fc.assert(
       fc.asyncProperty(fuzzCaseArb, async (fuzzCase) => {
@@ -172,8 +164,8 @@ describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images
         expect(checkJson(ours.report, join(temp.dir, 'mutated.qcow2'))).toEqual(JSON.parse(qemu.stdout));
         expect(checkExitStatus(ours.report)).toBe(qemu.status);
       }),
-      { numRuns: DIFFERENTIAL_RUNS, ...seedOption },
+      differential.parameters,
     );
-    expect(compared).toBeGreaterThan(DIFFERENTIAL_RUNS / 4);
-  }, 120_000);
+    expect(compared).toBeGreaterThan(Math.min(differential.runs, 100) / 4);
+  }, differential.timeoutMs);
 });

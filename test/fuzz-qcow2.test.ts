@@ -11,12 +11,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { exercise, fuzzCaseArb, mutatedImage, FUZZ_SEEDS } from './helpers/fuzz-qcow2.js';
 import { buildQcow2 } from './helpers/hostile-qcow2.js';
+import { fuzzRun } from './helpers/fuzz-run.js';
 
-const seconds = Number(process.env.FUZZ_SECONDS ?? 0);
-const runs = seconds > 0 ? Number.MAX_SAFE_INTEGER : Number(process.env.FUZZ_RUNS ?? 5000);
-const seed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
-/** FUZZ_SEED when given; otherwise nothing, so the suite's seed (fixed in CI) applies: an explicit undefined would override it. */
-const seedOption = seed === undefined ? {} : { seed };
+const fuzz = fuzzRun(5000);
 /** A single case that takes longer than this is a hang. */
 const CASE_TIMEOUT_MS = 2000;
 
@@ -37,7 +34,7 @@ describe('qcow2 mutation fuzzing', () => {
   });
 
   it(
-    `mutated images answer or fail with a PlatterError (${seconds > 0 ? `${seconds} s` : `${runs} cases`})`,
+    `mutated images answer or fail with a PlatterError (${fuzz.label})`,
     async () => {
       const tally = { ok: 0, failed: 0 };
       await fc.assert(
@@ -47,17 +44,12 @@ describe('qcow2 mutation fuzzing', () => {
           else tally.failed++;
           expect(outcome.problems).toEqual([]);
         }),
-        {
-          numRuns: runs,
-          ...seedOption,
-          interruptAfterTimeLimit: seconds > 0 ? seconds * 1000 : undefined,
-          markInterruptAsFailure: false,
-        },
+        fuzz.parameters,
       );
       // Both outcomes must occur, or the mutations are not reaching the parser.
       expect(tally.ok).toBeGreaterThan(0);
       expect(tally.failed).toBeGreaterThan(0);
     },
-    seconds * 1000 + 120_000,
+    fuzz.timeoutMs,
   );
 });
