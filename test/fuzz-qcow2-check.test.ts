@@ -103,6 +103,7 @@ const REGRESSIONS: [string, FuzzCase][] = [
   ['a snapshot entry without extra data', { seed: 0, mutations: [{ cluster: 8, offset: 36, value: bytes(0, 0, 0, 0) }], keep: 1 }],
   ['a snapshot L1 table that is not cluster-aligned', { seed: 0, mutations: [{ cluster: 8, offset: 7, value: bytes(128, 0, 0, 0) }], keep: 1 }],
   ['a refcount table entry with reserved bits', { seed: 0, mutations: [{ cluster: 2, offset: 7, value: bytes(1) }], keep: 1 }],
+  ['a snapshot L1 table too large to read (opened, then reported)', { seed: 0, mutations: [{ cluster: 8, offset: 8, value: bytes(234) }], keep: 1 }],
   ['a compressed entry with COPIED and a subcluster bitmap (extended L2)', { seed: 4, mutations: [{ cluster: 4, offset: 29, value: bytes(127, 255, 255, 255) }, { cluster: 1, offset: 217, value: bytes(64, 0, 0, 0, 0, 0, 16, 0) }], keep: 1 }],
 ];
 

@@ -10,7 +10,7 @@ import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/error
 import { clusterType } from './entries.js';
 import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, encodeExtensions, type RawExtension } from './extensions.js';
 import { HEADER_V2_BYTES, HEADER_V3_BYTES, INCOMPAT_DIRTY, encodeHeader, hasDataFile, hasExtendedL2 } from './header.js';
-import type { Qcow2Metadata } from './metadata.js';
+import { readL1Table, type Qcow2Metadata } from './metadata.js';
 import { FEATURE_TABLE_MIN_CLUSTER, featureTableExtension } from './create.js';
 
 /** Extension order qemu's qcow2_update_header writes. */
@@ -78,7 +78,7 @@ async function checkDowngrade(device: BlockDevice, metadata: Qcow2Metadata): Pro
 /** True when an L2 table of this L1 table has a zero cluster (a version 3 feature). */
 async function hasZeroClusters(device: BlockDevice, metadata: Qcow2Metadata, l1Offset: number, l1Size: number): Promise<boolean> {
   if (l1Size === 0) return false;
-  const l1 = new DataView((await device.read(l1Offset, l1Size * 8)).buffer);
+  const l1 = await readL1Table(device, l1Offset, l1Size, metadata.clusterSize);
   for (let index = 0; index < l1Size; index++) {
     const l2Offset = Number(l1.getBigUint64(index * 8) & 0x00fffffffffffe00n);
     if (l2Offset === 0) continue;

@@ -10,6 +10,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
+import { MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, UnreadableRefcountError, maxRefcount } from './refcount.js';
 import { snapshotTableBytes } from './snapshots.js';
@@ -452,6 +453,11 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
     if (snapshot.l1TableOffset % clusterSize !== 0) {
       // Its L1 table is not walked: nothing it names is counted (qemu leaves it out too).
       state.say(`ERROR snapshot ${snapshot.id} (${snapshot.name}) l1_offset=${hexAlternate(BigInt(snapshot.l1TableOffset))}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      state.result.corruptions++;
+      continue;
+    }
+    if (snapshot.l1Size > MAX_L1_BYTES / 8) {
+      state.say(`ERROR snapshot ${snapshot.id} (${snapshot.name}) l1_size=${hexAlternate(BigInt(snapshot.l1Size))}: L1 table is too large; snapshot table entry corrupted`);
       state.result.corruptions++;
       continue;
     }

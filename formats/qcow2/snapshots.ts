@@ -9,7 +9,7 @@ import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
 import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
 import { defineStruct, u16be, u32be, u64be, type Decoded } from '../../src/core/struct.js';
 import type { SnapshotInfo } from '../../src/core/image.js';
-import { MAX_L1_BYTES, MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
+import { MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
 
 /** The fixed part of a snapshot table entry (40 bytes). */
 export const SnapshotHeader = defineStruct('qcow2 snapshot entry', 40, {
@@ -119,9 +119,6 @@ function decodeEntry(
 ): Qcow2Snapshot {
   const where = base + offset;
   const l1TableOffset = u64ToNumber(fixed.l1TableOffset, 'snapshot L1 table offset', where);
-  if (fixed.l1Size > MAX_L1_BYTES / 8) {
-    throw new LimitExceededError(`snapshot ${index} L1 table too large (${fixed.l1Size} entries)`);
-  }
   const extraAt = offset + SnapshotHeader.size;
   const extraData = bytes.slice(extraAt, extraAt + fixed.extraDataSize);
   const extra = decodeExtra(extraData, where + SnapshotHeader.size);

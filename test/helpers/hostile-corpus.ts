@@ -193,7 +193,8 @@ function tableCases(): HostileCase[] {
   const zstd: BaseImageOptions = { compressionType: 1 };
   return [
     c('snapshot: too much extra data', (i) => putU32(i, SNAPSHOT + 36, 0xffffffff), corrupt(/too much extra data in snapshot table entry 0 \(4294967295 bytes\) \(at byte 32804\)/), 'same'),
-    c('snapshot: L1 table too large', (i) => putU32(i, SNAPSHOT + 8, 0x10000000), limit(/snapshot 0 L1 table too large \(268435456 entries\)/), 'same'),
+    // Opened, as qemu opens it (check reports it); reading the snapshot is refused.
+    c('snapshot: L1 table too large', (i) => putU32(i, SNAPSHOT + 8, 0x10000000), corrupt(/snapshot L1 table too large \(268435456 entries\)/), 'ok'),
     c('snapshot: id and name past the end of the file', (i) => (putU16(i, SNAPSHOT + 12, 0xffff), putU16(i, SNAPSHOT + 14, 0xffff)), corrupt(/snapshot table entry 0 is truncated/), 'same'),
     c('snapshot: misaligned L1 table', (i) => putU64(i, SNAPSHOT, at(9) + 1), corrupt(/snapshot L1 table offset 36865 is not cluster-aligned/), 'ok'),
     c('snapshot: L1 table past the end of the file', (i) => putU64(i, SNAPSHOT, 2 ** 40), corrupt(/snapshot L1 table at 1099511627776 .* lies past the end/), 'ok'),
