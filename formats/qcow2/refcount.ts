@@ -40,7 +40,7 @@ export class UnreadableRefcountError extends CorruptImageError {
   }
 }
 
-/** What is wrong with a refcount table entry (as its two halves) whose block offset is `offset`, if anything. */
+/** What is wrong with a refcount table entry, given as its two 32-bit halves, if anything. */
 function badEntry(hi: number, lo: number, clusterSize: number): BadRefcountEntry | undefined {
   const offset = ((BigInt(hi) << 32n) | BigInt(lo)) & 0xfffffffffffffe00n;
   if (offset % BigInt(clusterSize) !== 0n) return { problem: 'unaligned', offset };
