@@ -104,6 +104,20 @@ const REGRESSIONS: [string, FuzzCase][] = [
   ['a snapshot L1 table that is not cluster-aligned', { seed: 0, mutations: [{ cluster: 8, offset: 7, value: bytes(128, 0, 0, 0) }], keep: 1 }],
   ['a refcount table entry with reserved bits', { seed: 0, mutations: [{ cluster: 2, offset: 7, value: bytes(1) }], keep: 1 }],
   ['a snapshot L1 table too large to read (opened, then reported)', { seed: 0, mutations: [{ cluster: 8, offset: 8, value: bytes(234) }], keep: 1 }],
+  [
+    'snapshot ids and names with NULs, printed as C strings',
+    {
+      seed: 1,
+      mutations: [
+        { cluster: 9, offset: 26, value: bytes(89, 44, 253, 125, 49, 89, 199, 106) },
+        { cluster: 2, offset: 343, value: bytes(188, 142, 166, 126, 232) },
+        { cluster: 8, offset: 9, value: bytes(128, 0, 0, 0, 0, 0, 64, 0) },
+        { cluster: 2, offset: 180, value: bytes(88) },
+        { cluster: 4, offset: 40, value: bytes(61, 156, 58, 234, 160, 14) },
+      ],
+      keep: 1,
+    },
+  ],
   ['a compressed entry with COPIED and a subcluster bitmap (extended L2)', { seed: 4, mutations: [{ cluster: 4, offset: 29, value: bytes(127, 255, 255, 255) }, { cluster: 1, offset: 217, value: bytes(64, 0, 0, 0, 0, 0, 16, 0) }], keep: 1 }],
 ];
 

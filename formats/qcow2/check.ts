@@ -353,6 +353,12 @@ async function storedRefcount(state: CheckState, refcounts: Refcounts, cluster: 
   }
 }
 
+/** A string as C's %s prints it: up to its first NUL. */
+function cString(text: string): string {
+  const end = text.indexOf('\0');
+  return end === -1 ? text : text.slice(0, end);
+}
+
 /** C's %#x: 0x-prefixed hex, but a bare 0 for zero. */
 function hexAlternate(value: bigint): string {
   return value === 0n ? '0' : `0x${value.toString(16)}`;
@@ -452,12 +458,12 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
   for (const snapshot of snapshots) {
     if (snapshot.l1TableOffset % clusterSize !== 0) {
       // Its L1 table is not walked: nothing it names is counted (qemu leaves it out too).
-      state.say(`ERROR snapshot ${snapshot.id} (${snapshot.name}) l1_offset=${hexAlternate(BigInt(snapshot.l1TableOffset))}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      state.say(`ERROR snapshot ${cString(snapshot.id)} (${cString(snapshot.name)}) l1_offset=${hexAlternate(BigInt(snapshot.l1TableOffset))}: L1 table is not cluster aligned; snapshot table entry corrupted`);
       state.result.corruptions++;
       continue;
     }
     if (snapshot.l1Size > MAX_L1_BYTES / 8) {
-      state.say(`ERROR snapshot ${snapshot.id} (${snapshot.name}) l1_size=${hexAlternate(BigInt(snapshot.l1Size))}: L1 table is too large; snapshot table entry corrupted`);
+      state.say(`ERROR snapshot ${cString(snapshot.id)} (${cString(snapshot.name)}) l1_size=${hexAlternate(BigInt(snapshot.l1Size))}: L1 table is too large; snapshot table entry corrupted`);
       state.result.corruptions++;
       continue;
     }
