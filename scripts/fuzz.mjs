@@ -17,7 +17,7 @@ const { values } = parseArgs({
     seed: { type: 'string' },
   },
 });
-const env = { ...process.env, PLATTER_SKIP_BUILD: '1' };
+const env = { ...process.env };
 if (values.runs) env.FUZZ_RUNS = values.runs;
 else env.FUZZ_SECONDS = values.seconds ?? '60';
 if (values.seed) env.FUZZ_SEED = values.seed;
