@@ -492,6 +492,13 @@ function checkSnapshotTable(state: CheckState, mode: RepairMode): number {
   return corruptions;
 }
 
+/** Adds the snapshot table's corruptions to the refcount check's result (qemu adds its two results up at the end). */
+function withSnapshotTable(result: Qcow2CheckResult, corruptions: number): Qcow2CheckResult {
+  result.corruptions += corruptions;
+  result.snapshotTableCorruptions = corruptions;
+  return result;
+}
+
 /**
  * Checks the image on `device` (whose metadata is already read); with a repair
  * mode, fixes what qemu-img check -r fixes, writing through `device`.
@@ -526,9 +533,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     if (state.rebuild) {
       state.say('ERROR need to rebuild refcount structures');
       state.result.checkErrors++;
-      state.result.corruptions += snapshotTableCorruptions;
-      state.result.snapshotTableCorruptions = snapshotTableCorruptions;
-      return state.result;
+      return withSnapshotTable(state.result, snapshotTableCorruptions);
     }
     if (state.result.leaks > 0 || state.result.corruptions > 0) {
       Object.assign(state.result, { leaks: beforeCompare.leaks, corruptions: beforeCompare.corruptions });
@@ -536,8 +541,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     }
   }
   await checkCopiedFlags(state, refcounts, mode === 'all');
-  state.result.corruptions += snapshotTableCorruptions;
-  state.result.snapshotTableCorruptions = snapshotTableCorruptions;
+  withSnapshotTable(state.result, snapshotTableCorruptions);
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
   if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
     header.incompatibleFeatures &= ~INCOMPAT_DIRTY;

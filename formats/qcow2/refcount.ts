@@ -40,11 +40,10 @@ export class UnreadableRefcountError extends CorruptImageError {
   }
 }
 
-/** What is wrong with a refcount table entry, given as its two 32-bit halves, if anything. */
-function badEntry(hi: number, lo: number, clusterSize: number): BadRefcountEntry | undefined {
+/** What is wrong with a refcount table entry (given as its two 32-bit halves) that is misaligned or past 2^53. */
+function badEntry(hi: number, lo: number, clusterSize: number): BadRefcountEntry {
   const offset = ((BigInt(hi) << 32n) | BigInt(lo)) & 0xfffffffffffffe00n;
   if (offset % BigInt(clusterSize) !== 0n) return { problem: 'unaligned', offset };
-  if (offset <= BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
   return { problem: offset + BigInt(clusterSize) > QEMU_MAX_IO_END ? 'past-io-limit' : 'past-2^53', offset };
 }
 
@@ -179,14 +178,14 @@ export class Refcounts {
       const lo = view.getUint32(i * 8 + 4);
       // Reserved bits are left out of the offset, as qemu reads it; check reports them.
       if ((lo & REFTABLE_RESERVED_LO) !== 0) reserved.add(i);
-      const problem = badEntry(hi, lo, layout.clusterSize);
-      if (problem && options.recordBadEntries) {
-        bad.set(i, problem);
-        continue;
-      }
-      if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
       const blockOffset = hi * TWO_POW_32 + ((lo & 0xfffffe00) >>> 0);
-      if (blockOffset % layout.clusterSize !== 0) {
+      if (hi > 0x1fffff || blockOffset % layout.clusterSize !== 0) {
+        // Only a bad entry pays for the exact (bigint) offset.
+        if (options.recordBadEntries) {
+          bad.set(i, badEntry(hi, lo, layout.clusterSize));
+          continue;
+        }
+        if (hi > 0x1fffff) throw new CorruptImageError(`refcount table entry ${i} points beyond 2^53 bytes`, layout.tableOffset + i * 8);
         throw new CorruptImageError(`refcount block offset ${blockOffset} is not cluster-aligned`, layout.tableOffset + i * 8);
       }
       // For a writer, a block must start inside the file: a hostile entry would otherwise make the

@@ -103,7 +103,7 @@ export async function readSnapshotTable(
     }
     const entryEnd = offset + SnapshotHeader.size + fixed.extraDataSize + fixed.idSize + fixed.nameSize;
     await bytes.ensure(entryEnd, index);
-    snapshots.push(decodeEntry(bytes.bytes, offset, fixed, bytes.base, currentSize, index));
+    snapshots.push(decodeEntry(bytes.bytes, offset, fixed, bytes.base, currentSize));
     offset = entryEnd;
   }
   return snapshots;
@@ -115,7 +115,6 @@ function decodeEntry(
   fixed: Decoded<typeof SnapshotHeader.fields>,
   base: number,
   currentSize: number,
-  index: number,
 ): Qcow2Snapshot {
   const where = base + offset;
   const l1TableOffset = u64ToNumber(fixed.l1TableOffset, 'snapshot L1 table offset', where);
