@@ -62,6 +62,21 @@ describe('CLI errors', () => {
     expectOneLineError(platter(['info', '-f', 'vmdkx', path]), /unknown format 'vmdkx' \(known: .*raw/);
   });
 
+  it('an image too broken to check names the file, as every command does', () => {
+    const path = tmp.path('broken.qcow2');
+    const header = new Uint8Array(512);
+    const view = new DataView(header.buffer);
+    view.setUint32(0, 0x514649fb); // 'QFI\xfb'
+    view.setUint32(4, 3); // version
+    view.setUint32(20, 16); // cluster_bits
+    view.setBigUint64(24, 1n << 20n); // size
+    view.setUint32(100, 104); // header_length; l1_size stays 0, too small for the size
+    writeFileSync(path, header);
+    for (const command of ['info', 'check', 'map']) {
+      expectOneLineError(platter([command, path]), /^platter: \S*broken\.qcow2: L1 table is too small/);
+    }
+  });
+
   it('a bad size string', () => {
     expectOneLineError(platter(['create', tmp.path('new.img'), '12Q']), /invalid image size '12Q'/);
   });

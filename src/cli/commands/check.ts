@@ -3,6 +3,7 @@
 import { checkExitStatus, checkImage, NoCheckError } from '../../ops/check.js';
 import { readHead } from '../../engine/open.js';
 import { formats } from '../../engine/formats.js';
+import { PlatterError } from '../../core/errors.js';
 import { FileDevice } from '../../node/file-device.js';
 import type { RepairMode } from '../../ops/check.js';
 import type { CliCommand } from '../command.js';
@@ -44,7 +45,8 @@ const command: CliCommand = {
         reportError(error.inFile(path), { json: args.output === 'json' });
         return NO_CHECK_STATUS;
       }
-      throw error;
+      // An image too broken to check is named like every other command names it.
+      throw error instanceof PlatterError ? error.inFile(path) : error;
     } finally {
       await device.close();
     }
