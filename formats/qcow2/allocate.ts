@@ -80,6 +80,20 @@ export class ClusterAllocator {
     }
   }
 
+  /**
+   * Releases [offset, offset+bytes) only when every cluster it touches is
+   * referenced; else changes nothing and resolves false (qemu's
+   * qcow2_free_clusters fails the same way and undoes its partial work).
+   */
+  async releaseIfReferenced(offset: number, bytes: number): Promise<boolean> {
+    if (bytes <= 0) return true;
+    const first = Math.floor(offset / this.clusterSize);
+    const last = Math.floor((offset + bytes - 1) / this.clusterSize);
+    for (let cluster = first; cluster <= last; cluster++) if ((await this.refcounts.get(cluster)) === 0) return false;
+    await this.release(offset, bytes);
+    return true;
+  }
+
   /** Adds one reference to a cluster. */
   async retain(offset: number): Promise<void> {
     await this.refcounts.adjust(Math.floor(offset / this.clusterSize), 1, 1);

@@ -79,8 +79,14 @@ export function encodeSnapshotTable(snapshots: readonly Qcow2Snapshot[]): Uint8A
   return table;
 }
 
-/** Replaces the image's snapshot table with `snapshots` (in this order) and updates the in-memory list. */
-export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2Snapshot[], writeHeader: () => Promise<void>): Promise<void> {
+/**
+ * Replaces the image's snapshot table with `snapshots` (in this order) and
+ * updates the in-memory list. Resolves false when the old table could not be
+ * freed because some of its clusters hold no reference (a table past the end
+ * of the file, or refcounts already wrong): the new table is in force either
+ * way, and qemu carries on too, after saying "qcow2_free_clusters failed".
+ */
+export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2Snapshot[], writeHeader: () => Promise<void>): Promise<boolean> {
   const { header, clusterSize } = host.metadata;
   // The in-memory entries take the extra data as written, so the table's size is known when it is freed.
   const snapshots = list.map((snapshot) => ({ ...snapshot, extraData: encodeExtraData(snapshot) }));
@@ -101,14 +107,15 @@ export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2S
   await writeHeader();
   await host.device.flush?.();
   host.metadata.snapshots = snapshots;
-  if (old.offset !== 0 && old.bytes > 0) await host.allocator.release(old.offset, old.bytes);
+  return old.offset === 0 || (await host.allocator.releaseIfReferenced(old.offset, old.bytes));
 }
 
 /**
  * Writes the snapshot table of `image` again, each entry with the extra data
  * qemu writes (check -r all's repair of version 3 entries that lack it).
+ * Resolves false when the old table could not be freed (see writeSnapshotTable).
  */
-export async function rewriteSnapshotTable(image: Qcow2Image): Promise<void> {
+export async function rewriteSnapshotTable(image: Qcow2Image): Promise<boolean> {
   const { writer, host } = snapshotAccess(image, 'rewrite the snapshot table');
-  await writer.serialized(() => writeSnapshotTable(host, host.metadata.snapshots, () => writer.writeHeader()));
+  return writer.serialized(() => writeSnapshotTable(host, host.metadata.snapshots, () => writer.writeHeader()));
 }

@@ -60,6 +60,9 @@ const utf8 = new TextDecoder();
 /**
  * The snapshot table's bytes, read on demand in growing chunks: a table is
  * usually a few hundred bytes, but may be up to MAX_SNAPSHOT_TABLE_BYTES.
+ * Bytes past the end of the file read as zeros, as qemu reads them (its block
+ * layer fills a read past the end with zeros): a table cut short by a
+ * truncated file still opens, and check reports its zeroed entries.
  */
 class TableBytes {
   bytes: Uint8Array = new Uint8Array(0);
@@ -69,16 +72,17 @@ class TableBytes {
     readonly base: number,
   ) {}
 
-  /** Makes bytes [0, end) of the table available; throws when they are not in the file or over the limit. */
-  async ensure(end: number, index: number): Promise<void> {
+  /** Makes bytes [0, end) of the table available; throws when they are over the limit. */
+  async ensure(end: number): Promise<void> {
     if (end <= this.bytes.length) return;
     if (end > MAX_SNAPSHOT_TABLE_BYTES) {
       throw new LimitExceededError(`snapshot table is larger than ${MAX_SNAPSHOT_TABLE_BYTES} bytes`);
     }
-    const available = Math.max(0, this.device.size - this.base);
-    if (end > available) throw new CorruptImageError(`snapshot table entry ${index} is truncated`, this.base + this.bytes.length);
-    const length = Math.min(Math.max(end, this.bytes.length * 2, 4096), available, MAX_SNAPSHOT_TABLE_BYTES);
-    this.bytes = await this.device.read(this.base, length);
+    const length = Math.min(Math.max(end, this.bytes.length * 2, 4096), MAX_SNAPSHOT_TABLE_BYTES);
+    const inFile = Math.min(length, Math.max(0, this.device.size - this.base));
+    const bytes = new Uint8Array(length);
+    if (inFile > 0) bytes.set(await this.device.read(this.base, inFile));
+    this.bytes = bytes;
   }
 }
 
@@ -93,7 +97,7 @@ export async function readSnapshotTable(
   let offset = 0;
   for (let index = 0; index < table.nbSnapshots; index++) {
     offset = alignUp(offset, 8);
-    await bytes.ensure(offset + SnapshotHeader.size, index);
+    await bytes.ensure(offset + SnapshotHeader.size);
     const fixed = SnapshotHeader.decode(bytes.bytes, offset);
     if (fixed.extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
       throw new CorruptImageError(
@@ -102,7 +106,7 @@ export async function readSnapshotTable(
       );
     }
     const entryEnd = offset + SnapshotHeader.size + fixed.extraDataSize + fixed.idSize + fixed.nameSize;
-    await bytes.ensure(entryEnd, index);
+    await bytes.ensure(entryEnd);
     snapshots.push(decodeEntry(bytes.bytes, offset, fixed, bytes.base, currentSize));
     offset = entryEnd;
   }

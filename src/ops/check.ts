@@ -36,7 +36,8 @@ export async function checkImage(device: BlockDevice, format: string, mode: Repa
   if (format !== 'qcow2') throw new NoCheckError(format);
   const first = await checkQcow2(device, await readMetadata(device), mode);
   if (mode === 'all' && first.snapshotTableCorruptions > 0 && first.checkErrors === 0) {
-    await repairSnapshotTable(device);
+    // qemu's words when the old table's clusters hold no reference; the repair goes on.
+    if (!(await repairSnapshotTable(device))) first.messages.push('qcow2_free_clusters failed: Invalid argument');
     first.corruptionsFixed += first.snapshotTableCorruptions;
     first.corruptions -= first.snapshotTableCorruptions;
   }
@@ -58,11 +59,11 @@ export async function checkImage(device: BlockDevice, format: string, mode: Repa
  * refcount repairs, when entries lack extra data), through a writer opened on
  * the image as it now is. Nothing is decoded and no backing file is opened.
  */
-async function repairSnapshotTable(device: BlockDevice): Promise<void> {
+async function repairSnapshotTable(device: BlockDevice): Promise<boolean> {
   await device.flush?.();
   const image = await openQcow2(borrowed(device), { host: WRITER_ONLY_HOST, writable: true, noBacking: true });
   try {
-    await rewriteSnapshotTable(image);
+    return await rewriteSnapshotTable(image);
   } finally {
     await image.close();
   }
