@@ -149,7 +149,7 @@ describe.skipIf(!haveQemu)('qcow2 check against qemu-img check on mutated images
 
   // Where only one of the two opens an image the answers cannot be compared: qemu-img opens a
   // backing file that platter's check leaves alone, and refuses header extensions past the first
-  // cluster; platter refuses snapshot table entries with values past 2^53.
+  // cluster; platter refuses snapshot L1 offsets, VM state and disk sizes past 2^53.
   it('a snapshot entry without extra data: -r all writes the table again, as qemu-img -r all does', async () => {
     const image = mutatedImage(REGRESSIONS.find(([what]) => what === 'a snapshot entry without extra data')![1]);
     const theirs = join(temp.dir, 'theirs.qcow2');

@@ -47,7 +47,7 @@ async function imageWithVmState(): Promise<Uint8Array> {
   await writer.discard(VM_STATE_OFFSET, VM_STATE_SIZE);
   await writer.resize(DISK);
   const host = writer.host;
-  const list = host.metadata.snapshots.map((s) => ({ ...s, vmStateSize: VM_STATE_SIZE, diskSize: DISK, vmClockNsec: 1_500_000_000 }));
+  const list = host.metadata.snapshots.map((s) => ({ ...s, vmStateSize: VM_STATE_SIZE, diskSize: DISK, vmClockNsec: 1_500_000_000n }));
   await writeSnapshotTable(host, list, () => writer.writeHeader());
   await image.close();
   return device.contents();

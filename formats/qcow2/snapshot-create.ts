@@ -69,11 +69,11 @@ async function createSnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Q
     name,
     dateSec: date.sec,
     dateNsec: date.nsec,
-    vmClockNsec: 0,
+    vmClockNsec: 0n,
     vmStateSize: 0,
     diskSize: image.size,
     // qemu-img records an instruction count of 0 (no guest ran).
-    icount: 0,
+    icount: 0n,
     extraData: new Uint8Array(0),
   };
   await updateSnapshotRefcount(host, { l1: host.metadata.l1, offset: header.l1TableOffset, writeBack: true }, 1);

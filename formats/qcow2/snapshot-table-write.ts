@@ -26,7 +26,7 @@ function encodeExtraData(snapshot: Qcow2Snapshot): Uint8Array {
   const known = SnapshotExtraData.encode({
     vmStateSizeLarge: BigInt(snapshot.vmStateSize),
     diskSize: BigInt(snapshot.diskSize),
-    icount: snapshot.icount === undefined ? NO_ICOUNT : BigInt(snapshot.icount),
+    icount: snapshot.icount ?? NO_ICOUNT,
   });
   const unknown = snapshot.extraData.subarray(Math.min(snapshot.extraData.length, SnapshotExtraData.size));
   const out = new Uint8Array(known.length + unknown.length);
@@ -48,7 +48,7 @@ function encodeEntry(snapshot: Qcow2Snapshot): Uint8Array {
     nameSize: name.length,
     dateSec: snapshot.dateSec,
     dateNsec: snapshot.dateNsec,
-    vmClockNsec: BigInt(snapshot.vmClockNsec),
+    vmClockNsec: snapshot.vmClockNsec,
     // The 32-bit field keeps the low bits, as qemu stores it; the full size is in the extra data.
     vmStateSize: snapshot.vmStateSize % TWO_POW_32,
     extraDataSize: extra.length,

@@ -19,7 +19,17 @@ export function withFormat(yargs: Argv, flag = 'f', describe = 'Image format (de
 
 /** Prints a value as qemu-img prints JSON (4-space indent). */
 export function printJson(value: unknown): void {
-  writeStdout(JSON.stringify(value, null, 4) + '\n');
+  writeStdout(toJson(value) + '\n');
+}
+
+/** Marks a bigint in JSON.stringify's output, to be replaced by its digits. */
+const BIGINT_MARK = '\u0000bigint:';
+
+/** JSON text with bigints (u64 fields past 2^53) as whole numbers, as qemu-img prints them. */
+export function toJson(value: unknown): string {
+  let marked = false;
+  const text = JSON.stringify(value, (_key, item: unknown) => (typeof item === 'bigint' ? ((marked = true), BIGINT_MARK + item.toString()) : item), 4);
+  return marked ? text.replace(/"\\u0000bigint:(-?\d+)"/g, '$1') : text;
 }
 
 /** Prints text as is. */

@@ -30,8 +30,10 @@ export interface SnapshotInfo {
   vmStateSize: number;
   dateSec: number;
   dateNsec: number;
-  vmClockNsec: number;
-  icount?: number;
+  /** Guest clock in nanoseconds (a u64: past 2^53 after 104 days of guest time). */
+  vmClockNsec: bigint;
+  /** Instructions executed, where recorded (a u64). */
+  icount?: bigint;
   /** Virtual disk size recorded with the snapshot. */
   diskSize?: number;
 }

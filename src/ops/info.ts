@@ -26,7 +26,8 @@ export interface SnapshotJson {
   'date-nsec': number;
   'vm-clock-sec': number;
   'vm-clock-nsec': number;
-  icount?: number;
+  /** A number, or a bigint past 2^53 (which JSON.stringify refuses; the CLI prints it whole). */
+  icount?: number | bigint;
 }
 
 /**
@@ -58,6 +59,13 @@ function ordered<T extends object>(object: T, order: readonly string[]): T {
   return out as T;
 }
 
+const NS_PER_SEC = 1_000_000_000n;
+
+/** `value` as a number when that is exact, else as it is. */
+function exactNumber(value: bigint): number | bigint {
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+}
+
 /** Converts a snapshot record to qemu-img's JSON shape. */
 export function snapshotJson(snapshot: SnapshotInfo): SnapshotJson {
   const json: SnapshotJson = {
@@ -66,10 +74,10 @@ export function snapshotJson(snapshot: SnapshotInfo): SnapshotJson {
     'vm-state-size': snapshot.vmStateSize,
     'date-sec': snapshot.dateSec,
     'date-nsec': snapshot.dateNsec,
-    'vm-clock-sec': Math.floor(snapshot.vmClockNsec / 1e9),
-    'vm-clock-nsec': snapshot.vmClockNsec % 1e9,
+    'vm-clock-sec': Number(snapshot.vmClockNsec / NS_PER_SEC),
+    'vm-clock-nsec': Number(snapshot.vmClockNsec % NS_PER_SEC),
   };
-  if (snapshot.icount !== undefined) json.icount = snapshot.icount;
+  if (snapshot.icount !== undefined) json.icount = exactNumber(snapshot.icount);
   return ordered(json, SNAPSHOT_KEY_ORDER);
 }
 

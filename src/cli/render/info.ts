@@ -33,7 +33,8 @@ export function renderInfoChain(chain: ImageInfo[]): string {
 
 /** The snapshot table qemu-img prints (`ID TAG VM SIZE DATE VM CLOCK ICOUNT`). */
 export function renderSnapshotTable(snapshots: SnapshotJson[]): string[] {
-  const header = `${'ID'.padEnd(9)} ${'TAG'.padEnd(17)} ${'VM SIZE'.padStart(7)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`;
+  // qemu's bdrv_snapshot_dump: "%-10s%-17s%8s%20s%13s%11s".
+  const header = `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`;
   return [header, ...snapshots.map(renderSnapshotRow)];
 }
 
@@ -44,8 +45,8 @@ function renderSnapshotRow(s: SnapshotJson): string {
   const clockSec = s['vm-clock-sec'];
   const clock = `${pad(Math.floor(clockSec / 3600))}:${pad(Math.floor(clockSec / 60) % 60)}:${pad(clockSec % 60)}.${pad(Math.floor(s['vm-clock-nsec'] / 1e6), 3)}`;
   const icount = s.icount === undefined ? '' : String(s.icount);
-  // qemu's bdrv_snapshot_dump: "%-9s %-17s %7s%20s%13s%11s".
-  return `${s.id.padEnd(9)} ${s.name.padEnd(17)} ${formatSize(s['vm-state-size']).padStart(7)}${dateText.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}`;
+  // qemu's bdrv_snapshot_dump: "%-9s %-16s %8s%20s%13s%11s" (a long name or size pushes the rest right).
+  return `${s.id.padEnd(9)} ${s.name.padEnd(16)} ${formatSize(s['vm-state-size']).padStart(8)}${dateText.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}`;
 }
 
 function renderTree(data: Record<string, unknown>, indent: string): string[] {
