@@ -6,19 +6,15 @@
  */
 
 import { copyFileSync, openSync, closeSync, readSync, writeSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, hasTool, run, tempDir } from './helpers/tools.js';
+import { shStatus } from './helpers/qcow2-oracle.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 
 const tmp = tempDir('platter-snapfields-');
 afterAll(() => tmp.cleanup());
 
-const stdoutOf = (program: string, args: string[]) => {
-  const result = spawnSync(program, args, { cwd: tmp.dir, encoding: 'utf8' });
-  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
-};
-const qemuImg = (args: string[]) => stdoutOf('qemu-img', args);
-const platterCli = (args: string[]) => stdoutOf(process.execPath, [CLI, ...args]);
+const qemuImg = (args: string[]) => shStatus(tmp.dir, 'qemu-img', args);
+const platterCli = (args: string[]) => platter(args, { cwd: tmp.dir });
 
 const CLOCK = (1n << 60n) + 123_456_789n;
 const ICOUNT = (1n << 60n) + 7n;

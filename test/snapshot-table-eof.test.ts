@@ -6,25 +6,16 @@
  */
 
 import { copyFileSync, openSync, closeSync, readFileSync, statSync, truncateSync, writeSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, hasTool, run, tempDir } from './helpers/tools.js';
+import { shStatus } from './helpers/qcow2-oracle.js';
+import { hasTool, platter, run, tempDir, type CliResult } from './helpers/tools.js';
 
 const tmp = tempDir('platter-snapeof-');
 afterAll(() => tmp.cleanup());
 
-interface Outcome {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-function outcome(program: string, args: string[]): Outcome {
-  const result = spawnSync(program, args, { cwd: tmp.dir, encoding: 'utf8', maxBuffer: 64 << 20 });
-  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
-}
-const qemuImg = (args: string[]) => outcome('qemu-img', args);
-const platterCli = (args: string[]) => outcome(process.execPath, [CLI, ...args]);
+type Outcome = CliResult;
+const qemuImg = (args: string[]) => shStatus(tmp.dir, 'qemu-img', args);
+const platterCli = (args: string[]) => platter(args, { cwd: tmp.dir });
 
 /** Writes big-endian `nbSnapshots` (u32 at 60) and `snapshotsOffset` (u64 at 64) into the header. */
 function pointTable(path: string, nbSnapshots: number, snapshotsOffset: bigint): void {

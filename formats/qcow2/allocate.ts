@@ -71,8 +71,7 @@ export class ClusterAllocator {
   /** Drops one reference from each cluster in [offset, offset+bytes) (clusters the range touches). */
   async release(offset: number, bytes: number): Promise<void> {
     if (bytes <= 0) return;
-    const first = Math.floor(offset / this.clusterSize);
-    const last = Math.floor((offset + bytes - 1) / this.clusterSize);
+    const [first, last] = this.clustersTouched(offset, bytes);
     for (let cluster = first; cluster <= last; cluster++) {
       const value = (await this.refcounts.get(cluster)) - 1;
       await this.refcounts.adjust(cluster, 1, -1);
@@ -87,11 +86,15 @@ export class ClusterAllocator {
    */
   async releaseIfReferenced(offset: number, bytes: number): Promise<boolean> {
     if (bytes <= 0) return true;
-    const first = Math.floor(offset / this.clusterSize);
-    const last = Math.floor((offset + bytes - 1) / this.clusterSize);
+    const [first, last] = this.clustersTouched(offset, bytes);
     for (let cluster = first; cluster <= last; cluster++) if ((await this.refcounts.get(cluster)) === 0) return false;
     await this.release(offset, bytes);
     return true;
+  }
+
+  /** The first and last cluster that [offset, offset+bytes) touches (bytes > 0). */
+  private clustersTouched(offset: number, bytes: number): [number, number] {
+    return [Math.floor(offset / this.clusterSize), Math.floor((offset + bytes - 1) / this.clusterSize)];
   }
 
   /** Adds one reference to a cluster. */
