@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { qcow2TempDir, qcow2ToolAvailable } from './helpers/qcow2-oracle.js';
 import { CrashingDevice, createQcow2InMemory, openReadOnly, openWritable } from './helpers/qcow2-writer.js';
 import type { Qcow2Image } from '../formats/qcow2/index.js';
+import { MemoryDevice } from '../src/core/device.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img');
 const temp = qcow2TempDir();
@@ -78,7 +79,7 @@ describe('qcow2 writer crash consistency', () => {
       const device = new CrashingDevice(base, budget);
       const crashing = await openWritable(device);
       await sequence(crashing);
-      const reopened = await openReadOnly(device);
+      const reopened = await openReadOnly(new MemoryDevice(device.contents()));
       await reopened.read(0, 64 * KIB);
       const file = join(temp.dir, `crash-${budget}.qcow2`);
       writeFileSync(file, device.contents());

@@ -83,11 +83,7 @@ async function baseImage(): Promise<Uint8Array> {
 async function runWithBudget(base: Uint8Array, action: SnapshotAction, budget: number): Promise<CrashingDevice> {
   const device = new CrashingDevice(base, budget);
   const image = await openWritable(device);
-  try {
-    await snapshot(image, { ...action, ...(action.kind === 'create' ? { date: { sec: 3, nsec: 0 } } : {}) } as SnapshotAction);
-  } catch {
-    // A crash mid-way may make later steps read what was never written; the file is what counts.
-  }
+  await snapshot(image, { ...action, ...(action.kind === 'create' ? { date: { sec: 3, nsec: 0 } } : {}) } as SnapshotAction);
   return device;
 }
 

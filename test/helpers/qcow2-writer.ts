@@ -45,23 +45,33 @@ export function openReadOnly(device: BlockDevice, backing?: Uint8Array): Promise
   return openQcow2(device, { host: writerTestHost(backing) });
 }
 
-/** A memory device whose writes after the first `budget` are silently dropped, as if power failed. */
+/**
+ * A memory device that loses power after `budget` writes: the writer goes on
+ * reading back everything it wrote (as from the page cache), while
+ * `contents()`, the disk, keeps only the first `budget` writes and truncates.
+ */
 export class CrashingDevice extends MemoryDevice {
   writes = 0;
+  private readonly disk: MemoryDevice;
+
   constructor(initial: Uint8Array, private readonly budget: number) {
     super(initial.slice(), { name: 'crashing.qcow2' });
+    this.disk = new MemoryDevice(initial.slice(), { name: 'crashing.qcow2' });
   }
 
   override async write(offset: number, data: Uint8Array): Promise<void> {
-    this.writes++;
-    if (this.writes > this.budget) return;
     await super.write(offset, data);
+    if (++this.writes <= this.budget) await this.disk.write(offset, data);
   }
 
   override async truncate(size: number): Promise<void> {
-    this.writes++;
-    if (this.writes > this.budget) return;
     await super.truncate(size);
+    if (++this.writes <= this.budget) await this.disk.truncate(size);
+  }
+
+  /** What reached the disk before power failed. */
+  override contents(): Uint8Array {
+    return this.disk.contents();
   }
 }
 
