@@ -152,6 +152,49 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     expect(firstDifference(rawOf('grow-p.qcow2'), four)).toBe(-1);
   });
 
+  it('puts new tables and data where qemu-img does: freed clusters are reused first, by single clusters and runs alike', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', 'layout-base.qcow2', '1M']);
+    qemuIo('layout-base.qcow2', 'write -P 1 0 64k');
+    qemuIo('layout-base.qcow2', 'write -P 2 600k 12k');
+    for (const image of ['layout-q.qcow2', 'layout-p.qcow2']) copyFileSync(join(dir, 'layout-base.qcow2'), join(dir, image));
+    /** Where the header puts the L1 table, the refcount table and the snapshot table, and how large each is. */
+    const tables = (image: string) => {
+      const header = readFileSync(join(dir, image)).subarray(0, 72);
+      return [header.readUInt32BE(36), header.readBigUInt64BE(40), header.readBigUInt64BE(48), header.readUInt32BE(56), header.readUInt32BE(60), header.readBigUInt64BE(64)];
+    };
+    const layoutOf = (image: string) => ({
+      tables: tables(image),
+      map: sh(dir, 'qemu-img', ['map', '--output=json', image]),
+      end: shStatus(dir, 'qemu-img', ['check', image]).stdout.match(/Image end offset: \d+/)?.[0],
+    });
+    const snapshot = (flag: string, name: string) => (image: string) => ['snapshot', flag, name, image];
+    const resize = (size: string) => (image: string) => ['resize', '-q', image, size];
+    const steps: Array<string | ((image: string) => string[])> = [
+      snapshot('-c', 'a'),
+      'write -P 3 0 16k',
+      snapshot('-c', 'b'),
+      // 1 MiB to 4 GiB: the L1 table grows from one entry to two clusters of them.
+      resize('4G'),
+      snapshot('-d', 'a'),
+      'write -P 4 3G 40k',
+      snapshot('-c', 'c'),
+      snapshot('-d', 'b'),
+      resize('8G'),
+      // Not `snapshot -a`: qemu overwrites the active L1 table in place, platter writes a new one (crash safety).
+    ];
+    for (const step of steps) {
+      if (typeof step === 'string') {
+        for (const image of ['layout-q.qcow2', 'layout-p.qcow2']) qemuIo(image, step);
+      } else {
+        sh(dir, 'qemu-img', step('layout-q.qcow2'));
+        plat(step('layout-p.qcow2'));
+      }
+      const what = typeof step === 'string' ? step : step('').join(' ');
+      expect(layoutOf('layout-p.qcow2'), what).toEqual(layoutOf('layout-q.qcow2'));
+    }
+    expectQemuCheckClean('layout-p.qcow2');
+  });
+
   it('refuses to resize a v2 image with snapshots, as qemu-img does', () => {
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '1M']);
     sh(dir, 'qemu-img', ['snapshot', '-c', 'one', 'v2.qcow2']);

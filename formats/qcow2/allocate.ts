@@ -1,7 +1,7 @@
 /**
- * Cluster allocation (qemu's qcow2_alloc_clusters): single clusters reuse the
- * lowest freed cluster when there is one, runs of clusters are appended at the
- * end of the file. Every allocation records its refcount before the caller
+ * Cluster allocation (qemu's qcow2_alloc_clusters): single clusters and runs
+ * alike take the lowest free place at or after the lowest freed cluster, else
+ * the end of the file. Every allocation records its refcount before the caller
  * writes anything that points at it.
  */
 
@@ -27,23 +27,36 @@ export class ClusterAllocator {
   }
 
   /** One cluster, refcount 1: a freed one when there is one, else at the end. Returns its byte offset. */
-  async allocate(): Promise<number> {
-    const { refcounts } = this;
-    while (this.freeHint < refcounts.endCluster) {
-      const cluster = this.freeHint++;
-      if ((await refcounts.get(cluster)) === 0 && this.overlap?.find(cluster * this.clusterSize, this.clusterSize) === undefined) {
-        await refcounts.set(cluster, 1);
-        return cluster * this.clusterSize;
-      }
-    }
-    const cluster = await refcounts.appendClusters(1);
-    this.freeHint = cluster + 1;
-    return cluster * this.clusterSize;
+  allocate(): Promise<number> {
+    return this.allocateRun(1);
   }
 
-  /** `count` contiguous clusters at the end of the file, refcount 1 each. Returns the first byte offset. */
+  /**
+   * `count` contiguous clusters, refcount 1 each: the first free run at or
+   * after the lowest freed cluster, as qemu's alloc_clusters_noref finds it. A
+   * run that reaches the end of the file goes on past it. Returns the first
+   * byte offset.
+   */
   async allocateRun(count: number): Promise<number> {
-    return (await this.refcounts.appendClusters(count)) * this.clusterSize;
+    const { refcounts } = this;
+    let start = this.freeHint;
+    for (let cluster = start; cluster < refcounts.endCluster && cluster < start + count; cluster++) {
+      if (!(await this.isFree(cluster))) start = cluster + 1;
+    }
+    // A run that goes on past the end must be contiguous with what is appended: a refcount block made
+    // for an uncovered cluster of the file (a damaged image) would land between, so such a run starts at the end.
+    if (start + count > refcounts.endCluster && !refcounts.coversClusters(start, refcounts.endCluster)) start = refcounts.endCluster;
+    const inside = Math.min(count, refcounts.endCluster - start);
+    for (let cluster = start; cluster < start + inside; cluster++) await refcounts.set(cluster, 1);
+    if (inside < count) await refcounts.appendClusters(count - inside);
+    // Like qemu's free_cluster_index: a free cluster skipped on the way waits for the next release.
+    this.freeHint = start + count;
+    return start * this.clusterSize;
+  }
+
+  /** True when `cluster` may be handed out: no reference, and no metadata of a damaged image there. */
+  private async isFree(cluster: number): Promise<boolean> {
+    return (await this.refcounts.get(cluster)) === 0 && this.overlap?.find(cluster * this.clusterSize, this.clusterSize) === undefined;
   }
 
   /**

@@ -218,6 +218,12 @@ export class Refcounts {
     return this.blockOffsets.has(offset);
   }
 
+  /** True when a refcount block covers each cluster in [first, end). */
+  coversClusters(first: number, end: number): boolean {
+    for (let block = Math.floor(first / this.perBlock); block * this.perBlock < end; block++) if (this.blockOffset(block) === 0) return false;
+    return true;
+  }
+
   /** Number of refcount table entries. */
   get tableEntries(): number {
     return this.table.length;

@@ -13,21 +13,17 @@ import { MAX_L1_BYTES } from './limits.js';
 import { COPIED_HI, setEntry } from './l2-write.js';
 import type { Qcow2Writer } from './write.js';
 
-/** Bytes of a snapshot's extra data that hold its disk size (vm_state_size_large, then disk_size). */
-const EXTRA_WITH_DISK_SIZE = 16;
-
 /**
- * Internal snapshots allow a size change only where each records the disk
- * size it was taken at, so applying it restores that size: qemu refuses v2
- * images (whose entries need not record it); v3 entries must, and one that
- * does not would take the new size as its own.
+ * Internal snapshots allow a size change only in v3 images, as in qemu: a v2
+ * entry need not record the disk size it was taken at, so applying it could
+ * not restore that size. A v3 entry that lacks it anyway (a table cut short
+ * by the end of the file reads as zeroed entries) does not stop a resize:
+ * qemu resizes, and such an entry reads as the image's current size.
  */
 function checkSnapshotsAllowResize(writer: Qcow2Writer): void {
-  const { snapshots } = writer.host.metadata;
-  if (snapshots.length === 0) return;
-  if (writer.header.version < 3) throw new UnsupportedFeatureError("Can't resize a v2 image which has snapshots");
-  const unrecorded = snapshots.find((snapshot) => snapshot.extraData.length < EXTRA_WITH_DISK_SIZE);
-  if (unrecorded) throw new UnsupportedFeatureError(`Can't resize: snapshot ${unrecorded.id} does not record its disk size`);
+  if (writer.host.metadata.snapshots.length > 0 && writer.header.version < 3) {
+    throw new UnsupportedFeatureError("Can't resize a v2 image which has snapshots");
+  }
 }
 
 /** Changes the virtual size; shrinking frees the clusters past the new end (those a snapshot still uses stay). */

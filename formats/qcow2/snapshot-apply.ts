@@ -24,7 +24,7 @@ async function writeNewL1(host: WriterHost, l1: Uint8Array): Promise<number> {
   const { clusterSize } = host.metadata;
   const clusters = Math.ceil(l1.length / clusterSize);
   if (clusters === 0) return 0;
-  const offset = clusters === 1 ? await host.allocator.allocate() : await host.allocator.allocateRun(clusters);
+  const offset = await host.allocator.allocateRun(clusters);
   const padded = new Uint8Array(clusters * clusterSize);
   padded.set(l1);
   await host.device.write!(offset, padded);

@@ -43,7 +43,7 @@ async function copyActiveL1(host: WriterHost): Promise<number> {
   const bytes = new Uint8Array(l1.buffer, l1.byteOffset, l1.byteLength).slice();
   if (bytes.length === 0) return 0;
   const clusters = Math.ceil(bytes.length / clusterSize);
-  const offset = clusters === 1 ? await host.allocator.allocate() : await host.allocator.allocateRun(clusters);
+  const offset = await host.allocator.allocateRun(clusters);
   const padded = new Uint8Array(clusters * clusterSize);
   padded.set(bytes);
   await host.device.write!(offset, padded);

@@ -93,9 +93,8 @@ export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2S
   const table = encodeSnapshotTable(snapshots);
   const clusters = Math.ceil(table.length / clusterSize);
   let offset = 0;
-  if (clusters === 1) offset = await host.allocator.allocate();
-  else if (clusters > 1) offset = await host.allocator.allocateRun(clusters);
   if (clusters > 0) {
+    offset = await host.allocator.allocateRun(clusters);
     const padded = new Uint8Array(clusters * clusterSize);
     padded.set(table);
     await host.device.write!(offset, padded);

@@ -252,8 +252,7 @@ export class Qcow2Writer {
   private async writeFreshRun(at: number, data: Uint8Array, landings?: Promise<void>[]): Promise<void> {
     const slot = await this.tables.slot(at, true);
     const count = data.length / this.clusterSize;
-    // A run is appended at the end of the file; a single cluster may fill a free one, as qemu's allocator does.
-    const hostOffset = this.dataFile ? at : count === 1 ? await this.host.allocator.allocate() : await this.host.allocator.allocateRun(count);
+    const hostOffset = this.dataFile ? at : await this.host.allocator.allocateRun(count);
     await this.land(this.dataTarget.write!(hostOffset, data), landings);
     const { extendedL2 } = this.geometry;
     const stride = extendedL2 ? 16 : 8;
