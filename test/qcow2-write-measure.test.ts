@@ -22,6 +22,12 @@ beforeAll(() => {
   q('convert', '-c', '-O', 'qcow2', 'sparse.qcow2', 'packed.qcow2');
   q('create', '-q', '-f', 'qcow2', '-b', 'sparse.qcow2', '-F', 'qcow2', 'overlay.qcow2');
   io('overlay.qcow2', 'write -P 6 500M 2M');
+  q('create', '-q', '-f', 'qcow2', 'snaps.qcow2', '256M');
+  io('snaps.qcow2', 'write -P 7 0 3M');
+  q('snapshot', '-c', 'one', 'snaps.qcow2');
+  io('snaps.qcow2', 'write -P 8 100M 5M', 'write -z 0 1M');
+  q('snapshot', '-c', 'two', 'snaps.qcow2');
+  io('snaps.qcow2', 'write -P 9 200M 20M');
   q('create', '-q', '-f', 'qcow2', 'bitmaps.qcow2', '3G');
   q('bitmap', '--add', 'bitmaps.qcow2', 'first');
   q('bitmap', '--add', '-g', '4k', 'bitmaps.qcow2', 'second');
@@ -45,6 +51,12 @@ const cases: string[][] = [
   ['-O', 'qcow2', 'overlay.qcow2'],
   ['-O', 'raw', 'sparse.qcow2'],
   ['-O', 'qcow2', 'bitmaps.qcow2'],
+  // -l: the disk as an internal snapshot holds it (by id or name, bare or as snapshot.id= / snapshot.name=).
+  ['-O', 'qcow2', 'snaps.qcow2'],
+  ['-O', 'qcow2', '-l', 'one', 'snaps.qcow2'],
+  ['-O', 'qcow2', '-l', 'snapshot.id=2', 'snaps.qcow2'],
+  ['-O', 'qcow2', '-o', 'cluster_size=4k', '-l', 'snapshot.name=two', 'snaps.qcow2'],
+  ['-U', '-O', 'raw', '-l', '1', 'snaps.qcow2'],
   ['-O', 'qcow2', '-o', 'cluster_size=512', 'bitmaps.qcow2'],
 ];
 

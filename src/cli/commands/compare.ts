@@ -8,6 +8,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { withForceShare } from '../force-share.js';
 
 /** qemu-img compare's messages for an outcome, in the order it prints them. */
 export function compareMessages(result: CompareResult): string[] {
@@ -25,7 +26,7 @@ const command: CliCommand = {
   describe: 'Compare the guest contents of two images',
   errorExitCode: 2,
   builder: (yargs) =>
-    withProgress(withNamedFilePolicy(withFormat(yargs)))
+    withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs))))
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
       .option('s', { type: 'boolean', default: false, describe: 'Strict: sizes and allocation must match too' })
       .option('q', { type: 'boolean', default: false, describe: 'Quiet: only the exit status tells' })

@@ -2,7 +2,7 @@
 
 import type { CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
-import { UnsupportedFeatureError, UsageError } from '../../core/errors.js';
+import { UsageError } from '../../core/errors.js';
 import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
@@ -15,14 +15,14 @@ import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
-import type { Image } from '../../core/image.js';
-import { Qcow2Image, openSnapshotView } from '../../../formats/qcow2/index.js';
+import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
+import { withForceShare } from '../force-share.js';
 
 const command: CliCommand = {
   command: 'convert <source> <target>',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
-    withProgress(withNamedFilePolicy(withFormat(yargs)))
+    withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs))))
       .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
       .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
@@ -38,7 +38,7 @@ const command: CliCommand = {
       .option('l', {
         type: 'string',
         requiresArg: true,
-        describe: 'Convert an internal snapshot (ID or NAME, or snapshot.id=ID / snapshot.name=NAME) of a qcow2 source',
+        describe: `Convert ${SNAPSHOT_PARAM_HELP}`,
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
       .option('W', {
@@ -116,18 +116,6 @@ const command: CliCommand = {
     }
   },
 };
-
-/**
- * The read-only view of an internal snapshot. qemu-img accepts a bare ID or
- * name, or `snapshot.id=` / `snapshot.name=`; a bare word is tried as an ID first.
- */
-async function snapshotOf(image: Image, spec: string): Promise<Image> {
-  if (!(image instanceof Qcow2Image)) {
-    throw new UnsupportedFeatureError(`Failed to load snapshot: ${image.format} images have no internal snapshots`).inFile(image.name);
-  }
-  const match = /^snapshot\.(id|name)=(.*)$/.exec(spec);
-  return openSnapshotView(image, match ? match[2]! : spec);
-}
 
 /** qemu's cache modes (-t), and whether the output is flushed in each: all but unsafe. */
 const CACHE_MODES = new Set(['unsafe', 'writeback', 'writethrough', 'none', 'directsync']);

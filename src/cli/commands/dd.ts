@@ -12,6 +12,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { warn } from '../report.js';
+import { withForceShare } from '../force-share.js';
 
 /** dd's operands as given: numbers plus the two file names. */
 export interface ParsedDdOperands extends DdOperands {
@@ -58,7 +59,7 @@ const command: CliCommand = {
   command: 'dd [operands..]',
   describe: 'Copy a range of an image, like qemu-img dd',
   builder: (yargs) =>
-    withNamedFilePolicy(withFormat(yargs))
+    withForceShare(withNamedFilePolicy(withFormat(yargs)))
       .positional('operands', { type: 'string', array: true, describe: 'bs=SIZE count=N skip=N if=SOURCE of=TARGET' })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw)' })
       .example('platter dd bs=1M count=64 if=disk.qcow2 of=head.raw', 'The first 64 MiB of the guest disk as a raw file')

@@ -6,12 +6,13 @@ import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { renderInfoChain } from '../render/info.js';
+import { withForceShare } from '../force-share.js';
 
 const command: CliCommand = {
   command: 'info <image>',
   describe: "Show an image's format, sizes and backing file",
   builder: (yargs) =>
-    withNamedFilePolicy(withOutput(withFormat(yargs)))
+    withForceShare(withNamedFilePolicy(withOutput(withFormat(yargs))))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('backing-chain', { type: 'boolean', default: false, describe: 'Also show every image in the backing chain' })
       .example('platter info disk.qcow2', 'Format, virtual size, disk size and backing file')

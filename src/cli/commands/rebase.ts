@@ -9,6 +9,7 @@ import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { withForceShare } from '../force-share.js';
 
 /** A backing name is looked up beside the image that will name it (qemu's path_combine). */
 function besideImage(image: string, name: string): string {
@@ -28,7 +29,7 @@ const command: CliCommand = {
   command: 'rebase <image>',
   describe: 'Change the backing file of an image',
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withForceShare(withProgress(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Image file (qcow2)', demandOption: true })
       .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone)' })
       .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (required with a non-empty -b)' })

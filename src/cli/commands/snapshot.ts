@@ -6,6 +6,7 @@ import type { CliCommand } from '../command.js';
 import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { renderSnapshotTable } from '../render/info.js';
+import { refuseSharedWrite, withForceShare } from '../force-share.js';
 
 /** The one action the flags ask for (-l when none). */
 function actionOf(args: Record<string, unknown>): SnapshotAction {
@@ -22,7 +23,7 @@ const command: CliCommand = {
   command: 'snapshot <image>',
   describe: 'List, create, apply or delete internal snapshots of a qcow2 image',
   builder: (yargs) =>
-    withOutput(withFormat(yargs))
+    withForceShare(withOutput(withFormat(yargs)))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('l', { alias: 'list', type: 'boolean', describe: 'List the snapshots (the default)' })
       .option('c', { alias: 'create', type: 'string', describe: 'Create a snapshot named NAME of the current state' })
@@ -38,6 +39,7 @@ const command: CliCommand = {
     const path = args.image as string;
     const action = actionOf(args);
     const options = { format: args.format as string | undefined, writable: action.kind !== 'list', noBacking: true };
+    refuseSharedWrite(args, path, options.writable);
     const result = await withImage(path, options, (image) => snapshot(image, action));
     if (action.kind !== 'list') return;
     const list = result.snapshots ?? [];
