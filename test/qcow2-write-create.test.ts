@@ -27,6 +27,9 @@ const identical: [string[], string][] = [
   [['-o', 'extended_l2=on,compression_type=zstd,lazy_refcounts=on'], '20G'],
   [['-o', 'cluster_size=2M'], '100G'],
   [['-o', 'compat=v2,cluster_size=16K'], '3G'],
+  // Not whole sectors: qemu rounds the size up, and prints it as asked for.
+  [[], '1000'],
+  [['-o', 'cluster_size=512'], '513'],
 ];
 
 describe.skipIf(!haveQemu)('create -f qcow2', () => {
@@ -85,6 +88,24 @@ describe.skipIf(!haveQemu)('resize and amend', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'rs.raw', '1M']);
     expect(platter(['resize', '-f', 'raw', at('rs.raw'), '+1M']).status).toBe(0);
     expect(readFileSync(at('rs.raw')).length).toBe(2 << 20);
+  });
+
+  it('takes sizes that are not whole sectors as qemu-img does: raw to the byte, qcow2 not at all', () => {
+    const both = (args: (image: string) => string[], image: string) => {
+      const mine = platter(args(`${image}-mine`), { cwd: temp.dir });
+      const theirs = shStatus(temp.dir, 'qemu-img', args(`${image}-theirs`));
+      expect(mine.status, mine.stderr).toBe(theirs.status);
+      expect(mine.stdout.replaceAll('-mine', '')).toBe(theirs.stdout.replaceAll('-theirs', ''));
+      expect(readFileSync(at(`${image}-mine`)).equals(readFileSync(at(`${image}-theirs`)))).toBe(true);
+      return mine;
+    };
+    both((image) => ['create', '-q', '-f', 'raw', image, '1000'], 'odd.raw');
+    both((image) => ['resize', '-f', 'raw', image, '+100'], 'odd.raw');
+    both((image) => ['resize', '--shrink', '-f', 'raw', image, '3'], 'odd.raw');
+    expect(readFileSync(at('odd.raw-mine')).length).toBe(3);
+    both((image) => ['create', '-q', '-f', 'qcow2', image, '1000'], 'odd.qcow2');
+    const refused = both((image) => ['resize', image, '+100'], 'odd.qcow2');
+    expect(refused.stderr).toMatch(/The new size must be a multiple of 512\n$/);
   });
 
   it('amend -o compat upgrades and downgrades exactly as qemu-img amend does', () => {

@@ -5,7 +5,7 @@
  * preallocation.
  */
 
-import { UnsupportedFeatureError } from '../../src/core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { ClusterMap } from './clusters.js';
 import { clusterType, l1EntryL2Offset } from './entries.js';
 import { hasDataFile } from './header.js';
@@ -28,6 +28,7 @@ function checkSnapshotsAllowResize(writer: Qcow2Writer): void {
 
 /** Changes the virtual size; shrinking frees the clusters past the new end (those a snapshot still uses stay). */
 export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise<void> {
+  if (newSize % 512 !== 0) throw new UsageError('The new size must be a multiple of 512');
   if (hasDataFile(writer.header)) throw new UnsupportedFeatureError('resizing images with an external data file is not supported');
   checkSnapshotsAllowResize(writer);
   const oldSize = writer.host.size();

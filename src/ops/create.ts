@@ -67,8 +67,9 @@ export async function createImage(device: BlockDevice, request: CreateRequest): 
 async function createRaw(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
   rejectUnknownOptions(request.options, RAW_OPTIONS, 'raw');
   if (request.backingFile !== undefined) throw new UsageError("raw images cannot have a backing file ('-b')");
-  const size = sizeFrom(request);
-  if (size === undefined) throw new UsageError('Image creation needs a size parameter');
+  const asked = sizeFrom(request);
+  if (asked === undefined) throw new UsageError('Image creation needs a size parameter');
+  const size = wholeSectors(asked);
   const preallocation = request.options.get('preallocation') ?? 'off';
   if (preallocation === 'off' || preallocation === 'falloc') {
     // Without fallocate in a portable file API, falloc leaves a sparse file: it reads the same.
@@ -81,8 +82,16 @@ async function createRaw(device: BlockDevice, request: CreateRequest): Promise<C
   }
   const settings: [string, string][] = [['fmt', 'raw']];
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
-  settings.push(['size', String(size)]);
+  // As qemu-img prints it: the size asked for.
+  settings.push(['size', String(asked)]);
   return { size, settings };
+}
+
+/** qemu's raw and qcow2 drivers make a new image whole sectors, rounding the size asked for up. */
+const SECTOR = 512;
+
+function wholeSectors(size: number): number {
+  return Math.ceil(size / SECTOR) * SECTOR;
 }
 
 function sizeFrom(request: CreateRequest): number | undefined {
@@ -140,6 +149,8 @@ async function createQcow2(device: BlockDevice, request: CreateRequest): Promise
     }
   }
   if (size === undefined) throw new UsageError('Image creation needs a size parameter');
+  const asked = size;
+  size = wholeSectors(size);
   const parsed = qcow2CreateOptions(options, size);
   validateCreateOptions(parsed);
   if (parsed.dataFileRaw && parsed.preallocation === 'off') parsed.preallocation = 'metadata'; // the data file must read as the disk
@@ -152,7 +163,7 @@ async function createQcow2(device: BlockDevice, request: CreateRequest): Promise
   }
   await writeQcow2Skeleton(device, parsed);
   await layOut(device, parsed);
-  return { size, settings: qcow2Settings(options, parsed) };
+  return { size, settings: qcow2Settings(options, parsed, asked) };
 }
 
 /** Adds the L1 table and any preallocation through the writer. */
@@ -180,8 +191,8 @@ async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise
   await device.flush?.();
 }
 
-/** The "Formatting" line's settings, in qemu-img 7.2's order; explicit-only options only when given. */
-function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions): [string, string][] {
+/** The "Formatting" line's settings, in qemu-img 7.2's order; explicit-only options only when given; the size as asked for. */
+function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions, asked: number): [string, string][] {
   const onOff = (value: boolean) => (value ? 'on' : 'off');
   const settings: [string, string][] = [
     ['fmt', 'qcow2'],
@@ -189,7 +200,7 @@ function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions): 
     ['extended_l2', onOff(parsed.extendedL2)],
   ];
   if (given.has('preallocation')) settings.push(['preallocation', given.get('preallocation')!]);
-  settings.push(['compression_type', parsed.compressionType === 0 ? 'zlib' : 'zstd'], ['size', String(parsed.size)]);
+  settings.push(['compression_type', parsed.compressionType === 0 ? 'zlib' : 'zstd'], ['size', String(asked)]);
   if (parsed.backingFile !== undefined) settings.push(['backing_file', parsed.backingFile]);
   if (parsed.backingFormat !== undefined) settings.push(['backing_fmt', parsed.backingFormat]);
   if (parsed.dataFile !== undefined) settings.push(['data_file', parsed.dataFile]);

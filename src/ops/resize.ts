@@ -6,9 +6,6 @@ import type { SizeChange } from '../core/size.js';
 import { Qcow2Image } from '../../formats/qcow2/image.js';
 import { RawImage } from '../../formats/raw/index.js';
 
-/** Virtual sizes are whole sectors. */
-const SECTOR = 512;
-
 /** The size `change` asks for, from `current`. */
 export function targetSize(current: number, change: SizeChange): number {
   const size = change.mode === 'grow' ? current + change.bytes : change.mode === 'shrink' ? current - change.bytes : change.bytes;
@@ -17,12 +14,13 @@ export function targetSize(current: number, change: SizeChange): number {
 }
 
 /**
- * Resizes an image opened writable. Shrinking needs `shrink` (data past the
- * new end is lost, but for what internal snapshots hold); qcow2 v2 images with
- * internal snapshots cannot change size, as in qemu.
+ * Resizes an image opened writable, as qemu does: a raw file takes the size
+ * to the byte, a qcow2 image only whole sectors. Shrinking needs `shrink`
+ * (data past the new end is lost, but for what internal snapshots hold); qcow2
+ * v2 images with internal snapshots cannot change size.
  */
 export async function resizeImage(image: Image, change: SizeChange, shrink: boolean): Promise<number> {
-  const size = Math.ceil(targetSize(image.size, change) / SECTOR) * SECTOR;
+  const size = targetSize(image.size, change);
   if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
   if (image instanceof Qcow2Image) {
     await image.resize(size);
