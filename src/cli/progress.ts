@@ -29,9 +29,10 @@ export function withProgress(yargs: Argv): Argv {
     });
 }
 
-/** The mode chosen by `-p` / `--progress`. */
+/** The mode chosen by `-p` / `--progress`; `-q` silences `-p`, as in qemu-img (JSON lines, asked for by name, stay). */
 export function progressMode(args: Record<string, unknown>): ProgressMode {
   if (args.progress === 'json') return 'json';
+  if (args.q === true) return 'none';
   if (args.progress === 'human' || args.p === true) return 'human';
   return 'none';
 }

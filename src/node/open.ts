@@ -10,11 +10,13 @@ export interface OpenFileOptions extends NodeHostOptions {
   format?: string;
   writable?: boolean;
   noBacking?: boolean;
+  /** Whether flush reaches the disk (fdatasync) for a writable image; default true. */
+  flushes?: boolean;
 }
 
 /** Opens the image file at `path` (read-only unless `writable`), probing its format unless given. */
 export async function openImageFile(path: string, options: OpenFileOptions = {}): Promise<Image> {
-  const device = await FileDevice.open(path, { writable: options.writable });
+  const device = await FileDevice.open(path, { writable: options.writable, flushes: options.flushes });
   try {
     return await openImage(device, {
       format: options.format,

@@ -34,6 +34,8 @@ export interface ConvertOptions {
   ioSize?: number;
   /** -n: the target exists and keeps its size; it is not assumed to read as zeros. */
   existingTarget?: boolean;
+  /** --target-is-zero (with -n): the existing target reads as zeros, so zeros need not be written. */
+  targetIsZero?: boolean;
   /** Native byte tests; the portable ones by default. */
   tests?: ByteTests;
   onProgress?: ProgressCallback;
@@ -94,7 +96,7 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
   }
   const stats = await copyImage(source, target, {
     sparseSize,
-    targetIsZero: !options.existingTarget,
+    targetIsZero: !options.existingTarget || options.targetIsZero === true,
     parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,

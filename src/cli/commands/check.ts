@@ -11,6 +11,7 @@ import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { reportError } from '../report.js';
 import { checkJson, renderCheck } from '../render/check.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
+import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
 
 /** qemu-img's exit status for formats without a check. */
 const NO_CHECK_STATUS = 63;
@@ -19,7 +20,7 @@ const command: CliCommand = {
   command: 'check <image>',
   describe: 'Check an image for consistency, and optionally repair it',
   builder: (yargs) =>
-    withForceShare(withOutput(withFormat(yargs)))
+    withSourceCacheMode(withForceShare(withOutput(withFormat(yargs))))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('r', { alias: 'repair', choices: ['leaks', 'all'] as const, describe: 'Repair leaked clusters, or everything that can be repaired' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing; the exit status tells' })
@@ -31,6 +32,7 @@ const command: CliCommand = {
     const path = args.image as string;
     const mode = (args.repair as RepairMode | undefined) ?? 'none';
     refuseSharedWrite(args, path, mode !== 'none');
+    checkSourceCacheMode(args);
     const device = await FileDevice.open(path, { writable: mode !== 'none' });
     try {
       const format = (args.format as string | undefined) ?? formats.probe(await readHead(device)).name;

@@ -8,6 +8,7 @@ import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { withCacheMode, writeFlushes } from '../cache-modes.js';
 
 /** The chain layer `name` stands for: as given (from the working directory), or beside the top image. */
 function findBase(top: Image, path: string, name: string | undefined): { layer: Image; depth: number } {
@@ -31,7 +32,7 @@ const command: CliCommand = {
   command: 'commit <image>',
   describe: 'Write the data of an image into its backing file',
   builder: (yargs) =>
-    withProgress(withFormat(yargs))
+    withCacheMode(withProgress(withFormat(yargs)), 'writeback')
       .positional('image', { type: 'string', describe: 'Image file (the top of a backing chain)', demandOption: true })
       .option('b', { alias: 'base', type: 'string', requiresArg: true, describe: 'Commit into this image further down the chain (implies -d)' })
       .option('d', { type: 'boolean', default: false, describe: 'Do not empty the image after committing' })
@@ -43,10 +44,11 @@ const command: CliCommand = {
     const path = args.image as string;
     const baseName = args.base as string | undefined;
     const keep = args.d === true || baseName !== undefined;
-    const top = await openForCli(path, { format: args.format as string | undefined, writable: !keep });
+    const flushes = writeFlushes(args);
+    const top = await openForCli(path, { format: args.format as string | undefined, writable: !keep, flushes });
     try {
       const { layer, depth } = findBase(top, path, baseName);
-      const base = await openForCli(layer.device.name, { format: layer.format, writable: true });
+      const base = await openForCli(layer.device.name, { format: layer.format, writable: true, flushes });
       try {
         const progress = createProgress(progressMode(args));
         await commitImage(top, base, depth, { keep, onProgress: (done, total) => progress.update(done, total) });

@@ -8,6 +8,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
+import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
 import { withForceShare } from '../force-share.js';
 
 /** qemu-img compare's messages for an outcome, in the order it prints them. */
@@ -26,7 +27,7 @@ const command: CliCommand = {
   describe: 'Compare the guest contents of two images',
   errorExitCode: 2,
   builder: (yargs) =>
-    withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs))))
+    withSourceCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))))
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
       .option('s', { type: 'boolean', default: false, describe: 'Strict: sizes and allocation must match too' })
       .option('q', { type: 'boolean', default: false, describe: 'Quiet: only the exit status tells' })
@@ -35,6 +36,7 @@ const command: CliCommand = {
       .example('platter compare disk.qcow2 disk.raw', 'Exit 0 when the guest sees the same bytes, 1 when not')
       .example('platter compare -s -f qcow2 -F qcow2 a.qcow2 b.qcow2', 'Also require the same size and allocation'),
   async handler(args) {
+    checkSourceCacheMode(args);
     const strict = args.s === true;
     const first = await openForCli(args.first as string, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     let second: Image | undefined;

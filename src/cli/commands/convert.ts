@@ -17,12 +17,13 @@ import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withForceShare } from '../force-share.js';
+import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
 const command: CliCommand = {
   command: 'convert <source> <target>',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
-    withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs))))
+    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))), 'unsafe'))
       .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
       .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
@@ -41,16 +42,12 @@ const command: CliCommand = {
         describe: `Convert ${SNAPSHOT_PARAM_HELP}`,
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('target-is-zero', { type: 'boolean', default: false, describe: 'With -n: the existing target reads as zeros, so zero ranges are not written' })
+      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })
       .option('W', {
         type: 'boolean',
         default: false,
         describe: 'Allow out-of-order writes to a qcow2 output (a raw output is always written as reads finish)',
-      })
-      .option('t', {
-        type: 'string',
-        requiresArg: true,
-        default: 'unsafe',
-        describe: 'Cache mode of the output: unsafe (no flush, as qemu-img convert), or writeback, writethrough, none, directsync (the output is on disk before exit)',
       })
       .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
       .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
@@ -73,10 +70,11 @@ const command: CliCommand = {
       if (args.o !== undefined) throw new UsageError(`options (-o) are not supported for ${outputFormat} output`);
     }
     if (outputFormat === 'qcow2' && args.n === true) throw new UsageError('-n (an existing target) is not supported with -O qcow2');
+    if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
     const sparseSize = parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
-    const flushes = outputFlushes(args.t as string);
+    const flushes = writeFlushes(args);
     const delta = deltaRequest(args, outputFormat);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
@@ -102,6 +100,7 @@ const command: CliCommand = {
             sparseSize,
             parallel,
             existingTarget,
+            targetIsZero: args['target-is-zero'] === true,
             tests: nodeByteTests,
             onProgress: (done, total) => progress.update(done, total),
           });
@@ -116,18 +115,6 @@ const command: CliCommand = {
     }
   },
 };
-
-/** qemu's cache modes (-t), and whether the output is flushed in each: all but unsafe. */
-const CACHE_MODES = new Set(['unsafe', 'writeback', 'writethrough', 'none', 'directsync']);
-
-/**
- * -t: platter always writes through the page cache; every mode but unsafe
- * ends with the output flushed to disk, so the data is durable when convert returns.
- */
-function outputFlushes(mode: string): boolean {
-  if (!CACHE_MODES.has(mode)) throw new UsageError(`Invalid cache option: ${mode}`);
-  return mode !== 'unsafe';
-}
 
 /** Parses -S: a size with qemu's suffixes, checked as qemu-img does. */
 function parseSparse(text: string): number {

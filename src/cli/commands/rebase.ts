@@ -10,6 +10,7 @@ import { openForCli } from '../open.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { withForceShare } from '../force-share.js';
+import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
 /** A backing name is looked up beside the image that will name it (qemu's path_combine). */
 function besideImage(image: string, name: string): string {
@@ -29,11 +30,12 @@ const command: CliCommand = {
   command: 'rebase <image>',
   describe: 'Change the backing file of an image',
   builder: (yargs) =>
-    withForceShare(withProgress(withFormat(yargs)))
+    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withFormat(yargs))), 'writeback'))
       .positional('image', { type: 'string', describe: 'Image file (qcow2)', demandOption: true })
       .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone)' })
       .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (required with a non-empty -b)' })
       .option('u', { alias: 'unsafe', type: 'boolean', default: false, describe: 'Only rewrite the backing file name; copy no data' })
+      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })
       .example('platter rebase -b new-base.qcow2 -F qcow2 overlay.qcow2', 'Move an overlay onto another base, keeping its guest contents')
       .example('platter rebase -u -b /images/moved-base.qcow2 -F qcow2 overlay.qcow2', 'The base file was moved: only fix the name')
       .example('platter rebase -p -b "" overlay.qcow2', 'Pull everything in from the backing chain; the image stands alone'),
@@ -46,7 +48,7 @@ const command: CliCommand = {
       // As qemu-img 7.2: a recorded format keeps the backing file from ever being probed.
       throw new UsageError(`Could not change the backing file to '${backingFile}': backing format must be specified (-F)`).inFile(path);
     }
-    const image = await openForCli(path, { format: args.format as string | undefined, writable: true, noBacking: unsafe });
+    const image = await openForCli(path, { format: args.format as string | undefined, writable: true, noBacking: unsafe, flushes: writeFlushes(args) });
     let newBacking: Image | undefined;
     try {
       const backingFormat = args['backing-format'] as string | undefined;

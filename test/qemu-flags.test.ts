@@ -1,0 +1,73 @@
+/**
+ * Flags that scripts written for qemu-img pass: quiet (-q), cache modes (-t
+ * for the image written, -T for the images read), --target-is-zero, amend's
+ * -p and --force. Each command line runs under both tools on copies of the
+ * same images: the same exit status, the same stdout, and the same result.
+ */
+
+import { copyFileSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shStatus } from './helpers/qcow2-oracle.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+
+const tmp = tempDir('platter-qemu-flags-');
+afterAll(() => tmp.cleanup());
+
+/** Runs `args` with each tool, on fresh copies of the images, in its own directory; returns both outcomes and the files they left. */
+function both(args: string[]) {
+  const outcome = (tool: 'platter' | 'qemu-img') => {
+    const dir = tmp.path(tool);
+    run('mkdir', ['-p', dir]);
+    for (const name of ['base.qcow2', 'top.qcow2', 'zeros.raw']) copyFileSync(tmp.path(name), `${dir}/${name}`);
+    const result = tool === 'platter' ? platter(args, { cwd: dir }) : shStatus(dir, 'qemu-img', args);
+    const file = (name: string) => readFileSync(`${dir}/${name}`);
+    return { ...result, file };
+  };
+  return { mine: outcome('platter'), qemu: outcome('qemu-img') };
+}
+
+describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
+  beforeAll(() => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', tmp.path('base.qcow2'), '8M']);
+    run('qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 3 6M 64k', tmp.path('base.qcow2')]);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', tmp.path('top.qcow2')]);
+    run('qemu-io', ['-c', 'write -P 2 512k 1M', '-c', 'write -z 6M 64k', tmp.path('top.qcow2')]);
+    run('qemu-img', ['create', '-q', '-f', 'raw', tmp.path('zeros.raw'), '8M']);
+  });
+
+  it.each([
+    ['convert', '-q', '-p', '-O', 'raw', 'top.qcow2', 'out.raw'],
+    ['convert', '-T', 'none', '-t', 'writeback', '-O', 'raw', 'top.qcow2', 'out.raw'],
+    ['convert', '-n', '--target-is-zero', '-O', 'raw', 'top.qcow2', 'zeros.raw'],
+    ['convert', '-n', '-O', 'raw', 'top.qcow2', 'zeros.raw'],
+    ['rebase', '-q', '-p', '-T', 'writeback', '-t', 'unsafe', '-b', '', 'top.qcow2'],
+    ['commit', '-t', 'writethrough', '-q', '-p', 'top.qcow2'],
+    ['check', '-T', 'directsync', 'top.qcow2'],
+    ['compare', '-T', 'none', 'top.qcow2', 'base.qcow2'],
+    ['amend', '-p', '-t', 'none', '--force', '-o', 'compat=1.1', 'top.qcow2'],
+    ['amend', '-q', '-p', '-o', 'compat=1.1', 'top.qcow2'],
+  ])('%s %s %s %s ...', (...args) => {
+    const { mine, qemu } = both(args);
+    expect(mine.status, mine.stderr).toBe(qemu.status);
+    expect(mine.stdout).toBe(qemu.stdout);
+    const written = args.includes('convert') ? args[args.length - 1]! : args.includes('commit') ? 'base.qcow2' : undefined;
+    if (written?.endsWith('.raw')) expect(mine.file(written).equals(qemu.file(written))).toBe(true);
+    if (args[0] === 'rebase' || args[0] === 'commit') {
+      const compare = shStatus(tmp.dir, 'qemu-img', ['compare', 'platter/top.qcow2', 'qemu-img/top.qcow2']);
+      expect(compare.status, compare.stdout).toBe(0);
+    }
+  });
+
+  it.each([
+    [['convert', '--target-is-zero', '-O', 'raw', 'top.qcow2', 'out.raw'], '--target-is-zero requires use of -n flag'],
+    [['convert', '-t', 'fast', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Invalid cache option: fast'],
+    [['check', '-T', 'fast', 'top.qcow2'], 'Invalid source cache option: fast'],
+    [['compare', '-T', 'fast', 'top.qcow2', 'base.qcow2'], 'Invalid source cache option: fast'],
+    [['amend', '-t', 'fast', '-o', 'compat=1.1', 'top.qcow2'], 'Invalid cache option: fast'],
+  ])('%j is refused with qemu-img\'s message', (args, message) => {
+    const { mine, qemu } = both(args);
+    expect(mine.status).toBe(qemu.status);
+    expect(qemu.stderr).toContain(message);
+    expect(mine.stderr).toBe(`platter: ${message}\n`);
+  });
+});
