@@ -37,6 +37,9 @@ import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
 
+/** qemu's unit of file I/O: the file ends on one after compressed writes. */
+const SECTOR_BYTES = 512;
+
 /** What the writer needs from the image it belongs to. */
 export interface WriterHost {
   device: BlockDevice;
@@ -581,6 +584,19 @@ export class Qcow2Writer {
    */
   writeCompressed(clusterStart: number, stream: Uint8Array): Promise<void> {
     return this.overlapped((landings) => this.storeCompressed(clusterStart, stream, landings));
+  }
+
+  /**
+   * Ends a run of compressed writes as qemu-img convert does (a compressed
+   * write of no bytes): the file is padded to whole 512-byte sectors, so a
+   * reader that works in sectors gets all of the last stream.
+   */
+  endCompressedWrites(): Promise<void> {
+    return this.exclusive(async () => {
+      const { device } = this.host;
+      const end = Math.ceil(device.size / SECTOR_BYTES) * SECTOR_BYTES;
+      if (end > device.size) await device.truncate!(end);
+    });
   }
 
   private async storeCompressed(clusterStart: number, stream: Uint8Array, landings?: Promise<void>[]): Promise<void> {

@@ -30,10 +30,16 @@ export interface DeltaRequest {
 
 /** The delta request in `args` (undefined for a plain conversion), checked against the other flags. */
 export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | undefined {
-  const backing = args.B as string | undefined;
+  const options = parseOptionString(args.o as string | string[] | undefined);
+  // As in qemu-img, -o backing_file=NAME[,backing_fmt=FMT] is -B NAME [-F FMT] by another name (-B wins).
+  const backing = (args.B as string | undefined) ?? options.get('backing_file');
+  const backingFormat = (args.F as string | undefined) ?? options.get('backing_fmt');
+  options.delete('backing_file');
+  options.delete('backing_fmt');
   const base = args['delta-from'] as string | undefined;
   if (backing === undefined && base === undefined) {
     if (args.F !== undefined) throw new UsageError('-F is only valid with -B or --delta-from');
+    if (backingFormat !== undefined) throw new UsageError('backing format cannot be used without backing file');
     return undefined;
   }
   if (backing !== undefined && base !== undefined) throw new UsageError('-B and --delta-from cannot be used together');
@@ -41,8 +47,7 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
   if (args.c === true) throw new UsageError('-c cannot be used with -B or --delta-from');
   if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
   const target = args.target as string;
-  const options = parseOptionString(args.o as string | string[] | undefined);
-  const format = args.F as string | undefined;
+  const format = backingFormat;
   const policy = namedFilePolicyOf(args);
   if (backing !== undefined) {
     // qemu-img's -B: the name is recorded as given and resolves beside the output.

@@ -28,6 +28,8 @@ export interface Qcow2ConvertOptions {
   tests?: ByteTests;
   /** `-W`: write chunks as their reads finish, not in guest order (the clusters then lie out of order). */
   unordered?: boolean;
+  /** `-S 0`: every cluster is written, zeros and unallocated ranges too (a fully allocated image, as qemu-img makes it). */
+  fullyAllocated?: boolean;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -52,7 +54,8 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const copy: CopyContext = {
     source,
     target,
-    chunks: dataChunks(source, target.metadata.clusterSize),
+    chunks: options.fullyAllocated ? everyChunk(source.size) : dataChunks(source, target.metadata.clusterSize),
+    fullyAllocated: options.fullyAllocated === true,
     tests: options.tests ?? portableByteTests,
     ordered: options.unordered !== true,
     result,
@@ -62,8 +65,12 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
       options.onProgress?.(reported, source.size);
     },
   };
-  if (compressor) await copyCompressed(copy, compressor);
-  else await copyPlain(copy);
+  if (compressor) {
+    await copyCompressed(copy, compressor);
+    await target.writer!.endCompressedWrites();
+  } else {
+    await copyPlain(copy);
+  }
   options.onProgress?.(source.size, source.size);
   await target.close();
   return result;
@@ -83,6 +90,8 @@ interface CopyContext {
   tests: ByteTests;
   /** Store chunks in guest order (false with -W). */
   ordered: boolean;
+  /** Write zero clusters too (-S 0). */
+  fullyAllocated: boolean;
   result: Qcow2ConvertResult;
   onStored(chunk: ClusterChunk): void;
 }
@@ -106,6 +115,11 @@ async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<C
   }
 }
 
+/** The whole guest range in pieces of COPY_CHUNK bytes (-S 0: everything is written). */
+async function* everyChunk(size: number): AsyncGenerator<ClusterChunk> {
+  for (let start = 0; start < size; start += COPY_CHUNK) yield { start, length: Math.min(COPY_CHUNK, size - start) };
+}
+
 /** Bytes read and written per step of an uncompressed copy (whole clusters). */
 const COPY_CHUNK = 2 << 20;
 
@@ -120,7 +134,7 @@ const READ_AHEAD = 4;
  * for the last chunk's data to land (the image allocates them in the order
  * they come), WRITES_IN_FLIGHT chunks at most.
  */
-async function copyPlain({ source, target, chunks, tests, ordered, result, onStored }: CopyContext): Promise<void> {
+async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocated, result, onStored }: CopyContext): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   const buffers: Uint8Array[] = [];
   const read = async (chunk: ClusterChunk) => {
@@ -132,7 +146,8 @@ async function copyPlain({ source, target, chunks, tests, ordered, result, onSto
       buffers.push(buffer);
       throw error;
     }
-    return { chunk, buffer, bytes, runs: nonZeroRuns(bytes, chunk.start, clusterSize, tests) };
+    const runs: Array<[number, number]> = fullyAllocated ? [[0, bytes.length]] : nonZeroRuns(bytes, chunk.start, clusterSize, tests);
+    return { chunk, buffer, bytes, runs };
   };
   const writing = new InFlight(WRITES_IN_FLIGHT, Infinity);
   const store = async ({ chunk, buffer, bytes, runs }: Awaited<ReturnType<typeof read>>) => {
@@ -190,9 +205,11 @@ const COMPRESS_AHEAD = 2;
  * Compresses every non-zero cluster of the chunks, many at a time, and stores
  * the streams in guest order (unless -W), packed back to back as qemu packs them.
  */
-async function copyCompressed({ source, target, chunks, tests, ordered, result, onStored }: CopyContext, compressor: Compressor): Promise<void> {
+async function copyCompressed({ source, target, chunks, tests, ordered, fullyAllocated, result, onStored }: CopyContext, compressor: Compressor): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
-  const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, tests) });
+  // -S 0: zero clusters are compressed and stored like any other, as qemu-img stores them.
+  const skipZero = fullyAllocated ? undefined : tests;
+  const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, skipZero) });
   await pipeline(chunks, { ahead: COMPRESS_AHEAD, ordered }, prepare, async ({ chunk, clusters }) => {
     const streams = await Promise.all(clusters.map((cluster) => cluster.stream));
     // Issued in guest order, so the image packs the streams in that order; their writes overlap.
@@ -201,19 +218,19 @@ async function copyCompressed({ source, target, chunks, tests, ordered, result, 
   });
 }
 
-/** Reads a chunk and starts compressing each of its non-zero clusters (all-zero clusters are left out). */
+/** Reads a chunk and starts compressing each of its clusters; with `skipZero`, all-zero clusters are left out. */
 async function prepareChunk(
   source: Image,
   chunk: ClusterChunk,
   clusterSize: number,
   compressor: Compressor,
-  tests: ByteTests,
+  skipZero: ByteTests | undefined,
 ): Promise<PendingCluster[]> {
   const bytes = await source.read(chunk.start, chunk.length);
   const clusters: PendingCluster[] = [];
   for (let at = 0; at < bytes.length; at += clusterSize) {
     const end = Math.min(at + clusterSize, bytes.length);
-    if (tests.isZero(bytes, at, end)) continue;
+    if (skipZero?.isZero(bytes, at, end)) continue;
     const cluster = bytes.subarray(at, end);
     // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
     let whole = cluster;

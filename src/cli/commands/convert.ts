@@ -93,6 +93,7 @@ const command: CliCommand = {
             host: nodeHost(),
             tests: nodeByteTests,
             unordered: args.W === true,
+            fullyAllocated: sparseSize === 0,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
