@@ -371,7 +371,50 @@ export class Qcow2Writer {
       if (!extendedL2) return this.dataTarget.write!(hostOffset + inCluster, data);
       return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
     }
+    if (extendedL2 && type === 'unallocated' && !this.dataFile) return this.allocateSubclusters(slot, clusterStart, inCluster, data);
     await this.reallocate(slot, clusterStart, inCluster, data, type);
+  }
+
+  /**
+   * A write into an unallocated cluster of an extended-L2 image, as qemu makes
+   * it: the cluster is allocated, but only the subclusters written are stored
+   * and marked allocated; the others read as before (zeros, or the backing
+   * file), so nothing is copied for them and the file grows no further than
+   * the data.
+   */
+  private async allocateSubclusters(slot: L2Slot, clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
+    const { first, last, bytes } = await this.wholeSubclusters(clusterStart, inCluster, data, 0);
+    const { zero } = l2EntryBitmap(slot.table, slot.index);
+    const mask = subclusterMask(first, last);
+    const hostOffset = await this.allocateData(clusterStart);
+    await this.dataTarget.write!(hostOffset + first * this.subclusterSize, bytes);
+    await this.tables.setDataEntry(slot, hostOffset, mask, (zero & ~mask) >>> 0);
+  }
+
+  /** Bytes of a subcluster of this (extended-L2) image. */
+  private get subclusterSize(): number {
+    return this.clusterSize / SUBCLUSTERS_PER_CLUSTER;
+  }
+
+  /**
+   * The subclusters [first, last) that `data` (at `inCluster`) touches, and
+   * their bytes: `data` itself when it covers them exactly or when each is
+   * already allocated (`allocated` bits; it is then written in place), else
+   * `data` laid over what the guest reads there now.
+   */
+  private async wholeSubclusters(clusterStart: number, inCluster: number, data: Uint8Array, allocated: number): Promise<{ first: number; last: number; bytes: Uint8Array; inPlace: boolean }> {
+    const unit = this.subclusterSize;
+    const first = Math.floor(inCluster / unit);
+    const last = Math.ceil((inCluster + data.length) / unit);
+    const mask = subclusterMask(first, last);
+    const aligned = first * unit === inCluster && last * unit === inCluster + data.length;
+    if (aligned) return { first, last, bytes: data, inPlace: false };
+    if ((allocated & mask) >>> 0 === mask) return { first, last, bytes: data, inPlace: true };
+    const bytes = new Uint8Array((last - first) * unit);
+    const readable = Math.min(bytes.length, this.host.size() - (clusterStart + first * unit));
+    bytes.set(await this.host.readGuest(clusterStart + first * unit, readable));
+    bytes.set(data, inCluster - first * unit);
+    return { first, last, bytes, inPlace: false };
   }
 
   /**
@@ -393,23 +436,11 @@ export class Qcow2Writer {
 
   /** In-place write to an extended-L2 cluster of ours: whole subclusters, then the bitmap. */
   private async writeSubclusters(slot: L2Slot, hostOffset: number, clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
-    const unit = this.clusterSize / SUBCLUSTERS_PER_CLUSTER;
-    const first = Math.floor(inCluster / unit);
-    const last = Math.ceil((inCluster + data.length) / unit);
     const { allocated, zero } = l2EntryBitmap(slot.table, slot.index);
-    const mask = subclusterMask(first, last);
-    let bytes = data;
-    if (first * unit !== inCluster || last * unit !== inCluster + data.length) {
-      if ((allocated & mask) >>> 0 !== mask) {
-        bytes = new Uint8Array((last - first) * unit);
-        const readable = Math.min(bytes.length, this.host.size() - (clusterStart + first * unit));
-        bytes.set(await this.host.readGuest(clusterStart + first * unit, readable));
-        bytes.set(data, inCluster - first * unit);
-        return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
-      }
-      return this.dataTarget.write!(hostOffset + inCluster, data);
-    }
-    return this.finishSubclusters(slot, hostOffset + first * unit, bytes, allocated, zero, mask);
+    const { first, last, bytes, inPlace } = await this.wholeSubclusters(clusterStart, inCluster, data, allocated);
+    // Inside subclusters already stored: only the bytes written change.
+    if (inPlace) return this.dataTarget.write!(hostOffset + inCluster, data);
+    return this.finishSubclusters(slot, hostOffset + first * this.subclusterSize, bytes, allocated, zero, subclusterMask(first, last));
   }
 
   private async finishSubclusters(slot: L2Slot, at: number, bytes: Uint8Array, allocated: number, zero: number, mask: number): Promise<void> {

@@ -11,6 +11,7 @@ import { InFlight } from '../core/in-flight.js';
 import { settleAll } from '../core/slots.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
+import { SUBCLUSTERS_PER_CLUSTER } from '../../formats/qcow2/limits.js';
 import { createImage } from './create.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
@@ -30,6 +31,12 @@ export interface Qcow2ConvertOptions {
   unordered?: boolean;
   /** `-S 0`: every cluster is written, zeros and unallocated ranges too (a fully allocated image, as qemu-img makes it). */
   fullyAllocated?: boolean;
+  /**
+   * `-S`: the smallest zero run left unwritten (default 4 KiB). Without
+   * extended L2 entries whole zero clusters are left out whatever it is; with
+   * them, zero runs of whole subclusters at least this long stay unallocated.
+   */
+  sparseSize?: number;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -55,6 +62,7 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
     source,
     target,
     chunks: options.fullyAllocated ? everyChunk(source.size) : dataChunks(source, target.metadata.clusterSize),
+    zeroGranularity: zeroGranularity(target, options.sparseSize ?? DEFAULT_SPARSE_SIZE),
     fullyAllocated: options.fullyAllocated === true,
     tests: options.tests ?? portableByteTests,
     ordered: options.unordered !== true,
@@ -92,6 +100,8 @@ interface CopyContext {
   ordered: boolean;
   /** Write zero clusters too (-S 0). */
   fullyAllocated: boolean;
+  /** Zero runs of whole blocks of this size, aligned, are not written (a cluster, or with extended L2 entries as little as a subcluster). */
+  zeroGranularity: number;
   result: Qcow2ConvertResult;
   onStored(chunk: ClusterChunk): void;
 }
@@ -115,6 +125,34 @@ async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<C
   }
 }
 
+/** How many clusters the runs (sorted, relative to `base`) touch; several runs may share one. */
+function clustersTouched(runs: Array<[number, number]>, base: number, clusterSize: number): number {
+  let count = 0;
+  let lastCounted = -1;
+  for (const [from, to] of runs) {
+    const first = Math.max(lastCounted + 1, Math.floor((base + from) / clusterSize));
+    const last = Math.floor((base + to - 1) / clusterSize);
+    if (last >= first) count += last - first + 1;
+    lastCounted = Math.max(lastCounted, last);
+  }
+  return count;
+}
+
+/** qemu-img's default -S. */
+const DEFAULT_SPARSE_SIZE = 4096;
+
+/**
+ * The blocks a plain copy tests for zeros: whole clusters; with extended L2
+ * entries, blocks of the sparse size rounded up to whole subclusters (qemu-img
+ * leaves such zero runs unallocated inside an allocated cluster).
+ */
+function zeroGranularity(target: Qcow2Image, sparseSize: number): number {
+  const { clusterSize, geometry } = target.metadata;
+  if (!geometry.extendedL2) return clusterSize;
+  const subcluster = clusterSize / SUBCLUSTERS_PER_CLUSTER;
+  return Math.min(clusterSize, Math.ceil(Math.max(sparseSize, subcluster) / subcluster) * subcluster);
+}
+
 /** The whole guest range in pieces of COPY_CHUNK bytes (-S 0: everything is written). */
 async function* everyChunk(size: number): AsyncGenerator<ClusterChunk> {
   for (let start = 0; start < size; start += COPY_CHUNK) yield { start, length: Math.min(COPY_CHUNK, size - start) };
@@ -134,7 +172,7 @@ const READ_AHEAD = 4;
  * for the last chunk's data to land (the image allocates them in the order
  * they come), WRITES_IN_FLIGHT chunks at most.
  */
-async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocated, result, onStored }: CopyContext): Promise<void> {
+async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocated, zeroGranularity, result, onStored }: CopyContext): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   const buffers: Uint8Array[] = [];
   const read = async (chunk: ClusterChunk) => {
@@ -146,7 +184,7 @@ async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocate
       buffers.push(buffer);
       throw error;
     }
-    const runs: Array<[number, number]> = fullyAllocated ? [[0, bytes.length]] : nonZeroRuns(bytes, chunk.start, clusterSize, tests);
+    const runs: Array<[number, number]> = fullyAllocated ? [[0, bytes.length]] : nonZeroRuns(bytes, chunk.start, zeroGranularity, tests);
     return { chunk, buffer, bytes, runs };
   };
   const writing = new InFlight(WRITES_IN_FLIGHT, Infinity);
@@ -163,7 +201,7 @@ async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocate
       } finally {
         buffers.push(buffer);
       }
-      for (const [from, to] of runs) result.dataClusters += Math.ceil((to - from) / clusterSize);
+      result.dataClusters += clustersTouched(runs, chunk.start, clusterSize);
       onStored(chunk);
     });
   };

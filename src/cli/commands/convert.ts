@@ -94,6 +94,7 @@ const command: CliCommand = {
             tests: nodeByteTests,
             unordered: args.W === true,
             fullyAllocated: sparseSize === 0,
+            sparseSize,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
