@@ -108,6 +108,51 @@ describe.skipIf(!haveQemu)('resize and amend', () => {
     expect(refused.stderr).toMatch(/The new size must be a multiple of 512\n$/);
   });
 
+  it.each(['metadata', 'falloc', 'full'])('resize --preallocation=%s grows a qcow2 image as qemu-img does', (mode) => {
+    for (const who of ['mine', 'theirs']) {
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', `pre-${mode}-${who}.qcow2`, '1M']);
+      sh(temp.dir, 'qemu-io', ['-c', 'write -P 9 0 100k', `pre-${mode}-${who}.qcow2`]);
+    }
+    const mine = platter(['resize', `--preallocation=${mode}`, `pre-${mode}-mine.qcow2`, '3M'], { cwd: temp.dir });
+    const theirs = shStatus(temp.dir, 'qemu-img', ['resize', `--preallocation=${mode}`, `pre-${mode}-theirs.qcow2`, '3M']);
+    expect([mine.status, mine.stdout]).toEqual([theirs.status, theirs.stdout]);
+    const [ours, qemus] = [at(`pre-${mode}-mine.qcow2`), at(`pre-${mode}-theirs.qcow2`)];
+    // metadata: the same file. falloc and full: qemu-img also builds a new refcount table there (platter
+    // does not), so the clusters lie elsewhere: the same contents and the same clusters allocated.
+    if (mode === 'metadata') expect(readFileSync(ours).equals(readFileSync(qemus))).toBe(true);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', ours, qemus]).status).toBe(0);
+    const check = (file: string) => JSON.parse(shStatus(temp.dir, 'qemu-img', ['check', '--output=json', file]).stdout) as Record<string, number>;
+    expect(check(ours)['allocated-clusters']).toBe(check(qemus)['allocated-clusters']);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', ours]).status).toBe(0);
+    if (mode === 'full') {
+      // The new clusters hold written zeros: no hole in the file where they lie.
+      const map = JSON.parse(shStatus(temp.dir, 'qemu-img', ['map', '--output=json', ours]).stdout) as Array<{ start: number; zero: boolean }>;
+      expect(map.find((entry) => entry.start === 1 << 20)?.zero).toBe(false);
+    }
+  });
+
+  it('resize --preallocation on raw files and its refusals match qemu-img', () => {
+    const both = (args: string[], file: string) => {
+      for (const who of ['mine', 'theirs']) sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', `${file}-${who}`, '1M']);
+      const mine = platter([...args.slice(0, -1), `${file}-mine`, args[args.length - 1]!], { cwd: temp.dir });
+      const theirs = shStatus(temp.dir, 'qemu-img', [...args.slice(0, -1), `${file}-theirs`, args[args.length - 1]!]);
+      expect(mine.status).toBe(theirs.status);
+      expect(readFileSync(at(`${file}-mine`)).equals(readFileSync(at(`${file}-theirs`)))).toBe(true);
+      return { mine, theirs };
+    };
+    both(['resize', '-f', 'raw', '--preallocation=full', '3000000'], 'pre-full.raw');
+    both(['resize', '-f', 'raw', '--preallocation=falloc', '3M'], 'pre-falloc.raw');
+    for (const [args, message] of [
+      [['resize', '-f', 'raw', '--preallocation=metadata', '3M'], 'Unsupported preallocation mode: metadata'],
+      [['resize', '-f', 'raw', '--preallocation=bogus', '3M'], "Invalid preallocation mode 'bogus'"],
+      [['resize', '-f', 'raw', '--shrink', '--preallocation=full', '512k'], 'Preallocation can only be used for growing images'],
+    ] as const) {
+      const { mine, theirs } = both([...args], 'pre-refused.raw');
+      expect(theirs.stderr).toContain(message);
+      expect(mine.stderr).toBe(`platter: pre-refused.raw-mine: ${message}\n`);
+    }
+  });
+
   it('amend -o compat upgrades and downgrades exactly as qemu-img amend does', () => {
     for (const name of ['am-mine.qcow2', 'am-theirs.qcow2']) {
       sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', name]);

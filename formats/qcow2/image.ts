@@ -16,6 +16,7 @@ import { readCompressedClusters } from './compress.js';
 import { describeQcow2 } from './describe.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { Qcow2Writer } from './write.js';
+import type { ResizePreallocation } from './resize.js';
 
 /** The parts a Qcow2Image is made of; `open` and snapshot views assemble them. */
 export interface Qcow2Parts {
@@ -204,10 +205,10 @@ export class Qcow2Image implements Image {
     await this.requireWriter().discard(offset, length);
   }
 
-  /** Changes the virtual size (shrinking frees the clusters past the new end). */
-  async resize(size: number): Promise<void> {
+  /** Changes the virtual size (shrinking frees the clusters past the new end; growing may preallocate what it adds). */
+  async resize(size: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     checkRange(size, 0, Number.MAX_SAFE_INTEGER, `resize of ${this.name}`);
-    await this.requireWriter().resize(size);
+    await this.requireWriter().resize(size, preallocation);
   }
 
   /** Makes every write so far durable. */

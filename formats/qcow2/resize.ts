@@ -26,12 +26,21 @@ function checkSnapshotsAllowResize(writer: Qcow2Writer): void {
   }
 }
 
-/** Changes the virtual size; shrinking frees the clusters past the new end (those a snapshot still uses stay). */
-export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise<void> {
+/** How a size change prepares the space it adds (qemu-img resize --preallocation). */
+export type ResizePreallocation = 'off' | 'metadata' | 'falloc' | 'full';
+
+/**
+ * Changes the virtual size; shrinking frees the clusters past the new end
+ * (those a snapshot still uses stay). Growing with a preallocation other than
+ * off gives the new clusters host clusters (metadata, falloc) that `full` also
+ * fills with zeros.
+ */
+export async function resizeQcow2(writer: Qcow2Writer, newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
   if (newSize % 512 !== 0) throw new UsageError('The new size must be a multiple of 512');
   if (hasDataFile(writer.header)) throw new UnsupportedFeatureError('resizing images with an external data file is not supported');
   checkSnapshotsAllowResize(writer);
   const oldSize = writer.host.size();
+  if (newSize < oldSize && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
   if (newSize < oldSize) return shrink(writer, newSize, oldSize);
   const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
   const entries = Math.ceil(newSize / bytesPerL2);
@@ -42,6 +51,22 @@ export async function resizeQcow2(writer: Qcow2Writer, newSize: number): Promise
   // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
   const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / writer.clusterSize) * writer.clusterSize, writer.host.backingSize() ?? 0));
   if (zeroEnd > oldSize) await writer.zeroRange(oldSize, zeroEnd - oldSize);
+  if (preallocation !== 'off') await preallocateGrowth(writer, oldSize, newSize, preallocation === 'full');
+}
+
+/**
+ * Host clusters for the clusters a resize added, as qemu gives them: the file
+ * then reaches the last of them (sparse, but for `zeros`, which writes zeros
+ * into each).
+ */
+async function preallocateGrowth(writer: Qcow2Writer, from: number, to: number, zeros: boolean): Promise<void> {
+  const added = await preallocate(writer, from, to);
+  const device = writer.host.device;
+  if (zeros) {
+    const zeroCluster = new Uint8Array(writer.clusterSize);
+    for (const hostOffset of added.clusters) await device.write!(hostOffset, zeroCluster);
+  }
+  if (device.size < added.end) await device.truncate!(added.end);
 }
 
 
@@ -76,23 +101,26 @@ export async function setInitialSize(writer: Qcow2Writer, size: number): Promise
 }
 
 /**
- * Gives every cluster of the disk a host cluster (qemu's preallocate_co for
+ * Gives every unallocated cluster of the guest range [from, to) (the whole
+ * disk by default) a host cluster (qemu's preallocate_co for
  * preallocation=metadata): entries point at clusters that read as zeros from
  * the sparse file. With an external data file, guest offset = host offset.
- * Returns the end of the last data cluster in the file that holds them.
+ * Returns the host clusters it allocated and the end of the last one.
  */
-export async function preallocate(writer: Qcow2Writer): Promise<number> {
+export async function preallocate(writer: Qcow2Writer, from = 0, to = writer.host.size()): Promise<{ clusters: number[]; end: number }> {
   const { extendedL2 } = writer.geometry;
   const dataFile = hasDataFile(writer.header);
+  const clusters: number[] = [];
   let end = 0;
-  for (let clusterStart = 0; clusterStart < writer.host.size(); clusterStart += writer.clusterSize) {
+  for (let clusterStart = from - (from % writer.clusterSize); clusterStart < to; clusterStart += writer.clusterSize) {
     const slot = await writer.tables.slot(clusterStart, true);
     if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
     const hostOffset = dataFile ? clusterStart : await writer.host.allocator.allocate();
     await writer.tables.setDataEntry(slot, hostOffset, 0, 0);
+    clusters.push(hostOffset);
     end = Math.max(end, hostOffset + writer.clusterSize);
   }
-  return end;
+  return { clusters, end };
 }
 
 

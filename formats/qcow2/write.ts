@@ -31,7 +31,7 @@ import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { MetadataOverlap } from './overlap.js';
 import type { BlockDevice } from '../../src/core/device.js';
-import { growL1, preallocate, resizeQcow2, setInitialSize } from './resize.js';
+import { growL1, preallocate, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
 import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
 /** Every subcluster bit of an extended L2 bitmap half. */
@@ -202,11 +202,11 @@ export class Qcow2Writer {
     return this.exclusive(() => this.discardRange(offset, length));
   }
 
-  /** Changes the virtual size; shrinking frees the clusters past the new end. */
-  resize(newSize: number): Promise<void> {
+  /** Changes the virtual size; shrinking frees the clusters past the new end; growing may preallocate the new clusters. */
+  resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
       await this.begin();
-      await resizeQcow2(this, newSize);
+      await resizeQcow2(this, newSize, preallocation);
     });
   }
 
@@ -604,8 +604,8 @@ export class Qcow2Writer {
   }
 
   /** Gives every cluster of a new image a host cluster (preallocation=metadata); returns the end of the data. */
-  preallocate(): Promise<number> {
-    return preallocate(this);
+  async preallocate(): Promise<number> {
+    return (await preallocate(this)).end;
   }
 
   /**

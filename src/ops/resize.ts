@@ -4,7 +4,32 @@ import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import type { SizeChange } from '../core/size.js';
 import { Qcow2Image } from '../../formats/qcow2/image.js';
+import type { ResizePreallocation } from '../../formats/qcow2/resize.js';
 import { RawImage } from '../../formats/raw/index.js';
+
+const PREALLOCATIONS = ['off', 'metadata', 'falloc', 'full'] as const;
+
+/**
+ * A raw file to the byte, as qemu's file driver truncates it. `full` writes
+ * zeros over what it adds; `falloc` cannot reserve blocks without fallocate
+ * in a portable file API, so it leaves them sparse (they read the same);
+ * `metadata` means nothing for a raw file.
+ */
+async function resizeRaw(image: RawImage, size: number, preallocation: ResizePreallocation): Promise<void> {
+  const device = image.device;
+  if (!device.truncate || !device.write) throw new UnsupportedFeatureError(`${image.name} cannot change size`);
+  if (preallocation === 'metadata') throw new UnsupportedFeatureError('Unsupported preallocation mode: metadata');
+  const oldEnd = device.size;
+  if (size < oldEnd && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
+  await device.truncate(size);
+  if (preallocation === 'full') {
+    const zeros = new Uint8Array(Math.min(ZERO_PIECE, size - oldEnd));
+    for (let at = oldEnd; at < size; at += zeros.length) await device.write(at, zeros.subarray(0, Math.min(zeros.length, size - at)));
+  }
+}
+
+/** Bytes of zeros written at a time by --preallocation=full on a raw file. */
+const ZERO_PIECE = 1 << 20;
 
 /** The size `change` asks for, from `current`. */
 export function targetSize(current: number, change: SizeChange): number {
@@ -19,14 +44,15 @@ export function targetSize(current: number, change: SizeChange): number {
  * (data past the new end is lost, but for what internal snapshots hold); qcow2
  * v2 images with internal snapshots cannot change size.
  */
-export async function resizeImage(image: Image, change: SizeChange, shrink: boolean): Promise<number> {
+export async function resizeImage(image: Image, change: SizeChange, shrink: boolean, preallocation: string = 'off'): Promise<number> {
+  if (!(PREALLOCATIONS as readonly string[]).includes(preallocation)) throw new UsageError(`Invalid preallocation mode '${preallocation}'`);
+  const mode = preallocation as ResizePreallocation;
   const size = targetSize(image.size, change);
   if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
   if (image instanceof Qcow2Image) {
-    await image.resize(size);
+    await image.resize(size, mode);
   } else if (image instanceof RawImage) {
-    if (!image.device.truncate) throw new UnsupportedFeatureError(`${image.name} cannot change size`);
-    await image.device.truncate(size);
+    await resizeRaw(image, size, mode);
   } else {
     throw new UnsupportedFeatureError(`resizing ${image.format} images is not supported`);
   }
