@@ -86,6 +86,14 @@ describe('CLI errors', () => {
     expectOneLineError(platter(['info']), /Not enough non-option arguments|image/i);
   });
 
+  it('an unknown flag is named, even where it would take the image name as its value', () => {
+    expectOneLineError(platter(['info', '-X', tmp.path('nope.img')]), /^platter: Unknown argument: X$/);
+    expectOneLineError(platter(['convert', '--salvage', '-O', 'raw', 'a.qcow2', 'b.raw']), /^platter: Unknown argument: salvage$/);
+    expectOneLineError(platter(['resize', '-C', '--bogus', 'a.qcow2', '1G']), /^platter: Unknown arguments: C, bogus$/);
+    // A known flag and a missing operand still say what is missing.
+    expectOneLineError(platter(['convert', '-O', 'raw', 'a.qcow2']), /Not enough non-option arguments/);
+  });
+
   it('JSON output carries the error code too', () => {
     const result = platter(['info', '--output=json', tmp.path('nope.img')]);
     expect(result.status).not.toBe(0);

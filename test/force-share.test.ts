@@ -69,7 +69,7 @@ describe.skipIf(!hasTool('qemu-img'))('-U (force-share)', () => {
     for (const args of [['resize', '-U', 'top.qcow2', '16M'], ['commit', '-U', 'top.qcow2'], ['amend', '-U', '-o', 'compat=1.1', 'top.qcow2']]) {
       const mine = platterCli(args);
       expect(mine.status, args.join(' ')).toBe(1);
-      expect(mine.stderr).toMatch(/^platter: (Unknown argument: U|Not enough non-option arguments)/);
+      expect(mine.stderr).toBe('platter: Unknown argument: U\n');
       expect(qemuImg(args).status).toBe(1);
     }
     expect(readFileSync(tmp.path('top.qcow2')).equals(before)).toBe(true);

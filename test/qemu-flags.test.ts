@@ -5,7 +5,7 @@
  * same images: the same exit status, the same stdout, and the same result.
  */
 
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shStatus } from './helpers/qcow2-oracle.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -46,12 +46,16 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     ['compare', '-T', 'none', 'top.qcow2', 'base.qcow2'],
     ['amend', '-p', '-t', 'none', '--force', '-o', 'compat=1.1', 'top.qcow2'],
     ['amend', '-q', '-p', '-o', 'compat=1.1', 'top.qcow2'],
+    ['convert', '-O', 'raw', '-o', 'preallocation=full', 'top.qcow2', 'full.raw'],
+    ['convert', '-O', 'raw', '-o', 'preallocation=falloc', 'top.qcow2', 'falloc.raw'],
   ])('%s %s %s %s ...', (...args) => {
     const { mine, qemu } = both(args);
     expect(mine.status, mine.stderr).toBe(qemu.status);
     expect(mine.stdout).toBe(qemu.stdout);
     const written = args.includes('convert') ? args[args.length - 1]! : args.includes('commit') ? 'base.qcow2' : undefined;
     if (written?.endsWith('.raw')) expect(mine.file(written).equals(qemu.file(written))).toBe(true);
+    // preallocation=full: every block of the output is stored, holes none.
+    if (written === 'full.raw') expect(statSync(tmp.path('platter/full.raw')).blocks * 512).toBeGreaterThanOrEqual(8 << 20);
     if (args[0] === 'rebase' || args[0] === 'commit') {
       const compare = shStatus(tmp.dir, 'qemu-img', ['compare', 'platter/top.qcow2', 'qemu-img/top.qcow2']);
       expect(compare.status, compare.stdout).toBe(0);
@@ -64,6 +68,8 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['check', '-T', 'fast', 'top.qcow2'], 'Invalid source cache option: fast'],
     [['compare', '-T', 'fast', 'top.qcow2', 'base.qcow2'], 'Invalid source cache option: fast'],
     [['amend', '-t', 'fast', '-o', 'compat=1.1', 'top.qcow2'], 'Invalid cache option: fast'],
+    [['convert', '-O', 'raw', '-o', 'preallocation=metadata', 'top.qcow2', 'out.raw'], 'Unsupported preallocation mode: metadata'],
+    [['convert', '-O', 'raw', '-o', 'cluster_size=4k', 'top.qcow2', 'out.raw'], "Invalid parameter 'cluster_size'"],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);
     expect(mine.status).toBe(qemu.status);

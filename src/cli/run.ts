@@ -29,10 +29,34 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     await parser.parseAsync();
   } catch (error) {
-    reportError(error, { json });
+    reportError(unknownFlagFirst(error, argv, parser), { json });
     return command?.errorExitCode ?? 1;
   }
   return exitCode;
+}
+
+/**
+ * yargs lets an unknown flag take the next word as its value, so
+ * `platter info -X disk.img` failed with "Not enough non-option arguments"
+ * before its strict check could name -X. Such a failure names the unknown
+ * flags instead, as qemu-img names an unrecognized option.
+ */
+function unknownFlagFirst(error: unknown, argv: string[], parser: Argv): unknown {
+  if (!(error instanceof UsageError) || !error.message.startsWith('Not enough non-option arguments')) return error;
+  const options = (parser as unknown as { getOptions?: () => { key: Record<string, unknown>; alias: Record<string, string[]> } }).getOptions?.();
+  if (!options) return error;
+  const known = new Set([...Object.keys(options.key), ...Object.values(options.alias).flat()]);
+  const unknown: string[] = [];
+  for (const word of argv) {
+    if (word === '--') break;
+    const long = /^--([A-Za-z][\w-]*)/.exec(word)?.[1];
+    const names = long !== undefined ? [long] : /^-[A-Za-z]/.test(word) ? [...word.slice(1).replace(/[^A-Za-z].*$/, '')] : [];
+    for (const name of names) {
+      if (!known.has(name) && !(name.startsWith('no-') && known.has(name.slice(3)))) unknown.push(name);
+    }
+  }
+  if (unknown.length === 0) return error;
+  return new UsageError(`Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`);
 }
 
 function baseParser(argv: string[]): Argv {

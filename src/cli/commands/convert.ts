@@ -1,6 +1,6 @@
 /** `platter convert`: like `qemu-img convert`, to raw or qcow2 (with -c, compressed). */
 
-import type { CliCommand } from '../command.js';
+import type { Args, CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { UsageError } from '../../core/errors.js';
 import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
@@ -65,13 +65,12 @@ const command: CliCommand = {
     const targetPath = args.target as string;
     const outputFormat = args.O as string;
     checkOutputFormat(outputFormat);
-    if (outputFormat !== 'qcow2') {
-      if (args.c === true) throw new UsageError('Compression not supported for this file format');
-      if (args.o !== undefined) throw new UsageError(`options (-o) are not supported for ${outputFormat} output`);
-    }
+    if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
+    const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
     if (outputFormat === 'qcow2' && args.n === true) throw new UsageError('-n (an existing target) is not supported with -O qcow2');
     if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
-    const sparseSize = parseSparse(args.S as string);
+    // A raw output preallocated in full holds every byte: what -S 0 writes.
+    const sparseSize = rawFull ? 0 : parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
     const flushes = writeFlushes(args);
@@ -117,6 +116,21 @@ const command: CliCommand = {
     }
   },
 };
+
+/**
+ * The one option a raw output takes (`-o preallocation=MODE`), as qemu's file
+ * driver takes it: `full` writes every byte; `falloc` cannot reserve blocks
+ * without fallocate in a portable file API and leaves holes, which read the
+ * same; anything else is refused with qemu-img's words.
+ */
+function rawPreallocation(args: Args): string {
+  const options = parseOptionString(args.o as string | string[] | undefined);
+  for (const name of options.keys()) if (name !== 'preallocation') throw new UsageError(`Invalid parameter '${name}'`);
+  const mode = options.get('preallocation') ?? 'off';
+  if (mode === 'metadata') throw new UsageError('Unsupported preallocation mode: metadata');
+  if (!['off', 'falloc', 'full'].includes(mode)) throw new UsageError(`invalid parameter value: ${mode}`);
+  return mode;
+}
 
 /** Parses -S: a size with qemu's suffixes, checked as qemu-img does. */
 function parseSparse(text: string): number {
