@@ -1,13 +1,25 @@
 /** A set of formats with scored probing. */
 
-import { UsageError, WrongFormatError } from './errors.js';
+import { UnsupportedFeatureError, UsageError, WrongFormatError } from './errors.js';
 import type { FormatModule } from './image.js';
+
+/** Formats recognized but not read: the name a file's first bytes show, and every such name. */
+export interface RefusedFormats {
+  recognize(head: Uint8Array): string | undefined;
+  names: ReadonlySet<string>;
+}
+
+/** A probe score that leaves no doubt (a format's magic). */
+const CERTAIN = 100;
 
 /** Holds the known formats; the engine fills it, tests may build their own. */
 export class FormatRegistry {
   private readonly formats = new Map<string, FormatModule>();
 
-  constructor(modules: readonly FormatModule[] = []) {
+  constructor(
+    modules: readonly FormatModule[] = [],
+    private readonly refused: RefusedFormats = { recognize: () => undefined, names: new Set() },
+  ) {
     for (const module of modules) this.add(module);
   }
 
@@ -22,12 +34,30 @@ export class FormatRegistry {
   /** The module for a -f name; an unknown name is a usage error listing the known ones. */
   get(name: string): FormatModule {
     const module = this.formats.get(name);
-    if (!module) throw new UsageError(`unknown format '${name}' (known: ${this.names().join(', ')})`);
-    return module;
+    if (module) return module;
+    if (this.refused.names.has(name)) throw this.notRead(name);
+    throw new UsageError(`unknown format '${name}' (known: ${this.names().join(', ')})`);
   }
 
-  /** The best-scoring format for these first bytes; ties go to the first registered. */
+  private notRead(name: string): UnsupportedFeatureError {
+    return new UnsupportedFeatureError(`${name} images are not supported (platter reads ${this.names().join(' and ')}); -f raw reads the file's bytes as a disk`, {
+      format: name,
+    });
+  }
+
+  /**
+   * The best-scoring format for these first bytes; ties go to the first
+   * registered. A file that no format is certain of but that carries the mark
+   * of a refused format is refused, not guessed (it would read as raw).
+   */
   probe(head: Uint8Array): FormatModule {
+    const best = this.bestFor(head);
+    const refused = best.score < CERTAIN ? this.refused.recognize(head) : undefined;
+    if (refused !== undefined) throw this.notRead(refused);
+    return best.module;
+  }
+
+  private bestFor(head: Uint8Array): { module: FormatModule; score: number } {
     let best: FormatModule | undefined;
     let bestScore = 0;
     for (const module of this.formats.values()) {
@@ -38,6 +68,6 @@ export class FormatRegistry {
       }
     }
     if (!best) throw new WrongFormatError('no known image format matches this file');
-    return best;
+    return { module: best, score: bestScore };
   }
 }

@@ -3,6 +3,7 @@
 import { FormatRegistry } from '../core/registry.js';
 import { qcow2Format } from '../../formats/qcow2/index.js';
 import { rawFormat } from '../../formats/raw/index.js';
+import { FOREIGN_IMAGE_FORMATS, foreignImageFormat } from '../../formats/foreign/index.js';
 
-/** The formats registry used by the engine. */
-export const formats = new FormatRegistry([qcow2Format, rawFormat]);
+/** The formats registry used by the engine; other VM image formats are recognized and refused. */
+export const formats = new FormatRegistry([qcow2Format, rawFormat], { recognize: foreignImageFormat, names: FOREIGN_IMAGE_FORMATS });

@@ -49,12 +49,12 @@ export async function openImage(device: BlockDevice, options: ImageOpenOptions):
 
 async function openLayer(device: BlockDevice, options: ImageOpenOptions, chain: string[]): Promise<Image> {
   const host = options.host as EngineHost;
-  const module = options.format ? formats.get(options.format) : formats.probe(await readHead(device));
   const layerHost: ImageHost = {
     ...host,
     openBacking: (name, namedBy, format) => openBackingLayer(name, namedBy, format, options, chain),
   };
   try {
+    const module = options.format ? formats.get(options.format) : formats.probe(await readHead(device));
     return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking });
   } catch (error) {
     if (error instanceof PlatterError) error.inFile(device.name);
