@@ -175,11 +175,18 @@ describe.skipIf(!hasQemu)('compare vs qemu-img (qcow2)', () => {
 });
 
 describe.skipIf(!hasQemu)('dd vs qemu-img dd (qcow2)', () => {
-  for (const operands of [['bs=1M', 'count=8', 'skip=1'], ['bs=4k', 'skip=1000'], ['bs=64k', 'count=100']]) {
-    it(operands.join(' '), () => {
-      const name = operands.join('_');
-      const expected = run('qemu-img', ['dd', '-O', 'raw', ...operands, 'if=mixed.qcow2', `of=${name}.qemu`], tmp.dir);
-      const ours = platter(['dd', '-O', 'raw', ...operands, 'if=mixed.qcow2', `of=${name}.ours`], tmp.dir);
+  for (const [format, operands] of [
+    ['raw', ['bs=1M', 'count=8', 'skip=1']],
+    ['raw', ['bs=4k', 'skip=1000']],
+    ['raw', ['bs=64k', 'count=100']],
+    // A qcow2 output: every block written, so every cluster allocated, byte for byte as qemu-img dd writes it.
+    ['qcow2', ['bs=1M', 'count=8', 'skip=1']],
+    ['qcow2', ['bs=3000', 'count=700']],
+  ] as const) {
+    it(`-O ${format} ${operands.join(' ')}`, () => {
+      const name = `${format}_${operands.join('_')}`;
+      const expected = run('qemu-img', ['dd', '-O', format, ...operands, 'if=mixed.qcow2', `of=${name}.qemu`], tmp.dir);
+      const ours = platter(['dd', '-O', format, ...operands, 'if=mixed.qcow2', `of=${name}.ours`], tmp.dir);
       expect(ours.status).toBe(expected.status);
       expect(bytesOf(at(`${name}.ours`)).equals(bytesOf(at(`${name}.qemu`)))).toBe(true);
     });

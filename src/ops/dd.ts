@@ -1,5 +1,5 @@
 /**
- * `dd`: copy a block range of an image into a new raw file, with qemu-img dd's
+ * `dd`: copy a block range of an image into a new raw (or qcow2) file, with qemu-img dd's
  * arithmetic. qemu-img dd reads from skip*bs up to min(count*bs, size): `count`
  * bounds the end of the input rather than the number of blocks copied once
  * `skip` is given, and we keep that so outputs match byte for byte.
@@ -7,7 +7,9 @@
 
 import type { BlockDevice } from '../core/device.js';
 import { IoError, UsageError } from '../core/errors.js';
-import type { Image } from '../core/image.js';
+import type { Image, ImageHost } from '../core/image.js';
+import { openQcow2 } from '../../formats/qcow2/index.js';
+import { createImage } from './create.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import { copyImage, type CopyStats } from './copy.js';
 import { DEFAULT_IO_SIZE, DEFAULT_PARALLEL, DEFAULT_SPARSE_SIZE, rawOutputSize } from './convert.js';
@@ -57,6 +59,28 @@ export interface DdOptions {
 
 /** What dd did. */
 export interface DdResult extends CopyStats, DdPlan {}
+
+/**
+ * Copies dd's range of `source` into a new qcow2 image on the empty `device`,
+ * as qemu-img dd -O qcow2 writes it: block after block in guest order, zeros
+ * included, so every cluster of the output is allocated. Closes the device.
+ */
+export async function ddToQcow2(source: Image, device: BlockDevice, operands: DdOperands, host: ImageHost, options: DdOptions = {}): Promise<DdResult> {
+  const plan = planDd(source.size, operands);
+  await createImage(device, { format: 'qcow2', size: plan.outputSize, options: new Map() });
+  const target = await openQcow2(device, { host, writable: true, noBacking: true });
+  try {
+    const stats = await copyImage(
+      source,
+      target,
+      { sparseSize: 0, targetIsZero: false, parallel: 1, ioSize: DEFAULT_IO_SIZE, tests: options.tests ?? portableByteTests },
+      { sourceOffset: plan.start, length: plan.outputSize },
+    );
+    return { ...plan, ...stats };
+  } finally {
+    await target.close();
+  }
+}
 
 /** Copies dd's range of `source` into the new raw `target` (sized first, written sparsely). */
 export async function ddToRaw(source: Image, target: BlockDevice, operands: DdOperands, options: DdOptions = {}): Promise<DdResult> {

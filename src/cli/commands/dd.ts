@@ -4,7 +4,8 @@ import type { CliCommand } from '../command.js';
 import { PlatterError, UsageError } from '../../core/errors.js';
 import { parseSize } from '../../core/size.js';
 import { checkOutputFormat } from '../../ops/convert.js';
-import { DD_MAX_BLOCK_SIZE, ddToRaw, type DdOperands } from '../../ops/dd.js';
+import { DD_MAX_BLOCK_SIZE, ddToQcow2, ddToRaw, type DdOperands } from '../../ops/dd.js';
+import { nodeHost } from '../../node/host.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { sourceFileAt } from '../source-files.js';
@@ -61,7 +62,7 @@ const command: CliCommand = {
   builder: (yargs) =>
     withForceShare(withNamedFilePolicy(withFormat(yargs)))
       .positional('operands', { type: 'string', array: true, describe: 'bs=SIZE count=N skip=N if=SOURCE of=TARGET' })
-      .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw)' })
+      .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format: raw, or qcow2 (every block written: fully allocated, as qemu-img dd makes it)' })
       .example('platter dd bs=1M count=64 if=disk.qcow2 of=head.raw', 'The first 64 MiB of the guest disk as a raw file')
       .example('platter dd -f qcow2 bs=512 skip=2048 if=disk.qcow2 of=rest.raw', 'Everything after the first MiB'),
   async handler(args) {
@@ -75,7 +76,10 @@ const command: CliCommand = {
       }
       const target = await FileDevice.open(operands.output!, { create: true });
       try {
-        const result = await ddToRaw(source, target, operands, { tests: nodeByteTests });
+        const result =
+          args.O === 'qcow2'
+            ? await ddToQcow2(source, target, operands, nodeHost(), { tests: nodeByteTests })
+            : await ddToRaw(source, target, operands, { tests: nodeByteTests });
         if (result.skipPastEnd) warn(`${operands.input}: cannot skip to specified offset`);
       } catch (error) {
         if (error instanceof PlatterError) error.inFile(operands.output!);
