@@ -43,6 +43,21 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     });
   });
 
+  it('-o help lists the options as qemu-img does: the same names, but for encryption', () => {
+    const names = (text: string) => [...text.matchAll(/^ {2}(\w[\w.-]*)=<[^>]+> +- /gm)].map((match) => match[1]);
+    for (const format of ['qcow2', 'raw']) {
+      const mine = platter(['create', '-f', format, '-o', 'help']);
+      const theirs = sh(temp.dir, 'qemu-img', ['create', '-f', format, '-o', 'help']);
+      expect(mine.status).toBe(0);
+      expect(mine.stdout.split('\n')[0]).toBe(theirs.split('\n')[0]);
+      // qemu-img lists raw's preallocation with the file protocol's options, not the format's.
+      const expected = names(theirs).filter((name) => !name!.startsWith('encrypt'));
+      expect(names(mine.stdout).filter((name) => format === 'qcow2' || name !== 'preallocation')).toEqual(expected);
+    }
+    const missing = platter(['create', '-f', 'qcow2']);
+    expect([missing.status, missing.stderr]).toEqual([1, 'platter: Expecting image file name\n']);
+  });
+
   it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '3G']);
     const mine = platter(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('over-mine.qcow2')]);

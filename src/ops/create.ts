@@ -39,21 +39,37 @@ export interface CreateResult {
   settings: [string, string][];
 }
 
-const RAW_OPTIONS = ['preallocation', 'size'];
-const QCOW2_OPTIONS = [
-  'size',
-  'compat',
-  'backing_file',
-  'backing_fmt',
-  'cluster_size',
-  'preallocation',
-  'lazy_refcounts',
-  'refcount_bits',
-  'compression_type',
-  'extended_l2',
-  'data_file',
-  'data_file_raw',
-];
+/** One -o option a new image takes: its name, the kind of value, and what it sets (for `-o help`). */
+export interface CreateOption {
+  name: string;
+  value: 'str' | 'size' | 'num' | 'bool (on/off)';
+  help: string;
+}
+
+/** The -o options of each format platter creates, by name. */
+export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOption[]>> = {
+  raw: [
+    { name: 'preallocation', value: 'str', help: 'off, falloc (left sparse) or full (zeros written)' },
+    { name: 'size', value: 'size', help: 'Virtual size of the disk' },
+  ],
+  qcow2: [
+    { name: 'backing_file', value: 'str', help: 'Backing file, resolved beside the new image' },
+    { name: 'backing_fmt', value: 'str', help: 'Format of the backing file' },
+    { name: 'cluster_size', value: 'size', help: 'Cluster size, a power of two from 512 to 2M' },
+    { name: 'compat', value: 'str', help: 'Version: 0.10 (v2) or 1.1 (v3)' },
+    { name: 'compression_type', value: 'str', help: 'zlib or zstd, for compressed clusters' },
+    { name: 'data_file', value: 'str', help: 'External data file that holds the guest data' },
+    { name: 'data_file_raw', value: 'bool (on/off)', help: 'Keep the external data file a valid raw disk' },
+    { name: 'extended_l2', value: 'bool (on/off)', help: 'L2 entries with 32 subclusters each' },
+    { name: 'lazy_refcounts', value: 'bool (on/off)', help: 'Update refcounts late (the image is marked dirty meanwhile)' },
+    { name: 'preallocation', value: 'str', help: 'off, metadata, falloc or full' },
+    { name: 'refcount_bits', value: 'num', help: 'Bits per refcount: 1, 2, 4, 8, 16, 32 or 64' },
+    { name: 'size', value: 'size', help: 'Virtual size of the disk' },
+  ],
+};
+
+const RAW_OPTIONS = CREATE_OPTIONS.raw.map((option) => option.name);
+const QCOW2_OPTIONS = CREATE_OPTIONS.qcow2.map((option) => option.name);
 /** Zeros are written in units of this size for `preallocation=full`. */
 const ZERO_FILL_CHUNK = 1 << 20;
 

@@ -3,7 +3,9 @@
 import { isAbsolute, join, dirname } from 'node:path';
 import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
-import { createImage } from '../../ops/create.js';
+import { CREATE_OPTIONS, createImage } from '../../ops/create.js';
+import { UsageError } from '../../core/errors.js';
+import { renderOptionHelp } from '../render/option-help.js';
 import { FileDevice } from '../../node/file-device.js';
 import { openImageFile } from '../../node/open.js';
 import type { CliCommand } from '../command.js';
@@ -15,11 +17,12 @@ function besideImage(image: string, name: string): string {
 }
 
 const command: CliCommand = {
-  command: 'create <image> [size]',
+  // The image is checked by hand: `-o help` needs none.
+  command: 'create [image] [size]',
   describe: 'Create a new, empty image',
   builder: (yargs) =>
     yargs
-      .positional('image', { type: 'string', describe: 'Image file to create', demandOption: true })
+      .positional('image', { type: 'string', describe: 'Image file to create' })
       .positional('size', { type: 'string', describe: "Virtual size (bytes, or with a suffix K, M, G, T); default: the backing file's" })
       .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format (raw, qcow2)', requiresArg: true })
       .option('o', { alias: 'options', type: 'string', describe: 'Format options, e.g. cluster_size=64K,compat=1.1 (may repeat)', requiresArg: true })
@@ -30,12 +33,19 @@ const command: CliCommand = {
       .example('platter create disk.img 10G', 'A sparse 10 GiB raw image')
       .example('platter create -f qcow2 disk.qcow2 20G', 'A 20 GiB qcow2 image, laid out as qemu-img lays it out')
       .example('platter create -f qcow2 -o cluster_size=4K,refcount_bits=1,lazy_refcounts=on small.qcow2 64M', 'qcow2 options as qemu-img takes them')
-      .example('platter create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2', 'An overlay as large as its backing file'),
+      .example('platter create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2', 'An overlay as large as its backing file')
+      .example('platter create -f qcow2 -o help', 'The options a qcow2 image takes'),
   async handler(args) {
-    const path = args.image as string;
     const format = args.format as string;
-    const size = args.size === undefined ? undefined : parseSize(String(args.size), 'image size');
     const options = parseOptionString(args.options as string | string[] | undefined);
+    if (options.has('help') || options.has('?')) {
+      if (format !== 'raw' && format !== 'qcow2') throw new UsageError(`creating ${format} images is not supported`);
+      printText(renderOptionHelp(format, CREATE_OPTIONS[format]));
+      return;
+    }
+    if (args.image === undefined) throw new UsageError('Expecting image file name');
+    const path = args.image as string;
+    const size = args.size === undefined ? undefined : parseSize(String(args.size), 'image size');
     const device = await FileDevice.open(path, { create: true });
     let result;
     try {
