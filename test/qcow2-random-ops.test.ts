@@ -97,9 +97,16 @@ describe.skipIf(!haveQemu)('qcow2 random operations', () => {
         // goes on with the next; the image it leaves is what gets compared.
         shStatus(dir, 'qemu-io', ['-f', 'qcow2', ...commands, 'img.qcow2']);
 
+        let expected: Uint8Array;
+        try {
+          expected = qemuRawBytes(dir, 'img.qcow2');
+        } catch {
+          // qemu-io can damage the image itself (seen: a compressed write over two 512-byte
+          // clusters, one of them allocated, fails half done); qemu-img then cannot read it either.
+          return;
+        }
         const image = await openImageFile(join(dir, 'img.qcow2'));
         try {
-          const expected = qemuRawBytes(dir, 'img.qcow2');
           expect(firstDifference(await readWholeImage(image, 100_000), expected)).toBe(-1);
           expect(extentsAsQemuMap(await image.blockStatus(0, image.size))).toEqual(qemuMap(dir, 'img.qcow2'));
         } finally {
