@@ -125,6 +125,10 @@ describe.skipIf(!enabled)('backing chains against qemu-img', () => {
         expect({ layer, check: chainCheck(ours, layer).clean }).toEqual({ layer, check: true });
         expect(chainCheck(ours, layer).allocated).toBe(chainCheck(qemu, layer).allocated);
       }
+      // An emptied version 3 image is cut back to an empty one, byte for byte as qemu-img leaves it.
+      if (!args.includes('-d') && !args.includes('-b')) {
+        expect(readFileSync(join(ours, image)).equals(readFileSync(join(qemu, image)))).toBe(true);
+      }
     });
   }
 });

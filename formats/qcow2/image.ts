@@ -17,6 +17,8 @@ import { describeQcow2 } from './describe.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { Qcow2Writer } from './write.js';
 import type { ResizePreallocation } from './resize.js';
+import { canEmptyCompletely, emptyCompletely } from './empty.js';
+import { L2Cache } from './l2-cache.js';
 
 /** The parts a Qcow2Image is made of; `open` and snapshot views assemble them. */
 export interface Qcow2Parts {
@@ -209,6 +211,20 @@ export class Qcow2Image implements Image {
   async resize(size: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     checkRange(size, 0, Number.MAX_SAFE_INTEGER, `resize of ${this.name}`);
     await this.requireWriter().resize(size, preallocation);
+  }
+
+  /**
+   * Empties the whole image in place, as qemu-img commit does when it can
+   * (see empty.ts); false, changing nothing, when the image does not qualify.
+   * It then reads as empty, and takes no more writes until opened again.
+   */
+  async emptyCompletely(): Promise<boolean> {
+    const writer = this.requireWriter();
+    const { metadata, device } = this.parts;
+    if (!canEmptyCompletely(metadata)) return false;
+    await writer.retire(() => emptyCompletely(device, metadata));
+    this.parts.map = new ClusterMap(metadata.geometry, metadata.l1, metadata.header.l1TableOffset, new L2Cache(device, metadata.clusterSize));
+    return true;
   }
 
   /** Makes every write so far durable. */

@@ -74,6 +74,8 @@ export class Qcow2Writer {
   /** The tail of the queue of mutating operations. */
   private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
+  /** Set once the file was rewritten underneath (emptied whole): nothing more may be written through this writer. */
+  private retired = false;
   /** Data of new clusters still being written (overlapping writes only); settles without throwing. */
   private readonly landing = new Set<Promise<void>>();
 
@@ -142,7 +144,11 @@ export class Qcow2Writer {
    */
   private exclusive<T>(operation: () => Promise<T>, waitForData = true): Promise<T> {
     // Whatever reads or changes clusters starts after all data in flight has landed.
-    const start = waitForData ? async () => (await this.landed(), operation()) : operation;
+    const checked = () => {
+      if (this.retired) throw new UnsupportedFeatureError('the image was emptied; open it again to write to it');
+      return operation();
+    };
+    const start = waitForData ? async () => (await this.landed(), checked()) : checked;
     const run = this.queue.then(start, start);
     this.queue = run.then(
       () => undefined,
@@ -297,7 +303,21 @@ export class Qcow2Writer {
 
   /** Clears the dirty bit set for lazy refcounts, and flushes. */
   close(): Promise<void> {
+    // An emptied image's header is already final (and this writer's state is not).
+    if (this.retired) return Promise.resolve();
     return this.exclusive(() => this.finish());
+  }
+
+  /**
+   * Runs `rewrite` (which remakes the file underneath, see empty.ts) once every
+   * write so far has landed; the writer takes no work afterwards.
+   */
+  retire(rewrite: () => Promise<void>): Promise<void> {
+    return this.exclusive(async () => {
+      await this.host.device.flush?.();
+      this.retired = true;
+      await rewrite();
+    });
   }
 
   private async finish(): Promise<void> {

@@ -97,6 +97,8 @@ async function copyRun(top: Image, base: WritableImage, start: number, length: n
 /** Makes every cluster of the top image unallocated, so it reads through to its backing file (qemu's make_empty). */
 async function emptyImage(top: Image): Promise<void> {
   if (!(top instanceof Qcow2Image)) throw new UnsupportedFeatureError(`cannot empty ${top.name}: format ${top.format} has no backing file`);
+  // As qemu: cut the file back to an empty image when nothing else (snapshots, bitmaps, a data file) holds clusters.
+  if (await top.emptyCompletely()) return;
   // Whole clusters: a cluster the top holds only part of (subclusters) is emptied all the same.
   const clusterSize = top.metadata.clusterSize;
   const held: Array<[number, number]> = [];
