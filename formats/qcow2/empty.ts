@@ -12,7 +12,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { encodeHeader, hasDataFile } from './header.js';
 import { INCOMPAT_DIRTY } from './features.js';
 import type { Qcow2Metadata } from './metadata.js';
-import { refcountsPerBlock, setRefcount } from './refcount.js';
+import { encodeU64, refcountsPerBlock, setRefcount } from './refcount.js';
 
 /** Clusters the emptied file keeps before its L1 table: header, refcount table, refcount block. */
 const LEADING_CLUSTERS = 3;
@@ -53,9 +53,7 @@ export async function emptyCompletely(device: BlockDevice, metadata: Qcow2Metada
   header.refcountTableClusters = 1;
   await write(0, encodeHeader(header));
   await device.flush?.();
-  const tableEntry = new Uint8Array(8);
-  new DataView(tableEntry.buffer).setBigUint64(0, BigInt(2 * clusterSize));
-  await write(clusterSize, tableEntry);
+  await write(clusterSize, encodeU64(2 * clusterSize));
   const block = new Uint8Array(clusterSize);
   for (let cluster = 0; cluster < LEADING_CLUSTERS + tableClusters; cluster++) setRefcount(block, cluster, header.refcountOrder, 1);
   await write(2 * clusterSize, block);

@@ -5,6 +5,7 @@
  * preallocation.
  */
 
+import { writeZeros } from '../../src/core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { ClusterMap } from './clusters.js';
 import { clusterType, l1EntryL2Offset } from './entries.js';
@@ -12,6 +13,7 @@ import { hasDataFile } from './header.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { COPIED_HI, setEntry } from './l2-write.js';
 import type { Qcow2Writer } from './write.js';
+import type { Qcow2CreateOptions } from './create.js';
 
 /**
  * Internal snapshots allow a size change only in v3 images, as in qemu: a v2
@@ -26,8 +28,8 @@ function checkSnapshotsAllowResize(writer: Qcow2Writer): void {
   }
 }
 
-/** How a size change prepares the space it adds (qemu-img resize --preallocation). */
-export type ResizePreallocation = 'off' | 'metadata' | 'falloc' | 'full';
+/** How a size change prepares the space it adds (qemu-img resize --preallocation): the modes of a new image. */
+export type ResizePreallocation = Qcow2CreateOptions['preallocation'];
 
 /**
  * Changes the virtual size; shrinking frees the clusters past the new end
@@ -51,22 +53,7 @@ export async function resizeQcow2(writer: Qcow2Writer, newSize: number, prealloc
   // The new area must read as zeros: the old tail cluster may hold bytes, a backing file may be longer.
   const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / writer.clusterSize) * writer.clusterSize, writer.host.backingSize() ?? 0));
   if (zeroEnd > oldSize) await writer.zeroRange(oldSize, zeroEnd - oldSize);
-  if (preallocation !== 'off') await preallocateGrowth(writer, oldSize, newSize, preallocation === 'full');
-}
-
-/**
- * Host clusters for the clusters a resize added, as qemu gives them: the file
- * then reaches the last of them (sparse, but for `zeros`, which writes zeros
- * into each).
- */
-async function preallocateGrowth(writer: Qcow2Writer, from: number, to: number, zeros: boolean): Promise<void> {
-  const added = await preallocate(writer, from, to);
-  const device = writer.host.device;
-  if (zeros) {
-    const zeroCluster = new Uint8Array(writer.clusterSize);
-    for (const hostOffset of added.clusters) await device.write!(hostOffset, zeroCluster);
-  }
-  if (device.size < added.end) await device.truncate!(added.end);
+  if (preallocation !== 'off') await preallocateRange(writer, oldSize, newSize, preallocation === 'full');
 }
 
 
@@ -101,13 +88,35 @@ export async function setInitialSize(writer: Qcow2Writer, size: number): Promise
 }
 
 /**
- * Gives every unallocated cluster of the guest range [from, to) (the whole
- * disk by default) a host cluster (qemu's preallocate_co for
- * preallocation=metadata): entries point at clusters that read as zeros from
- * the sparse file. With an external data file, guest offset = host offset.
- * Returns the host clusters it allocated and the end of the last one.
+ * Preallocation of the guest range [from, to), for a new image (the whole
+ * disk) and for the space a resize adds: every unallocated cluster gets a host
+ * cluster (qemu's preallocate_co for preallocation=metadata). With the data in
+ * this file, the file then reaches the last of them, sparse, or with `zeros`
+ * (preallocation=full) zeros written into each; with an external data file
+ * (guest offset = host offset) the entries are all there is to do.
  */
-export async function preallocate(writer: Qcow2Writer, from = 0, to = writer.host.size()): Promise<{ clusters: number[]; end: number }> {
+export async function preallocateRange(writer: Qcow2Writer, from: number, to: number, zeros: boolean): Promise<void> {
+  const added = await allocateRange(writer, from, to);
+  if (hasDataFile(writer.header)) return;
+  const device = writer.host.device;
+  if (zeros) for (const [start, length] of adjacentRuns(added.clusters, writer.clusterSize)) await writeZeros(device, start, length);
+  // qemu-img check wants no reference past the end of the file.
+  if (device.size < added.end) await device.truncate!(added.end);
+}
+
+/** Cluster offsets (in allocation order) as runs of adjacent clusters: [start, length] each. */
+function adjacentRuns(offsets: readonly number[], clusterSize: number): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (const offset of offsets) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === offset) last[1] += clusterSize;
+    else runs.push([offset, clusterSize]);
+  }
+  return runs;
+}
+
+/** Host clusters for the unallocated clusters of [from, to); returns them and the end of the last one. */
+async function allocateRange(writer: Qcow2Writer, from: number, to: number): Promise<{ clusters: number[]; end: number }> {
   const { extendedL2 } = writer.geometry;
   const dataFile = hasDataFile(writer.header);
   const clusters: number[] = [];

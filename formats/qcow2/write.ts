@@ -9,7 +9,7 @@
  * points at them any more.
  */
 
-import { isAllZero } from '../../src/core/bytes.js';
+import { alignUp, isAllZero } from '../../src/core/bytes.js';
 import { settleAll } from '../../src/core/slots.js';
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
@@ -31,7 +31,7 @@ import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { MetadataOverlap } from './overlap.js';
 import type { BlockDevice } from '../../src/core/device.js';
-import { growL1, preallocate, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
+import { growL1, preallocateRange, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
 import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
 /** Every subcluster bit of an extended L2 bitmap half. */
@@ -623,9 +623,9 @@ export class Qcow2Writer {
     return setInitialSize(this, size);
   }
 
-  /** Gives every cluster of a new image a host cluster (preallocation=metadata); returns the end of the data. */
-  async preallocate(): Promise<number> {
-    return (await preallocate(this)).end;
+  /** Gives every cluster of a new image a host cluster (preallocation=metadata, falloc), and with `zeros` writes zeros into them (full). */
+  preallocate(zeros: boolean): Promise<void> {
+    return preallocateRange(this, 0, this.host.size(), zeros);
   }
 
   /**
@@ -645,7 +645,7 @@ export class Qcow2Writer {
   endCompressedWrites(): Promise<void> {
     return this.exclusive(async () => {
       const { device } = this.host;
-      const end = Math.ceil(device.size / SECTOR_BYTES) * SECTOR_BYTES;
+      const end = alignUp(device.size, SECTOR_BYTES);
       if (end > device.size) await device.truncate!(end);
     });
   }

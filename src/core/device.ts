@@ -39,6 +39,17 @@ export async function readFully(source: ByteSource, offset: number, target: Uint
   else target.set(await source.read(offset, target.length));
 }
 
+/** Zeros are written in pieces of at most this many bytes: memory stays bounded whatever the length. */
+const ZERO_PIECE_BYTES = 1 << 20;
+
+/** Writes `length` zero bytes at `start` (preallocation that must store real zeros, not holes). */
+export async function writeZeros(device: BlockDevice, start: number, length: number): Promise<void> {
+  const zeros = new Uint8Array(Math.min(ZERO_PIECE_BYTES, length));
+  for (let done = 0; done < length; done += zeros.length) {
+    await device.write!(start + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
+  }
+}
+
 /** Throws ReadOnlyError unless the device may be written. */
 export function requireWritable(device: { writable: boolean; name: string }): void {
   if (!device.writable) throw new ReadOnlyError(`${device.name} is open read-only`);

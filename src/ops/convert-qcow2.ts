@@ -17,6 +17,7 @@ import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
 import { pipeline } from './pipeline.js';
 import { WRITES_IN_FLIGHT } from './copy.js';
+import { DEFAULT_SPARSE_SIZE } from './convert.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -137,9 +138,6 @@ function clustersTouched(runs: Array<[number, number]>, base: number, clusterSiz
   }
   return count;
 }
-
-/** qemu-img's default -S. */
-const DEFAULT_SPARSE_SIZE = 4096;
 
 /**
  * The blocks a plain copy tests for zeros: whole clusters; with extended L2

@@ -1,10 +1,12 @@
 /** `create`: a new, empty image of a given size (qemu-img create). */
 
-import type { BlockDevice } from '../core/device.js';
+import { alignUp } from '../core/bytes.js';
+import { writeZeros, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { optionBoolean, rejectUnknownOptions } from '../core/options.js';
 import { parseSize } from '../core/size.js';
+import { SECTOR_SIZE } from './convert.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import {
   PREALLOCATION_MODES,
@@ -70,8 +72,6 @@ export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOpt
 
 const RAW_OPTIONS = CREATE_OPTIONS.raw.map((option) => option.name);
 const QCOW2_OPTIONS = CREATE_OPTIONS.qcow2.map((option) => option.name);
-/** Zeros are written in units of this size for `preallocation=full`. */
-const ZERO_FILL_CHUNK = 1 << 20;
 
 /** Writes a new image of `request.format` onto an empty, writable device. */
 export async function createImage(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
@@ -104,10 +104,8 @@ async function createRaw(device: BlockDevice, request: CreateRequest): Promise<C
 }
 
 /** qemu's raw and qcow2 drivers make a new image whole sectors, rounding the size asked for up. */
-const SECTOR = 512;
-
 function wholeSectors(size: number): number {
-  return Math.ceil(size / SECTOR) * SECTOR;
+  return alignUp(size, SECTOR_SIZE);
 }
 
 function sizeFrom(request: CreateRequest): number | undefined {
@@ -195,15 +193,7 @@ async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise
   const writer = image.writer!;
   await writer.setInitialSize(options.size);
   if (options.preallocation === 'off') return;
-  const dataEnd = await writer.preallocate();
-  if (options.dataFile !== undefined) return;
-  if (options.preallocation === 'full') {
-    for (const extent of await image.blockStatus(0, image.size)) {
-      if (extent.kind === 'data' && extent.hostOffset !== undefined) await writeZeros(device, extent.hostOffset, extent.length);
-    }
-  }
-  // The file covers every preallocated cluster (sparse for metadata and falloc): qemu-img check wants no reference past the end.
-  if (device.size < dataEnd) await device.truncate!(dataEnd);
+  await writer.preallocate(options.preallocation === 'full');
   await device.flush?.();
 }
 
@@ -224,11 +214,4 @@ function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions, a
   if (given.has('compat')) settings.push(['compat', given.get('compat')!]);
   settings.push(['lazy_refcounts', onOff(parsed.lazyRefcounts)], ['refcount_bits', String(parsed.refcountBits)]);
   return settings;
-}
-
-async function writeZeros(device: BlockDevice, start: number, length: number): Promise<void> {
-  const zeros = new Uint8Array(Math.min(ZERO_FILL_CHUNK, length));
-  for (let done = 0; done < length; done += zeros.length) {
-    await device.write!(start + done, zeros.subarray(0, Math.min(zeros.length, length - done)));
-  }
 }

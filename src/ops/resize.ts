@@ -5,9 +5,9 @@ import type { Image } from '../core/image.js';
 import type { SizeChange } from '../core/size.js';
 import { Qcow2Image } from '../../formats/qcow2/image.js';
 import type { ResizePreallocation } from '../../formats/qcow2/resize.js';
+import { PREALLOCATION_MODES } from '../../formats/qcow2/create.js';
+import { writeZeros } from '../core/device.js';
 import { RawImage } from '../../formats/raw/index.js';
-
-const PREALLOCATIONS = ['off', 'metadata', 'falloc', 'full'] as const;
 
 /**
  * A raw file to the byte, as qemu's file driver truncates it. `full` writes
@@ -22,14 +22,8 @@ async function resizeRaw(image: RawImage, size: number, preallocation: ResizePre
   const oldEnd = device.size;
   if (size < oldEnd && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
   await device.truncate(size);
-  if (preallocation === 'full') {
-    const zeros = new Uint8Array(Math.min(ZERO_PIECE, size - oldEnd));
-    for (let at = oldEnd; at < size; at += zeros.length) await device.write(at, zeros.subarray(0, Math.min(zeros.length, size - at)));
-  }
+  if (preallocation === 'full') await writeZeros(device, oldEnd, size - oldEnd);
 }
-
-/** Bytes of zeros written at a time by --preallocation=full on a raw file. */
-const ZERO_PIECE = 1 << 20;
 
 /** The size `change` asks for, from `current`. */
 export function targetSize(current: number, change: SizeChange): number {
@@ -45,7 +39,7 @@ export function targetSize(current: number, change: SizeChange): number {
  * v2 images with internal snapshots cannot change size.
  */
 export async function resizeImage(image: Image, change: SizeChange, shrink: boolean, preallocation: string = 'off'): Promise<number> {
-  if (!(PREALLOCATIONS as readonly string[]).includes(preallocation)) throw new UsageError(`Invalid preallocation mode '${preallocation}'`);
+  if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) throw new UsageError(`Invalid preallocation mode '${preallocation}'`);
   const mode = preallocation as ResizePreallocation;
   const size = targetSize(image.size, change);
   if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
