@@ -48,6 +48,9 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     ['amend', '-q', '-p', '-o', 'compat=1.1', 'top.qcow2'],
     ['convert', '-O', 'raw', '-o', 'preallocation=full', 'top.qcow2', 'full.raw'],
     ['convert', '-O', 'raw', '-o', 'preallocation=falloc', 'top.qcow2', 'falloc.raw'],
+    // A flag given twice takes its last value; -o adds up.
+    ['convert', '-O', 'qcow2', '-f', 'raw', '-O', 'raw', '-f', 'qcow2', 'top.qcow2', 'twice.raw'],
+    ['map', '--output=human', '--output=json', 'top.qcow2'],
   ])('%s %s %s %s ...', (...args) => {
     const { mine, qemu } = both(args);
     expect(mine.status, mine.stderr).toBe(qemu.status);
@@ -70,6 +73,9 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['amend', '-t', 'fast', '-o', 'compat=1.1', 'top.qcow2'], 'Invalid cache option: fast'],
     [['convert', '-O', 'raw', '-o', 'preallocation=metadata', 'top.qcow2', 'out.raw'], 'Unsupported preallocation mode: metadata'],
     [['convert', '-O', 'raw', '-o', 'cluster_size=4k', 'top.qcow2', 'out.raw'], "Invalid parameter 'cluster_size'"],
+    [['convert', '-B', 'base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
+    [['convert', '-o', 'backing_file=base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
+    [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);
     expect(mine.status).toBe(qemu.status);

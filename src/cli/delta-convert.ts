@@ -38,12 +38,13 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
   options.delete('backing_fmt');
   const base = args['delta-from'] as string | undefined;
   if (backing === undefined && base === undefined) {
-    if (args.F !== undefined) throw new UsageError('-F is only valid with -B or --delta-from');
-    if (backingFormat !== undefined) throw new UsageError('backing format cannot be used without backing file');
+    if (backingFormat !== undefined) throw new UsageError('Backing format cannot be used without backing file');
     return undefined;
   }
   if (backing !== undefined && base !== undefined) throw new UsageError('-B and --delta-from cannot be used together');
   if (outputFormat !== 'qcow2') throw new UsageError(`a backing file needs -O qcow2 (the ${outputFormat} format has no backing file)`);
+  // As qemu-img (since 6.1): a new overlay names its backing format; probing it could misread a raw file.
+  if (backing !== undefined && backingFormat === undefined && args.n !== true) throw new UsageError('Use of backing file requires explicit backing format');
   if (args.c === true) throw new UsageError('-c cannot be used with -B or --delta-from');
   if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
   const target = args.target as string;

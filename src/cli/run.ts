@@ -76,7 +76,21 @@ function baseParser(argv: string[]): Argv {
     .epilogue('Run `platter COMMAND --help` for the options and examples of one command.')
     .fail((message, error) => {
       throw error ?? new UsageError(`${message}`);
-    });
+    })
+    .middleware(lastValueWins, true);
+}
+
+/** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), and dd's operands. */
+const REPEATABLE = new Set(['_', 'o', 'options', 'operands']);
+
+/**
+ * A flag given twice takes its last value, as qemu-img's option parsing does
+ * (`-f raw ... -f qcow2` is `-f qcow2`); yargs would make a list of both.
+ */
+function lastValueWins(args: Record<string, unknown>): void {
+  for (const [name, value] of Object.entries(args)) {
+    if (Array.isArray(value) && !REPEATABLE.has(name)) args[name] = value[value.length - 1];
+  }
 }
 
 /**

@@ -51,7 +51,7 @@ const command: CliCommand = {
       })
       .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
       .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
-      .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file or --delta-from base (default: probe)' })
+      .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file (required with -B, as in qemu-img) or of the --delta-from base (probed when left out)' })
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
       .example('platter convert -p -O raw disk.qcow2 disk.img', 'The same, with a progress line')
       .example('platter convert -l before-upgrade -O raw vm.qcow2 old.raw', 'Convert the disk as it was in a snapshot')
@@ -74,9 +74,10 @@ const command: CliCommand = {
     const parallel = args.m as number;
     checkParallel(parallel);
     const flushes = writeFlushes(args);
-    const delta = deltaRequest(args, outputFormat);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
+      // After the source opens, as qemu-img checks the output's options.
+      const delta = deltaRequest(args, outputFormat);
       const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
       const clash = await sourceFileAt(source, targetPath);
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
