@@ -126,6 +126,24 @@ describe.skipIf(!enabled)('delta images', () => {
     expect(raw.stderr).toMatch(/^platter: .*-O qcow2/);
   });
 
+  it.each(['zlib', 'zstd'])('convert -c -B (%s): every data cluster of the overlay is compressed, as qemu-img convert -c -B writes it', (type) => {
+    const args = (out: string) => ['convert', '-c', '-o', `compression_type=${type}`, '-B', 'cb-base.qcow2', '-F', 'qcow2', '-O', 'qcow2', 'cb-src.qcow2', out];
+    run('qemu-img', args(`cbc-qemu-${type}.qcow2`), { cwd: temp.dir });
+    const result = platter(args(`cbc-ours-${type}.qcow2`), { cwd: temp.dir });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(chainSame(temp.dir, `cbc-ours-${type}.qcow2`, 'cb-src.qcow2')).toBe(true);
+    const check = (image: string) =>
+      JSON.parse(run('qemu-img', ['check', '--output=json', image], { cwd: temp.dir })) as { 'allocated-clusters': number; 'compressed-clusters': number; 'check-errors': number };
+    const ours = check(`cbc-ours-${type}.qcow2`);
+    const qemu = check(`cbc-qemu-${type}.qcow2`);
+    expect(ours['check-errors']).toBe(0);
+    expect(ours['compressed-clusters']).toBe(1);
+    expect(ours['allocated-clusters']).toBe(ours['compressed-clusters']);
+    expect(qemu['allocated-clusters']).toBe(qemu['compressed-clusters']);
+    expect(chainBacking(temp.dir, `cbc-ours-${type}.qcow2`)).toEqual(chainBacking(temp.dir, `cbc-qemu-${type}.qcow2`));
+  });
+
   it('commit folds a delta back into its raw base', () => {
     const result = platter(['commit', 'backups/monday.qcow2'], { cwd: temp.dir });
     expect(result.stdout).toBe('Image committed.\n');

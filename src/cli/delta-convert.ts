@@ -24,6 +24,8 @@ export interface DeltaRequest {
   /** -B: the source's top layer only. */
   topLayerOnly: boolean;
   options: Map<string, string>;
+  /** -c: compress the clusters written. */
+  compress: boolean;
   /** Which named files the backing chain may open (--backing-root). */
   policy: NamedFilePolicy;
 }
@@ -45,7 +47,6 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
   if (outputFormat !== 'qcow2') throw new UsageError(`a backing file needs -O qcow2 (the ${outputFormat} format has no backing file)`);
   // As qemu-img (since 6.1): a new overlay names its backing format; probing it could misread a raw file.
   if (backing !== undefined && backingFormat === undefined && args.n !== true) throw new UsageError('Use of backing file requires explicit backing format');
-  if (args.c === true) throw new UsageError('-c cannot be used with -B or --delta-from');
   if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
   const target = args.target as string;
   const format = backingFormat;
@@ -53,11 +54,11 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
   if (backing !== undefined) {
     // qemu-img's -B: the name is recorded as given and resolves beside the output.
     const openPath = isAbsolute(backing) ? backing : join(dirname(target), backing);
-    return { openPath, recordedName: backing, format, topLayerOnly: true, options, policy };
+    return { openPath, recordedName: backing, format, topLayerOnly: true, options, compress: args.c === true, policy };
   }
   // --delta-from names a file from the working directory; the image records it relative to itself.
   const recordedName = isAbsolute(base!) ? base! : relative(dirname(resolve(target)), resolve(base!));
-  return { openPath: base!, recordedName, format, topLayerOnly: false, options, policy };
+  return { openPath: base!, recordedName, format, topLayerOnly: false, options, compress: args.c === true, policy };
 }
 
 /** Writes the delta of `source` over the requested backing image into a new qcow2 file at `targetPath`. */
@@ -74,6 +75,7 @@ export async function convertDeltaCli(source: Image, targetPath: string, request
         backingFormat: base.format,
         options: request.options,
         topLayerOnly: request.topLayerOnly,
+        compress: request.compress,
         host: nodeHost(),
         tests: nodeByteTests,
         onProgress: (done, total) => progress.update(done, total),

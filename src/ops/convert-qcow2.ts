@@ -213,9 +213,11 @@ async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocate
   await writing.drain();
 }
 
-type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
+/** Compresses one whole cluster into a stream of the image's compression type. */
+export type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
 
-function compressorFor(target: Qcow2Image, codecs: Codecs): Compressor {
+/** The compressor of `target`'s compression type (zlib or zstd), from the host's codecs. */
+export function compressorFor(target: Qcow2Image, codecs: Codecs): Compressor {
   const zstd = target.metadata.header.compressionType === 1;
   const compress = zstd ? codecs.zstdCompress : codecs.deflateRaw;
   if (!compress) throw new UnsupportedFeatureError(`no ${zstd ? 'zstd' : 'deflate'} compressor in this runtime`);

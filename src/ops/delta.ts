@@ -11,6 +11,7 @@ import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import type { ByteTests } from './bytes-accel.js';
 import { DIFF_CHUNK, differingRuns, readOrZero } from './chain-diff.js';
 import { createImage } from './create.js';
+import { compressorFor, type Compressor } from './convert-qcow2.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 
@@ -27,6 +28,8 @@ export interface DeltaOptions {
    * taken to be the base's already and are not looked at.
    */
   topLayerOnly?: boolean;
+  /** `-c`: every differing cluster that holds data is stored compressed (as is when that does not shrink it). */
+  compress?: boolean;
   host: ImageHost;
   tests?: ByteTests;
   onProgress?: ProgressCallback;
@@ -51,7 +54,9 @@ export async function writeDelta(source: Image, base: Image, device: BlockDevice
   const host: ImageHost = { ...options.host, openBacking: async () => borrowed(base) };
   const delta = await openQcow2(device, { host, writable: true });
   try {
-    const bytesWritten = await writeDifferences(source, base, delta, options);
+    const compressor = options.compress ? compressorFor(delta, options.host.codecs) : undefined;
+    const bytesWritten = await writeDifferences(source, base, delta, options, compressor);
+    if (compressor) await delta.writer!.endCompressedWrites();
     return { bytesWritten };
   } finally {
     await delta.close();
@@ -59,7 +64,13 @@ export async function writeDelta(source: Image, base: Image, device: BlockDevice
 }
 
 /** Compares source and base over every run where either may hold data, and writes the differing clusters. */
-async function writeDifferences(source: Image, base: Image, delta: Qcow2Image, options: DeltaOptions): Promise<number> {
+async function writeDifferences(
+  source: Image,
+  base: Image,
+  delta: Qcow2Image,
+  options: DeltaOptions,
+  compressor: Compressor | undefined,
+): Promise<number> {
   const clusterSize = delta.metadata.clusterSize;
   const sourceBytes = new Uint8Array(DIFF_CHUNK);
   const baseBytes = new Uint8Array(DIFF_CHUNK);
@@ -77,6 +88,7 @@ async function writeDifferences(source: Image, base: Image, delta: Qcow2Image, o
       for (const [from, to] of differingRuns(wanted, below, at, clusterSize, options.tests)) {
         const bytes = wanted.subarray(from, to);
         if (isZero(bytes, options.tests)) await delta.writeZeroes(at + from, to - from);
+        else if (compressor) await writeCompressedRun(delta, at + from, bytes, compressor, options.tests);
         else await delta.write(at + from, bytes.slice());
         written += to - from;
       }
@@ -87,6 +99,36 @@ async function writeDifferences(source: Image, base: Image, delta: Qcow2Image, o
   }
   options.onProgress?.(source.size, source.size);
   return written;
+}
+
+/**
+ * Stores `bytes` (whole clusters from `offset`, but for the image's last one)
+ * cluster by cluster, as qemu-img convert -c does: a zero cluster as a zero
+ * cluster, any other compressed, or as is when its stream would not be
+ * smaller. The clusters compress at once and are stored in guest order.
+ */
+async function writeCompressedRun(delta: Qcow2Image, offset: number, bytes: Uint8Array, compressor: Compressor, tests: ByteTests | undefined): Promise<void> {
+  const clusterSize = delta.metadata.clusterSize;
+  const clusters: Array<{ at: number; bytes: Uint8Array; stream?: Promise<Uint8Array> }> = [];
+  for (let at = 0; at < bytes.length; at += clusterSize) {
+    const cluster = bytes.subarray(at, Math.min(at + clusterSize, bytes.length));
+    if (isZero(cluster, tests)) {
+      clusters.push({ at, bytes: cluster });
+      continue;
+    }
+    // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
+    const whole = cluster.length === clusterSize ? cluster : new Uint8Array(clusterSize);
+    if (whole !== cluster) whole.set(cluster);
+    const stream = compressor(whole);
+    stream.catch(() => {}); // awaited below, in order
+    clusters.push({ at, bytes: cluster, stream });
+  }
+  for (const cluster of clusters) {
+    const stream = cluster.stream && (await cluster.stream);
+    if (!stream) await delta.writeZeroes(offset + cluster.at, cluster.bytes.length);
+    else if (stream.length < clusterSize) await delta.writer!.writeCompressed(offset + cluster.at, stream);
+    else await delta.write(offset + cluster.at, cluster.bytes.slice());
+  }
 }
 
 function isZero(bytes: Uint8Array, tests: ByteTests | undefined): boolean {
