@@ -85,10 +85,9 @@ export class ClusterAllocator {
   async release(offset: number, bytes: number): Promise<void> {
     if (bytes <= 0) return;
     const [first, last] = this.clustersTouched(offset, bytes);
-    for (let cluster = first; cluster <= last; cluster++) {
-      const value = (await this.refcounts.get(cluster)) - 1;
-      await this.refcounts.adjust(cluster, 1, -1);
-      if (value === 0) this.freeHint = Math.min(this.freeHint, cluster);
+    await this.refcounts.adjust(first, last - first + 1, -1);
+    for (let cluster = first; cluster <= last && cluster < this.freeHint; cluster++) {
+      if ((await this.refcounts.get(cluster)) === 0) this.freeHint = cluster;
     }
   }
 

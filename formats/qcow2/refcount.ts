@@ -258,15 +258,48 @@ export class Refcounts {
     if (value > 0) this.endCluster = Math.max(this.endCluster, cluster + 1);
   }
 
-  /** Adds `delta` to the refcount of each cluster in [first, first+count). */
+  /**
+   * Adds `delta` to the refcount of each cluster in [first, first+count), with
+   * one write per refcount block the range touches. Every new value is checked
+   * before a block changes, so a refcount that would drop below zero changes
+   * nothing in its block.
+   */
   async adjust(first: number, count: number, delta: number): Promise<void> {
-    for (let cluster = first; cluster < first + count; cluster++) {
-      const value = (await this.get(cluster)) + delta;
-      if (value < 0) {
-        throw new CorruptImageError(`refcount of cluster ${cluster} would drop below zero`, cluster * this.clusterSize);
+    for (let cluster = first; cluster < first + count; ) {
+      const blockIndex = Math.floor(cluster / this.perBlock);
+      const groupEnd = Math.min(first + count, (blockIndex + 1) * this.perBlock);
+      const values: number[] = [];
+      for (let at = cluster; at < groupEnd; at++) {
+        const value = (await this.get(at)) + delta;
+        if (value < 0) throw new CorruptImageError(`refcount of cluster ${at} would drop below zero`, at * this.clusterSize);
+        if (value > maxRefcount(this.order)) {
+          throw new LimitExceededError(`refcount ${value} of cluster ${at} does not fit in ${refcountBits(this.order)} bits`);
+        }
+        values.push(value);
       }
-      await this.set(cluster, value);
+      await this.setGroup(blockIndex, cluster, values);
+      cluster = groupEnd;
     }
+  }
+
+  /** Sets the refcounts of the clusters from `first` (all in block `blockIndex`) to `values`, in one write. */
+  private async setGroup(blockIndex: number, first: number, values: number[]): Promise<void> {
+    const blockOffset = this.blockOffset(blockIndex);
+    if (blockOffset === 0) {
+      // A new block may land on one of these clusters and change its refcount: one at a time, as set() does.
+      for (let i = 0; i < values.length; i++) await this.set(first + i, values[i]!);
+      return;
+    }
+    const block = await this.block(blockOffset);
+    let start = Number.MAX_SAFE_INTEGER;
+    let end = 0;
+    values.forEach((value, i) => {
+      const [from, to] = setRefcount(block, (first + i) % this.perBlock, this.order, value);
+      start = Math.min(start, from);
+      end = Math.max(end, to);
+      if (value > 0) this.endCluster = Math.max(this.endCluster, first + i + 1);
+    });
+    await this.device.write!(blockOffset + start, block.slice(start, end));
   }
 
   /** Takes `count` clusters from the end of the file, with refcount 1. */

@@ -280,9 +280,66 @@ export class Qcow2Writer {
   /** @internal Zero write without taking the queue (for operations already in it). */
   async zeroRange(offset: number, length: number): Promise<void> {
     await this.begin();
-    await this.eachCluster(offset, length, (start, inCluster, pieceLength) =>
-      this.zeroInCluster(start, inCluster, pieceLength),
-    );
+    this.checkGuestRange(offset, length);
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const batch = this.zeroBatch(at, end);
+      if (batch > 1) {
+        await this.zeroClusters(at, batch);
+        at += batch * this.clusterSize;
+        continue;
+      }
+      const next = Math.min(end, at - (at % this.clusterSize) + this.clusterSize);
+      await this.eachCluster(at, next - at, (start, inCluster, pieceLength) => this.zeroInCluster(start, inCluster, pieceLength));
+      at = next;
+    }
+  }
+
+  /**
+   * Whole clusters from `at` (up to `end`, within one L2 table) that can be
+   * zeroed together: in an image with no backing file and no data file, where
+   * zeroing a whole cluster only changes its entry and releases what it held.
+   */
+  private zeroBatch(at: number, end: number): number {
+    if (at % this.clusterSize !== 0 || this.dataFile || this.host.backingSize() !== undefined) return 0;
+    const { l2Entries } = this.geometry;
+    const index = Math.floor(at / this.clusterSize) % l2Entries;
+    return Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - index);
+  }
+
+  /**
+   * Zeros `count` whole clusters from `at`, all in one L2 table, as
+   * zeroInCluster would one by one (those that read as zeros already are left
+   * alone), with one write of the changed entries and then one release per run
+   * of host clusters: an entry never points at a released cluster, so a crash
+   * between the two leaves leaked clusters at worst.
+   */
+  private async zeroClusters(at: number, count: number): Promise<void> {
+    const { extendedL2 } = this.geometry;
+    const existing = await this.tables.slot(at, false);
+    if (!existing) return; // no table: every cluster reads as zeros (there is no backing file)
+    const changing: number[] = [];
+    for (let i = 0; i < count; i++) if (!this.entryReadsZero(existing.table, existing.index + i, at + i * this.clusterSize)) changing.push(i);
+    if (changing.length === 0) return;
+    // Taking the slot for writing copies a table shared with a snapshot first.
+    const slot = await this.tables.slot(at, true);
+    const zeroFlag = this.header.version === 3;
+    const released: Array<{ offset: number; bytes: number }> = [];
+    for (const i of changing) {
+      const entry: L2Slot = { ...slot, index: slot.index + i };
+      const old = this.allocationOf(entry, clusterType(slot.table, entry.index, extendedL2, this.dataFile));
+      if (old) released.push(old);
+      const position = l2EntryPosition(entry.index, extendedL2);
+      setEntry(slot.table, position, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
+      if (extendedL2) {
+        slot.table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
+        slot.table.setUint32(position + 12, 0);
+      }
+    }
+    const first = l2EntryPosition(slot.index + changing[0]!, extendedL2);
+    const last = l2EntryPosition(slot.index + changing[changing.length - 1]!, extendedL2) + (extendedL2 ? 16 : 8);
+    await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, last - first).slice());
+    for (const run of clusterRuns(released, this.clusterSize)) await this.host.allocator.release(run.offset, run.bytes);
   }
 
   /** @internal Discard without taking the queue (for operations already in it). */
@@ -363,16 +420,20 @@ export class Qcow2Writer {
     length: number,
     visit: (clusterStart: number, inCluster: number, length: number) => Promise<void>,
   ): Promise<void> {
-    const size = this.host.size();
-    if (offset < 0 || length < 0 || offset > size || length > size - offset) {
-      throw new CorruptImageError(`write of ${length} bytes at ${offset} is past the end of the disk (${size} bytes)`);
-    }
+    this.checkGuestRange(offset, length);
     const end = offset + length;
     for (let at = offset; at < end; ) {
       const clusterStart = at - (at % this.clusterSize);
       const pieceEnd = Math.min(end, clusterStart + this.clusterSize);
       await visit(clusterStart, at - clusterStart, pieceEnd - at);
       at = pieceEnd;
+    }
+  }
+
+  private checkGuestRange(offset: number, length: number): void {
+    const size = this.host.size();
+    if (offset < 0 || length < 0 || offset > size || length > size - offset) {
+      throw new CorruptImageError(`write of ${length} bytes at ${offset} is past the end of the disk (${size} bytes)`);
     }
   }
 
@@ -557,12 +618,17 @@ export class Qcow2Writer {
   /** True when the whole cluster already reads as zeros without anything stored. */
   private async readsAsZero(clusterStart: number): Promise<boolean> {
     const slot = await this.tables.slot(clusterStart, false);
-    const { extendedL2 } = this.geometry;
     if (!slot) return this.backingBelow(clusterStart);
-    const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
+    return this.entryReadsZero(slot.table, slot.index, clusterStart);
+  }
+
+  /** True when entry `index` of `table` (the cluster at `clusterStart`) reads as zeros without storing them. */
+  private entryReadsZero(table: DataView, index: number, clusterStart: number): boolean {
+    const { extendedL2 } = this.geometry;
+    const type = clusterType(table, index, extendedL2, this.dataFile);
     if (!extendedL2) return type === 'zero-plain' || (type === 'unallocated' && this.backingBelow(clusterStart));
     if (type !== 'unallocated') return false;
-    const { zero } = l2EntryBitmap(slot.table, slot.index);
+    const { zero } = l2EntryBitmap(table, index);
     return zero === ALL_SUBCLUSTERS || (zero === 0 && this.backingBelow(clusterStart));
   }
 
@@ -667,4 +733,23 @@ export class Qcow2Writer {
     await this.tables.writeEntry(slot);
   }
 
+}
+
+/**
+ * Host allocations to release, with neighbouring whole clusters joined into
+ * one range. A compressed stream's range stays alone: two streams may share
+ * a cluster, and each holds its own reference to it.
+ */
+export function clusterRuns(allocations: Array<{ offset: number; bytes: number }>, clusterSize: number): Array<{ offset: number; bytes: number }> {
+  const runs: Array<{ offset: number; bytes: number }> = [];
+  const whole = (range: { offset: number; bytes: number }) => range.offset % clusterSize === 0 && range.bytes === clusterSize;
+  for (const range of allocations) {
+    const last = runs[runs.length - 1];
+    if (last && whole(range) && last.offset % clusterSize === 0 && last.bytes % clusterSize === 0 && last.offset + last.bytes === range.offset) {
+      last.bytes += range.bytes;
+    } else {
+      runs.push({ ...range });
+    }
+  }
+  return runs;
 }
