@@ -75,6 +75,7 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-O', 'raw', '-o', 'cluster_size=4k', 'top.qcow2', 'out.raw'], "Invalid parameter 'cluster_size'"],
     [['convert', '-B', 'base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
     [['convert', '-o', 'backing_file=base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
+    [['convert', '-n', '-o', 'preallocation=full', '-O', 'raw', 'top.qcow2', 'zeros.raw'], '-o has no effect when skipping image creation'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);

@@ -6,6 +6,7 @@ import { IoError, UnsupportedFeatureError, UsageError } from '../core/errors.js'
 import type { Image } from '../core/image.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import { copyImage, type CopyStats } from './copy.js';
+import { walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 
 /** qemu-img's default -S: zero runs of 4 KiB (one file system block) are left as holes. */
@@ -103,4 +104,33 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     onProgress: options.onProgress,
   });
   return { ...stats, outputSize: options.existingTarget ? target.size : outputSize };
+}
+
+/**
+ * Converts `source` into the existing image `target` (convert -n with a qcow2
+ * output), which keeps its size, format and options. As qemu-img does, the
+ * source's range of the target is first made to read as zeros where it reads
+ * otherwise (zero clusters; a version 2 image without a backing file
+ * deallocates), unless `targetIsZero` says it does already; then only the
+ * source's data is written. What lies past the source's size is left as it was.
+ */
+export async function convertIntoImage(source: Image, target: Image, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const sparseSize = options.sparseSize ?? DEFAULT_SPARSE_SIZE;
+  const parallel = options.parallel ?? DEFAULT_PARALLEL;
+  checkSparseSize(sparseSize);
+  checkParallel(parallel);
+  if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
+  if (!target.writeZeroes) throw new IoError(`${target.name} cannot be zeroed`);
+  if (!options.targetIsZero) {
+    for await (const run of walkRuns(target, 0, source.size)) if (!run.zero) await target.writeZeroes(run.start, run.length);
+  }
+  const stats = await copyImage(source, target, {
+    sparseSize,
+    targetIsZero: true,
+    parallel,
+    ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
+    tests: options.tests ?? portableByteTests,
+    onProgress: options.onProgress,
+  });
+  return { ...stats, outputSize: target.size };
 }

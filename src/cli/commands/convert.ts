@@ -3,7 +3,8 @@
 import type { Args, CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { UsageError } from '../../core/errors.js';
-import { checkOutputFormat, checkParallel, checkSparseSize, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
+import { checkOutputFormat, checkParallel, checkSparseSize, convertIntoImage, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
+import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
 import { parseOptionString } from '../../core/options.js';
@@ -41,7 +42,7 @@ const command: CliCommand = {
         requiresArg: true,
         describe: `Convert ${SNAPSHOT_PARAM_HELP}`,
       })
-      .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target; do not create it' })
+      .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target (raw, or a qcow2 image of at least the source size, which keeps its options); do not create it' })
       .option('target-is-zero', { type: 'boolean', default: false, describe: 'With -n: the existing target reads as zeros, so zero ranges are not written' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })
       .option('W', {
@@ -67,7 +68,10 @@ const command: CliCommand = {
     checkOutputFormat(outputFormat);
     if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
     const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
-    if (outputFormat === 'qcow2' && args.n === true) throw new UsageError('-n (an existing target) is not supported with -O qcow2');
+    if (args.n === true && args.o !== undefined) throw new UsageError('-o has no effect when skipping image creation');
+    if (outputFormat === 'qcow2' && args.n === true && args.c === true) {
+      throw new UsageError('-c is not supported with -n and -O qcow2 (compressed clusters go only into a new image)');
+    }
     if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
     // A raw output preallocated in full holds every byte: what -S 0 writes.
     const sparseSize = rawFull ? 0 : parseSparse(args.S as string);
@@ -83,6 +87,7 @@ const command: CliCommand = {
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
+      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize);
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
       const progress = createProgress(progressMode(args));
       try {
@@ -117,6 +122,25 @@ const command: CliCommand = {
     }
   },
 };
+
+/** convert -n -O qcow2: into the existing image at `targetPath`, which keeps its size and options. */
+async function convertIntoQcow2(source: Image, targetPath: string, args: Args, sparseSize: number): Promise<void> {
+  const target = await openForCli(targetPath, { ...namedFilePolicyOf(args), format: 'qcow2', writable: true, flushes: writeFlushes(args) });
+  const progress = createProgress(progressMode(args));
+  try {
+    await convertIntoImage(source, target, {
+      sparseSize,
+      parallel: args.m as number,
+      targetIsZero: args['target-is-zero'] === true,
+      tests: nodeByteTests,
+      onProgress: (done, total) => progress.update(done, total),
+    });
+    await target.flush?.();
+    progress.end();
+  } finally {
+    await target.close();
+  }
+}
 
 /**
  * The one option a raw output takes (`-o preallocation=MODE`), as qemu's file

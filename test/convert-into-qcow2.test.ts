@@ -1,0 +1,111 @@
+/**
+ * convert -n with a qcow2 output: the source is written into an existing
+ * qcow2 image, which keeps its size and options. Each case builds the same
+ * target twice, lets platter fill one and qemu-img the other, and asks
+ * qemu-img whether the two read alike (past the source's size too, where both
+ * leave the target as it was) and whether platter's is clean.
+ */
+
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shStatus } from './helpers/qcow2-oracle.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+
+const tmp = tempDir('platter-convert-into-');
+afterAll(() => tmp.cleanup());
+
+/** How to make a target: qemu-img create arguments after the file name, and qemu-io commands. */
+interface TargetRecipe {
+  create: string[];
+  io?: string[];
+  /** qemu-img snapshot -c after the writes (its clusters are shared with the active image). */
+  snapshot?: boolean;
+}
+
+/** Makes `name` from `recipe` in the test directory. */
+function makeTarget(name: string, recipe: TargetRecipe): void {
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', ...recipe.create.slice(0, -1), tmp.path(name), recipe.create[recipe.create.length - 1]!]);
+  if (recipe.io) run('qemu-io', recipe.io.flatMap((command) => ['-c', command]).concat(tmp.path(name)));
+  if (recipe.snapshot) run('qemu-img', ['snapshot', '-c', 'before', tmp.path(name)]);
+}
+
+/** Fills a platter copy and a qemu-img copy of the target; returns both outcomes. */
+function both(recipe: TargetRecipe, flags: string[], source = 'top.qcow2') {
+  const outcome = (tool: 'platter' | 'qemu-img') => {
+    const name = `${tool}-${Math.random().toString(36).slice(2)}.qcow2`;
+    makeTarget(name, recipe);
+    const args = ['convert', '-n', ...flags, '-O', 'qcow2', source, name];
+    const result = tool === 'platter' ? platter(args, { cwd: tmp.dir }) : shStatus(tmp.dir, 'qemu-img', args);
+    return { ...result, name };
+  };
+  return { mine: outcome('platter'), qemu: outcome('qemu-img') };
+}
+
+const compare = (a: string, b: string) => shStatus(tmp.dir, 'qemu-img', ['compare', a, b]);
+const check = (image: string) => shStatus(tmp.dir, 'qemu-img', ['check', image]);
+
+describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('convert -n -O qcow2', () => {
+  beforeAll(() => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', tmp.path('base.qcow2'), '8M']);
+    run('qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 3 6M 64k', tmp.path('base.qcow2')]);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', tmp.path('top.qcow2')]);
+    run('qemu-io', ['-c', 'write -P 2 512k 1M', '-c', 'write -z 6M 64k', '-c', 'write -P 4 7M 4k', tmp.path('top.qcow2')]);
+    run('qemu-img', ['convert', '-c', '-O', 'qcow2', tmp.path('top.qcow2'), tmp.path('packed.qcow2')]);
+    run('qemu-img', ['create', '-q', '-f', 'raw', tmp.path('other.raw'), '8M']);
+  });
+
+  it.each<[string, TargetRecipe, string[]?, string?]>([
+    ['an empty image of the same size', { create: ['8M'] }],
+    ['a larger image full of data (its tail stays)', { create: ['12M'], io: ['write -P 5 0 12M'] }],
+    ['4 KiB clusters with data here and there', { create: ['-o', 'cluster_size=4k', '8M'], io: ['write -P 6 0 64k', 'write -P 7 5M 3M'] }],
+    ['a version 2 image with data', { create: ['-o', 'compat=0.10', '8M'], io: ['write -P 5 0 8M'] }],
+    ['extended L2 entries', { create: ['-o', 'extended_l2=on', '8M'], io: ['write -P 5 100k 3M'] }],
+    ['an overlay whose backing file holds data', { create: ['-b', 'base.qcow2', '-F', 'qcow2', '8M'], io: ['write -P 9 2M 64k'] }],
+    ['an image whose clusters a snapshot shares', { create: ['8M'], io: ['write -P 5 0 4M'], snapshot: true }],
+    ['-S 0', { create: ['8M'], io: ['write -P 5 0 8M'] }, ['-S', '0']],
+    ['a compressed source', { create: ['8M'], io: ['write -P 5 0 8M'] }, [], 'packed.qcow2'],
+  ])('into %s', (_what, recipe, flags = [], source = 'top.qcow2') => {
+    const { mine, qemu } = both(recipe, flags, source);
+    expect(mine.stderr).toBe('');
+    expect(qemu.status).toBe(0);
+    expect(mine.status).toBe(0);
+    expect(compare(mine.name, qemu.name).status, compare(mine.name, qemu.name).stdout).toBe(0);
+    expect(check(mine.name).status, check(mine.name).stdout).toBe(0);
+    if (recipe.snapshot) {
+      // The snapshot still reads as it did: its clusters were copied on write, not overwritten.
+      run('qemu-img', ['convert', '-l', 'before', '-O', 'raw', mine.name, 'snapshot.raw'], { cwd: tmp.dir });
+      const bytes = readFileSync(tmp.path('snapshot.raw'));
+      expect(bytes.subarray(0, 4 << 20).every((byte) => byte === 5)).toBe(true);
+      expect(bytes.subarray(4 << 20).every((byte) => byte === 0)).toBe(true);
+    }
+  });
+
+  it('--target-is-zero: the source is written over what the target holds, and nothing else', () => {
+    const { mine, qemu } = both({ create: ['8M'], io: ['write -P 5 3M 2M'] }, ['--target-is-zero']);
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    expect(compare(mine.name, qemu.name).status).toBe(0);
+  });
+
+  it.each<[string, TargetRecipe, string[], string]>([
+    ['a smaller image', { create: ['4M'] }, [], 'output file is smaller than input file'],
+    ['-o', { create: ['8M'] }, ['-o', 'cluster_size=4k'], '-o has no effect when skipping image creation'],
+  ])('into %s is refused with qemu-img\'s message', (_what, recipe, flags, message) => {
+    const { mine, qemu } = both(recipe, flags);
+    expect(qemu.status).toBe(1);
+    expect(qemu.stderr).toContain(message);
+    expect(mine.status).toBe(1);
+    expect(mine.stderr).toContain(message);
+    expect(mine.stderr.split('\n').length).toBe(2);
+  });
+
+  it('refuses a target that is not a qcow2 image, and -c, and leaves the target as it was', () => {
+    const raw = platter(['convert', '-n', '-O', 'qcow2', 'top.qcow2', 'other.raw'], { cwd: tmp.dir });
+    expect(raw.status).toBe(1);
+    expect(raw.stderr).toMatch(/^platter: other\.raw: .*qcow2/);
+    makeTarget('kept.qcow2', { create: ['8M'], io: ['write -P 5 0 8M'] });
+    const compressed = platter(['convert', '-n', '-c', '-O', 'qcow2', 'top.qcow2', 'kept.qcow2'], { cwd: tmp.dir });
+    expect(compressed.status).toBe(1);
+    expect(compressed.stderr).toMatch(/^platter: -c is not supported with -n/);
+    expect(shStatus(tmp.dir, 'qemu-io', ['-c', 'read -P 5 0 8M', 'kept.qcow2']).stdout).not.toContain('failed');
+  });
+});
