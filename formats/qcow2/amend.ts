@@ -1,14 +1,16 @@
 /**
- * Changing the compatibility level of an existing image (qemu-img amend -o
- * compat=...): version 2 → 3 always works; 3 → 2 only when nothing version 3
- * alone can express is in use. Cluster 0 (header, extensions, backing file
- * name) is rewritten in one write; nothing else moves.
+ * Changing the options of an existing image in its header cluster (qemu-img
+ * amend): the compatibility level (version 2 → 3 always works; 3 → 2 only
+ * when nothing version 3 alone can express is in use), lazy refcounts, and
+ * the name of an external data file. Cluster 0 (header, extensions, backing
+ * file name) is rewritten in one write; nothing else moves.
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import { clusterType } from './entries.js';
 import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, encodeExtensions, type RawExtension } from './extensions.js';
+import { COMPAT_LAZY_REFCOUNTS } from './features.js';
 import { HEADER_V2_BYTES, HEADER_V3_BYTES, INCOMPAT_DIRTY, encodeHeader, hasDataFile, hasExtendedL2 } from './header.js';
 import { readL1Table, type Qcow2Metadata } from './metadata.js';
 import { FEATURE_TABLE_MIN_CLUSTER, featureTableExtension } from './create.js';
@@ -21,19 +23,45 @@ function ordered(records: RawExtension[]): RawExtension[] {
   return [...known, ...records.filter((record) => !ORDER.includes(record.type))];
 }
 
-/** Sets the image's version to `version` (2 or 3); a no-op when it already is. */
-export async function amendCompat(device: BlockDevice, metadata: Qcow2Metadata, version: 2 | 3): Promise<void> {
-  const { header } = metadata;
-  if (header.version === version) return;
-  if ((header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
+/** What an amend changes in the header cluster; what is left out stays. */
+export interface HeaderAmendment {
+  version?: 2 | 3;
+  lazyRefcounts?: boolean;
+  /** The external data file's new name (the image must have one). */
+  dataFile?: string;
+}
+
+/** Refuses to amend an image that was not closed cleanly: its refcounts may be stale. */
+export function requireClean(metadata: Qcow2Metadata): void {
+  if ((metadata.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
     throw new CorruptImageError("image was not closed cleanly (dirty bit set); run 'platter check -r all' first", 72);
   }
+}
+
+/** True when the image has lazy refcounts on. */
+export function lazyRefcountsOn(metadata: Qcow2Metadata): boolean {
+  return (metadata.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n;
+}
+
+/**
+ * Applies `change` to the header cluster, in one write; a no-op when nothing
+ * changes. A downgrade drops lazy refcounts (version 2 has no such bit).
+ */
+export async function amendHeader(device: BlockDevice, metadata: Qcow2Metadata, change: HeaderAmendment): Promise<void> {
+  const { header } = metadata;
+  requireClean(metadata);
+  const version = change.version ?? header.version;
+  const lazy = version === 2 ? false : (change.lazyRefcounts ?? lazyRefcountsOn(metadata));
+  const renamed = change.dataFile !== undefined && change.dataFile !== metadata.extensions.dataFile;
+  if (version === header.version && lazy === lazyRefcountsOn(metadata) && !renamed) return;
   let records = metadata.extensions.all.filter((record) => record.type !== EXT_FEATURE_TABLE);
-  if (version === 2) {
+  if (renamed) records = records.map((record) => (record.type === EXT_DATA_FILE ? { type: EXT_DATA_FILE, data: new TextEncoder().encode(change.dataFile) } : record));
+  if (version === 2 && header.version !== 2) {
     await checkDowngrade(device, metadata);
     Object.assign(header, { version: 2, headerLength: HEADER_V2_BYTES, incompatibleFeatures: 0n, compatibleFeatures: 0n, autoclearFeatures: 0n, refcountOrder: 4, compressionType: 0, unknownHeaderBytes: new Uint8Array(0) });
-  } else {
-    Object.assign(header, { version: 3, headerLength: HEADER_V3_BYTES, refcountOrder: 4 });
+  } else if (version === 3) {
+    if (header.version !== 3) Object.assign(header, { version: 3, headerLength: HEADER_V3_BYTES, refcountOrder: 4 });
+    header.compatibleFeatures = lazy ? header.compatibleFeatures | COMPAT_LAZY_REFCOUNTS : header.compatibleFeatures & ~COMPAT_LAZY_REFCOUNTS;
     if (metadata.clusterSize >= FEATURE_TABLE_MIN_CLUSTER) records = [...records, featureTableExtension()];
   }
   await device.write!(0, encodeCluster0(metadata, ordered(records)));

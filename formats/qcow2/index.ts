@@ -36,7 +36,7 @@ export { ClusterAllocator } from './allocate.js';
 export { Qcow2Writer } from './write.js';
 export { writeQcow2Skeleton, validateCreateOptions, QCOW2_CREATE_DEFAULTS, type Qcow2CreateOptions } from './create.js';
 export { checkQcow2, type Qcow2CheckResult, type RepairMode } from './check.js';
-export { amendCompat } from './amend.js';
+export { amendHeader } from './amend.js';
 export { fullyAllocatedBytes, refcountMetadataBytes, bitmapBytes } from './measure.js';
 export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
 export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot } from './snapshots.js';

@@ -302,6 +302,20 @@ export class Refcounts {
     await this.device.write!(blockOffset + start, block.slice(start, end));
   }
 
+  /** The last cluster below `before` that has a reference, or -1 (qemu's qcow2_get_last_cluster). */
+  async lastReferenced(before: number): Promise<number> {
+    for (let cluster = before - 1; cluster >= 0; ) {
+      const blockIndex = Math.floor(cluster / this.perBlock);
+      if (this.blockOffset(blockIndex) === 0) {
+        cluster = blockIndex * this.perBlock - 1;
+        continue;
+      }
+      if ((await this.get(cluster)) > 0) return cluster;
+      cluster--;
+    }
+    return -1;
+  }
+
   /** Takes `count` clusters from the end of the file, with refcount 1. */
   async appendClusters(count: number): Promise<number> {
     const first = this.endCluster;

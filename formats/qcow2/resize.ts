@@ -151,4 +151,19 @@ async function shrink(writer: Qcow2Writer, newSize: number, oldSize: number): Pr
   writer.header.size = newSize;
   await writer.writeHeader();
   writer.host.setSize(newSize);
+  await cutFreedTail(writer);
+}
+
+/**
+ * As qemu does after a shrink: the file is cut after its last referenced
+ * cluster, once the tables that no longer point past it are on disk.
+ */
+async function cutFreedTail(writer: Qcow2Writer): Promise<void> {
+  const { device, allocator } = writer.host;
+  const { refcounts } = allocator;
+  const end = ((await refcounts.lastReferenced(Math.ceil(device.size / writer.clusterSize))) + 1) * writer.clusterSize;
+  if (end >= device.size || !device.truncate) return;
+  await device.flush?.();
+  await device.truncate(end);
+  refcounts.endCluster = end / writer.clusterSize;
 }

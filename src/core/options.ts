@@ -45,7 +45,7 @@ export function optionBoolean(value: string | undefined, name: string, fallback:
   if (value === undefined) return fallback;
   if (/^(on|true|yes)$/i.test(value)) return true;
   if (/^(off|false|no)$/i.test(value)) return false;
-  throw new UsageError(`option ${name} expects 'on' or 'off', not '${value}'`);
+  throw new UsageError(`Parameter '${name}' expects 'on' or 'off'`);
 }
 
 /** Throws on any option key not in `known`, naming the ones that are. */

@@ -1,21 +1,79 @@
-/** `amend`: change options of an existing image (qemu-img amend); compat only. */
+/**
+ * `amend`: change options of an existing image (qemu-img amend): compat,
+ * lazy_refcounts, size, and the name of an external data file, applied in
+ * qemu's order (an upgrade first, a downgrade last, the size between).
+ */
 
+import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
-import { amendCompat } from '../../formats/qcow2/amend.js';
+import type { ImageHost } from '../core/image.js';
+import { optionBoolean } from '../core/options.js';
+import { parseSize } from '../core/size.js';
+import { amendHeader, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
+import { hasDataFile } from '../../formats/qcow2/header.js';
+import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
+import { refcountBits } from '../../formats/qcow2/refcount.js';
+import type { CreateOption } from './create.js';
 
-/** Applies `-o` options to the qcow2 image on the writable `device`. */
-export async function amendImage(device: BlockDevice, format: string, options: Map<string, string>): Promise<void> {
-  if (format !== 'qcow2') throw new UnsupportedFeatureError(`Format driver '${format}' does not support option amendment`);
+/** The options `amend` takes, for `amend -o help`. */
+export const AMEND_OPTIONS: readonly CreateOption[] = [
+  { name: 'compat', value: 'str', help: 'Version: 0.10 (v2) or 1.1 (v3)' },
+  { name: 'data_file', value: 'str', help: 'New name of the external data file (an image that has one)' },
+  { name: 'lazy_refcounts', value: 'bool (on/off)', help: 'Update refcounts late (version 3)' },
+  { name: 'refcount_bits', value: 'num', help: "Bits per refcount: only the image's own width" },
+  { name: 'size', value: 'size', help: 'Virtual size of the disk (grows or shrinks it)' },
+];
+
+/** Options only `create` takes: qemu-img names them so. */
+const CREATION_ONLY = new Set(['cluster_size', 'compression_type', 'extended_l2', 'preallocation', 'encryption', 'nocow', 'extent_size_hint']);
+
+/** Checks the option names as qemu-img does, with its messages. */
+function checkNames(options: Map<string, string>): void {
+  const known = new Set(AMEND_OPTIONS.map((option) => option.name));
   for (const key of options.keys()) {
-    if (key !== 'compat') throw new UsageError(`amending '${key}' is not supported (only compat)`);
+    if (key === 'backing_file' || key === 'backing_fmt') throw new UsageError("Cannot amend the backing file\nYou can use 'platter rebase' instead.");
+    if (key === 'data_file_raw') throw new UsageError('data-file-raw cannot be set on existing images');
+    if (CREATION_ONLY.has(key) || key.startsWith('encrypt.')) throw new UsageError(`Invalid parameter '${key}'\nThis option is only supported for image creation`);
+    if (!known.has(key)) throw new UsageError(`Invalid parameter '${key}'`);
   }
-  const compat = options.get('compat');
-  if (compat === undefined) throw new UsageError('nothing to amend (use -o compat=0.10|1.1)');
-  let version: 2 | 3;
-  if (compat === '0.10' || compat === 'v2') version = 2;
-  else if (compat === '1.1' || compat === 'v3') version = 3;
-  else throw new UsageError(`invalid compatibility level '${compat}' (0.10, 1.1, v2, v3)`);
-  await amendCompat(device, await readMetadata(device), version);
+}
+
+function parseCompat(compat: string | undefined): 2 | 3 | undefined {
+  if (compat === undefined) return undefined;
+  if (compat === '0.10' || compat === 'v2') return 2;
+  if (compat === '1.1' || compat === 'v3') return 3;
+  throw new UsageError(`Unknown compatibility level ${compat}`);
+}
+
+/** Applies `-o` options to the qcow2 image on the writable `device` (which stays open). */
+export async function amendImage(device: BlockDevice, format: string, options: Map<string, string>, host: ImageHost): Promise<void> {
+  if (format !== 'qcow2') throw new UnsupportedFeatureError(`Format driver '${format}' does not support option amendment`);
+  checkNames(options);
+  const metadata = await readMetadata(device);
+  requireClean(metadata);
+  const current = metadata.header.version;
+  const version = parseCompat(options.get('compat')) ?? current;
+  // A downgrade drops lazy refcounts unless they are asked for (which it cannot keep).
+  const lazy = optionBoolean(options.get('lazy_refcounts'), 'lazy_refcounts', version === 3 && lazyRefcountsOn(metadata));
+  if (lazy && version < 3) throw new UsageError('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
+  const bits = options.get('refcount_bits');
+  if (bits !== undefined && !/^(1|2|4|8|16|32|64)$/.test(bits)) throw new UsageError('Refcount width must be a power of two and may not exceed 64 bits');
+  if (bits !== undefined && Number(bits) !== refcountBits(metadata.header.refcountOrder)) {
+    throw new UnsupportedFeatureError(`changing refcount_bits is not supported (the image has ${refcountBits(metadata.header.refcountOrder)})`);
+  }
+  const dataFile = options.get('data_file');
+  if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
+  const size = options.has('size') ? parseSize(options.get('size')!, 'size') : undefined;
+  await amendHeader(device, metadata, { version: version === 3 ? 3 : undefined, lazyRefcounts: version === 3 ? lazy : undefined, dataFile });
+  if (size !== undefined) {
+    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
+    try {
+      if (size !== image.size) await image.resize(size);
+    } finally {
+      await image.close();
+    }
+  }
+  if (version === 2) await amendHeader(device, await readMetadata(device), { version: 2 });
 }

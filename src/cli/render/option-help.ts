@@ -5,7 +5,9 @@ import type { CreateOption } from '../../ops/create.js';
 /** Width of the `name=<value>` column (longer ones run on, one space before the dash). */
 const NAME_COLUMN = 22;
 
-export function renderOptionHelp(format: string, options: readonly CreateOption[]): string {
+/** The list under qemu-img's heading: `create` and `convert` say "Supported qcow2 options:", `amend` "Amend options for 'qcow2':". */
+export function renderOptionHelp(format: string, options: readonly CreateOption[], command: 'create' | 'amend' = 'create'): string {
   const lines = options.map(({ name, value, help }) => `  ${`${name}=<${value}>`.padEnd(NAME_COLUMN)} - ${help}`);
-  return [`Supported ${format} options:`, ...lines, ''].join('\n');
+  const heading = command === 'amend' ? `Amend options for '${format}':` : `Supported ${format} options:`;
+  return [heading, ...lines, ''].join('\n');
 }

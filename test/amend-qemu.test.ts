@@ -1,0 +1,102 @@
+/**
+ * amend (and resize --shrink, which amend -o size shares) against qemu-img on
+ * copies of the same image: the same exit status, files byte for byte equal
+ * when both succeed, and qemu-img's message when both refuse.
+ */
+
+import { copyFileSync, readFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { shStatus } from './helpers/qcow2-oracle.js';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+
+const tmp = tempDir('platter-amend-');
+afterAll(() => tmp.cleanup());
+let made = 0;
+
+/** An 8 MiB image made with `createOptions`, data at 0 and at 7 MiB; both tools run `args` (the image last, or where `args` puts it) on a copy. */
+function both(createOptions: string[], args: string[] | ((image: string) => string[])) {
+  const source = tmp.path(`source-${made++}.qcow2`);
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', ...createOptions, source, '8M']);
+  run('qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 2 7M 512k', source]);
+  const outcome = (tool: 'platter' | 'qemu-img') => {
+    const image = `${source}.${tool}`;
+    copyFileSync(source, image);
+    const line = typeof args === 'function' ? args(image) : [...args, image];
+    const result = tool === 'platter' ? platter(line) : shStatus(tmp.dir, 'qemu-img', line);
+    return { ...result, bytes: readFileSync(image) };
+  };
+  return { mine: outcome('platter'), qemu: outcome('qemu-img') };
+}
+
+describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu-img', () => {
+  it.each<[string[], string[]]>([
+    [[], ['amend', '-o', 'lazy_refcounts=on']],
+    [['-o', 'lazy_refcounts=on'], ['amend', '-o', 'lazy_refcounts=off']],
+    [['-o', 'compat=0.10'], ['amend', '-o', 'compat=1.1,lazy_refcounts=on']],
+    [['-o', 'compat=0.10'], ['amend', '-o', 'compat=1.1', '-o', 'lazy_refcounts=on']],
+    [['-o', 'lazy_refcounts=on'], ['amend', '-o', 'compat=0.10']],
+    [[], ['amend', '-o', 'size=16M']],
+    [[], ['amend', '-o', 'size=4M']],
+    [[], ['amend', '-o', 'size=512k']],
+    [['-o', 'compat=0.10'], ['amend', '-o', 'size=16M']],
+    [[], ['amend', '-o', 'compat=0.10,size=16M']],
+    [[], ['amend', '-o', 'size=16M,lazy_refcounts=on']],
+    [['-o', 'cluster_size=4k'], ['amend', '-o', 'size=100M']],
+    [['-o', 'extended_l2=on'], ['amend', '-o', 'size=20M']],
+    [['-o', 'refcount_bits=1'], ['amend', '-o', 'size=2M']],
+    [[], ['amend', '-o', 'refcount_bits=16']],
+  ])('create %j, then %j', (createOptions, args) => {
+    const { mine, qemu } = both(createOptions, args);
+    expect(mine.stderr).toBe('');
+    expect(qemu.status).toBe(0);
+    expect(mine.status).toBe(0);
+    expect(mine.bytes.equals(qemu.bytes)).toBe(true);
+  });
+
+  it.each<[string[], string[], string]>([
+    [['-o', 'compat=0.10'], ['amend', '-o', 'lazy_refcounts=on'], 'Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)'],
+    [[], ['amend', '-o', 'compat=0.10,lazy_refcounts=on'], 'Lazy refcounts only supported with compatibility level 1.1 and above'],
+    [[], ['amend', '-o', 'refcount_bits=3'], 'Refcount width must be a power of two and may not exceed 64 bits'],
+    [[], ['amend', '-o', 'backing_file=other.qcow2'], 'Cannot amend the backing file'],
+    [[], ['amend', '-o', 'cluster_size=4k'], "Invalid parameter 'cluster_size'\nThis option is only supported for image creation"],
+    [[], ['amend', '-o', 'data_file_raw=on'], 'data-file-raw cannot be set on existing images'],
+    [[], ['amend', '-o', 'data_file=x.raw'], 'data-file can only be set for images that use an external data file'],
+    [[], ['amend', '-o', 'compat=2.0'], 'Unknown compatibility level 2.0'],
+    [[], ['amend', '-o', 'lazy_refcounts=maybe'], "Parameter 'lazy_refcounts' expects 'on' or 'off'"],
+    [[], ['amend', '-o', 'foo=1'], "Invalid parameter 'foo'"],
+  ])('create %j, then %j is refused with qemu-img\'s message, changing nothing', (createOptions, args, message) => {
+    const { mine, qemu } = both(createOptions, args);
+    expect(qemu.status).toBe(1);
+    expect(qemu.stderr).toContain(message);
+    expect(mine.status).toBe(1);
+    expect(mine.stderr).toContain(`platter: ${message}`);
+    expect(mine.bytes.equals(qemu.bytes)).toBe(true);
+  });
+
+  it.each(['4M', '512k', '7M'])('resize --shrink to %s cuts the file after its last used cluster, as qemu-img does', (size) => {
+    const { mine, qemu } = both([], (image) => ['resize', '-q', '--shrink', image, size]);
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    expect(mine.bytes.length).toBe(qemu.bytes.length);
+    expect(mine.bytes.equals(qemu.bytes)).toBe(true);
+  });
+
+  it('changes the name of an external data file as qemu-img does', () => {
+    const name = tmp.path(`data-${made}.qcow2`);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${name}.data`, name, '8M']);
+    copyFileSync(name, `${name}.q`);
+    expect(platter(['amend', '-o', 'data_file=renamed.data', name]).status).toBe(0);
+    run('qemu-img', ['amend', '-o', 'data_file=renamed.data', `${name}.q`]);
+    expect(readFileSync(name).equals(readFileSync(`${name}.q`))).toBe(true);
+  });
+
+  it('-o help lists the options amend takes, under qemu-img\'s heading, with or without an image', () => {
+    const listed = platter(['amend', '-f', 'qcow2', '-o', 'help']);
+    expect(listed.status).toBe(0);
+    expect(listed.stdout.split('\n')[0]).toBe("Amend options for 'qcow2':");
+    const names = [...listed.stdout.matchAll(/^ {2}([a-z_]+)=/gm)].map((match) => match[1]);
+    const qemuNames = [...run('qemu-img', ['amend', '-f', 'qcow2', '-o', 'help']).matchAll(/^ {2}([a-z_]+)=/gm)].map((match) => match[1]);
+    expect(names.length).toBeGreaterThan(3);
+    for (const name of names) expect(qemuNames).toContain(name);
+    expect(platter(['amend', '-o', 'help']).stderr).toBe('platter: Expecting one image file name\n');
+  });
+});
