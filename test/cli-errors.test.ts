@@ -91,7 +91,8 @@ describe('CLI errors', () => {
     expectOneLineError(platter(['convert', '--salvage', '-O', 'raw', 'a.qcow2', 'b.raw']), /^platter: Unknown argument: salvage$/);
     expectOneLineError(platter(['resize', '-C', '--bogus', 'a.qcow2', '1G']), /^platter: Unknown arguments: C, bogus$/);
     // A known flag and a missing operand still say what is missing.
-    expectOneLineError(platter(['convert', '-O', 'raw', 'a.qcow2']), /Not enough non-option arguments/);
+    expectOneLineError(platter(['convert', '-O', 'raw', 'a.qcow2']), /^platter: Must specify image file name$/);
+    expectOneLineError(platter(['check']), /Not enough non-option arguments/);
   });
 
   it('JSON output carries the error code too', () => {

@@ -43,11 +43,16 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     });
   });
 
-  it('-o help lists the options as qemu-img does: the same names, but for encryption', () => {
+  it('-o help lists the options as qemu-img does (create -f FMT, convert -O FMT): the same names, but for encryption', () => {
     const names = (text: string) => [...text.matchAll(/^ {2}(\w[\w.-]*)=<[^>]+> +- /gm)].map((match) => match[1]);
-    for (const format of ['qcow2', 'raw']) {
-      const mine = platter(['create', '-f', format, '-o', 'help']);
-      const theirs = sh(temp.dir, 'qemu-img', ['create', '-f', format, '-o', 'help']);
+    const lines = (format: string) => [
+      ['create', '-f', format, '-o', 'help'],
+      ['convert', '-O', format, '-o', 'help'],
+    ];
+    for (const args of ['qcow2', 'raw'].flatMap(lines)) {
+      const format = args[2]!;
+      const mine = platter(args);
+      const theirs = sh(temp.dir, 'qemu-img', args);
       expect(mine.status).toBe(0);
       expect(mine.stdout.split('\n')[0]).toBe(theirs.split('\n')[0]);
       // qemu-img lists raw's preallocation with the file protocol's options, not the format's.
@@ -56,6 +61,8 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     }
     const missing = platter(['create', '-f', 'qcow2']);
     expect([missing.status, missing.stderr]).toEqual([1, 'platter: Expecting image file name\n']);
+    const noTarget = platter(['convert', '-O', 'qcow2', 'source.qcow2']);
+    expect([noTarget.status, noTarget.stderr]).toEqual([1, 'platter: Must specify image file name\n']);
   });
 
   it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {

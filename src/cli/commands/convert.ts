@@ -13,7 +13,9 @@ import { nodeByteTests } from '../../node/byte-tests.js';
 import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
-import { withFormat } from '../output.js';
+import { printText, withFormat } from '../output.js';
+import { CREATE_OPTIONS } from '../../ops/create.js';
+import { renderOptionHelp } from '../render/option-help.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
@@ -21,12 +23,13 @@ import { withForceShare } from '../force-share.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
 const command: CliCommand = {
-  command: 'convert <source> <target>',
+  // The files are checked by hand: `-O qcow2 -o help` needs none.
+  command: 'convert [source] [target]',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
     withSourceCacheMode(withCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))), 'unsafe'))
-      .positional('source', { type: 'string', describe: 'Source image', demandOption: true })
-      .positional('target', { type: 'string', describe: 'Output file', demandOption: true })
+      .positional('source', { type: 'string', describe: 'Source image' })
+      .positional('target', { type: 'string', describe: 'Output file' })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
       .option('o', { type: 'string', requiresArg: true, describe: 'Options of a qcow2 output, e.g. cluster_size=64K,compression_type=zstd (may repeat)' })
       .option('c', { type: 'boolean', default: false, describe: 'Compress every data cluster (qcow2 output)' })
@@ -60,12 +63,19 @@ const command: CliCommand = {
       .example('platter convert -O qcow2 disk.raw disk.qcow2', 'A qcow2 copy: zero and unallocated ranges take no space')
       .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
       .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
+      .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
-    const sourcePath = args.source as string;
-    const targetPath = args.target as string;
     const outputFormat = args.O as string;
     checkOutputFormat(outputFormat);
+    const options = parseOptionString(args.o as string | string[] | undefined);
+    if (options.has('help') || options.has('?')) {
+      printText(renderOptionHelp(outputFormat, CREATE_OPTIONS[outputFormat as 'raw' | 'qcow2']));
+      return;
+    }
+    if (args.source === undefined || args.target === undefined) throw new UsageError('Must specify image file name');
+    const sourcePath = args.source as string;
+    const targetPath = args.target as string;
     if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
     const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
     if (args.n === true && args.o !== undefined) throw new UsageError('-o has no effect when skipping image creation');
