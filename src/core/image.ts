@@ -60,6 +60,8 @@ export interface Image extends BlockDevice {
   readonly device: BlockDevice;
   /** The opened backing image, if any (top first). */
   readonly backing?: Image;
+  /** Where the guest data lies when not in `device` (a qcow2 external data file): extents' host offsets point into it. */
+  readonly dataDevice?: BlockDevice;
   /** Describes [offset, offset+length) as runs, never reading guest data. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
   describe(): ImageDescription;

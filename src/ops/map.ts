@@ -50,7 +50,8 @@ function entryOf(extent: Extent, chain: Image[]): MapEntry {
   // cluster past the end of a shorter backing file), as qemu does.
   if (extent.hostOffset !== undefined && !extent.compressed) {
     entry.offset = extent.hostOffset;
-    entry.filename = chain[depth]?.device.name;
+    const layer = chain[depth];
+    entry.filename = (layer?.dataDevice ?? layer?.device)?.name;
   }
   return entry;
 }
