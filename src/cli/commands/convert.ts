@@ -20,6 +20,8 @@ import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withForceShare } from '../force-share.js';
+import { salvaging, type Loss } from '../../ops/salvage.js';
+import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
 const command: CliCommand = {
@@ -47,6 +49,11 @@ const command: CliCommand = {
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target (raw, or a qcow2 image of at least the source size, which keeps its options); do not create it' })
       .option('target-is-zero', { type: 'boolean', default: false, describe: 'With -n: the existing target reads as zeros, so zero ranges are not written' })
+      .option('salvage', {
+        type: 'boolean',
+        default: false,
+        describe: 'Write zeros where the source cannot be read (a damaged cluster) and go on, with a warning for each run of lost sectors',
+      })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })
       .option('W', {
         type: 'boolean',
@@ -63,6 +70,7 @@ const command: CliCommand = {
       .example('platter convert -O qcow2 disk.raw disk.qcow2', 'A qcow2 copy: zero and unallocated ranges take no space')
       .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
       .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
+      .example('platter convert --salvage -O raw damaged.qcow2 rescued.raw', 'Copy what can be read of a damaged image, zeros elsewhere')
       .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
@@ -92,8 +100,9 @@ const command: CliCommand = {
     try {
       // After the source opens, as qemu-img checks the output's options.
       const delta = deltaRequest(args, outputFormat);
-      const source = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
-      const clash = await sourceFileAt(source, targetPath);
+      const chosen = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
+      const clash = await sourceFileAt(chosen, targetPath);
+      const source = args.salvage === true ? salvaging(chosen, (loss) => warn(salvageWarning(sourcePath, loss))) : chosen;
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
@@ -132,6 +141,11 @@ const command: CliCommand = {
     }
   },
 };
+
+/** What --salvage says about sectors it could not read (qemu-img warns once per sector; runs are joined here). */
+function salvageWarning(path: string, loss: Loss): string {
+  return `${path}: error while reading offset ${loss.offset} (${loss.length} bytes written as zeros): ${loss.reason}`;
+}
 
 /** convert -n -O qcow2: into the existing image at `targetPath`, which keeps its size and options. */
 async function convertIntoQcow2(source: Image, targetPath: string, args: Args, sparseSize: number): Promise<void> {
