@@ -51,6 +51,7 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     // A flag given twice takes its last value; -o adds up.
     ['convert', '-O', 'qcow2', '-f', 'raw', '-O', 'raw', '-f', 'qcow2', 'top.qcow2', 'twice.raw'],
     ['map', '--output=human', '--output=json', 'top.qcow2'],
+    ['convert', '-C', '-O', 'raw', 'top.qcow2', 'offload.raw'],
   ])('%s %s %s %s ...', (...args) => {
     const { mine, qemu } = both(args);
     expect(mine.status, mine.stderr).toBe(qemu.status);
@@ -76,6 +77,8 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-B', 'base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
     [['convert', '-o', 'backing_file=base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
     [['convert', '-n', '-o', 'preallocation=full', '-O', 'raw', 'top.qcow2', 'zeros.raw'], '-o has no effect when skipping image creation'],
+    [['convert', '-C', '-c', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Cannot enable copy offloading when -c is used'],
+    [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);

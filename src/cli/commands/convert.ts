@@ -3,7 +3,7 @@
 import type { Args, CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
 import { UsageError } from '../../core/errors.js';
-import { checkOutputFormat, checkParallel, checkSparseSize, convertIntoImage, convertToRaw, DEFAULT_PARALLEL } from '../../ops/convert.js';
+import { checkOutputFormat, checkParallel, checkSparseSize, convertIntoImage, convertToRaw, DEFAULT_PARALLEL, DEFAULT_SPARSE_SIZE } from '../../ops/convert.js';
 import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
@@ -38,8 +38,12 @@ const command: CliCommand = {
       .option('S', {
         type: 'string',
         requiresArg: true,
-        describe: 'Zero runs of this size are left as holes (multiple of 512; 0 writes every byte)',
-        default: '4k',
+        describe: 'Zero runs of this size are left as holes (multiple of 512; 0 writes every byte; default 4k)',
+      })
+      .option('C', {
+        type: 'boolean',
+        default: false,
+        describe: "Copy offloading, as qemu-img takes it: checked, and otherwise without effect (portable file APIs have no copy_file_range; the data goes through memory)",
       })
       .option('m', { type: 'number', requiresArg: true, default: DEFAULT_PARALLEL, describe: 'Requests in flight (1..16)' })
       .option('l', {
@@ -92,7 +96,9 @@ const command: CliCommand = {
     }
     if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
     // A raw output preallocated in full holds every byte: what -S 0 writes.
-    const sparseSize = rawFull ? 0 : parseSparse(args.S as string);
+    if (args.C === true && args.c === true) throw new UsageError('Cannot enable copy offloading when -c is used');
+    if (args.C === true && args.S !== undefined) throw new UsageError('Cannot enable copy offloading when -S is used');
+    const sparseSize = rawFull ? 0 : args.S === undefined ? DEFAULT_SPARSE_SIZE : parseSparse(args.S as string);
     const parallel = args.m as number;
     checkParallel(parallel);
     const flushes = writeFlushes(args);
