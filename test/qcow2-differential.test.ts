@@ -110,8 +110,10 @@ describe.skipIf(!haveQemu)('qcow2 differential matrix', () => {
         });
       }
 
-      it('info --output=json equals qemu-img info', () => {
+      it('info --output=json equals qemu-img info, to the byte', () => {
         expect(platterJson(cwd, ['info', '--output=json', image])).toEqual(qemuJson(cwd, ['info', '--output=json', image]));
+        const text = spawnSync(process.execPath, [CLI, 'info', '--output=json', image], { cwd, encoding: 'utf8', timeout: 120_000 }).stdout;
+        expect(text).toBe(sh(cwd, 'qemu-img', ['info', '--output=json', image]));
       });
 
       it('info text equals qemu-img info', () => {

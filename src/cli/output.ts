@@ -25,10 +25,18 @@ export function printJson(value: unknown): void {
 /** Marks a bigint in JSON.stringify's output, to be replaced by its digits. */
 const BIGINT_MARK = '\u0000bigint:';
 
-/** JSON text with bigints (u64 fields past 2^53) as whole numbers, as qemu-img prints them. */
+/**
+ * An empty list or object alone on its line (after its key, before a comma):
+ * JSON.stringify writes `[]`, qemu's writer opens it, breaks the line and
+ * closes it at the same indent. A string cannot match: its quotes would.
+ */
+const EMPTY_CONTAINER = /^( *)((?:"(?:[^"\\]|\\.)*": )?)(\[\]|\{\})(,?)$/gm;
+
+/** JSON text as qemu-img prints it: 4-space indent, empty containers opened and closed on two lines, bigints (u64 fields past 2^53) as whole numbers. */
 export function toJson(value: unknown): string {
   let marked = false;
-  const text = JSON.stringify(value, (_key, item: unknown) => (typeof item === 'bigint' ? ((marked = true), BIGINT_MARK + item.toString()) : item), 4);
+  const indented = JSON.stringify(value, (_key, item: unknown) => (typeof item === 'bigint' ? ((marked = true), BIGINT_MARK + item.toString()) : item), 4);
+  const text = indented.replace(EMPTY_CONTAINER, (_line, indent: string, key: string, pair: string, comma: string) => `${indent}${key}${pair[0]}\n${indent}${pair[1]}${comma}`);
   return marked ? text.replace(/"\\u0000bigint:(-?\d+)"/g, '$1') : text;
 }
 
