@@ -88,19 +88,8 @@ const command: CliCommand = {
     if (args.source === undefined || args.target === undefined) throw new UsageError('Must specify image file name');
     const sourcePath = args.source as string;
     const targetPath = args.target as string;
-    if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
-    const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
-    if (args.n === true && args.o !== undefined) throw new UsageError('-o has no effect when skipping image creation');
-    if (outputFormat === 'qcow2' && args.n === true && args.c === true) {
-      throw new UsageError('-c is not supported with -n and -O qcow2 (compressed clusters go only into a new image)');
-    }
-    if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
-    // A raw output preallocated in full holds every byte: what -S 0 writes.
-    if (args.C === true && args.c === true) throw new UsageError('Cannot enable copy offloading when -c is used');
-    if (args.C === true && args.S !== undefined) throw new UsageError('Cannot enable copy offloading when -S is used');
-    const sparseSize = rawFull ? 0 : args.S === undefined ? DEFAULT_SPARSE_SIZE : parseSparse(args.S as string);
+    const sparseSize = checkFlags(args, outputFormat);
     const parallel = args.m as number;
-    checkParallel(parallel);
     const flushes = writeFlushes(args);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
@@ -147,6 +136,23 @@ const command: CliCommand = {
     }
   },
 };
+
+/** Refuses the combinations qemu-img refuses, with its messages, in its order; returns the -S size in bytes. */
+function checkFlags(args: Args, outputFormat: string): number {
+  if (args.n === true && args.o !== undefined) throw new UsageError('-o has no effect when skipping image creation');
+  if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
+  const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
+  if (outputFormat === 'qcow2' && args.n === true && args.c === true) {
+    throw new UsageError('-c is not supported with -n and -O qcow2 (compressed clusters go only into a new image)');
+  }
+  if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
+  if (args.C === true && args.c === true) throw new UsageError('Cannot enable copy offloading when -c is used');
+  if (args.C === true && args.S !== undefined) throw new UsageError('Cannot enable copy offloading when -S is used');
+  checkParallel(args.m as number);
+  // A raw output preallocated in full holds every byte: what -S 0 writes.
+  if (rawFull) return 0;
+  return args.S === undefined ? DEFAULT_SPARSE_SIZE : parseSparse(args.S as string);
+}
 
 /** What --salvage says about sectors it could not read (qemu-img warns once per sector; runs are joined here). */
 function salvageWarning(path: string, loss: Loss): string {
