@@ -65,6 +65,24 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     expect([noTarget.status, noTarget.stderr]).toEqual([1, 'platter: Must specify image file name\n']);
   });
 
+  it.each([
+    ['create', '-f', 'qcow2', '-o', 'cluster_size=3', 'KEPT', '1M'],
+    ['create', '-f', 'qcow2', '-o', 'foo=1', 'KEPT', '1M'],
+    ['create', '-f', 'raw', '-o', 'preallocation=bogus', 'KEPT', '1M'],
+    ['convert', '-O', 'qcow2', '-o', 'cluster_size=3', 'SOURCE', 'KEPT'],
+    ['convert', '-O', 'qcow2', '-o', 'refcount_bits=3', '-B', 'SOURCE', '-F', 'qcow2', 'SOURCE', 'KEPT'],
+    ['convert', '-O', 'raw', '-o', 'preallocation=bogus', 'SOURCE', 'KEPT'],
+  ])('%s %s %s %s ... with a bad option leaves an existing file as it was', (...args) => {
+    const kept = at(`kept-${args.join('-').replace(/[^\w-]/g, '')}`);
+    writeFileSync(kept, 'precious');
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'bad-option-source.qcow2', '1M']);
+    const line = args.map((arg) => (arg === 'KEPT' ? kept : arg === 'SOURCE' ? at('bad-option-source.qcow2') : arg));
+    const result = platter(line);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^platter: .*\n$/);
+    expect(readFileSync(kept, 'utf8')).toBe('precious');
+  });
+
   it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '3G']);
     const mine = platter(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('over-mine.qcow2')]);

@@ -8,6 +8,7 @@ import { nodeByteTests } from '../node/byte-tests.js';
 import { FileDevice } from '../node/file-device.js';
 import { nodeHost } from '../node/host.js';
 import { writeDelta } from '../ops/delta.js';
+import { planImage } from '../ops/create.js';
 import type { Args } from './command.js';
 import { openForCli } from './open.js';
 import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
@@ -67,6 +68,8 @@ export async function convertDeltaCli(source: Image, targetPath: string, request
   try {
     const clash = await sourceFileAt(base, targetPath);
     if (clash !== undefined) throw new UsageError(`refusing to write over the backing chain file ${clash}`).inFile(targetPath);
+    // Checked before the file is made: a bad option leaves an existing file as it was.
+    await planImage({ format: 'qcow2', size: source.size, options: request.options, backingFile: request.recordedName, backingFormat: base.format, unsafe: true });
     const target = await FileDevice.open(targetPath, { create: true });
     const progress = createProgress(mode);
     try {

@@ -73,34 +73,59 @@ export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOpt
 const RAW_OPTIONS = CREATE_OPTIONS.raw.map((option) => option.name);
 const QCOW2_OPTIONS = CREATE_OPTIONS.qcow2.map((option) => option.name);
 
-/** Writes a new image of `request.format` onto an empty, writable device. */
-export async function createImage(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
-  if (request.format === 'raw') return createRaw(device, request);
-  if (request.format === 'qcow2') return createQcow2(device, request);
+/**
+ * A checked request: everything `create` refuses is refused while planning,
+ * before any file is made or truncated (as qemu-img refuses a bad option
+ * without touching the file).
+ */
+export type ImagePlan =
+  | { format: 'raw'; size: number; preallocation: 'off' | 'falloc' | 'full'; settings: [string, string][] }
+  | { format: 'qcow2'; size: number; qcow2: Qcow2CreateOptions; settings: [string, string][] };
+
+/** Checks `request` (opening the backing file for its size when needed) and says what will be written. */
+export async function planImage(request: CreateRequest): Promise<ImagePlan> {
+  if (request.format === 'raw') return planRaw(request);
+  if (request.format === 'qcow2') return planQcow2(request);
   throw new UnsupportedFeatureError(`creating ${request.format} images is not supported`);
 }
 
-async function createRaw(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
+/** Writes a planned image onto an empty, writable device (creating a qcow2 image's data file first). */
+export async function writeImage(device: BlockDevice, plan: ImagePlan, request: Pick<CreateRequest, 'createDataFile'>): Promise<CreateResult> {
+  if (plan.format === 'raw') {
+    // Without fallocate in a portable file API, falloc leaves a sparse file: it reads the same.
+    if (plan.preallocation === 'full') await writeZeros(device, 0, plan.size);
+    await device.truncate!(plan.size);
+  } else {
+    const { qcow2 } = plan;
+    if (qcow2.dataFile !== undefined) {
+      if (!request.createDataFile) throw new UsageError('cannot create the data file here');
+      await request.createDataFile(qcow2.dataFile, qcow2.dataFileRaw ? plan.size : 0);
+    }
+    await writeQcow2Skeleton(device, qcow2);
+    await layOut(device, qcow2);
+  }
+  return { size: plan.size, settings: plan.settings };
+}
+
+/** Writes a new image of `request.format` onto an empty, writable device. */
+export async function createImage(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
+  return writeImage(device, await planImage(request), request);
+}
+
+function planRaw(request: CreateRequest): ImagePlan {
   rejectUnknownOptions(request.options, RAW_OPTIONS, 'raw');
   if (request.backingFile !== undefined) throw new UsageError("raw images cannot have a backing file ('-b')");
   const asked = sizeFrom(request);
   if (asked === undefined) throw new UsageError('Image creation needs a size parameter');
-  const size = wholeSectors(asked);
   const preallocation = request.options.get('preallocation') ?? 'off';
-  if (preallocation === 'off' || preallocation === 'falloc') {
-    // Without fallocate in a portable file API, falloc leaves a sparse file: it reads the same.
-    await device.truncate!(size);
-  } else if (preallocation === 'full') {
-    await writeZeros(device, 0, size);
-    await device.truncate!(size);
-  } else {
+  if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
     throw new UsageError(`invalid preallocation mode '${preallocation}' (off, falloc, full)`);
   }
   const settings: [string, string][] = [['fmt', 'raw']];
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
   // As qemu-img prints it: the size asked for.
   settings.push(['size', String(asked)]);
-  return { size, settings };
+  return { format: 'raw', size: wholeSectors(asked), preallocation, settings };
 }
 
 /** qemu's raw and qcow2 drivers make a new image whole sectors, rounding the size asked for up. */
@@ -146,7 +171,7 @@ export function qcow2CreateOptions(options: Map<string, string>, size: number): 
   return parsed;
 }
 
-async function createQcow2(device: BlockDevice, request: CreateRequest): Promise<CreateResult> {
+async function planQcow2(request: CreateRequest): Promise<ImagePlan> {
   const options = new Map(request.options);
   if (request.backingFile !== undefined) options.set('backing_file', request.backingFile);
   if (request.backingFormat !== undefined) options.set('backing_fmt', request.backingFormat);
@@ -171,13 +196,7 @@ async function createQcow2(device: BlockDevice, request: CreateRequest): Promise
   if (parsed.backingFile !== undefined && parsed.preallocation !== 'off' && !parsed.extendedL2) {
     throw new UsageError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
-  if (parsed.dataFile !== undefined) {
-    if (!request.createDataFile) throw new UsageError('cannot create the data file here');
-    await request.createDataFile(parsed.dataFile, parsed.dataFileRaw ? size : 0);
-  }
-  await writeQcow2Skeleton(device, parsed);
-  await layOut(device, parsed);
-  return { size, settings: qcow2Settings(options, parsed, asked) };
+  return { format: 'qcow2', size, qcow2: parsed, settings: qcow2Settings(options, parsed, asked) };
 }
 
 /** Adds the L1 table and any preallocation through the writer. */

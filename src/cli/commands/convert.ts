@@ -14,7 +14,7 @@ import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
-import { CREATE_OPTIONS } from '../../ops/create.js';
+import { CREATE_OPTIONS, planImage } from '../../ops/create.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
@@ -102,6 +102,8 @@ const command: CliCommand = {
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
       if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize);
+      // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
+      if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options: parseOptionString(args.o as string | string[] | undefined) });
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
       const progress = createProgress(progressMode(args));
       try {

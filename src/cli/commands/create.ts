@@ -3,7 +3,7 @@
 import { isAbsolute, join, dirname } from 'node:path';
 import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
-import { CREATE_OPTIONS, createImage } from '../../ops/create.js';
+import { CREATE_OPTIONS, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
 import { UsageError } from '../../core/errors.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { FileDevice } from '../../node/file-device.js';
@@ -46,33 +46,36 @@ const command: CliCommand = {
     if (args.image === undefined) throw new UsageError('Expecting image file name');
     const path = args.image as string;
     const size = args.size === undefined ? undefined : parseSize(String(args.size), 'image size');
+    const request: CreateRequest = {
+      format,
+      size,
+      options,
+      backingFile: args.backing as string | undefined,
+      backingFormat: args['backing-format'] as string | undefined,
+      unsafe: args.unsafe === true,
+      async backingSize(name, backingFormat) {
+        const backing = await openImageFile(besideImage(path, name), { format: backingFormat, noBacking: true });
+        try {
+          return backing.size;
+        } finally {
+          await backing.close();
+        }
+      },
+      async createDataFile(name, dataSize) {
+        const data = await FileDevice.open(besideImage(path, name), { create: true });
+        try {
+          await data.truncate(dataSize);
+        } finally {
+          await data.close();
+        }
+      },
+    };
+    // Everything is checked before the file is made: a bad option leaves an existing file as it was.
+    const plan = await planImage(request);
     const device = await FileDevice.open(path, { create: true });
     let result;
     try {
-      result = await createImage(device, {
-        format,
-        size,
-        options,
-        backingFile: args.backing as string | undefined,
-        backingFormat: args['backing-format'] as string | undefined,
-        unsafe: args.unsafe === true,
-        async backingSize(name, backingFormat) {
-          const backing = await openImageFile(besideImage(path, name), { format: backingFormat, noBacking: true });
-          try {
-            return backing.size;
-          } finally {
-            await backing.close();
-          }
-        },
-        async createDataFile(name, dataSize) {
-          const data = await FileDevice.open(besideImage(path, name), { create: true });
-          try {
-            await data.truncate(dataSize);
-          } finally {
-            await data.close();
-          }
-        },
-      });
+      result = await writeImage(device, plan, request);
       await device.flush();
     } finally {
       await device.close();
