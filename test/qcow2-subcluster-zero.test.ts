@@ -14,7 +14,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Qcow2Image } from '../formats/qcow2/image.js';
 import { openImageFile } from '../src/node/open.js';
-import { qcow2TempDir, qcow2ToolAvailable, qemuMap, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { qcow2TempDir, qcow2ToolAvailable, qemuDataRuns, qemuIoOn, sh, shStatus } from './helpers/qcow2-oracle.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 const CLUSTER = 64 * 1024;
@@ -24,21 +24,13 @@ const SECTOR = 512;
 describe.skipIf(!haveQemu)('zeroing part of an extended-L2 cluster', () => {
   const temp = qcow2TempDir();
   afterAll(() => temp.cleanup());
-  const io = (image: string, commands: string[]) => sh(temp.dir, 'qemu-io', ['-f', 'qcow2', ...commands.flatMap((command) => ['-c', command]), image]);
+  const io = (image: string, commands: string[]) => qemuIoOn(temp.dir, image, commands);
   /**
-   * qemu-img map as runs of stored data and of zeros: host offsets may differ,
-   * and so may whether a zeroed whole cluster keeps an L2 entry (qemu marks an
-   * unallocated one zero, platter leaves it unallocated; both read zeros).
+   * Runs of data and zeros: host offsets may differ, and so may whether a
+   * zeroed whole cluster keeps an L2 entry (qemu marks an unallocated one
+   * zero, platter leaves it unallocated; both read zeros).
    */
-  const layout = (image: string) => {
-    const runs: { start: number; length: number; data: boolean }[] = [];
-    for (const { start, length, data } of qemuMap(temp.dir, image)) {
-      const last = runs[runs.length - 1];
-      if (last && last.data === data) last.length += length;
-      else runs.push({ start, length, data });
-    }
-    return runs;
-  };
+  const layout = (image: string) => qemuDataRuns(temp.dir, image);
 
   it('gives the same map, contents and clean check as qemu-io write -z -u', async () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `extended_l2=on,cluster_size=${CLUSTER}`, 'base.qcow2', String(SIZE)]);

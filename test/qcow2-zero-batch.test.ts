@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Qcow2Image } from '../formats/qcow2/image.js';
 import { openImageFile } from '../src/node/open.js';
-import { qcow2TempDir, qcow2ToolAvailable, qemuMap, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { qcow2TempDir, qcow2ToolAvailable, qemuDataRuns, qemuIoOn, sh, shStatus } from './helpers/qcow2-oracle.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 const SECTOR = 512;
@@ -40,17 +40,8 @@ const zeroArb = fc.record({ sector: fc.integer({ min: 0, max: 1023 }), sectors: 
 describe.skipIf(!haveQemu)('zeroing many whole clusters', () => {
   const temp = qcow2TempDir();
   afterAll(() => temp.cleanup());
-  const io = (image: string, commands: string[]) => sh(temp.dir, 'qemu-io', ['-f', 'qcow2', ...commands.flatMap((command) => ['-c', command]), image]);
-  /** qemu-img map as runs of stored data and of zeros (host offsets aside). */
-  const dataRuns = (image: string) => {
-    const runs: { start: number; length: number; data: boolean }[] = [];
-    for (const { start, length, data } of qemuMap(temp.dir, image)) {
-      const last = runs[runs.length - 1];
-      if (last && last.data === data) last.length += length;
-      else runs.push({ start, length, data });
-    }
-    return runs;
-  };
+  const io = (image: string, commands: string[]) => qemuIoOn(temp.dir, image, commands);
+  const dataRuns = (image: string) => qemuDataRuns(temp.dir, image);
   const snapshotBytes = (image: string) => {
     sh(temp.dir, 'qemu-img', ['convert', '-l', 'kept', '-O', 'raw', image, `${image}.snap`]);
     return readFileSync(join(temp.dir, `${image}.snap`));

@@ -84,6 +84,26 @@ export function qemuMap(cwd: string, image: string): QemuMapEntry[] {
 }
 
 /**
+ * qemu-img map as runs of stored data and of zeros, host offsets aside: what
+ * two tools that place clusters differently (and may or may not keep an L2
+ * entry for a zeroed cluster) must still agree on.
+ */
+export function qemuDataRuns(cwd: string, image: string): { start: number; length: number; data: boolean }[] {
+  const runs: { start: number; length: number; data: boolean }[] = [];
+  for (const { start, length, data } of qemuMap(cwd, image)) {
+    const last = runs[runs.length - 1];
+    if (last && last.data === data) last.length += length;
+    else runs.push({ start, length, data });
+  }
+  return runs;
+}
+
+/** Runs qemu-io commands on a qcow2 image in `cwd`. */
+export function qemuIoOn(cwd: string, image: string, commands: string[]): string {
+  return sh(cwd, 'qemu-io', ['-f', 'qcow2', ...commands.flatMap((command) => ['-c', command]), image]);
+}
+
+/**
  * platter extents in qemu-img map's terms: unallocated runs count the layers
  * searched (qemu counts from 0), and qemu merges runs its fields cannot tell apart.
  */
