@@ -42,7 +42,9 @@ export function createProgress(mode: ProgressMode): ProgressReporter {
   if (mode === 'none') return { update() {}, end() {} };
   let lastPercent = -Infinity;
   let last = { done: 0, total: 0 };
+  let shown = { done: -1, total: -1 };
   const show = (done: number, total: number) => {
+    shown = { done, total };
     if (mode === 'json') process.stderr.write(JSON.stringify({ done, total }) + '\n');
     else writeStdout(`    (${formatFixed(percentOf(done, total), 2)}/100%)\r`);
   };
@@ -56,7 +58,8 @@ export function createProgress(mode: ProgressMode): ProgressReporter {
       show(done, total);
     },
     end() {
-      show(last.total, last.total);
+      // qemu-img prints its last line again on a terminal; a JSON reader gets each step once.
+      if (mode === 'human' || shown.done !== last.total || shown.total !== last.total) show(last.total, last.total);
       if (mode === 'human') writeStdout('\n');
     },
   };
