@@ -45,6 +45,12 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     [['-o', 'extended_l2=on'], ['amend', '-o', 'size=20M']],
     [['-o', 'refcount_bits=1'], ['amend', '-o', 'size=2M']],
     [[], ['amend', '-o', 'refcount_bits=16']],
+    [[], ['amend', '-o', 'refcount_bits=8']],
+    [[], ['amend', '-o', 'refcount_bits=1']],
+    [['-o', 'refcount_bits=1'], ['amend', '-o', 'refcount_bits=64']],
+    [['-o', 'cluster_size=512'], ['amend', '-o', 'refcount_bits=64']],
+    [['-o', 'compat=0.10'], ['amend', '-o', 'compat=1.1,refcount_bits=4']],
+    [['-o', 'refcount_bits=8'], ['amend', '-o', 'compat=0.10,refcount_bits=16']],
   ])('create %j, then %j', (createOptions, args) => {
     const { mine, qemu } = both(createOptions, args);
     expect(mine.stderr).toBe('');
@@ -57,6 +63,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     [['-o', 'compat=0.10'], ['amend', '-o', 'lazy_refcounts=on'], 'Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)'],
     [[], ['amend', '-o', 'compat=0.10,lazy_refcounts=on'], 'Lazy refcounts only supported with compatibility level 1.1 and above'],
     [[], ['amend', '-o', 'refcount_bits=3'], 'Refcount width must be a power of two and may not exceed 64 bits'],
+    [['-o', 'compat=0.10'], ['amend', '-o', 'refcount_bits=8'], 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)'],
     [[], ['amend', '-o', 'backing_file=other.qcow2'], 'Cannot amend the backing file'],
     [[], ['amend', '-o', 'cluster_size=4k'], "Invalid parameter 'cluster_size'\nThis option is only supported for image creation"],
     [[], ['amend', '-o', 'data_file_raw=on'], 'data-file-raw cannot be set on existing images'],
@@ -71,6 +78,19 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     expect(mine.status).toBe(1);
     expect(mine.stderr).toContain(`platter: ${message}`);
     expect(mine.bytes.equals(qemu.bytes)).toBe(true);
+  });
+
+  it('a refcount of 2 (a snapshot) refuses a 1-bit width, with qemu-img\'s message, changing nothing', () => {
+    let before = Buffer.alloc(0);
+    const { mine, qemu } = both([], (image) => {
+      run('qemu-img', ['snapshot', '-c', 'kept', image]);
+      if (image.endsWith('platter')) before = readFileSync(image);
+      return ['amend', '-o', 'refcount_bits=1', image];
+    });
+    expect([mine.status, qemu.status]).toEqual([1, 1]);
+    expect(qemu.stderr).toContain('Cannot decrease refcount entry width to 1 bits: Cluster at offset');
+    expect(mine.stderr).toBe(`platter: ${qemu.stderr.replace(/^qemu-img: /, '')}`);
+    expect(mine.bytes.equals(before)).toBe(true);
   });
 
   it.each(['4M', '512k', '7M'])('resize --shrink to %s cuts the file after its last used cluster, as qemu-img does', (size) => {

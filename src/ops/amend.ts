@@ -1,7 +1,7 @@
 /**
  * `amend`: change options of an existing image (qemu-img amend): compat,
- * lazy_refcounts, size, and the name of an external data file, applied in
- * qemu's order (an upgrade first, a downgrade last, the size between).
+ * refcount_bits, lazy_refcounts, size, and the name of an external data
+ * file, applied in qemu's order (an upgrade first, a downgrade last).
  */
 
 import { borrowed } from '../core/borrowed.js';
@@ -14,7 +14,7 @@ import { amendHeader, lazyRefcountsOn, requireClean } from '../../formats/qcow2/
 import { hasDataFile } from '../../formats/qcow2/header.js';
 import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
-import { refcountBits } from '../../formats/qcow2/refcount.js';
+import { changeRefcountOrder } from '../../formats/qcow2/refcount-order.js';
 import type { CreateOption } from './create.js';
 
 /** The options `amend` takes, for `amend -o help`. */
@@ -22,7 +22,7 @@ export const AMEND_OPTIONS: readonly CreateOption[] = [
   { name: 'compat', value: 'str', help: 'Version: 0.10 (v2) or 1.1 (v3)' },
   { name: 'data_file', value: 'str', help: 'New name of the external data file (an image that has one)' },
   { name: 'lazy_refcounts', value: 'bool (on/off)', help: 'Update refcounts late (version 3)' },
-  { name: 'refcount_bits', value: 'num', help: "Bits per refcount: only the image's own width" },
+  { name: 'refcount_bits', value: 'num', help: 'Bits per refcount: 1, 2, 4, 8, 16, 32 or 64 (the counts are written again)' },
   { name: 'size', value: 'size', help: 'Virtual size of the disk (grows or shrinks it)' },
 ];
 
@@ -60,13 +60,15 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   if (lazy && version < 3) throw new UsageError('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
   const bits = options.get('refcount_bits');
   if (bits !== undefined && !/^(1|2|4|8|16|32|64)$/.test(bits)) throw new UsageError('Refcount width must be a power of two and may not exceed 64 bits');
-  if (bits !== undefined && Number(bits) !== refcountBits(metadata.header.refcountOrder)) {
-    throw new UnsupportedFeatureError(`changing refcount_bits is not supported (the image has ${refcountBits(metadata.header.refcountOrder)})`);
+  const order = bits === undefined ? undefined : Math.log2(Number(bits));
+  if (order !== undefined && order !== 4 && version < 3) {
+    throw new UsageError('Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
   }
   const dataFile = options.get('data_file');
   if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
   const size = options.has('size') ? parseSize(options.get('size')!, 'size') : undefined;
   await amendHeader(device, metadata, { version: version === 3 ? 3 : undefined, lazyRefcounts: version === 3 ? lazy : undefined, dataFile });
+  if (order !== undefined) await changeRefcountOrder(device, await readMetadata(device), order);
   if (size !== undefined) {
     const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
     try {
