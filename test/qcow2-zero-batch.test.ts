@@ -3,7 +3,8 @@
  * the changed L2 entries, then one refcount release per run of host
  * clusters), against qemu-io write -z -u on a copy of the same image. The
  * images hold data, holes, zero clusters and compressed streams (which may
- * share a host cluster), and sometimes a snapshot that shares their clusters.
+ * share a host cluster), sometimes a snapshot that shares their clusters, and
+ * sometimes a backing file (shorter than the image) full of data.
  * Afterwards qemu-img compare finds the two equal, qemu-img check finds
  * platter's clean (no leak, no refcount off by one), a snapshot still reads as
  * it did, and on version 3 images the runs of data and zeros are qemu's.
@@ -25,6 +26,8 @@ const layoutArb = fc.record({
   compat: fc.constantFrom('0.10', '1.1'),
   extendedL2: fc.boolean(),
   snapshot: fc.boolean(),
+  /** A backing file full of data under the image. */
+  backing: fc.boolean(),
 });
 
 /** What the image holds before zeroing: pieces in clusters (data, compressed, zero). */
@@ -57,7 +60,13 @@ describe.skipIf(!haveQemu)('zeroing many whole clusters', () => {
         const base = `b${run}.qcow2`;
         const [q, p] = [`q${run}.qcow2`, `p${run}.qcow2`];
         run++;
-        sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${clusterSize},compat=${compat},extended_l2=${extendedL2 ? 'on' : 'off'}`, base, String(size)]);
+        const backing = layout.backing ? ['-b', `under${run - 1}.qcow2`, '-F', 'qcow2'] : [];
+        if (layout.backing) {
+          // Shorter than the image, so some clusters read zeros past its end.
+          sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', `under${run - 1}.qcow2`, String(size - 8 * clusterSize)]);
+          io(`under${run - 1}.qcow2`, [`write -P 0x77 0 ${size - 8 * clusterSize}`]);
+        }
+        sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${clusterSize},compat=${compat},extended_l2=${extendedL2 ? 'on' : 'off'}`, ...backing, base, String(size)]);
         // Compressed writes first, each cluster once: qemu-io compresses only into clusters that hold nothing.
         const compressed = new Set<number>();
         for (const { kind, cluster, clusters } of pieces) {
@@ -87,7 +96,11 @@ describe.skipIf(!haveQemu)('zeroing many whole clusters', () => {
         expect(shStatus(temp.dir, 'qemu-img', ['compare', p, q]).status).toBe(0);
         const check = shStatus(temp.dir, 'qemu-img', ['check', p]);
         expect(check.status, check.stdout + check.stderr).toBe(0);
-        if (compat === '1.1') expect(dataRuns(p)).toEqual(dataRuns(q));
+        // With extended L2 entries the metadata may differ where the bytes do not: a request that also
+        // touches part of a compressed cluster makes qemu write zeros over all of it (its fallback), and
+        // part of a cluster a snapshot shares keeps zero bits in qemu's copy where platter stores zeros.
+        // qcow2-subcluster-zero.test.ts compares extended-L2 layouts on cases without those two.
+        if (compat === '1.1' && !extendedL2) expect(dataRuns(p)).toEqual(dataRuns(q));
         if (layout.snapshot) expect(snapshotBytes(p).equals(snapshotBytes(q))).toBe(true);
       }),
       { numRuns: 40 },

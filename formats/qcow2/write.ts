@@ -297,11 +297,13 @@ export class Qcow2Writer {
 
   /**
    * Whole clusters from `at` (up to `end`, within one L2 table) that can be
-   * zeroed together: in an image with no backing file and no data file, where
-   * zeroing a whole cluster only changes its entry and releases what it held.
+   * zeroed together: where zeroing a whole cluster only changes its entry and
+   * releases what it held. That takes a zero flag (version 3) or no backing
+   * file (version 2 then leaves the cluster unallocated), and no data file.
    */
   private zeroBatch(at: number, end: number): number {
-    if (at % this.clusterSize !== 0 || this.dataFile || this.host.backingSize() !== undefined) return 0;
+    if (at % this.clusterSize !== 0 || this.dataFile) return 0;
+    if (this.header.version !== 3 && this.host.backingSize() !== undefined) return 0;
     const { l2Entries } = this.geometry;
     const index = Math.floor(at / this.clusterSize) % l2Entries;
     return Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - index);
@@ -317,9 +319,13 @@ export class Qcow2Writer {
   private async zeroClusters(at: number, count: number): Promise<void> {
     const { extendedL2 } = this.geometry;
     const existing = await this.tables.slot(at, false);
-    if (!existing) return; // no table: every cluster reads as zeros (there is no backing file)
     const changing: number[] = [];
-    for (let i = 0; i < count; i++) if (!this.entryReadsZero(existing.table, existing.index + i, at + i * this.clusterSize)) changing.push(i);
+    for (let i = 0; i < count; i++) {
+      const clusterStart = at + i * this.clusterSize;
+      // Without a table a cluster reads from the backing file, or zeros past its end.
+      const readsZero = existing ? this.entryReadsZero(existing.table, existing.index + i, clusterStart) : this.backingBelow(clusterStart);
+      if (!readsZero) changing.push(i);
+    }
     if (changing.length === 0) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.tables.slot(at, true);
