@@ -9,11 +9,10 @@
 
 import { PlatterError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
+import { SECTOR_SIZE } from './convert.js';
 
 /** Where a failed read is taken again first: a cluster at most, so a chunk loses no more than its bad clusters. */
 const RETRY_PIECE = 64 * 1024;
-/** The smallest piece read on its own: a sector, as qemu-img salvages. */
-const SECTOR = 512;
 
 /** A run of guest bytes that could not be read, and why. */
 export interface Loss {
@@ -95,7 +94,7 @@ async function readExactly(source: Image, offset: number, target: Uint8Array): P
   else target.set(await source.read(offset, target.length));
 }
 
-/** Reads `target` in aligned pieces of `piece` bytes; a piece that fails is read again in sectors, or zeroed. */
+/** Reads `target` in aligned pieces of `piece` bytes; a piece that fails is read again in sectors (the smallest piece, as qemu-img salvages), or zeroed. */
 async function salvagePieces(source: Image, offset: number, target: Uint8Array, piece: number, losses: Loss[]): Promise<void> {
   for (let at = 0; at < target.length; ) {
     const end = Math.min(target.length, at + piece - ((offset + at) % piece));
@@ -104,7 +103,7 @@ async function salvagePieces(source: Image, offset: number, target: Uint8Array, 
       await readExactly(source, offset + at, part);
     } catch (error) {
       if (!(error instanceof PlatterError)) throw error;
-      if (piece > SECTOR) await salvagePieces(source, offset + at, part, SECTOR, losses);
+      if (piece > SECTOR_SIZE) await salvagePieces(source, offset + at, part, SECTOR_SIZE, losses);
       else lose(losses, offset + at, part, error.message);
     }
     at = end;
