@@ -75,10 +75,7 @@ export class ClusterMap {
     const end = Math.min(offset + length, (l1Index + 1) * bytesPerL2);
     const l2Offset = this.l2OffsetAt(l1Index);
     if (l2Offset === 0) return this.unallocatedRun(offset, offset + length, l1Index);
-    if (l2Offset % clusterSize !== 0) {
-      throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
-    }
-    const l2 = await this.l2Cache.get(l2Offset);
+    const l2 = await this.l2Table(l2Offset, l1Index);
     return this.runIn(l2, l2Offset, offset, end);
   }
 
@@ -96,12 +93,46 @@ export class ClusterMap {
 
   /** Every run covering [offset, offset+length), in order. */
   async *runs(offset: number, length: number): AsyncGenerator<MappingRun> {
+    for await (const batch of this.runBatches(offset, length)) yield* batch;
+  }
+
+  /**
+   * The runs covering [offset, offset+length), in order, one batch per L2
+   * table (or per span of empty L1 entries): a table is awaited once and its
+   * runs found synchronously, so a walk costs one asynchronous step per table
+   * rather than per cluster. A batch holds at most a table's worth of runs.
+   */
+  async *runBatches(offset: number, length: number): AsyncGenerator<MappingRun[]> {
+    const { clusterSize, l2Entries } = this.geometry;
+    const bytesPerL2 = clusterSize * l2Entries;
     const end = offset + length;
     for (let at = offset; at < end; ) {
-      const run = await this.lookup(at, end - at);
-      yield run;
-      at += run.length;
+      const l1Index = Math.floor(at / bytesPerL2);
+      const l2Offset = this.l2OffsetAt(l1Index);
+      if (l2Offset === 0) {
+        const run = this.unallocatedRun(at, end, l1Index);
+        at += run.length;
+        yield [run];
+        continue;
+      }
+      const l2 = await this.l2Table(l2Offset, l1Index);
+      const tableEnd = Math.min(end, (l1Index + 1) * bytesPerL2);
+      const batch: MappingRun[] = [];
+      for (; at < tableEnd; ) {
+        const run = this.runIn(l2, l2Offset, at, tableEnd);
+        batch.push(run);
+        at += run.length;
+      }
+      yield batch;
     }
+  }
+
+  /** The L2 table at `l2Offset` (the L1 entry `l1Index` points there), checked for alignment. */
+  private l2Table(l2Offset: number, l1Index: number): Promise<DataView> {
+    if (l2Offset % this.geometry.clusterSize !== 0) {
+      throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
+    }
+    return this.l2Cache.get(l2Offset);
   }
 
   private runIn(l2: DataView, l2Offset: number, start: number, end: number): MappingRun {

@@ -127,20 +127,22 @@ export class Qcow2Image implements Image {
       pending = undefined;
     };
     const compressed: MappingRun[] = [];
-    for await (const run of this.parts.map.runs(offset, target.length)) {
-      const at = run.start - offset;
-      if (run.type === 'normal') {
-        if (pending && pending.hostOffset + pending.length === run.hostOffset) {
-          pending.length += run.length;
+    for await (const batch of this.parts.map.runBatches(offset, target.length)) {
+      for (const run of batch) {
+        const at = run.start - offset;
+        if (run.type === 'normal') {
+          if (pending && pending.hostOffset + pending.length === run.hostOffset) {
+            pending.length += run.length;
+            continue;
+          }
+          await flush();
+          pending = { at, hostOffset: run.hostOffset!, length: run.length };
           continue;
         }
         await flush();
-        pending = { at, hostOffset: run.hostOffset!, length: run.length };
-        continue;
+        if (run.type === 'compressed') compressed.push(run);
+        else await this.readRun(run, target.subarray(at, at + run.length));
       }
-      await flush();
-      if (run.type === 'compressed') compressed.push(run);
-      else await this.readRun(run, target.subarray(at, at + run.length));
     }
     await flush();
     for (let first = 0; first < compressed.length; first += this.compressedWindow) {
@@ -242,8 +244,11 @@ export class Qcow2Image implements Image {
     checkRange(offset, length, this.size, `block status of ${this.name}`);
     return this.naming(async () => {
       const extents: Extent[] = [];
-      for await (const run of this.parts.map.runs(offset, length)) {
-        for (const extent of await this.runStatus(run)) appendExtent(extents, extent);
+      for await (const batch of this.parts.map.runBatches(offset, length)) {
+        for (const run of batch) {
+          const status = this.runStatus(run);
+          for (const extent of Array.isArray(status) ? status : await status) appendExtent(extents, extent);
+        }
       }
       return extents;
     });
@@ -281,7 +286,8 @@ export class Qcow2Image implements Image {
     return this.parts.dataDevice;
   }
 
-  private async runStatus(run: MappingRun): Promise<Extent[]> {
+  /** A run's extents: from this image alone when it can answer (no await per cluster), else from the backing file. */
+  private runStatus(run: MappingRun): Extent[] | Promise<Extent[]> {
     const { start, length } = run;
     switch (run.type) {
       case 'normal':
