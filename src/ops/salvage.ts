@@ -7,6 +7,7 @@
  * Where even the mapping cannot be read, the range reads as zeros.
  */
 
+import { readFully } from '../core/device.js';
 import { PlatterError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
 import { SECTOR_SIZE } from './convert.js';
@@ -29,7 +30,7 @@ export interface Loss {
 export function salvaging(source: Image, onLoss: (loss: Loss) => void): Image {
   const readInto = async (offset: number, target: Uint8Array): Promise<void> => {
     try {
-      await readExactly(source, offset, target);
+      await readFully(source, offset, target);
     } catch (error) {
       if (!(error instanceof PlatterError)) throw error;
       const losses: Loss[] = [];
@@ -80,18 +81,11 @@ async function salvageStatus(source: Image, offset: number, length: number, loss
     } catch (error) {
       if (!(error instanceof PlatterError)) throw error;
       extents.push({ start: at, length: next - at, kind: 'zero', depth: 0 });
-      const last = losses[losses.length - 1];
-      if (last && last.offset + last.length === at && last.reason === error.message) last.length += next - at;
-      else losses.push({ offset: at, length: next - at, reason: error.message });
+      record(losses, at, next - at, error.message);
     }
     at = next;
   }
   return extents;
-}
-
-async function readExactly(source: Image, offset: number, target: Uint8Array): Promise<void> {
-  if (source.readInto) await source.readInto(offset, target);
-  else target.set(await source.read(offset, target.length));
 }
 
 /** Reads `target` in aligned pieces of `piece` bytes; a piece that fails is read again in sectors (the smallest piece, as qemu-img salvages), or zeroed. */
@@ -100,7 +94,7 @@ async function salvagePieces(source: Image, offset: number, target: Uint8Array, 
     const end = Math.min(target.length, at + piece - ((offset + at) % piece));
     const part = target.subarray(at, end);
     try {
-      await readExactly(source, offset + at, part);
+      await readFully(source, offset + at, part);
     } catch (error) {
       if (!(error instanceof PlatterError)) throw error;
       if (piece > SECTOR_SIZE) await salvagePieces(source, offset + at, part, SECTOR_SIZE, losses);
@@ -110,10 +104,15 @@ async function salvagePieces(source: Image, offset: number, target: Uint8Array, 
   }
 }
 
-/** Zeros a sector that cannot be read, joining it to the run before it when that was lost for the same reason. */
+/** Zeros a sector that cannot be read, and records it. */
 function lose(losses: Loss[], offset: number, part: Uint8Array, reason: string): void {
   part.fill(0);
+  record(losses, offset, part.length, reason);
+}
+
+/** Records lost bytes, joined to the run before them when that was lost for the same reason. */
+function record(losses: Loss[], offset: number, length: number, reason: string): void {
   const last = losses[losses.length - 1];
-  if (last && last.offset + last.length === offset && last.reason === reason) last.length += part.length;
-  else losses.push({ offset, length: part.length, reason });
+  if (last && last.offset + last.length === offset && last.reason === reason) last.length += length;
+  else losses.push({ offset, length, reason });
 }

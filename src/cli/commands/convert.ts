@@ -88,7 +88,7 @@ const command: CliCommand = {
     if (args.source === undefined || args.target === undefined) throw new UsageError('Must specify image file name');
     const sourcePath = args.source as string;
     const targetPath = args.target as string;
-    const sparseSize = checkFlags(args, outputFormat);
+    const sparseSize = checkFlags(args, outputFormat, options);
     const parallel = args.m as number;
     const flushes = writeFlushes(args);
     const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
@@ -103,13 +103,13 @@ const command: CliCommand = {
       const existingTarget = args.n === true;
       if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize);
       // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
-      if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options: parseOptionString(args.o as string | string[] | undefined) });
+      if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options });
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
       const progress = createProgress(progressMode(args));
       try {
         if (outputFormat === 'qcow2') {
           await convertToQcow2(source, target, {
-            options: parseOptionString(args.o as string | string[] | undefined),
+            options,
             compress: args.c === true,
             host: nodeHost(),
             tests: nodeByteTests,
@@ -140,10 +140,10 @@ const command: CliCommand = {
 };
 
 /** Refuses the combinations qemu-img refuses, with its messages, in its order; returns the -S size in bytes. */
-function checkFlags(args: Args, outputFormat: string): number {
+function checkFlags(args: Args, outputFormat: string, options: Map<string, string>): number {
   if (args.n === true && args.o !== undefined) throw new UsageError('-o has no effect when skipping image creation');
   if (outputFormat !== 'qcow2' && args.c === true) throw new UsageError('Compression not supported for this file format');
-  const rawFull = outputFormat === 'raw' && rawPreallocation(args) === 'full';
+  const rawFull = outputFormat === 'raw' && rawPreallocation(options) === 'full';
   if (outputFormat === 'qcow2' && args.n === true && args.c === true) {
     throw new UsageError('-c is not supported with -n and -O qcow2 (compressed clusters go only into a new image)');
   }
@@ -186,8 +186,7 @@ async function convertIntoQcow2(source: Image, targetPath: string, args: Args, s
  * without fallocate in a portable file API and leaves holes, which read the
  * same; anything else is refused with qemu-img's words.
  */
-function rawPreallocation(args: Args): string {
-  const options = parseOptionString(args.o as string | string[] | undefined);
+function rawPreallocation(options: Map<string, string>): string {
   for (const name of options.keys()) if (name !== 'preallocation') throw new UsageError(`Invalid parameter '${name}'`);
   const mode = options.get('preallocation') ?? 'off';
   if (mode === 'metadata') throw new UsageError('Unsupported preallocation mode: metadata');
