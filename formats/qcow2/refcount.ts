@@ -290,6 +290,11 @@ export class Refcounts {
       for (let i = 0; i < values.length; i++) await this.set(first + i, values[i]!);
       return;
     }
+    await this.writeSpan(blockOffset, first, values);
+  }
+
+  /** Sets the refcounts of the clusters from `first` (all in the block at `blockOffset`) to `values`, and writes the bytes that changed at once. */
+  private async writeSpan(blockOffset: number, first: number, values: number[]): Promise<void> {
     const block = await this.block(blockOffset);
     let start = Number.MAX_SAFE_INTEGER;
     let end = 0;
@@ -326,15 +331,7 @@ export class Refcounts {
       const groupEnd = Math.min(first + count, (blockIndex + 1) * this.perBlock);
       let blockOffset = this.blockOffset(blockIndex);
       if (blockOffset === 0) blockOffset = await this.createBlock(blockIndex);
-      const block = await this.block(blockOffset);
-      let start = Number.MAX_SAFE_INTEGER;
-      let end = 0;
-      for (let at = cluster; at < groupEnd; at++) {
-        const [from, to] = setRefcount(block, at % this.perBlock, this.order, 1);
-        start = Math.min(start, from);
-        end = Math.max(end, to);
-      }
-      await this.device.write!(blockOffset + start, block.slice(start, end));
+      await this.writeSpan(blockOffset, cluster, new Array<number>(groupEnd - cluster).fill(1));
       cluster = groupEnd;
     }
     return first;

@@ -335,12 +335,7 @@ export class Qcow2Writer {
       const entry: L2Slot = { ...slot, index: slot.index + i };
       const old = this.allocationOf(entry, clusterType(slot.table, entry.index, extendedL2, this.dataFile));
       if (old) released.push(old);
-      const position = l2EntryPosition(entry.index, extendedL2);
-      setEntry(slot.table, position, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
-      if (extendedL2) {
-        slot.table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
-        slot.table.setUint32(position + 12, 0);
-      }
+      clearEntry(slot.table, entry.index, extendedL2, zeroFlag);
     }
     const first = l2EntryPosition(slot.index + changing[0]!, extendedL2);
     const last = l2EntryPosition(slot.index + changing[changing.length - 1]!, extendedL2) + (extendedL2 ? 16 : 8);
@@ -661,13 +656,7 @@ export class Qcow2Writer {
       // The data file must read as the disk by itself: zeros go there first.
       await this.dataTarget.write!(clusterStart, new Uint8Array(Math.min(this.clusterSize, this.host.size() - clusterStart)));
     }
-    const at = l2EntryPosition(slot.index, extendedL2);
-    const zeroFlag = mode === 'zero' && this.header.version === 3;
-    setEntry(slot.table, at, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
-    if (extendedL2) {
-      slot.table.setUint32(at + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
-      slot.table.setUint32(at + 12, 0);
-    }
+    clearEntry(slot.table, slot.index, extendedL2, mode === 'zero' && this.header.version === 3);
     await this.tables.writeEntry(slot);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
   }
@@ -742,11 +731,25 @@ export class Qcow2Writer {
 }
 
 /**
+ * Points L2 entry `index` at nothing (in the cached table; the caller writes
+ * it): with `zeroFlag` it reads as zeros (the zero flag, or every subcluster's
+ * zero bit), else as unallocated.
+ */
+function clearEntry(table: DataView, index: number, extendedL2: boolean, zeroFlag: boolean): void {
+  const position = l2EntryPosition(index, extendedL2);
+  setEntry(table, position, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
+  if (extendedL2) {
+    table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
+    table.setUint32(position + 12, 0);
+  }
+}
+
+/**
  * Host allocations to release, with neighbouring whole clusters joined into
  * one range. A compressed stream's range stays alone: two streams may share
  * a cluster, and each holds its own reference to it.
  */
-export function clusterRuns(allocations: Array<{ offset: number; bytes: number }>, clusterSize: number): Array<{ offset: number; bytes: number }> {
+function clusterRuns(allocations: Array<{ offset: number; bytes: number }>, clusterSize: number): Array<{ offset: number; bytes: number }> {
   const runs: Array<{ offset: number; bytes: number }> = [];
   const whole = (range: { offset: number; bytes: number }) => range.offset % clusterSize === 0 && range.bytes === clusterSize;
   for (const range of allocations) {

@@ -15,7 +15,7 @@ import { hasDataFile } from '../../formats/qcow2/header.js';
 import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
 import { changeRefcountOrder } from '../../formats/qcow2/refcount-order.js';
-import type { CreateOption } from './create.js';
+import { compatVersion, type CreateOption } from './create.js';
 
 /** The options `amend` takes, for `amend -o help`. */
 export const AMEND_OPTIONS: readonly CreateOption[] = [
@@ -40,11 +40,12 @@ function checkNames(options: Map<string, string>): void {
   }
 }
 
+/** The version `compat=` asks for (undefined when not given), refused with qemu-img's amend message when unknown. */
 function parseCompat(compat: string | undefined): 2 | 3 | undefined {
   if (compat === undefined) return undefined;
-  if (compat === '0.10' || compat === 'v2') return 2;
-  if (compat === '1.1' || compat === 'v3') return 3;
-  throw new UsageError(`Unknown compatibility level ${compat}`);
+  const version = compatVersion(compat);
+  if (version === undefined) throw new UsageError(`Unknown compatibility level ${compat}`);
+  return version;
 }
 
 /** Applies `-o` options to the qcow2 image on the writable `device` (which stays open). */

@@ -138,15 +138,22 @@ function sizeFrom(request: CreateRequest): number | undefined {
   return option !== undefined ? parseSize(option, 'image size') : request.size;
 }
 
+/** The qcow2 version a `compat=` value names (0.10 or v2, 1.1 or v3); undefined for any other. */
+export function compatVersion(compat: string): 2 | 3 | undefined {
+  if (compat === '0.10' || compat === 'v2') return 2;
+  if (compat === '1.1' || compat === 'v3') return 3;
+  return undefined;
+}
+
 /** Parses qemu-img's qcow2 `-o` options over the defaults. */
 export function qcow2CreateOptions(options: Map<string, string>, size: number): Qcow2CreateOptions {
   rejectUnknownOptions(options, QCOW2_OPTIONS, 'qcow2');
   const parsed: Qcow2CreateOptions = { ...QCOW2_CREATE_DEFAULTS, size };
   const compat = options.get('compat');
   if (compat !== undefined) {
-    if (compat === '0.10' || compat === 'v2') parsed.version = 2;
-    else if (compat === '1.1' || compat === 'v3') parsed.version = 3;
-    else throw new UsageError(`invalid compatibility level '${compat}' (0.10, 1.1, v2, v3)`);
+    const version = compatVersion(compat);
+    if (version === undefined) throw new UsageError(`invalid compatibility level '${compat}' (0.10, 1.1, v2, v3)`);
+    parsed.version = version;
   }
   const clusterSize = options.get('cluster_size');
   if (clusterSize !== undefined) parsed.clusterSize = parseSize(clusterSize, 'cluster_size');
