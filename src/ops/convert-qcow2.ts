@@ -270,13 +270,7 @@ async function prepareChunk(
     const end = Math.min(at + clusterSize, bytes.length);
     if (skipZero?.isZero(bytes, at, end)) continue;
     const cluster = bytes.subarray(at, end);
-    // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
-    let whole = cluster;
-    if (cluster.length < clusterSize) {
-      whole = new Uint8Array(clusterSize);
-      whole.set(cluster);
-    }
-    const stream = compressor(whole);
+    const stream = compressCluster(compressor, cluster, clusterSize);
     stream.catch(() => {}); // awaited in order by storeCluster
     clusters.push({ offset: chunk.start + at, bytes: cluster, stream });
   }
@@ -287,11 +281,29 @@ async function prepareChunk(
  * Stores one cluster: its stream when it shrinks the cluster (as qemu
  * decides), else the plain bytes. The write joins the image's queue at once.
  */
-function storeCluster(target: Qcow2Image, cluster: PendingCluster, stream: Uint8Array, result: Qcow2ConvertResult): Promise<void> {
+async function storeCluster(target: Qcow2Image, cluster: PendingCluster, stream: Uint8Array, result: Qcow2ConvertResult): Promise<void> {
   result.dataClusters++;
+  if (await storeStream(target, cluster.offset, cluster.bytes, stream)) result.compressedClusters++;
+}
+
+/** Compresses one cluster; the last cluster of an image that ends mid-cluster as a whole, zero-padded cluster. */
+export function compressCluster(compressor: Compressor, cluster: Uint8Array, clusterSize: number): Promise<Uint8Array> {
+  if (cluster.length === clusterSize) return compressor(cluster);
+  const whole = new Uint8Array(clusterSize);
+  whole.set(cluster);
+  return compressor(whole);
+}
+
+/**
+ * Stores the cluster at guest `offset` as its compressed `stream` when that
+ * is smaller than a cluster (as qemu decides), else as its plain `bytes`;
+ * resolves true when the stream was stored.
+ */
+export async function storeStream(target: Qcow2Image, offset: number, bytes: Uint8Array, stream: Uint8Array): Promise<boolean> {
   if (stream.length < target.metadata.clusterSize) {
-    result.compressedClusters++;
-    return target.writer!.writeCompressed(cluster.offset, stream);
+    await target.writer!.writeCompressed(offset, stream);
+    return true;
   }
-  return target.write(cluster.offset, cluster.bytes);
+  await target.write(offset, bytes);
+  return false;
 }

@@ -11,7 +11,7 @@ import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import type { ByteTests } from './bytes-accel.js';
 import { DIFF_CHUNK, differingRuns, readOrZero } from './chain-diff.js';
 import { createImage } from './create.js';
-import { compressorFor, type Compressor } from './convert-qcow2.js';
+import { compressCluster, compressorFor, storeStream, type Compressor } from './convert-qcow2.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 
@@ -116,18 +116,14 @@ async function writeCompressedRun(delta: Qcow2Image, offset: number, bytes: Uint
       clusters.push({ at, bytes: cluster });
       continue;
     }
-    // The last cluster of an image that ends mid-cluster is compressed as a whole, zero-padded cluster.
-    const whole = cluster.length === clusterSize ? cluster : new Uint8Array(clusterSize);
-    if (whole !== cluster) whole.set(cluster);
-    const stream = compressor(whole);
+    const stream = compressCluster(compressor, cluster, clusterSize);
     stream.catch(() => {}); // awaited below, in order
     clusters.push({ at, bytes: cluster, stream });
   }
   for (const cluster of clusters) {
     const stream = cluster.stream && (await cluster.stream);
     if (!stream) await delta.writeZeroes(offset + cluster.at, cluster.bytes.length);
-    else if (stream.length < clusterSize) await delta.writer!.writeCompressed(offset + cluster.at, stream);
-    else await delta.write(offset + cluster.at, cluster.bytes.slice());
+    else await storeStream(delta, offset + cluster.at, cluster.bytes.slice(), stream);
   }
 }
 
