@@ -10,15 +10,17 @@
  * length.
  */
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inflateRawInto, zstdCompress, zstdCompressBound } from '../src/node/codecs.js';
 import { CodecThreads, codecThreads, type Codec } from '../src/node/codec-threads.js';
+import { nodeWorkerThreads } from '../src/node/builtins.js';
+import { loadZstdCodec, type WasmApi } from '../src/node/zstd-codec.js';
 import { openImageFile } from '../src/node/open.js';
 import { alignedBuffer } from '../src/ops/aligned.js';
 import type { Image } from '../src/core/image.js';
@@ -109,7 +111,8 @@ describe('codec threads', () => {
         expect(frame.length).toBeLessThan(cluster.length);
         const back = new Uint8Array(cluster.length);
         expect(await pool.decode('zstd', frame, back)).toBe(cluster.length);
-        expect(back).toEqual(cluster);
+        // Buffer's compare: toEqual walks 64 KiB arrays element by element, seconds for this test.
+        expect(Buffer.from(back).equals(Buffer.from(cluster))).toBe(true);
       }
     }
   });
@@ -209,6 +212,60 @@ describe('codec threads that fail', () => {
     const output = new Uint8Array(3);
     expect(await threads.decode('zstd', Uint8Array.of(4, 5, 6), output)).toBe(3);
     expect([...output]).toEqual([4, 5, 6]);
+  });
+});
+
+/**
+ * Runs `loadZstdCodec` on a fresh thread (one emscripten runtime per thread),
+ * with `module` for the compiled WebAssembly, a `require` that records what it
+ * loads, and a round trip of one cluster; resolves with what the thread saw.
+ */
+function loadOnFreshThread(module: unknown): Promise<{ loaded: string[]; roundTrip?: boolean; error?: string }> {
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const loaded = [];
+    const load = (path) => (loaded.push(path), require(path));
+    (${loadZstdCodec.toString()})(load, workerData).then(
+      (codec) => {
+        const cluster = new Uint8Array(65536).map((_, at) => (at * 7) % 251 < 20 ? at & 0xff : 0);
+        const frame = new Uint8Array(70000);
+        const back = new Uint8Array(65536);
+        const length = codec.decode(frame.subarray(0, codec.encode(cluster, frame, 3)), back);
+        parentPort.postMessage({ loaded, roundTrip: length === 65536 && back.every((byte, at) => byte === cluster[at]) });
+      },
+      (error) => parentPort.postMessage({ loaded, error: error.message }),
+    );`;
+  const worker = new (nodeWorkerThreads().Worker)(code, { eval: true, workerData: { packagePath, module } });
+  return new Promise((resolve, reject) => {
+    worker.once('message', (message) => {
+      resolve(message);
+      void worker.terminate();
+    });
+    worker.once('error', reject);
+  });
+}
+
+describe('libzstd compiled once', () => {
+  const wasmPath = join(dirname(packagePath), 'zstd.wasm');
+  const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+  it("a thread given the compiled module loads only the package's runtime, not its loader, and the codec works", async () => {
+    const module = await wasm.compile(readFileSync(wasmPath));
+    const seen = await loadOnFreshThread(module);
+    expect(seen).toEqual({ loaded: [packagePath.replace(/index\.node\.js$/, 'module.js')], roundTrip: true });
+  });
+
+  it('a module that is not libzstd fails the load at once, with a message, instead of waiting forever', async () => {
+    // The smallest valid module: it instantiates, but exports nothing the runtime needs.
+    const empty = await wasm.compile(Uint8Array.of(0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00));
+    const seen = await loadOnFreshThread(empty);
+    expect(seen.error).toMatch(/^libzstd did not start: /);
+  });
+
+  it('without a module the package loads itself, as it ships', async () => {
+    const seen = await loadOnFreshThread(undefined);
+    expect(seen.roundTrip).toBe(true);
+    expect(seen.loaded[0]).toBe(packagePath);
   });
 });
 

@@ -18,10 +18,30 @@ export interface ZstdCodec {
   encode(input: Uint8Array, output: Uint8Array, level: number): number;
 }
 
-/** What a codec thread is told: where the package is. */
+/** A compiled WebAssembly module, opaque here (the build has no DOM typings, where WebAssembly's are). */
+export interface WasmModule {
+  readonly __brand?: 'WebAssembly.Module';
+}
+
+/** An instance's exports, as emscripten's runtime takes them. */
+type WasmExports = Record<string, unknown>;
+
+/** The parts of the WebAssembly API used here. */
+export interface WasmApi {
+  compile(bytes: Uint8Array): Promise<WasmModule>;
+  Instance: new (module: WasmModule, imports: object) => { exports: WasmExports };
+}
+
+/** What a codec thread is told: where the package is, and its WebAssembly compiled once for every thread. */
 export interface ZstdCodecSource {
   /** '' when the package is not installed. */
   packagePath: string;
+  /**
+   * The package's zstd.wasm, compiled: each thread then instantiates it
+   * without compiling it again (and without the package's own loader, which
+   * reads the file through node:fs/promises, slow to load on every thread).
+   */
+  module?: WasmModule;
 }
 
 /** libzstd's one-shot calls with a dictionary, over heap addresses; `extra` is what follows the dictionary. */
@@ -39,6 +59,11 @@ type OneShotCall<Extra extends unknown[]> = (
 /** The parts of the package's emscripten runtime the lean path uses. */
 interface ZstdRuntime {
   HEAPU8: Uint8Array;
+  /** Starts the runtime; emscripten calls `instantiateWasm`, when set, instead of compiling the file it was given. */
+  init(file?: Uint8Array): void;
+  /** Set once the runtime has started. */
+  calledRun?: boolean;
+  instantiateWasm?(imports: object, receive: (instance: { exports: WasmExports }) => void): WasmExports;
   _malloc(size: number): number;
   _free(pointer: number): void;
   _ZSTD_createDCtx(): number;
@@ -62,17 +87,58 @@ interface ZstdPackage {
  * returns a codec. The package's own calls allocate and copy fresh buffers per
  * call (about 15% of the time of decoding 64 KiB clusters); its emscripten
  * runtime, a sibling module of the entry point, allows the lean path. When
- * that module is missing or has changed shape, the public API is used.
+ * that module is missing or has changed shape, the public API is used. Given
+ * `source.module`, the runtime starts on it without the package's own loader.
  */
 export async function loadZstdCodec(load: (path: string) => unknown, source: ZstdCodecSource): Promise<ZstdCodec> {
   if (source.packagePath === '') throw new Error('the package is not installed');
-  const zstd = load(source.packagePath) as ZstdPackage;
-  await zstd.init();
+
+  /**
+   * The package's emscripten runtime at `runtimePath`, started (once per thread)
+   * on `compiled` through emscripten's hook for WebAssembly that comes from
+   * elsewhere; undefined when the runtime cannot be loaded. A runtime that
+   * loads but fails to start throws: it cannot be started again.
+   */
+  function startRuntime(runtimePath: string, compiled: WasmModule): ZstdRuntime | undefined {
+    let runtime: ZstdRuntime;
+    try {
+      runtime = (load(runtimePath) as { Module: ZstdRuntime }).Module;
+      if (typeof runtime?.init !== 'function') return undefined;
+    } catch {
+      return undefined;
+    }
+    // Started once: starting it again would pull the heap from under the codecs made before.
+    if (runtime.calledRun) return runtime;
+    let failure: unknown;
+    runtime.instantiateWasm = (imports, receive) => {
+      try {
+        const instance = new (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly.Instance(compiled, imports);
+        receive(instance);
+        return instance.exports;
+      } catch (error) {
+        // Thrown out of the hook, emscripten would print it and wait forever.
+        failure = error;
+        return {};
+      }
+    };
+    runtime.init();
+    // The hook is synchronous: a runtime that has not started now never will.
+    if (!runtime.calledRun) throw new Error(`libzstd did not start: ${failure instanceof Error ? failure.message : String(failure)}`);
+    return runtime;
+  }
+
+  const runtimePath = source.packagePath.replace(/index\.node\.js$/, 'module.js');
   let runtime: ZstdRuntime | undefined;
-  try {
-    runtime = (load(source.packagePath.replace(/index\.node\.js$/, 'module.js')) as { Module?: ZstdRuntime }).Module;
-  } catch {
-    runtime = undefined;
+  if (source.module && runtimePath !== source.packagePath) runtime = startRuntime(runtimePath, source.module);
+  let zstd: ZstdPackage | undefined;
+  if (!runtime) {
+    zstd = load(source.packagePath) as ZstdPackage;
+    await zstd.init();
+    try {
+      runtime = (load(runtimePath) as { Module?: ZstdRuntime }).Module;
+    } catch {
+      runtime = undefined;
+    }
   }
   const lean =
     runtime !== undefined &&
@@ -80,6 +146,7 @@ export async function loadZstdCodec(load: (path: string) => unknown, source: Zst
       (name) => typeof (runtime as unknown as Record<string, unknown>)[name] === 'function',
     );
   if (!lean || !runtime) {
+    const api = (zstd ??= load(source.packagePath) as ZstdPackage);
     const noDictionary = new Uint8Array(0);
     let decoding: number | undefined;
     let encoding: number | undefined;
@@ -90,12 +157,12 @@ export async function loadZstdCodec(load: (path: string) => unknown, source: Zst
     };
     return {
       decode(input, output) {
-        decoding ??= zstd.createDCtx();
-        return deliver(zstd.decompressUsingDict(decoding, input, noDictionary, { defaultHeapSize: output.length }), output, 'decoded frame');
+        decoding ??= api.createDCtx();
+        return deliver(api.decompressUsingDict(decoding, input, noDictionary, { defaultHeapSize: output.length }), output, 'decoded frame');
       },
       encode(input, output, level) {
-        encoding ??= zstd.createCCtx();
-        return deliver(zstd.compressUsingDict(encoding, input, noDictionary, level), output, 'encoded frame');
+        encoding ??= api.createCCtx();
+        return deliver(api.compressUsingDict(encoding, input, noDictionary, level), output, 'encoded frame');
       },
     };
   }
@@ -145,3 +212,4 @@ export async function loadZstdCodec(load: (path: string) => unknown, source: Zst
     },
   };
 }
+
