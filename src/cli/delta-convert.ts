@@ -31,8 +31,8 @@ export interface DeltaRequest {
   policy: NamedFilePolicy;
 }
 
-/** The delta request in `args` (undefined for a plain conversion), checked against the other flags. */
-export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | undefined {
+/** The delta request in `args` for the output at `target` (undefined for a plain conversion), checked against the other flags. */
+export function deltaRequest(args: Args, outputFormat: string, target: string): DeltaRequest | undefined {
   const options = parseOptionString(args.o as string | string[] | undefined);
   // As in qemu-img, -o backing_file=NAME[,backing_fmt=FMT] is -B NAME [-F FMT] by another name (-B wins).
   const backing = (args.B as string | undefined) ?? options.get('backing_file');
@@ -49,7 +49,6 @@ export function deltaRequest(args: Args, outputFormat: string): DeltaRequest | u
   // As qemu-img (since 6.1): a new overlay names its backing format; probing it could misread a raw file.
   if (backing !== undefined && backingFormat === undefined && args.n !== true) throw new UsageError('Use of backing file requires explicit backing format');
   if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
-  const target = args.target as string;
   const format = backingFormat;
   const policy = namedFilePolicyOf(args);
   if (backing !== undefined) {

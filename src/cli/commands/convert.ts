@@ -21,17 +21,21 @@ import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withForceShare } from '../force-share.js';
 import { salvaging, type Loss } from '../../ops/salvage.js';
+import { concatImages } from '../../ops/concat.js';
 import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
 const command: CliCommand = {
   // The files are checked by hand: `-O qcow2 -o help` needs none.
-  command: 'convert [source] [target]',
+  command: 'convert [files..]',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
     withSourceCacheMode(withCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))), 'unsafe'))
-      .positional('source', { type: 'string', describe: 'Source image' })
-      .positional('target', { type: 'string', describe: 'Output file' })
+      .positional('files', {
+        type: 'string',
+        array: true,
+        describe: 'Source image, then the output file; several sources are copied end to end into one output, as qemu-img concatenates them',
+      })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
       .option('o', { type: 'string', requiresArg: true, describe: 'Options of a qcow2 output, e.g. cluster_size=64K,compression_type=zstd (may repeat)' })
       .option('c', { type: 'boolean', default: false, describe: 'Compress every data cluster (qcow2 output)' })
@@ -75,6 +79,7 @@ const command: CliCommand = {
       .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
       .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
       .example('platter convert --salvage -O raw damaged.qcow2 rescued.raw', 'Copy what can be read of a damaged image, zeros elsewhere')
+      .example('platter convert -O raw boot.raw root.qcow2 whole.raw', 'One raw disk of two images, the second after the first')
       .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
@@ -85,19 +90,26 @@ const command: CliCommand = {
       printText(renderOptionHelp(outputFormat, CREATE_OPTIONS[outputFormat as 'raw' | 'qcow2']));
       return;
     }
-    if (args.source === undefined || args.target === undefined) throw new UsageError('Must specify image file name');
-    const sourcePath = args.source as string;
-    const targetPath = args.target as string;
+    const files = ((args.files as string[] | undefined) ?? []).map(String);
+    if (files.length < 2) throw new UsageError('Must specify image file name');
+    const sourcePaths = files.slice(0, -1);
+    const targetPath = files.at(-1)!;
     const sparseSize = checkFlags(args, outputFormat, options);
     const parallel = args.m as number;
     const flushes = writeFlushes(args);
-    const opened = await openForCli(sourcePath, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
+    const opened = await openSources(sourcePaths, args);
     try {
-      // After the source opens, as qemu-img checks the output's options.
-      const delta = deltaRequest(args, outputFormat);
-      const chosen = args.l === undefined ? opened : await snapshotOf(opened, String(args.l));
-      const clash = await sourceFileAt(chosen, targetPath);
-      const source = args.salvage === true ? salvaging(chosen, (loss) => warn(salvageWarning(sourcePath, loss))) : chosen;
+      // After the sources open, as qemu-img checks these.
+      if (opened.length > 1 && args.l !== undefined) throw new UsageError('No support for concatenating multiple snapshot');
+      const delta = deltaRequest(args, outputFormat, targetPath);
+      if (opened.length > 1 && delta) {
+        throw new UsageError('Having a backing file for the target makes no sense when concatenating multiple input images');
+      }
+      const chosen = args.l === undefined ? opened : [await snapshotOf(opened[0]!, String(args.l))];
+      let clash: string | undefined;
+      for (const image of chosen) clash ??= await sourceFileAt(image, targetPath);
+      const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(sourcePaths[index]!, loss)))) : chosen;
+      const source = readable.length === 1 ? readable[0]! : concatImages(readable);
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
       const existingTarget = args.n === true;
@@ -134,10 +146,22 @@ const command: CliCommand = {
         await target.close();
       }
     } finally {
-      await opened.close();
+      await Promise.all(opened.map((image) => image.close()));
     }
   },
 };
+
+/** Opens every source (with -f, all of that format), in order; a failure closes those already open. */
+async function openSources(paths: string[], args: Args): Promise<Image[]> {
+  const opened: Image[] = [];
+  try {
+    for (const path of paths) opened.push(await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined }));
+  } catch (error) {
+    await Promise.all(opened.map((image) => image.close()));
+    throw error;
+  }
+  return opened;
+}
 
 /** Refuses the combinations qemu-img refuses, with its messages, in its order; returns the -S size in bytes. */
 function checkFlags(args: Args, outputFormat: string, options: Map<string, string>): number {
