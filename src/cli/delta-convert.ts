@@ -14,6 +14,7 @@ import { openForCli } from './open.js';
 import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
 import { createProgress, type ProgressMode } from './progress.js';
 import { sourceFileAt } from './source-files.js';
+import type { WriteLimit } from '../ops/rate-limit.js';
 
 /** A delta conversion asked for on the command line. */
 export interface DeltaRequest {
@@ -62,7 +63,7 @@ export function deltaRequest(args: Args, outputFormat: string, target: string): 
 }
 
 /** Writes the delta of `source` over the requested backing image into a new qcow2 file at `targetPath`. */
-export async function convertDeltaCli(source: Image, targetPath: string, request: DeltaRequest, mode: ProgressMode): Promise<void> {
+export async function convertDeltaCli(source: Image, targetPath: string, request: DeltaRequest, mode: ProgressMode, limit?: WriteLimit): Promise<void> {
   const base = await openForCli(request.openPath, { ...request.policy, format: request.format });
   try {
     const clash = await sourceFileAt(base, targetPath);
@@ -80,6 +81,7 @@ export async function convertDeltaCli(source: Image, targetPath: string, request
         compress: request.compress,
         host: nodeHost(),
         tests: nodeByteTests,
+        limit,
         onProgress: (done, total) => progress.update(done, total),
       });
       progress.end();

@@ -10,6 +10,7 @@ import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { DIFF_CHUNK } from './chain-diff.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
+import type { WriteLimit } from './rate-limit.js';
 
 /** An image that can take guest writes (and, for zero runs, zero writes). */
 interface WritableImage extends Image {
@@ -22,6 +23,8 @@ interface WritableImage extends Image {
 export interface CommitOptions {
   /** -d: keep the image's data after committing (qemu-img empties it by default). */
   keep?: boolean;
+  /** `-r`: guest bytes written per second at most (none by default). */
+  limit?: WriteLimit;
   onProgress?: ProgressCallback;
 }
 
@@ -61,7 +64,7 @@ export async function commitImage(top: Image, base: Image, depth: number, option
   options.onProgress?.(0, top.size);
   for await (const extent of walkExtents(top, 0, top.size)) {
     if (extent.depth < depth && extent.kind !== 'unallocated') {
-      committed += await copyRun(top, target, extent.start, extent.length, extent.kind === 'zero', buffer);
+      committed += await copyRun(top, target, extent.start, extent.length, extent.kind === 'zero', buffer, options.limit);
     }
     options.onProgress?.(extent.start + extent.length, top.size);
   }
@@ -77,11 +80,20 @@ function writableBase(base: Image): WritableImage {
 }
 
 /** Copies (or zeroes) one run in bounded steps; returns the bytes written. */
-async function copyRun(top: Image, base: WritableImage, start: number, length: number, zero: boolean, buffer: Uint8Array): Promise<number> {
+async function copyRun(
+  top: Image,
+  base: WritableImage,
+  start: number,
+  length: number,
+  zero: boolean,
+  buffer: Uint8Array,
+  limit: WriteLimit | undefined,
+): Promise<number> {
   const end = start + length;
   for (let at = start; at < end; ) {
     const next = Math.min(end, (Math.floor(at / DIFF_CHUNK) + 1) * DIFF_CHUNK);
     const bytes = buffer.subarray(0, next - at);
+    await limit?.take(bytes.length);
     if (zero && base.writeZeroes) {
       await base.writeZeroes(at, bytes.length);
     } else {

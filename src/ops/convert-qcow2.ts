@@ -18,6 +18,7 @@ import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js
 import { pipeline } from './pipeline.js';
 import { WRITES_IN_FLIGHT } from './copy.js';
 import { DEFAULT_SPARSE_SIZE } from './convert.js';
+import type { WriteLimit } from './rate-limit.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -38,6 +39,8 @@ export interface Qcow2ConvertOptions {
    * them, zero runs of whole subclusters at least this long stay unallocated.
    */
   sparseSize?: number;
+  /** `-r`: guest bytes written per second at most (none by default). */
+  limit?: WriteLimit;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -67,6 +70,7 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
     fullyAllocated: options.fullyAllocated === true,
     tests: options.tests ?? portableByteTests,
     ordered: options.unordered !== true,
+    limit: options.limit,
     result,
     // Chunks may be stored out of order (-W): progress only moves forward.
     onStored: (chunk) => {
@@ -103,6 +107,7 @@ interface CopyContext {
   fullyAllocated: boolean;
   /** Zero runs of whole blocks of this size, aligned, are not written (a cluster, or with extended L2 entries as little as a subcluster). */
   zeroGranularity: number;
+  limit: WriteLimit | undefined;
   result: Qcow2ConvertResult;
   onStored(chunk: ClusterChunk): void;
 }
@@ -170,7 +175,7 @@ const READ_AHEAD = 4;
  * for the last chunk's data to land (the image allocates them in the order
  * they come), WRITES_IN_FLIGHT chunks at most.
  */
-async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocated, zeroGranularity, result, onStored }: CopyContext): Promise<void> {
+async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocated, zeroGranularity, limit, result, onStored }: CopyContext): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   const buffers: Uint8Array[] = [];
   const read = async (chunk: ClusterChunk) => {
@@ -188,6 +193,7 @@ async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocate
   const writing = new InFlight(WRITES_IN_FLIGHT, Infinity);
   const store = async ({ chunk, buffer, bytes, runs }: Awaited<ReturnType<typeof read>>) => {
     try {
+      await limit?.take(runs.reduce((sum, [from, to]) => sum + to - from, 0));
       await writing.room(0);
     } catch (error) {
       buffers.push(buffer);
@@ -243,13 +249,15 @@ const COMPRESS_AHEAD = 2;
  * Compresses every non-zero cluster of the chunks, many at a time, and stores
  * the streams in guest order (unless -W), packed back to back as qemu packs them.
  */
-async function copyCompressed({ source, target, chunks, tests, ordered, fullyAllocated, result, onStored }: CopyContext, compressor: Compressor): Promise<void> {
+async function copyCompressed({ source, target, chunks, tests, ordered, fullyAllocated, limit, result, onStored }: CopyContext, compressor: Compressor): Promise<void> {
   const clusterSize = target.metadata.clusterSize;
   // -S 0: zero clusters are compressed and stored like any other, as qemu-img stores them.
   const skipZero = fullyAllocated ? undefined : tests;
   const prepare = async (chunk: ClusterChunk) => ({ chunk, clusters: await prepareChunk(source, chunk, clusterSize, compressor, skipZero) });
   await pipeline(chunks, { ahead: COMPRESS_AHEAD, ordered }, prepare, async ({ chunk, clusters }) => {
     const streams = await Promise.all(clusters.map((cluster) => cluster.stream));
+    // Guest bytes, as qemu throttles the image's writes before they are compressed.
+    await limit?.take(clusters.reduce((sum, cluster) => sum + cluster.bytes.length, 0));
     // Issued in guest order, so the image packs the streams in that order; their writes overlap.
     await settleAll(clusters.map((cluster, index) => storeCluster(target, cluster, streams[index]!, result)));
     onStored(chunk);

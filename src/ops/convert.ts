@@ -8,6 +8,7 @@ import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import { copyImage, type CopyStats } from './copy.js';
 import { walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
+import type { WriteLimit } from './rate-limit.js';
 
 /** qemu-img's default -S: zero runs of 4 KiB (one file system block) are left as holes. */
 export const DEFAULT_SPARSE_SIZE = 4096;
@@ -39,6 +40,8 @@ export interface ConvertOptions {
   targetIsZero?: boolean;
   /** Native byte tests; the portable ones by default. */
   tests?: ByteTests;
+  /** `-r`: guest bytes written per second at most (none by default). */
+  limit?: WriteLimit;
   onProgress?: ProgressCallback;
 }
 
@@ -101,6 +104,7 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,
+    limit: options.limit,
     onProgress: options.onProgress,
   });
   return { ...stats, outputSize: options.existingTarget ? target.size : outputSize };
@@ -122,7 +126,11 @@ export async function convertIntoImage(source: Image, target: Image, options: Co
   if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
   if (!target.writeZeroes) throw new IoError(`${target.name} cannot be zeroed`);
   if (!options.targetIsZero) {
-    for await (const run of walkRuns(target, 0, source.size)) if (!run.zero) await target.writeZeroes(run.start, run.length);
+    for await (const run of walkRuns(target, 0, source.size)) {
+      if (run.zero) continue;
+      await options.limit?.take(run.length);
+      await target.writeZeroes(run.start, run.length);
+    }
   }
   const stats = await copyImage(source, target, {
     sparseSize,
@@ -130,6 +138,7 @@ export async function convertIntoImage(source: Image, target: Image, options: Co
     parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,
+    limit: options.limit,
     onProgress: options.onProgress,
   });
   return { ...stats, outputSize: target.size };

@@ -13,6 +13,7 @@ import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
 import { walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
+import type { WriteLimit } from './rate-limit.js';
 
 /** How to copy. */
 export interface CopyOptions {
@@ -25,6 +26,8 @@ export interface CopyOptions {
   /** Bytes per request. */
   ioSize: number;
   tests: ByteTests;
+  /** `-r`: guest bytes written per second at most (none by default). */
+  limit?: WriteLimit;
   onProgress?: ProgressCallback;
 }
 
@@ -127,6 +130,7 @@ class CopyRun {
 
   /** Writes overlap, up to WRITES_IN_FLIGHT of them (the target takes writes in any order). */
   private async write(guestOffset: number, bytes: Uint8Array): Promise<void> {
+    await this.options.limit?.take(bytes.length);
     await this.writeSlots.take();
     try {
       await this.target.write!(guestOffset - this.range.sourceOffset, bytes);

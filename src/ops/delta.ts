@@ -14,6 +14,7 @@ import { createImage } from './create.js';
 import { compressCluster, compressorFor, storeStream, type Compressor } from './convert-qcow2.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
+import type { WriteLimit } from './rate-limit.js';
 
 /** How to write a delta. */
 export interface DeltaOptions {
@@ -32,6 +33,8 @@ export interface DeltaOptions {
   compress?: boolean;
   host: ImageHost;
   tests?: ByteTests;
+  /** `-r`: guest bytes written per second at most (none by default). */
+  limit?: WriteLimit;
   onProgress?: ProgressCallback;
 }
 
@@ -87,6 +90,7 @@ async function writeDifferences(
       await readOrZero(base, at, below);
       for (const [from, to] of differingRuns(wanted, below, at, clusterSize, options.tests)) {
         const bytes = wanted.subarray(from, to);
+        await options.limit?.take(bytes.length);
         if (isZero(bytes, options.tests)) await delta.writeZeroes(at + from, to - from);
         else if (compressor) await writeCompressedRun(delta, at + from, bytes, compressor, options.tests);
         else await delta.write(at + from, bytes.slice());

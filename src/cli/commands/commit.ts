@@ -9,6 +9,7 @@ import { openForCli } from '../open.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { withCacheMode, writeFlushes } from '../cache-modes.js';
+import { parseRateLimit } from '../../ops/rate-limit.js';
 
 /** The chain layer `name` stands for: as given (from the working directory), or beside the top image. */
 function findBase(top: Image, path: string, name: string | undefined): { layer: Image; depth: number } {
@@ -36,6 +37,7 @@ const command: CliCommand = {
       .positional('image', { type: 'string', describe: 'Image file (the top of a backing chain)', demandOption: true })
       .option('b', { alias: 'base', type: 'string', requiresArg: true, describe: 'Commit into this image further down the chain (implies -d)' })
       .option('d', { type: 'boolean', default: false, describe: 'Do not empty the image after committing' })
+      .option('r', { type: 'string', requiresArg: true, describe: 'Write at most this many bytes per second into the base (k, M, G suffixes; 0: no limit)' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing on success' })
       .example('platter commit overlay.qcow2', 'Merge an overlay into its backing file and empty it')
       .example('platter commit -d -p snap.qcow2', 'Merge, keep the overlay as it is, show progress')
@@ -45,13 +47,14 @@ const command: CliCommand = {
     const baseName = args.base as string | undefined;
     const keep = args.d === true || baseName !== undefined;
     const flushes = writeFlushes(args);
+    const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
     const top = await openForCli(path, { format: args.format as string | undefined, writable: !keep, flushes });
     try {
       const { layer, depth } = findBase(top, path, baseName);
       const base = await openForCli(layer.device.name, { format: layer.format, writable: true, flushes });
       try {
         const progress = createProgress(progressMode(args));
-        await commitImage(top, base, depth, { keep, onProgress: (done, total) => progress.update(done, total) });
+        await commitImage(top, base, depth, { keep, limit, onProgress: (done, total) => progress.update(done, total) });
         progress.end();
       } finally {
         await base.close();

@@ -22,6 +22,7 @@ import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withForceShare } from '../force-share.js';
 import { salvaging, type Loss } from '../../ops/salvage.js';
 import { concatImages } from '../../ops/concat.js';
+import { parseRateLimit, type WriteLimit } from '../../ops/rate-limit.js';
 import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 
@@ -49,6 +50,7 @@ const command: CliCommand = {
         default: false,
         describe: "Copy offloading, as qemu-img takes it: checked, and otherwise without effect (portable file APIs have no copy_file_range; the data goes through memory)",
       })
+      .option('r', { type: 'string', requiresArg: true, describe: 'Write at most this many guest bytes per second (k, M, G suffixes; 0: no limit)' })
       .option('m', { type: 'number', requiresArg: true, default: DEFAULT_PARALLEL, describe: 'Requests in flight (1..16)' })
       .option('l', {
         type: 'string',
@@ -79,6 +81,7 @@ const command: CliCommand = {
       .example('platter convert -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2', 'A compressed qcow2 copy for shipping')
       .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
       .example('platter convert --salvage -O raw damaged.qcow2 rescued.raw', 'Copy what can be read of a damaged image, zeros elsewhere')
+      .example('platter convert -r 50M -O raw disk.qcow2 disk.raw', 'Copy at most 50 MiB per second, to spare a shared disk')
       .example('platter convert -O raw boot.raw root.qcow2 whole.raw', 'One raw disk of two images, the second after the first')
       .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
@@ -96,6 +99,7 @@ const command: CliCommand = {
     const targetPath = files.at(-1)!;
     const sparseSize = checkFlags(args, outputFormat, options);
     const parallel = args.m as number;
+    const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
     const flushes = writeFlushes(args);
     const opened = await openSources(sourcePaths, args);
     try {
@@ -111,9 +115,9 @@ const command: CliCommand = {
       const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(sourcePaths[index]!, loss)))) : chosen;
       const source = readable.length === 1 ? readable[0]! : concatImages(readable);
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
-      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args));
+      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args), limit);
       const existingTarget = args.n === true;
-      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize);
+      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize, limit);
       // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
       if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options });
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
@@ -128,6 +132,7 @@ const command: CliCommand = {
             unordered: args.W === true,
             fullyAllocated: sparseSize === 0,
             sparseSize,
+            limit,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
@@ -137,6 +142,7 @@ const command: CliCommand = {
             existingTarget,
             targetIsZero: args['target-is-zero'] === true,
             tests: nodeByteTests,
+            limit,
             onProgress: (done, total) => progress.update(done, total),
           });
           await target.flush();
@@ -186,7 +192,7 @@ function salvageWarning(path: string, loss: Loss): string {
 }
 
 /** convert -n -O qcow2: into the existing image at `targetPath`, which keeps its size and options. */
-async function convertIntoQcow2(source: Image, targetPath: string, args: Args, sparseSize: number): Promise<void> {
+async function convertIntoQcow2(source: Image, targetPath: string, args: Args, sparseSize: number, limit: WriteLimit | undefined): Promise<void> {
   const target = await openForCli(targetPath, { ...namedFilePolicyOf(args), format: 'qcow2', writable: true, flushes: writeFlushes(args) });
   const progress = createProgress(progressMode(args));
   try {
@@ -195,6 +201,7 @@ async function convertIntoQcow2(source: Image, targetPath: string, args: Args, s
       parallel: args.m as number,
       targetIsZero: args['target-is-zero'] === true,
       tests: nodeByteTests,
+      limit,
       onProgress: (done, total) => progress.update(done, total),
     });
     await target.flush?.();
