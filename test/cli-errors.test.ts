@@ -88,7 +88,7 @@ describe('CLI errors', () => {
 
   it('an unknown flag is named, even where it would take the image name as its value', () => {
     expectOneLineError(platter(['info', '-X', tmp.path('nope.img')]), /^platter: Unknown argument: X$/);
-    expectOneLineError(platter(['convert', '--bitmaps', '-O', 'raw', 'a.qcow2', 'b.raw']), /^platter: Unknown argument: bitmaps$/);
+    expectOneLineError(platter(['convert', '--dirty-maps', '-O', 'raw', 'a.qcow2', 'b.raw']), /^platter: Unknown argument: dirty-maps$/);
     expectOneLineError(platter(['resize', '-C', '--bogus', 'a.qcow2', '1G']), /^platter: Unknown arguments: C, bogus$/);
     // A known flag and a missing operand still say what is missing.
     expectOneLineError(platter(['convert', '-O', 'raw', 'a.qcow2']), /^platter: Must specify image file name$/);

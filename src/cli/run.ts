@@ -59,6 +59,19 @@ function unknownFlagFirst(error: unknown, argv: string[], parser: Argv): unknown
   return new UsageError(`Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`);
 }
 
+/**
+ * yargs names an unknown `--dirty-maps` twice, as `dirty-maps, dirtyMaps`
+ * (its camel-case alias): the list keeps only the names as they were given.
+ */
+function withoutCamelCaseTwins(message: string): string {
+  const match = /^Unknown arguments?: (.*)$/.exec(message);
+  if (!match) return message;
+  const names = match[1]!.split(', ');
+  const camel = (name: string) => name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
+  const kept = names.filter((name) => !names.some((other) => other !== name && other.includes('-') && camel(other) === name));
+  return `Unknown argument${kept.length > 1 ? 's' : ''}: ${kept.join(', ')}`;
+}
+
 function baseParser(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('platter')
@@ -75,7 +88,7 @@ function baseParser(argv: string[]): Argv {
     .wrap(wantsHelp(argv) ? Math.min(100, process.stdout.columns || 100) : null)
     .epilogue('Run `platter COMMAND --help` for the options and examples of one command.')
     .fail((message, error) => {
-      throw error ?? new UsageError(`${message}`);
+      throw error ?? new UsageError(withoutCamelCaseTwins(`${message}`));
     })
     .middleware(lastValueWins, true);
 }
