@@ -64,13 +64,17 @@ export async function amendHeader(device: BlockDevice, metadata: Qcow2Metadata, 
     header.compatibleFeatures = lazy ? header.compatibleFeatures | COMPAT_LAZY_REFCOUNTS : header.compatibleFeatures & ~COMPAT_LAZY_REFCOUNTS;
     if (metadata.clusterSize >= FEATURE_TABLE_MIN_CLUSTER) records = [...records, featureTableExtension()];
   }
-  await device.write!(0, encodeCluster0(metadata, ordered(records)));
+  await device.write!(0, encodeHeaderCluster(metadata, records));
   await device.flush?.();
 }
 
-function encodeCluster0(metadata: Qcow2Metadata, records: RawExtension[]): Uint8Array {
+/**
+ * Cluster 0 of the image as `metadata.header` describes it, with the
+ * extension `records` in qemu's order and the backing file name after them.
+ */
+export function encodeHeaderCluster(metadata: Qcow2Metadata, records: RawExtension[]): Uint8Array {
   const { header, clusterSize } = metadata;
-  const extensions = encodeExtensions(records);
+  const extensions = encodeExtensions(ordered(records));
   const name = metadata.backingFileName === undefined ? new Uint8Array(0) : new TextEncoder().encode(metadata.backingFileName);
   const nameAt = header.headerLength + extensions.length;
   if (nameAt + name.length > clusterSize) throw new UnsupportedFeatureError('the header extensions do not fit in the header cluster');

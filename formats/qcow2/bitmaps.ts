@@ -1,6 +1,7 @@
 /**
- * The persistent dirty bitmap directory (qcow2.rst, "Bitmaps extension"), read
- * only as far as `info` needs: names, flags and granularity of each bitmap.
+ * The persistent dirty bitmap directory (qcow2.rst, "Bitmaps extension"):
+ * names, flags and granularity of each bitmap, as `info` shows them, and a
+ * bitmap's table and data clusters, as `convert --bitmaps` copies them.
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
@@ -33,6 +34,10 @@ export interface BitmapInfo {
   /** Where the bitmap table is, and its number of 8-byte entries. */
   tableOffset: number;
   tableSize: number;
+  /** The entry's raw flags, type (1: dirty tracking) and extra data size. */
+  flagBits: number;
+  type: number;
+  extraDataSize: number;
 }
 
 const utf8 = new TextDecoder();
@@ -69,8 +74,69 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
       granularity: 2 ** entry.granularityBits,
       tableOffset: u64ToNumber(entry.bitmapTableOffset, 'bitmap table offset', base + offset),
       tableSize: entry.bitmapTableSize,
+      flagBits: entry.flags,
+      type: entry.type,
+      extraDataSize: entry.extraDataSize,
     });
     offset = alignUp(nameAt + entry.nameSize, 8);
   }
   return bitmaps;
+}
+
+/** The one bitmap type there is: dirty tracking. */
+export const BITMAP_TYPE_DIRTY_TRACKING = 1;
+/** Granularities qemu accepts: 512 bytes to 2 GiB (BME_MIN/MAX_GRANULARITY_BITS). */
+export const MIN_GRANULARITY = 512;
+export const MAX_GRANULARITY = 2 ** 31;
+
+/** Bitmap table entries, and data clusters, that a bitmap of `granularity` over `size` guest bytes has (qemu's table size). */
+export function bitmapTableEntries(size: number, granularity: number, clusterSize: number): number {
+  return Math.ceil(Math.ceil(size / granularity) / (clusterSize * 8));
+}
+
+/** What one bitmap table entry says of its data cluster. */
+export type BitmapCluster = { kind: 'zeros' } | { kind: 'ones' } | { kind: 'data'; offset: number };
+
+/** Bits 1..8 and 56..63 of a bitmap table entry are reserved. */
+const TABLE_ENTRY_RESERVED = 0xff000000000001fen;
+const TABLE_ENTRY_OFFSET = 0x00fffffffffffe00n;
+const TABLE_ENTRY_ALL_ONES = 1n;
+/** Table entries read per device read: memory stays flat whatever the table's size. */
+const TABLE_READ_ENTRIES = 8192;
+
+/**
+ * The data clusters of `bitmap`, in order, as its table describes them; the
+ * table must have the size qemu gives a bitmap of this granularity over
+ * `size` guest bytes. Throws CorruptImageError on a malformed entry.
+ */
+export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, size: number, clusterSize: number): AsyncGenerator<BitmapCluster> {
+  const at = `bitmap '${bitmap.name}'`;
+  if (bitmap.type !== BITMAP_TYPE_DIRTY_TRACKING) throw new CorruptImageError(`${at} has an unknown type (${bitmap.type})`, bitmap.tableOffset);
+  if (bitmap.granularity < MIN_GRANULARITY || bitmap.granularity > MAX_GRANULARITY) {
+    throw new CorruptImageError(`${at} has a granularity out of range (${bitmap.granularity})`, bitmap.tableOffset);
+  }
+  const expected = bitmapTableEntries(size, bitmap.granularity, clusterSize);
+  if (bitmap.tableSize !== expected) {
+    throw new CorruptImageError(`${at}: its table has ${bitmap.tableSize} entries, a bitmap of this size has ${expected}`, bitmap.tableOffset);
+  }
+  if (bitmap.tableOffset % clusterSize !== 0 || bitmap.tableOffset > device.size || bitmap.tableSize * 8 > device.size - bitmap.tableOffset) {
+    throw new CorruptImageError(`${at}: its table is misaligned or past the end of the file`, bitmap.tableOffset);
+  }
+  for (let first = 0; first < bitmap.tableSize; first += TABLE_READ_ENTRIES) {
+    const count = Math.min(TABLE_READ_ENTRIES, bitmap.tableSize - first);
+    const bytes = await device.read(bitmap.tableOffset + first * 8, count * 8);
+    const table = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let index = 0; index < count; index++) {
+      const entry = table.getBigUint64(index * 8);
+      const offset = Number(entry & TABLE_ENTRY_OFFSET);
+      const where = bitmap.tableOffset + (first + index) * 8;
+      const onesWithOffset = offset !== 0 && (entry & TABLE_ENTRY_ALL_ONES) !== 0n;
+      if ((entry & TABLE_ENTRY_RESERVED) !== 0n || offset % clusterSize !== 0 || onesWithOffset) {
+        throw new CorruptImageError(`${at}: table entry ${first + index} is malformed`, where);
+      }
+      if (offset === 0) yield (entry & TABLE_ENTRY_ALL_ONES) !== 0n ? { kind: 'ones' } : { kind: 'zeros' };
+      else if (offset > device.size - clusterSize) throw new CorruptImageError(`${at}: data cluster past the end of the file`, where);
+      else yield { kind: 'data', offset };
+    }
+  }
 }

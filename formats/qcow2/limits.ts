@@ -43,6 +43,14 @@ export const MAX_DATA_FILE_NAME = 1023;
 /** At most 65535 persistent bitmaps (qemu's QCOW2_MAX_BITMAPS). */
 export const MAX_BITMAPS = 65535;
 
+/**
+ * A bitmap table copied by convert --bitmaps has at most this many entries
+ * (8 MiB of table, held in memory): a bitmap of 64 KiB granularity in 64 KiB
+ * clusters needs one entry per 32 GiB of disk, so only a tiny granularity on a
+ * huge disk comes near it. (qemu's own limit, BME_MAX_TABLE_SIZE, is 16 times larger.)
+ */
+export const MAX_BITMAP_TABLE_ENTRIES = 1 << 20;
+
 /** The bitmap directory takes at most 64 MiB (qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE). */
 export const MAX_BITMAP_DIRECTORY_BYTES = 64 * 1024 * 1024;
 

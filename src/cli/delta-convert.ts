@@ -15,6 +15,7 @@ import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
 import { createProgress, type ProgressMode } from './progress.js';
 import { sourceFileAt } from './source-files.js';
 import type { WriteLimit } from '../ops/rate-limit.js';
+import type { BitmapCopy } from '../ops/bitmaps.js';
 
 /** A delta conversion asked for on the command line. */
 export interface DeltaRequest {
@@ -63,7 +64,13 @@ export function deltaRequest(args: Args, outputFormat: string, target: string): 
 }
 
 /** Writes the delta of `source` over the requested backing image into a new qcow2 file at `targetPath`. */
-export async function convertDeltaCli(source: Image, targetPath: string, request: DeltaRequest, mode: ProgressMode, limit?: WriteLimit): Promise<void> {
+export async function convertDeltaCli(
+  source: Image,
+  targetPath: string,
+  request: DeltaRequest,
+  mode: ProgressMode,
+  extra: { limit?: WriteLimit; bitmaps?: BitmapCopy } = {},
+): Promise<void> {
   const base = await openForCli(request.openPath, { ...request.policy, format: request.format });
   try {
     const clash = await sourceFileAt(base, targetPath);
@@ -81,7 +88,8 @@ export async function convertDeltaCli(source: Image, targetPath: string, request
         compress: request.compress,
         host: nodeHost(),
         tests: nodeByteTests,
-        limit,
+        limit: extra.limit,
+        bitmaps: extra.bitmaps,
         onProgress: (done, total) => progress.update(done, total),
       });
       progress.end();

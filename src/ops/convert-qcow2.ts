@@ -19,6 +19,7 @@ import { pipeline } from './pipeline.js';
 import { WRITES_IN_FLIGHT } from './copy.js';
 import { DEFAULT_SPARSE_SIZE } from './convert.js';
 import type { WriteLimit } from './rate-limit.js';
+import { copyBitmaps, type BitmapCopy } from './bitmaps.js';
 
 /** How to convert. */
 export interface Qcow2ConvertOptions {
@@ -41,6 +42,8 @@ export interface Qcow2ConvertOptions {
   sparseSize?: number;
   /** `-r`: guest bytes written per second at most (none by default). */
   limit?: WriteLimit;
+  /** `--bitmaps`: persistent bitmaps to copy into the new image once the data is in. */
+  bitmaps?: BitmapCopy;
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -84,6 +87,7 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   } else {
     await copyPlain(copy);
   }
+  if (options.bitmaps) await copyBitmaps(options.bitmaps, target);
   options.onProgress?.(source.size, source.size);
   await target.close();
   return result;

@@ -15,6 +15,7 @@ import { compressCluster, compressorFor, storeStream, type Compressor } from './
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 import type { WriteLimit } from './rate-limit.js';
+import { copyBitmaps, type BitmapCopy } from './bitmaps.js';
 
 /** How to write a delta. */
 export interface DeltaOptions {
@@ -35,6 +36,8 @@ export interface DeltaOptions {
   tests?: ByteTests;
   /** `-r`: guest bytes written per second at most (none by default). */
   limit?: WriteLimit;
+  /** `--bitmaps`: persistent bitmaps to copy into the new image once the data is in. */
+  bitmaps?: BitmapCopy;
   onProgress?: ProgressCallback;
 }
 
@@ -60,6 +63,7 @@ export async function writeDelta(source: Image, base: Image, device: BlockDevice
     const compressor = options.compress ? compressorFor(delta, options.host.codecs) : undefined;
     const bytesWritten = await writeDifferences(source, base, delta, options, compressor);
     if (compressor) await delta.writer!.endCompressedWrites();
+    if (options.bitmaps) await copyBitmaps(options.bitmaps, delta);
     return { bytesWritten };
   } finally {
     await delta.close();

@@ -25,6 +25,7 @@ import { concatImages } from '../../ops/concat.js';
 import { parseRateLimit, type WriteLimit } from '../../ops/rate-limit.js';
 import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
+import { bitmapsToCopy, checkBitmapTarget, copyBitmaps, type BitmapCopy } from '../../ops/bitmaps.js';
 
 const command: CliCommand = {
   // The files are checked by hand: `-O qcow2 -o help` needs none.
@@ -59,6 +60,8 @@ const command: CliCommand = {
       })
       .option('n', { type: 'boolean', default: false, describe: 'Write into an existing target (raw, or a qcow2 image of at least the source size, which keeps its options); do not create it' })
       .option('target-is-zero', { type: 'boolean', default: false, describe: 'With -n: the existing target reads as zeros, so zero ranges are not written' })
+      .option('bitmaps', { type: 'boolean', default: false, describe: "Copy the source's persistent dirty bitmaps into the qcow2 output" })
+      .option('skip-broken-bitmaps', { type: 'boolean', default: false, describe: 'With --bitmaps: leave out inconsistent bitmaps (with a warning) instead of failing' })
       .option('salvage', {
         type: 'boolean',
         default: false,
@@ -82,6 +85,7 @@ const command: CliCommand = {
       .example('platter convert -t writeback -O qcow2 disk.raw disk.qcow2', 'Flush the output to disk before exiting')
       .example('platter convert --salvage -O raw damaged.qcow2 rescued.raw', 'Copy what can be read of a damaged image, zeros elsewhere')
       .example('platter convert -r 50M -O raw disk.qcow2 disk.raw', 'Copy at most 50 MiB per second, to spare a shared disk')
+      .example('platter convert --bitmaps -O qcow2 vm.qcow2 copy.qcow2', 'A copy that keeps the dirty bitmaps incremental backups rely on')
       .example('platter convert -O raw boot.raw root.qcow2 whole.raw', 'One raw disk of two images, the second after the first')
       .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
@@ -112,12 +116,13 @@ const command: CliCommand = {
       const chosen = args.l === undefined ? opened : [await snapshotOf(opened[0]!, String(args.l))];
       let clash: string | undefined;
       for (const image of chosen) clash ??= await sourceFileAt(image, targetPath);
+      const bitmaps = args.bitmaps === true ? await bitmapsOf(opened, outputFormat, args) : undefined;
       const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(sourcePaths[index]!, loss)))) : chosen;
       const source = readable.length === 1 ? readable[0]! : concatImages(readable);
       if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
-      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args), limit);
+      if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args), { limit, bitmaps });
       const existingTarget = args.n === true;
-      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize, limit);
+      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize, { limit, bitmaps });
       // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
       if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options });
       const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
@@ -133,6 +138,7 @@ const command: CliCommand = {
             fullyAllocated: sparseSize === 0,
             sparseSize,
             limit,
+            bitmaps,
             onProgress: (done, total) => progress.update(done, total),
           });
         } else {
@@ -157,6 +163,14 @@ const command: CliCommand = {
   },
 };
 
+/** --bitmaps: the bitmaps of the one source, checked as qemu-img checks them before the output is made. */
+async function bitmapsOf(opened: Image[], outputFormat: string, args: Args): Promise<BitmapCopy> {
+  if (opened.length > 1) throw new UsageError('Copying bitmaps only possible with single source');
+  const copy = await bitmapsToCopy(opened[0]!, args['skip-broken-bitmaps'] === true, warn);
+  if (outputFormat !== 'qcow2') throw new UsageError(`Format driver '${outputFormat}' does not support bitmaps`);
+  return copy;
+}
+
 /** Opens every source (with -f, all of that format), in order; a failure closes those already open. */
 async function openSources(paths: string[], args: Args): Promise<Image[]> {
   const opened: Image[] = [];
@@ -178,6 +192,7 @@ function checkFlags(args: Args, outputFormat: string, options: Map<string, strin
     throw new UsageError('-c is not supported with -n and -O qcow2 (compressed clusters go only into a new image)');
   }
   if (args['target-is-zero'] === true && args.n !== true) throw new UsageError('--target-is-zero requires use of -n flag');
+  if (args['skip-broken-bitmaps'] === true && args.bitmaps !== true) throw new UsageError('Use of --skip-broken-bitmaps requires --bitmaps');
   if (args.C === true && args.c === true) throw new UsageError('Cannot enable copy offloading when -c is used');
   if (args.C === true && args.S !== undefined) throw new UsageError('Cannot enable copy offloading when -S is used');
   checkParallel(args.m as number);
@@ -192,10 +207,18 @@ function salvageWarning(path: string, loss: Loss): string {
 }
 
 /** convert -n -O qcow2: into the existing image at `targetPath`, which keeps its size and options. */
-async function convertIntoQcow2(source: Image, targetPath: string, args: Args, sparseSize: number, limit: WriteLimit | undefined): Promise<void> {
+async function convertIntoQcow2(
+  source: Image,
+  targetPath: string,
+  args: Args,
+  sparseSize: number,
+  { limit, bitmaps }: { limit?: WriteLimit; bitmaps?: BitmapCopy },
+): Promise<void> {
   const target = await openForCli(targetPath, { ...namedFilePolicyOf(args), format: 'qcow2', writable: true, flushes: writeFlushes(args) });
   const progress = createProgress(progressMode(args));
   try {
+    // Before anything is written: a refused copy leaves the image as it was.
+    if (bitmaps) checkBitmapTarget(bitmaps, target);
     await convertIntoImage(source, target, {
       sparseSize,
       parallel: args.m as number,
@@ -204,6 +227,7 @@ async function convertIntoQcow2(source: Image, targetPath: string, args: Args, s
       limit,
       onProgress: (done, total) => progress.update(done, total),
     });
+    if (bitmaps) await copyBitmaps(bitmaps, target);
     await target.flush?.();
     progress.end();
   } finally {

@@ -1,0 +1,169 @@
+/**
+ * Storing persistent dirty bitmaps in an image that has none (qemu-img
+ * convert --bitmaps): for each bitmap its data clusters (all-zero ones are
+ * not stored, as qemu leaves them out), then its table, then the directory of
+ * all of them; last, one write of cluster 0 adds the bitmaps extension and
+ * sets the bitmaps autoclear bit. Until that write the image names no
+ * bitmaps: a failure before it leaves only leaked clusters.
+ */
+
+import { LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
+import { alignUp } from '../../src/core/bytes.js';
+import { encodeHeaderCluster } from './amend.js';
+import { BITMAP_AUTO, BITMAP_TYPE_DIRTY_TRACKING, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
+import { BitmapsExtension, EXT_BITMAPS } from './extensions.js';
+import { AUTOCLEAR_BITMAPS } from './features.js';
+import type { Qcow2Image } from './image.js';
+import { MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
+import type { WriterHost } from './write.js';
+
+/** One bitmap to store: its name, granularity and whether it is enabled, and its bits. */
+export interface BitmapToStore {
+  name: string;
+  granularity: number;
+  /** Enabled (qemu's `auto` flag): qemu keeps it up to date as the guest writes. */
+  auto: boolean;
+  /**
+   * The bitmap's bits in order, in pieces of any length: bit i of the bitmap
+   * is bit i % 8 of byte i / 8 (least significant first). Bits past the
+   * bitmap's end are ignored; missing ones are zeros.
+   */
+  bits: AsyncIterable<Uint8Array>;
+}
+
+/** A bitmap stored: its directory entry's fields. */
+interface StoredBitmap {
+  name: Uint8Array;
+  granularityBits: number;
+  auto: boolean;
+  tableOffset: number;
+  tableSize: number;
+}
+
+const utf8 = new TextEncoder();
+
+/** Stores `bitmaps` in `image`, which must be open for writing and hold no bitmaps. */
+export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly BitmapToStore[]): Promise<void> {
+  const writer = image.writer;
+  if (!writer) throw new UnsupportedFeatureError(`cannot store bitmaps: ${image.name} is open read-only`);
+  if (image.metadata.extensions.bitmaps !== undefined && image.metadata.bitmaps.length > 0) {
+    throw new UnsupportedFeatureError(`cannot add bitmaps to ${image.name}: it has persistent bitmaps already`);
+  }
+  if (bitmaps.length === 0) return;
+  if (bitmaps.length > MAX_BITMAPS) throw new UnsupportedFeatureError(`too many bitmaps (${bitmaps.length}, at most ${MAX_BITMAPS})`);
+  const host = writer.host;
+  await writer.serialized(async () => {
+    const stored: StoredBitmap[] = [];
+    for (const bitmap of bitmaps) stored.push(await storeBitmap(host, bitmap));
+    const directory = encodeDirectory(stored);
+    const clusterSize = host.metadata.clusterSize;
+    const directoryOffset = await host.allocator.allocateRun(Math.ceil(directory.length / clusterSize));
+    // As qemu writes them, the directory and the tables are not padded to whole clusters (the file may end mid-cluster).
+    await host.device.write!(directoryOffset, directory);
+    await host.device.flush?.();
+    const { metadata } = host;
+    const extension = BitmapsExtension.encode({
+      nbBitmaps: stored.length,
+      reserved: 0,
+      bitmapDirectorySize: BigInt(directory.length),
+      bitmapDirectoryOffset: BigInt(directoryOffset),
+    });
+    const records = [...metadata.extensions.all.filter((record) => record.type !== EXT_BITMAPS), { type: EXT_BITMAPS, data: extension }];
+    metadata.header.autoclearFeatures |= AUTOCLEAR_BITMAPS;
+    await host.device.write!(0, encodeHeaderCluster(metadata, records));
+    await host.device.flush?.();
+    metadata.extensions.all = records;
+    metadata.extensions.bitmaps = { nbBitmaps: stored.length, directorySize: directory.length, directoryOffset };
+    metadata.bitmaps = stored.map(describe);
+  });
+}
+
+/** Writes one bitmap's non-zero data clusters and its table; returns where the table went. */
+async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<StoredBitmap> {
+  const { clusterSize } = host.metadata;
+  const granularityBits = Math.log2(bitmap.granularity);
+  const bits = Math.ceil(host.size() / bitmap.granularity);
+  const tableSize = bitmapTableEntries(host.size(), bitmap.granularity, clusterSize);
+  if (tableSize > MAX_BITMAP_TABLE_ENTRIES) {
+    throw new LimitExceededError(`bitmap '${bitmap.name}' needs a table of ${tableSize} entries (at most ${MAX_BITMAP_TABLE_ENTRIES})`);
+  }
+  const table = new Uint8Array(tableSize * 8);
+  const view = new DataView(table.buffer);
+  const bitsPerCluster = clusterSize * 8;
+  let index = 0;
+  let cluster = new Uint8Array(clusterSize);
+  let filled = 0;
+  /** Stores the cluster being filled (unless it holds no set bit) and starts the next. */
+  const storeCluster = async () => {
+    // Bits past the bitmap's end are stored as zeros, as qemu stores them.
+    if (keepBits(cluster, bits - index * bitsPerCluster)) {
+      const offset = await host.allocator.allocate();
+      await host.device.write!(offset, cluster);
+      view.setBigUint64(index * 8, BigInt(offset));
+    }
+    index++;
+    cluster = new Uint8Array(clusterSize);
+    filled = 0;
+  };
+  for await (const piece of bitmap.bits) {
+    for (let at = 0; at < piece.length && index < tableSize; ) {
+      const length = Math.min(clusterSize - filled, piece.length - at);
+      cluster.set(piece.subarray(at, at + length), filled);
+      filled += length;
+      at += length;
+      if (filled === clusterSize) await storeCluster();
+    }
+  }
+  if (filled > 0 && index < tableSize) await storeCluster();
+  const tableOffset = await host.allocator.allocateRun(Math.ceil(table.length / clusterSize));
+  await host.device.write!(tableOffset, table);
+  return { name: utf8.encode(bitmap.name), granularityBits, auto: bitmap.auto, tableOffset, tableSize };
+}
+
+/** Clears the bits of `cluster` from bit `validBits` on; true when a bit is left set. */
+function keepBits(cluster: Uint8Array, validBits: number): boolean {
+  const wholeBytes = Math.max(0, validBits >> 3);
+  if (wholeBytes < cluster.length) {
+    cluster[wholeBytes] = cluster[wholeBytes]! & ((1 << (validBits & 7)) - 1);
+    cluster.fill(0, wholeBytes + 1);
+  }
+  return cluster.some((byte) => byte !== 0);
+}
+
+/** The directory: one entry per bitmap (fixed part, then the name), each padded to 8 bytes. */
+function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
+  let size = 0;
+  for (const bitmap of stored) size += alignUp(BitmapDirectoryEntry.size + bitmap.name.length, 8);
+  if (size > MAX_BITMAP_DIRECTORY_BYTES) throw new UnsupportedFeatureError(`the bitmap directory would exceed ${MAX_BITMAP_DIRECTORY_BYTES} bytes`);
+  const directory = new Uint8Array(size);
+  let at = 0;
+  for (const bitmap of stored) {
+    const entry = BitmapDirectoryEntry.encode({
+      bitmapTableOffset: BigInt(bitmap.tableOffset),
+      bitmapTableSize: bitmap.tableSize,
+      flags: bitmap.auto ? BITMAP_AUTO : 0,
+      type: BITMAP_TYPE_DIRTY_TRACKING,
+      granularityBits: bitmap.granularityBits,
+      nameSize: bitmap.name.length,
+      extraDataSize: 0,
+    });
+    directory.set(entry, at);
+    directory.set(bitmap.name, at + entry.length);
+    at += alignUp(entry.length + bitmap.name.length, 8);
+  }
+  return directory;
+}
+
+/** What readBitmapDirectory would now read for a stored bitmap. */
+function describe(bitmap: StoredBitmap): BitmapInfo {
+  return {
+    flags: bitmap.auto ? ['auto'] : [],
+    name: new TextDecoder().decode(bitmap.name),
+    granularity: 2 ** bitmap.granularityBits,
+    tableOffset: bitmap.tableOffset,
+    tableSize: bitmap.tableSize,
+    flagBits: bitmap.auto ? BITMAP_AUTO : 0,
+    type: BITMAP_TYPE_DIRTY_TRACKING,
+    extraDataSize: 0,
+  };
+}
