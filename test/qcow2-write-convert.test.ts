@@ -99,6 +99,11 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     // Extended L2: zero runs of whole subclusters inside a data cluster stay unallocated (the file ends at the last data).
     [['-o', 'extended_l2=on']],
     [['-o', 'extended_l2=on,cluster_size=32k', '-S', '8k']],
+    // Clusters smaller than -S: a block of the sparse size holding any data is written whole, zero clusters and all.
+    [['-o', 'cluster_size=512']],
+    [['-o', 'cluster_size=1k', '-S', '1536']],
+    [['-o', 'cluster_size=4k', '-S', '16k']],
+    [['-o', 'cluster_size=64k', '-S', '128k']],
   ])(
     '%j: the same file as qemu-img convert writes, byte for byte',
     (flags) => {

@@ -149,13 +149,16 @@ function clustersTouched(runs: Array<[number, number]>, base: number, clusterSiz
 }
 
 /**
- * The blocks a plain copy tests for zeros: whole clusters; with extended L2
- * entries, blocks of the sparse size rounded up to whole subclusters (qemu-img
- * leaves such zero runs unallocated inside an allocated cluster).
+ * The blocks a plain copy tests for zeros. qemu-img tests aligned blocks of
+ * the sparse size (its largest power of two) or of a cluster, whichever is
+ * larger: with clusters smaller than -S (4 KiB by default), a block holding
+ * any data is written whole, zero clusters and all. With extended L2
+ * entries, blocks of the sparse size rounded up to whole subclusters
+ * (qemu-img leaves such zero runs unallocated inside an allocated cluster).
  */
 function zeroGranularity(target: Qcow2Image, sparseSize: number): number {
   const { clusterSize, geometry } = target.metadata;
-  if (!geometry.extendedL2) return clusterSize;
+  if (!geometry.extendedL2) return Math.max(clusterSize, 2 ** Math.floor(Math.log2(Math.max(sparseSize, 1))));
   const subcluster = clusterSize / SUBCLUSTERS_PER_CLUSTER;
   return Math.min(clusterSize, Math.ceil(Math.max(sparseSize, subcluster) / subcluster) * subcluster);
 }
