@@ -13,13 +13,14 @@ import { renderOptionHelp } from '../render/option-help.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode } from '../progress.js';
 import { withCacheMode, writeFlushes } from '../cache-modes.js';
+import { withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   // The image is checked by hand: `-f qcow2 -o help` needs none.
   command: 'amend [image]',
   describe: "Change an image's format options in place",
   builder: (yargs) =>
-    withCacheMode(withFormat(yargs), 'writeback')
+    withCacheMode(withImageOpts(withFormat(yargs), [{ positional: 'image' }]), 'writeback')
       .positional('image', { type: 'string', describe: 'Image file' })
       .option('p', { type: 'boolean', default: false, describe: 'Show progress on stdout, like qemu-img -p' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })

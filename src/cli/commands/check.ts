@@ -12,6 +12,7 @@ import { reportError } from '../report.js';
 import { checkJson, renderCheck } from '../render/check.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
+import { withImageOpts } from '../image-opts.js';
 
 /** qemu-img's exit status for formats without a check. */
 const NO_CHECK_STATUS = 63;
@@ -20,7 +21,7 @@ const command: CliCommand = {
   command: 'check <image>',
   describe: 'Check an image for consistency, and optionally repair it',
   builder: (yargs) =>
-    withSourceCacheMode(withForceShare(withOutput(withFormat(yargs))))
+    withSourceCacheMode(withForceShare(withOutput(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('r', { alias: 'repair', choices: ['leaks', 'all'] as const, describe: 'Repair leaked clusters, or everything that can be repaired' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing; the exit status tells' })

@@ -10,6 +10,7 @@ import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { withCacheMode, writeFlushes } from '../cache-modes.js';
 import { parseRateLimit } from '../../ops/rate-limit.js';
+import { withImageOpts } from '../image-opts.js';
 
 /** The chain layer `name` stands for: as given (from the working directory), or beside the top image. */
 function findBase(top: Image, path: string, name: string | undefined): { layer: Image; depth: number } {
@@ -33,7 +34,7 @@ const command: CliCommand = {
   command: 'commit <image>',
   describe: 'Write the data of an image into its backing file',
   builder: (yargs) =>
-    withCacheMode(withProgress(withFormat(yargs)), 'writeback')
+    withCacheMode(withProgress(withImageOpts(withFormat(yargs), [{ positional: 'image' }])), 'writeback')
       .positional('image', { type: 'string', describe: 'Image file (the top of a backing chain)', demandOption: true })
       .option('b', { alias: 'base', type: 'string', requiresArg: true, describe: 'Commit into this image further down the chain (implies -d)' })
       .option('d', { type: 'boolean', default: false, describe: 'Do not empty the image after committing' })

@@ -10,6 +10,7 @@ import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
 import { withForceShare } from '../force-share.js';
+import { withImageOpts } from '../image-opts.js';
 
 /** qemu-img compare's messages for an outcome, in the order it prints them. */
 export function compareMessages(result: CompareResult): string[] {
@@ -27,7 +28,7 @@ const command: CliCommand = {
   describe: 'Compare the guest contents of two images',
   errorExitCode: 2,
   builder: (yargs) =>
-    withSourceCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))))
+    withSourceCacheMode(withForceShare(withProgress(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'first' }, { positional: 'second', formatFlag: 'F' }])))))
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
       .option('s', { type: 'boolean', default: false, describe: 'Strict: sizes and allocation must match too' })
       .option('q', { type: 'boolean', default: false, describe: 'Quiet: only the exit status tells' })

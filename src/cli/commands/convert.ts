@@ -26,19 +26,24 @@ import { parseRateLimit, type WriteLimit } from '../../ops/rate-limit.js';
 import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 import { bitmapsToCopy, checkBitmapTarget, copyBitmaps, type BitmapCopy } from '../../ops/bitmaps.js';
+import { imageSpec, withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   // The files are checked by hand: `-O qcow2 -o help` needs none.
   command: 'convert [files..]',
   describe: 'Convert an image to raw or qcow2, sparsely',
   builder: (yargs) =>
-    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withNamedFilePolicy(withFormat(yargs)))), 'unsafe'))
+    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'files', exceptLast: 1 }])))), 'unsafe'))
       .positional('files', {
         type: 'string',
         array: true,
         describe: 'Source image, then the output file; several sources are copied end to end into one output, as qemu-img concatenates them',
       })
-      .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format (raw, qcow2)' })
+      .option('O', { type: 'string', requiresArg: true, describe: 'Output format (raw, qcow2; default raw)' })
+      .option('target-image-opts', {
+        type: 'boolean',
+        describe: 'With -n: the output is named by qemu block options (driver=qcow2,file.filename=disk.qcow2), its driver the output format',
+      })
       .option('o', { type: 'string', requiresArg: true, describe: 'Options of a qcow2 output, e.g. cluster_size=64K,compression_type=zstd (may repeat)' })
       .option('c', { type: 'boolean', default: false, describe: 'Compress every data cluster (qcow2 output)' })
       .option('S', {
@@ -90,7 +95,8 @@ const command: CliCommand = {
       .example('platter convert -O qcow2 -o help', 'The options of a qcow2 output')
       .example('platter convert --backing-root /srv/uploads -O raw /srv/uploads/vm.qcow2 vm.raw', 'Follow backing files only inside /srv/uploads'),
   async handler(args) {
-    const outputFormat = args.O as string;
+    const output = outputOf(args);
+    const outputFormat = output.format;
     checkOutputFormat(outputFormat);
     const options = parseOptionString(args.o as string | string[] | undefined);
     if (options.has('help') || options.has('?')) {
@@ -100,7 +106,7 @@ const command: CliCommand = {
     const files = ((args.files as string[] | undefined) ?? []).map(String);
     if (files.length < 2) throw new UsageError('Must specify image file name');
     const sourcePaths = files.slice(0, -1);
-    const targetPath = files.at(-1)!;
+    const targetPath = output.name(files.at(-1)!);
     const sparseSize = checkFlags(args, outputFormat, options);
     const parallel = args.m as number;
     const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
@@ -169,6 +175,22 @@ async function bitmapsOf(opened: Image[], outputFormat: string, args: Args): Pro
   const copy = await bitmapsToCopy(opened[0]!, args['skip-broken-bitmaps'] === true, warn);
   if (outputFormat !== 'qcow2') throw new UsageError(`Format driver '${outputFormat}' does not support bitmaps`);
   return copy;
+}
+
+/**
+ * The output's format, and how its name is read: a file name, or with
+ * --target-image-opts (which needs -n and takes the format from the driver)
+ * qemu block options.
+ */
+function outputOf(args: Args): { format: string; name(word: string): string } {
+  if (args['target-image-opts'] !== true) return { format: (args.O as string | undefined) ?? 'raw', name: (word) => word };
+  if (args.n !== true) throw new UsageError('--target-image-opts requires use of -n flag');
+  if (args.O !== undefined) throw new UsageError('--image-opts and --format are mutually exclusive');
+  const files = ((args.files as string[] | undefined) ?? []).map(String);
+  const spec = files.length < 2 ? undefined : imageSpec(files.at(-1)!);
+  // Not probed: a qcow2 image taken for raw would have its metadata overwritten.
+  if (spec && spec.format === undefined) throw new UsageError("the output's driver must be given with --target-image-opts (driver=qcow2 or driver=raw)");
+  return { format: spec?.format ?? 'raw', name: () => spec!.path };
 }
 
 /** Opens every source (with -f, all of that format), in order; a failure closes those already open. */

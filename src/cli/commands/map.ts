@@ -8,12 +8,13 @@ import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { StdoutBatcher, withFormat, withOutput } from '../output.js';
 import { MAP_HUMAN_HEADER, mapEntryHuman, mapEntryJson } from '../render/map.js';
 import { withForceShare } from '../force-share.js';
+import { withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   command: 'map <image>',
   describe: "Show an image's allocation map, like qemu-img map",
   builder: (yargs) =>
-    withForceShare(withOutput(withNamedFilePolicy(withFormat(yargs))))
+    withForceShare(withOutput(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('start-offset', { type: 'string', requiresArg: true, describe: 'First guest byte to map' })
       .option('max-length', { type: 'string', requiresArg: true, describe: 'Map at most this many bytes' })

@@ -10,12 +10,13 @@ import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { qdictOrder } from '../qdict-order.js';
 import { withForceShare } from '../force-share.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
+import { withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   command: 'measure [image]',
   describe: 'Show how large a new image would be',
   builder: (yargs) =>
-    withForceShare(withOutput(withNamedFilePolicy(withFormat(yargs))))
+    withForceShare(withOutput(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))))
       .positional('image', { type: 'string', describe: 'Source image (or give --size)' })
       .option('size', { type: 'string', describe: 'Measure an empty image of this virtual size', requiresArg: true })
       .option('O', { alias: 'target-format', type: 'string', default: 'raw', describe: 'Format of the new image', requiresArg: true })

@@ -11,6 +11,7 @@ import { withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { withForceShare } from '../force-share.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
+import { withImageOpts } from '../image-opts.js';
 
 /** A backing name is looked up beside the image that will name it (qemu's path_combine). */
 function besideImage(image: string, name: string): string {
@@ -30,7 +31,7 @@ const command: CliCommand = {
   command: 'rebase <image>',
   describe: 'Change the backing file of an image',
   builder: (yargs) =>
-    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withFormat(yargs))), 'writeback'))
+    withSourceCacheMode(withCacheMode(withForceShare(withProgress(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))), 'writeback'))
       .positional('image', { type: 'string', describe: 'Image file (qcow2)', demandOption: true })
       .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone)' })
       .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (required with a non-empty -b)' })

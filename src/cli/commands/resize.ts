@@ -7,6 +7,7 @@ import type { CliCommand } from '../command.js';
 import { withImage } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
+import { withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   command: 'resize <image> [size]',
@@ -18,7 +19,7 @@ const command: CliCommand = {
     return [...argv.slice(0, -1).filter((arg) => arg !== '--'), `--size-decrease=${last.slice(1)}`];
   },
   builder: (yargs) =>
-    withNamedFilePolicy(withFormat(yargs))
+    withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .positional('size', { type: 'string', describe: 'New size, or +SIZE / -SIZE relative to the current one' })
       .option('size-decrease', { type: 'string', hidden: true })

@@ -7,6 +7,7 @@ import { withImage } from '../open.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { renderSnapshotTable } from '../render/info.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
+import { withImageOpts } from '../image-opts.js';
 
 /** The one action the flags ask for (-l when none). */
 function actionOf(args: Record<string, unknown>): SnapshotAction {
@@ -23,7 +24,7 @@ const command: CliCommand = {
   command: 'snapshot <image>',
   describe: 'List, create, apply or delete internal snapshots of a qcow2 image',
   builder: (yargs) =>
-    withForceShare(withOutput(withFormat(yargs)))
+    withForceShare(withOutput(withImageOpts(withFormat(yargs), [{ positional: 'image' }])))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
       .option('l', { alias: 'list', type: 'boolean', describe: 'List the snapshots (the default)' })
       .option('c', { alias: 'create', type: 'string', describe: 'Create a snapshot named NAME of the current state' })
