@@ -9,10 +9,12 @@
  * was; a malformed bitmap table fails with a message, not a stack trace.
  */
 
-import { closeSync, copyFileSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { EXT_BITMAPS } from '../formats/qcow2/extensions.js';
+import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 
 const haveTools = hasTool('qemu-img') && hasTool('qemu-io') && hasTool('qemu-nbd');
@@ -115,14 +117,9 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
   it('an inconsistent bitmap is refused, or left out with --skip-broken-bitmaps, as qemu-img does', () => {
     copyFileSync(at('source.qcow2'), at('in-use.qcow2'));
     // The flags of the first directory entry (offset 12 into it) get the in-use bit.
-    const header = readFileSync(at('in-use.qcow2')).subarray(0, 4096);
-    const extensions = header.readUInt32BE(100);
-    let directory = 0;
-    for (let offset = extensions; header.readUInt32BE(offset) !== 0; offset += 8 + Math.ceil(header.readUInt32BE(offset + 4) / 8) * 8) {
-      if (header.readUInt32BE(offset) === 0x23852875) directory = Number(header.readBigUInt64BE(offset + 8 + 16));
-    }
+    const directory = bitmapDirectory(at('in-use.qcow2'));
     const flags = readFileSync(at('in-use.qcow2')).readUInt32BE(directory + 12);
-    poke(at('in-use.qcow2'), directory + 12, Buffer.from([0, 0, 0, flags | 1]));
+    pokeFile(at('in-use.qcow2'), directory + 12, [0, 0, 0, flags | 1]);
     const refused = platter(['convert', '--bitmaps', '-O', 'qcow2', at('in-use.qcow2'), at('in-use-out.qcow2')]);
     expect(refused.stderr).toBe("platter: Cannot copy inconsistent bitmap 'fine'\nTry --skip-broken-bitmaps, or remove the bitmap\n");
     expect(refused.status).toBe(1);
@@ -162,15 +159,9 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
 
   it('a malformed bitmap table entry: a message naming the bitmap and the entry, no output', () => {
     copyFileSync(at('ours-.qcow2'), at('bad-table.qcow2'));
-    const header = readFileSync(at('bad-table.qcow2'));
-    const extensions = header.readUInt32BE(100);
-    let directory = 0;
-    for (let offset = extensions; header.readUInt32BE(offset) !== 0; offset += 8 + Math.ceil(header.readUInt32BE(offset + 4) / 8) * 8) {
-      if (header.readUInt32BE(offset) === 0x23852875) directory = Number(header.readBigUInt64BE(offset + 8 + 16));
-    }
-    const table = Number(header.readBigUInt64BE(directory));
+    const table = Number(readFileSync(at('bad-table.qcow2')).readBigUInt64BE(bitmapDirectory(at('bad-table.qcow2'))));
     // A reserved bit in the first entry of the first bitmap's table.
-    poke(at('bad-table.qcow2'), table, Buffer.from([0x80]));
+    pokeFile(at('bad-table.qcow2'), table, [0x80]);
     const result = platter(['convert', '--bitmaps', '-O', 'qcow2', at('bad-table.qcow2'), at('bad-out.qcow2')]);
     expect(result.stderr).toMatch(/^platter: .*bad-table\.qcow2: bitmap 'fine': table entry 0 is malformed/);
     expect(result.stderr).not.toMatch(/\n\s+at /);
@@ -179,13 +170,8 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
   });
 });
 
-/** Overwrites bytes of `path` at `offset`. */
-function poke(path: string, offset: number, bytes: Uint8Array): void {
-  const fd = openSync(path, 'r+');
-  try {
-    writeSync(fd, bytes, 0, bytes.length, offset);
-  } finally {
-    closeSync(fd);
-  }
+/** Where the bitmap directory of the qcow2 image at `path` starts (from its bitmaps extension). */
+function bitmapDirectory(path: string): number {
+  const extension = findExtension(path, EXT_BITMAPS);
+  return Number(readFileSync(path).readBigUInt64BE(extension + 8 + 16));
 }
-

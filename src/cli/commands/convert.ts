@@ -108,66 +108,89 @@ const command: CliCommand = {
     const sourcePaths = files.slice(0, -1);
     const targetPath = output.name(files.at(-1)!);
     const sparseSize = checkFlags(args, outputFormat, options);
-    const parallel = args.m as number;
     const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
-    const flushes = writeFlushes(args);
     const opened = await openSources(sourcePaths, args);
     try {
-      // After the sources open, as qemu-img checks these.
-      if (opened.length > 1 && args.l !== undefined) throw new UsageError('No support for concatenating multiple snapshot');
-      const delta = deltaRequest(args, outputFormat, targetPath);
-      if (opened.length > 1 && delta) {
-        throw new UsageError('Having a backing file for the target makes no sense when concatenating multiple input images');
-      }
-      const chosen = args.l === undefined ? opened : [await snapshotOf(opened[0]!, String(args.l))];
-      let clash: string | undefined;
-      for (const image of chosen) clash ??= await sourceFileAt(image, targetPath);
-      const bitmaps = args.bitmaps === true ? await bitmapsOf(opened, outputFormat, args) : undefined;
-      const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(sourcePaths[index]!, loss)))) : chosen;
-      const source = readable.length === 1 ? readable[0]! : concatImages(readable);
-      if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
+      const { source, delta, bitmaps } = await prepareSources(opened, sourcePaths, targetPath, outputFormat, args);
+      const plan: OutputPlan = { path: targetPath, format: outputFormat, options, sparseSize, limit, bitmaps };
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args), { limit, bitmaps });
-      const existingTarget = args.n === true;
-      if (existingTarget && outputFormat === 'qcow2') return await convertIntoQcow2(source, targetPath, args, sparseSize, { limit, bitmaps });
-      // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
-      if (outputFormat === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options });
-      const target = await FileDevice.open(targetPath, existingTarget ? { writable: true, flushes } : { create: true, flushes });
-      const progress = createProgress(progressMode(args));
-      try {
-        if (outputFormat === 'qcow2') {
-          await convertToQcow2(source, target, {
-            options,
-            compress: args.c === true,
-            host: nodeHost(),
-            tests: nodeByteTests,
-            unordered: args.W === true,
-            fullyAllocated: sparseSize === 0,
-            sparseSize,
-            limit,
-            bitmaps,
-            onProgress: (done, total) => progress.update(done, total),
-          });
-        } else {
-          await convertToRaw(source, target, {
-            sparseSize,
-            parallel,
-            existingTarget,
-            targetIsZero: args['target-is-zero'] === true,
-            tests: nodeByteTests,
-            limit,
-            onProgress: (done, total) => progress.update(done, total),
-          });
-          await target.flush();
-        }
-        progress.end();
-      } finally {
-        await target.close();
-      }
+      if (args.n === true && outputFormat === 'qcow2') return await convertIntoQcow2(source, plan, args);
+      await convertToFile(source, plan, args);
     } finally {
       await Promise.all(opened.map((image) => image.close()));
     }
   },
 };
+
+/** Where and how the output is written. */
+interface OutputPlan {
+  path: string;
+  format: string;
+  /** -o options of a new qcow2 output. */
+  options: Map<string, string>;
+  sparseSize: number;
+  limit: WriteLimit | undefined;
+  bitmaps: BitmapCopy | undefined;
+}
+
+/**
+ * The sources as one image to copy (at the snapshot asked for, salvaging if
+ * asked), the delta request and the bitmaps, checked as qemu-img checks them
+ * once the sources are open; an output that is one of the sources is refused.
+ */
+async function prepareSources(opened: Image[], paths: string[], targetPath: string, outputFormat: string, args: Args) {
+  if (opened.length > 1 && args.l !== undefined) throw new UsageError('No support for concatenating multiple snapshot');
+  const delta = deltaRequest(args, outputFormat, targetPath);
+  if (opened.length > 1 && delta) throw new UsageError('Having a backing file for the target makes no sense when concatenating multiple input images');
+  const chosen = args.l === undefined ? opened : [await snapshotOf(opened[0]!, String(args.l))];
+  let clash: string | undefined;
+  for (const image of chosen) clash ??= await sourceFileAt(image, targetPath);
+  const bitmaps = args.bitmaps === true ? await bitmapsOf(opened, outputFormat, args) : undefined;
+  if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
+  const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(paths[index]!, loss)))) : chosen;
+  return { source: readable.length === 1 ? readable[0]! : concatImages(readable), delta, bitmaps };
+}
+
+/** A new output file (or, with -n, an existing raw one), raw or qcow2. */
+async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promise<void> {
+  const existingTarget = args.n === true;
+  const flushes = writeFlushes(args);
+  // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
+  if (plan.format === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options: plan.options });
+  const target = await FileDevice.open(plan.path, existingTarget ? { writable: true, flushes } : { create: true, flushes });
+  const progress = createProgress(progressMode(args));
+  const onProgress = (done: number, total: number) => progress.update(done, total);
+  try {
+    if (plan.format === 'qcow2') {
+      await convertToQcow2(source, target, {
+        options: plan.options,
+        compress: args.c === true,
+        host: nodeHost(),
+        tests: nodeByteTests,
+        unordered: args.W === true,
+        fullyAllocated: plan.sparseSize === 0,
+        sparseSize: plan.sparseSize,
+        limit: plan.limit,
+        bitmaps: plan.bitmaps,
+        onProgress,
+      });
+    } else {
+      await convertToRaw(source, target, {
+        sparseSize: plan.sparseSize,
+        parallel: args.m as number,
+        existingTarget,
+        targetIsZero: args['target-is-zero'] === true,
+        tests: nodeByteTests,
+        limit: plan.limit,
+        onProgress,
+      });
+      await target.flush();
+    }
+    progress.end();
+  } finally {
+    await target.close();
+  }
+}
 
 /** --bitmaps: the bitmaps of the one source, checked as qemu-img checks them before the output is made. */
 async function bitmapsOf(opened: Image[], outputFormat: string, args: Args): Promise<BitmapCopy> {
@@ -228,28 +251,22 @@ function salvageWarning(path: string, loss: Loss): string {
   return `${path}: error while reading offset ${loss.offset} (${loss.length} bytes written as zeros): ${loss.reason}`;
 }
 
-/** convert -n -O qcow2: into the existing image at `targetPath`, which keeps its size and options. */
-async function convertIntoQcow2(
-  source: Image,
-  targetPath: string,
-  args: Args,
-  sparseSize: number,
-  { limit, bitmaps }: { limit?: WriteLimit; bitmaps?: BitmapCopy },
-): Promise<void> {
-  const target = await openForCli(targetPath, { ...namedFilePolicyOf(args), format: 'qcow2', writable: true, flushes: writeFlushes(args) });
+/** convert -n -O qcow2: into the existing image at the plan's path, which keeps its size and options. */
+async function convertIntoQcow2(source: Image, plan: OutputPlan, args: Args): Promise<void> {
+  const target = await openForCli(plan.path, { ...namedFilePolicyOf(args), format: 'qcow2', writable: true, flushes: writeFlushes(args) });
   const progress = createProgress(progressMode(args));
   try {
     // Before anything is written: a refused copy leaves the image as it was.
-    if (bitmaps) checkBitmapTarget(bitmaps, target);
+    if (plan.bitmaps) checkBitmapTarget(plan.bitmaps, target);
     await convertIntoImage(source, target, {
-      sparseSize,
+      sparseSize: plan.sparseSize,
       parallel: args.m as number,
       targetIsZero: args['target-is-zero'] === true,
       tests: nodeByteTests,
-      limit,
+      limit: plan.limit,
       onProgress: (done, total) => progress.update(done, total),
     });
-    if (bitmaps) await copyBitmaps(bitmaps, target);
+    if (plan.bitmaps) await copyBitmaps(plan.bitmaps, target);
     await target.flush?.();
     progress.end();
   } finally {
