@@ -14,6 +14,12 @@ import { spawn } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXT_BITMAPS } from '../formats/qcow2/extensions.js';
+import { MemoryDevice } from '../src/core/device.js';
+import { PlatterError } from '../src/core/errors.js';
+import { openImage } from '../src/engine/open.js';
+import { nodeCodecs } from '../src/node/codecs.js';
+import { bitmapsToCopy } from '../src/ops/bitmaps.js';
+import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
 import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 
@@ -155,6 +161,43 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
       expect(result.status).toBe(1);
       expect(readFileSync(at(target!)).equals(before)).toBe(true);
     }
+  });
+
+  it('damaged bitmap directories and tables: a copy succeeds or fails with a PlatterError, never otherwise', async () => {
+    const clean = new Uint8Array(readFileSync(at('ours-.qcow2')));
+    const directory = bitmapDirectory(at('ours-.qcow2'));
+    const view = new DataView(clean.buffer);
+    // The directory and the first bitmap's table: where a damaged image goes wrong.
+    const targets = [directory, Number(view.getBigUint64(directory))];
+    const host = { codecs: nodeCodecs, warn: () => {} };
+    const outcomes = { copied: 0, refused: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...targets),
+        fc.array(fc.record({ at: fc.nat({ max: 63 }), value: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 6 }),
+        async (base, pokes) => {
+          const bytes = clean.slice();
+          for (const poke of pokes) bytes[base + poke.at] = poke.value;
+          try {
+            const image = await openImage(new MemoryDevice(bytes, { writable: false, name: 'damaged.qcow2' }), { host });
+            try {
+              const copy = await bitmapsToCopy(image, true, () => {});
+              await convertToQcow2(image, new MemoryDevice(0), { options: new Map(), compress: false, host, bitmaps: copy });
+              outcomes.copied++;
+            } finally {
+              await image.close();
+            }
+          } catch (error) {
+            if (!(error instanceof PlatterError)) throw error;
+            outcomes.refused++;
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // Both ways were taken: the damage reached the reader, and not every poke made the image unreadable.
+    expect(outcomes.copied).toBeGreaterThan(0);
+    expect(outcomes.refused).toBeGreaterThan(0);
   });
 
   it('a malformed bitmap table entry: a message naming the bitmap and the entry, no output', () => {

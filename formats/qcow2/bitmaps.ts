@@ -6,7 +6,7 @@
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
-import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
+import { CorruptImageError, LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import { defineStruct, u16be, u32be, u64be, u8 } from '../../src/core/struct.js';
 import type { BitmapsPointer } from './extensions.js';
 import { MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES } from './limits.js';
@@ -115,6 +115,7 @@ export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, s
   if (bitmap.granularity < MIN_GRANULARITY || bitmap.granularity > MAX_GRANULARITY) {
     throw new CorruptImageError(`${at} has a granularity out of range (${bitmap.granularity})`, bitmap.tableOffset);
   }
+  if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`${at} has extra data, which no known writer makes`);
   const expected = bitmapTableEntries(size, bitmap.granularity, clusterSize);
   if (bitmap.tableSize !== expected) {
     throw new CorruptImageError(`${at}: its table has ${bitmap.tableSize} entries, a bitmap of this size has ${expected}`, bitmap.tableOffset);
