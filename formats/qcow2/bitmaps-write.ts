@@ -10,7 +10,7 @@
 import { LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
 import { encodeHeaderCluster } from './amend.js';
-import { BITMAP_AUTO, BITMAP_TYPE_DIRTY_TRACKING, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
+import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
 import { BitmapsExtension, EXT_BITMAPS } from './extensions.js';
 import { AUTOCLEAR_BITMAPS } from './features.js';
 import type { Qcow2Image } from './image.js';
@@ -33,6 +33,7 @@ export interface BitmapToStore {
 
 /** A bitmap stored: its directory entry's fields. */
 interface StoredBitmap {
+  entryOffset: number;
   name: Uint8Array;
   granularityBits: number;
   auto: boolean;
@@ -117,7 +118,7 @@ async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<Sto
   if (filled > 0 && index < tableSize) await storeCluster();
   const tableOffset = await host.allocator.allocateRun(Math.ceil(table.length / clusterSize));
   await host.device.write!(tableOffset, table);
-  return { name: utf8.encode(bitmap.name), granularityBits, auto: bitmap.auto, tableOffset, tableSize };
+  return { entryOffset: 0, name: utf8.encode(bitmap.name), granularityBits, auto: bitmap.auto, tableOffset, tableSize };
 }
 
 /** Clears the bits of `cluster` from bit `validBits` on; true when a bit is left set. */
@@ -130,7 +131,7 @@ function keepBits(cluster: Uint8Array, validBits: number): boolean {
   return cluster.some((byte) => byte !== 0);
 }
 
-/** The directory: one entry per bitmap (fixed part, then the name), each padded to 8 bytes. */
+/** The directory: one entry per bitmap (fixed part, then the name), each padded to 8 bytes; notes where each entry went. */
 function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
   let size = 0;
   for (const bitmap of stored) size += alignUp(BitmapDirectoryEntry.size + bitmap.name.length, 8);
@@ -147,6 +148,7 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
       nameSize: bitmap.name.length,
       extraDataSize: 0,
     });
+    bitmap.entryOffset = at;
     directory.set(entry, at);
     directory.set(bitmap.name, at + entry.length);
     at += alignUp(entry.length + bitmap.name.length, 8);
@@ -162,8 +164,39 @@ function describe(bitmap: StoredBitmap): BitmapInfo {
     granularity: 2 ** bitmap.granularityBits,
     tableOffset: bitmap.tableOffset,
     tableSize: bitmap.tableSize,
+    entryOffset: bitmap.entryOffset,
     flagBits: bitmap.auto ? BITMAP_AUTO : 0,
     type: BITMAP_TYPE_DIRTY_TRACKING,
     extraDataSize: 0,
   };
+}
+
+/**
+ * Marks persistent bitmaps in use, in place in the directory, as qemu marks
+ * them while it has an image open for writing: platter does not update
+ * bitmaps, so one that follows the guest's writes (enabled: `auto`) is no
+ * longer to be trusted once platter writes, and qemu, finding it in use,
+ * treats it as inconsistent. A disabled bitmap is frozen and stays valid,
+ * unless the disk's size changes (`which` = 'all'): its table then no longer
+ * fits. Unlike clearing the bitmaps' autoclear bit, this keeps the bitmaps'
+ * clusters referenced: qemu-img check finds no leaks, and the bitmaps can be
+ * removed by name. Resolves with the names marked.
+ */
+export async function markBitmapsInUse(host: WriterHost, which: 'enabled' | 'all'): Promise<string[]> {
+  const { metadata } = host;
+  const pointer = metadata.extensions.bitmaps;
+  if (!pointer || (metadata.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return [];
+  const marked: string[] = [];
+  for (const bitmap of metadata.bitmaps) {
+    if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) continue;
+    if (which === 'enabled' && (bitmap.flagBits & BITMAP_AUTO) === 0) continue;
+    bitmap.flagBits |= BITMAP_IN_USE;
+    bitmap.flags = ['in-use', ...bitmap.flags];
+    const flags = new Uint8Array(4);
+    new DataView(flags.buffer).setUint32(0, bitmap.flagBits);
+    await host.device.write!(pointer.directoryOffset + bitmap.entryOffset + 12, flags);
+    marked.push(bitmap.name);
+  }
+  if (marked.length > 0) await host.device.flush?.();
+  return marked;
 }

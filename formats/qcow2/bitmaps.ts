@@ -34,6 +34,8 @@ export interface BitmapInfo {
   /** Where the bitmap table is, and its number of 8-byte entries. */
   tableOffset: number;
   tableSize: number;
+  /** Where the entry starts in the directory (its flags are 12 bytes in). */
+  entryOffset: number;
   /** The entry's raw flags, type (1: dirty tracking) and extra data size. */
   flagBits: number;
   type: number;
@@ -74,6 +76,7 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
       granularity: 2 ** entry.granularityBits,
       tableOffset: u64ToNumber(entry.bitmapTableOffset, 'bitmap table offset', base + offset),
       tableSize: entry.bitmapTableSize,
+      entryOffset: offset,
       flagBits: entry.flags,
       type: entry.type,
       extraDataSize: entry.extraDataSize,

@@ -17,7 +17,7 @@ import { noSuchSnapshot, snapshotAccess, snapshotByIdOrName } from './snapshot-a
 import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 import type { Qcow2Writer, WriterHost } from './write.js';
-import { UnsupportedFeatureError } from '../../src/core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 
 /** Writes `l1` (padded to whole clusters) to newly allocated clusters; returns their offset. */
 async function writeNewL1(host: WriterHost, l1: Uint8Array): Promise<number> {
@@ -40,6 +40,8 @@ export async function applySnapshot(image: Qcow2Image, idOrName: string): Promis
 
 async function applySnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Qcow2Image, idOrName: string): Promise<Qcow2Snapshot> {
   const { metadata } = host;
+  // As qemu, before the name is looked up: a persistent bitmap (enabled or not) would describe a disk the image no longer has.
+  if (metadata.bitmaps.length > 0) throw new UsageError(`Could not apply snapshot '${idOrName}': Device has active dirty bitmaps`);
   const snapshot = snapshotByIdOrName(metadata.snapshots, idOrName);
   if (!snapshot) throw noSuchSnapshot(image, idOrName);
   const { clusterSize, geometry, header } = metadata;

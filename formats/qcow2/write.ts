@@ -26,6 +26,8 @@ import {
   type ClusterType,
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import { AUTOCLEAR_KNOWN } from './features.js';
+import { markBitmapsInUse } from './bitmaps-write.js';
 import type { L2Cache } from './l2-cache.js';
 import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
@@ -212,6 +214,8 @@ export class Qcow2Writer {
   resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
       await this.begin();
+      // Every bitmap's table is sized for the disk: disabled ones no longer fit either.
+      if (newSize !== this.host.size()) await markBitmapsInUse(this.host, 'all');
       await resizeQcow2(this, newSize, preallocation);
     });
   }
@@ -389,9 +393,11 @@ export class Qcow2Writer {
   }
 
   /**
-   * Before the first change: with lazy refcounts, set the dirty bit (and make it
-   * durable); clear autoclear bits for structures this writer does not keep up
-   * to date (bitmaps), as the spec asks of writers that do not know them.
+   * Before the first change: mark the enabled persistent bitmaps in use (this
+   * writer does not update them; see markBitmapsInUse), then with lazy
+   * refcounts set the dirty bit, each made durable before any data is
+   * written. Autoclear bits of structures platter does not know are cleared,
+   * as the spec asks of writers that do not know them; the bitmaps' bit stays.
    */
   private async begin(): Promise<void> {
     if (this.started) return;
@@ -399,8 +405,9 @@ export class Qcow2Writer {
       throw new UnsupportedFeatureError('the external data file is not open for writing');
     }
     this.started = true;
+    await markBitmapsInUse(this.host, 'enabled');
     const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
-    this.header.autoclearFeatures &= AUTOCLEAR_DATA_FILE_RAW;
+    this.header.autoclearFeatures &= AUTOCLEAR_KNOWN;
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n && this.header.version === 3) {
       this.header.incompatibleFeatures |= INCOMPAT_DIRTY;
       this.markedDirty = (before.incompatible & INCOMPAT_DIRTY) === 0n;
