@@ -1,10 +1,11 @@
 /**
- * Storing persistent dirty bitmaps in an image that has none (qemu-img
- * convert --bitmaps): for each bitmap its data clusters (all-zero ones are
- * not stored, as qemu leaves them out), then its table, then the directory of
- * all of them; last, one write of cluster 0 adds the bitmaps extension and
- * sets the bitmaps autoclear bit. Until that write the image names no
- * bitmaps: a failure before it leaves only leaked clusters.
+ * Writing persistent dirty bitmaps. Storing them in an image that has none
+ * (qemu-img convert --bitmaps): for each bitmap its data clusters (all-zero
+ * ones are not stored, as qemu leaves them out), then its table, then the
+ * directory of all of them; last, one write of cluster 0 adds the bitmaps
+ * extension and sets the bitmaps autoclear bit. Until that write the image
+ * names no bitmaps: a failure before it leaves only leaked clusters. And
+ * marking them in use before platter's own writes, which do not update them.
  */
 
 import { LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
