@@ -65,6 +65,20 @@ describe('several images read as one', () => {
     );
   });
 
+  it('a read that fails in one source reports it only once the other sources are done with the buffer', async () => {
+    const failing = new ScriptedImage([{ kind: 'zero', length: 512 }], 'failing');
+    const slow = new ScriptedImage([{ kind: 'data', length: 512, fill: 3 }], 'slow');
+    let landed = false;
+    slow.readInto = async (offset, target) => {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      target.set(slow.bytes.subarray(offset, offset + target.length));
+      landed = true;
+    };
+    // The scripted image refuses reads of its zero run: the first source's read fails at once.
+    await expect(concatImages([failing, slow]).readInto!(0, new Uint8Array(1024))).rejects.toThrow(/touches a zero extent/);
+    expect(landed).toBe(true);
+  });
+
   it('a raw convert of them writes the same bytes and never reads a zero or unallocated run', async () => {
     await fc.assert(
       fc.asyncProperty(partsArb, fc.constantFrom(512, 4096), async (runs, ioSize) => {

@@ -66,6 +66,7 @@ export function withImageOpts(yargs: Argv, operands: readonly ImageOperand[]): A
 /** Replaces option-string operands in `args` by the paths they name, and sets their format flags. */
 export function resolveImageOperands(args: Args, operands: readonly ImageOperand[]): void {
   const imageOpts = args['image-opts'] === true;
+  const given = new Set(operands.map((operand) => operand.formatFlag ?? 'format').filter((flag) => args[flag] !== undefined));
   for (const operand of operands) {
     const flag = operand.formatFlag ?? 'format';
     const value = args[operand.positional];
@@ -75,16 +76,15 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
     for (let index = 0; index < images; index++) {
       const word = words[index]!;
       if (!imageOpts && !word.startsWith('json:')) continue;
-      if (imageOpts && flag === 'format' && args.format !== undefined && chosen === undefined) {
-        throw new UsageError('--image-opts and --format are mutually exclusive');
-      }
+      if (imageOpts && given.has(flag)) throw new UsageError('--image-opts and --format are mutually exclusive');
       const spec = imageSpec(word);
       words[index] = spec.path;
       if (spec.format === undefined) continue;
       if (chosen !== undefined && chosen !== spec.format) throw new UnsupportedFeatureError('images of different drivers in one command are not supported');
       chosen = spec.format;
     }
-    if (chosen !== undefined) args[flag] = chosen;
+    // A format given on the command line wins over a json: name's driver.
+    if (chosen !== undefined && !given.has(flag)) args[flag] = chosen;
     args[operand.positional] = Array.isArray(value) ? words : words[0];
   }
 }

@@ -9,6 +9,7 @@
 import { alignUp, checkRange } from '../core/bytes.js';
 import { readFully } from '../core/device.js';
 import type { Extent, Image, ImageDescription } from '../core/image.js';
+import { settleAll } from '../core/slots.js';
 import { SECTOR_SIZE } from './convert.js';
 
 /** One source and where its sectors start in the whole. */
@@ -62,7 +63,8 @@ class ConcatImage implements Image {
       into.fill(0, stored);
       if (stored > 0) reads.push(readFully(part.image, from, into.subarray(0, stored)));
     }
-    await Promise.all(reads);
+    // Every piece settles before a failure is reported: nothing still lands in the caller's buffer afterwards.
+    await settleAll(reads);
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {

@@ -23,9 +23,16 @@ export interface RateClock {
   sleep(milliseconds: number): Promise<void>;
 }
 
+/** The longest one timer waits (setTimeout fires at once, with a warning, past 2^31 - 1 ms). */
+const LONGEST_TIMER_MS = 2 ** 30;
+
 const systemClock: RateClock = {
   now: () => performance.now(),
-  sleep: (milliseconds) => new Promise((resolve) => setTimeout(resolve, milliseconds)),
+  async sleep(milliseconds) {
+    for (let left = milliseconds; left > 0; left -= LONGEST_TIMER_MS) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(left, LONGEST_TIMER_MS)));
+    }
+  },
 };
 
 /** The bucket holds this fraction of a second's worth before writes wait (qemu's burst when none is set). */
