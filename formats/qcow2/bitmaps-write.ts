@@ -12,7 +12,7 @@ import { LimitExceededError, UnsupportedFeatureError } from '../../src/core/erro
 import { alignUp } from '../../src/core/bytes.js';
 import { encodeHeaderCluster } from './amend.js';
 import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
-import { BitmapsExtension, EXT_BITMAPS } from './extensions.js';
+import { BitmapsExtension, EXT_BITMAPS, type BitmapsPointer } from './extensions.js';
 import { AUTOCLEAR_BITMAPS } from './features.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
@@ -32,12 +32,13 @@ export interface BitmapToStore {
   bits: AsyncIterable<Uint8Array>;
 }
 
-/** A bitmap stored: its directory entry's fields. */
-interface StoredBitmap {
+/** A bitmap as its directory entry describes it. */
+export interface StoredBitmap {
+  /** Where its entry starts in the directory (set when the directory is encoded). */
   entryOffset: number;
   name: Uint8Array;
   granularityBits: number;
-  auto: boolean;
+  flagBits: number;
   tableOffset: number;
   tableSize: number;
 }
@@ -57,26 +58,7 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly BitmapTo
   await writer.serialized(async () => {
     const stored: StoredBitmap[] = [];
     for (const bitmap of bitmaps) stored.push(await storeBitmap(host, bitmap));
-    const directory = encodeDirectory(stored);
-    const clusterSize = host.metadata.clusterSize;
-    const directoryOffset = await host.allocator.allocateRun(Math.ceil(directory.length / clusterSize));
-    // As qemu writes them, the directory and the tables are not padded to whole clusters (the file may end mid-cluster).
-    await host.device.write!(directoryOffset, directory);
-    await host.device.flush?.();
-    const { metadata } = host;
-    const extension = BitmapsExtension.encode({
-      nbBitmaps: stored.length,
-      reserved: 0,
-      bitmapDirectorySize: BigInt(directory.length),
-      bitmapDirectoryOffset: BigInt(directoryOffset),
-    });
-    const records = [...metadata.extensions.all.filter((record) => record.type !== EXT_BITMAPS), { type: EXT_BITMAPS, data: extension }];
-    metadata.header.autoclearFeatures |= AUTOCLEAR_BITMAPS;
-    await host.device.write!(0, encodeHeaderCluster(metadata, records));
-    await host.device.flush?.();
-    metadata.extensions.all = records;
-    metadata.extensions.bitmaps = { nbBitmaps: stored.length, directorySize: directory.length, directoryOffset };
-    metadata.bitmaps = stored.map(describe);
+    await installDirectory(host, stored);
   });
 }
 
@@ -119,7 +101,7 @@ async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<Sto
   if (filled > 0 && index < tableSize) await storeCluster();
   const tableOffset = await host.allocator.allocateRun(Math.ceil(table.length / clusterSize));
   await host.device.write!(tableOffset, table);
-  return { entryOffset: 0, name: utf8.encode(bitmap.name), granularityBits, auto: bitmap.auto, tableOffset, tableSize };
+  return { entryOffset: 0, name: utf8.encode(bitmap.name), granularityBits, flagBits: bitmap.auto ? BITMAP_AUTO : 0, tableOffset, tableSize };
 }
 
 /** Clears the bits of `cluster` from bit `validBits` on; true when a bit is left set. */
@@ -143,7 +125,7 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
     const entry = BitmapDirectoryEntry.encode({
       bitmapTableOffset: BigInt(bitmap.tableOffset),
       bitmapTableSize: bitmap.tableSize,
-      flags: bitmap.auto ? BITMAP_AUTO : 0,
+      flags: bitmap.flagBits,
       type: BITMAP_TYPE_DIRTY_TRACKING,
       granularityBits: bitmap.granularityBits,
       nameSize: bitmap.name.length,
@@ -159,17 +141,59 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
 
 /** What readBitmapDirectory would now read for a stored bitmap. */
 function describe(bitmap: StoredBitmap): BitmapInfo {
+  const flags: string[] = [];
+  if (bitmap.flagBits & BITMAP_IN_USE) flags.push('in-use');
+  if (bitmap.flagBits & BITMAP_AUTO) flags.push('auto');
   return {
-    flags: bitmap.auto ? ['auto'] : [],
+    flags,
     name: new TextDecoder().decode(bitmap.name),
     granularity: 2 ** bitmap.granularityBits,
     tableOffset: bitmap.tableOffset,
     tableSize: bitmap.tableSize,
     entryOffset: bitmap.entryOffset,
-    flagBits: bitmap.auto ? BITMAP_AUTO : 0,
+    flagBits: bitmap.flagBits,
     type: BITMAP_TYPE_DIRTY_TRACKING,
     extraDataSize: 0,
   };
+}
+
+/**
+ * Makes `stored` the image's bitmaps: a new directory in new clusters, then
+ * one write of cluster 0 pointing at it (with no bitmaps left, the extension
+ * and the autoclear bit go), then the old directory is freed. A crash before
+ * the cluster-0 write leaves the old directory in force and the new one leaked.
+ */
+export async function installDirectory(host: WriterHost, stored: readonly StoredBitmap[]): Promise<void> {
+  const { metadata } = host;
+  // A directory the autoclear bit no longer vouches for is stale: its clusters may be another's by now.
+  const old = (metadata.header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n ? metadata.extensions.bitmaps : undefined;
+  const others = metadata.extensions.all.filter((record) => record.type !== EXT_BITMAPS);
+  let records = others;
+  let pointer: BitmapsPointer | undefined;
+  if (stored.length > 0) {
+    const directory = encodeDirectory(stored);
+    const directoryOffset = await host.allocator.allocateRun(Math.ceil(directory.length / metadata.clusterSize));
+    // As qemu writes them, the directory and the tables are not padded to whole clusters (the file may end mid-cluster).
+    await host.device.write!(directoryOffset, directory);
+    await host.device.flush?.();
+    pointer = { nbBitmaps: stored.length, directorySize: directory.length, directoryOffset };
+    const extension = BitmapsExtension.encode({
+      nbBitmaps: stored.length,
+      reserved: 0,
+      bitmapDirectorySize: BigInt(directory.length),
+      bitmapDirectoryOffset: BigInt(directoryOffset),
+    });
+    records = [...others, { type: EXT_BITMAPS, data: extension }];
+    metadata.header.autoclearFeatures |= AUTOCLEAR_BITMAPS;
+  } else {
+    metadata.header.autoclearFeatures &= ~AUTOCLEAR_BITMAPS;
+  }
+  await host.device.write!(0, encodeHeaderCluster(metadata, records));
+  await host.device.flush?.();
+  metadata.extensions.all = records;
+  metadata.extensions.bitmaps = pointer;
+  metadata.bitmaps = stored.map(describe);
+  if (old && old.directorySize > 0) await host.allocator.releaseIfReferenced(old.directoryOffset, old.directorySize);
 }
 
 /**

@@ -110,16 +110,17 @@ const TABLE_READ_ENTRIES = 8192;
 /**
  * The data clusters of `bitmap`, in order, as its table describes them; the
  * table must have the size qemu gives a bitmap of this granularity over
- * `size` guest bytes. Throws CorruptImageError on a malformed entry.
+ * `size` guest bytes (undefined: any size, for a bitmap in use, which may
+ * describe a disk of another size). Throws CorruptImageError on a malformed entry.
  */
-export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, size: number, clusterSize: number): AsyncGenerator<BitmapCluster> {
+export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, size: number | undefined, clusterSize: number): AsyncGenerator<BitmapCluster> {
   const at = `bitmap '${bitmap.name}'`;
   if (bitmap.type !== BITMAP_TYPE_DIRTY_TRACKING) throw new CorruptImageError(`${at} has an unknown type (${bitmap.type})`, bitmap.tableOffset);
   if (bitmap.granularity < MIN_GRANULARITY || bitmap.granularity > MAX_GRANULARITY) {
     throw new CorruptImageError(`${at} has a granularity out of range (${bitmap.granularity})`, bitmap.tableOffset);
   }
   if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`${at} has extra data, which no known writer makes`);
-  const expected = bitmapTableEntries(size, bitmap.granularity, clusterSize);
+  const expected = size === undefined ? bitmap.tableSize : bitmapTableEntries(size, bitmap.granularity, clusterSize);
   if (bitmap.tableSize !== expected) {
     throw new CorruptImageError(`${at}: its table has ${bitmap.tableSize} entries, a bitmap of this size has ${expected}`, bitmap.tableOffset);
   }

@@ -42,6 +42,7 @@ export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
 export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot } from './snapshots.js';
 export { readBitmapDirectory, bitmapClusters, BitmapDirectoryEntry, BITMAP_AUTO, BITMAP_IN_USE, type BitmapCluster, type BitmapInfo } from './bitmaps.js';
 export { storeBitmaps, type BitmapToStore } from './bitmaps-write.js';
+export { editBitmaps, type BitmapAction } from './bitmaps-edit.js';
 export { formatSpecificData, describeQcow2 } from './describe.js';
 
 /** Opens the qcow2 image on `device`. */

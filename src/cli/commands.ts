@@ -13,6 +13,11 @@ export interface CommandEntry {
 
 export const COMMANDS: CommandEntry[] = [
   { name: 'amend', describe: "Change an image's format options in place", load: () => import('./commands/amend.js') },
+  {
+    name: 'bitmap',
+    describe: 'Add, remove, clear, enable or disable a persistent dirty bitmap of a qcow2 image',
+    load: () => import('./commands/bitmap.js'),
+  },
   { name: 'check', describe: 'Check an image for consistency, and optionally repair it', load: () => import('./commands/check.js') },
   { name: 'create', describe: 'Create a new, empty image', load: () => import('./commands/create.js') },
   { name: 'measure', describe: 'Show how large a new image would be', load: () => import('./commands/measure.js') },

@@ -9,7 +9,9 @@
 
 import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
-import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, Qcow2Image, storeBitmaps, type BitmapInfo, type BitmapToStore } from '../../formats/qcow2/index.js';
+import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, editBitmaps as editQcow2Bitmaps, Qcow2Image, storeBitmaps, type BitmapAction, type BitmapInfo, type BitmapToStore } from '../../formats/qcow2/index.js';
+
+export type { BitmapAction };
 
 /** The bitmaps of one source to copy. */
 export interface BitmapCopy {
@@ -97,4 +99,14 @@ async function* bitsOf(source: Qcow2Image, bitmap: BitmapInfo, clusterSize: numb
     if (cluster.kind === 'data') yield await inSource(source, () => source.device.read(cluster.offset, clusterSize));
     else yield new Uint8Array(clusterSize).fill(cluster.kind === 'ones' ? 0xff : 0);
   }
+}
+
+/**
+ * qemu-img bitmap: applies `actions` in order to the bitmap `name` of
+ * `image` (a qcow2 image open for writing), and flushes.
+ */
+export async function editBitmaps(image: Image, name: string, actions: readonly BitmapAction[]): Promise<void> {
+  if (!(image instanceof Qcow2Image)) throw new UnsupportedFeatureError(`Format driver '${image.format}' does not support bitmaps`);
+  await editQcow2Bitmaps(image, name, actions);
+  await image.flush();
 }

@@ -1,0 +1,99 @@
+/**
+ * platter bitmap against qemu-img bitmap 7.2: the same sequences of --add
+ * (with -g), --remove, --clear, --enable and --disable, applied in the order
+ * given, leave the same bitmaps (names, flags, granularity, as qemu-img info
+ * lists them) with the same bits (through qemu-nbd), a clean check, and
+ * bitmaps qemu goes on tracking writes into; refusals in qemu-img's words,
+ * the image left as it was. An in-use bitmap (after a platter write) can be
+ * removed; the last one removed takes the extension and autoclear bit along.
+ */
+
+import { copyFileSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+
+describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nbd'))('platter bitmap, against qemu-img bitmap', () => {
+  const tmp = tempDir('platter-bitmap-');
+  afterAll(() => tmp.cleanup());
+  const at = tmp.path;
+  const qemuImg = (...args: string[]) => run('qemu-img', args, { cwd: tmp.dir });
+  const qemuIo = (image: string, command: string) => run('qemu-io', ['-f', 'qcow2', '-c', command, at(image)]);
+  const bitmapsOf = (image: string) => JSON.parse(qemuImg('info', '--output=json', image))['format-specific'].data.bitmaps;
+
+  async function dirtyMap(image: string, bitmap: string): Promise<string> {
+    const socket = at(`${image}-${bitmap}.sock`);
+    const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', bitmap, '-k', socket, at(image)], { stdio: 'ignore' });
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return qemuImg('map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`);
+        } catch (error) {
+          if (attempt > 50) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+    } finally {
+      server.kill();
+    }
+  }
+
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'base.qcow2', '8M');
+  qemuImg('bitmap', '--add', 'base.qcow2', 'old');
+  qemuImg('bitmap', '--add', '-g', '64k', 'base.qcow2', 'coarse');
+  qemuIo('base.qcow2', 'write -P 1 0 96k');
+
+  const steps: [string, string[]][] = [
+    ['new', ['--add']],
+    ['wide', ['--add', '-g', '1M']],
+    ['frozen', ['--add', '--disable']],
+    ['old', ['--clear']],
+    ['coarse', ['--disable']],
+    ['gone', ['--add', '--remove']],
+    ['coarse', ['--enable', '--clear']],
+  ];
+
+  it('a sequence of edits: the same bitmaps and bits as qemu-img makes, clean, and qemu tracks writes into them', async () => {
+    copyFileSync(at('base.qcow2'), at('ours.qcow2'));
+    copyFileSync(at('base.qcow2'), at('theirs.qcow2'));
+    for (const [name, flags] of steps) {
+      qemuImg('bitmap', ...flags, 'theirs.qcow2', name);
+      const result = platter(['bitmap', ...flags, 'ours.qcow2', name], { cwd: tmp.dir });
+      expect(result.stderr).toBe('');
+      expect(result.status).toBe(0);
+    }
+    expect(bitmapsOf('ours.qcow2')).toEqual(bitmapsOf('theirs.qcow2'));
+    expect(qemuImg('check', 'ours.qcow2')).toContain('No errors were found on the image.');
+    for (const image of ['ours.qcow2', 'theirs.qcow2']) qemuIo(image, 'write -P 2 1M 300k');
+    for (const name of ['new', 'wide', 'frozen', 'old', 'coarse']) expect(await dirtyMap('ours.qcow2', name)).toBe(await dirtyMap('theirs.qcow2', name));
+  });
+
+  it.each([
+    [['--add'], 'old', 'Operation add on bitmap old failed: Bitmap already exists: old'],
+    [['--remove'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
+    [['--remove', '--add'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
+    [['--add', '-g', '1000'], 'odd', 'Operation add on bitmap odd failed: Granularity must be power of 2 and at least 512'],
+    [['--remove', '-g', '64k'], 'old', 'granularity only supported with --add'],
+    [[], 'old', 'Need at least one of --add, --remove, --clear, --enable or --disable'],
+  ])('%j %s: refused in qemu-img words, the image as it was', (flags, name, message) => {
+    copyFileSync(at('base.qcow2'), at('refused.qcow2'));
+    const before = readFileSync(at('refused.qcow2'));
+    const result = platter(['bitmap', ...flags, 'refused.qcow2', name], { cwd: tmp.dir });
+    expect(result.stderr).toMatch(new RegExp(`^platter: (refused\\.qcow2: )?${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n$`));
+    expect(result.status).toBe(1);
+    expect(readFileSync(at('refused.qcow2')).equals(before)).toBe(true);
+  });
+
+  it('an in-use bitmap (after a platter write) cannot be cleared but can be removed; removing the last takes the extension along', () => {
+    copyFileSync(at('base.qcow2'), at('used.qcow2'));
+    qemuImg('create', '-q', '-f', 'raw', 'data.raw', '8M');
+    expect(platter(['convert', '-n', '-O', 'qcow2', 'data.raw', 'used.qcow2'], { cwd: tmp.dir }).status).toBe(0);
+    const cleared = platter(['bitmap', '--clear', 'used.qcow2', 'old'], { cwd: tmp.dir });
+    expect(cleared.stderr).toBe("platter: used.qcow2: Operation clear on bitmap old failed: Bitmap 'old' is inconsistent and cannot be used\nTry --remove to delete this bitmap from disk\n");
+    for (const name of ['old', 'coarse']) expect(platter(['bitmap', '--remove', 'used.qcow2', name], { cwd: tmp.dir }).status).toBe(0);
+    expect(bitmapsOf('used.qcow2')).toBeUndefined();
+    expect(qemuImg('check', 'used.qcow2')).toContain('No errors were found on the image.');
+    const header = readFileSync(at('used.qcow2'));
+    expect(header.readBigUInt64BE(88) & 1n).toBe(0n);
+  });
+});
