@@ -9,34 +9,18 @@
  */
 
 import { copyFileSync, readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+import { dirtyMap as dirtyMapIn } from './helpers/bitmap-oracle.js';
 
 describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nbd'))('platter bitmap, against qemu-img bitmap', () => {
   const tmp = tempDir('platter-bitmap-');
   afterAll(() => tmp.cleanup());
   const at = tmp.path;
+  const dirtyMap = (image: string, bitmap: string) => dirtyMapIn(tmp.dir, image, bitmap);
   const qemuImg = (...args: string[]) => run('qemu-img', args, { cwd: tmp.dir });
   const qemuIo = (image: string, command: string) => run('qemu-io', ['-f', 'qcow2', '-c', command, at(image)]);
   const bitmapsOf = (image: string) => JSON.parse(qemuImg('info', '--output=json', image))['format-specific'].data.bitmaps;
-
-  async function dirtyMap(image: string, bitmap: string): Promise<string> {
-    const socket = at(`${image}-${bitmap}.sock`);
-    const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', bitmap, '-k', socket, at(image)], { stdio: 'ignore' });
-    try {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return qemuImg('map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`);
-        } catch (error) {
-          if (attempt > 50) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
-    } finally {
-      server.kill();
-    }
-  }
 
   qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'base.qcow2', '8M');
   qemuImg('bitmap', '--add', 'base.qcow2', 'old');

@@ -9,12 +9,12 @@
  */
 
 import { copyFileSync, readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openQcow2 } from '../formats/qcow2/index.js';
 import { RecordingDevice } from './helpers/convert-fake-image.js';
 import { writerTestHost } from './helpers/qcow2-writer.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+import { dirtyMap as dirtyMapIn } from './helpers/bitmap-oracle.js';
 
 type Flags = Record<string, string[]>;
 
@@ -22,30 +22,13 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
   const tmp = tempDir('platter-bitmaps-in-use-');
   afterAll(() => tmp.cleanup());
   const at = tmp.path;
+  const dirtyMap = (image: string, bitmap: string) => dirtyMapIn(tmp.dir, image, bitmap);
   const qemuImg = (...args: string[]) => run('qemu-img', args, { cwd: tmp.dir });
   const qemuIo = (image: string, command: string) => run('qemu-io', ['-f', 'qcow2', '-c', command, at(image)]);
   const flagsOf = (image: string): Flags =>
     Object.fromEntries(
       ((JSON.parse(qemuImg('info', '--output=json', image))['format-specific'].data.bitmaps ?? []) as { name: string; flags: string[] }[]).map((bitmap) => [bitmap.name, bitmap.flags]),
     );
-
-  /** The dirty map of `bitmap`, through qemu-nbd. */
-  async function dirtyMap(image: string, bitmap: string): Promise<string> {
-    const socket = at(`${image}-${bitmap}.sock`);
-    const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', bitmap, '-k', socket, at(image)], { stdio: 'ignore' });
-    try {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return qemuImg('map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`);
-        } catch (error) {
-          if (attempt > 50) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
-    } finally {
-      server.kill();
-    }
-  }
 
   // An image with an enabled bitmap and a disabled one, each with dirty bits; a raw file to write into it.
   qemuImg('create', '-q', '-f', 'qcow2', 'base.qcow2', '16M');

@@ -10,7 +10,6 @@
  */
 
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXT_BITMAPS } from '../formats/qcow2/extensions.js';
@@ -22,6 +21,7 @@ import { bitmapsToCopy } from '../src/ops/bitmaps.js';
 import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
 import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
+import { dirtyMap as dirtyMapIn } from './helpers/bitmap-oracle.js';
 
 const haveTools = hasTool('qemu-img') && hasTool('qemu-io') && hasTool('qemu-nbd');
 
@@ -29,6 +29,7 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
   const tmp = tempDir('platter-bitmaps-');
   afterAll(() => tmp.cleanup());
   const at = tmp.path;
+  const dirtyMap = (image: string, bitmap: string) => dirtyMapIn(tmp.dir, image, bitmap);
   const qemuImg = (...args: string[]) => run('qemu-img', args, { cwd: tmp.dir });
   const qemuIo = (image: string, ...commands: string[]) => run('qemu-io', ['-f', 'qcow2', ...commands.flatMap((command) => ['-c', command]), at(image)]);
   const bitmapNames = (image: string) =>
@@ -43,24 +44,6 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
     qemuIo(name, 'write -P 1 0 1M', 'write -P 2 10M 64k', 'write -P 3 20000k 3k');
     qemuImg('bitmap', '--disable', at(name), 'coarse');
     qemuIo(name, 'write -P 4 40M 512');
-  }
-
-  /** The dirty map of `bitmap` in `image`, as qemu-nbd exports it. */
-  async function dirtyMap(image: string, bitmap: string): Promise<string> {
-    const socket = at(`nbd-${image}-${bitmap}.sock`);
-    const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', bitmap, '-k', socket, at(image)], { stdio: 'ignore' });
-    try {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return qemuImg('map', '--output=json', '--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`);
-        } catch (error) {
-          if (attempt > 50) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
-    } finally {
-      server.kill();
-    }
   }
 
   makeSource('source.qcow2');
