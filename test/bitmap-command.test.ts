@@ -68,6 +68,14 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     expect(readFileSync(at('refused.qcow2')).equals(before)).toBe(true);
   });
 
+  it('a version 2 image has no room for bitmaps: --add refused, the image as it was', () => {
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '8M');
+    const before = readFileSync(at('v2.qcow2'));
+    const result = platter(['bitmap', '--add', 'v2.qcow2', 'a'], { cwd: tmp.dir });
+    expect(result.stderr).toBe('platter: v2.qcow2: Operation add on bitmap a failed: Cannot store dirty bitmaps in qcow2 v2 files\n');
+    expect(readFileSync(at('v2.qcow2')).equals(before)).toBe(true);
+  });
+
   it('an in-use bitmap (after a platter write) cannot be cleared but can be removed; removing the last takes the extension along', () => {
     copyFileSync(at('base.qcow2'), at('used.qcow2'));
     qemuImg('create', '-q', '-f', 'raw', 'data.raw', '8M');

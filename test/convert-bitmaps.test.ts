@@ -123,17 +123,20 @@ describe.skipIf(!haveTools)('convert --bitmaps, against qemu-img', () => {
     [['--bitmaps', '-O', 'qcow2', 'source.qcow2', 'source.qcow2', 'x.qcow2'], 'Copying bitmaps only possible with single source'],
     [['--bitmaps', '-O', 'raw', 'source.qcow2', 'x.raw'], "Format driver 'raw' does not support bitmaps"],
     [['--bitmaps', '-f', 'raw', '-O', 'qcow2', 'source.qcow2', 'x.qcow2'], 'Source lacks bitmap support'],
+    [['--bitmaps', '-O', 'qcow2', '-o', 'compat=0.10', 'source.qcow2', 'x.qcow2'], "Format driver 'qcow2' does not support bitmaps"],
   ])('%j: refused with qemu-img words', (args, message) => {
     const result = platter(['convert', ...args], { cwd: tmp.dir });
     expect(result.stderr).toBe(`platter: ${message}\n`);
     expect(result.status).toBe(1);
   });
 
-  it('-n into an image of another size, or one with a bitmap of the same name: refused before anything is written', () => {
+  it('-n into a version 2 image, one of another size, or one with a bitmap of the same name: refused before anything is written', () => {
     qemuImg('create', '-q', '-f', 'qcow2', at('larger.qcow2'), '128M');
     qemuImg('create', '-q', '-f', 'qcow2', at('named.qcow2'), '64M');
     qemuImg('bitmap', '--add', at('named.qcow2'), 'default');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', at('version2.qcow2'), '64M');
     const cases = [
+      ['version2.qcow2', "Format driver 'qcow2' does not support bitmaps"],
       ['larger.qcow2', "Failed to populate bitmap coarse: Bitmaps are of different sizes (destination size is 134217728, source size is 67108864) and can't be merged"],
       ['named.qcow2', 'Failed to create bitmap default: Bitmap already exists: default'],
     ];

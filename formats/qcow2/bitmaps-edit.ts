@@ -109,6 +109,7 @@ function apply(host: WriterHost, list: Working[], dropped: Working[], name: stri
 /** A new, empty bitmap: qemu's default granularity is the cluster size, within 4 KiB to 64 KiB. */
 function newBitmap(host: WriterHost, name: string, action: Extract<BitmapAction, { kind: 'add' }>): Working {
   const { clusterSize } = host.metadata;
+  if (host.metadata.header.version < 3) throw new UsageError('Cannot store dirty bitmaps in qcow2 v2 files');
   const granularity = action.granularity ?? Math.min(64 * 1024, Math.max(4096, clusterSize));
   if (!Number.isSafeInteger(granularity) || granularity < MIN_GRANULARITY || granularity > MAX_GRANULARITY || (granularity & (granularity - 1)) !== 0) {
     throw new UsageError('Granularity must be power of 2 and at least 512');

@@ -53,6 +53,7 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly BitmapTo
     throw new UnsupportedFeatureError(`cannot add bitmaps to ${image.name}: it has persistent bitmaps already`);
   }
   if (bitmaps.length === 0) return;
+  if (image.metadata.header.version < 3) throw new UnsupportedFeatureError('Cannot store dirty bitmaps in qcow2 v2 files');
   if (bitmaps.length > MAX_BITMAPS) throw new UnsupportedFeatureError(`too many bitmaps (${bitmaps.length}, at most ${MAX_BITMAPS})`);
   const host = writer.host;
   await writer.serialized(async () => {

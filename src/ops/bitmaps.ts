@@ -57,7 +57,7 @@ async function inSource<T>(source: Image, read: () => Promise<T>): Promise<T> {
  */
 export function checkBitmapTarget(copy: BitmapCopy, target: Image): void {
   if (copy.bitmaps.length === 0) return;
-  if (!(target instanceof Qcow2Image)) throw new UsageError(`Format driver '${target.format}' does not support bitmaps`);
+  if (!(target instanceof Qcow2Image) || target.metadata.header.version < 3) throw new UsageError(`Format driver '${target.format}' does not support bitmaps`);
   // qemu-img adds them last first: its messages name the last bitmap that fails.
   for (const bitmap of [...copy.bitmaps].reverse()) {
     if (target.metadata.bitmaps.some((held) => held.name === bitmap.name)) {

@@ -14,7 +14,7 @@ import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
-import { CREATE_OPTIONS, planImage } from '../../ops/create.js';
+import { CREATE_OPTIONS, compatVersion, planImage } from '../../ops/create.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
@@ -196,7 +196,10 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
 async function bitmapsOf(opened: Image[], outputFormat: string, args: Args): Promise<BitmapCopy> {
   if (opened.length > 1) throw new UsageError('Copying bitmaps only possible with single source');
   const copy = await bitmapsToCopy(opened[0]!, args['skip-broken-bitmaps'] === true, warn);
-  if (outputFormat !== 'qcow2') throw new UsageError(`Format driver '${outputFormat}' does not support bitmaps`);
+  // A new version 2 image has no room for bitmaps (qemu-img says it of the driver); -n checks the image itself.
+  const compat = parseOptionString(args.o as string | string[] | undefined).get('compat');
+  const version2 = compat !== undefined && compatVersion(compat) === 2;
+  if (outputFormat !== 'qcow2' || version2) throw new UsageError(`Format driver '${outputFormat}' does not support bitmaps`);
   return copy;
 }
 
