@@ -4,13 +4,13 @@
  * must find no corruption (leaked clusters are allowed).
  */
 
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { qcow2TempDir, qcow2ToolAvailable } from './helpers/qcow2-oracle.js';
 import { CrashingDevice, createQcow2InMemory, openReadOnly, openWritable } from './helpers/qcow2-writer.js';
-import type { Qcow2Image } from '../formats/qcow2/index.js';
+import { editBitmaps, storeBitmaps, type Qcow2Image } from '../formats/qcow2/index.js';
 import { MemoryDevice } from '../src/core/device.js';
 import { changeRefcountOrder } from '../formats/qcow2/refcount-order.js';
 import { readMetadata } from '../formats/qcow2/metadata.js';
@@ -136,6 +136,45 @@ describe('qcow2 writer crash consistency', () => {
       files.push(file);
     }
     if (haveQemu) await expectNoCorruption(files);
+  }, 60_000);
+
+  it('storing and editing bitmaps, then a guest write, cut off after any write, leaves an image without corruption whose bitmaps qemu loads', async () => {
+    const source = await createQcow2InMemory(4 * 1024 * KIB, { cluster_size: '4096' });
+    const bits = async function* () {
+      yield new Uint8Array(4096).fill(0x0f);
+      yield new Uint8Array(4096);
+    };
+    const made = await openWritable(source);
+    await storeBitmaps(made, [
+      { name: 'kept', granularity: 512, auto: true, bits: bits() },
+      { name: 'cleared', granularity: 512, auto: false, bits: bits() },
+    ]);
+    await made.close();
+    const base = source.contents().slice();
+    const edits = async (image: Qcow2Image) => {
+      await editBitmaps(image, 'cleared', [{ kind: 'clear' }, { kind: 'enable' }]);
+      await editBitmaps(image, 'added', [{ kind: 'add', granularity: 65536 }]);
+      await editBitmaps(image, 'kept', [{ kind: 'remove' }]);
+      await image.write(0, new Uint8Array(8 * KIB).fill(6));
+      await image.close();
+    };
+    const full = new CrashingDevice(base, Number.MAX_SAFE_INTEGER);
+    await edits(await openWritable(full));
+    expect((await openReadOnly(new MemoryDevice(full.contents().slice()))).metadata.bitmaps.map((bitmap) => [bitmap.name, bitmap.flags])).toEqual([
+      ['cleared', ['in-use', 'auto']],
+      ['added', ['in-use', 'auto']],
+    ]);
+    const files: string[] = [];
+    for (let budget = 0; budget <= full.writes; budget++) {
+      const device = new CrashingDevice(base, budget);
+      await edits(await openWritable(device));
+      const file = join(temp.dir, `bitmaps-${budget}.qcow2`);
+      writeFileSync(file, device.contents());
+      files.push(file);
+    }
+    if (!haveQemu) return;
+    await expectNoCorruption(files);
+    for (const file of files) expect(JSON.parse(execFileSync('qemu-img', ['info', '--output=json', file], { encoding: 'utf8' })).format).toBe('qcow2');
   }, 60_000);
 
   it('every prefix of the writes leaves an image without corruption', async () => {
