@@ -26,6 +26,11 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
   qemuImg('bitmap', '--add', 'base.qcow2', 'old');
   qemuImg('bitmap', '--add', '-g', '64k', 'base.qcow2', 'coarse');
   qemuIo('base.qcow2', 'write -P 1 0 96k');
+  // Another image of the same size whose bitmap is merged in with -b.
+  qemuImg('create', '-q', '-f', 'qcow2', 'other.qcow2', '8M');
+  qemuImg('bitmap', '--add', '-g', '16k', 'other.qcow2', 'theirs');
+  qemuIo('other.qcow2', 'write -P 1 3M 40k');
+  qemuIo('other.qcow2', 'write -P 1 5000k 1k');
 
   const steps: [string, string[]][] = [
     ['new', ['--add']],
@@ -35,6 +40,11 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     ['coarse', ['--disable']],
     ['gone', ['--add', '--remove']],
     ['coarse', ['--enable', '--clear']],
+    // Merges across granularities (4 KiB clusters: 1 MiB, 64 KiB, 16 KiB and 4 KiB bits), from this image and another.
+    ['wide', ['--merge', 'old']],
+    ['new', ['--merge', 'theirs', '-b', 'other.qcow2', '-F', 'qcow2']],
+    ['frozen', ['--clear', '--merge', 'new', '--merge', 'wide']],
+    ['coarse', ['--merge', 'theirs', '-b', 'other.qcow2']],
   ];
 
   it('a sequence of edits: the same bitmaps and bits as qemu-img makes, clean, and qemu tracks writes into them', async () => {
@@ -52,13 +62,19 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     for (const name of ['new', 'wide', 'frozen', 'old', 'coarse']) expect(await dirtyMap('ours.qcow2', name)).toBe(await dirtyMap('theirs.qcow2', name));
   });
 
+  qemuImg('create', '-q', '-f', 'qcow2', 'wide.qcow2', '16M');
+  qemuImg('bitmap', '--add', 'wide.qcow2', 'wide');
+
   it.each([
     [['--add'], 'old', 'Operation add on bitmap old failed: Bitmap already exists: old'],
     [['--remove'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
     [['--remove', '--add'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
     [['--add', '-g', '1000'], 'odd', 'Operation add on bitmap odd failed: Granularity must be power of 2 and at least 512'],
     [['--remove', '-g', '64k'], 'old', 'granularity only supported with --add'],
-    [[], 'old', 'Need at least one of --add, --remove, --clear, --enable or --disable'],
+    [[], 'old', 'Need at least one of --add, --remove, --clear, --enable, --disable, or --merge'],
+    [['--merge', 'nope'], 'old', "Operation merge on bitmap old failed: Dirty bitmap 'nope' not found"],
+    [['--merge', 'old'], 'nope', "Operation merge on bitmap nope failed: Dirty bitmap 'nope' not found"],
+    [['--merge', 'wide', '-b', 'wide.qcow2'], 'old', "Operation merge on bitmap old failed: Bitmaps are of different sizes (destination size is 8388608, source size is 16777216) and can't be merged"],
   ])('%j %s: refused in qemu-img words, the image as it was', (flags, name, message) => {
     copyFileSync(at('base.qcow2'), at('refused.qcow2'));
     const before = readFileSync(at('refused.qcow2'));

@@ -138,7 +138,7 @@ describe('qcow2 writer crash consistency', () => {
     if (haveQemu) await expectNoCorruption(files);
   }, 60_000);
 
-  it('storing and editing bitmaps, then a guest write, cut off after any write, leaves an image without corruption whose bitmaps qemu loads', async () => {
+  it('storing and editing bitmaps (merges too), then a guest write, cut off after any write, leaves an image without corruption whose bitmaps qemu loads', async () => {
     const source = await createQcow2InMemory(4 * 1024 * KIB, { cluster_size: '4096' });
     const bits = async function* () {
       yield new Uint8Array(4096).fill(0x0f);
@@ -153,7 +153,7 @@ describe('qcow2 writer crash consistency', () => {
     const base = source.contents().slice();
     const edits = async (image: Qcow2Image) => {
       await editBitmaps(image, 'cleared', [{ kind: 'clear' }, { kind: 'enable' }]);
-      await editBitmaps(image, 'added', [{ kind: 'add', granularity: 65536 }]);
+      await editBitmaps(image, 'added', [{ kind: 'add', granularity: 65536 }, { kind: 'merge', name: 'kept' }]);
       await editBitmaps(image, 'kept', [{ kind: 'remove' }]);
       await image.write(0, new Uint8Array(8 * KIB).fill(6));
       await image.close();

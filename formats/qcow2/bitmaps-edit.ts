@@ -1,8 +1,10 @@
 /**
  * Editing an image's persistent dirty bitmaps (qemu-img bitmap): adding an
- * empty one, removing, clearing, enabling and disabling one, in the order
- * asked, each refused with qemu's words where it refuses. Tables of new
- * bitmaps and cleared tables are written first, then the new directory and
+ * empty one, removing, clearing, enabling, disabling one, and merging
+ * another's bits into one (whatever the two granularities: a source bit sets
+ * every bit whose range it touches), in the order asked, each refused with
+ * qemu's words where it refuses. New, cleared and merged tables (merged data
+ * in new clusters) are written first, then the new directory and
  * cluster 0 (installDirectory), and only then are the clusters that nothing
  * names any more freed: a crash leaves the old bitmaps or the new, with at
  * worst leaked clusters. The guest disk is not touched, so the bitmaps are
@@ -11,8 +13,9 @@
 
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
-import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, MAX_GRANULARITY, MIN_GRANULARITY } from './bitmaps.js';
-import { installDirectory, type StoredBitmap } from './bitmaps-write.js';
+import type { BlockDevice } from '../../src/core/device.js';
+import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, bitmapClusters, bitmapTableEntries, dirtyRanges, MAX_GRANULARITY, MIN_GRANULARITY, type BitmapInfo } from './bitmaps.js';
+import { installDirectory, keepBits, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
 import type { WriterHost } from './write.js';
@@ -23,7 +26,17 @@ export type BitmapAction =
   | { kind: 'remove' }
   | { kind: 'clear' }
   | { kind: 'enable' }
-  | { kind: 'disable' };
+  | { kind: 'disable' }
+  /** Sets every bit the bitmap `name` of `image` (default: this image, as it is on disk) has set. */
+  | { kind: 'merge'; name: string; image?: Qcow2Image };
+
+/** A bitmap whose bits are merged in, and where to read them. */
+interface MergeSource {
+  device: BlockDevice;
+  bitmap: BitmapInfo;
+  size: number;
+  clusterSize: number;
+}
 
 /** Longest bitmap name (qemu's BDRV_BITMAP_MAX_NAME_SIZE). */
 const MAX_NAME_BYTES = 1023;
@@ -34,6 +47,10 @@ interface Working extends StoredBitmap {
   fresh?: boolean;
   /** Its data clusters are to be dropped (cleared). */
   cleared?: boolean;
+  /** Bitmaps to merge in, over its bits as they were (or none, when fresh or cleared). */
+  merges?: MergeSource[];
+  /** The table the merged bits start from. */
+  baseTable?: BitmapInfo;
 }
 
 const utf8 = new TextEncoder();
@@ -57,7 +74,8 @@ export async function editBitmaps(image: Qcow2Image, name: string, actions: read
       }
     }
     for (const bitmap of list) {
-      if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeEmptyTable(host, bitmap.tableSize);
+      if (bitmap.merges) bitmap.tableOffset = await writeMergedTable(host, bitmap, bitmap.merges);
+      else if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeEmptyTable(host, bitmap.tableSize);
     }
     await installDirectory(host, list);
     // Nothing names these now: the tables of removed and cleared bitmaps, and their data.
@@ -99,11 +117,93 @@ function apply(host: WriterHost, list: Working[], dropped: Working[], name: stri
   }
   if (action.kind === 'enable') bitmap.flagBits |= BITMAP_AUTO;
   else if (action.kind === 'disable') bitmap.flagBits &= ~BITMAP_AUTO;
-  else if (!bitmap.fresh && !bitmap.cleared) {
-    dropped.push({ ...bitmap });
+  else if (action.kind === 'merge') merge(host, dropped, bitmap, action);
+  else {
+    if (!bitmap.fresh && !bitmap.cleared) dropped.push({ ...bitmap });
     bitmap.cleared = true;
+    bitmap.merges = undefined;
+    bitmap.baseTable = undefined;
   }
   return list;
+}
+
+/** Notes a merge into `bitmap` of the bitmap the action names, refused as qemu refuses it. */
+function merge(host: WriterHost, dropped: Working[], bitmap: Working, action: Extract<BitmapAction, { kind: 'merge' }>): void {
+  const from = action.image ?? undefined;
+  const bitmaps = from ? from.metadata.bitmaps : host.metadata.bitmaps;
+  const source = bitmaps.find((candidate) => candidate.name === action.name);
+  if (!source) throw new UsageError(`Dirty bitmap '${action.name}' not found`);
+  if ((source.flagBits & BITMAP_IN_USE) !== 0) {
+    throw new UsageError(`Bitmap '${action.name}' is inconsistent and cannot be used\nTry --remove to delete this bitmap from disk`);
+  }
+  const size = from ? from.size : host.size();
+  if (size !== host.size()) {
+    throw new UsageError(`Bitmaps are of different sizes (destination size is ${host.size()}, source size is ${size}) and can't be merged`);
+  }
+  if (!bitmap.merges) {
+    // The first merge starts from the bits the bitmap has now, which its new table replaces.
+    if (!bitmap.fresh && !bitmap.cleared) {
+      dropped.push({ ...bitmap });
+      bitmap.baseTable = infoOf(bitmap);
+    }
+    bitmap.merges = [];
+  }
+  bitmap.merges.push({ device: from ? from.device : host.device, bitmap: source, size, clusterSize: from ? from.metadata.clusterSize : host.metadata.clusterSize });
+}
+
+/**
+ * Writes the table of `bitmap` with the bits of its base table (if any) and
+ * of every merge source set, each data cluster that has a bit set in new
+ * clusters; returns where the table went.
+ */
+async function writeMergedTable(host: WriterHost, bitmap: Working, merges: readonly MergeSource[]): Promise<number> {
+  const { clusterSize } = host.metadata;
+  const granularity = 2 ** bitmap.granularityBits;
+  const bitsPerCluster = clusterSize * 8;
+  const totalBits = Math.ceil(host.size() / granularity);
+  const table = new Uint8Array(bitmap.tableSize * 8);
+  const view = new DataView(table.buffer);
+  const base = bitmap.baseTable ? bitmapClusters(host.device, bitmap.baseTable, host.size(), clusterSize) : undefined;
+  const sources = merges.map((source) => ({ ranges: dirtyRanges(source.device, source.bitmap, source.size, source.clusterSize), current: undefined as [number, number] | undefined, done: false }));
+  for (let index = 0; index < bitmap.tableSize; index++) {
+    const cluster = new Uint8Array(clusterSize);
+    const old = base ? (await base.next()).value : undefined;
+    if (old?.kind === 'ones') cluster.fill(0xff);
+    else if (old?.kind === 'data') cluster.set(await host.device.read(old.offset, clusterSize));
+    const firstBit = index * bitsPerCluster;
+    const start = firstBit * granularity;
+    const end = Math.min(host.size(), (firstBit + bitsPerCluster) * granularity);
+    for (const source of sources) {
+      while (!source.done) {
+        if (!source.current) {
+          const next = await source.ranges.next();
+          if (next.done) {
+            source.done = true;
+            break;
+          }
+          source.current = next.value;
+        }
+        const [from, to] = source.current;
+        if (from >= end) break;
+        setBits(cluster, Math.floor(Math.max(from, start) / granularity) - firstBit, Math.ceil(Math.min(to, end) / granularity) - firstBit);
+        if (to > end) break;
+        source.current = undefined;
+      }
+    }
+    if (keepBits(cluster, totalBits - firstBit)) {
+      const offset = await host.allocator.allocate();
+      await host.device.write!(offset, cluster);
+      view.setBigUint64(index * 8, BigInt(offset));
+    }
+  }
+  const offset = await host.allocator.allocateRun(Math.max(1, Math.ceil(table.length / clusterSize)));
+  await host.device.write!(offset, table);
+  return offset;
+}
+
+/** Sets bits [from, to) of `cluster` (least significant bit first). */
+function setBits(cluster: Uint8Array, from: number, to: number): void {
+  for (let bit = Math.max(0, from); bit < to; bit++) cluster[bit >> 3] = cluster[bit >> 3]! | (1 << (bit & 7));
 }
 
 /** A new, empty bitmap: qemu's default granularity is the cluster size, within 4 KiB to 64 KiB. */
@@ -141,7 +241,17 @@ async function writeEmptyTable(host: WriterHost, entries: number): Promise<numbe
 /** Frees a bitmap's table and the data clusters it names. */
 async function freeBitmapClusters(host: WriterHost, bitmap: Working): Promise<void> {
   const { clusterSize } = host.metadata;
-  const info = {
+  const info = infoOf(bitmap);
+  // Any table size: a bitmap in use may describe the disk as it was before a resize.
+  for await (const cluster of bitmapClusters(host.device, info, undefined, clusterSize)) {
+    if (cluster.kind === 'data') await host.allocator.releaseIfReferenced(cluster.offset, clusterSize);
+  }
+  await host.allocator.releaseIfReferenced(bitmap.tableOffset, alignUp(bitmap.tableSize * 8, clusterSize));
+}
+
+/** The directory entry of `bitmap` as the readers take it. */
+function infoOf(bitmap: StoredBitmap): BitmapInfo {
+  return {
     name: utf8Decoder.decode(bitmap.name),
     flags: [],
     granularity: 2 ** bitmap.granularityBits,
@@ -149,12 +259,7 @@ async function freeBitmapClusters(host: WriterHost, bitmap: Working): Promise<vo
     tableSize: bitmap.tableSize,
     entryOffset: bitmap.entryOffset,
     flagBits: bitmap.flagBits,
-    type: 1,
+    type: BITMAP_TYPE_DIRTY_TRACKING,
     extraDataSize: 0,
   };
-  // Any table size: a bitmap in use may describe the disk as it was before a resize.
-  for await (const cluster of bitmapClusters(host.device, info, undefined, clusterSize)) {
-    if (cluster.kind === 'data') await host.allocator.releaseIfReferenced(cluster.offset, clusterSize);
-  }
-  await host.allocator.releaseIfReferenced(bitmap.tableOffset, alignUp(bitmap.tableSize * 8, clusterSize));
 }

@@ -106,7 +106,7 @@ async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<Sto
 }
 
 /** Clears the bits of `cluster` from bit `validBits` on; true when a bit is left set. */
-function keepBits(cluster: Uint8Array, validBits: number): boolean {
+export function keepBits(cluster: Uint8Array, validBits: number): boolean {
   const wholeBytes = Math.max(0, validBits >> 3);
   if (wholeBytes < cluster.length) {
     cluster[wholeBytes] = cluster[wholeBytes]! & ((1 << (validBits & 7)) - 1);

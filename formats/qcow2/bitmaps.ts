@@ -145,3 +145,48 @@ export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, s
     }
   }
 }
+
+/**
+ * The guest byte ranges whose bits are set in `bitmap`, in order, adjacent
+ * ones joined: bit i stands for [i * granularity, (i + 1) * granularity),
+ * cut at the disk's end. The table must fit `size` (see bitmapClusters).
+ */
+export async function* dirtyRanges(device: BlockDevice, bitmap: BitmapInfo, size: number, clusterSize: number): AsyncGenerator<[number, number]> {
+  const { granularity } = bitmap;
+  const bitsPerCluster = clusterSize * 8;
+  const totalBits = Math.ceil(size / granularity);
+  let pending: [number, number] | undefined;
+  let index = 0;
+  const emit = function* (firstBit: number, endBit: number): Generator<[number, number]> {
+    const start = firstBit * granularity;
+    const end = Math.min(size, endBit * granularity);
+    if (pending && pending[1] === start) pending[1] = end;
+    else {
+      if (pending) yield pending;
+      pending = [start, end];
+    }
+  };
+  for await (const cluster of bitmapClusters(device, bitmap, size, clusterSize)) {
+    const first = index * bitsPerCluster;
+    const last = Math.min(totalBits, first + bitsPerCluster);
+    index++;
+    if (cluster.kind === 'zeros' || first >= last) continue;
+    if (cluster.kind === 'ones') {
+      yield* emit(first, last);
+      continue;
+    }
+    const bytes = await device.read(cluster.offset, clusterSize);
+    let runStart = -1;
+    for (let bit = first; bit < last; bit++) {
+      const local = bit - first;
+      const set = (bytes[local >> 3]! >> (local & 7)) & 1;
+      if (set && runStart < 0) runStart = bit;
+      else if (!set && runStart >= 0) {
+        yield* emit(runStart, bit);
+        runStart = -1;
+      }
+    }
+    if (runStart >= 0) yield* emit(runStart, last);
+  }
+  if (pending) yield pending;
+}

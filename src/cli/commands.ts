@@ -15,7 +15,7 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'amend', describe: "Change an image's format options in place", load: () => import('./commands/amend.js') },
   {
     name: 'bitmap',
-    describe: 'Add, remove, clear, enable or disable a persistent dirty bitmap of a qcow2 image',
+    describe: 'Add, remove, clear, enable, disable or merge persistent dirty bitmaps of a qcow2 image',
     load: () => import('./commands/bitmap.js'),
   },
   { name: 'check', describe: 'Check an image for consistency, and optionally repair it', load: () => import('./commands/check.js') },

@@ -110,3 +110,11 @@ export async function editBitmaps(image: Image, name: string, actions: readonly 
   await editQcow2Bitmaps(image, name, actions);
   await image.flush();
 }
+
+/** An image that can hold bitmaps (the source of a merge). */
+export type Qcow2Source = Qcow2Image;
+
+/** True when `image` is a qcow2 image. */
+export function isQcow2(image: Image): image is Qcow2Image {
+  return image instanceof Qcow2Image;
+}
