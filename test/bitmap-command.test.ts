@@ -8,8 +8,11 @@
  * removed; the last one removed takes the extension and autoclear bit along.
  */
 
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { fuzzRun } from './helpers/fuzz-run.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 import { dirtyMap as dirtyMapIn } from './helpers/bitmap-oracle.js';
 
@@ -64,6 +67,35 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
 
   qemuImg('create', '-q', '-f', 'qcow2', 'wide.qcow2', '16M');
   qemuImg('bitmap', '--add', 'wide.qcow2', 'wide');
+
+  const sequences = fuzzRun(6);
+  it(`any sequence of edits (${sequences.label}): each succeeds or fails as in qemu-img, and the bitmaps end the same`, async () => {
+    const names = ['a', 'b', 'c'];
+    const step = fc.oneof(
+      fc.record({ name: fc.constantFrom(...names), flags: fc.constantFrom(['--add'], ['--add', '-g', '512'], ['--add', '-g', '1M'], ['--add', '--disable']) }),
+      fc.record({ name: fc.constantFrom(...names), flags: fc.constantFrom(['--remove'], ['--clear'], ['--enable'], ['--disable']) }),
+      fc.record({ name: fc.constantFrom(...names), flags: fc.constantFrom(...names.map((source) => ['--merge', source]), ['--merge', 'theirs', '-b', 'other.qcow2']) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 2, maxLength: 6 }), async (steps) => {
+        copyFileSync(at('base.qcow2'), at('any-ours.qcow2'));
+        copyFileSync(at('base.qcow2'), at('any-theirs.qcow2'));
+        for (const { name, flags } of steps) {
+          const theirs = spawnSync('qemu-img', ['bitmap', ...flags, 'any-theirs.qcow2', name], { cwd: tmp.dir, encoding: 'utf8' });
+          const ours = platter(['bitmap', ...flags, 'any-ours.qcow2', name], { cwd: tmp.dir });
+          expect(ours.status).toBe(theirs.status);
+          if (theirs.status === 0) expect(ours.stderr).toBe('');
+          else expect(ours.stderr.split('\n')[0]!.replace(/^platter: any-ours\.qcow2: /, '')).toBe(theirs.stderr.split('\n')[0]!.replace(/^qemu-img: /, ''));
+        }
+        expect(bitmapsOf('any-ours.qcow2')).toEqual(bitmapsOf('any-theirs.qcow2'));
+        expect(qemuImg('check', 'any-ours.qcow2')).toContain('No errors were found on the image.');
+        for (const bitmap of (bitmapsOf('any-ours.qcow2') ?? []) as { name: string }[]) {
+          expect(await dirtyMap('any-ours.qcow2', bitmap.name)).toBe(await dirtyMap('any-theirs.qcow2', bitmap.name));
+        }
+      }),
+      sequences.parameters,
+    );
+  }, sequences.timeoutMs);
 
   it.each([
     [['--add'], 'old', 'Operation add on bitmap old failed: Bitmap already exists: old'],
