@@ -14,8 +14,8 @@
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
 import type { BlockDevice } from '../../src/core/device.js';
-import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, bitmapClusters, bitmapTableEntries, dirtyRanges, MAX_GRANULARITY, MIN_GRANULARITY, type BitmapInfo } from './bitmaps.js';
-import { installDirectory, keepBits, type StoredBitmap } from './bitmaps-write.js';
+import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, dirtyRanges, MAX_GRANULARITY, MIN_GRANULARITY, type BitmapInfo } from './bitmaps.js';
+import { installDirectory, keepBits, storedBitmapInfo, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
 import type { WriterHost } from './write.js';
@@ -144,7 +144,7 @@ function merge(host: WriterHost, dropped: Working[], bitmap: Working, action: Ex
     // The first merge starts from the bits the bitmap has now, which its new table replaces.
     if (!bitmap.fresh && !bitmap.cleared) {
       dropped.push({ ...bitmap });
-      bitmap.baseTable = infoOf(bitmap);
+      bitmap.baseTable = storedBitmapInfo(bitmap);
     }
     bitmap.merges = [];
   }
@@ -241,25 +241,10 @@ async function writeEmptyTable(host: WriterHost, entries: number): Promise<numbe
 /** Frees a bitmap's table and the data clusters it names. */
 async function freeBitmapClusters(host: WriterHost, bitmap: Working): Promise<void> {
   const { clusterSize } = host.metadata;
-  const info = infoOf(bitmap);
+  const info = storedBitmapInfo(bitmap);
   // Any table size: a bitmap in use may describe the disk as it was before a resize.
   for await (const cluster of bitmapClusters(host.device, info, undefined, clusterSize)) {
     if (cluster.kind === 'data') await host.allocator.releaseIfReferenced(cluster.offset, clusterSize);
   }
   await host.allocator.releaseIfReferenced(bitmap.tableOffset, alignUp(bitmap.tableSize * 8, clusterSize));
-}
-
-/** The directory entry of `bitmap` as the readers take it. */
-function infoOf(bitmap: StoredBitmap): BitmapInfo {
-  return {
-    name: utf8Decoder.decode(bitmap.name),
-    flags: [],
-    granularity: 2 ** bitmap.granularityBits,
-    tableOffset: bitmap.tableOffset,
-    tableSize: bitmap.tableSize,
-    entryOffset: bitmap.entryOffset,
-    flagBits: bitmap.flagBits,
-    type: BITMAP_TYPE_DIRTY_TRACKING,
-    extraDataSize: 0,
-  };
 }

@@ -140,8 +140,8 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
   return directory;
 }
 
-/** What readBitmapDirectory would now read for a stored bitmap. */
-function describe(bitmap: StoredBitmap): BitmapInfo {
+/** What readBitmapDirectory reads for a bitmap stored so. */
+export function storedBitmapInfo(bitmap: StoredBitmap): BitmapInfo {
   const flags: string[] = [];
   if (bitmap.flagBits & BITMAP_IN_USE) flags.push('in-use');
   if (bitmap.flagBits & BITMAP_AUTO) flags.push('auto');
@@ -193,7 +193,7 @@ export async function installDirectory(host: WriterHost, stored: readonly Stored
   await host.device.flush?.();
   metadata.extensions.all = records;
   metadata.extensions.bitmaps = pointer;
-  metadata.bitmaps = stored.map(describe);
+  metadata.bitmaps = stored.map(storedBitmapInfo);
   if (old && old.directorySize > 0) await host.allocator.releaseIfReferenced(old.directoryOffset, old.directorySize);
 }
 
