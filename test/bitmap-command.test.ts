@@ -116,6 +116,19 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     expect(readFileSync(at('refused.qcow2')).equals(before)).toBe(true);
   });
 
+  it('several actions on one bitmap in one command (merge, clear, merge, remove): as qemu-img, clean, nothing freed twice', () => {
+    for (const owner of ['ours', 'theirs']) copyFileSync(at('base.qcow2'), at(`many-${owner}.qcow2`));
+    const flags = ['--merge', 'coarse', '--clear', '--merge', 'coarse', '--disable', '--enable'];
+    qemuImg('bitmap', ...flags, 'many-theirs.qcow2', 'old');
+    expect(platter(['bitmap', ...flags, 'many-ours.qcow2', 'old'], { cwd: tmp.dir }).status).toBe(0);
+    expect(bitmapsOf('many-ours.qcow2')).toEqual(bitmapsOf('many-theirs.qcow2'));
+    qemuImg('bitmap', '--merge', 'old', '--remove', 'many-theirs.qcow2', 'coarse');
+    expect(platter(['bitmap', '--merge', 'old', '--remove', 'many-ours.qcow2', 'coarse'], { cwd: tmp.dir }).status).toBe(0);
+    expect(bitmapsOf('many-ours.qcow2')).toEqual(bitmapsOf('many-theirs.qcow2'));
+    const check = JSON.parse(qemuImg('check', '--output=json', 'many-ours.qcow2'));
+    expect([check.corruptions ?? 0, check.leaks ?? 0]).toEqual([0, 0]);
+  });
+
   it('a version 2 image has no room for bitmaps: --add refused, the image as it was', () => {
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '8M');
     const before = readFileSync(at('v2.qcow2'));

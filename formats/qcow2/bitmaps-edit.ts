@@ -51,6 +51,8 @@ interface Working extends StoredBitmap {
   merges?: MergeSource[];
   /** The table the merged bits start from. */
   baseTable?: BitmapInfo;
+  /** Its table on disk is among those to free once nothing names it. */
+  oldDropped?: boolean;
 }
 
 const utf8 = new TextEncoder();
@@ -108,8 +110,7 @@ function apply(host: WriterHost, list: Working[], dropped: Working[], name: stri
   if (index < 0) throw new UsageError(`Dirty bitmap '${name}' not found`);
   const bitmap = list[index]!;
   if (action.kind === 'remove') {
-    // A cleared one is in `dropped` already, as it was.
-    if (!bitmap.fresh && !bitmap.cleared) dropped.push(bitmap);
+    dropOld(dropped, bitmap);
     return list.filter((_, at) => at !== index);
   }
   if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) {
@@ -119,7 +120,7 @@ function apply(host: WriterHost, list: Working[], dropped: Working[], name: stri
   else if (action.kind === 'disable') bitmap.flagBits &= ~BITMAP_AUTO;
   else if (action.kind === 'merge') merge(host, dropped, bitmap, action);
   else {
-    if (!bitmap.fresh && !bitmap.cleared) dropped.push({ ...bitmap });
+    dropOld(dropped, bitmap);
     bitmap.cleared = true;
     bitmap.merges = undefined;
     bitmap.baseTable = undefined;
@@ -142,10 +143,8 @@ function merge(host: WriterHost, dropped: Working[], bitmap: Working, action: Ex
   }
   if (!bitmap.merges) {
     // The first merge starts from the bits the bitmap has now, which its new table replaces.
-    if (!bitmap.fresh && !bitmap.cleared) {
-      dropped.push({ ...bitmap });
-      bitmap.baseTable = storedBitmapInfo(bitmap);
-    }
+    if (!bitmap.fresh && !bitmap.cleared) bitmap.baseTable = storedBitmapInfo(bitmap);
+    dropOld(dropped, bitmap);
     bitmap.merges = [];
   }
   bitmap.merges.push({ device: from ? from.device : host.device, bitmap: source, size, clusterSize: from ? from.metadata.clusterSize : host.metadata.clusterSize });
@@ -199,6 +198,13 @@ async function writeMergedTable(host: WriterHost, bitmap: Working, merges: reado
   const offset = await host.allocator.allocateRun(Math.max(1, Math.ceil(table.length / clusterSize)));
   await host.device.write!(offset, table);
   return offset;
+}
+
+/** Puts the bitmap's table on disk (if it has one, and only once) among those to free. */
+function dropOld(dropped: Working[], bitmap: Working): void {
+  if (bitmap.fresh || bitmap.oldDropped) return;
+  dropped.push({ ...bitmap });
+  bitmap.oldDropped = true;
 }
 
 /** Sets bits [from, to) of `cluster` (least significant bit first). */
