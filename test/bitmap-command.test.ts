@@ -103,6 +103,8 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     [['--remove', '--add'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
     [['--add', '-g', '1000'], 'odd', 'Operation add on bitmap odd failed: Granularity must be power of 2 and at least 512'],
     [['--remove', '-g', '64k'], 'old', 'granularity only supported with --add'],
+    [['--add', '-b', 'other.qcow2'], 'x', 'Merge bitmap source file only supported with --merge'],
+    [['--merge', 'old', '-F', 'qcow2'], 'x', '-F only supported with -b'],
     [[], 'old', 'Need at least one of --add, --remove, --clear, --enable, --disable, or --merge'],
     [['--merge', 'nope'], 'old', "Operation merge on bitmap old failed: Dirty bitmap 'nope' not found"],
     [['--merge', 'old'], 'nope', "Operation merge on bitmap nope failed: Dirty bitmap 'nope' not found"],

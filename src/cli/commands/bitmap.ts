@@ -39,7 +39,8 @@ function actionsOf(args: Record<string, unknown>, source?: Qcow2Source): BitmapA
   }
   if (actions.length === 0) throw new UsageError('Need at least one of --add, --remove, --clear, --enable, --disable, or --merge');
   if (granularity !== undefined && !flagOrder.some(({ flag }) => flag === 'add')) throw new UsageError('granularity only supported with --add');
-  if (args.b !== undefined && !flagOrder.some(({ flag }) => flag === 'merge')) throw new UsageError('-b only supported with --merge');
+  if (args.b !== undefined && !flagOrder.some(({ flag }) => flag === 'merge')) throw new UsageError('Merge bitmap source file only supported with --merge');
+  if (args.F !== undefined && args.b === undefined) throw new UsageError('-F only supported with -b');
   return actions;
 }
 
