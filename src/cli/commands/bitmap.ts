@@ -76,6 +76,7 @@ const command: CliCommand = {
       .example('platter bitmap --merge monday -b old.qcow2 disk.qcow2 week', 'Add the bits of old.qcow2\'s bitmap monday to week'),
   async handler(args) {
     const path = args.image as string;
+    // The flags are checked before any file opens.
     actionsOf(args);
     const edit = (source?: Qcow2Source) =>
       withImage(path, { format: args.format as string | undefined, writable: true, noBacking: true }, (image) => editBitmaps(image, String(args.name), actionsOf(args, source)));
