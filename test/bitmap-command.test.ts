@@ -131,6 +131,16 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     expect([check.corruptions ?? 0, check.leaks ?? 0]).toEqual([0, 0]);
   });
 
+  it('a disk of 0 bytes has no room for a bitmap: --add refused (qemu-img loses it on close; a table of no entries makes qemu refuse the image)', () => {
+    qemuImg('create', '-q', '-f', 'qcow2', 'empty.qcow2', '0');
+    const before = readFileSync(at('empty.qcow2'));
+    const result = platter(['bitmap', '--add', 'empty.qcow2', 'a'], { cwd: tmp.dir });
+    expect(result.stderr).toBe('platter: empty.qcow2: Operation add on bitmap a failed: A disk of 0 bytes has no room for a bitmap\n');
+    expect(result.status).toBe(1);
+    expect(readFileSync(at('empty.qcow2')).equals(before)).toBe(true);
+    expect(qemuImg('info', 'empty.qcow2')).toContain('virtual size: 0 B');
+  });
+
   it('a version 2 image has no room for bitmaps: --add refused, the image as it was', () => {
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '8M');
     const before = readFileSync(at('v2.qcow2'));

@@ -224,6 +224,8 @@ function newBitmap(host: WriterHost, name: string, action: Extract<BitmapAction,
   if (bytes.length > MAX_NAME_BYTES) throw new UsageError(`Bitmap name too long: ${name}`);
   if (host.metadata.bitmaps.length >= MAX_BITMAPS) throw new UsageError(`Too many bitmaps (at most ${MAX_BITMAPS})`);
   const tableSize = bitmapTableEntries(host.size(), granularity, clusterSize);
+  // qemu refuses to open an image whose bitmap has an empty table.
+  if (tableSize === 0) throw new UsageError('A disk of 0 bytes has no room for a bitmap');
   if (tableSize > MAX_BITMAP_TABLE_ENTRIES) throw new UsageError(`Bitmap needs a table of ${tableSize} entries (at most ${MAX_BITMAP_TABLE_ENTRIES})`);
   return {
     entryOffset: 0,

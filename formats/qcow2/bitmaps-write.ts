@@ -54,6 +54,8 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly BitmapTo
   }
   if (bitmaps.length === 0) return;
   if (image.metadata.header.version < 3) throw new UnsupportedFeatureError('Cannot store dirty bitmaps in qcow2 v2 files');
+  // qemu refuses to open an image whose bitmap has an empty table.
+  if (image.size === 0) throw new UnsupportedFeatureError('A disk of 0 bytes has no room for a bitmap');
   if (bitmaps.length > MAX_BITMAPS) throw new UnsupportedFeatureError(`too many bitmaps (${bitmaps.length}, at most ${MAX_BITMAPS})`);
   const host = writer.host;
   await writer.serialized(async () => {
