@@ -15,7 +15,7 @@ import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
 import type { BlockDevice } from '../../src/core/device.js';
 import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, dirtyRanges, MAX_GRANULARITY, MIN_GRANULARITY, type BitmapInfo } from './bitmaps.js';
-import { installDirectory, keepBits, storedBitmapInfo, type StoredBitmap } from './bitmaps-write.js';
+import { installDirectory, storeBitsCluster, storedBitmapInfo, writeBitmapTable, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
 import type { WriterHost } from './write.js';
@@ -77,7 +77,7 @@ export async function editBitmaps(image: Qcow2Image, name: string, actions: read
     }
     for (const bitmap of list) {
       if (bitmap.merges) bitmap.tableOffset = await writeMergedTable(host, bitmap, bitmap.merges);
-      else if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeEmptyTable(host, bitmap.tableSize);
+      else if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeBitmapTable(host, new Uint8Array(bitmap.tableSize * 8));
     }
     await installDirectory(host, list);
     // Nothing names these now: the tables of removed and cleared bitmaps, and their data.
@@ -189,15 +189,9 @@ async function writeMergedTable(host: WriterHost, bitmap: Working, merges: reado
         source.current = undefined;
       }
     }
-    if (keepBits(cluster, totalBits - firstBit)) {
-      const offset = await host.allocator.allocate();
-      await host.device.write!(offset, cluster);
-      view.setBigUint64(index * 8, BigInt(offset));
-    }
+    await storeBitsCluster(host, view, index, cluster, totalBits - firstBit);
   }
-  const offset = await host.allocator.allocateRun(Math.max(1, Math.ceil(table.length / clusterSize)));
-  await host.device.write!(offset, table);
-  return offset;
+  return writeBitmapTable(host, table);
 }
 
 /** Puts the bitmap's table on disk (if it has one, and only once) among those to free. */
@@ -236,14 +230,6 @@ function newBitmap(host: WriterHost, name: string, action: Extract<BitmapAction,
     tableSize,
     fresh: true,
   };
-}
-
-/** A table of `entries` zero entries (no bit set) in new clusters; returns where. */
-async function writeEmptyTable(host: WriterHost, entries: number): Promise<number> {
-  const bytes = entries * 8;
-  const offset = await host.allocator.allocateRun(Math.max(1, Math.ceil(bytes / host.metadata.clusterSize)));
-  await host.device.write!(offset, new Uint8Array(bytes));
-  return offset;
 }
 
 /** Frees a bitmap's table and the data clusters it names. */

@@ -11,7 +11,7 @@
 import { LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
 import { encodeHeaderCluster } from './amend.js';
-import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
+import { BITMAP_AUTO, BITMAP_IN_USE, BITMAP_TYPE_DIRTY_TRACKING, bitmapFlagNames, BitmapDirectoryEntry, bitmapTableEntries, type BitmapInfo } from './bitmaps.js';
 import { BitmapsExtension, EXT_BITMAPS, type BitmapsPointer } from './extensions.js';
 import { AUTOCLEAR_BITMAPS } from './features.js';
 import type { Qcow2Image } from './image.js';
@@ -80,14 +80,9 @@ async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<Sto
   let index = 0;
   let cluster = new Uint8Array(clusterSize);
   let filled = 0;
-  /** Stores the cluster being filled (unless it holds no set bit) and starts the next. */
+  /** Stores the cluster being filled and starts the next. */
   const storeCluster = async () => {
-    // Bits past the bitmap's end are stored as zeros, as qemu stores them.
-    if (keepBits(cluster, bits - index * bitsPerCluster)) {
-      const offset = await host.allocator.allocate();
-      await host.device.write!(offset, cluster);
-      view.setBigUint64(index * 8, BigInt(offset));
-    }
+    await storeBitsCluster(host, view, index, cluster, bits - index * bitsPerCluster);
     index++;
     cluster = new Uint8Array(clusterSize);
     filled = 0;
@@ -102,13 +97,32 @@ async function storeBitmap(host: WriterHost, bitmap: BitmapToStore): Promise<Sto
     }
   }
   if (filled > 0 && index < tableSize) await storeCluster();
-  const tableOffset = await host.allocator.allocateRun(Math.ceil(table.length / clusterSize));
-  await host.device.write!(tableOffset, table);
+  const tableOffset = await writeBitmapTable(host, table);
   return { entryOffset: 0, name: utf8.encode(bitmap.name), granularityBits, flagBits: bitmap.auto ? BITMAP_AUTO : 0, tableOffset, tableSize };
 }
 
+/**
+ * Stores one cluster of a bitmap's bits in a new cluster and notes it in
+ * `table` at `index`. Bits from `validBits` on (past the bitmap's end) are
+ * stored as zeros, as qemu stores them; a cluster with no bit set is not
+ * stored at all (its entry stays 0), as qemu leaves it out.
+ */
+export async function storeBitsCluster(host: WriterHost, table: DataView, index: number, cluster: Uint8Array, validBits: number): Promise<void> {
+  if (!keepBits(cluster, validBits)) return;
+  const offset = await host.allocator.allocate();
+  await host.device.write!(offset, cluster);
+  table.setBigUint64(index * 8, BigInt(offset));
+}
+
+/** Writes a bitmap table to new clusters (one at least); returns where. Not padded, as qemu writes it. */
+export async function writeBitmapTable(host: WriterHost, table: Uint8Array): Promise<number> {
+  const offset = await host.allocator.allocateRun(Math.max(1, Math.ceil(table.length / host.metadata.clusterSize)));
+  await host.device.write!(offset, table);
+  return offset;
+}
+
 /** Clears the bits of `cluster` from bit `validBits` on; true when a bit is left set. */
-export function keepBits(cluster: Uint8Array, validBits: number): boolean {
+function keepBits(cluster: Uint8Array, validBits: number): boolean {
   const wholeBytes = Math.max(0, validBits >> 3);
   if (wholeBytes < cluster.length) {
     cluster[wholeBytes] = cluster[wholeBytes]! & ((1 << (validBits & 7)) - 1);
@@ -144,11 +158,8 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
 
 /** What readBitmapDirectory reads for a bitmap stored so. */
 export function storedBitmapInfo(bitmap: StoredBitmap): BitmapInfo {
-  const flags: string[] = [];
-  if (bitmap.flagBits & BITMAP_IN_USE) flags.push('in-use');
-  if (bitmap.flagBits & BITMAP_AUTO) flags.push('auto');
   return {
-    flags,
+    flags: bitmapFlagNames(bitmap.flagBits),
     name: new TextDecoder().decode(bitmap.name),
     granularity: 2 ** bitmap.granularityBits,
     tableOffset: bitmap.tableOffset,
@@ -219,7 +230,7 @@ export async function markBitmapsInUse(host: WriterHost, which: 'enabled' | 'all
     if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) continue;
     if (which === 'enabled' && (bitmap.flagBits & BITMAP_AUTO) === 0) continue;
     bitmap.flagBits |= BITMAP_IN_USE;
-    bitmap.flags = ['in-use', ...bitmap.flags];
+    bitmap.flags = bitmapFlagNames(bitmap.flagBits);
     const flags = new Uint8Array(4);
     new DataView(flags.buffer).setUint32(0, bitmap.flagBits);
     await host.device.write!(pointer.directoryOffset + bitmap.entryOffset + 12, flags);

@@ -44,6 +44,14 @@ export interface BitmapInfo {
 
 const utf8 = new TextDecoder();
 
+/** The names qemu-img info gives a bitmap's flag bits, in its order. */
+export function bitmapFlagNames(flagBits: number): string[] {
+  const names: string[] = [];
+  if (flagBits & BITMAP_IN_USE) names.push('in-use');
+  if (flagBits & BITMAP_AUTO) names.push('auto');
+  return names;
+}
+
 /** Reads the bitmap directory the extension points to. */
 export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsPointer): Promise<BitmapInfo[]> {
   if (pointer.nbBitmaps === 0) return [];
@@ -67,11 +75,8 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
     if (nameAt > bytes.length || entry.nameSize > bytes.length - nameAt) {
       throw new CorruptImageError(`bitmap directory entry ${index} is truncated`, base + offset);
     }
-    const flags: string[] = [];
-    if (entry.flags & BITMAP_IN_USE) flags.push('in-use');
-    if (entry.flags & BITMAP_AUTO) flags.push('auto');
     bitmaps.push({
-      flags,
+      flags: bitmapFlagNames(entry.flags),
       name: utf8.decode(bytes.subarray(nameAt, nameAt + entry.nameSize)),
       granularity: 2 ** entry.granularityBits,
       tableOffset: u64ToNumber(entry.bitmapTableOffset, 'bitmap table offset', base + offset),
