@@ -111,7 +111,7 @@ const command: CliCommand = {
     const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
     const opened = await openSources(sourcePaths, args);
     try {
-      const { source, delta, bitmaps } = await prepareSources(opened, sourcePaths, targetPath, outputFormat, args);
+      const { source, delta, bitmaps } = await prepareSources(opened, sourcePaths, { path: targetPath, format: outputFormat, options }, args);
       const plan: OutputPlan = { path: targetPath, format: outputFormat, options, sparseSize, limit, bitmaps };
       if (delta) return await convertDeltaCli(source, targetPath, delta, progressMode(args), { limit, bitmaps });
       if (args.n === true && outputFormat === 'qcow2') return await convertIntoQcow2(source, plan, args);
@@ -138,15 +138,15 @@ interface OutputPlan {
  * asked), the delta request and the bitmaps, checked as qemu-img checks them
  * once the sources are open; an output that is one of the sources is refused.
  */
-async function prepareSources(opened: Image[], paths: string[], targetPath: string, outputFormat: string, args: Args) {
+async function prepareSources(opened: Image[], paths: string[], output: { path: string; format: string; options: Map<string, string> }, args: Args) {
   if (opened.length > 1 && args.l !== undefined) throw new UsageError('No support for concatenating multiple snapshot');
-  const delta = deltaRequest(args, outputFormat, targetPath);
+  const delta = deltaRequest(args, output.format, output.path);
   if (opened.length > 1 && delta) throw new UsageError('Having a backing file for the target makes no sense when concatenating multiple input images');
   const chosen = args.l === undefined ? opened : [await snapshotOf(opened[0]!, String(args.l))];
   let clash: string | undefined;
-  for (const image of chosen) clash ??= await sourceFileAt(image, targetPath);
-  const bitmaps = args.bitmaps === true ? await bitmapsOf(opened, outputFormat, args) : undefined;
-  if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(targetPath);
+  for (const image of chosen) clash ??= await sourceFileAt(image, output.path);
+  const bitmaps = args.bitmaps === true ? await bitmapsOf(opened, output.format, output.options, args) : undefined;
+  if (clash !== undefined) throw new UsageError(`refusing to convert onto the source image ${clash}`).inFile(output.path);
   const readable = args.salvage === true ? chosen.map((image, index) => salvaging(image, (loss) => warn(salvageWarning(paths[index]!, loss)))) : chosen;
   return { source: readable.length === 1 ? readable[0]! : concatImages(readable), delta, bitmaps };
 }
@@ -193,11 +193,11 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
 }
 
 /** --bitmaps: the bitmaps of the one source, checked as qemu-img checks them before the output is made. */
-async function bitmapsOf(opened: Image[], outputFormat: string, args: Args): Promise<BitmapCopy> {
+async function bitmapsOf(opened: Image[], outputFormat: string, options: Map<string, string>, args: Args): Promise<BitmapCopy> {
   if (opened.length > 1) throw new UsageError('Copying bitmaps only possible with single source');
   const copy = await bitmapsToCopy(opened[0]!, args['skip-broken-bitmaps'] === true, warn);
   // A new version 2 image has no room for bitmaps (qemu-img says it of the driver); -n checks the image itself.
-  const compat = parseOptionString(args.o as string | string[] | undefined).get('compat');
+  const compat = options.get('compat');
   const version2 = compat !== undefined && compatVersion(compat) === 2;
   if (outputFormat !== 'qcow2' || version2) throw new UsageError(`Format driver '${outputFormat}' does not support bitmaps`);
   return copy;
