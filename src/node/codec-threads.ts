@@ -31,6 +31,7 @@ import type { Worker } from 'node:worker_threads';
 import { BufferPool, isShared } from '../core/buffer-pool.js';
 import { IoError, UnsupportedFeatureError } from '../core/errors.js';
 import { nodeWorkerThreads } from './builtins.js';
+import { call } from './file-device.js';
 import { inflateRawOnPool } from './inflate.js';
 import { makeSyncInflater, type SyncInflater } from './inflate-sync.js';
 import { loadZstdCodec, type WasmApi, type WasmModule, type ZstdCodec, type ZstdCodecSource } from './zstd-codec.js';
@@ -415,9 +416,7 @@ export function codecThreads(): CodecThreads {
 async function compileZstd(packagePath: string): Promise<WasmModule | undefined> {
   if (packagePath === '') return undefined;
   try {
-    const bytes = await new Promise<Buffer>((resolve, reject) =>
-      readFile(join(dirname(packagePath), 'zstd.wasm'), (error, data) => (error ? reject(error) : resolve(data))),
-    );
+    const bytes = await call<Buffer>((done) => readFile(join(dirname(packagePath), 'zstd.wasm'), done));
     return await (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly.compile(bytes);
   } catch {
     return undefined;

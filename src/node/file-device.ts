@@ -32,7 +32,7 @@ export function writePiece(position: number, remaining: number): number {
  * node:fs/promises, which costs every run ~2 ms and 60-120 fresh pages to load
  * (it pulls in readline and the file watchers).
  */
-function call<T = void>(start: (done: (error: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+export function call<T = void>(start: (done: (error: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => start((error, value) => (error ? reject(error) : resolve(value))));
 }
 
