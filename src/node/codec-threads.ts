@@ -101,13 +101,15 @@ function codecThreadMain(
   load: (path: string) => unknown,
   threads: typeof import('node:worker_threads'),
   loadZstd: typeof loadZstdCodec,
-  inflater: SyncInflater,
+  makeInflater: () => SyncInflater,
   zstdLevel: number,
 ): void {
   const port = threads.parentPort!;
   const view = (place: SharedPlace) => new Uint8Array(place.buffer, place.offset, place.length);
   const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
   let zstd: ZstdCodec | undefined;
+  // Made at the first deflate stream: node:zlib and the stream modules it loads cost a thread that only meets zstd about 10 ms.
+  let inflater: SyncInflater | undefined;
   port.on('message', (request: ThreadRequest) => {
     if ('warm' in request) {
       loadZstd(load, { ...(threads.workerData as ZstdCodecSource), module: request.module }).then(
@@ -124,7 +126,7 @@ function codecThreadMain(
     request.inputs.forEach((input, index) => {
       try {
         const output = view(request.outputs[index]!);
-        if (request.work === 'deflate') lengths.push(inflater.inflate(view(input), output));
+        if (request.work === 'deflate') lengths.push((inflater ??= makeInflater()).inflate(view(input), output));
         else if (!zstd) throw new Error('libzstd is not loaded on this thread');
         else if (request.work === 'zstd') lengths.push(zstd.decode(view(input), output));
         else lengths.push(zstd.encode(view(input), output, zstdLevel));
@@ -359,7 +361,7 @@ export class CodecThreads {
     if (this.threads) return;
     this.threads = [];
     if (typeof SharedArrayBuffer === 'undefined') return;
-    const code = `(${codecThreadMain.toString()})(require, require('node:worker_threads'), ${loadZstdCodec.toString()}, (${makeSyncInflater.toString()})(require('node:zlib')), ${ZSTD_LEVEL});`;
+    const code = `(${codecThreadMain.toString()})(require, require('node:worker_threads'), ${loadZstdCodec.toString()}, () => (${makeSyncInflater.toString()})(require('node:zlib')), ${ZSTD_LEVEL});`;
     for (let index = 0; index < this.threadCount; index++) {
       let worker: Worker;
       try {
