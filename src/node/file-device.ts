@@ -27,6 +27,10 @@ export function writePiece(position: number, remaining: number): number {
   return remaining - toBoundary >= LARGEST_FOLIO ? toBoundary : remaining;
 }
 
+/** What qemu writes over the start of a file it sizes from zero (its MAX_BLOCKSIZE), and in a file smaller than that (a sector). */
+const FIRST_BLOCK = 4096;
+const SMALL_FIRST_BLOCK = 512;
+
 /**
  * A node:fs callback call as a promise. The callback API rather than
  * node:fs/promises, which costs every run ~2 ms and 60-120 fresh pages to load
@@ -147,8 +151,23 @@ export class FileDevice implements BlockDevice {
 
   async truncate(size: number): Promise<void> {
     requireWritable(this);
+    const grownFromEmpty = this.length === 0 && size > 0;
     await this.io(() => call((done) => ftruncate(this.fd, size, done)), 'truncate');
     this.length = size;
+    if (grownFromEmpty) await this.allocateFirstBlock();
+  }
+
+  /**
+   * Writes zeros over the start of a file that has just grown from empty, as
+   * qemu's file driver does for every file it sizes from zero (a new raw
+   * image, convert's and dd's raw outputs, a raw data file): qemu probes
+   * O_DIRECT alignment by reading the first block, which an unallocated block
+   * can fool. Done here too, so a file platter makes occupies what qemu-img's
+   * does (`info`'s disk size, du) and qemu finds its first block allocated.
+   */
+  private async allocateFirstBlock(): Promise<void> {
+    const block = this.length < FIRST_BLOCK ? SMALL_FIRST_BLOCK : FIRST_BLOCK;
+    await this.writeAll(0, new Uint8Array(Math.min(block, this.length)));
   }
 
   async flush(): Promise<void> {
