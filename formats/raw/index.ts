@@ -15,13 +15,23 @@ import type { Extent, FormatModule, Image, ImageDescription, OpenOptions } from 
 
 /** qemu's sector size: virtual sizes are whole sectors. */
 const SECTOR_SIZE = 512;
+/** What qemu probes when a probed raw image's first sector is written: that sector alone. */
+const GUARDED_HEAD = SECTOR_SIZE;
 
 /** A raw image over any device. */
 export class RawImage implements Image {
   readonly format = 'raw';
   readonly backing = undefined;
 
-  constructor(readonly device: BlockDevice) {}
+  /** `reprobe`: the format was probed; writes that would make the first sector probe as another format are refused. */
+  constructor(
+    readonly device: BlockDevice,
+    private readonly reprobe?: (head: Uint8Array) => string,
+  ) {}
+
+  get probed(): boolean {
+    return this.reprobe !== undefined;
+  }
 
   get size(): number {
     return alignUp(this.device.size, SECTOR_SIZE);
@@ -52,7 +62,26 @@ export class RawImage implements Image {
   async write(offset: number, data: Uint8Array): Promise<void> {
     requireWritable(this);
     checkRange(offset, data.length, this.size, `write to ${this.name}`);
+    if (this.reprobe && offset < GUARDED_HEAD && data.length > 0) await this.guardHead(offset, data);
     await this.device.write!(offset, data);
+  }
+
+  /**
+   * Refuses a write that would make the first sector of a probed raw image
+   * probe as another format, as qemu refuses it (EPERM): the next open
+   * that probes would take the file for that format, with whatever backing
+   * file its header names. Giving the format (-f raw) lifts the guard.
+   */
+  private async guardHead(offset: number, data: Uint8Array): Promise<void> {
+    const head = new Uint8Array(GUARDED_HEAD);
+    await this.readInto(0, head);
+    head.set(data.subarray(0, GUARDED_HEAD - offset), offset);
+    const format = this.reprobe!(head);
+    if (format !== this.format) {
+      throw new ReadOnlyError(
+        `write to the first sector refused: the format was probed as raw, and the sector written would make the image probe as ${format} (name the format raw to allow it)`,
+      ).inFile(this.name);
+    }
   }
 
   /** Grows (with zeros) or shrinks the image to `size` bytes. */
@@ -91,6 +120,6 @@ export const rawFormat: FormatModule = {
   probe: () => 1,
   async open(device: BlockDevice, options: OpenOptions): Promise<Image> {
     if (options.writable) requireWritable(device);
-    return new RawImage(device);
+    return new RawImage(device, options.reprobe);
   },
 };

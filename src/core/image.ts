@@ -62,6 +62,8 @@ export interface Image extends BlockDevice {
   readonly backing?: Image;
   /** Where the guest data lies when not in `device` (a qcow2 external data file): extents' host offsets point into it. */
   readonly dataDevice?: BlockDevice;
+  /** True when the format was probed, not given (a writable raw image then guards its first sector: see OpenOptions.reprobe). */
+  readonly probed?: boolean;
   /** Describes [offset, offset+length) as runs, never reading guest data. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
   describe(): ImageDescription;
@@ -117,6 +119,14 @@ export interface OpenOptions {
    * that convert fills: an interrupted convert loses the output anyway.
    */
   writeBehindMetadata?: boolean;
+  /**
+   * Present when the format was probed, not given: names the format that a
+   * first sector would probe as. A probed raw image refuses a write that
+   * would make its first sector probe as another format, as qemu refuses it:
+   * a guest could otherwise turn its disk into, say, a qcow2 image whose
+   * backing file is any file of the host, to be read at the next probe.
+   */
+  reprobe?: (head: Uint8Array) => string;
 }
 
 /** One on-disk image format. */

@@ -57,6 +57,16 @@ export class FormatRegistry {
     return best.module;
   }
 
+  /**
+   * The name of the format these first bytes show, a refused format's name
+   * included (where probe would refuse the file). Never throws for a format
+   * it cannot open: it only names what the bytes look like.
+   */
+  nameOf(head: Uint8Array): string {
+    const best = this.bestFor(head);
+    return (best.score < CERTAIN ? this.refused.recognize(head) : undefined) ?? best.module.name;
+  }
+
   private bestFor(head: Uint8Array): { module: FormatModule; score: number } {
     let best: FormatModule | undefined;
     let bestScore = 0;

@@ -55,7 +55,8 @@ async function openLayer(device: BlockDevice, options: ImageOpenOptions, chain: 
   };
   try {
     const module = options.format ? formats.get(options.format) : formats.probe(await readHead(device));
-    return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking });
+    const reprobe = options.format ? undefined : (head: Uint8Array) => formats.nameOf(head);
+    return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking, reprobe });
   } catch (error) {
     if (error instanceof PlatterError) error.inFile(device.name);
     throw error;

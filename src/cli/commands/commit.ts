@@ -52,7 +52,8 @@ const command: CliCommand = {
     const top = await openForCli(path, { format: args.format as string | undefined, writable: !keep, flushes });
     try {
       const { layer, depth } = findBase(top, path, baseName);
-      const base = await openForCli(layer.device.name, { format: layer.format, writable: true, flushes });
+      // A base whose format was probed is probed again, so a raw one keeps guarding its first sector.
+      const base = await openForCli(layer.device.name, { format: layer.probed ? undefined : layer.format, writable: true, flushes });
       try {
         const progress = createProgress(progressMode(args));
         await commitImage(top, base, depth, { keep, limit, onProgress: (done, total) => progress.update(done, total) });
