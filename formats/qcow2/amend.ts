@@ -8,9 +8,10 @@
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
-import { clusterType } from './entries.js';
+import { clusterType, type ClusterType } from './entries.js';
+import { l2Tables } from './snapshot-refcount.js';
 import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, encodeExtensions, type RawExtension } from './extensions.js';
-import { COMPAT_LAZY_REFCOUNTS } from './features.js';
+import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_EXTENDED_L2 } from './features.js';
 import { HEADER_V2_BYTES, HEADER_V3_BYTES, INCOMPAT_DIRTY, encodeHeader, hasDataFile, hasExtendedL2 } from './header.js';
 import { readL1Table, type Qcow2Metadata } from './metadata.js';
 import { FEATURE_TABLE_MIN_CLUSTER, featureTableExtension } from './create.js';
@@ -57,7 +58,7 @@ export async function amendHeader(device: BlockDevice, metadata: Qcow2Metadata, 
   let records = metadata.extensions.all.filter((record) => record.type !== EXT_FEATURE_TABLE);
   if (renamed) records = records.map((record) => (record.type === EXT_DATA_FILE ? { type: EXT_DATA_FILE, data: new TextEncoder().encode(change.dataFile) } : record));
   if (version === 2 && header.version !== 2) {
-    await checkDowngrade(device, metadata);
+    // The caller has checked the downgrade and written out the zero clusters (qemu-img checks as it goes).
     Object.assign(header, { version: 2, headerLength: HEADER_V2_BYTES, incompatibleFeatures: 0n, compatibleFeatures: 0n, autoclearFeatures: 0n, refcountOrder: 4, compressionType: 0, unknownHeaderBytes: new Uint8Array(0) });
   } else if (version === 3) {
     if (header.version !== 3) Object.assign(header, { version: 3, headerLength: HEADER_V3_BYTES, refcountOrder: 4 });
@@ -90,34 +91,47 @@ export function encodeHeaderCluster(metadata: Qcow2Metadata, records: RawExtensi
   return cluster;
 }
 
-/** Refuses a downgrade when the image uses anything version 2 cannot hold. */
-async function checkDowngrade(device: BlockDevice, metadata: Qcow2Metadata): Promise<void> {
+/** The largest VM state size a version 2 snapshot entry holds (32 bits). */
+const V2_VM_STATE_MAX = 0xffffffff;
+
+/**
+ * Refuses a downgrade to version 2 of an image that the rest of the amend
+ * leaves with `target`'s size and refcount width, when it uses anything
+ * version 2 cannot hold, in qemu-img's words:
+ * zero clusters can be written out (expandZeroClusters), a zstd compression
+ * type with no compressed cluster is dropped, the rest cannot. Persistent
+ * bitmaps are refused too, where qemu drops them and leaks their clusters.
+ */
+export async function checkDowngrade(device: BlockDevice, metadata: Qcow2Metadata, target: { size: number; refcountOrder: number }): Promise<void> {
   const { header } = metadata;
-  const refuse = (what: string) => {
-    throw new UnsupportedFeatureError(`Cannot downgrade an image with ${what} to compat=0.10`);
+  const { size } = target;
+  const refuse = (message: string) => {
+    throw new UnsupportedFeatureError(message);
   };
-  if (header.refcountOrder !== 4) refuse(`refcount_bits=${2 ** header.refcountOrder} (only 16 is possible)`);
-  if (hasExtendedL2(header)) refuse('extended L2 entries');
-  if (hasDataFile(header)) refuse('an external data file');
-  if (header.compressionType !== 0) refuse('zstd compression');
-  if (metadata.extensions.bitmaps !== undefined) refuse('persistent bitmaps');
-  const tables = [{ offset: header.l1TableOffset, size: header.l1Size }, ...metadata.snapshots.map((s) => ({ offset: s.l1TableOffset, size: s.l1Size }))];
-  for (const table of tables) {
-    if (await hasZeroClusters(device, metadata, table.offset, table.size)) refuse('zero clusters (write them out first)');
+  if (target.refcountOrder !== 4) refuse('compat=0.10 requires refcount_bits=16');
+  if (hasDataFile(header)) refuse('Cannot downgrade an image with a data file');
+  if (metadata.snapshots.some((snapshot) => snapshot.vmStateSize > V2_VM_STATE_MAX || snapshot.diskSize !== size)) {
+    refuse('Internal snapshots prevent downgrade of image');
+  }
+  if (hasExtendedL2(header)) refuse(`Cannot downgrade an image with incompatible features 0x${INCOMPAT_EXTENDED_L2.toString(16)} set`);
+  if (metadata.extensions.bitmaps !== undefined) refuse('Cannot downgrade an image with persistent bitmaps to compat=0.10');
+  if (header.compressionType !== 0 && (await anyEntry(device, metadata, (type) => type === 'compressed'))) {
+    refuse('Cannot downgrade an image with zstd compression type and existing compressed clusters');
   }
 }
 
-/** True when an L2 table of this L1 table has a zero cluster (a version 3 feature). */
-async function hasZeroClusters(device: BlockDevice, metadata: Qcow2Metadata, l1Offset: number, l1Size: number): Promise<boolean> {
-  if (l1Size === 0) return false;
-  const l1 = await readL1Table(device, l1Offset, l1Size, metadata.clusterSize);
-  for (let index = 0; index < l1Size; index++) {
-    const l2Offset = Number(l1.getBigUint64(index * 8) & 0x00fffffffffffe00n);
-    if (l2Offset === 0) continue;
-    const l2 = new DataView((await device.read(l2Offset, metadata.clusterSize)).buffer);
-    for (let entry = 0; entry < metadata.geometry.l2Entries; entry++) {
-      const type = clusterType(l2, entry, false, false);
-      if (type === 'zero-plain' || type === 'zero-alloc') return true;
+/** True when an L2 entry that any L1 table (active or a snapshot's) reaches is of a type `wanted` accepts. */
+export async function anyEntry(device: BlockDevice, metadata: Qcow2Metadata, wanted: (type: ClusterType) => boolean): Promise<boolean> {
+  const { header, clusterSize, geometry } = metadata;
+  const tables = [{ offset: header.l1TableOffset, size: header.l1Size }, ...metadata.snapshots.map((s) => ({ offset: s.l1TableOffset, size: s.l1Size }))];
+  for (const table of tables) {
+    if (table.size === 0) continue;
+    const l1 = await readL1Table(device, table.offset, table.size, clusterSize);
+    for (const [, l2Offset] of l2Tables(l1, table.offset, clusterSize)) {
+      const l2 = new DataView((await device.read(l2Offset, clusterSize)).buffer);
+      for (let entry = 0; entry < geometry.l2Entries; entry++) {
+        if (wanted(clusterType(l2, entry, geometry.extendedL2, false))) return true;
+      }
     }
   }
   return false;

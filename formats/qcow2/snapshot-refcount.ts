@@ -111,7 +111,7 @@ async function clearL1Copied(host: WriterHost, walk: L1Walk): Promise<void> {
  * the checks qemu makes: cluster-aligned, and no table reached twice from one
  * L1 table (the refcounts would not add up).
  */
-function l2Tables(l1: DataView, l1Offset: number, clusterSize: number): [number, number][] {
+export function l2Tables(l1: DataView, l1Offset: number, clusterSize: number): [number, number][] {
   const tables: [number, number][] = [];
   const seen = new Set<number>();
   for (let l1Index = 0; l1Index < l1.byteLength / 8; l1Index++) {

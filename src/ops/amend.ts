@@ -10,7 +10,8 @@ import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
-import { amendHeader, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
+import { amendHeader, anyEntry, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
+import { expandZeroClusters } from '../../formats/qcow2/downgrade.js';
 import { hasDataFile } from '../../formats/qcow2/header.js';
 import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
@@ -68,6 +69,9 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   const dataFile = options.get('data_file');
   if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
   const size = options.has('size') ? parseSize(options.get('size')!, 'size') : undefined;
+  const downgrade = version === 2 && current === 3;
+  // Refused before anything changes (qemu-img resizes first and may refuse after).
+  if (downgrade) await checkDowngrade(device, metadata, { size: size ?? metadata.header.size, refcountOrder: order ?? metadata.header.refcountOrder });
   await amendHeader(device, metadata, { version: version === 3 ? 3 : undefined, lazyRefcounts: version === 3 ? lazy : undefined, dataFile });
   if (order !== undefined) await changeRefcountOrder(device, await readMetadata(device), order);
   if (size !== undefined) {
@@ -78,5 +82,19 @@ export async function amendImage(device: BlockDevice, format: string, options: M
       await image.close();
     }
   }
-  if (version === 2) await amendHeader(device, await readMetadata(device), { version: 2 });
+  if (downgrade) await downgradeToVersion2(device, host);
+}
+
+/** Writes out the zero clusters (version 2 has none), then the version 2 header. */
+async function downgradeToVersion2(device: BlockDevice, host: ImageHost): Promise<void> {
+  const metadata = await readMetadata(device);
+  if (await anyEntry(device, metadata, (type) => type === 'zero-plain' || type === 'zero-alloc')) {
+    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
+    try {
+      await expandZeroClusters(image);
+    } finally {
+      await image.close();
+    }
+  }
+  await amendHeader(device, await readMetadata(device), { version: 2 });
 }
