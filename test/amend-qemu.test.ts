@@ -41,6 +41,8 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     [['-o', 'compat=0.10'], ['amend', '-o', 'size=16M']],
     [[], ['amend', '-o', 'compat=0.10,size=16M']],
     [[], ['amend', '-o', 'size=16M,lazy_refcounts=on']],
+    // 0 is qemu-img's 'no size given': nothing changes.
+    [[], ['amend', '-o', 'size=0']],
     [['-o', 'cluster_size=4k'], ['amend', '-o', 'size=100M']],
     [['-o', 'extended_l2=on'], ['amend', '-o', 'size=20M']],
     [['-o', 'refcount_bits=1'], ['amend', '-o', 'size=2M']],
@@ -90,6 +92,22 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     expect([mine.status, qemu.status]).toEqual([1, 1]);
     expect(qemu.stderr).toContain('Cannot decrease refcount entry width to 1 bits: Cluster at offset');
     expect(mine.stderr).toBe(`platter: ${qemu.stderr.replace(/^qemu-img: /, '')}`);
+    expect(mine.bytes.equals(before)).toBe(true);
+  });
+
+  it.each<[string[], string]>([
+    [['resize', '-q'], '0'],
+    [['resize', '-q', '--shrink'], '0'],
+    [['resize', '-q', '--shrink', '-f', 'qcow2'], '-8M'],
+  ])('%j to %s is refused as qemu-img refuses it (a size must be positive), changing nothing', (args, size) => {
+    let before = Buffer.alloc(0);
+    const { mine, qemu } = both([], (image) => {
+      if (image.endsWith('platter')) before = readFileSync(image);
+      return [...args, image, '--', size];
+    });
+    expect([mine.status, qemu.status]).toEqual([1, 1]);
+    expect(qemu.stderr).toContain('New image size must be positive');
+    expect(mine.stderr).toContain('New image size must be positive');
     expect(mine.bytes.equals(before)).toBe(true);
   });
 

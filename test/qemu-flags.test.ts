@@ -52,6 +52,12 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     ['convert', '-O', 'qcow2', '-f', 'raw', '-O', 'raw', '-f', 'qcow2', 'top.qcow2', 'twice.raw'],
     ['map', '--output=human', '--output=json', 'top.qcow2'],
     ['convert', '-C', '-O', 'raw', 'top.qcow2', 'offload.raw'],
+    // `--` ends the options; the words after it are operands, a size or a file name that starts with '-' too.
+    ['info', '--', 'top.qcow2'],
+    ['resize', 'top.qcow2', '--', '+1M'],
+    ['resize', '--shrink', 'top.qcow2', '--', '-1M'],
+    ['resize', 'top.qcow2', '--', '0'],
+    ['convert', '-O', 'raw', 'top.qcow2', '--', '-dash.raw'],
   ])('%s %s %s %s ...', (...args) => {
     const { mine, qemu } = both(args);
     expect(mine.status, mine.stderr).toBe(qemu.status);

@@ -12,6 +12,7 @@ export async function runCli(argv: string[]): Promise<number> {
   const invoked = invokedEntry(argv);
   const command = invoked ? (await invoked.load()).default : undefined;
   if (command?.prepareArgv) argv = command.prepareArgv(argv);
+  argv = operandsAfterEndOfOptions(argv);
   const json = wantsJson(argv);
   let exitCode = 0;
 
@@ -33,6 +34,20 @@ export async function runCli(argv: string[]): Promise<number> {
     return command?.errorExitCode ?? 1;
   }
   return exitCode;
+}
+
+/**
+ * `--` ends the options, as in qemu-img (`platter info -- -odd-name.qcow2`,
+ * `platter resize disk.qcow2 -- +1G`). yargs leaves the words after it out of
+ * the positionals (a demanded operand is then missing), so the marker is
+ * dropped and the words stay as operands; one that starts with '-' is given
+ * as './-...', the same file, so that it is not taken for a flag (a negative
+ * size is turned into an option by resize itself, before this).
+ */
+function operandsAfterEndOfOptions(argv: string[]): string[] {
+  const end = argv.indexOf('--');
+  if (end < 0) return argv;
+  return [...argv.slice(0, end), ...argv.slice(end + 1).map((word) => (word.startsWith('-') ? `./${word}` : word))];
 }
 
 /**

@@ -68,7 +68,8 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   }
   const dataFile = options.get('data_file');
   if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
-  const size = options.has('size') ? parseSize(options.get('size')!, 'size') : undefined;
+  // size=0 leaves the size alone, as in qemu-img (0 is its 'not given').
+  const size = (options.has('size') ? parseSize(options.get('size')!, 'size') : 0) || undefined;
   const downgrade = version === 2 && current === 3;
   // Refused before anything changes (qemu-img resizes first and may refuse after).
   if (downgrade) await checkDowngrade(device, metadata, { size: size ?? metadata.header.size, refcountOrder: order ?? metadata.header.refcountOrder });

@@ -28,7 +28,7 @@ async function resizeRaw(image: RawImage, size: number, preallocation: ResizePre
 /** The size `change` asks for, from `current`. */
 export function targetSize(current: number, change: SizeChange): number {
   const size = change.mode === 'grow' ? current + change.bytes : change.mode === 'shrink' ? current - change.bytes : change.bytes;
-  if (size < 0) throw new UsageError('New image size must be positive');
+  if (size <= 0) throw new UsageError('New image size must be positive');
   return size;
 }
 
