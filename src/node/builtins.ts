@@ -22,12 +22,7 @@ export function nodeZlib(): typeof import('node:zlib') {
 /** One-shot zlib call as a promise (node:zlib's callback form, on the libuv pool). */
 type ZlibCall = (input: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 
-let inflateRawCall: ZlibCall | undefined;
 let deflateRawCall: ZlibCall | undefined;
-
-/** zlib.inflateRaw as a promise. */
-export const inflateRawAsync: ZlibCall = (input, options) =>
-  (inflateRawCall ??= promisify(nodeZlib().inflateRaw))(input, options);
 
 /** zlib.deflateRaw as a promise. */
 export const deflateRawAsync: ZlibCall = (input, options) =>

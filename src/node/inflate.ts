@@ -1,34 +1,17 @@
 /**
- * Raw deflate (qcow2's zlib clusters) on the main thread, through node:zlib on
- * the libuv pool: the path for a decode that no codec thread takes (before
- * the threads are up, or a stream that runs past its cluster).
+ * Raw deflate (qcow2's zlib clusters) through node:zlib's streaming decoder:
+ * the path for a stream that runs past its cluster, or a cluster too small
+ * for one pass of the in-place inflater (see inflate-sync.ts).
  *
- * Both follow qemu's qcow2 rule: output is capped at the cluster and memory
+ * It follows qemu's qcow2 rule: output is capped at the cluster and memory
  * never grows past it, whatever the stream claims.
  */
 
 import { CorruptImageError } from '../core/errors.js';
-import { inflateRawAsync, nodeZlib } from './builtins.js';
+import { nodeZlib } from './builtins.js';
 
 /** node:zlib refuses chunk sizes below this. */
 export const MIN_INFLATE_CHUNK = 64;
-
-/**
- * Inflates one stream into `output` on the libuv pool in a single pass (one
- * output chunk, one round trip to the pool); resolves with the bytes written.
- * A stream that would inflate past `output` makes node:zlib reject with
- * ERR_BUFFER_TOO_LARGE (qemu never writes one; `inflateRawCapped` takes it);
- * a bad stream rejects with node:zlib's error.
- */
-export async function inflateRawOnPool(input: Uint8Array, output: Uint8Array): Promise<number> {
-  const out = await inflateRawAsync(input, {
-    finishFlush: nodeZlib().constants.Z_SYNC_FLUSH,
-    chunkSize: Math.max(MIN_INFLATE_CHUNK, output.length),
-    maxOutputLength: Math.max(1, output.length),
-  });
-  output.set(out);
-  return out.length;
-}
 
 /**
  * Inflates raw deflate until `outputLength` bytes are out, then stops: like

@@ -127,9 +127,22 @@ export async function loadZstdCodec(load: (path: string) => unknown, source: Zst
     return runtime;
   }
 
+  /** The package's runtime at `runtimePath` when it has been started on this thread already. */
+  function startedRuntime(runtimePath: string): ZstdRuntime | undefined {
+    try {
+      const started = (load(runtimePath) as { Module?: ZstdRuntime }).Module;
+      return started?.calledRun ? started : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   const runtimePath = source.packagePath.replace(/index\.node\.js$/, 'module.js');
   let runtime: ZstdRuntime | undefined;
   if (source.module && runtimePath !== source.packagePath) runtime = startRuntime(runtimePath, source.module);
+  // A runtime this thread started already is used as it is: the package's init would start it again
+  // on a new heap, under the codecs made before (whose calls stay bound to the old one).
+  runtime ??= startedRuntime(runtimePath);
   let zstd: ZstdPackage | undefined;
   if (!runtime) {
     zstd = load(source.packagePath) as ZstdPackage;
