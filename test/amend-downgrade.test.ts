@@ -189,4 +189,39 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend -o compat=0.
       contents(file, ['s1']).forEach((state, index) => expect(state.equals(states[index]!), `${file}, state ${index}`).toBe(true));
     }
   }, 60_000);
+
+  /** A 1 MiB image whose zero cluster at guest 64 KiB (data once) points at `hostOffset` instead. */
+  function damagedZeroCluster(hostOffset: (header: DataView) => bigint): string {
+    const image = tmp.path(`damaged-${made++}.qcow2`);
+    create(image, '1M');
+    io(image, 'write -P 9 64k 64k', 'write -z 64k 64k');
+    const bytes = readFileSync(image);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const l2 = Number(view.getBigUint64(Number(view.getBigUint64(40))) & 0x00fffffffffffe00n);
+    view.setBigUint64(l2 + 8, hostOffset(view) | 1n);
+    writeFileSync(image, bytes);
+    return image;
+  }
+
+  it('a damaged zero cluster whose host cluster lies far past the end of the file gets a new cluster; nothing is written there', () => {
+    const image = damagedZeroCluster(() => 1n << 40n);
+    const size = readFileSync(image).length;
+    const result = platter(['amend', '-o', 'compat=0.10', image]);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(readFileSync(image).length).toBeLessThan(size + 4 * 65536);
+    expect(contents(image)[0]!.every((byte) => byte === 0)).toBe(true);
+    expect(run('qemu-img', ['info', '--output=json', image])).toContain('"compat": "0.10"');
+  });
+
+  it('a damaged zero cluster whose host cluster is the L1 table is refused, as qemu refuses writes onto metadata, and the table stays', () => {
+    const image = damagedZeroCluster((header) => header.getBigUint64(40));
+    const l1 = Number(readFileSync(image).readBigUInt64BE(40));
+    const l1Before = readFileSync(image).subarray(l1, l1 + 65536);
+    const result = platter(['amend', '-o', 'compat=0.10', image]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^platter: .*overlaps the active L1 table/);
+    expect(readFileSync(image).subarray(l1, l1 + 65536).equals(l1Before)).toBe(true);
+    expect(contents(image)[0]!.every((byte) => byte === 0)).toBe(true);
+  });
 });

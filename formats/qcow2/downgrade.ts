@@ -69,13 +69,14 @@ async function expandTable(host: WriterHost, l1Index: number, tableOffset: numbe
       continue;
     }
     let hostOffset = type === 'zero-alloc' ? l2EntryHostOffset(table, index, false, tableOffset) : 0;
-    // A cluster also reached by another table (a snapshot's) keeps its data there: this entry gets a new one.
-    const shared = hostOffset !== 0 && (await allocator.refcounts.get(hostOffset / clusterSize)) > sharers;
-    if (hostOffset === 0 || shared) {
-      const old = hostOffset;
+    const references = hostOffset === 0 ? 0 : await allocator.refcounts.get(hostOffset / clusterSize);
+    // Zeroed in place only when this table's references are all the cluster has. One that another table
+    // (a snapshot's) reaches too keeps its data there; one counted less (a damaged image, or a cluster past
+    // the end of the file) is not written at all. Either way the entry gets a new cluster.
+    if (references !== sharers) {
+      if (references > sharers) left.push(hostOffset);
       hostOffset = await allocator.allocate();
       if (sharers > 1) await allocator.refcounts.set(hostOffset / clusterSize, sharers);
-      if (shared) left.push(old);
     }
     // A damaged image's zero cluster may point at metadata: zeros must not land there.
     host.overlap.check(hostOffset, clusterSize, (l1Index * geometry.l2Entries + index) * clusterSize);
