@@ -15,6 +15,9 @@ import { shStatus } from './helpers/qcow2-oracle.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 import { CrashingDevice, writerTestHost } from './helpers/qcow2-writer.js';
 import { amendImage } from '../src/ops/amend.js';
+import { MemoryDevice } from '../src/core/device.js';
+import { PlatterError } from '../src/core/errors.js';
+import fc from 'fast-check';
 
 const tmp = tempDir('platter-downgrade-');
 afterAll(() => tmp.cleanup());
@@ -224,4 +227,48 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend -o compat=0.
     expect(readFileSync(image).subarray(l1, l1 + 65536).equals(l1Before)).toBe(true);
     expect(contents(image)[0]!.every((byte) => byte === 0)).toBe(true);
   });
+
+  it('hostile tables: a downgrade of an image with random entries poked in succeeds or fails with a PlatterError, in bounded space', async () => {
+    const source = tmp.path('hostile.qcow2');
+    backed(source);
+    io(source, 'write -P 2 0 256k', 'write -z 64k 64k', 'write -z 1M 128k');
+    run('qemu-img', ['snapshot', '-c', 's1', source]);
+    io(source, 'write -z 128k 64k');
+    const base = new Uint8Array(readFileSync(source));
+    const header = new DataView(base.buffer);
+    const cluster = (offset: bigint) => Number(offset & 0x00fffffffffffe00n);
+    // The clusters the downgrade walks: both L1 tables, their L2 tables, the refcount table.
+    const l1s = [cluster(header.getBigUint64(40)), cluster(header.getBigUint64(Number(header.getBigUint64(64))))];
+    const l2s = l1s.map((l1) => cluster(header.getBigUint64(l1))).filter((offset) => offset !== 0);
+    const targets = [...l1s, ...l2s, cluster(header.getBigUint64(48))];
+    const outcomes = new Set<string>();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            table: fc.constantFrom(...targets),
+            entry: fc.nat(63),
+            value: fc.oneof(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: 0n, max: 1n << 24n }).map((offset) => (offset << 9n) | 1n)),
+          }),
+          { minLength: 1, maxLength: 4 },
+        ),
+        async (pokes) => {
+          const bytes = base.slice();
+          const view = new DataView(bytes.buffer);
+          for (const { table, entry, value } of pokes) view.setBigUint64(table + entry * 8, value);
+          const device = new MemoryDevice(bytes, { name: 'hostile.qcow2' });
+          try {
+            await amendImage(device, 'qcow2', new Map([['compat', '0.10']]), writerTestHost());
+            outcomes.add('done');
+          } catch (error) {
+            expect(error, String(error)).toBeInstanceOf(PlatterError);
+            outcomes.add('refused');
+          }
+          expect(device.size).toBeLessThan(base.length + (64 << 20));
+        },
+      ),
+      { numRuns: 150 },
+    );
+    expect(outcomes).toEqual(new Set(['done', 'refused']));
+  }, 60_000);
 });
