@@ -18,6 +18,7 @@
  * written, so an interruption leaves at worst leaked clusters.
  */
 
+import { UnsupportedFeatureError } from '../../src/core/errors.js';
 import { clusterType, l2EntryHostOffset, l2EntryPosition } from './entries.js';
 import { COPIED_HI, setEntry } from './l2-write.js';
 import type { Qcow2Image } from './image.js';
@@ -29,6 +30,8 @@ import type { WriterHost } from './write.js';
 /** Rewrites every zero cluster of `image` (open for writing) as version 2 can hold it. */
 export async function expandZeroClusters(image: Qcow2Image): Promise<void> {
   const { writer, host } = snapshotAccess(image, 'write out zero clusters');
+  // Subclusters carry their own zero bits, which version 2 cannot hold either (a downgrade refuses them first).
+  if (host.metadata.geometry.extendedL2) throw new UnsupportedFeatureError('cannot write out the zero clusters of an image with extended L2 entries');
   await writer.serialized(async () => {
     const { metadata } = host;
     const tables = [
