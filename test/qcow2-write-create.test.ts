@@ -30,6 +30,9 @@ const identical: [string[], string][] = [
   // Not whole sectors: qemu rounds the size up, and prints it as asked for.
   [[], '1000'],
   [['-o', 'cluster_size=512'], '513'],
+  // The file options: checked and printed as qemu-img prints them, not applied (nor by qemu on ext4).
+  [['-o', 'nocow=on,extent_size_hint=4M'], '1G'],
+  [['-o', 'extent_size_hint=0,nocow=off'], '1G'],
 ];
 
 describe.skipIf(!haveQemu)('create -f qcow2', () => {
@@ -55,8 +58,9 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
       const theirs = sh(temp.dir, 'qemu-img', args);
       expect(mine.status).toBe(0);
       expect(mine.stdout.split('\n')[0]).toBe(theirs.split('\n')[0]);
-      // qemu-img lists raw's preallocation with the file protocol's options, not the format's.
-      const expected = names(theirs).filter((name) => !name!.startsWith('encrypt'));
+      // qemu-img lists raw's preallocation, and the file options, with the file protocol's options
+      // (given a file name), not the format's; platter lists the file options with every format.
+      const expected = [...names(theirs).filter((name) => !name!.startsWith('encrypt')), 'extent_size_hint', 'nocow'].sort();
       expect(names(mine.stdout).filter((name) => format === 'qcow2' || name !== 'preallocation')).toEqual(expected);
     }
     const missing = platter(['create', '-f', 'qcow2']);

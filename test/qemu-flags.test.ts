@@ -52,6 +52,9 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     ['convert', '-O', 'qcow2', '-f', 'raw', '-O', 'raw', '-f', 'qcow2', 'top.qcow2', 'twice.raw'],
     ['map', '--output=human', '--output=json', 'top.qcow2'],
     ['convert', '-C', '-O', 'raw', 'top.qcow2', 'offload.raw'],
+    // The file options (hints qemu applies where the file system has them): taken and printed.
+    ['convert', '-O', 'raw', '-o', 'nocow=off,extent_size_hint=2M', 'top.qcow2', 'hinted.raw'],
+    ['create', '-f', 'raw', '-o', 'extent_size_hint=1M,nocow=off', 'hinted.raw', '1M'],
     // `--` ends the options; the words after it are operands, a size or a file name that starts with '-' too.
     ['info', '--', 'top.qcow2'],
     ['resize', 'top.qcow2', '--', '+1M'],
@@ -86,6 +89,8 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-C', '-c', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Cannot enable copy offloading when -c is used'],
     [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
+    [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "Parameter 'nocow' expects 'on' or 'off'"],
+    [['create', '-f', 'raw', '-o', 'extent_size_hint=5G', 'out.raw', '1M'], 'Extent size hint is too large'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);
     expect(mine.status).toBe(qemu.status);

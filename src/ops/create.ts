@@ -48,9 +48,22 @@ export interface CreateOption {
   help: string;
 }
 
+/**
+ * Options of the file the image is stored in, which qemu-img takes with any
+ * format: hints to the host file system that qemu applies where it can and
+ * ignores elsewhere. Portable file APIs have no call for either, so platter
+ * checks them and applies neither (nocow=on says so).
+ */
+const FILE_OPTIONS: readonly CreateOption[] = [
+  { name: 'extent_size_hint', value: 'size', help: 'Extent size hint for XFS (checked; not applied: no portable call sets it)' },
+  { name: 'nocow', value: 'bool (on/off)', help: 'No copy-on-write on btrfs (checked; not applied: no portable call sets it)' },
+];
+
 /** The -o options of each format platter creates, by name. */
 export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOption[]>> = {
   raw: [
+    FILE_OPTIONS[0]!,
+    FILE_OPTIONS[1]!,
     { name: 'preallocation', value: 'str', help: 'off, falloc (left sparse) or full (zeros written)' },
     { name: 'size', value: 'size', help: 'Virtual size of the disk' },
   ],
@@ -63,7 +76,9 @@ export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOpt
     { name: 'data_file', value: 'str', help: 'External data file that holds the guest data' },
     { name: 'data_file_raw', value: 'bool (on/off)', help: 'Keep the external data file a valid raw disk' },
     { name: 'extended_l2', value: 'bool (on/off)', help: 'L2 entries with 32 subclusters each' },
+    FILE_OPTIONS[0]!,
     { name: 'lazy_refcounts', value: 'bool (on/off)', help: 'Update refcounts late (the image is marked dirty meanwhile)' },
+    FILE_OPTIONS[1]!,
     { name: 'preallocation', value: 'str', help: 'off, metadata, falloc or full' },
     { name: 'refcount_bits', value: 'num', help: 'Bits per refcount: 1, 2, 4, 8, 16, 32 or 64' },
     { name: 'size', value: 'size', help: 'Virtual size of the disk' },
@@ -124,7 +139,7 @@ function planRaw(request: CreateRequest): ImagePlan {
   const settings: [string, string][] = [['fmt', 'raw']];
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
   // As qemu-img prints it: the size asked for.
-  settings.push(['size', String(asked)]);
+  settings.push(['size', String(asked)], ...fileSettings(request.options));
   return { format: 'raw', size: wholeSectors(asked), preallocation, settings };
 }
 
@@ -238,6 +253,34 @@ function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions, a
   if (parsed.dataFile !== undefined) settings.push(['data_file', parsed.dataFile]);
   if (given.has('data_file_raw')) settings.push(['data_file_raw', onOff(parsed.dataFileRaw)]);
   if (given.has('compat')) settings.push(['compat', given.get('compat')!]);
-  settings.push(['lazy_refcounts', onOff(parsed.lazyRefcounts)], ['refcount_bits', String(parsed.refcountBits)]);
+  settings.push(['lazy_refcounts', onOff(parsed.lazyRefcounts)], ['refcount_bits', String(parsed.refcountBits)], ...fileSettings(given));
+  return settings;
+}
+
+/** The largest extent size hint qemu takes (it is a 32-bit field of the file system). */
+const MAX_EXTENT_SIZE_HINT = 0xffffffff;
+
+/** The names of the file options, which every output format takes. */
+export const FILE_OPTION_NAMES: readonly string[] = FILE_OPTIONS.map((option) => option.name);
+
+/** What the CLI says when nocow=on is asked for: platter cannot set the attribute. */
+export const NOCOW_NOT_APPLIED =
+  "nocow=on is not applied: no portable file call sets a file's no-copy-on-write attribute (on btrfs, 'chattr +C' on the directory makes new files in it so)";
+
+/** True when the options ask for nocow=on, which platter cannot apply (the caller says so). */
+export function asksNocow(options: Map<string, string>): boolean {
+  return options.has('nocow') && optionBoolean(options.get('nocow'), 'nocow', false);
+}
+
+/** The file options given, checked as qemu-img checks them, in the order its "Formatting" line prints them. */
+export function fileSettings(options: Map<string, string>): [string, string][] {
+  const settings: [string, string][] = [];
+  if (options.has('nocow')) settings.push(['nocow', optionBoolean(options.get('nocow'), 'nocow', false) ? 'on' : 'off']);
+  const hint = options.get('extent_size_hint');
+  if (hint !== undefined) {
+    const bytes = parseSize(hint, 'extent_size_hint');
+    if (bytes > MAX_EXTENT_SIZE_HINT) throw new UsageError('Extent size hint is too large');
+    settings.push(['extent_size_hint', String(bytes)]);
+  }
   return settings;
 }

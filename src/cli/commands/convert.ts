@@ -14,7 +14,7 @@ import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
-import { CREATE_OPTIONS, compatVersion, planImage } from '../../ops/create.js';
+import { CREATE_OPTIONS, FILE_OPTION_NAMES, NOCOW_NOT_APPLIED, asksNocow, compatVersion, fileSettings, planImage } from '../../ops/create.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
 import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
@@ -108,6 +108,7 @@ const command: CliCommand = {
     const sourcePaths = files.slice(0, -1);
     const targetPath = output.name(files.at(-1)!);
     const sparseSize = checkFlags(args, outputFormat, options);
+    if (asksNocow(options)) warn(`${targetPath}: ${NOCOW_NOT_APPLIED}`);
     const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
     const opened = await openSources(sourcePaths, args);
     try {
@@ -278,13 +279,15 @@ async function convertIntoQcow2(source: Image, plan: OutputPlan, args: Args): Pr
 }
 
 /**
- * The one option a raw output takes (`-o preallocation=MODE`), as qemu's file
- * driver takes it: `full` writes every byte; `falloc` cannot reserve blocks
- * without fallocate in a portable file API and leaves holes, which read the
- * same; anything else is refused with qemu-img's words.
+ * The option a raw output takes (`-o preallocation=MODE`, and the file
+ * options, checked), as qemu's file driver takes it: `full` writes every
+ * byte; `falloc` cannot reserve blocks without fallocate in a portable file
+ * API and leaves holes, which read the same; anything else is refused with
+ * qemu-img's words.
  */
 function rawPreallocation(options: Map<string, string>): string {
-  for (const name of options.keys()) if (name !== 'preallocation') throw new UsageError(`Invalid parameter '${name}'`);
+  for (const name of options.keys()) if (name !== 'preallocation' && !FILE_OPTION_NAMES.includes(name)) throw new UsageError(`Invalid parameter '${name}'`);
+  fileSettings(options);
   const mode = options.get('preallocation') ?? 'off';
   if (mode === 'metadata') throw new UsageError('Unsupported preallocation mode: metadata');
   if (!['off', 'falloc', 'full'].includes(mode)) throw new UsageError(`invalid parameter value: ${mode}`);

@@ -3,7 +3,8 @@
 import { isAbsolute, join, dirname } from 'node:path';
 import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
-import { CREATE_OPTIONS, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
+import { CREATE_OPTIONS, NOCOW_NOT_APPLIED, asksNocow, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
+import { warn } from '../report.js';
 import { UsageError } from '../../core/errors.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { FileDevice } from '../../node/file-device.js';
@@ -72,6 +73,7 @@ const command: CliCommand = {
     };
     // Everything is checked before the file is made: a bad option leaves an existing file as it was.
     const plan = await planImage(request);
+    if (asksNocow(options)) warn(`${path}: ${NOCOW_NOT_APPLIED}`);
     const device = await FileDevice.open(path, { create: true });
     let result;
     try {
