@@ -3,9 +3,10 @@
  * (driver=qcow2,file.filename=disk.qcow2, with ,, for a comma) and json:{...}
  * names. The same output as qemu-img for info, map, check, compare and
  * measure; convert from them, and into an existing image named by
- * --target-image-opts; and qemu-img's refusals (an option the driver does not
- * take, no file, a node name) in its words. Drivers and protocols other than
- * qcow2, raw and file are refused as unsupported.
+ * --target-image-opts; a raw image that is a part of its file (the raw
+ * driver's offset and size); and qemu-img's refusals (an option the driver
+ * does not take, no file, a node name) in its words. Drivers and protocols
+ * other than qcow2, raw and file are refused as unsupported.
  */
 
 import { copyFileSync, readFileSync } from 'node:fs';
@@ -22,6 +23,19 @@ describe('block options as image names', () => {
     ['driver=file,filename=disk.raw,aio=threads', { path: 'disk.raw', format: 'raw' }],
     ['driver=qcow2,file.filename=d.qcow2,l2-cache-size=1M,overlap-check.template=all', { path: 'd.qcow2', format: 'qcow2' }],
     ['json:{"driver":"qcow2","file":{"driver":"file","filename":"disk.qcow2"}}', { path: 'disk.qcow2', format: 'qcow2' }],
+    // A part of the file, named as qemu names it: the options as given, in the order qemu prints a dictionary.
+    [
+      'driver=raw,offset=1M,size=4M,file.filename=disk.img',
+      {
+        path: 'disk.img',
+        format: 'raw',
+        window: { offset: 1 << 20, size: 4 << 20, name: 'json:{"offset": "1M", "driver": "raw", "size": "4M", "file": {"driver": "file", "filename": "disk.img"}}' },
+      },
+    ],
+    [
+      'driver=raw,offset=1000,file.filename=disk.img',
+      { path: 'disk.img', format: 'raw', window: { offset: 1000, name: 'json:{"offset": "1000", "driver": "raw", "file": {"driver": "file", "filename": "disk.img"}}' } },
+    ],
   ])('%s', (word, spec) => {
     expect(imageSpec(word)).toEqual(spec);
   });
@@ -34,7 +48,9 @@ describe('block options as image names', () => {
     ['driver=qcow2,file.filename=d.qcow2,file.foo=1', "Block protocol 'file' doesn't support the option 'foo'"],
     ['driver=vmdk,file.filename=d.vmdk', "the 'vmdk' driver is not supported"],
     ['driver=qcow2,file.driver=nbd,file.filename=d', "the 'nbd' protocol is not supported"],
-    ['driver=raw,file.filename=d.raw,offset=512', "the raw driver's offset and size options are not supported"],
+    ['driver=raw,file.filename=d.raw,size=100', 'Specified size is not multiple of 512'],
+    ['driver=raw,file.filename=d.raw,offset=-1', "Parameter 'offset' expects a non-negative number below 2^64"],
+    ['driver=qcow2,file.filename=d.qcow2,offset=512', "Block format 'qcow2' does not support the option 'offset'"],
     ['json:{"driver":', 'Could not parse the JSON options'],
   ])('%s: refused', (word, message) => {
     expect(() => imageSpec(word)).toThrow(message);
@@ -66,6 +82,53 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     expect(ours.stdout).toBe(qemuImg(...args));
   });
 
+  // A raw image that is part of the file: 4 MiB from 1 MiB in, and from byte 1000 to the end.
+  const part = 'driver=raw,offset=1M,size=4M,file.filename=disk.raw';
+  const tail = 'driver=raw,offset=1000,file.filename=disk.raw';
+
+  it.each([
+    [['info', '--image-opts', part]],
+    [['info', '--output=json', '--image-opts', tail]],
+    [['compare', '--image-opts', part, 'driver=raw,offset=1M,size=4M,file.filename=disk.raw']],
+  ])('a part of a raw file, %j: what qemu-img prints', (args) => {
+    const ours = platter(args, { cwd: tmp.dir });
+    expect(ours.stderr).toBe('');
+    expect(ours.stdout).toBe(qemuImg(...args));
+  });
+
+  it('a part of a raw file: converted, the same bytes as qemu-img; mapped into the file; never converted onto its file', () => {
+    // Sector-aligned: from byte 1000, qemu-img 7.2 takes the sector where the data starts for a hole and loses its bytes.
+    for (const [window, name] of [[part, 'part'], ['driver=raw,offset=512,file.filename=disk.raw', 'tail']] as const) {
+      expect(platter(['convert', '--image-opts', '-O', 'qcow2', window, at(`${name}-ours.qcow2`)], { cwd: tmp.dir }).status).toBe(0);
+      qemuImg('convert', '--image-opts', '-O', 'qcow2', window, `${name}-theirs.qcow2`);
+      expect(readFileSync(at(`${name}-ours.qcow2`)).equals(readFileSync(at(`${name}-theirs.qcow2`)))).toBe(true);
+    }
+    // From byte 1000 on: the file's bytes from there, the last sector padded with zeros, as qemu sizes the image.
+    expect(platter(['convert', '--image-opts', '-O', 'raw', tail, at('tail.raw')], { cwd: tmp.dir }).status).toBe(0);
+    const file = readFileSync(at('disk.raw'));
+    const expected = Buffer.alloc(Math.ceil((file.length - 1000) / 512) * 512);
+    file.copy(expected, 0, 1000);
+    expect(readFileSync(at('tail.raw')).equals(expected)).toBe(true);
+    // Without SEEK_DATA platter maps the whole part as data, where qemu-img finds the holes; both place it in the file.
+    const mapped = JSON.parse(platter(['map', '--output=json', '--image-opts', part], { cwd: tmp.dir }).stdout) as { offset: number }[];
+    expect(mapped[0]!.offset).toBe(1 << 20);
+    expect(platter(['map', '--image-opts', part], { cwd: tmp.dir }).stdout).toContain('0x100000        disk.raw');
+    const before = readFileSync(at('disk.raw'));
+    const onto = platter(['convert', '--image-opts', '-O', 'raw', part, 'disk.raw'], { cwd: tmp.dir });
+    expect(onto.stderr).toContain('refusing to convert onto the source image disk.raw');
+    expect(readFileSync(at('disk.raw')).equals(before)).toBe(true);
+  });
+
+  it.each([
+    [['info', '--image-opts', 'driver=raw,offset=15M,size=4M,file.filename=disk.raw'], 'disk.raw: The sum of offset (15728640) and size (4194304) has to be smaller or equal to the actual size of the containing file (16777216)'],
+    [['info', '--image-opts', 'driver=raw,offset=20M,file.filename=disk.raw'], 'disk.raw: Offset (20971520) cannot be greater than size of the containing file (16777216)'],
+    [['resize', '--image-opts', part, '8M'], 'json:{"offset": "1M", "driver": "raw", "size": "4M", "file": {"driver": "file", "filename": "disk.raw"}}: Cannot resize fixed-size raw disks'],
+  ])('a part of a raw file, %j: refused as qemu-img refuses it', (args, message) => {
+    const result = platter(args, { cwd: tmp.dir });
+    expect(result.stderr).toBe(`platter: ${message}\n`);
+    expect(result.status).toBe(1);
+  });
+
   it('convert from option strings, and -n into an image named by --target-image-opts: the same bytes as qemu-img', () => {
     expect(platter(['convert', '--image-opts', '-O', 'raw', qcow2, at('out.raw')], { cwd: tmp.dir }).status).toBe(0);
     expect(readFileSync(at('out.raw')).equals(readFileSync(at('disk.raw')))).toBe(true);
@@ -82,6 +145,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     [['convert', '--target-image-opts', '-O', 'qcow2', 'disk.raw', 'driver=qcow2,file.filename=x.qcow2'], '--target-image-opts requires use of -n flag'],
     [['convert', '-n', '--target-image-opts', '-O', 'raw', 'disk.raw', 'driver=qcow2,file.filename=x.qcow2'], '--image-opts and --format are mutually exclusive'],
     [['info', '--image-opts', `${qcow2},foo=1`], `${qcow2},foo=1: Block format 'qcow2' does not support the option 'foo'`],
+    [['convert', '-n', '--target-image-opts', 'disk.raw', 'driver=raw,offset=1M,file.filename=x.raw'], "an output that is a part of a file (the raw driver's offset and size) is not supported"],
   ])('%j: refused in qemu-img words', (args, message) => {
     const result = platter(args, { cwd: tmp.dir });
     expect(result.stderr).toBe(`platter: ${message}\n`);

@@ -94,7 +94,8 @@ export class RawImage implements Image {
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     checkRange(offset, length, this.size, `block status of ${this.name}`);
     if (length === 0) return [];
-    return [{ start: offset, length, kind: 'data', depth: 0, hostOffset: offset }];
+    // In the file: a raw image that is part of one (qemu's offset option) lies past its start.
+    return [{ start: offset, length, kind: 'data', depth: 0, hostOffset: offset + (this.device.partOf?.offset ?? 0) }];
   }
 
   describe(): ImageDescription {

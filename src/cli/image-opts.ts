@@ -3,15 +3,19 @@
  * makes every image operand an option string
  * (`driver=qcow2,file.filename=disk.qcow2`), and a `json:{...}` operand is the
  * same options as JSON, with or without it, as qemu-img takes them. platter
- * opens files only: the drivers are qcow2 and raw over the file protocol, or
- * the file protocol itself (read as raw). Options that only tune qemu's
- * caches, locks or I/O are taken and have no effect; any other is refused.
+ * opens files only: the drivers are qcow2 and raw over the file protocol (raw
+ * with its offset and size: a part of the file), or the file protocol itself
+ * (read as raw). Options that only tune qemu's caches, locks or I/O are taken
+ * and have no effect; any other is refused.
  */
 
 import type { Argv } from 'yargs';
 import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import { parseOptionString } from '../core/options.js';
+import { parseSize } from '../core/size.js';
+import type { RawWindow } from '../node/open.js';
 import type { Args } from './command.js';
+import { qdictOrder } from './qdict-order.js';
 
 /** A positional that names images, and the flag that takes their format. */
 export interface ImageOperand {
@@ -27,6 +31,20 @@ export interface ImageSpec {
   path: string;
   /** Undefined: probed, as qemu probes when no driver is given. */
   format?: string;
+  /** The raw driver's offset and size options: the image is that part of the file. */
+  window?: RawWindow;
+}
+
+/**
+ * The raw images that are part of a file, by the name their operand was
+ * replaced with (qemu's json: name for them), for openForCli: a name that
+ * is not a file path stands for the file, the window and the driver.
+ */
+const rawWindows = new Map<string, { path: string; window: RawWindow }>();
+
+/** The file and window an operand name stands for, when it names a part of a file. */
+export function rawWindowNamed(name: string): { path: string; window: RawWindow } | undefined {
+  return rawWindows.get(name);
 }
 
 /** Options of the image's format that tune qemu only (caches, locks, discards, checks); taken, without effect. */
@@ -79,6 +97,10 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
       if (imageOpts && given.has(flag)) throw new UsageError('--image-opts and --format are mutually exclusive');
       const spec = imageSpec(word);
       words[index] = spec.path;
+      if (spec.window) {
+        rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
+        words[index] = spec.window.name;
+      }
       if (spec.format === undefined) continue;
       if (chosen !== undefined && chosen !== spec.format) throw new UnsupportedFeatureError('images of different drivers in one command are not supported');
       chosen = spec.format;
@@ -139,15 +161,54 @@ function specOf(options: Map<string, string>): ImageSpec {
   const reference = options.get('file');
   // A plain `file=NAME` names a block node of a running qemu, not a file.
   if (reference !== undefined) throw new UsageError(`Cannot find device='${reference}' nor node-name='${reference}'`);
-  if (driver === 'raw' && (options.has('offset') || options.has('size'))) {
-    throw new UnsupportedFeatureError("the raw driver's offset and size options are not supported");
-  }
   const formatName = driver ?? 'qcow2';
   const own = new Map([...options].filter(([key]) => !key.startsWith('file.')));
   const file = new Map([...options].filter(([key]) => key.startsWith('file.')).map(([key, value]) => [key.slice(5), value]));
-  checkKeys(own, FORMAT_TUNING, 'driver', (key) => `Block format '${formatName}' does not support the option '${key}'`, (key) => key.startsWith('overlap-check.'));
+  const windowed = driver === 'raw' && (own.has('offset') || own.has('size'));
+  checkKeys(
+    own,
+    FORMAT_TUNING,
+    'driver',
+    (key) => `Block format '${formatName}' does not support the option '${key}'`,
+    (key) => key.startsWith('overlap-check.') || (driver === 'raw' && RAW_WINDOW_KEYS.has(key)),
+  );
   checkKeys(file, FILE_TUNING, 'filename', (key) => `Block protocol 'file' doesn't support the option '${key}'`, (key) => key === 'driver');
-  return { path: fileName(file.get('filename')), format: driver };
+  const path = fileName(file.get('filename'));
+  return { path, format: driver, ...(windowed ? { window: rawWindow(own, file) } : {}) };
+}
+
+/** The raw driver's options that make the image a part of its file. */
+const RAW_WINDOW_KEYS = new Set(['offset', 'size']);
+/** qemu's sector: a raw image's size option must be whole ones. */
+const SECTOR_SIZE = 512;
+
+/**
+ * The window the raw driver's offset and size name, with qemu's checks (a
+ * size of whole sectors; the file's bounds are checked when it is opened),
+ * and the json: name qemu gives such an image: the options as given, the
+ * file's among them with its driver, in the order qemu prints a dictionary.
+ */
+function rawWindow(own: Map<string, string>, file: Map<string, string>): RawWindow {
+  const parse = (key: string) => {
+    const text = own.get(key);
+    if (text === undefined) return undefined;
+    if (text.trim().startsWith('-')) throw new UsageError(`Parameter '${key}' expects a non-negative number below 2^64`);
+    return parseSize(text, key);
+  };
+  const offset = parse('offset') ?? 0;
+  const size = parse('size');
+  if (size !== undefined && size % SECTOR_SIZE !== 0) throw new UsageError(`Specified size is not multiple of ${SECTOR_SIZE}`);
+  const fileObject = qdictOrder(Object.fromEntries([['driver', 'file'], ...file]));
+  const name = `json:${qemuJson(qdictOrder({ ...Object.fromEntries(own), file: fileObject }))}`;
+  return { offset, ...(size === undefined ? {} : { size }), name };
+}
+
+/** JSON as qemu prints a json: name: on one line, with a space after each colon and comma. */
+function qemuJson(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value);
+  return `{${Object.entries(value)
+    .map(([key, item]) => `${JSON.stringify(key)}: ${qemuJson(item)}`)
+    .join(', ')}}`;
 }
 
 /** Refuses a key that is neither `main` nor tuning (nor `alsoAllowed`). */

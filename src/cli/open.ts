@@ -3,11 +3,14 @@
 import { PlatterError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { openImageFile, type OpenFileOptions } from '../node/open.js';
+import { rawWindowNamed } from './image-opts.js';
 import { warn } from './report.js';
 
 /** Opens an image file for a command. */
 export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> = {}): Promise<Image> {
-  return openImageFile(path, { ...options, warn: (message) => warn(`${path}: ${message}`) });
+  const part = rawWindowNamed(path);
+  const file = part?.path ?? path;
+  return openImageFile(file, { ...options, ...(part ? { window: part.window } : {}), warn: (message) => warn(`${path}: ${message}`) });
 }
 
 /**

@@ -8,7 +8,8 @@ import { sameFile } from '../node/byte-tests.js';
 export function sourceFiles(image: Image): string[] {
   const names: string[] = [];
   for (let layer: Image | undefined = image; layer; layer = layer.backing) {
-    names.push(layer.device.name);
+    // A raw image that is part of a file reads that file.
+    names.push(layer.device.partOf?.name ?? layer.device.name);
     const dataDevice = (layer as { dataDevice?: BlockDevice }).dataDevice;
     if (dataDevice && dataDevice !== layer.device) names.push(dataDevice.name);
   }

@@ -24,6 +24,8 @@ export interface BlockDevice {
   flush?(): Promise<void>;
   /** Bytes the host really holds for this device (sparse files hold less), when known. */
   allocatedBytes?(): Promise<number | undefined>;
+  /** The file this device is a part of, and where in it byte 0 of the device lies, when the device stands for that part. */
+  readonly partOf?: { name: string; offset: number };
   close(): Promise<void>;
 }
 
@@ -120,21 +122,25 @@ export class MemoryDevice implements BlockDevice {
 
 /**
  * A window [start, start+length) of another device: a partition, a logical volume,
- * the payload of a container. Never grows; closing it leaves the parent open.
+ * the payload of a container. Never grows; closing it leaves the parent open,
+ * unless the slice `owns` its parent (it then stands for the whole file: it
+ * closes it, and reports its allocation).
  */
 export class SliceDevice implements BlockDevice {
   readonly name: string;
   readonly writable: boolean;
+  private readonly owns: boolean;
 
   constructor(
     private readonly parent: BlockDevice,
     readonly start: number,
     readonly size: number,
-    options: { name?: string; writable?: boolean } = {},
+    options: { name?: string; writable?: boolean; owns?: boolean } = {},
   ) {
     checkRange(start, size, parent.size, `slice of ${parent.name}`);
     this.name = options.name ?? `${parent.name}[${start}+${size}]`;
     this.writable = (options.writable ?? parent.writable) && parent.writable && parent.write !== undefined;
+    this.owns = options.owns === true;
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
@@ -158,5 +164,15 @@ export class SliceDevice implements BlockDevice {
     await this.parent.flush?.();
   }
 
-  async close(): Promise<void> {}
+  async allocatedBytes(): Promise<number | undefined> {
+    return this.owns ? this.parent.allocatedBytes?.() : undefined;
+  }
+
+  get partOf(): { name: string; offset: number } | undefined {
+    return this.owns ? { name: this.parent.name, offset: this.start } : undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.owns) await this.parent.close();
+  }
 }

@@ -51,7 +51,9 @@ function entryOf(extent: Extent, chain: Image[]): MapEntry {
   if (extent.hostOffset !== undefined && !extent.compressed) {
     entry.offset = extent.hostOffset;
     const layer = chain[depth];
-    entry.filename = (layer?.dataDevice ?? layer?.device)?.name;
+    const device = layer?.dataDevice ?? layer?.device;
+    // A raw image that is part of a file (qemu's offset option) is mapped into that file.
+    entry.filename = device?.partOf?.name ?? device?.name;
   }
   return entry;
 }

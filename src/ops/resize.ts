@@ -17,7 +17,8 @@ import { RawImage } from '../../formats/raw/index.js';
  */
 async function resizeRaw(image: RawImage, size: number, preallocation: ResizePreallocation): Promise<void> {
   const device = image.device;
-  if (!device.truncate || !device.write) throw new UnsupportedFeatureError(`${image.name} cannot change size`);
+  // A raw image that is a fixed part of its file (qemu's raw driver with offset and size), as qemu-img refuses it.
+  if (!device.truncate || !device.write) throw new UnsupportedFeatureError('Cannot resize fixed-size raw disks');
   if (preallocation === 'metadata') throw new UnsupportedFeatureError('Unsupported preallocation mode: metadata');
   const oldEnd = device.size;
   if (size < oldEnd && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');

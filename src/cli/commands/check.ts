@@ -12,7 +12,7 @@ import { reportError } from '../report.js';
 import { checkJson, renderCheck } from '../render/check.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
-import { withImageOpts } from '../image-opts.js';
+import { rawWindowNamed, withImageOpts } from '../image-opts.js';
 
 /** qemu-img's exit status for formats without a check. */
 const NO_CHECK_STATUS = 63;
@@ -34,9 +34,11 @@ const command: CliCommand = {
     const mode = (args.repair as RepairMode | undefined) ?? 'none';
     refuseSharedWrite(args, path, mode !== 'none');
     checkSourceCacheMode(args);
-    const device = await FileDevice.open(path, { writable: mode !== 'none' });
+    // A raw image that is part of a file (--image-opts driver=raw,offset=...) is raw, which has no check.
+    const part = rawWindowNamed(path);
+    const device = await FileDevice.open(part?.path ?? path, { writable: mode !== 'none' });
     try {
-      const format = (args.format as string | undefined) ?? formats.probe(await readHead(device)).name;
+      const format = part ? 'raw' : ((args.format as string | undefined) ?? formats.probe(await readHead(device)).name);
       const report = await checkImage(device, format, mode);
       for (const line of [...report.repairMessages, ...report.messages]) process.stderr.write(`${line}\n`);
       if (args.output === 'json') printJson(checkJson(report, path));

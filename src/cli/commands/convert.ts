@@ -2,7 +2,7 @@
 
 import type { Args, CliCommand } from '../command.js';
 import { parseSize } from '../../core/size.js';
-import { UsageError } from '../../core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../../core/errors.js';
 import { checkOutputFormat, checkParallel, checkSparseSize, convertIntoImage, convertToRaw, DEFAULT_PARALLEL, DEFAULT_SPARSE_SIZE } from '../../ops/convert.js';
 import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
@@ -217,6 +217,8 @@ function outputOf(args: Args): { format: string; name(word: string): string } {
   const spec = files.length < 2 ? undefined : imageSpec(files.at(-1)!);
   // Not probed: a qcow2 image taken for raw would have its metadata overwritten.
   if (spec && spec.format === undefined) throw new UsageError("the output's driver must be given with --target-image-opts (driver=qcow2 or driver=raw)");
+  // The output is written as a file from its start: a part of one would be written in the wrong place.
+  if (spec?.window) throw new UnsupportedFeatureError("an output that is a part of a file (the raw driver's offset and size) is not supported");
   return { format: spec?.format ?? 'raw', name: () => spec!.path };
 }
 
