@@ -119,6 +119,14 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     expect(readFileSync(at('disk.raw')).equals(before)).toBe(true);
   });
 
+  it.each([part, qcow2])('dd --image-opts if=%s: the same bytes as qemu-img dd', (input) => {
+    const args = (out: string) => ['dd', '--image-opts', `if=${input}`, `of=${out}`, 'bs=64k', 'count=40'];
+    qemuImg(...args('dd-theirs.raw'));
+    const ours = platter(args('dd-ours.raw'), { cwd: tmp.dir });
+    expect(ours.stderr).toBe('');
+    expect(readFileSync(at('dd-ours.raw')).equals(readFileSync(at('dd-theirs.raw')))).toBe(true);
+  });
+
   it.each([
     [['info', '--image-opts', 'driver=raw,offset=15M,size=4M,file.filename=disk.raw'], 'disk.raw: The sum of offset (15728640) and size (4194304) has to be smaller or equal to the actual size of the containing file (16777216)'],
     [['info', '--image-opts', 'driver=raw,offset=20M,file.filename=disk.raw'], 'disk.raw: Offset (20971520) cannot be greater than size of the containing file (16777216)'],
@@ -145,6 +153,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     [['convert', '--target-image-opts', '-O', 'qcow2', 'disk.raw', 'driver=qcow2,file.filename=x.qcow2'], '--target-image-opts requires use of -n flag'],
     [['convert', '-n', '--target-image-opts', '-O', 'raw', 'disk.raw', 'driver=qcow2,file.filename=x.qcow2'], '--image-opts and --format are mutually exclusive'],
     [['info', '--image-opts', `${qcow2},foo=1`], `${qcow2},foo=1: Block format 'qcow2' does not support the option 'foo'`],
+    [['dd', '--image-opts', '-f', 'raw', `if=${raw}`, 'of=x.raw'], '--image-opts and --format are mutually exclusive'],
     [['convert', '-n', '--target-image-opts', 'disk.raw', 'driver=raw,offset=1M,file.filename=x.raw'], "an output that is a part of a file (the raw driver's offset and size) is not supported"],
   ])('%j: refused in qemu-img words', (args, message) => {
     const result = platter(args, { cwd: tmp.dir });

@@ -96,11 +96,7 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
       if (!imageOpts && !word.startsWith('json:')) continue;
       if (imageOpts && given.has(flag)) throw new UsageError('--image-opts and --format are mutually exclusive');
       const spec = imageSpec(word);
-      words[index] = spec.path;
-      if (spec.window) {
-        rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
-        words[index] = spec.window.name;
-      }
+      words[index] = operandName(spec);
       if (spec.format === undefined) continue;
       if (chosen !== undefined && chosen !== spec.format) throw new UnsupportedFeatureError('images of different drivers in one command are not supported');
       chosen = spec.format;
@@ -109,6 +105,24 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
     if (chosen !== undefined && !given.has(flag)) args[flag] = chosen;
     args[operand.positional] = Array.isArray(value) ? words : words[0];
   }
+}
+
+/** What an operand given as `spec` is called from now on: its file, or the name of the part of its file (registered for openForCli). */
+function operandName(spec: ImageSpec): string {
+  if (!spec.window) return spec.path;
+  rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
+  return spec.window.name;
+}
+
+/**
+ * One image operand that is not a positional (dd's `if=`): an option string
+ * with `imageOpts`, a json: name either way, else a file name. Returns the
+ * name to open it by and the format its driver gives.
+ */
+export function resolveImageOperand(word: string, imageOpts: boolean): { name: string; format?: string } {
+  if (!imageOpts && !word.startsWith('json:')) return { name: word };
+  const spec = imageSpec(word);
+  return { name: operandName(spec), ...(spec.format === undefined ? {} : { format: spec.format }) };
 }
 
 /** The file and format an option string (or json: name) opens; errors name the string, as qemu-img does. */

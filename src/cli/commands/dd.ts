@@ -10,6 +10,7 @@ import { FileDevice } from '../../node/file-device.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
+import { resolveImageOperand } from '../image-opts.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { warn } from '../report.js';
@@ -61,14 +62,23 @@ const command: CliCommand = {
   describe: 'Copy a range of an image, like qemu-img dd',
   builder: (yargs) =>
     withForceShare(withNamedFilePolicy(withFormat(yargs)))
+      .option('image-opts', {
+        type: 'boolean',
+        describe: 'The if= image is named by qemu block options, e.g. driver=qcow2,file.filename=disk.qcow2 (a json:{...} name is read either way)',
+      })
       .positional('operands', { type: 'string', array: true, describe: 'bs=SIZE count=N skip=N if=SOURCE of=TARGET' })
       .option('O', { type: 'string', default: 'raw', requiresArg: true, describe: 'Output format: raw, or qcow2 (every block written: fully allocated, as qemu-img dd makes it)' })
       .example('platter dd bs=1M count=64 if=disk.qcow2 of=head.raw', 'The first 64 MiB of the guest disk as a raw file')
-      .example('platter dd -f qcow2 bs=512 skip=2048 if=disk.qcow2 of=rest.raw', 'Everything after the first MiB'),
+      .example('platter dd -f qcow2 bs=512 skip=2048 if=disk.qcow2 of=rest.raw', 'Everything after the first MiB')
+      .example('platter dd --image-opts if=driver=raw,offset=1M,file.filename=disk.img of=part.raw', 'A raw disk from its second MiB on, named by qemu block options'),
   async handler(args) {
     const operands = parseDdOperands(((args.operands as unknown[]) ?? []).map(String));
     checkOutputFormat(args.O as string);
-    const source = await openForCli(operands.input!, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
+    const imageOpts = args['image-opts'] === true;
+    if (imageOpts && args.format !== undefined) throw new UsageError('--image-opts and --format are mutually exclusive');
+    // As qemu-img dd: --image-opts names the input only.
+    const input = resolveImageOperand(operands.input!, imageOpts);
+    const source = await openForCli(input.name, { ...namedFilePolicyOf(args), format: input.format ?? (args.format as string | undefined) });
     try {
       // Any file the source reads from, backing and data files included, is off limits.
       if ((await sourceFileAt(source, operands.output!)) !== undefined) {
@@ -80,7 +90,7 @@ const command: CliCommand = {
           args.O === 'qcow2'
             ? await ddToQcow2(source, target, operands, nodeHost(), { tests: nodeByteTests })
             : await ddToRaw(source, target, operands, { tests: nodeByteTests });
-        if (result.skipPastEnd) warn(`${operands.input}: cannot skip to specified offset`);
+        if (result.skipPastEnd) warn(`${input.name}: cannot skip to specified offset`);
       } catch (error) {
         if (error instanceof PlatterError) error.inFile(operands.output!);
         throw error;
