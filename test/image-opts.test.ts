@@ -20,7 +20,7 @@ describe('block options as image names', () => {
     ['driver=qcow2,file.driver=file,file.filename=a,,b.qcow2', { path: 'a,b.qcow2', format: 'qcow2' }],
     ['file.filename=disk.img', { path: 'disk.img', format: undefined }],
     ['driver=raw,file.filename=disk.raw,read-only=on,cache.direct=on,file.locking=off', { path: 'disk.raw', format: 'raw' }],
-    ['driver=file,filename=disk.raw,aio=threads', { path: 'disk.raw', format: 'raw' }],
+    ['driver=file,filename=disk.raw,aio=threads', { path: 'disk.raw', format: 'file' }],
     ['driver=qcow2,file.filename=d.qcow2,l2-cache-size=1M,overlap-check.template=all', { path: 'd.qcow2', format: 'qcow2' }],
     ['json:{"driver":"qcow2","file":{"driver":"file","filename":"disk.qcow2"}}', { path: 'disk.qcow2', format: 'qcow2' }],
     // A part of the file, named as qemu names it: the options as given, in the order qemu prints a dictionary.
@@ -76,6 +76,10 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     [['check', '--image-opts', qcow2]],
     [['compare', '--image-opts', qcow2, raw]],
     [['measure', '-O', 'qcow2', '--image-opts', qcow2]],
+    // qemu's file protocol as the image: the file's bytes, under the name 'file'.
+    [['info', '--image-opts', 'driver=file,filename=disk.raw']],
+    [['info', '--output=json', '-f', 'file', 'disk.raw']],
+    [['compare', '-f', 'file', '-F', 'qcow2', 'disk.raw', 'disk.qcow2']],
   ])('%j: what qemu-img prints', (args) => {
     const ours = platter(args, { cwd: tmp.dir });
     expect(ours.stderr).toBe('');

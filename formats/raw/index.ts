@@ -20,13 +20,17 @@ const GUARDED_HEAD = SECTOR_SIZE;
 
 /** A raw image over any device. */
 export class RawImage implements Image {
-  readonly format = 'raw';
   readonly backing = undefined;
 
-  /** `reprobe`: the format was probed; writes that would make the first sector probe as another format are refused. */
+  /**
+   * `reprobe`: the format was probed; writes that would make the first sector
+   * probe as another format are refused. `format`: 'file' when opened as qemu's
+   * file protocol (-f file), which reads the same.
+   */
   constructor(
     readonly device: BlockDevice,
     private readonly reprobe?: (head: Uint8Array) => string,
+    readonly format: 'raw' | 'file' = 'raw',
   ) {}
 
   get probed(): boolean {
@@ -77,7 +81,7 @@ export class RawImage implements Image {
     await this.readInto(0, head);
     head.set(data.subarray(0, GUARDED_HEAD - offset), offset);
     const format = this.reprobe!(head);
-    if (format !== this.format) {
+    if (format !== 'raw') {
       throw new ReadOnlyError(
         `write to the first sector refused: the format was probed as raw, and the sector written would make the image probe as ${format} (name the format raw to allow it)`,
       ).inFile(this.name);
@@ -113,6 +117,25 @@ export class RawImage implements Image {
   async close(): Promise<void> {
     await this.device.close();
   }
+}
+
+/**
+ * qemu's file protocol opened as an image (qemu-img -f file, or
+ * --image-opts driver=file): the file's bytes, as raw reads them, under
+ * that name. Taken by name only, never probed.
+ */
+export const fileProtocol: FormatModule = {
+  name: 'file',
+  probe: () => 0,
+  async open(device: BlockDevice, options: OpenOptions): Promise<Image> {
+    if (options.writable) requireWritable(device);
+    return new RawImage(device, undefined, 'file');
+  },
+};
+
+/** True for the formats whose image is the file's bytes as they are: raw, and the file protocol. */
+export function bytesAsStored(format: string): boolean {
+  return format === 'raw' || format === fileProtocol.name;
 }
 
 /** The raw format module: matches anything, with the lowest score. */

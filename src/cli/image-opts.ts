@@ -5,8 +5,8 @@
  * same options as JSON, with or without it, as qemu-img takes them. platter
  * opens files only: the drivers are qcow2 and raw over the file protocol (raw
  * with its offset and size: a part of the file), or the file protocol itself
- * (read as raw). Options that only tune qemu's caches, locks or I/O are taken
- * and have no effect; any other is refused.
+ * (read as raw, named 'file' as qemu names it). Options that only tune qemu's
+ * caches, locks or I/O are taken and have no effect; any other is refused.
  */
 
 import type { Argv } from 'yargs';
@@ -163,7 +163,7 @@ function specOf(options: Map<string, string>): ImageSpec {
   const driver = options.get('driver');
   if (driver === 'file') {
     checkKeys(options, FILE_TUNING, 'filename', (key) => `Block protocol 'file' doesn't support the option '${key}'`);
-    return { path: fileName(options.get('filename')), format: 'raw' };
+    return { path: fileName(options.get('filename')), format: 'file' };
   }
   if (driver !== undefined && !FORMATS.has(driver)) {
     throw new UnsupportedFeatureError(`the '${driver}' driver is not supported: platter opens qcow2 and raw images in files`);

@@ -15,12 +15,16 @@ const CERTAIN = 100;
 /** Holds the known formats; the engine fills it, tests may build their own. */
 export class FormatRegistry {
   private readonly formats = new Map<string, FormatModule>();
+  /** Taken by name only: never probed, nor listed among the formats (qemu's file protocol as -f file). */
+  private readonly byNameOnly = new Map<string, FormatModule>();
 
   constructor(
     modules: readonly FormatModule[] = [],
     private readonly refused: RefusedFormats = { recognize: () => undefined, names: new Set() },
+    nameOnly: readonly FormatModule[] = [],
   ) {
     for (const module of modules) this.add(module);
+    for (const module of nameOnly) this.byNameOnly.set(module.name, module);
   }
 
   add(module: FormatModule): void {
@@ -33,7 +37,7 @@ export class FormatRegistry {
 
   /** The module for a -f name; an unknown name is a usage error listing the known ones. */
   get(name: string): FormatModule {
-    const module = this.formats.get(name);
+    const module = this.formats.get(name) ?? this.byNameOnly.get(name);
     if (module) return module;
     if (this.refused.names.has(name)) throw this.notRead(name);
     throw new UsageError(`unknown format '${name}' (known: ${this.names().join(', ')})`);

@@ -7,9 +7,10 @@ import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { rawCommands, renderMountOffsets } from '../render/mount-offset.js';
 import { warn } from '../report.js';
+import { bytesAsStored } from '../../../formats/raw/index.js';
 
 function jsonTarget(image: string, format: string, target: MountTarget): Record<string, unknown> {
-  const commands = format === 'raw' ? rawCommands(image, target) : undefined;
+  const commands = bytesAsStored(format) ? rawCommands(image, target) : undefined;
   return commands ? { ...target, commands } : { ...target };
 }
 

@@ -2,6 +2,7 @@
 
 import type { MountOffsets, MountTarget } from '../../ops/mount-offset.js';
 import { filesystemCell } from './partitions.js';
+import { bytesAsStored } from '../../../formats/raw/index.js';
 
 /** Shell-quotes a path when it needs it. */
 export function shellQuote(text: string): string {
@@ -29,7 +30,7 @@ function targetLines(image: string, offsets: MountOffsets, target: MountTarget):
   if (!target.contiguous) return [...lines, `  not mountable by offset: ${target.reason ?? 'not contiguous'}`];
   lines.push(`  offset:    ${target.offset}`, `  sizelimit: ${target.sizelimit}`);
   if (target.filesystem?.type === 'LVM2_member') return [...lines, '  an LVM physical volume: mount its logical volumes, listed separately'];
-  const commands = offsets.format === 'raw' ? rawCommands(image, target) : undefined;
+  const commands = bytesAsStored(offsets.format) ? rawCommands(image, target) : undefined;
   if (commands) return [...lines, `  ${commands.mount}`, `  ${commands.losetup}`];
   const file = shellQuote(image);
   const serve = target.kind === 'partition' ? `platter serve --partition ${target.name} ${file}` : undefined;
