@@ -1,5 +1,6 @@
 /** rebase and commit on the command line: errors in qemu-img's words, progress, help. */
 
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chainCreate, chainSame, chainWrite, copyChain } from './helpers/chain-images.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -35,6 +36,15 @@ describe.skipIf(!enabled)('rebase and commit commands', () => {
       expect(result.stderr).not.toMatch(/\n\s+at /);
     });
   }
+
+  it('check of an overlay whose backing file is missing fails as qemu-img check does; with the file there it checks clean', () => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', 'orphan.qcow2', '4M'], { cwd: temp.dir });
+    const theirs = spawnSync('qemu-img', ['check', 'orphan.qcow2'], { cwd: temp.dir, encoding: 'utf8' });
+    const ours = platter(['check', 'orphan.qcow2'], { cwd: temp.dir });
+    expect([ours.status, theirs.status]).toEqual([1, 1]);
+    expect(ours.stderr).toMatch(/^platter: orphan\.qcow2: could not open backing file '.*gone\.qcow2': No such file or directory\n$/);
+    expect(platter(['check', 'top.qcow2'], { cwd: temp.dir }).status).toBe(0);
+  });
 
   it('a failed rebase leaves the image as it was', () => {
     const result = platter(['rebase', '-b', 'missing.qcow2', '-F', 'qcow2', 'top.qcow2'], { cwd: temp.dir });

@@ -3,7 +3,8 @@
 import { checkExitStatus, checkImage, NoCheckError } from '../../ops/check.js';
 import { readHead } from '../../engine/open.js';
 import { formats } from '../../engine/formats.js';
-import { PlatterError } from '../../core/errors.js';
+import { NotFoundError, PlatterError } from '../../core/errors.js';
+import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
 import type { RepairMode } from '../../ops/check.js';
 import type { CliCommand } from '../command.js';
@@ -13,9 +14,27 @@ import { checkJson, renderCheck } from '../render/check.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { checkSourceCacheMode, withSourceCacheMode } from '../cache-modes.js';
 import { rawWindowNamed, withImageOpts } from '../image-opts.js';
+import { openForCli } from '../open.js';
 
 /** qemu-img's exit status for formats without a check. */
 const NO_CHECK_STATUS = 63;
+
+/**
+ * Fails as qemu-img check fails when a file the image names (its backing
+ * file, its external data file) cannot be found: qemu-img opens the image
+ * with them before it checks anything. Whatever else goes wrong opening the
+ * image is left to the check, which reports it as it finds it.
+ */
+async function requireNamedFiles(path: string): Promise<void> {
+  let image: Image;
+  try {
+    image = await openForCli(path, { format: 'qcow2' });
+  } catch (error) {
+    if (error instanceof NotFoundError && error.data['name'] !== undefined) throw error;
+    return;
+  }
+  await image.close();
+}
 
 const command: CliCommand = {
   command: 'check <image>',
@@ -39,6 +58,7 @@ const command: CliCommand = {
     const device = await FileDevice.open(part?.path ?? path, { writable: mode !== 'none' });
     try {
       const format = part ? 'raw' : ((args.format as string | undefined) ?? formats.probe(await readHead(device)).name);
+      if (format === 'qcow2') await requireNamedFiles(path);
       const report = await checkImage(device, format, mode);
       for (const line of [...report.repairMessages, ...report.messages]) process.stderr.write(`${line}\n`);
       if (args.output === 'json') printJson(checkJson(report, path));
