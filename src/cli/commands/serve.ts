@@ -9,6 +9,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { warn } from '../report.js';
+import { forkServer, isForkedServer, writePidFile } from '../serve-daemon.js';
 
 function endpointFrom(args: Args): NbdEndpoint {
   const port = args.port as number | undefined;
@@ -44,6 +45,9 @@ const command: CliCommand = {
       .option('partition', { alias: 'P', type: 'string', requiresArg: true, describe: 'Export only this partition: a number, LABEL=, UUID=, PARTLABEL= or VG/LV' })
       .option('snapshot', { alias: 'l', type: 'string', requiresArg: true, describe: 'Export this internal snapshot (read-only)' })
       .option('writable', { alias: 'w', type: 'boolean', default: false, describe: 'Accept writes (default read-only)' })
+      .option('read-only', { alias: 'r', type: 'boolean', describe: "Refuse writes (the default; qemu-nbd's flag, taken for scripts written for it)" })
+      .option('fork', { type: 'boolean', describe: 'Return once the server listens, and leave it serving in the background (as qemu-nbd --fork)' })
+      .option('pid-file', { type: 'string', requiresArg: true, describe: "Write the server's process id to this file while it serves" })
       .option('discard', { choices: ['ignore', 'unmap'], default: 'ignore', describe: 'What TRIM does: nothing, or free what the range stores' })
       .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
       .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
@@ -53,10 +57,15 @@ const command: CliCommand = {
       .example('platter serve -w --discard=unmap -k /tmp/d.sock vm.qcow2', "Let the client's TRIM free clusters of the qcow2 file")
       .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
       .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
-      .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only'),
+      .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only')
+      .example('platter serve --fork --pid-file /tmp/d.pid -t -k /tmp/d.sock disk.img', 'Serve in the background; stop it with kill $(cat /tmp/d.pid)'),
   async handler(args) {
     const path = args.image as string;
     const writable = args.writable === true;
+    if (writable && args['read-only'] === true) throw new UsageError('--read-only and --writable cannot be used together');
+    if (args.fork === true && !isForkedServer()) return forkServer(process.argv.slice(2), args.output === 'json');
+    // In the background (--fork), nothing is printed once the start is: no one reads it any more.
+    let quiet = false;
     const endpoint = endpointFrom(args);
     const shared = shareCount(args);
     const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable });
@@ -67,17 +76,20 @@ const command: CliCommand = {
         partition: args.partition as string | undefined,
         snapshot: args.snapshot as string | undefined,
         unmapOnTrim: args.discard === 'unmap',
-        listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => warn(`${path}: ${m}`) }),
+        listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => quiet || warn(`${path}: ${m}`) }),
       }).catch((error: unknown) => {
         throw error instanceof PlatterError ? error.inFile(path) : error;
       });
+      const removePidFile = args['pid-file'] === undefined ? () => {} : writePidFile(String(args['pid-file']));
       if (args.output === 'json') printJson(handle.info);
       else printText(renderStart(path, handle.info));
+      quiet = isForkedServer();
       const removeSignals = onShutdownSignals(() => handle.stop());
       try {
         await handle.done;
       } finally {
         removeSignals();
+        removePidFile();
       }
     } finally {
       await image.close();
