@@ -9,7 +9,7 @@ import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { warn } from '../report.js';
-import { forkServer, isForkedServer, writePidFile } from '../serve-daemon.js';
+import { forkServer, isForkedServer, writePidFile } from '../../node/serve-daemon.js';
 
 function endpointFrom(args: Args): NbdEndpoint {
   const port = args.port as number | undefined;
