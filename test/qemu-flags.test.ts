@@ -55,6 +55,10 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     // The file options (hints qemu applies where the file system has them): taken and printed.
     ['convert', '-O', 'raw', '-o', 'nocow=off,extent_size_hint=2M', 'top.qcow2', 'hinted.raw'],
     ['create', '-f', 'raw', '-o', 'extent_size_hint=1M,nocow=off', 'hinted.raw', '1M'],
+    // Object definitions (the secrets of encrypted images), passed along by scripts: checked, unused.
+    ['info', '--object', 'secret,id=sec0,data=x', '--object', '{"qom-type":"throttle-group","id":"t1"}', 'top.qcow2'],
+    ['convert', '--object', 'secret,id=sec0,data=x', '-O', 'raw', 'top.qcow2', 'secret.raw'],
+    ['create', '-f', 'raw', '--object', 'secret,id=sec0,data=x', 'made.raw', '1M'],
     // `--` ends the options; the words after it are operands, a size or a file name that starts with '-' too.
     ['info', '--', 'top.qcow2'],
     ['resize', 'top.qcow2', '--', '+1M'],
@@ -90,6 +94,9 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
     [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "Parameter 'nocow' expects 'on' or 'off'"],
+    [['info', '--object', 'secret,data=x', 'top.qcow2'], "Parameter 'id' is missing"],
+    [['map', '--object', 'frobnicator,id=f', 'top.qcow2'], "Parameter 'qom-type' does not accept value 'frobnicator'"],
+    [['check', '--object', 'secret,id=a,data=x', '--object', 'secret,id=a,data=y', 'top.qcow2'], "attempt to add duplicate property 'a' to object (type 'container')"],
     [['create', '-f', 'raw', '-o', 'extent_size_hint=5G', 'out.raw', '1M'], 'Extent size hint is too large'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);

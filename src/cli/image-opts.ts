@@ -15,6 +15,7 @@ import { parseOptionString } from '../core/options.js';
 import { parseSize } from '../core/size.js';
 import type { RawWindow } from '../node/open.js';
 import type { Args } from './command.js';
+import { withObjects } from './objects.js';
 import { qdictOrder } from './qdict-order.js';
 
 /** A positional that names images, and the flag that takes their format. */
@@ -73,7 +74,8 @@ const FORMATS = new Set(['qcow2', 'raw']);
 
 /** Adds `--image-opts`, which makes the `operands` option strings (and reads `json:` operands always). */
 export function withImageOpts(yargs: Argv, operands: readonly ImageOperand[]): Argv {
-  return yargs
+  // Every command that takes --image-opts takes --object too, as in qemu-img.
+  return withObjects(yargs)
     .option('image-opts', {
       type: 'boolean',
       describe: 'Image names are qemu block options, e.g. driver=qcow2,file.filename=disk.qcow2 (a json:{...} name is read either way)',

@@ -108,8 +108,8 @@ function baseParser(argv: string[]): Argv {
     .middleware(lastValueWins, true);
 }
 
-/** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), dd's operands and convert's files. */
-const REPEATABLE = new Set(['_', 'o', 'options', 'operands', 'files']);
+/** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), dd's operands, convert's files and --object. */
+const REPEATABLE = new Set(['_', 'o', 'options', 'operands', 'files', 'object']);
 
 /**
  * A flag given twice takes its last value, as qemu-img's option parsing does

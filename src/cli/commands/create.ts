@@ -5,6 +5,7 @@ import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
 import { CREATE_OPTIONS, NOCOW_NOT_APPLIED, asksNocow, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
 import { warn } from '../report.js';
+import { withObjects } from '../objects.js';
 import { UsageError } from '../../core/errors.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { FileDevice } from '../../node/file-device.js';
@@ -22,7 +23,7 @@ const command: CliCommand = {
   command: 'create [image] [size]',
   describe: 'Create a new, empty image',
   builder: (yargs) =>
-    yargs
+    withObjects(yargs)
       .positional('image', { type: 'string', describe: 'Image file to create' })
       .positional('size', { type: 'string', describe: "Virtual size (bytes, or with a suffix K, M, G, T); default: the backing file's" })
       .option('f', { alias: 'format', type: 'string', default: 'raw', describe: 'Image format (raw, qcow2)', requiresArg: true })

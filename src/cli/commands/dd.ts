@@ -11,6 +11,7 @@ import { nodeByteTests } from '../../node/byte-tests.js';
 import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { resolveImageOperand } from '../image-opts.js';
+import { withObjects } from '../objects.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { withFormat } from '../output.js';
 import { warn } from '../report.js';
@@ -61,7 +62,7 @@ const command: CliCommand = {
   command: 'dd [operands..]',
   describe: 'Copy a range of an image, like qemu-img dd',
   builder: (yargs) =>
-    withForceShare(withNamedFilePolicy(withFormat(yargs)))
+    withObjects(withForceShare(withNamedFilePolicy(withFormat(yargs))))
       .option('image-opts', {
         type: 'boolean',
         describe: 'The if= image is named by qemu block options, e.g. driver=qcow2,file.filename=disk.qcow2 (a json:{...} name is read either way)',
