@@ -115,6 +115,21 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     },
   );
 
+  it.each([
+    [['-o', 'extended_l2=on']],
+    [['-o', 'extended_l2=on,cluster_size=32k', '-S', '8k']],
+    [['-o', 'cluster_size=16k']],
+  ])('from a source whose block status has zero subclusters, %j: the same file as qemu-img writes', (flags) => {
+    // 16 KiB clusters of 512-byte subclusters: data and zeros that start and end inside clusters.
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=16k,extended_l2=on', 'subclusters.qcow2', '8M']);
+    sh(temp.dir, 'qemu-io', ['-c', 'write -P 5 2k 3k', '-c', 'write -P 6 100k 1k', '-c', 'write -z 300k 40k', '-c', 'write -P 7 1000k 70k', 'subclusters.qcow2']);
+    const name = `sub${flags.join('')}.qcow2`.replace(/[^\w.-]/g, '_');
+    const mine = platter(['convert', '-O', 'qcow2', ...flags, 'subclusters.qcow2', `mine-${name}`], { cwd: temp.dir });
+    expect(mine.status, mine.stderr).toBe(0);
+    sh(temp.dir, 'qemu-img', ['convert', '-O', 'qcow2', ...flags, 'subclusters.qcow2', `theirs-${name}`]);
+    expect(readFileSync(at(`mine-${name}`)).equals(readFileSync(at(`theirs-${name}`)))).toBe(true);
+  });
+
   it('-S 0 -c compresses every cluster, zeros included, as qemu-img does; compressed files end on a whole sector', () => {
     for (const flags of [['-c'], ['-c', '-S', '0']]) {
       const name = `sector${flags.join('')}.qcow2`;

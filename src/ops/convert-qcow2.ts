@@ -68,7 +68,7 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   const copy: CopyContext = {
     source,
     target,
-    chunks: options.fullyAllocated ? everyChunk(source.size) : dataChunks(source, target.metadata.clusterSize),
+    chunks: options.fullyAllocated ? everyChunk(source.size) : dataChunks(source, allocationUnit(target, options.compress)),
     zeroGranularity: zeroGranularity(target, options.sparseSize ?? DEFAULT_SPARSE_SIZE),
     fullyAllocated: options.fullyAllocated === true,
     tests: options.tests ?? portableByteTests,
@@ -117,9 +117,9 @@ interface CopyContext {
 }
 
 /**
- * The data ranges of `source` in whole clusters, in pieces of at most
- * COPY_CHUNK bytes, each cluster once; zero and unallocated ranges are skipped
- * (the new image reads zeros there already).
+ * The data ranges of `source` in whole allocation units (clusters, or
+ * subclusters), in pieces of at most COPY_CHUNK bytes, each unit once; zero
+ * and unallocated ranges are skipped (the new image reads zeros there already).
  */
 async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<ClusterChunk> {
   let done = 0; // clusters below this guest offset are handed out
@@ -133,6 +133,17 @@ async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<C
       done = Math.max(done, end);
     }
   }
+}
+
+/**
+ * What a data range of the source is rounded out to: a cluster, or with
+ * extended L2 entries a subcluster (the new image allocates those one by one,
+ * so a zero range the source's block status shows inside a cluster stays
+ * unallocated, as qemu-img leaves it). Compressed clusters are whole clusters.
+ */
+function allocationUnit(target: Qcow2Image, compress: boolean): number {
+  const { clusterSize, geometry } = target.metadata;
+  return geometry.extendedL2 && !compress ? clusterSize / SUBCLUSTERS_PER_CLUSTER : clusterSize;
 }
 
 /** How many clusters the runs (sorted, relative to `base`) touch; several runs may share one. */
