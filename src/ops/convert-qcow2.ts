@@ -93,7 +93,7 @@ export async function convertToQcow2(source: Image, device: BlockDevice, options
   return result;
 }
 
-/** A range of whole guest clusters to copy (the last one may be cut by the end of the image). */
+/** A range of whole guest allocation units to copy: clusters, or subclusters with extended L2 entries (the last may be cut by the end of the image). */
 interface ClusterChunk {
   start: number;
   length: number;
@@ -121,14 +121,14 @@ interface CopyContext {
  * subclusters), in pieces of at most COPY_CHUNK bytes, each unit once; zero
  * and unallocated ranges are skipped (the new image reads zeros there already).
  */
-async function* dataChunks(source: Image, clusterSize: number): AsyncGenerator<ClusterChunk> {
-  let done = 0; // clusters below this guest offset are handed out
+async function* dataChunks(source: Image, unit: number): AsyncGenerator<ClusterChunk> {
+  let done = 0; // units below this guest offset are handed out
   for (let window = 0; window < source.size; window += STATUS_WINDOW) {
     const length = Math.min(STATUS_WINDOW, source.size - window);
     for (const extent of await source.blockStatus(window, length)) {
       if (extent.kind !== 'data') continue;
-      const first = Math.max(done, extent.start - (extent.start % clusterSize));
-      const end = Math.min(source.size, Math.ceil((extent.start + extent.length) / clusterSize) * clusterSize);
+      const first = Math.max(done, extent.start - (extent.start % unit));
+      const end = Math.min(source.size, Math.ceil((extent.start + extent.length) / unit) * unit);
       for (let chunk = first; chunk < end; chunk += COPY_CHUNK) yield { start: chunk, length: Math.min(COPY_CHUNK, end - chunk) };
       done = Math.max(done, end);
     }
