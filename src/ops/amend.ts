@@ -10,7 +10,7 @@ import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
-import { amendHeader, anyEntry, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
+import { amendHeader, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
 import { expandZeroClusters } from '../../formats/qcow2/downgrade.js';
 import { hasDataFile } from '../../formats/qcow2/header.js';
 import { openQcow2 } from '../../formats/qcow2/index.js';
@@ -86,16 +86,13 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   if (downgrade) await downgradeToVersion2(device, host);
 }
 
-/** Writes out the zero clusters (version 2 has none), then the version 2 header. */
+/** Writes out the zero clusters (version 2 has none; an image without any is not written), then the version 2 header. */
 async function downgradeToVersion2(device: BlockDevice, host: ImageHost): Promise<void> {
-  const metadata = await readMetadata(device);
-  if (await anyEntry(device, metadata, (type) => type === 'zero-plain' || type === 'zero-alloc')) {
-    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
-    try {
-      await expandZeroClusters(image);
-    } finally {
-      await image.close();
-    }
+  const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
+  try {
+    await expandZeroClusters(image);
+  } finally {
+    await image.close();
   }
   await amendHeader(device, await readMetadata(device), { version: 2 });
 }
