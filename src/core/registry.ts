@@ -55,10 +55,10 @@ export class FormatRegistry {
    * of a refused format is refused, not guessed (it would read as raw).
    */
   probe(head: Uint8Array): FormatModule {
-    const best = this.bestFor(head);
-    const refused = best.score < CERTAIN ? this.refused.recognize(head) : undefined;
-    if (refused !== undefined) throw this.notRead(refused);
-    return best.module;
+    const name = this.nameOf(head);
+    const module = this.formats.get(name);
+    if (!module) throw this.notRead(name);
+    return module;
   }
 
   /**
