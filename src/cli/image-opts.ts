@@ -92,16 +92,14 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
     const value = args[operand.positional];
     const words = Array.isArray(value) ? (value as string[]).map(String) : typeof value === 'string' ? [value] : [];
     const images = words.length - (Array.isArray(value) ? operand.exceptLast ?? 0 : 0);
+    if (imageOpts && images > 0 && given.has(flag)) throw new UsageError('--image-opts and --format are mutually exclusive');
     let chosen: string | undefined;
     for (let index = 0; index < images; index++) {
-      const word = words[index]!;
-      if (!imageOpts && !word.startsWith('json:')) continue;
-      if (imageOpts && given.has(flag)) throw new UsageError('--image-opts and --format are mutually exclusive');
-      const spec = imageSpec(word);
-      words[index] = operandName(spec);
-      if (spec.format === undefined) continue;
-      if (chosen !== undefined && chosen !== spec.format) throw new UnsupportedFeatureError('images of different drivers in one command are not supported');
-      chosen = spec.format;
+      const { name, format } = resolveImageOperand(words[index]!, imageOpts);
+      words[index] = name;
+      if (format === undefined) continue;
+      if (chosen !== undefined && chosen !== format) throw new UnsupportedFeatureError('images of different drivers in one command are not supported');
+      chosen = format;
     }
     // A format given on the command line wins over a json: name's driver.
     if (chosen !== undefined && !given.has(flag)) args[flag] = chosen;
@@ -109,22 +107,17 @@ export function resolveImageOperands(args: Args, operands: readonly ImageOperand
   }
 }
 
-/** What an operand given as `spec` is called from now on: its file, or the name of the part of its file (registered for openForCli). */
-function operandName(spec: ImageSpec): string {
-  if (!spec.window) return spec.path;
-  rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
-  return spec.window.name;
-}
-
 /**
- * One image operand that is not a positional (dd's `if=`): an option string
+ * One image operand (a positional's word, or dd's `if=`): an option string
  * with `imageOpts`, a json: name either way, else a file name. Returns the
- * name to open it by and the format its driver gives.
+ * name to open it by (a part of a file is registered for openForCli under
+ * its json: name) and the format its driver gives.
  */
 export function resolveImageOperand(word: string, imageOpts: boolean): { name: string; format?: string } {
   if (!imageOpts && !word.startsWith('json:')) return { name: word };
   const spec = imageSpec(word);
-  return { name: operandName(spec), ...(spec.format === undefined ? {} : { format: spec.format }) };
+  if (spec.window) rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
+  return { name: spec.window?.name ?? spec.path, ...(spec.format === undefined ? {} : { format: spec.format }) };
 }
 
 /** The file and format an option string (or json: name) opens; errors name the string, as qemu-img does. */
