@@ -136,7 +136,7 @@ describe('convert errors', () => {
 });
 
 describe.skipIf(!hasQemu)('map vs qemu-img (fully allocated raw)', () => {
-  for (const flags of [[], ['--start-offset', '1000', '--max-length', '70000'], ['--start-offset', '5M']]) {
+  for (const flags of [[], ['--start-offset', '1000', '--max-length', '70000'], ['--start-offset', '5M'], ['-s', '1000', '-l', '70000'], ['-l', '1M']]) {
     it(`map --output=json ${flags.join(' ')}`, () => {
       const expected = JSON.parse(qemuImg(['map', '-f', 'raw', '--output=json', ...flags, at('full.raw')]));
       const ours = platter(['map', '-f', 'raw', '--output=json', ...flags, at('full.raw')]);

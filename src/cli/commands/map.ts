@@ -16,11 +16,12 @@ const command: CliCommand = {
   builder: (yargs) =>
     withForceShare(withOutput(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
-      .option('start-offset', { type: 'string', requiresArg: true, describe: 'First guest byte to map' })
-      .option('max-length', { type: 'string', requiresArg: true, describe: 'Map at most this many bytes' })
+      .option('start-offset', { alias: 's', type: 'string', requiresArg: true, describe: 'First guest byte to map' })
+      .option('max-length', { alias: 'l', type: 'string', requiresArg: true, describe: 'Map at most this many bytes' })
       .example('platter map disk.qcow2', 'Guest ranges that hold data and where they sit in the file')
       .example('platter map --output=json disk.qcow2', "Every run with qemu-img map's JSON keys")
       .example('platter map --output=json --start-offset 1M --max-length 64k disk.qcow2', 'One window of the disk')
+      .example('platter map -s 1M -l 64k disk.qcow2', 'The same window, with the short options')
       .example('platter map --no-backing --output=json top.qcow2', 'What the top image holds, without opening its backing file'),
   async handler(args) {
     const path = args.image as string;
