@@ -265,10 +265,12 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     expectQemuCheckClean('dirty.qcow2');
 
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'none.qcow2', '1M']);
-    for (const flag of ['-a', '-d']) {
-      const missing = platter(['snapshot', flag, 'nope', 'none.qcow2'], { cwd: dir });
-      expect(missing.status).toBe(1);
-      expect(missing.stderr).toBe("platter: none.qcow2: snapshot 'nope' not found\n");
+    // Unknown snapshots and mixed actions, in qemu-img's words.
+    for (const args of [['-a', 'nope'], ['-d', 'nope'], ['-c', 'x', '-d', 'y']]) {
+      const missing = platter(['snapshot', ...args, 'none.qcow2'], { cwd: dir });
+      const qemu = shStatus(dir, 'qemu-img', ['snapshot', ...args, 'none.qcow2']);
+      expect([missing.status, qemu.status]).toEqual([1, 1]);
+      expect(missing.stderr).toBe(qemu.stderr.split('\n')[0]!.replace(/^qemu-img: /, 'platter: ') + '\n');
     }
     // An empty list prints nothing, like qemu-img.
     expect(plat(['snapshot', 'none.qcow2'])).toBe(sh(dir, 'qemu-img', ['snapshot', '-l', 'none.qcow2']));

@@ -1,6 +1,6 @@
 /** `platter snapshot`: like `qemu-img snapshot` (list, create, apply, delete internal snapshots). */
 
-import { UsageError } from '../../core/errors.js';
+import { NotFoundError, UsageError } from '../../core/errors.js';
 import { snapshot, type SnapshotAction } from '../../ops/snapshot.js';
 import type { CliCommand } from '../command.js';
 import { withImage } from '../open.js';
@@ -16,8 +16,16 @@ function actionOf(args: Record<string, unknown>): SnapshotAction {
   if (typeof args.c === 'string') chosen.push({ kind: 'create', name: args.c });
   if (typeof args.a === 'string') chosen.push({ kind: 'apply', snapshot: args.a });
   if (typeof args.d === 'string') chosen.push({ kind: 'delete', snapshot: args.d });
-  if (chosen.length > 1) throw new UsageError('Cannot mix -l, -c, -a and -d');
+  if (chosen.length > 1) throw new UsageError("Cannot mix '-l', '-a', '-c', '-d'");
   return chosen[0] ?? { kind: 'list' };
+}
+
+/** A snapshot that is not there, said as qemu-img says it for -a and -d (without the file: qemu-img names none). */
+function inQemuWords(error: unknown, action: SnapshotAction): unknown {
+  if (!(error instanceof NotFoundError) || error.data.snapshot === undefined) return error;
+  if (action.kind === 'apply') return new NotFoundError(`Could not apply snapshot '${action.snapshot}': Failed to load snapshot: No such file or directory`, error.data);
+  if (action.kind === 'delete') return new NotFoundError(`Could not delete snapshot '${action.snapshot}': snapshot not found`, error.data);
+  return error;
 }
 
 const command: CliCommand = {
@@ -41,7 +49,7 @@ const command: CliCommand = {
     const action = actionOf(args);
     const options = { format: args.format as string | undefined, writable: action.kind !== 'list', noBacking: true };
     refuseSharedWrite(args, path, options.writable);
-    const result = await withImage(path, options, (image) => snapshot(image, action));
+    const result = await withImage(path, options, (image) => snapshot(image, action)).catch((error: unknown) => Promise.reject(inQemuWords(error, action)));
     if (action.kind !== 'list') return;
     const list = result.snapshots ?? [];
     if (args.output === 'json') printJson(list);
