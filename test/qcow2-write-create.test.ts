@@ -4,7 +4,7 @@
  * check; writing refuses images with unknown incompatible bits or the corrupt bit.
  */
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
@@ -86,6 +86,65 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     expect(result.stderr).toMatch(/^platter: .*\n$/);
     expect(readFileSync(kept, 'utf8')).toBe('precious');
   });
+
+  // Each refused as qemu-img 7.2 refuses it, in its words (qemu-img also prints its "Formatting" line first).
+  it.each([
+    'cluster_size=3k',
+    'cluster_size=4M',
+    'refcount_bits=3',
+    'compat=0.10,refcount_bits=8',
+    'compat=0.10,lazy_refcounts=on',
+    'compat=0.10,extended_l2=on',
+    'compat=0.10,compression_type=zstd',
+    'compat=0.10,data_file=refused.raw',
+    'extended_l2=on,cluster_size=4k',
+    'data_file_raw=on',
+    'backing_fmt=qcow2',
+    'compat=0.9',
+    'compression_type=lz4',
+    'preallocation=nope',
+    'lazy_refcounts=maybe',
+  ])('create -o %s is refused with qemu-img\'s message, naming the file, and no file is made', (options) => {
+    const [mine, theirs] = ['mine', 'theirs'].map((who) => at(`refused-${who}.qcow2`));
+    const result = platter(['create', '-f', 'qcow2', '-o', options, mine!, '1G']);
+    const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', '-o', options, theirs!, '1G']);
+    expect(qemu.status).toBe(1);
+    expect([result.status, result.stderr]).toEqual([1, qemu.stderr.replace(/^qemu-img: /, 'platter: ').replace(theirs!, mine!)]);
+    expect([existsSync(mine!), existsSync(theirs!)]).toEqual([false, false]);
+  });
+
+  it.each([
+    ['1T', 'cluster_size=512'],
+    ['100T', 'cluster_size=4k'],
+    ['4P', ''],
+  ])('create of a %s image whose L1 table would be too large (-o %s) is refused as qemu-img refuses it, and leaves no file', (size, options) => {
+    const [mine, theirs] = ['mine', 'theirs'].map((who) => at(`too-large-${who}.qcow2`));
+    const flags = options ? ['-o', options] : [];
+    const result = platter(['create', '-f', 'qcow2', ...flags, mine!, size]);
+    const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', ...flags, theirs!, size]);
+    expect(qemu.status).toBe(1);
+    expect([result.status, result.stderr]).toEqual([1, qemu.stderr.replace(/^qemu-img: /, 'platter: ').replace(theirs!, mine!)]);
+    expect([existsSync(mine!), existsSync(theirs!)]).toEqual([false, false]);
+  });
+
+  it('a data file that cannot be made fails the create, and the image file is removed, as qemu-img removes it', () => {
+    const result = platter(['create', '-f', 'qcow2', '-o', 'data_file=no-such-dir/data.raw', 'data-orphan.qcow2', '1M'], { cwd: temp.dir });
+    const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', '-o', 'data_file=no-such-dir/data.raw', 'data-orphan-qemu.qcow2', '1M']);
+    expect([result.status, qemu.status]).toEqual([1, 1]);
+    expect(result.stderr).toMatch(/^platter: .*no-such-dir\/data\.raw.*No such file or directory\n$/);
+    expect([existsSync(at('data-orphan.qcow2')), existsSync(at('data-orphan-qemu.qcow2'))]).toEqual([false, false]);
+  });
+
+  it.each(['cluster_size=3k', 'compat=0.9', 'compat=0.10,extended_l2=on', 'cluster_size=512'])(
+    'convert -O qcow2 -o %s says what qemu-img says',
+    (options) => {
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'refused-source.qcow2', '64M']);
+      const result = platter(['convert', '-O', 'qcow2', '-o', options, 'refused-source.qcow2', 'refused-out.qcow2'], { cwd: temp.dir });
+      const qemu = shStatus(temp.dir, 'qemu-img', ['convert', '-O', 'qcow2', '-o', options, 'refused-source.qcow2', 'refused-out.qcow2']);
+      expect([result.status, result.stderr]).toEqual([qemu.status, qemu.stderr.replace(/^qemu-img: /, 'platter: ')]);
+      rmSync(at('refused-out.qcow2'), { force: true });
+    },
+  );
 
   it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '3G']);

@@ -76,6 +76,25 @@ describe.skipIf(!haveQemu)('measure', () => {
     expect(platter(['measure', ...args], { cwd: temp.dir }).stdout).toBe(shStatus(temp.dir, 'qemu-img', ['measure', ...args]).stdout);
   });
 
+  // measure's checks are not create's: compat only as 0.10 or 1.1, and no refusal of lazy_refcounts on v2, say.
+  it.each([
+    'cluster_size=3k',
+    'refcount_bits=3',
+    'compat=0.10,refcount_bits=8',
+    'extended_l2=on,cluster_size=4k',
+    'compat=v2',
+    'preallocation=nope',
+    'compat=0.10,lazy_refcounts=on',
+    'compat=0.10,extended_l2=on',
+    'compression_type=lz4',
+    'data_file_raw=on',
+  ])('measure -o %s: the same answer or refusal as qemu-img', (options) => {
+    const args = ['measure', '--size', '1G', '-O', 'qcow2', '-o', options];
+    const mine = platter(args, { cwd: temp.dir });
+    const qemu = shStatus(temp.dir, 'qemu-img', args);
+    expect([mine.status, mine.stdout, mine.stderr]).toEqual([qemu.status, qemu.stdout, qemu.stderr.replace(/^qemu-img: /, 'platter: ')]);
+  });
+
   it('refuses sizes whose L1 table would be too large, as qemu-img does', () => {
     const result = platter(['measure', '-O', 'qcow2', '--size', '1T', '-o', 'cluster_size=512']);
     expect(result.status).toBe(1);

@@ -93,11 +93,11 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-C', '-c', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Cannot enable copy offloading when -c is used'],
     [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
-    [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "Parameter 'nocow' expects 'on' or 'off'"],
+    [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "out.qcow2: Parameter 'nocow' expects 'on' or 'off'"],
     [['info', '--object', 'secret,data=x', 'top.qcow2'], "Parameter 'id' is missing"],
     [['map', '--object', 'frobnicator,id=f', 'top.qcow2'], "Parameter 'qom-type' does not accept value 'frobnicator'"],
     [['check', '--object', 'secret,id=a,data=x', '--object', 'secret,id=a,data=y', 'top.qcow2'], "attempt to add duplicate property 'a' to object (type 'container')"],
-    [['create', '-f', 'raw', '-o', 'extent_size_hint=5G', 'out.raw', '1M'], 'Extent size hint is too large'],
+    [['create', '-f', 'raw', '-o', 'extent_size_hint=5G', 'out.raw', '1M'], 'out.raw: Extent size hint is too large'],
   ])('%j is refused with qemu-img\'s message', (args, message) => {
     const { mine, qemu } = both(args);
     expect(mine.status).toBe(qemu.status);

@@ -76,30 +76,46 @@ export function featureTableExtension(): RawExtension {
   return { type: EXT_FEATURE_TABLE, data: table };
 }
 
-/** Refuses option combinations qemu refuses, with its reasons. */
-export function validateCreateOptions(options: Qcow2CreateOptions): void {
-  const clusterBits = Math.log2(options.clusterSize);
+/** Entries of the L1 table that maps `virtualSize` bytes (each entry points at one L2 table). */
+export function l1EntriesFor(virtualSize: number, clusterSize: number, extendedL2: boolean): number {
+  const l2Entries = clusterSize / (extendedL2 ? 16 : 8);
+  return Math.ceil(virtualSize / clusterSize / l2Entries);
+}
+
+/** Refuses a cluster size qemu refuses (its validate_cluster_size), in its words. */
+export function checkClusterSize(clusterSize: number, extendedL2: boolean): void {
+  const clusterBits = Math.log2(clusterSize);
   if (!Number.isInteger(clusterBits) || clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
-    throw new UsageError(`cluster size must be a power of two between 512 and 2M (not ${options.clusterSize})`);
+    throw new UsageError('Cluster size must be a power of two between 512 and 2048k');
   }
-  const refcountOrder = Math.log2(options.refcountBits);
+  if (extendedL2 && clusterBits < MIN_EXTENDED_L2_CLUSTER_BITS) {
+    throw new UsageError('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
+  }
+}
+
+/** Refuses a refcount width qemu refuses, in its words. */
+export function checkRefcountBits(refcountBits: number): void {
+  const refcountOrder = Math.log2(refcountBits);
   if (!Number.isInteger(refcountOrder) || refcountOrder < 0 || refcountOrder > 6) {
-    throw new UsageError(`refcount_bits must be a power of two from 1 to 64 (not ${options.refcountBits})`);
+    throw new UsageError('Refcount width must be a power of two and may not exceed 64 bits');
   }
+}
+
+/** Refuses option combinations qemu refuses, in its words. */
+export function validateCreateOptions(options: Qcow2CreateOptions): void {
+  checkClusterSize(options.clusterSize, options.extendedL2);
+  checkRefcountBits(options.refcountBits);
   if (options.version === 2) {
-    if (options.refcountBits !== 16) throw new UsageError('different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
-    if (options.lazyRefcounts) throw new UsageError('lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
-    if (options.extendedL2) throw new UsageError('extended L2 entries are only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
-    if (options.compressionType !== COMPRESSION_DEFLATE) throw new UsageError('non-zlib compression type is only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
-    if (options.dataFile !== undefined) throw new UsageError('data-file requires compatibility level 1.1 or above (use compat=1.1 or greater)');
+    if (options.refcountBits !== 16) throw new UsageError('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
+    if (options.lazyRefcounts) throw new UsageError('Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    if (options.extendedL2) throw new UsageError('Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    if (options.compressionType !== COMPRESSION_DEFLATE) throw new UsageError('Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)');
+    if (options.dataFile !== undefined) throw new UsageError('External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)');
   }
-  if (options.extendedL2 && clusterBits < MIN_EXTENDED_L2_CLUSTER_BITS) {
-    throw new UsageError('extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
-  }
-  if (options.dataFileRaw && options.dataFile === undefined) throw new UsageError("data-file-raw requires 'data-file'");
-  if (options.backingFile !== undefined && options.dataFileRaw) throw new UsageError('backing file and data-file-raw cannot be used at the same time');
+  if (options.dataFileRaw && options.dataFile === undefined) throw new UsageError('data-file-raw requires data-file');
+  if (options.backingFile !== undefined && options.dataFileRaw) throw new UsageError('Backing file and data-file-raw cannot be used at the same time');
   if (options.backingFormat !== undefined && options.backingFile === undefined) {
-    throw new UsageError('backing format cannot be used without backing file');
+    throw new UsageError('Backing format cannot be used without backing file');
   }
   if (options.backingFile !== undefined && new TextEncoder().encode(options.backingFile).length > MAX_BACKING_FILE_NAME) {
     throw new UsageError('backing file name too long');

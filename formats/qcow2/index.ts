@@ -34,7 +34,7 @@ export { readCompressedCluster } from './compress.js';
 export { Refcounts, getRefcount, setRefcount, maxRefcount, refcountBits, refcountsPerBlock, encodeU64, writeU64 } from './refcount.js';
 export { ClusterAllocator } from './allocate.js';
 export { Qcow2Writer } from './write.js';
-export { writeQcow2Skeleton, validateCreateOptions, QCOW2_CREATE_DEFAULTS, type Qcow2CreateOptions } from './create.js';
+export { writeQcow2Skeleton, validateCreateOptions, l1EntriesFor, QCOW2_CREATE_DEFAULTS, type Qcow2CreateOptions } from './create.js';
 export { checkQcow2, type Qcow2CheckResult, type RepairMode } from './check.js';
 export { amendHeader } from './amend.js';
 export { fullyAllocatedBytes, refcountMetadataBytes, bitmapBytes } from './measure.js';

@@ -1,6 +1,6 @@
 /** Files as block devices: the only place platter touches the file system for image data. */
 
-import { close, constants, fdatasync, fstat, ftruncate, open, read, realpath, write, type Stats } from 'node:fs';
+import { close, constants, fdatasync, fstat, ftruncate, open, read, realpath, unlink, write, type Stats } from 'node:fs';
 import { checkRange } from '../core/bytes.js';
 import { requireWritable, type BlockDevice } from '../core/device.js';
 import { IoError, NotFoundError, PlatterError } from '../core/errors.js';
@@ -255,6 +255,15 @@ async function createEmpty(path: string): Promise<void> {
     await closeFd(await openFd(path, flags));
   } catch (error) {
     throw hostError(error, path, 'open');
+  }
+}
+
+/** Deletes `path`, as qemu deletes an image it failed to create; a file that is already gone is no error. */
+export async function removeFile(path: string): Promise<void> {
+  try {
+    await call((done) => unlink(path, done));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw hostError(error, path, 'remove');
   }
 }
 

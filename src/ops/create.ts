@@ -11,10 +11,12 @@ import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import {
   PREALLOCATION_MODES,
   QCOW2_CREATE_DEFAULTS,
+  l1EntriesFor,
   validateCreateOptions,
   writeQcow2Skeleton,
   type Qcow2CreateOptions,
 } from '../../formats/qcow2/create.js';
+import { MAX_L1_BYTES } from '../../formats/qcow2/limits.js';
 
 /** What to create. */
 export interface CreateRequest {
@@ -86,7 +88,8 @@ export const CREATE_OPTIONS: Readonly<Record<'raw' | 'qcow2', readonly CreateOpt
 };
 
 const RAW_OPTIONS = CREATE_OPTIONS.raw.map((option) => option.name);
-const QCOW2_OPTIONS = CREATE_OPTIONS.qcow2.map((option) => option.name);
+/** The `-o` names a qcow2 image takes. */
+export const QCOW2_OPTIONS = CREATE_OPTIONS.qcow2.map((option) => option.name);
 
 /**
  * A checked request: everything `create` refuses is refused while planning,
@@ -134,7 +137,7 @@ function planRaw(request: CreateRequest): ImagePlan {
   if (asked === undefined) throw new UsageError('Image creation needs a size parameter');
   const preallocation = request.options.get('preallocation') ?? 'off';
   if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
-    throw new UsageError(`invalid preallocation mode '${preallocation}' (off, falloc, full)`);
+    throw new UsageError(`invalid parameter value: ${preallocation}`);
   }
   const settings: [string, string][] = [['fmt', 'raw']];
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
@@ -167,7 +170,7 @@ export function qcow2CreateOptions(options: Map<string, string>, size: number): 
   const compat = options.get('compat');
   if (compat !== undefined) {
     const version = compatVersion(compat);
-    if (version === undefined) throw new UsageError(`invalid compatibility level '${compat}' (0.10, 1.1, v2, v3)`);
+    if (version === undefined) throw new UsageError(`Parameter 'version' does not accept value '${compat}'`);
     parsed.version = version;
   }
   const clusterSize = options.get('cluster_size');
@@ -176,7 +179,7 @@ export function qcow2CreateOptions(options: Map<string, string>, size: number): 
   if (refcountBits !== undefined) parsed.refcountBits = Number(refcountBits);
   const compression = options.get('compression_type');
   if (compression !== undefined) {
-    if (compression !== 'zlib' && compression !== 'zstd') throw new UsageError(`invalid compression type '${compression}' (zlib, zstd)`);
+    if (compression !== 'zlib' && compression !== 'zstd') throw new UsageError(`Parameter 'compression-type' does not accept value '${compression}'`);
     parsed.compressionType = compression === 'zlib' ? 0 : 1;
   }
   parsed.extendedL2 = optionBoolean(options.get('extended_l2'), 'extended_l2', false);
@@ -184,7 +187,7 @@ export function qcow2CreateOptions(options: Map<string, string>, size: number): 
   parsed.dataFileRaw = optionBoolean(options.get('data_file_raw'), 'data_file_raw', false);
   const preallocation = options.get('preallocation') ?? 'off';
   if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) {
-    throw new UsageError(`invalid preallocation mode '${preallocation}' (off, metadata, falloc, full)`);
+    throw new UsageError(`Parameter 'preallocation' does not accept value '${preallocation}'`);
   }
   parsed.preallocation = preallocation as Qcow2CreateOptions['preallocation'];
   if (options.has('backing_file')) parsed.backingFile = options.get('backing_file');
@@ -214,6 +217,10 @@ async function planQcow2(request: CreateRequest): Promise<ImagePlan> {
   size = wholeSectors(size);
   const parsed = qcow2CreateOptions(options, size);
   validateCreateOptions(parsed);
+  if (l1EntriesFor(size, parsed.clusterSize, parsed.extendedL2) * 8 > MAX_L1_BYTES) {
+    // qemu-img's words for its driver's EFBIG (with the hint it gives whenever the format has a cluster size).
+    throw new UsageError("The image size is too large for file format 'qcow2' (try using a larger cluster size)");
+  }
   if (parsed.dataFileRaw && parsed.preallocation === 'off') parsed.preallocation = 'metadata'; // the data file must read as the disk
   if (parsed.backingFile !== undefined && parsed.preallocation !== 'off' && !parsed.extendedL2) {
     throw new UsageError('Backing file and preallocation can only be used at the same time if extended_l2 is on');

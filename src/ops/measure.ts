@@ -2,11 +2,13 @@
 
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
+import { optionBoolean, rejectUnknownOptions } from '../core/options.js';
 import { parseSize } from '../core/size.js';
 import { bitmapBytes, fullyAllocatedBytes } from '../../formats/qcow2/measure.js';
+import { PREALLOCATION_MODES, checkClusterSize, checkRefcountBits, l1EntriesFor } from '../../formats/qcow2/create.js';
 import { MAX_L1_BYTES } from '../../formats/qcow2/limits.js';
 import { Qcow2Image } from '../../formats/qcow2/image.js';
-import { qcow2CreateOptions } from './create.js';
+import { QCOW2_OPTIONS, qcow2CreateOptions } from './create.js';
 
 /** The sizes qemu-img measure reports. */
 export interface MeasureResult {
@@ -41,16 +43,37 @@ function measureRaw(request: MeasureRequest): MeasureResult {
   return { required, fullyAllocated: required };
 }
 
+/**
+ * The checks qemu's qcow2 measure makes of the options, in its order and words,
+ * which are not create's: it takes compat only as 0.10 or 1.1, and ignores the
+ * combinations only creating refuses (lazy_refcounts on a version 2 image, say)
+ * and the compression type.
+ */
+function checkMeasureOptions(options: Map<string, string>): void {
+  const extendedL2 = optionBoolean(options.get('extended_l2'), 'extended_l2', false);
+  checkClusterSize(parseSize(options.get('cluster_size') ?? '64k', 'cluster_size'), extendedL2);
+  const compat = options.get('compat') ?? '1.1';
+  if (compat !== '0.10' && compat !== '1.1') throw new UsageError(`Invalid compatibility level: '${compat}'`);
+  const refcountBits = Number(options.get('refcount_bits') ?? '16');
+  checkRefcountBits(refcountBits);
+  if (compat === '0.10' && refcountBits !== 16) {
+    throw new UsageError('Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
+  }
+  const preallocation = options.get('preallocation') ?? 'off';
+  if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) throw new UsageError(`invalid parameter value: ${preallocation}`);
+}
+
 async function measureQcow2(request: MeasureRequest): Promise<MeasureResult> {
   const options = new Map(request.options);
   const optionSize = options.get('size');
   options.delete('size');
+  rejectUnknownOptions(options, QCOW2_OPTIONS, 'qcow2');
+  checkMeasureOptions(options);
+  options.delete('compression_type');
   const parsed = qcow2CreateOptions(options, 0);
   const clusterSize = parsed.clusterSize;
   let virtualSize = roundUp(request.size ?? (optionSize ? parseSize(optionSize, 'size') : 0), clusterSize);
-  const l2EntryBytes = parsed.extendedL2 ? 16 : 8;
-  const l2Tables = Math.ceil(virtualSize / clusterSize / (clusterSize / l2EntryBytes));
-  if (l2Tables * 8 > MAX_L1_BYTES) throw new UsageError('The image size is too large (try using a larger cluster size)');
+  if (l1EntriesFor(virtualSize, clusterSize, parsed.extendedL2) * 8 > MAX_L1_BYTES) throw new UsageError('The image size is too large (try using a larger cluster size)');
   let required = 0;
   if (request.source) {
     virtualSize = roundUp(request.source.size, clusterSize);

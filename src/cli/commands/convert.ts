@@ -157,7 +157,12 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
   const existingTarget = args.n === true;
   const flushes = writeFlushes(args);
   // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
-  if (plan.format === 'qcow2') await planImage({ format: 'qcow2', size: source.size, options: plan.options });
+  if (plan.format === 'qcow2') {
+    await planImage({ format: 'qcow2', size: source.size, options: plan.options }).catch((error: unknown) =>
+      // qemu-img's words for a target its driver will not create.
+      Promise.reject(error instanceof UsageError ? new UsageError(`error while converting qcow2: ${error.message}`).inFile(plan.path) : error),
+    );
+  }
   const target = await FileDevice.open(plan.path, existingTarget ? { writable: true, flushes } : { create: true, flushes });
   const progress = createProgress(progressMode(args));
   const onProgress = (done: number, total: number) => progress.update(done, total);

@@ -6,9 +6,9 @@ import { parseSize } from '../../core/size.js';
 import { CREATE_OPTIONS, NOCOW_NOT_APPLIED, asksNocow, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
 import { warn } from '../report.js';
 import { withObjects } from '../objects.js';
-import { UsageError } from '../../core/errors.js';
+import { PlatterError, UsageError } from '../../core/errors.js';
 import { renderOptionHelp } from '../render/option-help.js';
-import { FileDevice } from '../../node/file-device.js';
+import { FileDevice, removeFile } from '../../node/file-device.js';
 import { openImageFile } from '../../node/open.js';
 import type { CliCommand } from '../command.js';
 import { printText } from '../output.js';
@@ -73,16 +73,20 @@ const command: CliCommand = {
       },
     };
     // Everything is checked before the file is made: a bad option leaves an existing file as it was.
-    const plan = await planImage(request);
+    const plan = await planImage(request).catch((error: unknown) => Promise.reject(error instanceof PlatterError ? error.inFile(path) : error));
     if (asksNocow(options)) warn(`${path}: ${NOCOW_NOT_APPLIED}`);
     const device = await FileDevice.open(path, { create: true });
     let result;
     try {
       result = await writeImage(device, plan, request);
       await device.flush();
-    } finally {
-      await device.close();
+    } catch (error) {
+      // As qemu-img does: no half-made image is left behind (nor the old file, truncated already).
+      await device.close().catch(() => {});
+      await removeFile(path).catch(() => {});
+      throw error;
     }
+    await device.close();
     if (!args.quiet) printText(`Formatting '${path}', ${result.settings.map(([key, value]) => `${key}=${value}`).join(' ')}\n`);
   },
 };
