@@ -1,7 +1,8 @@
 /**
  * The raw format: the file is the virtual disk. Block status reports the whole
- * range as data at its own offset; the host file system's holes are not visible
- * through a portable file API, so zero detection happens when data is copied.
+ * range as data at its own offset, or as zeros when the device knows it holds
+ * no data at all; the host file system's holes are not visible through a
+ * portable file API, so zero detection happens when data is copied.
  *
  * Like qemu's block layer, the virtual size is the file size rounded up to a
  * whole 512-byte sector; the bytes past the end of the file read as zeros.
@@ -98,8 +99,10 @@ export class RawImage implements Image {
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     checkRange(offset, length, this.size, `block status of ${this.name}`);
     if (length === 0) return [];
+    // A file that is one hole reads as zeros, and qemu calls it so (its holes are found with SEEK_DATA).
+    const kind = (await this.device.holdsNoData?.()) ? 'zero' : 'data';
     // In the file: a raw image that is part of one (qemu's offset option) lies past its start.
-    return [{ start: offset, length, kind: 'data', depth: 0, hostOffset: offset + (this.device.partOf?.offset ?? 0) }];
+    return [{ start: offset, length, kind, depth: 0, hostOffset: offset + (this.device.partOf?.offset ?? 0) }];
   }
 
   describe(): ImageDescription {

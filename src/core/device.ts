@@ -24,6 +24,8 @@ export interface BlockDevice {
   flush?(): Promise<void>;
   /** Bytes the host really holds for this device (sparse files hold less), when known. */
   allocatedBytes?(): Promise<number | undefined>;
+  /** True when the host knows it holds no data for this device (one hole, all zeros); false when it holds some or cannot tell. */
+  holdsNoData?(): Promise<boolean>;
   /** The file this device is a part of, and where in it byte 0 of the device lies, when the device stands for that part. */
   readonly partOf?: { name: string; offset: number };
   close(): Promise<void>;

@@ -1,6 +1,6 @@
 /** Files as block devices: the only place platter touches the file system for image data. */
 
-import { close, constants, fdatasync, fstat, ftruncate, open, read, realpath, unlink, write, type Stats } from 'node:fs';
+import { close, constants, fdatasync, fstat, ftruncate, open, read, realpath, statfs, unlink, write, type Stats, type StatsFs } from 'node:fs';
 import { checkRange } from '../core/bytes.js';
 import { requireWritable, type BlockDevice } from '../core/device.js';
 import { IoError, NotFoundError, PlatterError } from '../core/errors.js';
@@ -64,9 +64,24 @@ export interface FileOpenOptions {
   flushes?: boolean;
 }
 
+/**
+ * File systems whose block counts (st_blocks) follow every write at once, delayed
+ * allocation included: ext2/3/4, XFS, btrfs and tmpfs (statfs's f_type). Not
+ * ZFS, which counts blocks only when a transaction group is written, nor
+ * overlayfs, FUSE or network file systems, whose counts come from elsewhere.
+ */
+const EXACT_BLOCK_COUNTS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994]);
+/**
+ * A file this small may keep its bytes in its inode (ext4's inline data, btrfs's
+ * inline extents) with no block counted: it is never taken for a hole.
+ */
+const INLINE_DATA_MAX = 4096;
+
 /** A file on the host, read-only unless asked. */
 export class FileDevice implements BlockDevice {
   private closing: Promise<void> | undefined;
+  /** Whether the file's file system counts blocks exactly; asked once. */
+  private exactCounts: Promise<boolean> | undefined;
 
   private constructor(
     private readonly fd: number,
@@ -181,6 +196,21 @@ export class FileDevice implements BlockDevice {
   }
 
   /**
+   * True when the file holds no data at all, so that all of it reads as zeros
+   * without being read: a regular file with no blocks allocated, on a file
+   * system that counts them exactly. There is no portable call that finds the
+   * holes in a file (lseek's SEEK_DATA), but a file that is one hole (a raw
+   * image fresh from create or truncate) is common, and reading it would copy
+   * zeros for as long as the disk is large.
+   */
+  async holdsNoData(): Promise<boolean> {
+    const stats = await this.io(() => statFd(this.fd), 'stat');
+    if (!stats.isFile() || stats.blocks !== 0 || stats.size <= INLINE_DATA_MAX) return false;
+    this.exactCounts ??= exactBlockCounts(this.fd);
+    return this.exactCounts;
+  }
+
+  /**
    * Where the open file really lies, symlinks resolved, as the kernel knows it
    * through the open descriptor (Linux's /proc/self/fd); undefined where that
    * cannot be known.
@@ -255,6 +285,17 @@ async function createEmpty(path: string): Promise<void> {
     await closeFd(await openFd(path, flags));
   } catch (error) {
     throw hostError(error, path, 'open');
+  }
+}
+
+/** Whether the file system of open descriptor `fd` is one of EXACT_BLOCK_COUNTS; false where that cannot be known. */
+async function exactBlockCounts(fd: number): Promise<boolean> {
+  try {
+    // Linux's /proc/self/fd names the open file itself, wherever its path now leads.
+    const info = await call<StatsFs>((done) => statfs(`/proc/self/fd/${fd}`, done));
+    return EXACT_BLOCK_COUNTS.has(Number(info.type));
+  } catch {
+    return false;
   }
 }
 
