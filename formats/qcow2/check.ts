@@ -34,6 +34,12 @@ export interface Qcow2CheckResult {
   snapshotTableCorruptions: number;
   /** The lines qemu prints on stderr while checking, in order. */
   messages: string[];
+  /**
+   * Why the check stopped short, when it did: qemu's check then returns an
+   * error (a repair of leaks that would need the refcounts rebuilt), and
+   * qemu-img prints no report, only "Check failed: <why>".
+   */
+  failure?: string;
 }
 
 /** What to repair: nothing, leaked clusters, or everything this check can fix. */
@@ -533,6 +539,7 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     if (state.rebuild) {
       state.say('ERROR need to rebuild refcount structures');
       state.result.checkErrors++;
+      state.result.failure = 'Input/output error';
       return withSnapshotTable(state.result, snapshotTableCorruptions);
     }
     if (state.result.leaks > 0 || state.result.corruptions > 0) {

@@ -61,6 +61,11 @@ const command: CliCommand = {
       if (format === 'qcow2') await requireNamedFiles(path);
       const report = await checkImage(device, format, mode);
       for (const line of [...report.repairMessages, ...report.messages]) process.stderr.write(`${line}\n`);
+      // As qemu-img: a check that stopped short prints no report, only why.
+      if (report.failure !== undefined) {
+        process.stderr.write(`platter: ${path}: Check failed: ${report.failure}\n`);
+        return 1;
+      }
       if (args.output === 'json') printJson(checkJson(report, path));
       else if (!args.quiet) printText(renderCheck(report));
       // As qemu-img: a check that could not look at everything says so, and exits 1.
