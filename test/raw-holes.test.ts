@@ -47,6 +47,7 @@ describe.skipIf(!hasTool('qemu-img') || !exactHere)('raw files that are one hole
       ['map', '-f', 'raw', 'hole-64M.raw'],
       ['measure', '--output=json', '-O', 'qcow2', '-f', 'raw', 'hole-64M.raw'],
       ['map', '--output=json', '-s', '1M', '-l', '5M', 'hole-64M.raw'],
+      ['map', '--output=json', '--image-opts', 'driver=raw,offset=1M,size=4M,file.filename=hole-64M.raw'],
     ].map((args) => [args.join(' '), args] as const),
   )('%s prints what qemu-img prints', (_, args) => {
     const { mine, qemu } = both(args);

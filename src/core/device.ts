@@ -170,6 +170,11 @@ export class SliceDevice implements BlockDevice {
     return this.owns ? this.parent.allocatedBytes?.() : undefined;
   }
 
+  /** A part of a device that holds no data holds none either. */
+  async holdsNoData(): Promise<boolean> {
+    return (await this.parent.holdsNoData?.()) ?? false;
+  }
+
   get partOf(): { name: string; offset: number } | undefined {
     return this.owns ? { name: this.parent.name, offset: this.start } : undefined;
   }
