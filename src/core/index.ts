@@ -10,3 +10,5 @@ export * from './image.js';
 export * from './registry.js';
 export * from './options.js';
 export * from './crc32.js';
+export * from './portable-codecs.js';
+export { inflateRawInto, InflateError } from './inflate.js';
