@@ -102,6 +102,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     [['--remove'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
     [['--remove', '--add'], 'nope', "Operation remove on bitmap nope failed: Dirty bitmap 'nope' not found"],
     [['--add', '-g', '1000'], 'odd', 'Operation add on bitmap odd failed: Granularity must be power of 2 and at least 512'],
+    [['--add'], '', 'Operation add on bitmap  failed: Bitmap name cannot be empty'],
     [['--remove', '-g', '64k'], 'old', 'granularity only supported with --add'],
     [['--add', '-b', 'other.qcow2'], 'x', 'Merge bitmap source file only supported with --merge'],
     [['--merge', 'old', '-F', 'qcow2'], 'x', '-F only supported with -b'],

@@ -104,6 +104,8 @@ function workingList(host: WriterHost): Working[] {
 function apply(host: WriterHost, list: Working[], dropped: Working[], name: string, action: BitmapAction): Working[] {
   const index = list.findIndex((bitmap) => utf8Decoder.decode(bitmap.name) === name);
   if (action.kind === 'add') {
+    // The spec gives a bitmap name at least one byte; qemu checks this first.
+    if (name === '') throw new UsageError('Bitmap name cannot be empty');
     if (index >= 0) throw new UsageError(`Bitmap already exists: ${name}`);
     return [...list, newBitmap(host, name, action)];
   }
