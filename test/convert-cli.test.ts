@@ -207,7 +207,7 @@ describe.skipIf(!hasQemu)('dd vs qemu-img dd', () => {
   }
 
   it('rejects what qemu-img dd rejects', () => {
-    for (const operands of [['bs=0'], ['foo=1'], ['count=abc']]) {
+    for (const operands of [['bs=0'], ['bs=abc'], ['bs=3G'], ['foo=1'], ['count=abc']]) {
       const expected = run('qemu-img', ['dd', ...operands, 'if=mixed.raw', 'of=rejected.img'], tmp.dir);
       const ours = platter(['dd', ...operands, 'if=mixed.raw', 'of=rejected.img'], tmp.dir);
       expect(ours.status).toBe(expected.status);

@@ -44,9 +44,9 @@ export function parseDdOperands(operands: readonly string[]): ParsedDdOperands {
 }
 
 function blockSizeOperand(text: string): number {
-  const message = () => `Invalid bs specified. Must be between 1 and ${DD_MAX_BLOCK_SIZE}.`;
-  const bytes = numberOperand(text, message);
-  if (bytes < 1 || bytes > DD_MAX_BLOCK_SIZE) throw new UsageError(message());
+  // As qemu-img: a size it cannot read gets the suffix hint, a size out of range its bounds.
+  const bytes = numberOperand(text, () => `Invalid bs specified. ${SUFFIX_HINT}`);
+  if (bytes < 1 || bytes > DD_MAX_BLOCK_SIZE) throw new UsageError(`Invalid bs specified. Must be between 1 and ${DD_MAX_BLOCK_SIZE}.`);
   return bytes;
 }
 
