@@ -163,7 +163,6 @@ describe('codec threads', () => {
       threads.decode(codec, bad, outputs[1]!),
       threads.decode(codec, stream, outputs[2]!),
     ]);
-    console.log('DBG', results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.value)));
     expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect((results[1] as PromiseRejectedResult).reason.message).toMatch(codec === 'zstd' ? /libzstd error/ : /invalid/);
     expect(outputs[0]).toEqual(good);

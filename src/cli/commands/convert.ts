@@ -10,6 +10,7 @@ import { nodeHost } from '../../node/host.js';
 import { parseOptionString } from '../../core/options.js';
 import { convertToQcow2 } from '../../ops/convert-qcow2.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
+import { boundDecoding } from '../../node/codec-threads.js';
 import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
@@ -111,6 +112,8 @@ const command: CliCommand = {
     if (asksNocow(options)) warn(`${targetPath}: ${NOCOW_NOT_APPLIED}`);
     const limit = args.r === undefined ? undefined : parseRateLimit(String(args.r));
     const opened = await openSources(sourcePaths, args);
+    // No more can be decoded than the sources hold: a small convert need not boot codec threads.
+    boundDecoding(opened.reduce((sum, image) => sum + image.size, 0));
     try {
       const { source, delta, bitmaps } = await prepareSources(opened, sourcePaths, { path: targetPath, format: outputFormat, options }, args);
       const plan: OutputPlan = { path: targetPath, format: outputFormat, options, sparseSize, limit, bitmaps };
