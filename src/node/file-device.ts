@@ -77,11 +77,30 @@ const EXACT_BLOCK_COUNTS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994])
  */
 const INLINE_DATA_MAX = 4096;
 
+/**
+ * A file read-only whose holes are more than this share of its size is read
+ * with O_DIRECT where offsets, lengths and buffers allow. Without SEEK_DATA the
+ * holes must be read, and through the page cache each hole page is allocated,
+ * zeroed and copied: about 1 GB/s on the bench VM, where O_DIRECT answers a
+ * hole at memory speed (4 GiB of holes: 4.1 s against 0.04 s). Data read that
+ * way comes from the disk, not the cache (a warm 2 GiB: 0.66 s against 0.15 s),
+ * which the holes repay once they are a fifth of the file.
+ */
+const DIRECT_READ_HOLE_SHARE = 0.2;
+/** Offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this (a page covers any logical block size up to 4 KiB). */
+const DIRECT_ALIGN = 4096;
+
 /** A file on the host, read-only unless asked. */
 export class FileDevice implements BlockDevice {
   private closing: Promise<void> | undefined;
   /** Whether the file's file system counts blocks exactly; asked once. */
   private exactCounts: Promise<boolean> | undefined;
+  /** A second descriptor with O_DIRECT, for a sparse file's reads (see DIRECT_READ_HOLE_SHARE); opened at the first such read. */
+  private direct: Promise<number | undefined> | undefined;
+  /** Set when the kernel refused an O_DIRECT read: later reads go through the page cache. */
+  private directRefused = false;
+  /** Reads served through O_DIRECT so far. */
+  directReads = 0;
 
   private constructor(
     private readonly fd: number,
@@ -89,6 +108,8 @@ export class FileDevice implements BlockDevice {
     private length: number,
     readonly writable: boolean,
     private readonly flushes: boolean,
+    /** A regular file opened read-only with holes past DIRECT_READ_HOLE_SHARE of it. */
+    private readonly sparse: boolean = false,
   ) {}
 
   /** Opens `path`; missing files, directories and permission problems become PlatterErrors. */
@@ -109,7 +130,8 @@ export class FileDevice implements BlockDevice {
       if (stats.isDirectory()) throw new IoError('is a directory', { path });
       if (stats.isFIFO() || stats.isSocket()) throw new IoError('is a FIFO or socket, not an image file', { path });
       const size = stats.isBlockDevice() ? await readableSize(fd) : stats.size;
-      return new FileDevice(fd, path, size, writable, options.flushes ?? true);
+      const sparse = !writable && stats.isFile() && stats.blocks * 512 < stats.size * (1 - DIRECT_READ_HOLE_SHARE);
+      return new FileDevice(fd, path, size, writable, options.flushes ?? true, sparse);
     } catch (error) {
       await closeFd(fd);
       throw hostError(error, path, 'open');
@@ -129,12 +151,54 @@ export class FileDevice implements BlockDevice {
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     const length = target.length;
     checkRange(offset, length, this.length, `read from ${this.name}`);
+    if (this.sparse && (offset | length | target.byteOffset) % DIRECT_ALIGN === 0 && length > 0 && (await this.readDirect(offset, target))) return;
     let done = 0;
     while (done < length) {
       const bytesRead = await this.io(() => readAt(this.fd, target, done, length - done, offset + done), 'read');
       if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
       done += bytesRead;
     }
+  }
+
+  /**
+   * Reads all of `target` at `offset` through the O_DIRECT descriptor; false
+   * when there is none, or the kernel refuses the read (a buffer that is not
+   * aligned in memory, a file system without O_DIRECT), after which this
+   * device reads through the page cache only. Nothing has been read into
+   * `target` that a buffered read would not write over.
+   */
+  private async readDirect(offset: number, target: Uint8Array): Promise<boolean> {
+    if (this.directRefused) return false;
+    this.direct ??= constants.O_DIRECT === undefined ? Promise.resolve(undefined) : openFd(this.name, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
+    const fd = await this.direct;
+    if (fd === undefined || this.directRefused) return false;
+    let done = 0;
+    while (done < target.length) {
+      let bytesRead: number;
+      try {
+        bytesRead = await readAt(fd, target, done, target.length - done, offset + done);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw hostError(error, this.name, 'read');
+        // Left open until close: other reads may still be queued on it, and a closed number can name another file by then.
+        this.directRefused = true;
+        return false;
+      }
+      // A short read ends at the file's end, which a buffered read reports as the file having shrunk.
+      if (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0) return bytesRead === 0 ? false : this.finishBuffered(offset, target, done + bytesRead);
+      done += bytesRead;
+    }
+    this.directReads++;
+    return true;
+  }
+
+  /** Reads the rest of `target` from `done` on through the page cache. */
+  private async finishBuffered(offset: number, target: Uint8Array, done: number): Promise<boolean> {
+    while (done < target.length) {
+      const bytesRead = await this.io(() => readAt(this.fd, target, done, target.length - done, offset + done), 'read');
+      if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
+      done += bytesRead;
+    }
+    return true;
   }
 
   /**
@@ -231,7 +295,7 @@ export class FileDevice implements BlockDevice {
 
   /** Closes the file once; later calls wait for the same close (a descriptor closed twice could be another file's by then). */
   close(): Promise<void> {
-    this.closing ??= closeFd(this.fd);
+    this.closing ??= Promise.all([closeFd(this.fd), this.direct?.then((fd) => (fd === undefined ? undefined : closeFd(fd)))]).then(() => {});
     return this.closing;
   }
 
