@@ -169,7 +169,8 @@ export class FileDevice implements BlockDevice {
    */
   private async readDirect(offset: number, target: Uint8Array): Promise<boolean> {
     if (this.directRefused) return false;
-    this.direct ??= constants.O_DIRECT === undefined ? Promise.resolve(undefined) : openFd(this.name, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
+    // Opened through Linux's /proc/self/fd: the very file of this descriptor, whatever its path names by now.
+    this.direct ??= constants.O_DIRECT === undefined ? Promise.resolve(undefined) : openFd(`/proc/self/fd/${this.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
     const fd = await this.direct;
     if (fd === undefined || this.directRefused) return false;
     let done = 0;
