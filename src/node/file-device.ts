@@ -151,10 +151,15 @@ export class FileDevice implements BlockDevice {
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     const length = target.length;
     checkRange(offset, length, this.length, `read from ${this.name}`);
-    if (this.sparse && (offset | length | target.byteOffset) % DIRECT_ALIGN === 0 && length > 0 && (await this.readDirect(offset, target))) return;
-    let done = 0;
-    while (done < length) {
-      const bytesRead = await this.io(() => readAt(this.fd, target, done, length - done, offset + done), 'read');
+    const aligned = offset % DIRECT_ALIGN === 0 && length % DIRECT_ALIGN === 0 && target.byteOffset % DIRECT_ALIGN === 0;
+    if (this.sparse && aligned && length > 0 && (await this.readDirect(offset, target))) return;
+    await this.readBuffered(offset, target, 0);
+  }
+
+  /** Reads `target` from its byte `from` on, at `offset + from`, through the page cache. */
+  private async readBuffered(offset: number, target: Uint8Array, from: number): Promise<void> {
+    for (let done = from; done < target.length; ) {
+      const bytesRead = await this.io(() => readAt(this.fd, target, done, target.length - done, offset + done), 'read');
       if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
       done += bytesRead;
     }
@@ -184,21 +189,14 @@ export class FileDevice implements BlockDevice {
         this.directRefused = true;
         return false;
       }
-      // A short read ends at the file's end, which a buffered read reports as the file having shrunk.
-      if (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0) return bytesRead === 0 ? false : this.finishBuffered(offset, target, done + bytesRead);
+      // A short read stops at the file's end: the page cache finishes (and says so when the file shrank).
+      if (bytesRead % DIRECT_ALIGN !== 0 || bytesRead === 0) {
+        await this.readBuffered(offset, target, done + bytesRead);
+        return true;
+      }
       done += bytesRead;
     }
     this.directReads++;
-    return true;
-  }
-
-  /** Reads the rest of `target` from `done` on through the page cache. */
-  private async finishBuffered(offset: number, target: Uint8Array, done: number): Promise<boolean> {
-    while (done < target.length) {
-      const bytesRead = await this.io(() => readAt(this.fd, target, done, target.length - done, offset + done), 'read');
-      if (bytesRead === 0) throw new IoError(`file shrank while reading at offset ${offset + done}`);
-      done += bytesRead;
-    }
     return true;
   }
 
