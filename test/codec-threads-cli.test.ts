@@ -1,5 +1,5 @@
 /**
- * When convert boots codec threads: not for sources too small to need them
+ * When convert, compare and dd boot codec threads: not for sources too small to need them
  * (their virtual size bounds what can be decoded), and at the first zstd
  * cluster for larger ones. A preload counts the workers the CLI makes.
  */
@@ -32,7 +32,13 @@ function zstdImage(name: string, size: string): string {
   return image;
 }
 
-describe.skipIf(!hasTool('qemu-img'))('codec threads for convert', () => {
+/** Runs the CLI with the counting preload; returns its exit status and how many threads it made. */
+function counted(args: string[]): { status: number | null; made: number; stderr: string } {
+  const result = spawnSync(process.execPath, ['--require', tmp.path('count.cjs'), CLI, ...args], { encoding: 'utf8' });
+  return { status: result.status, made: Number(/workers made: (\d+)/.exec(result.stderr)?.[1]), stderr: result.stderr };
+}
+
+describe.skipIf(!hasTool('qemu-img'))('codec threads for convert, compare and dd', () => {
   writeFileSync(tmp.path('count.cjs'), COUNTER);
 
   it.each([
@@ -41,12 +47,20 @@ describe.skipIf(!hasTool('qemu-img'))('codec threads for convert', () => {
   ])('a %s zstd image: %s threads, and the disk it holds', (size, threads) => {
     const image = zstdImage(`disk-${size}`, size);
     const out = tmp.path(`out-${size}.raw`);
-    const result = spawnSync(process.execPath, ['--require', tmp.path('count.cjs'), CLI, 'convert', '-O', 'raw', image, out], { encoding: 'utf8' });
-    expect(result.status, result.stderr).toBe(0);
-    const made = Number(/workers made: (\d+)/.exec(result.stderr)?.[1]);
+    const { status, made, stderr } = counted(['convert', '-O', 'raw', image, out]);
+    expect(status, stderr).toBe(0);
     // Where threads start, one per core up to four; one core has none.
     const cores = availableParallelism();
     expect(made).toBe(threads === 'none' || cores === 1 ? 0 : Math.min(4, cores));
     expect(readFileSync(out).equals(readFileSync(tmp.path(`disk-${size}.raw`)))).toBe(true);
+  });
+
+  it('compare and dd of a small zstd image boot no threads either', () => {
+    const image = zstdImage('small', '16M');
+    const compare = counted(['compare', image, tmp.path('small.raw')]);
+    expect([compare.status, compare.made]).toEqual([0, 0]);
+    const dd = counted(['dd', '-O', 'raw', `if=${image}`, `of=${tmp.path('small-dd.raw')}`]);
+    expect([dd.status, dd.made]).toEqual([0, 0]);
+    expect(readFileSync(tmp.path('small-dd.raw')).equals(readFileSync(tmp.path('small.raw')))).toBe(true);
   });
 });

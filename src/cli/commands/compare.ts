@@ -5,6 +5,7 @@ import type { Image } from '../../core/image.js';
 import { compareImages, type CompareResult } from '../../ops/compare.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { openForCli } from '../open.js';
+import { boundDecoding } from '../../node/codec-threads.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
@@ -43,6 +44,8 @@ const command: CliCommand = {
     let second: Image | undefined;
     try {
       second = await openForCli(args.second as string, { ...namedFilePolicyOf(args), format: args.F as string | undefined });
+      // No more can be decoded than both images hold: a small compare need not boot codec threads.
+      boundDecoding(first.size + second.size);
       const mode = progressMode(args);
       const progress = createProgress(mode);
       const result = await compareImages(first, second, {

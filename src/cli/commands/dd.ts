@@ -10,6 +10,7 @@ import { FileDevice } from '../../node/file-device.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { sourceFileAt } from '../source-files.js';
 import { openForCli } from '../open.js';
+import { boundDecoding } from '../../node/codec-threads.js';
 import { resolveImageOperand } from '../image-opts.js';
 import { withObjects } from '../objects.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
@@ -80,6 +81,8 @@ const command: CliCommand = {
     // As qemu-img dd: --image-opts names the input only.
     const input = resolveImageOperand(operands.input!, imageOpts);
     const source = await openForCli(input.name, { ...namedFilePolicyOf(args), format: input.format ?? (args.format as string | undefined) });
+    // No more can be decoded than the source holds: a small copy need not boot codec threads.
+    boundDecoding(source.size);
     try {
       // Any file the source reads from, backing and data files included, is off limits.
       if ((await sourceFileAt(source, operands.output!)) !== undefined) {
