@@ -7,7 +7,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { truncateSync, writeFileSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RawImage } from '../formats/raw/index.js';
 import { FileDevice } from '../src/node/file-device.js';
@@ -84,6 +84,16 @@ describe.skipIf(!hasTool('qemu-img') || !exactHere)('raw files that are one hole
       expect(platter(['convert', '-f', 'raw', '-O', format, 'mostly-holes.raw', out], { cwd: tmp.dir }).status).toBe(0);
       expect(spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', format, 'mostly-holes.raw', out], { cwd: tmp.dir }).status).toBe(0);
     }
+  });
+
+  it('convert -n into a raw target that is one hole writes no zeros: the same disk, and the target stays sparse', () => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', 'n-source.qcow2', '64M'], { cwd: tmp.dir });
+    run('qemu-io', ['-c', 'write -P 0x61 0 1M', '-c', 'write -P 0 8M 16M', '-c', 'write -P 0x62 40M 64k', 'n-source.qcow2'], { cwd: tmp.dir });
+    sparse('n-target.raw', 64 << 20);
+    expect(platter(['convert', '-n', '-O', 'raw', 'n-source.qcow2', 'n-target.raw'], { cwd: tmp.dir }).status).toBe(0);
+    expect(spawnSync('qemu-img', ['compare', '-F', 'raw', 'n-source.qcow2', 'n-target.raw'], { cwd: tmp.dir }).status).toBe(0);
+    // 1 MiB and 64 KiB of data; the 16 MiB written as zeros in the source stays a hole here.
+    expect(statSync(tmp.path('n-target.raw')).blocks * 512).toBeLessThan(4 << 20);
   });
 
   it('a file too small to rule out inline data is data', async () => {

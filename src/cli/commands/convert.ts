@@ -188,7 +188,8 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
         sparseSize: plan.sparseSize,
         parallel: args.m as number,
         existingTarget,
-        targetIsZero: args['target-is-zero'] === true,
+        // An existing target that is one hole reads as zeros already: its zeros need not be written (nor allocated).
+        targetIsZero: args['target-is-zero'] === true || (existingTarget && (await target.holdsNoData())),
         tests: nodeByteTests,
         limit: plan.limit,
         onProgress,
