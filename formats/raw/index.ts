@@ -32,7 +32,10 @@ export class RawImage implements Image {
     readonly device: BlockDevice,
     private readonly reprobe?: (head: Uint8Array) => string,
     readonly format: 'raw' | 'file' = 'raw',
-  ) {}
+  ) {
+    // Every byte is the disk: copies read the file's holes too.
+    device.willReadHoles?.();
+  }
 
   get probed(): boolean {
     return this.reprobe !== undefined;

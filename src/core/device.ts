@@ -26,6 +26,12 @@ export interface BlockDevice {
   allocatedBytes?(): Promise<number | undefined>;
   /** True when the host knows it holds no data for this device (one hole, all zeros); false when it holds some or cannot tell. */
   holdsNoData?(): Promise<boolean>;
+  /**
+   * Says that every byte of this device will be read, holes included (a raw
+   * image: the file is the disk), so that the host may read holes its cheapest
+   * way. Formats that map their data (qcow2) never read their file's holes.
+   */
+  willReadHoles?(): void;
   /** The file this device is a part of, and where in it byte 0 of the device lies, when the device stands for that part. */
   readonly partOf?: { name: string; offset: number };
   close(): Promise<void>;
@@ -173,6 +179,10 @@ export class SliceDevice implements BlockDevice {
   /** A part of a device that holds no data holds none either. */
   async holdsNoData(): Promise<boolean> {
     return (await this.parent.holdsNoData?.()) ?? false;
+  }
+
+  willReadHoles(): void {
+    this.parent.willReadHoles?.();
   }
 
   get partOf(): { name: string; offset: number } | undefined {
