@@ -11,7 +11,7 @@
 
 import { copyFileSync, readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { imageSpec } from '../src/cli/image-opts.js';
+import { imageSpec } from '../src/core/block-options.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 
 describe('block options as image names', () => {

@@ -1,5 +1,6 @@
 /** Opening image files by path. */
 
+import type { RawWindow } from '../core/block-options.js';
 import { SliceDevice, type BlockDevice } from '../core/device.js';
 import { UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
@@ -18,13 +19,7 @@ export interface OpenFileOptions extends NodeHostOptions {
   window?: RawWindow;
 }
 
-/** Where a raw image lies in its file; the size defaults to the rest of the file. */
-export interface RawWindow {
-  offset: number;
-  size?: number;
-  /** What the image is called (qemu's json: name for it). */
-  name: string;
-}
+export type { RawWindow };
 
 /** Opens the image file at `path` (read-only unless `writable`), probing its format unless given. */
 export async function openImageFile(path: string, options: OpenFileOptions = {}): Promise<Image> {

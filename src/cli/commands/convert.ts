@@ -27,7 +27,8 @@ import { parseRateLimit, type WriteLimit } from '../../ops/rate-limit.js';
 import { warn } from '../report.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 import { bitmapsToCopy, checkBitmapTarget, copyBitmaps, type BitmapCopy } from '../../ops/bitmaps.js';
-import { imageSpec, withImageOpts } from '../image-opts.js';
+import { imageSpec } from '../../core/block-options.js';
+import { withImageOpts } from '../image-opts.js';
 
 const command: CliCommand = {
   // The files are checked by hand: `-O qcow2 -o help` needs none.

@@ -7,7 +7,7 @@ import type { CliCommand } from '../command.js';
 import { openForCli } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
-import { qdictOrder } from '../qdict-order.js';
+import { qdictOrder } from '../../core/qdict-order.js';
 import { withForceShare } from '../force-share.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withImageOpts } from '../image-opts.js';

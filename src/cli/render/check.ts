@@ -2,7 +2,7 @@
 
 import type { CheckReport } from '../../ops/check.js';
 import { formatFixed } from '../../core/size.js';
-import { qdictOrder } from '../qdict-order.js';
+import { qdictOrder } from '../../core/qdict-order.js';
 
 /** The JSON object qemu-img check --output=json prints (fields present as qemu includes them). */
 export function checkJson(report: CheckReport, filename: string): Record<string, unknown> {
