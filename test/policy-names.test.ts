@@ -73,13 +73,29 @@ describe('names refused inside images', () => {
     },
   );
 
-  it('refuses a protocol backing name through the CLI', () => {
+  it('refuses a protocol backing name through the CLI, plain or json:', () => {
     const dir = join(tmp.dir, 'protocol');
     mkdirSync(dir);
+    for (const [backingFile, reason] of [
+      ['nbd://attacker.example/x', /only plain local paths/],
+      ['json:{"driver":"nbd","server":{"type":"inet","host":"attacker.example","port":"10809"}}', /the 'nbd' driver is not supported/],
+      ['json:{"driver":"raw","file":{"driver":"http","url":"http://attacker.example/x"}}', /the 'http' protocol is not supported/],
+    ] as const) {
+      const image = writeImage(join(dir, 'top.qcow2'), { backingFile, backingFormat: 'raw' });
+      const result = platter(['info', '--backing-chain', image]);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(/^platter: .*top\.qcow2: refusing file name '/);
+      expect(result.stderr).toMatch(reason);
+    }
+  });
+
+  it('a json: name of a local file is a name like a plain path: the backing root refuses it outside', () => {
+    const dir = join(tmp.dir, 'json-file');
+    mkdirSync(dir);
     const image = writeImage(join(dir, 'top.qcow2'), { backingFile: 'json:{"file.filename":"/etc/passwd"}', backingFormat: 'raw' });
-    const result = platter(['info', '--backing-chain', image]);
+    const result = platter(['info', '--backing-chain', '--backing-root', dir, image]);
     expect(result.status).toBe(1);
-    expect(result.stderr).toMatch(/^platter: .*top\.qcow2: refusing file name 'json:\{"file\.filename":"\/etc\/passwd"\}': only plain local paths/);
+    expect(result.stderr).toMatch(/refusing file name 'json:\{"file\.filename":"\/etc\/passwd"\}': it resolves to '\/etc\/passwd', outside the backing root/);
   });
 
   it('refuses a protocol data file name through the CLI', () => {

@@ -9,6 +9,7 @@
  * the json: names written in images.
  */
 
+import { SliceDevice, type BlockDevice } from './device.js';
 import { PlatterError, UnsupportedFeatureError, UsageError } from './errors.js';
 import { parseOptionString } from './options.js';
 import { qdictOrder } from './qdict-order.js';
@@ -69,8 +70,11 @@ function keyValueOptions(text: string): Map<string, string> {
   return parseOptionString(text);
 }
 
+/** An option's value: text from an option string; a json: name's numbers and booleans keep their type (qemu prints them so). */
+type OptionValue = string | number | boolean;
+
 /** A json: name's object, flattened to dotted keys as qemu flattens it. */
-function jsonOptions(text: string): Map<string, string> {
+function jsonOptions(text: string): Map<string, OptionValue> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -78,31 +82,32 @@ function jsonOptions(text: string): Map<string, string> {
     throw new UsageError(`Could not parse the JSON options: ${(error as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError('the JSON options must be an object');
-  const options = new Map<string, string>();
+  const options = new Map<string, OptionValue>();
   const flatten = (object: Record<string, unknown>, prefix: string) => {
     for (const [key, item] of Object.entries(object)) {
       if (typeof item === 'object' && item !== null && !Array.isArray(item)) flatten(item as Record<string, unknown>, `${prefix}${key}.`);
-      else options.set(`${prefix}${key}`, String(item));
+      else options.set(`${prefix}${key}`, typeof item === 'number' || typeof item === 'boolean' ? item : String(item));
     }
   };
   flatten(value as Record<string, unknown>, '');
   return options;
 }
 
-function specOf(options: Map<string, string>): ImageSpec {
-  const driver = options.get('driver');
+function specOf(options: ReadonlyMap<string, OptionValue>): ImageSpec {
+  const text = (key: string) => (options.has(key) ? String(options.get(key)) : undefined);
+  const driver = text('driver');
   if (driver === 'file') {
     checkKeys(options, FILE_TUNING, 'filename', (key) => `Block protocol 'file' doesn't support the option '${key}'`);
-    return { path: fileName(options.get('filename')), format: 'file' };
+    return { path: fileName(text('filename')), format: 'file' };
   }
   if (driver !== undefined && !FORMATS.has(driver)) {
     throw new UnsupportedFeatureError(`the '${driver}' driver is not supported: platter opens qcow2 and raw images in files`);
   }
-  const fileDriver = options.get('file.driver');
+  const fileDriver = text('file.driver');
   if (fileDriver !== undefined && fileDriver !== 'file') {
     throw new UnsupportedFeatureError(`the '${fileDriver}' protocol is not supported: platter opens files`);
   }
-  const reference = options.get('file');
+  const reference = text('file');
   // A plain `file=NAME` names a block node of a running qemu, not a file.
   if (reference !== undefined) throw new UsageError(`Cannot find device='${reference}' nor node-name='${reference}'`);
   const formatName = driver ?? 'qcow2';
@@ -117,7 +122,7 @@ function specOf(options: Map<string, string>): ImageSpec {
     (key) => key.startsWith('overlap-check.') || (driver === 'raw' && RAW_WINDOW_KEYS.has(key)),
   );
   checkKeys(file, FILE_TUNING, 'filename', (key) => `Block protocol 'file' doesn't support the option '${key}'`, (key) => key === 'driver');
-  const path = fileName(file.get('filename'));
+  const path = fileName(text('file.filename'));
   return { path, format: driver, ...(windowed ? { window: rawWindow(own, file) } : {}) };
 }
 
@@ -132,10 +137,10 @@ const SECTOR_SIZE = 512;
  * and the json: name qemu gives such an image: the options as given, the
  * file's among them with its driver, in the order qemu prints a dictionary.
  */
-function rawWindow(own: Map<string, string>, file: Map<string, string>): RawWindow {
+function rawWindow(own: ReadonlyMap<string, OptionValue>, file: ReadonlyMap<string, OptionValue>): RawWindow {
   const parse = (key: string) => {
-    const text = own.get(key);
-    if (text === undefined) return undefined;
+    if (!own.has(key)) return undefined;
+    const text = String(own.get(key));
     if (text.trim().startsWith('-')) throw new UsageError(`Parameter '${key}' expects a non-negative number below 2^64`);
     return parseSize(text, key);
   };
@@ -156,7 +161,7 @@ function qemuJson(value: unknown): string {
 }
 
 /** Refuses a key that is neither `main` nor tuning (nor `alsoAllowed`). */
-function checkKeys(options: Map<string, string>, tuning: Set<string>, main: string, message: (key: string) => string, alsoAllowed?: (key: string) => boolean): void {
+function checkKeys(options: ReadonlyMap<string, unknown>, tuning: Set<string>, main: string, message: (key: string) => string, alsoAllowed?: (key: string) => boolean): void {
   for (const key of options.keys()) {
     if (key === main || key === 'driver' || tuning.has(key) || alsoAllowed?.(key)) continue;
     throw new UsageError(message(key));
@@ -166,4 +171,17 @@ function checkKeys(options: Map<string, string>, tuning: Set<string>, main: stri
 function fileName(path: string | undefined): string {
   if (path === undefined || path === '') throw new UsageError('A block device must be specified for "file"');
   return path;
+}
+
+/** The part of `file` that `window` names, checked against the file's size as qemu's raw driver checks it. */
+export function deviceWindow(file: BlockDevice, window: RawWindow): BlockDevice {
+  const { offset } = window;
+  if (offset > file.size) throw new UsageError(`Offset (${offset}) cannot be greater than size of the containing file (${file.size})`).inFile(file.name);
+  const size = window.size ?? file.size - offset;
+  if (offset + size > file.size) {
+    throw new UsageError(`The sum of offset (${offset}) and size (${size}) has to be smaller or equal to the actual size of the containing file (${file.size})`).inFile(
+      file.name,
+    );
+  }
+  return new SliceDevice(file, offset, size, { name: window.name, owns: true });
 }

@@ -103,6 +103,8 @@ export interface ImageHost {
   resolveName?(name: string, namedBy: BlockDevice): string;
   /** Opens a backing image: the engine applies format probing, depth and cycle limits. */
   openBacking?(name: string, namedBy: BlockDevice, format: string | undefined): Promise<Image>;
+  /** The format a name itself gives (a json: name's driver); it wins over the format recorded beside the name, as in qemu. */
+  namedFormat?(name: string): string | undefined;
 }
 
 /** Options every format's `open` takes. */

@@ -83,9 +83,10 @@ async function openBackingLayer(
     });
   }
   const device = await host.openNamedFile(name, namedBy, { writable: false });
-  if (!format) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
+  const chosen = host.namedFormat?.(name) ?? format;
+  if (!chosen) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
   try {
-    return await openLayer(device, { ...options, format, writable: false }, [...chain, key]);
+    return await openLayer(device, { ...options, format: chosen, writable: false }, [...chain, key]);
   } catch (error) {
     // A chain that fails deep down must not leave one open file per layer behind.
     await device.close();

@@ -3,13 +3,15 @@
  *
  * Names found inside an image (backing files, external data files) come from
  * whoever wrote the image, not from the user. They are followed only when they
- * are plain local paths to regular files or block devices, and, with a backing
- * root, only when they resolve (symlinks included) inside that directory,
- * checked again on the file as opened.
+ * are plain local paths to regular files or block devices (or json: names of
+ * such a file, qcow2 or raw, whole or a part), and, with a backing root, only
+ * when they resolve (symlinks included) inside that directory, checked again
+ * on the file as opened.
  */
 
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { deviceWindow, imageSpec, type ImageSpec } from '../core/block-options.js';
 import type { BlockDevice } from '../core/device.js';
 import { NotFoundError, PlatterError, UnsupportedFeatureError } from '../core/errors.js';
 import type { EngineHost } from '../engine/open.js';
@@ -46,11 +48,12 @@ function printable(name: string): string {
 }
 
 /**
- * Names written inside images are plain local paths. A protocol prefix (`json:`,
- * `nbd:`, `http://`, `file:`...) would let an image make the tool open things
- * the user never named; qemu reads a name as a protocol when a `:` comes before
- * the first `/`, so every such name is refused (write `./a:b` for a file with a
- * colon). A NUL byte cannot be part of a host path, and an empty name names nothing.
+ * Plain names written inside images are local paths. A protocol prefix (`nbd:`,
+ * `http://`, `file:`...) would let an image make the tool open things the user
+ * never named; qemu reads a name as a protocol when a `:` comes before the
+ * first `/`, so every such name is refused (write `./a:b` for a file with a
+ * colon); json: names are read apart (jsonNamed). A NUL byte cannot be part of
+ * a host path, and an empty name names nothing.
  */
 export function refuseProtocolName(name: string): void {
   if (name === '') throw new RefusedNameError(name, 'the name is empty');
@@ -102,7 +105,11 @@ function canonicalRoot(root: string): string {
  */
 export function checkNamedFile(name: string, namedBy: BlockDevice, policy: NamedFilePolicy = {}): string {
   refuseProtocolName(name);
-  const path = resolveNamedPath(name, namedBy);
+  return checkNamedPath(name, resolveNamedPath(name, namedBy), policy);
+}
+
+/** Applies the policy to `path`, which `name` (found inside an image) leads to; returns the host path to open. */
+function checkNamedPath(name: string, path: string, policy: NamedFilePolicy): string {
   let target = path;
   if (policy.backingRoot !== undefined) {
     const root = canonicalRoot(policy.backingRoot);
@@ -162,6 +169,22 @@ function refuseSpecialFile(name: string, path: string): void {
   }
 }
 
+/**
+ * What a json: name found inside an image opens, when it names a file: qemu
+ * writes such names for a backing file opened with options of its own (a raw
+ * part of a file, say). Its file name is taken as qemu takes it, relative to
+ * the current directory, not to the image that names it. Undefined for any
+ * other name; a json: name that names no file here is refused.
+ */
+function jsonNamed(name: string): ImageSpec | undefined {
+  if (!name.startsWith('json:')) return undefined;
+  try {
+    return imageSpec(name);
+  } catch (error) {
+    throw new RefusedNameError(name, error instanceof Error ? error.message : String(error));
+  }
+}
+
 /** Builds the host the engine uses on Node. */
 export function nodeHost(options: NodeHostOptions = {}): EngineHost {
   const warn = options.warn ?? (() => {});
@@ -169,10 +192,19 @@ export function nodeHost(options: NodeHostOptions = {}): EngineHost {
   return {
     codecs: nodeCodecs,
     warn,
-    resolveName: resolveNamedPath,
-    canonical: (name) => realpathOrUndefined(name) ?? resolve(name),
+    // qemu's full-backing-filename of a json: name is the name itself.
+    resolveName: (name, namedBy) => (name.startsWith('json:') ? name : resolveNamedPath(name, namedBy)),
+    canonical(name) {
+      const spec = jsonNamed(name);
+      const path = spec?.path ?? name;
+      const file = realpathOrUndefined(path) ?? resolve(path);
+      // Two parts of one file are two images.
+      return spec?.window ? `${file}#${spec.window.offset}+${spec.window.size ?? ''}` : file;
+    },
+    namedFormat: (name) => jsonNamed(name)?.format,
     async openNamedFile(name, namedBy, { writable }) {
-      const path = checkNamedFile(name, namedBy, policy);
+      const spec = jsonNamed(name);
+      const path = spec ? checkNamedPath(name, spec.path, policy) : checkNamedFile(name, namedBy, policy);
       let device: FileDevice;
       try {
         device = await FileDevice.open(path, { writable });
@@ -180,15 +212,13 @@ export function nodeHost(options: NodeHostOptions = {}): EngineHost {
         if (error instanceof PlatterError) throw error;
         throw new RefusedNameError(name, error instanceof Error ? error.message : String(error));
       }
-      if (policy.backingRoot !== undefined) {
-        try {
-          await confirmOpenedInside(device, name, path, canonicalRoot(policy.backingRoot));
-        } catch (error) {
-          await device.close();
-          throw error;
-        }
+      try {
+        if (policy.backingRoot !== undefined) await confirmOpenedInside(device, name, path, canonicalRoot(policy.backingRoot));
+        return spec?.window ? deviceWindow(device, spec.window) : device;
+      } catch (error) {
+        await device.close();
+        throw error;
       }
-      return device;
     },
   };
 }
