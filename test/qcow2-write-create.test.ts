@@ -4,12 +4,13 @@
  * check; writing refuses images with unknown incompatible bits or the corrupt bit.
  */
 
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
 import { platter } from './helpers/tools.js';
-import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
+import { qcow2TempDir, qcow2ToolAvailable, qemuRawBytes, sh, shStatus } from './helpers/qcow2-oracle.js';
 import { createQcow2InMemory, openWritable } from './helpers/qcow2-writer.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
@@ -172,6 +173,40 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
 });
 
 describe.skipIf(!haveQemu)('resize and amend', () => {
+  it.each([
+    ['off', ['+1M']],
+    ['on', ['+1M']],
+    ['off', ['--shrink', '1M']],
+    ['on', ['--shrink', '1536k']],
+    ['off', ['--preallocation=metadata', '+2M']],
+    ['on', ['--preallocation=full', '+2M']],
+    ['off', ['amend', '-o', 'size=8M']],
+    ['on', ['amend', '-o', 'size=8M']],
+    ['on', ['amend', '-o', 'size=2M']],
+  ] as const)('an image with an external data file (data_file_raw=%s) resizes as qemu-img resizes it: %j', (raw, flags) => {
+    const paths = (who: string) => ({ image: at(`df-${who}.qcow2`), data: at(`df-${who}.data`) });
+    for (const who of ['mine', 'theirs']) {
+      const { image, data } = paths(who);
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${data},data_file_raw=${raw}`, image, '4M']);
+      sh(temp.dir, 'qemu-io', ['-c', 'write -P 5 1M 1M', '-c', 'write -P 6 3M 64k', image]);
+    }
+    // resize takes the image before the size; amend's flags come first too.
+    const line = (image: string) => (flags[0] === 'amend' ? [...flags, image] : ['resize', ...flags.slice(0, -1), image, flags.at(-1)!]);
+    const mine = platter(line(paths('mine').image));
+    const theirs = shStatus(temp.dir, 'qemu-img', line(paths('theirs').image));
+    expect([mine.status, mine.stdout]).toEqual([theirs.status, theirs.stdout]);
+    const state = (who: string) => {
+      const { image, data } = paths(who);
+      return {
+        map: sh(temp.dir, 'qemu-img', ['map', '--output=json', image]).replaceAll(`df-${who}`, 'df'),
+        dataSize: statSync(data).size,
+        check: shStatus(temp.dir, 'qemu-img', ['check', image]).status,
+        contents: createHash('sha256').update(qemuRawBytes(temp.dir, image)).digest('hex'),
+      };
+    };
+    expect(state('mine')).toEqual(state('theirs'));
+  });
+
   it('grows and shrinks a qcow2 image; qemu-img reads the result as expected', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'rs.qcow2', '1M']);
     sh(temp.dir, 'qemu-io', ['-c', 'write -P 7 0 1M', 'rs.qcow2']);

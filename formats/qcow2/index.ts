@@ -54,7 +54,8 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   let dataDevice: BlockDevice | undefined = device;
   let backing: Image | undefined;
   try {
-    if (hasDataFile(metadata.header)) dataDevice = options.noBacking ? undefined : await openDataFile(metadata, device, host, options.writable === true);
+    const skipDataFile = options.noBacking && !options.withDataFile;
+    if (hasDataFile(metadata.header)) dataDevice = skipDataFile ? undefined : await openDataFile(metadata, device, host, options.writable === true);
     if (metadata.backingFileName !== undefined && !options.noBacking) {
       backing = await openBackingImage(metadata, device, host);
     }

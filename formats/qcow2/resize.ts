@@ -9,6 +9,7 @@ import { writeZeros } from '../../src/core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { ClusterMap } from './clusters.js';
 import { clusterType, l1EntryL2Offset } from './entries.js';
+import { AUTOCLEAR_DATA_FILE_RAW } from './features.js';
 import { hasDataFile } from './header.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { COPIED_HI, setEntry } from './l2-write.js';
@@ -39,11 +40,17 @@ export type ResizePreallocation = Qcow2CreateOptions['preallocation'];
  */
 export async function resizeQcow2(writer: Qcow2Writer, newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
   if (newSize % 512 !== 0) throw new UsageError('The new size must be a multiple of 512');
-  if (hasDataFile(writer.header)) throw new UnsupportedFeatureError('resizing images with an external data file is not supported');
   checkSnapshotsAllowResize(writer);
   const oldSize = writer.host.size();
   if (newSize < oldSize && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
-  if (newSize < oldSize) return shrink(writer, newSize, oldSize);
+  if (newSize < oldSize) {
+    await shrink(writer, newSize, oldSize);
+    return resizeDataFile(writer, newSize);
+  }
+  // A raw data file must read as the disk: the qcow2 side maps all of it, new space included, as qemu maps it.
+  if (preallocation === 'off' && hasDataFile(writer.header) && (writer.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n) preallocation = 'metadata';
+  // Grown first: no entry written below may map a data file offset past its end, whatever fails after.
+  await resizeDataFile(writer, newSize);
   const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
   const entries = Math.ceil(newSize / bytesPerL2);
   if (entries > writer.header.l1Size) await growL1(writer, entries);
@@ -54,6 +61,18 @@ export async function resizeQcow2(writer: Qcow2Writer, newSize: number, prealloc
   const zeroEnd = Math.min(newSize, Math.max(Math.ceil(oldSize / writer.clusterSize) * writer.clusterSize, writer.host.backingSize() ?? 0));
   if (zeroEnd > oldSize) await writer.zeroRange(oldSize, zeroEnd - oldSize);
   if (preallocation !== 'off') await preallocateRange(writer, oldSize, newSize, preallocation === 'full');
+}
+
+/**
+ * An external data file takes the new size too, as qemu truncates it (guest
+ * offset = host offset there): grown sparse before anything maps the new
+ * space, or cut once the shrink has unmapped what lay past the new end.
+ */
+async function resizeDataFile(writer: Qcow2Writer, newSize: number): Promise<void> {
+  if (!hasDataFile(writer.header)) return;
+  const data = writer.host.dataDevice();
+  if (!data?.truncate) throw new UnsupportedFeatureError('the external data file cannot be resized');
+  await data.truncate(newSize);
 }
 
 

@@ -113,6 +113,8 @@ export interface OpenOptions {
   writable?: boolean;
   /** Do not open backing or data files (inspect only). */
   noBacking?: boolean;
+  /** With noBacking: open the external data file all the same (a size change must reach it), only the backing chain stays closed. */
+  withDataFile?: boolean;
   /**
    * Writable images: metadata writes (tables, refcounts, header) are held in
    * memory and land, merged, at the next flush or close (or once 16 MiB are

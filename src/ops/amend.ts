@@ -76,7 +76,8 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   await amendHeader(device, metadata, { version: version === 3 ? 3 : undefined, lazyRefcounts: version === 3 ? lazy : undefined, dataFile });
   if (order !== undefined) await changeRefcountOrder(device, await readMetadata(device), order);
   if (size !== undefined) {
-    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true });
+    // The data file takes the new size too; the backing chain plays no part.
+    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true, withDataFile: true });
     try {
       if (size !== image.size) await image.resize(size);
     } finally {
