@@ -172,6 +172,51 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
   }
 });
 
+describe.skipIf(!haveQemu)('convert -O qcow2 with an external data file', () => {
+  it.each([
+    ['data_file=DATA', []],
+    ['data_file=DATA,data_file_raw=on', []],
+    ['data_file=DATA,preallocation=metadata', []],
+    ['data_file=DATA', ['-S', '0']],
+    ['data_file=DATA', ['-B', 'dc-base.qcow2', '-F', 'qcow2']],
+  ] as const)('-o %s %j: the image and its data file are qemu-img\'s', (options, flags) => {
+    if (!existsSync(at('dc-top.qcow2'))) {
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'dc-base.qcow2', '8M']);
+      sh(temp.dir, 'qemu-io', ['-c', 'write -P 1 0 1M', '-c', 'write -P 2 4M 64k', 'dc-base.qcow2']);
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'dc-base.qcow2', '-F', 'qcow2', 'dc-top.qcow2']);
+      sh(temp.dir, 'qemu-io', ['-c', 'write -P 3 512k 1M', '-c', 'write -z 4M 64k', '-c', 'write -P 4 6M 100k', 'dc-top.qcow2']);
+    }
+    const line = (who: string) => ['convert', '-O', 'qcow2', ...flags, '-o', options.replace('DATA', `dc-${who}.data`), 'dc-top.qcow2', `dc-${who}.qcow2`];
+    for (const who of ['mine', 'theirs']) rmSync(at(`dc-${who}.data`), { force: true });
+    const mine = platter(line('mine'), { cwd: temp.dir });
+    expect(mine.status, mine.stderr).toBe(0);
+    sh(temp.dir, 'qemu-img', line('theirs'));
+    const state = (who: string) => ({
+      map: sh(temp.dir, 'qemu-img', ['map', '--output=json', `dc-${who}.qcow2`]).replaceAll(`dc-${who}`, 'dc'),
+      data: createHash('sha256').update(readFileSync(at(`dc-${who}.data`))).digest('hex'),
+      check: shStatus(temp.dir, 'qemu-img', ['check', `dc-${who}.qcow2`]).status,
+      contents: createHash('sha256').update(qemuRawBytes(temp.dir, `dc-${who}.qcow2`)).digest('hex'),
+    });
+    expect(state('mine')).toEqual(state('theirs'));
+  });
+
+  it.each(['off', 'on'])('create -o data_file=...,data_file_raw=%s makes the data file the disk\'s size, as qemu-img makes it', (raw) => {
+    for (const who of ['mine', 'theirs']) rmSync(at(`dcc-${who}.data`), { force: true });
+    const line = (who: string) => ['create', '-q', '-f', 'qcow2', '-o', `data_file=dcc-${who}.data,data_file_raw=${raw}`, `dcc-${who}.qcow2`, '80M'];
+    expect(platter(line('mine'), { cwd: temp.dir }).status).toBe(0);
+    sh(temp.dir, 'qemu-img', line('theirs'));
+    expect(statSync(at('dcc-mine.data')).size).toBe(statSync(at('dcc-theirs.data')).size);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', 'dcc-mine.qcow2']).status).toBe(0);
+  });
+
+  it('-c is refused before anything is made (qemu-img fails at its first write)', () => {
+    const result = platter(['convert', '-c', '-O', 'qcow2', '-o', 'data_file=dc-c.data', 'dc-top.qcow2', 'dc-c.qcow2'], { cwd: temp.dir });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/compressed clusters cannot be written into an external data file/);
+    expect([existsSync(at('dc-c.data')), existsSync(at('dc-c.qcow2'))]).toEqual([false, false]);
+  });
+});
+
 describe.skipIf(!haveQemu)('resize and amend', () => {
   it.each([
     ['off', ['+1M']],

@@ -9,6 +9,8 @@ import { FileDevice } from '../node/file-device.js';
 import { nodeHost } from '../node/host.js';
 import { writeDelta } from '../ops/delta.js';
 import { planImage } from '../ops/create.js';
+import { checkQcow2Output } from '../ops/convert-qcow2.js';
+import { dataFileCreator } from './named-files.js';
 import type { Args } from './command.js';
 import { openForCli } from './open.js';
 import { namedFilePolicyOf, type NamedFilePolicy } from './policy.js';
@@ -76,6 +78,7 @@ export async function convertDeltaCli(
     const clash = await sourceFileAt(base, targetPath);
     if (clash !== undefined) throw new UsageError(`refusing to write over the backing chain file ${clash}`).inFile(targetPath);
     // Checked before the file is made: a bad option leaves an existing file as it was.
+    checkQcow2Output({ compress: request.compress === true, options: request.options });
     await planImage({ format: 'qcow2', size: source.size, options: request.options, backingFile: request.recordedName, backingFormat: base.format, unsafe: true });
     const target = await FileDevice.open(targetPath, { create: true });
     const progress = createProgress(mode);
@@ -90,6 +93,7 @@ export async function convertDeltaCli(
         tests: nodeByteTests,
         limit: extra.limit,
         bitmaps: extra.bitmaps,
+        createDataFile: dataFileCreator(targetPath),
         onProgress: (done, total) => progress.update(done, total),
       });
       progress.end();

@@ -6,13 +6,13 @@
  */
 
 import { readFully, type BlockDevice } from '../core/device.js';
-import { UnsupportedFeatureError } from '../core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import { InFlight } from '../core/in-flight.js';
 import { settleAll } from '../core/slots.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { SUBCLUSTERS_PER_CLUSTER } from '../../formats/qcow2/limits.js';
-import { createImage } from './create.js';
+import { createImage, type CreateRequest } from './create.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
 import { pipeline } from './pipeline.js';
@@ -44,6 +44,8 @@ export interface Qcow2ConvertOptions {
   limit?: WriteLimit;
   /** `--bitmaps`: persistent bitmaps to copy into the new image once the data is in. */
   bitmaps?: BitmapCopy;
+  /** Makes the external data file a `data_file=` option names (the create's callback); without it such an option is refused. */
+  createDataFile?: CreateRequest['createDataFile'];
   /** Called as the copy advances: guest bytes looked at so far, and the total. */
   onProgress?(done: number, total: number): void;
 }
@@ -57,11 +59,18 @@ export interface Qcow2ConvertResult {
 /** Guest bytes looked at per block-status query: bounds the extent list whatever the source size. */
 const STATUS_WINDOW = 1 << 30;
 
+/** Refuses what a qcow2 output cannot take, before anything is made. */
+export function checkQcow2Output(options: Pick<Qcow2ConvertOptions, 'compress' | 'options'>): void {
+  // qemu-img fails at its first write ("Operation not supported"): compressed clusters have no place in a data file.
+  if (options.compress && options.options.has('data_file')) throw new UsageError('compressed clusters cannot be written into an external data file');
+}
+
 /** Writes `source`'s guest contents as a new qcow2 image onto the empty `device`, and closes the device. */
 export async function convertToQcow2(source: Image, device: BlockDevice, options: Qcow2ConvertOptions): Promise<Qcow2ConvertResult> {
-  await createImage(device, { format: 'qcow2', size: source.size, options: options.options });
+  checkQcow2Output(options);
+  await createImage(device, { format: 'qcow2', size: source.size, options: options.options, createDataFile: options.createDataFile });
   // The image is new and only complete once convert returns: its metadata writes need not hold up the data.
-  const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true, writeBehindMetadata: true });
+  const target = await openQcow2(device, { host: options.host, writable: true, noBacking: true, withDataFile: true, writeBehindMetadata: true });
   const result: Qcow2ConvertResult = { dataClusters: 0, compressedClusters: 0 };
   const compressor = options.compress ? compressorFor(target, options.host.codecs) : undefined;
   let reported = 0;

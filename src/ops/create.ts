@@ -117,7 +117,8 @@ export async function writeImage(device: BlockDevice, plan: ImagePlan, request: 
     const { qcow2 } = plan;
     if (qcow2.dataFile !== undefined) {
       if (!request.createDataFile) throw new UsageError('cannot create the data file here');
-      await request.createDataFile(qcow2.dataFile, qcow2.dataFileRaw ? plan.size : 0);
+      // qemu creates the data file as a raw file of the disk's size, whether or not it must stay a valid raw disk.
+      await request.createDataFile(qcow2.dataFile, plan.size);
     }
     await writeQcow2Skeleton(device, qcow2);
     await layOut(device, qcow2);

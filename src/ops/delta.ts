@@ -10,7 +10,7 @@ import type { Extent, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import type { ByteTests } from './bytes-accel.js';
 import { DIFF_CHUNK, differingRuns, readOrZero } from './chain-diff.js';
-import { createImage } from './create.js';
+import { createImage, type CreateRequest } from './create.js';
 import { compressCluster, compressorFor, storeStream, type Compressor } from './convert-qcow2.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
@@ -38,6 +38,8 @@ export interface DeltaOptions {
   limit?: WriteLimit;
   /** `--bitmaps`: persistent bitmaps to copy into the new image once the data is in. */
   bitmaps?: BitmapCopy;
+  /** Makes the external data file a `data_file=` option names; without it such an option is refused. */
+  createDataFile?: CreateRequest['createDataFile'];
   onProgress?: ProgressCallback;
 }
 
@@ -56,6 +58,7 @@ export async function writeDelta(source: Image, base: Image, device: BlockDevice
     backingFile: options.backingFile,
     backingFormat: options.backingFormat,
     unsafe: true,
+    createDataFile: options.createDataFile,
   });
   const host: ImageHost = { ...options.host, openBacking: async () => borrowed(base) };
   const delta = await openQcow2(device, { host, writable: true });

@@ -8,7 +8,8 @@ import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
 import { parseOptionString } from '../../core/options.js';
-import { convertToQcow2 } from '../../ops/convert-qcow2.js';
+import { checkQcow2Output, convertToQcow2 } from '../../ops/convert-qcow2.js';
+import { dataFileCreator } from '../named-files.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
 import { boundDecoding } from '../../node/codec-threads.js';
 import { sourceFileAt } from '../source-files.js';
@@ -162,6 +163,7 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
   const flushes = writeFlushes(args);
   // The output's options are checked before the file is made: a bad one leaves an existing file as it was.
   if (plan.format === 'qcow2') {
+    checkQcow2Output({ compress: args.c === true, options: plan.options });
     await planImage({ format: 'qcow2', size: source.size, options: plan.options }).catch((error: unknown) =>
       // qemu-img's words for a target its driver will not create.
       Promise.reject(error instanceof UsageError ? new UsageError(`error while converting qcow2: ${error.message}`).inFile(plan.path) : error),
@@ -182,6 +184,7 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
         sparseSize: plan.sparseSize,
         limit: plan.limit,
         bitmaps: plan.bitmaps,
+        createDataFile: dataFileCreator(plan.path),
         onProgress,
       });
     } else {

@@ -1,6 +1,5 @@
 /** `platter create`: like `qemu-img create`. */
 
-import { isAbsolute, join, dirname } from 'node:path';
 import { parseOptionString } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
 import { CREATE_OPTIONS, NOCOW_NOT_APPLIED, asksNocow, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
@@ -12,11 +11,7 @@ import { FileDevice, removeFile } from '../../node/file-device.js';
 import { openImageFile } from '../../node/open.js';
 import type { CliCommand } from '../command.js';
 import { printText } from '../output.js';
-
-/** A name written into an image resolves against the image's directory (qemu's path_combine). */
-function besideImage(image: string, name: string): string {
-  return isAbsolute(name) ? name : join(dirname(image), name);
-}
+import { besideImage, dataFileCreator } from '../named-files.js';
 
 const command: CliCommand = {
   // The image is checked by hand: `-o help` needs none.
@@ -63,14 +58,7 @@ const command: CliCommand = {
           await backing.close();
         }
       },
-      async createDataFile(name, dataSize) {
-        const data = await FileDevice.open(besideImage(path, name), { create: true });
-        try {
-          await data.truncate(dataSize);
-        } finally {
-          await data.close();
-        }
-      },
+      createDataFile: dataFileCreator(path),
     };
     // Everything is checked before the file is made: a bad option leaves an existing file as it was.
     const plan = await planImage(request).catch((error: unknown) => Promise.reject(error instanceof PlatterError ? error.inFile(path) : error));

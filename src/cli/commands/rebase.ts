@@ -1,6 +1,5 @@
 /** `platter rebase`: like `qemu-img rebase`. */
 
-import { dirname, isAbsolute, join } from 'node:path';
 import type { Image } from '../../core/image.js';
 import { UsageError } from '../../core/errors.js';
 import { nodeByteTests, sameFile } from '../../node/byte-tests.js';
@@ -12,11 +11,7 @@ import { createProgress, progressMode, withProgress } from '../progress.js';
 import { withForceShare } from '../force-share.js';
 import { withCacheMode, withSourceCacheMode, writeFlushes } from '../cache-modes.js';
 import { withImageOpts } from '../image-opts.js';
-
-/** A backing name is looked up beside the image that will name it (qemu's path_combine). */
-function besideImage(image: string, name: string): string {
-  return isAbsolute(name) ? name : join(dirname(image), name);
-}
+import { besideImage } from '../named-files.js';
 
 /** Refuses a new backing chain that contains the image itself: the image would become its own backing file. */
 async function refuseLoop(newBacking: Image, path: string): Promise<void> {
