@@ -35,6 +35,10 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     [['-o', 'compat=0.10'], ['amend', '-o', 'compat=1.1,lazy_refcounts=on']],
     [['-o', 'compat=0.10'], ['amend', '-o', 'compat=1.1', '-o', 'lazy_refcounts=on']],
     [['-o', 'lazy_refcounts=on'], ['amend', '-o', 'compat=0.10']],
+    // data_file_raw: off is taken (the bit cleared), on only where it is on already.
+    [['-o', `data_file=${tmp.path('raw-off.data')},data_file_raw=on`], ['amend', '-o', 'data_file_raw=off']],
+    [['-o', `data_file=${tmp.path('raw-on.data')},data_file_raw=on`], ['amend', '-o', 'data_file_raw=on']],
+    [[], ['amend', '-o', 'data_file_raw=off']],
     [[], ['amend', '-o', 'size=16M']],
     [[], ['amend', '-o', 'size=4M']],
     [[], ['amend', '-o', 'size=512k']],
@@ -69,6 +73,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     [[], ['amend', '-o', 'backing_file=other.qcow2'], 'Cannot amend the backing file'],
     [[], ['amend', '-o', 'cluster_size=4k'], "Invalid parameter 'cluster_size'\nThis option is only supported for image creation"],
     [[], ['amend', '-o', 'data_file_raw=on'], 'data-file-raw cannot be set on existing images'],
+    [['-o', `data_file=${tmp.path('not-raw.data')}`], ['amend', '-o', 'data_file_raw=on'], 'data-file-raw cannot be set on existing images'],
     [[], ['amend', '-o', 'data_file=x.raw'], 'data-file can only be set for images that use an external data file'],
     [[], ['amend', '-o', 'compat=2.0'], 'Unknown compatibility level 2.0'],
     [[], ['amend', '-o', 'lazy_refcounts=maybe'], "Parameter 'lazy_refcounts' expects 'on' or 'off'"],

@@ -11,7 +11,7 @@ import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/error
 import { clusterType, type ClusterType } from './entries.js';
 import { l2Tables } from './snapshot-refcount.js';
 import { EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_FEATURE_TABLE, encodeExtensions, type RawExtension } from './extensions.js';
-import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_EXTENDED_L2 } from './features.js';
+import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_EXTENDED_L2 } from './features.js';
 import { HEADER_V2_BYTES, HEADER_V3_BYTES, INCOMPAT_DIRTY, encodeHeader, hasDataFile, hasExtendedL2 } from './header.js';
 import { readL1Table, type Qcow2Metadata } from './metadata.js';
 import { FEATURE_TABLE_MIN_CLUSTER, featureTableExtension } from './create.js';
@@ -30,6 +30,8 @@ export interface HeaderAmendment {
   lazyRefcounts?: boolean;
   /** The external data file's new name (the image must have one). */
   dataFile?: string;
+  /** False: the data file need no longer stay a valid raw disk (qemu takes off, never on, for an existing image). */
+  dataFileRaw?: false;
 }
 
 /** Refuses to amend an image that was not closed cleanly: its refcounts may be stale. */
@@ -54,7 +56,9 @@ export async function amendHeader(device: BlockDevice, metadata: Qcow2Metadata, 
   const version = change.version ?? header.version;
   const lazy = version === 2 ? false : (change.lazyRefcounts ?? lazyRefcountsOn(metadata));
   const renamed = change.dataFile !== undefined && change.dataFile !== metadata.extensions.dataFile;
-  if (version === header.version && lazy === lazyRefcountsOn(metadata) && !renamed) return;
+  const unraw = change.dataFileRaw === false && (header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+  if (version === header.version && lazy === lazyRefcountsOn(metadata) && !renamed && !unraw) return;
+  if (unraw) header.autoclearFeatures &= ~AUTOCLEAR_DATA_FILE_RAW;
   let records = metadata.extensions.all.filter((record) => record.type !== EXT_FEATURE_TABLE);
   if (renamed) records = records.map((record) => (record.type === EXT_DATA_FILE ? { type: EXT_DATA_FILE, data: new TextEncoder().encode(change.dataFile) } : record));
   if (version === 2 && header.version !== 2) {

@@ -12,6 +12,7 @@ import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
 import { amendHeader, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
 import { expandZeroClusters } from '../../formats/qcow2/downgrade.js';
+import { AUTOCLEAR_DATA_FILE_RAW } from '../../formats/qcow2/features.js';
 import { hasDataFile } from '../../formats/qcow2/header.js';
 import { openQcow2 } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
@@ -22,6 +23,7 @@ import { compatVersion, type CreateOption } from './create.js';
 export const AMEND_OPTIONS: readonly CreateOption[] = [
   { name: 'compat', value: 'str', help: 'Version: 0.10 (v2) or 1.1 (v3)' },
   { name: 'data_file', value: 'str', help: 'New name of the external data file (an image that has one)' },
+  { name: 'data_file_raw', value: 'bool (on/off)', help: 'off: the external data file need no longer stay a valid raw disk (on is only for new images)' },
   { name: 'lazy_refcounts', value: 'bool (on/off)', help: 'Update refcounts late (version 3)' },
   { name: 'refcount_bits', value: 'num', help: 'Bits per refcount: 1, 2, 4, 8, 16, 32 or 64 (the counts are written again)' },
   { name: 'size', value: 'size', help: 'Virtual size of the disk (grows or shrinks it)' },
@@ -35,7 +37,6 @@ function checkNames(options: Map<string, string>): void {
   const known = new Set(AMEND_OPTIONS.map((option) => option.name));
   for (const key of options.keys()) {
     if (key === 'backing_file' || key === 'backing_fmt') throw new UsageError("Cannot amend the backing file\nYou can use 'platter rebase' instead.");
-    if (key === 'data_file_raw') throw new UsageError('data-file-raw cannot be set on existing images');
     if (CREATION_ONLY.has(key) || key.startsWith('encrypt.')) throw new UsageError(`Invalid parameter '${key}'\nThis option is only supported for image creation`);
     if (!known.has(key)) throw new UsageError(`Invalid parameter '${key}'`);
   }
@@ -66,6 +67,9 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   if (order !== undefined && order !== 4 && version < 3) {
     throw new UsageError('Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
   }
+  // On only where it is on already: qemu cannot know that an existing data file reads as the disk.
+  const dataFileRaw = optionBoolean(options.get('data_file_raw'), 'data_file_raw', (metadata.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n);
+  if (dataFileRaw && (metadata.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) === 0n) throw new UsageError('data-file-raw cannot be set on existing images');
   const dataFile = options.get('data_file');
   if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
   // size=0 leaves the size alone, as in qemu-img (0 is its 'not given').
@@ -73,7 +77,12 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   const downgrade = version === 2 && current === 3;
   // Refused before anything changes (qemu-img resizes first and may refuse after).
   if (downgrade) await checkDowngrade(device, metadata, { size: size ?? metadata.header.size, refcountOrder: order ?? metadata.header.refcountOrder });
-  await amendHeader(device, metadata, { version: version === 3 ? 3 : undefined, lazyRefcounts: version === 3 ? lazy : undefined, dataFile });
+  await amendHeader(device, metadata, {
+    version: version === 3 ? 3 : undefined,
+    lazyRefcounts: version === 3 ? lazy : undefined,
+    dataFile,
+    ...(dataFileRaw ? {} : { dataFileRaw: false as const }),
+  });
   if (order !== undefined) await changeRefcountOrder(device, await readMetadata(device), order);
   if (size !== undefined) {
     // The data file takes the new size too; the backing chain plays no part.
