@@ -271,8 +271,9 @@ export class FileDevice implements BlockDevice {
    * without being read: a regular file with no blocks allocated, on a file
    * system that counts them exactly. There is no portable call that finds the
    * holes in a file (lseek's SEEK_DATA), but a file that is one hole (a raw
-   * image fresh from create or truncate) is common, and reading it would copy
-   * zeros for as long as the disk is large.
+   * image fresh from truncate) is common, and reading it would copy zeros for
+   * as long as the disk is large. (create writes a file's first block, as qemu
+   * does: such a file is read, through readDirect.)
    */
   async holdsNoData(): Promise<boolean> {
     const stats = await this.io(() => statFd(this.fd), 'stat');
