@@ -19,10 +19,10 @@
  * Threads start on first use of zstd (unless the job is small: SMALL_JOB_BYTES),
  * or once the main thread has inflated DEFLATE_HERE_BEFORE_THREADS bytes, in
  * the background, ready for deflate at once; each loads libzstd only when the
- * first zstd cluster is met. Until a
- * thread is ready for a codec, batches of it run on the main thread (deflate
- * in place, synchronously, as on the threads), so a short read never waits
- * for a thread to boot. Idle threads do not keep the process alive.
+ * first zstd cluster is met. Until a thread is ready for a codec, batches of it
+ * run on the main thread (deflate in place, synchronously, as on the threads),
+ * so a short read never waits for a thread to boot. Idle threads do not keep
+ * the process alive.
  */
 
 import { readFile } from 'node:fs';

@@ -68,8 +68,9 @@ export async function amendImage(device: BlockDevice, format: string, options: M
     throw new UsageError('Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
   }
   // On only where it is on already: qemu cannot know that an existing data file reads as the disk.
-  const dataFileRaw = optionBoolean(options.get('data_file_raw'), 'data_file_raw', (metadata.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n);
-  if (dataFileRaw && (metadata.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) === 0n) throw new UsageError('data-file-raw cannot be set on existing images');
+  const rawNow = (metadata.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+  const dataFileRaw = optionBoolean(options.get('data_file_raw'), 'data_file_raw', rawNow);
+  if (dataFileRaw && !rawNow) throw new UsageError('data-file-raw cannot be set on existing images');
   const dataFile = options.get('data_file');
   if (dataFile !== undefined && !hasDataFile(metadata.header)) throw new UsageError('data-file can only be set for images that use an external data file');
   // size=0 leaves the size alone, as in qemu-img (0 is its 'not given').
