@@ -44,6 +44,11 @@ export interface MappingRun {
   clusterStart?: number;
 }
 
+/** The smallest guest range one L2 entry maps on its own: a subcluster with extended L2, else a cluster. */
+export function mappingUnit(geometry: ClusterGeometry): number {
+  return geometry.extendedL2 ? geometry.clusterSize / SUBCLUSTERS_PER_CLUSTER : geometry.clusterSize;
+}
+
 /** True for types whose run has a host offset (qemu's BDRV_BLOCK_OFFSET_VALID cases). */
 export function hasHostOffset(type: ClusterType): boolean {
   return type === 'normal' || type === 'zero-alloc' || type === 'unallocated-alloc';
@@ -59,7 +64,7 @@ export class ClusterMap {
     private readonly l1Offset: number,
     private readonly l2Cache: L2Cache,
   ) {
-    this.unitSize = geometry.extendedL2 ? geometry.clusterSize / SUBCLUSTERS_PER_CLUSTER : geometry.clusterSize;
+    this.unitSize = mappingUnit(geometry);
   }
 
   /** Number of L1 entries. */

@@ -11,7 +11,7 @@ import { MAX_IO_BYTES } from '../../src/core/limits.js';
 import type { CompressedDescriptor } from './entries.js';
 import { COMPRESSED_WINDOW_BYTES, STREAM_BUFFER_BYTES, STREAM_BUFFERS_KEPT } from './limits.js';
 import { BufferPool } from '../../src/core/buffer-pool.js';
-import { ClusterMap, type MappingRun } from './clusters.js';
+import { ClusterMap, mappingUnit, type MappingRun } from './clusters.js';
 import { readCompressedClusters } from './compress.js';
 import { describeQcow2 } from './describe.js';
 import type { Qcow2Metadata } from './metadata.js';
@@ -201,6 +201,20 @@ export class Qcow2Image implements Image {
   async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(offset, length, this.size, `zero write to ${this.name}`);
     await this.requireWriter().writeZeroes(offset, length);
+  }
+
+  /** The smallest range a zero write can mark zero without storing it: a subcluster with extended L2, else a cluster. */
+  get zeroUnit(): number {
+    return mappingUnit(this.metadata.geometry);
+  }
+
+  /**
+   * Makes whole clusters read as zeros over a backing image of `backingSize`
+   * bytes (undefined: none) in place of the one open now (see rebase).
+   */
+  async writeZeroesOver(offset: number, length: number, backingSize: number | undefined): Promise<void> {
+    checkRange(offset, length, this.size, `zero write to ${this.name}`);
+    await this.requireWriter().writeZeroesOver(offset, length, backingSize);
   }
 
   /** Deallocates the whole clusters inside the range (they read from the backing file, or as zeros). */

@@ -11,9 +11,9 @@
 
 import { alignUp, isAllZero } from '../../src/core/bytes.js';
 import { settleAll } from '../../src/core/slots.js';
-import { CorruptImageError, UnsupportedFeatureError } from '../../src/core/errors.js';
+import { CorruptImageError, OutOfRangeError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { ClusterAllocator } from './allocate.js';
-import type { ClusterMap } from './clusters.js';
+import { mappingUnit, type ClusterMap } from './clusters.js';
 import {
   clusterType,
   compressedDescriptor,
@@ -78,6 +78,11 @@ export class Qcow2Writer {
   private markedDirty = false;
   /** Set once the file was rewritten underneath (emptied whole): nothing more may be written through this writer. */
   private retired = false;
+  /**
+   * Set while writeZeroesOver runs: the size of the backing image that zero
+   * writes are judged against, in place of the one open now ('none': no backing).
+   */
+  private assumedBacking: number | 'none' | undefined;
   /** Data of new clusters still being written (overlapping writes only); settles without throwing. */
   private readonly landing = new Set<Promise<void>>();
 
@@ -205,6 +210,30 @@ export class Qcow2Writer {
     return this.exclusive(() => this.zeroRange(offset, length));
   }
 
+  /**
+   * Makes whole clusters read as zeros through a chain whose backing image is
+   * `backingSize` bytes (undefined: none) rather than the chain open now:
+   * rebase writes for the backing file the image is about to have, and a zero
+   * flag must then stand where the old chain read zeros without one. The range
+   * is whole zero units (clusters, or subclusters with extended L2; the last may
+   * end at the end of the disk), so nothing is read through the chain open now.
+   */
+  writeZeroesOver(offset: number, length: number, backingSize: number | undefined): Promise<void> {
+    const end = offset + length;
+    const unit = mappingUnit(this.geometry);
+    if (offset % unit !== 0 || (end % unit !== 0 && end !== this.host.size())) {
+      return Promise.reject(new OutOfRangeError(`zero write over a new backing file must cover whole ${unit}-byte units (${offset}+${length})`));
+    }
+    return this.exclusive(async () => {
+      this.assumedBacking = backingSize ?? 'none';
+      try {
+        await this.zeroRange(offset, length);
+      } finally {
+        this.assumedBacking = undefined;
+      }
+    });
+  }
+
   /** Deallocates the whole clusters inside [offset, offset+length): they read from the backing file, or as zeros. */
   discard(offset: number, length: number): Promise<void> {
     return this.exclusive(() => this.discardRange(offset, length));
@@ -307,7 +336,7 @@ export class Qcow2Writer {
    */
   private zeroBatch(at: number, end: number): number {
     if (at % this.clusterSize !== 0 || this.dataFile) return 0;
-    if (this.header.version !== 3 && this.host.backingSize() !== undefined) return 0;
+    if (this.header.version !== 3 && this.backingSize() !== undefined) return 0;
     const { l2Entries } = this.geometry;
     const index = Math.floor(at / this.clusterSize) % l2Entries;
     return Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - index);
@@ -541,7 +570,7 @@ export class Qcow2Writer {
   private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
     if (await this.readsAsZero(clusterStart)) return;
     const { extendedL2 } = this.geometry;
-    const canMarkZero = this.header.version === 3 || this.host.backingSize() === undefined;
+    const canMarkZero = this.header.version === 3 || this.backingSize() === undefined;
     const clusterLength = Math.min(this.clusterSize, this.host.size() - clusterStart);
     // qemu's rule for part of a cluster: it is marked zero whole when it stores nothing and the rest of it reads as zeros.
     const wholeZero =
@@ -640,9 +669,15 @@ export class Qcow2Writer {
     return zero === ALL_SUBCLUSTERS || (zero === 0 && this.backingBelow(clusterStart));
   }
 
+  /** The size of the backing image zero writes are judged against (see writeZeroesOver), or undefined without one. */
+  private backingSize(): number | undefined {
+    if (this.assumedBacking === undefined) return this.host.backingSize();
+    return this.assumedBacking === 'none' ? undefined : this.assumedBacking;
+  }
+
   /** True when nothing under this image answers for the cluster (reads zeros). */
   private backingBelow(clusterStart: number): boolean {
-    const backingSize = this.host.backingSize();
+    const backingSize = this.backingSize();
     return backingSize === undefined || backingSize <= clusterStart;
   }
 

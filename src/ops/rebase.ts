@@ -6,10 +6,11 @@
  */
 
 import { UnsupportedFeatureError } from '../core/errors.js';
+import { alignDown, alignUp } from '../core/bytes.js';
 import type { Image } from '../core/image.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { checkBackingReference, writeBackingReference } from '../../formats/qcow2/backing-header.js';
-import type { ByteTests } from './bytes-accel.js';
+import { nonZeroRuns, portableByteTests, type ByteTests } from './bytes-accel.js';
 import { DIFF_CHUNK, differingRuns, readOrZero, readsAsZeros } from './chain-diff.js';
 import { walkExtents } from './extents.js';
 import type { ProgressCallback } from './progress.js';
@@ -82,7 +83,7 @@ async function copyDifferences(image: Qcow2Image, options: RebaseOptions): Promi
         else await image.readInto(at, before);
         await readOrZero(options.newBacking, at, after);
         for (const [from, to] of differingRuns(before, after, at, clusterSize, options.tests)) {
-          await image.write(at + from, before.slice(from, to));
+          await storeOldBytes(image, at + from, before.subarray(from, to), options);
           copied += to - from;
         }
       }
@@ -91,4 +92,30 @@ async function copyDifferences(image: Qcow2Image, options: RebaseOptions): Promi
     options.onProgress?.(end, image.size);
   }
   return copied;
+}
+
+/**
+ * Writes `bytes` (what the old chain reads where the new one would read
+ * differently) at guest `offset`: data as data, and zeros as zero clusters
+ * (subclusters with extended L2) that stand over the new backing file, as
+ * qemu-img writes them. Zeros that cover no whole zero unit, and every zero of
+ * a version 2 image (which has no zero flag), are stored as data.
+ */
+async function storeOldBytes(image: Qcow2Image, offset: number, bytes: Uint8Array, options: RebaseOptions): Promise<void> {
+  const unit = image.zeroUnit;
+  const end = offset + bytes.length;
+  const storeZeros = async (from: number, to: number) => {
+    const first = Math.min(to, alignUp(from, unit));
+    const last = to === image.size ? to : Math.max(first, alignDown(to, unit));
+    if (first > from) await image.write(from, bytes.slice(from - offset, first - offset));
+    if (last > first) await image.writeZeroesOver(first, last - first, options.newBacking?.size);
+    if (to > last) await image.write(last, bytes.slice(last - offset, to - offset));
+  };
+  let done = offset;
+  for (const [from, to] of nonZeroRuns(bytes, offset, unit, options.tests ?? portableByteTests)) {
+    if (offset + from > done) await storeZeros(done, offset + from);
+    await image.write(offset + from, bytes.slice(from, to));
+    done = offset + to;
+  }
+  if (end > done) await storeZeros(done, end);
 }
