@@ -75,6 +75,26 @@ describe.skipIf(!hasQemu)('convert -O raw vs qemu-img (raw sources)', () => {
     });
   }
 
+  it('-o size= is checked and ignored, as qemu-img ignores it: the output is as large as the source', () => {
+    for (const [format, size] of [
+      ['qcow2', '64k'],
+      ['qcow2', '1G'],
+      ['raw', '64k'],
+      ['raw', '1G'],
+    ] as const) {
+      const name = `sized-${format}-${size}`;
+      qemuImg(['convert', '-f', 'raw', '-O', format, '-o', `size=${size}`, at('mixed.raw'), at(`${name}.qemu`)]);
+      const ours = platter(['convert', '-f', 'raw', '-O', format, '-o', `size=${size}`, at('mixed.raw'), at(`${name}.ours`)]);
+      expect({ format, size, stderr: ours.stderr, status: ours.status }).toEqual({ format, size, stderr: '', status: 0 });
+      const guestSize = (path: string) => (JSON.parse(qemuImg(['info', '--output=json', path])) as { 'virtual-size': number })['virtual-size'];
+      expect(guestSize(at(`${name}.ours`))).toBe(guestSize(at(`${name}.qemu`)));
+      expect(run('qemu-img', ['compare', '-q', '-F', 'raw', at(`${name}.ours`), at('mixed.raw')]).status).toBe(0);
+    }
+    const bad = platter(['convert', '-O', 'qcow2', '-o', 'size=abc', at('mixed.raw'), at('sized-bad.qcow2')]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^platter: invalid image size 'abc'/);
+  });
+
   it('-p prints qemu-style progress on stdout; --progress=json prints JSON lines on stderr', () => {
     const human = platter(['convert', '-p', '-O', 'raw', at('mixed.raw'), at('progress.out')]);
     expect(human.status).toBe(0);

@@ -106,6 +106,7 @@ const command: CliCommand = {
       printText(renderOptionHelp(outputFormat, CREATE_OPTIONS[outputFormat as 'raw' | 'qcow2']));
       return;
     }
+    ignoreSizeOption(options);
     const files = ((args.files as string[] | undefined) ?? []).map(String);
     if (files.length < 2) throw new UsageError('Must specify image file name');
     const sourcePaths = files.slice(0, -1);
@@ -245,6 +246,18 @@ async function openSources(paths: string[], args: Args): Promise<Image[]> {
     throw error;
   }
   return opened;
+}
+
+/**
+ * The output is as large as the sources, as qemu-img convert makes it: an
+ * `-o size=` must be a size but is otherwise ignored (a smaller one would cut
+ * the guest's disk short, a larger one change it).
+ */
+function ignoreSizeOption(options: Map<string, string>): void {
+  const size = options.get('size');
+  if (size === undefined) return;
+  parseSize(size, 'image size');
+  options.delete('size');
 }
 
 /** Refuses the combinations qemu-img refuses, with its messages, in its order; returns the -S size in bytes. */
