@@ -15,6 +15,6 @@ export interface CliCommand {
   handler(args: Args): Promise<number | void>;
   /** Rewrites the raw arguments before parsing (e.g. a negative size that would read as a flag). */
   prepareArgv?(argv: string[]): string[];
-  /** Exit status for errors (qemu-img's compare uses 2); default 1. */
-  errorExitCode?: number;
+  /** Exit status for errors (qemu-img's compare uses 2), or a function of the error; default 1. */
+  errorExitCode?: number | ((error: unknown) => number);
 }

@@ -31,7 +31,8 @@ export async function runCli(argv: string[]): Promise<number> {
     await parser.parseAsync();
   } catch (error) {
     reportError(unknownFlagFirst(error, argv, parser), { json });
-    return command?.errorExitCode ?? 1;
+    const status = command?.errorExitCode ?? 1;
+    return typeof status === 'function' ? status(error) : status;
   }
   return exitCode;
 }

@@ -5,6 +5,7 @@
  * reported at the start of the first differing 512-byte sector of a chunk.
  */
 
+import { PlatterError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
 import { alignedBuffer } from './aligned.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
@@ -40,6 +41,23 @@ export interface CompareResult {
   mismatch?: CompareMismatch;
 }
 
+/**
+ * What compare was doing when an image failed: finding allocation ('block
+ * status') or reading data ('read'). It is recorded in the error's data as
+ * `step`; qemu-img compare exits 3 and 4 for these.
+ */
+export type CompareStep = 'block status' | 'read';
+
+/** Runs `work`, recording `step` in a PlatterError it throws. */
+async function during<T>(step: CompareStep, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof PlatterError) error.data.step ??= step;
+    throw error;
+  }
+}
+
 /** Steps through an image's extents by increasing offset. */
 class ExtentCursor {
   private current: Extent | undefined;
@@ -52,7 +70,7 @@ class ExtentCursor {
   /** The extent covering `offset` (offsets must not go backwards). */
   async at(offset: number): Promise<Extent> {
     while (!this.current || this.current.start + this.current.length <= offset) {
-      const next = await this.extents.next();
+      const next = await during('block status', () => this.extents.next());
       if (next.done) throw new RangeError(`no extent at offset ${offset}`);
       this.current = next.value;
     }
@@ -66,10 +84,10 @@ class ChunkBuffers {
 
   /** Reads [offset, offset+length) of `image` into buffer `slot` (0 or 1). */
   async read(image: Image, offset: number, length: number, slot: 0 | 1): Promise<Uint8Array> {
-    if (!image.readInto) return image.read(offset, length);
+    if (!image.readInto) return during('read', () => image.read(offset, length));
     if (this.buffers[slot]!.length < length) this.buffers[slot] = alignedBuffer(COMPARE_CHUNK);
     const view = this.buffers[slot]!.subarray(0, length);
-    await image.readInto(offset, view);
+    await during('read', () => image.readInto!(offset, view));
     return view;
   }
 }
@@ -153,7 +171,9 @@ async function extraPartNonZero(
   tests: ByteTests,
   progress: (done: number) => void,
 ): Promise<number> {
-  for await (const extent of walkExtents(image, from, image.size)) {
+  const extents = walkExtents(image, from, image.size);
+  for (let next = await during('block status', () => extents.next()); !next.done; next = await during('block status', () => extents.next())) {
+    const extent = next.value;
     const end = extent.start + extent.length;
     for (let offset = extent.start; offset < end && !readsZero(extent); ) {
       const chunk = Math.min(COMPARE_CHUNK, end - offset);

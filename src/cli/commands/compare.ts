@@ -1,6 +1,7 @@
-/** `platter compare`: like `qemu-img compare` (exit 0 identical, 1 different, 2 error). */
+/** `platter compare`: like `qemu-img compare` (exit 0 identical, 1 different, 2 an image cannot be opened, 3 or 4 it cannot be read). */
 
 import type { CliCommand } from '../command.js';
+import { PlatterError } from '../../core/errors.js';
 import type { Image } from '../../core/image.js';
 import { compareImages, type CompareResult } from '../../ops/compare.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
@@ -27,7 +28,11 @@ export function compareMessages(result: CompareResult): string[] {
 const command: CliCommand = {
   command: 'compare <first> <second>',
   describe: 'Compare the guest contents of two images',
-  errorExitCode: 2,
+  // qemu-img compare: 2 when an image cannot be opened, 3 when its allocation cannot be read, 4 when its data cannot.
+  errorExitCode: (error) => {
+    const step = error instanceof PlatterError ? error.data.step : undefined;
+    return step === 'block status' ? 3 : step === 'read' ? 4 : 2;
+  },
   builder: (yargs) =>
     withSourceCacheMode(withForceShare(withProgress(withNamedFilePolicy(withImageOpts(withFormat(yargs), [{ positional: 'first' }, { positional: 'second', formatFlag: 'F' }])))))
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the second image (default: probe)' })
