@@ -8,7 +8,7 @@
  * cluster 0 (installDirectory), and only then are the clusters that nothing
  * names any more freed: a crash leaves the old bitmaps or the new, with at
  * worst leaked clusters. The guest disk is not touched, so the bitmaps are
- * not marked in use.
+ * not marked in use. Also fitting every bitmap to a new disk size, for resize.
  */
 
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
@@ -18,6 +18,7 @@ import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, dirtyRa
 import { installDirectory, storeBitsCluster, storedBitmapInfo, writeBitmapTable, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
+import { AUTOCLEAR_BITMAPS } from './features.js';
 import type { WriterHost } from './write.js';
 
 /** One change to a bitmap. */
@@ -244,3 +245,74 @@ async function freeBitmapClusters(host: WriterHost, bitmap: Working): Promise<vo
   }
   await host.allocator.releaseIfReferenced(bitmap.tableOffset, alignUp(bitmap.tableSize * 8, clusterSize));
 }
+
+/**
+ * The names of the bitmaps a resize to `newSize` keeps (all of them), or a
+ * refusal, checked before anything changes: qemu refuses to resize an image
+ * with a bitmap in use (inconsistent), whose bits no longer say which parts
+ * of the disk changed.
+ */
+export function bitmapsToResize(host: WriterHost, newSize: number): Set<string> {
+  const { metadata } = host;
+  if (!metadata.extensions.bitmaps || (metadata.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return new Set();
+  for (const bitmap of metadata.bitmaps) {
+    if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) {
+      throw new UsageError(`Bitmap '${bitmap.name}' is inconsistent and cannot be used\nTry 'bitmap --remove' to delete this bitmap from disk`);
+    }
+    const entries = bitmapTableEntries(newSize, bitmap.granularity, metadata.clusterSize);
+    if (entries > MAX_BITMAP_TABLE_ENTRIES) throw new UsageError(`Bitmap '${bitmap.name}' would need a table of ${entries} entries (at most ${MAX_BITMAP_TABLE_ENTRIES})`);
+  }
+  return new Set(metadata.bitmaps.map((bitmap) => bitmap.name));
+}
+
+/**
+ * Fits the bitmaps `names` (consistent before a resize from `oldSize`, and
+ * marked in use while it ran) to the disk's new size, as qemu keeps bitmaps
+ * over a resize: the bits of the disk that stays are kept, those past the new
+ * end are dropped, and grown space starts clean. Each gets a new table (and
+ * new data clusters) and loses its in-use mark in one new directory; then the
+ * old tables and clusters are freed. A crash before the directory lands
+ * leaves them in use.
+ */
+export async function resizeBitmaps(host: WriterHost, oldSize: number, names: ReadonlySet<string>): Promise<void> {
+  const list = workingList(host);
+  const dropped: Working[] = [];
+  for (const bitmap of list) {
+    if (!names.has(utf8Decoder.decode(bitmap.name))) continue;
+    const old = storedBitmapInfo(bitmap);
+    dropped.push({ ...bitmap });
+    bitmap.tableSize = bitmapTableEntries(host.size(), old.granularity, host.metadata.clusterSize);
+    bitmap.tableOffset = await writeResizedTable(host, old, oldSize);
+    bitmap.flagBits &= ~BITMAP_IN_USE;
+  }
+  if (dropped.length === 0) return;
+  await installDirectory(host, list);
+  for (const bitmap of dropped) await freeBitmapClusters(host, bitmap);
+}
+
+/**
+ * Writes a table for `old` (a bitmap of a disk of `oldSize` bytes) over the
+ * disk's new size: each cluster of bits copied to a new cluster, with the
+ * bits past the old end or the new one cleared; returns where the table went.
+ */
+async function writeResizedTable(host: WriterHost, old: BitmapInfo, oldSize: number): Promise<number> {
+  const { clusterSize } = host.metadata;
+  const bitsPerCluster = clusterSize * 8;
+  const tableSize = bitmapTableEntries(host.size(), old.granularity, clusterSize);
+  const keptBits = Math.ceil(Math.min(oldSize, host.size()) / old.granularity);
+  const table = new Uint8Array(tableSize * 8);
+  const view = new DataView(table.buffer);
+  let index = 0;
+  for await (const cluster of bitmapClusters(host.device, old, oldSize, clusterSize)) {
+    if (index >= tableSize) break;
+    if (cluster.kind !== 'zeros') {
+      const bits = new Uint8Array(clusterSize);
+      if (cluster.kind === 'ones') bits.fill(0xff);
+      else bits.set(await host.device.read(cluster.offset, clusterSize));
+      await storeBitsCluster(host, view, index, bits, Math.max(0, keptBits - index * bitsPerCluster));
+    }
+    index++;
+  }
+  return writeBitmapTable(host, table);
+}
+

@@ -215,9 +215,9 @@ export async function installDirectory(host: WriterHost, stored: readonly Stored
  * them while it has an image open for writing: platter does not update
  * bitmaps, so one that follows the guest's writes (enabled: `auto`) is no
  * longer to be trusted once platter writes, and qemu, finding it in use,
- * treats it as inconsistent. A disabled bitmap is frozen and stays valid,
- * unless the disk's size changes (`which` = 'all'): its table then no longer
- * fits. Unlike clearing the bitmaps' autoclear bit, this keeps the bitmaps'
+ * treats it as inconsistent. A disabled bitmap is frozen and stays valid;
+ * while the disk's size changes, its table no longer fits (`which` = 'all':
+ * a resize marks every bitmap, then stores them fitted to the new size). Unlike clearing the bitmaps' autoclear bit, this keeps the bitmaps'
  * clusters referenced: qemu-img check finds no leaks, and the bitmaps can be
  * removed by name. Resolves with the names marked.
  */

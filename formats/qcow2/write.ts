@@ -28,6 +28,7 @@ import {
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import { AUTOCLEAR_KNOWN } from './features.js';
 import { markBitmapsInUse } from './bitmaps-write.js';
+import { bitmapsToResize, resizeBitmaps } from './bitmaps-edit.js';
 import type { L2Cache } from './l2-cache.js';
 import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
@@ -76,6 +77,8 @@ export class Qcow2Writer {
   /** The tail of the queue of mutating operations. */
   private queue: Promise<void> = Promise.resolve();
   private markedDirty = false;
+  /** The enabled bitmaps are marked in use (begin marks them before a change; a resize leaves them consistent). */
+  private bitmapsMarked = false;
   /** Set once the file was rewritten underneath (emptied whole): nothing more may be written through this writer. */
   private retired = false;
   /**
@@ -242,10 +245,16 @@ export class Qcow2Writer {
   /** Changes the virtual size; shrinking frees the clusters past the new end; growing may preallocate the new clusters. */
   resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
+      const oldSize = this.host.size();
+      const bitmaps = newSize === oldSize ? new Set<string>() : bitmapsToResize(this.host, newSize);
       await this.begin();
-      // Every bitmap's table is sized for the disk: disabled ones no longer fit either.
-      if (newSize !== this.host.size()) await markBitmapsInUse(this.host, 'all');
+      // Every bitmap's table is sized for the disk: while it changes, disabled ones no longer fit either.
+      if (newSize !== oldSize) await markBitmapsInUse(this.host, 'all');
       await resizeQcow2(this, newSize, preallocation);
+      if (bitmaps.size === 0) return;
+      // Resized, the bitmaps are consistent again, as qemu keeps them: the next guest write marks the enabled ones anew.
+      await resizeBitmaps(this.host, oldSize, bitmaps);
+      this.bitmapsMarked = false;
     });
   }
 
@@ -429,12 +438,15 @@ export class Qcow2Writer {
    * as the spec asks of writers that do not know them; the bitmaps' bit stays.
    */
   private async begin(): Promise<void> {
-    if (this.started) return;
+    if (this.started) {
+      if (!this.bitmapsMarked) await this.markBitmaps();
+      return;
+    }
     if (this.dataFile && !this.host.dataDevice()?.write) {
       throw new UnsupportedFeatureError('the external data file is not open for writing');
     }
     this.started = true;
-    await markBitmapsInUse(this.host, 'enabled');
+    await this.markBitmaps();
     const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
     this.header.autoclearFeatures &= AUTOCLEAR_KNOWN;
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n && this.header.version === 3) {
@@ -445,6 +457,12 @@ export class Qcow2Writer {
       await this.writeHeader();
       await this.host.device.flush?.();
     }
+  }
+
+  /** Marks the enabled bitmaps in use (see markBitmapsInUse). */
+  private async markBitmaps(): Promise<void> {
+    await markBitmapsInUse(this.host, 'enabled');
+    this.bitmapsMarked = true;
   }
 
   /** Rewrites the fixed header fields (extensions after them stay as they are). */
