@@ -147,6 +147,25 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     },
   );
 
+  it.each([
+    ['raw', 'preallocation=full'],
+    ['raw', 'nocow=on,preallocation=falloc,extent_size_hint=1M'],
+    ['raw', 'extent_size_hint=1M'],
+    ['qcow2', 'nocow=on,extent_size_hint=1M,preallocation=off'],
+  ])('create -f %s -o %s prints the line qemu-img prints', (format, options) => {
+    const mine = platter(['create', '-f', format, '-o', options, 'line-mine.img', '3M'], { cwd: temp.dir });
+    const theirs = sh(temp.dir, 'qemu-img', ['create', '-f', format, '-o', options, 'line-theirs.img', '3M']);
+    expect(mine.status, mine.stderr).toBe(0);
+    expect(mine.stdout.replace('line-mine', 'X')).toBe(theirs.replace('line-theirs', 'X'));
+  });
+
+  it.each(['qcow2', 'raw'])('create -f %s with -o size= and a size operand is refused, as qemu-img refuses it', (format) => {
+    const result = platter(['create', '-f', format, '-o', 'size=5M', 'twice-mine.img', '6M'], { cwd: temp.dir });
+    const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', format, '-o', 'size=5M', 'twice-theirs.img', '6M']);
+    expect([result.status, result.stderr]).toEqual([qemu.status, qemu.stderr.replace(/^qemu-img: twice-theirs/, 'platter: twice-mine')]);
+    expect(existsSync(at('twice-mine.img'))).toBe(false);
+  });
+
   it('an overlay takes its size from the backing file and matches qemu-img byte for byte', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '3G']);
     const mine = platter(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', at('over-mine.qcow2')]);

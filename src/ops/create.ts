@@ -140,10 +140,12 @@ function planRaw(request: CreateRequest): ImagePlan {
   if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
     throw new UsageError(`invalid parameter value: ${preallocation}`);
   }
-  const settings: [string, string][] = [['fmt', 'raw']];
+  // As qemu-img prints them, in the order of qemu's file options: the size asked for, nocow, preallocation, the extent size hint.
+  const file = new Map(fileSettings(request.options));
+  const settings: [string, string][] = [['fmt', 'raw'], ['size', String(asked)]];
+  if (file.has('nocow')) settings.push(['nocow', file.get('nocow')!]);
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
-  // As qemu-img prints it: the size asked for.
-  settings.push(['size', String(asked)], ...fileSettings(request.options));
+  if (file.has('extent_size_hint')) settings.push(['extent_size_hint', file.get('extent_size_hint')!]);
   return { format: 'raw', size: wholeSectors(asked), preallocation, settings };
 }
 
@@ -154,7 +156,9 @@ function wholeSectors(size: number): number {
 
 function sizeFrom(request: CreateRequest): number | undefined {
   const option = request.options.get('size');
-  return option !== undefined ? parseSize(option, 'image size') : request.size;
+  if (option === undefined) return request.size;
+  if (request.size !== undefined) throw new UsageError('The image size must be specified only once');
+  return parseSize(option, 'image size');
 }
 
 /** The qcow2 version a `compat=` value names (0.10 or v2, 1.1 or v3); undefined for any other. */
