@@ -156,11 +156,65 @@ async function readPadded(device: BlockDevice, offset: number, bytes: number): P
   return out;
 }
 
+/** L2 tables read ahead of the one being checked. */
+const L2_READ_AHEAD = 8;
+
+/**
+ * The L2 tables an L1 table names, read up to L2_READ_AHEAD ahead of the one
+ * asked for: check walks them in order, and with small clusters waiting for
+ * each read in turn was a third of its time.
+ */
+class L2Tables {
+  private readonly reads = new Map<number, Promise<Uint8Array>>();
+  private next = 0;
+
+  constructor(
+    private readonly device: BlockDevice,
+    private readonly l1: DataView,
+    private readonly l1Size: number,
+    private readonly clusterSize: number,
+  ) {}
+
+  /** The L2 table of L1 entry `index` (entries must be asked for in increasing order; one skipped is dropped). */
+  table(index: number): Promise<Uint8Array> {
+    for (const [skipped] of this.reads) {
+      if (skipped >= index) break;
+      this.reads.delete(skipped);
+    }
+    for (this.next = Math.max(this.next, index); this.next < this.l1Size && this.reads.size < L2_READ_AHEAD; this.next++) {
+      const hi = this.l1.getUint32(this.next * 8);
+      const lo = this.l1.getUint32(this.next * 8 + 4);
+      if (hi === 0 && lo === 0) continue;
+      const read = readPadded(this.device, entryOffset(hi, lo), this.clusterSize);
+      // A read not awaited yet must not fail unhandled; the failure still reaches its caller.
+      read.catch(() => {});
+      this.reads.set(this.next, read);
+    }
+    const read = this.reads.get(index) ?? readPadded(this.device, entryOffset(this.l1.getUint32(index * 8), this.l1.getUint32(index * 8 + 4)), this.clusterSize);
+    this.reads.delete(index);
+    return read;
+  }
+
+  /** Waits for the reads still in flight (so none outlives the check). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.reads.values());
+  }
+}
+
 /** Counts the references of one L1 table and its L2 tables (qemu's check_refcounts_l1). */
 async function checkL1(state: CheckState, l1Offset: number, l1Size: number, active: boolean): Promise<void> {
   state.reference(l1Offset, l1Size * 8);
   if (l1Size === 0) return;
   const l1 = new DataView((await readPadded(state.device, l1Offset, l1Size * 8)).buffer);
+  const tables = new L2Tables(state.device, l1, l1Size, state.clusterSize);
+  try {
+    await countL1Entries(state, l1, l1Size, active, tables);
+  } finally {
+    await tables.settle();
+  }
+}
+
+async function countL1Entries(state: CheckState, l1: DataView, l1Size: number, active: boolean, tables: L2Tables): Promise<void> {
   for (let index = 0; index < l1Size; index++) {
     const hi = l1.getUint32(index * 8);
     const lo = l1.getUint32(index * 8 + 4);
@@ -176,16 +230,16 @@ async function checkL1(state: CheckState, l1Offset: number, l1Size: number, acti
       state.say(`ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
       state.result.corruptions++;
     }
-    await checkL2(state, l2Offset, active);
+    checkL2(state, await tables.table(index), active);
   }
 }
 
 /** Counts the references of one L2 table (qemu's check_refcounts_l2). */
-async function checkL2(state: CheckState, l2Offset: number, active: boolean): Promise<void> {
+function checkL2(state: CheckState, bytes: Uint8Array, active: boolean): void {
   const { geometry } = state.metadata;
   const { extendedL2, l2Entries, clusterBits } = geometry;
   const dataFile = hasDataFile(state.metadata.header);
-  const table = new DataView((await readPadded(state.device, l2Offset, state.clusterSize)).buffer);
+  const table = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const stride = extendedL2 ? 16 : 8;
   let nextContiguous = 0;
   for (let index = 0; index < l2Entries; index++) {
@@ -311,11 +365,45 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
   }
 }
 
+/**
+ * Stored refcounts, read a refcount block at a time: check looks up every
+ * cluster's count, and every L2 entry's, mostly in order, and an await per
+ * block rather than per cluster is most of its time with small clusters
+ * (262144 clusters of 512 bytes: 0.95 s before, qemu-img 0.37 s). Holds the
+ * counts of one block; a repair that sets a count reads afresh (forget).
+ */
+class StoredRefcounts {
+  private first = 0;
+  private values: number[] = [];
+
+  constructor(readonly refcounts: Refcounts) {}
+
+  /** The count of `cluster` when its block is held, else undefined (see load). */
+  held(cluster: number): number | undefined {
+    const index = cluster - this.first;
+    return index >= 0 && index < this.values.length ? this.values[index] : undefined;
+  }
+
+  /** Reads the counts of the block that covers `cluster`; throws UnreadableRefcountError as Refcounts.get does. */
+  async load(cluster: number): Promise<number> {
+    this.values = [];
+    this.values = await this.refcounts.getMany(cluster, Number.MAX_SAFE_INTEGER);
+    this.first = cluster;
+    return this.values[0]!;
+  }
+
+  /** Drops what is held (after a count changed). */
+  forget(): void {
+    this.values = [];
+  }
+}
+
 /** Compares rebuilt and stored refcounts, repairing what `mode` allows (qemu's compare_refcounts). */
 async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: RepairMode): Promise<number> {
   let highest = 0;
+  const reader = new StoredRefcounts(refcounts);
   for (let cluster = 0; cluster < state.nbClusters; cluster++) {
-    const stored = await storedRefcount(state, refcounts, cluster);
+    const stored = reader.held(cluster) ?? (await storedRefcount(state, reader, cluster));
     if (stored === undefined) continue;
     const computed = state.counts[cluster] ?? 0;
     if (stored > 0 || computed > 0) highest = cluster;
@@ -328,6 +416,7 @@ async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: R
     state.say(`${label} cluster ${cluster} refcount=${stored} reference=${computed}`);
     if (fixLeak || fixError) {
       await refcounts.set(cluster, computed);
+      reader.forget();
       if (fixLeak) state.result.leaksFixed++;
       else state.result.corruptionsFixed++;
     } else if (stored < computed) {
@@ -343,9 +432,9 @@ async function compareRefcounts(state: CheckState, refcounts: Refcounts, mode: R
  * The refcount the image stores for `cluster`; undefined, with a check error
  * counted, when its refcount block cannot be read (qemu's "Can't get refcount").
  */
-async function storedRefcount(state: CheckState, refcounts: Refcounts, cluster: number): Promise<number | undefined> {
+async function storedRefcount(state: CheckState, reader: StoredRefcounts, cluster: number): Promise<number | undefined> {
   try {
-    return await refcounts.get(cluster);
+    return await reader.load(cluster);
   } catch (error) {
     if (!(error instanceof UnreadableRefcountError)) throw error;
     if (error.entry.problem === 'unaligned' && !state.reportedUnreadable) {
@@ -371,9 +460,11 @@ function hexAlternate(value: bigint): string {
 }
 
 /** The stored refcount of `cluster`, or undefined when it cannot be read (qemu skips those quietly here). */
-async function refcountOrSkip(refcounts: Refcounts, cluster: number): Promise<number | undefined> {
+async function refcountOrSkip(reader: StoredRefcounts, cluster: number): Promise<number | undefined> {
+  const held = reader.held(cluster);
+  if (held !== undefined) return held;
   try {
-    return await refcounts.get(cluster);
+    return await reader.load(cluster);
   } catch (error) {
     if (error instanceof UnreadableRefcountError) return undefined;
     throw error;
@@ -382,6 +473,19 @@ async function refcountOrSkip(refcounts: Refcounts, cluster: number): Promise<nu
 
 /** COPIED flags must say "refcount is 1" exactly, on active L1 and L2 entries (qemu's check_oflag_copied). */
 async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair: boolean): Promise<void> {
+  const { header, clusterSize } = state.metadata;
+  const reader = new StoredRefcounts(refcounts);
+  const l1 = state.metadata.l1;
+  // A repair writes L2 tables as it goes, and two entries may name one table: then each is read after the one before is fixed.
+  const tables = repair ? undefined : new L2Tables(state.device, l1, header.l1Size, clusterSize);
+  try {
+    await checkL1CopiedFlags(state, reader, repair, tables);
+  } finally {
+    await tables?.settle();
+  }
+}
+
+async function checkL1CopiedFlags(state: CheckState, reader: StoredRefcounts, repair: boolean, tables: L2Tables | undefined): Promise<void> {
   const { header, geometry, clusterSize } = state.metadata;
   const dataFile = hasDataFile(header);
   const l1 = state.metadata.l1;
@@ -391,7 +495,7 @@ async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair:
     const lo = l1.getUint32(index * 8 + 4);
     const l2Offset = entryOffset(hi, lo);
     if (l2Offset === 0) continue;
-    const refcount = await refcountOrSkip(refcounts, Math.floor(l2Offset / clusterSize));
+    const refcount = await refcountOrSkip(reader, Math.floor(l2Offset / clusterSize));
     if (refcount === undefined) continue;
     if ((refcount === 1) !== ((hi & COPIED_HI) !== 0)) {
       state.say(`${label} OFLAG_COPIED L2 cluster: l1_index=${index} l1_entry=${hex64(hi, lo)} refcount=${refcount}`);
@@ -403,14 +507,22 @@ async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair:
         state.result.corruptions++;
       }
     }
-    await checkL2CopiedFlags(state, refcounts, l2Offset, repair, dataFile, geometry.extendedL2);
+    const bytes = await (tables ? tables.table(index) : readPadded(state.device, l2Offset, clusterSize));
+    await checkL2CopiedFlags(state, reader, l2Offset, bytes, repair, dataFile, geometry.extendedL2);
   }
 }
 
-async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Offset: number, repair: boolean, dataFile: boolean, extendedL2: boolean): Promise<void> {
+async function checkL2CopiedFlags(
+  state: CheckState,
+  reader: StoredRefcounts,
+  l2Offset: number,
+  bytes: Uint8Array,
+  repair: boolean,
+  dataFile: boolean,
+  extendedL2: boolean,
+): Promise<void> {
   const { clusterSize, geometry } = state.metadata;
-  const bytes = await readPadded(state.device, l2Offset, clusterSize);
-  const table = new DataView(bytes.buffer);
+  const table = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const stride = extendedL2 ? 16 : 8;
   let dirty = 0;
   for (let index = 0; index < geometry.l2Entries; index++) {
@@ -418,7 +530,8 @@ async function checkL2CopiedFlags(state: CheckState, refcounts: Refcounts, l2Off
     if (type !== 'normal' && type !== 'zero-alloc') continue;
     const hi = table.getUint32(index * stride);
     const lo = table.getUint32(index * stride + 4);
-    const refcount = dataFile ? 1 : await refcountOrSkip(refcounts, Math.floor(entryOffset(hi, lo) / clusterSize));
+    const cluster = Math.floor(entryOffset(hi, lo) / clusterSize);
+    const refcount = dataFile ? 1 : (reader.held(cluster) ?? (await refcountOrSkip(reader, cluster)));
     if (refcount === undefined || (refcount === 1) === ((hi & COPIED_HI) !== 0)) continue;
     state.say(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${refcount}`);
     if (repair) {
