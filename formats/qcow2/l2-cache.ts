@@ -45,6 +45,15 @@ export class L2Cache {
     return loading;
   }
 
+  /**
+   * Starts loading the table at `offset` unless it is held already (and
+   * leaves its place in the recency order alone then). A failed load is
+   * forgotten; the get that needs the table loads it again and reports.
+   */
+  prefetch(offset: number): void {
+    if (!this.tables.has(offset)) void this.get(offset).catch(() => {});
+  }
+
   /** Replaces a cached table after a writer changed it on disk. */
   put(offset: number, table: DataView): void {
     this.tables.delete(offset);

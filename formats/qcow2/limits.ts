@@ -63,6 +63,8 @@ export const MAX_HOST_OFFSET_BITS = 56;
  * MAX_L2_CACHE_BYTES, whichever is smaller.
  */
 export const L2_CACHE_TABLES = 64;
+/** L2 tables read ahead of the one a walk (block status, check) is on. */
+export const L2_READ_AHEAD = 8;
 
 /** Upper bound on L2 cache memory whatever the cluster size (32 MiB). */
 export const MAX_L2_CACHE_BYTES = 32 * 1024 * 1024;
