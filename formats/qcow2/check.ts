@@ -8,7 +8,7 @@
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
-import { INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { L2_READ_AHEAD, MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
@@ -660,8 +660,10 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
   await checkCopiedFlags(state, refcounts, mode === 'all');
   withSnapshotTable(state.result, snapshotTableCorruptions);
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
-  if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) {
-    header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+  // As qemu: a repair that leaves nothing wrong marks the image clean and consistent.
+  const marks = INCOMPAT_DIRTY | INCOMPAT_CORRUPT;
+  if (mode !== 'none' && state.result.checkErrors === 0 && state.result.corruptions === 0 && (header.incompatibleFeatures & marks) !== 0n) {
+    header.incompatibleFeatures &= ~marks;
     await device.write!(0, encodeHeader(header));
   }
   return state.result;

@@ -6,11 +6,12 @@ import { openImageFile, type OpenFileOptions } from '../node/open.js';
 import { rawWindowNamed } from './image-opts.js';
 import { warn } from './report.js';
 
-/** Opens an image file for a command. */
-export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> = {}): Promise<Image> {
+/** Opens an image file for a command; `quiet`: its warnings are not printed (an open only to see that it opens). */
+export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> & { quiet?: boolean } = {}): Promise<Image> {
+  const { quiet, ...rest } = options;
   const part = rawWindowNamed(path);
   const file = part?.path ?? path;
-  return openImageFile(file, { ...options, ...(part ? { window: part.window } : {}), warn: (message) => warn(`${path}: ${message}`) });
+  return openImageFile(file, { ...rest, ...(part ? { window: part.window } : {}), warn: quiet ? () => {} : (message) => warn(`${path}: ${message}`) });
 }
 
 /**

@@ -28,7 +28,8 @@ const NO_CHECK_STATUS = 63;
 async function requireNamedFiles(path: string): Promise<void> {
   let image: Image;
   try {
-    image = await openForCli(path, { format: 'qcow2' });
+    // Quiet: what this open would warn of (a dirty or corrupt image) is the check's to report.
+    image = await openForCli(path, { format: 'qcow2', quiet: true });
   } catch (error) {
     if (error instanceof NotFoundError && error.data['name'] !== undefined) throw error;
     return;
