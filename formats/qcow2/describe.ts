@@ -15,6 +15,7 @@ import {
   isDataFileRaw,
   refcountBitsOf,
 } from './header.js';
+import { qdictOrder } from '../../src/core/qdict-order.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { snapshotInfo } from './snapshots.js';
 
@@ -23,7 +24,7 @@ export function formatSpecificData(metadata: Qcow2Metadata): Record<string, unkn
   const { header, extensions, bitmaps } = metadata;
   const compressionType = COMPRESSION_NAMES[header.compressionType] ?? String(header.compressionType);
   if (header.version === 2) {
-    return { compat: '0.10', 'compression-type': compressionType, 'refcount-bits': refcountBitsOf(header) };
+    return withEncrypt({ compat: '0.10', 'compression-type': compressionType, 'refcount-bits': refcountBitsOf(header) }, metadata);
   }
   const data: Record<string, unknown> = {
     compat: '1.1',
@@ -36,7 +37,12 @@ export function formatSpecificData(metadata: Qcow2Metadata): Record<string, unkn
   if (hasDataFile(header)) data['data-file-raw'] = isDataFileRaw(header);
   data.corrupt = (header.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n;
   data['extended-l2'] = hasExtendedL2(header);
-  return data;
+  return withEncrypt(data, metadata);
+}
+
+/** `data` with the encryption of an encrypted image, in the place qemu's dictionary order gives it. */
+function withEncrypt(data: Record<string, unknown>, metadata: Qcow2Metadata): Record<string, unknown> {
+  return metadata.encrypt ? qdictOrder({ ...data, encrypt: metadata.encrypt }) : data;
 }
 
 /** The ImageDescription of a qcow2 image stored on `device`. */
@@ -48,6 +54,7 @@ export function describeQcow2(metadata: Qcow2Metadata, device: BlockDevice, host
     formatSpecific: { type: 'qcow2', data: formatSpecificData(metadata) },
     snapshots: metadata.snapshots.map(snapshotInfo),
   };
+  if (metadata.encrypt) description.encrypted = true;
   if (metadata.backingFileName !== undefined) {
     description.backingFilename = metadata.backingFileName;
     description.fullBackingFilename = host.resolveName?.(metadata.backingFileName, device) ?? metadata.backingFileName;

@@ -239,11 +239,12 @@ export function encodeHeader(header: Qcow2Header): Uint8Array {
 
 /**
  * Decodes and validates a header the way qcow2_open does. `fileSize`, when
- * given, also requires every table to lie inside the file.
+ * given, also requires every table to lie inside the file. An encrypted image
+ * passes only with `describeEncrypted`.
  * Incompatible feature bits are checked separately (`checkIncompatibleFeatures`),
  * once the feature-name table has been read.
  */
-export function parseHeader(head: Uint8Array, fileSize?: number): Qcow2Header {
+export function parseHeader(head: Uint8Array, fileSize?: number, describeEncrypted = false): Qcow2Header {
   if (head.length < 4 || new DataView(head.buffer, head.byteOffset, 4).getUint32(0) !== QCOW2_MAGIC) {
     throw new WrongFormatError('not a qcow2 image (bad magic)');
   }
@@ -256,7 +257,7 @@ export function parseHeader(head: Uint8Array, fileSize?: number): Qcow2Header {
   }
   const header = decodeHeader(head);
   validateLayout(header);
-  validateCrypt(header);
+  validateCrypt(header, describeEncrypted);
   validateTables(header, fileSize);
   return header;
 }
@@ -316,11 +317,12 @@ function validateCompression(header: Qcow2Header): void {
   }
 }
 
-function validateCrypt(header: Qcow2Header): void {
-  if (header.cryptMethod === CRYPT_AES || header.cryptMethod === CRYPT_LUKS) {
+/** An encrypted image is refused, unless only described (`info` shows its encryption header without the key). */
+function validateCrypt(header: Qcow2Header, describeEncrypted: boolean): void {
+  if ((header.cryptMethod === CRYPT_AES || header.cryptMethod === CRYPT_LUKS) && !describeEncrypted) {
     throw new UnsupportedFeatureError('encrypted images are not supported', { cryptMethod: header.cryptMethod });
   }
-  if (header.cryptMethod !== CRYPT_NONE) {
+  if (header.cryptMethod !== CRYPT_NONE && header.cryptMethod !== CRYPT_AES && header.cryptMethod !== CRYPT_LUKS) {
     throw new UnsupportedFeatureError(`unsupported encryption method ${header.cryptMethod}`, {
       cryptMethod: header.cryptMethod,
     });

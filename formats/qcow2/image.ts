@@ -5,7 +5,7 @@
 
 import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { checkRange } from '../../src/core/bytes.js';
-import { NotFoundError, PlatterError, ReadOnlyError } from '../../src/core/errors.js';
+import { NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
 import { MAX_IO_BYTES } from '../../src/core/limits.js';
 import type { CompressedDescriptor } from './entries.js';
@@ -101,7 +101,13 @@ export class Qcow2Image implements Image {
    * compressed clusters are decoded together, several in flight, after the walk.
    */
   async readInto(offset: number, target: Uint8Array): Promise<void> {
+    this.refuseEncrypted();
     await this.naming(() => this.readGuest(offset, target));
+  }
+
+  /** An encrypted image is opened only to be described: its data is not readable here. */
+  private refuseEncrypted(): void {
+    if (this.parts.metadata.encrypt) throw new UnsupportedFeatureError('encrypted images are not supported').inFile(this.name);
   }
 
   /**
@@ -255,6 +261,7 @@ export class Qcow2Image implements Image {
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    this.refuseEncrypted();
     checkRange(offset, length, this.size, `block status of ${this.name}`);
     return this.naming(async () => {
       const extents: Extent[] = [];

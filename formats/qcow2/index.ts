@@ -47,7 +47,7 @@ export { formatSpecificData, describeQcow2 } from './describe.js';
 
 /** Opens the qcow2 image on `device`. */
 export async function openQcow2(device: BlockDevice, options: OpenOptions): Promise<Qcow2Image> {
-  let metadata = await readMetadata(device);
+  let metadata = await readMetadata(device, { describeEncrypted: options.describeEncrypted === true && options.writable !== true });
   checkOpenMode(metadata, device, options);
   const { host } = options;
   if (options.writable && (metadata.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) metadata = await repairDirty(device, metadata, host);

@@ -8,6 +8,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError } from '../../src/core/errors.js';
 import { readBitmapDirectory, type BitmapInfo } from './bitmaps.js';
 import type { ClusterGeometry } from './clusters.js';
+import { readEncryptionInfo } from './encryption.js';
 import { parseExtensions, readBackingFileName, type HeaderExtensions } from './extensions.js';
 import {
   AUTOCLEAR_BITMAPS,
@@ -35,12 +36,19 @@ export interface Qcow2Metadata {
   l1: DataView;
   snapshots: Qcow2Snapshot[];
   bitmaps: BitmapInfo[];
+  /** An encrypted image (opened only to be described): qemu-img info's `encrypt` object. */
+  encrypt?: Record<string, unknown>;
 }
 
-/** Reads and validates the metadata of the qcow2 image on `device`. */
-export async function readMetadata(device: BlockDevice): Promise<Qcow2Metadata> {
-  const cluster0 = await readCluster0(device);
-  const header = parseHeader(cluster0, device.size);
+/**
+ * Reads and validates the metadata of the qcow2 image on `device`. An
+ * encrypted image is refused unless `describeEncrypted` (for info): then its
+ * encryption header is read too (`encrypt`).
+ */
+export async function readMetadata(device: BlockDevice, options: { describeEncrypted?: boolean } = {}): Promise<Qcow2Metadata> {
+  const describeEncrypted = options.describeEncrypted === true;
+  const cluster0 = await readCluster0(device, describeEncrypted);
+  const header = parseHeader(cluster0, device.size, describeEncrypted);
   const extensions = parseExtensions(cluster0, header);
   checkIncompatibleFeatures(header, extensions.featureNames);
   const clusterSize = clusterSizeOf(header);
@@ -62,15 +70,17 @@ export async function readMetadata(device: BlockDevice): Promise<Qcow2Metadata> 
   const bitmapsValid = extensions.bitmaps !== undefined && (header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n;
   const bitmaps = bitmapsValid ? await readBitmapDirectory(device, extensions.bitmaps!) : [];
   const metadata: Qcow2Metadata = { header, extensions, clusterSize, geometry, l1, snapshots, bitmaps };
+  const encrypt = await readEncryptionInfo(device, header, extensions);
+  if (encrypt) metadata.encrypt = encrypt;
   const backingFileName = readBackingFileName(cluster0, header);
   if (backingFileName !== undefined) metadata.backingFileName = backingFileName;
   return metadata;
 }
 
 /** Reads cluster 0 (or the whole file when it is shorter): header, extensions and backing name. */
-async function readCluster0(device: BlockDevice): Promise<Uint8Array> {
+async function readCluster0(device: BlockDevice, describeEncrypted: boolean): Promise<Uint8Array> {
   const head = await device.read(0, Math.min(device.size, HEADER_V3_BYTES));
-  const { clusterBits } = parseHeader(head);
+  const { clusterBits } = parseHeader(head, undefined, describeEncrypted);
   return device.read(0, Math.min(device.size, 2 ** clusterBits));
 }
 

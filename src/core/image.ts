@@ -49,6 +49,8 @@ export interface ImageDescription {
   dirty?: boolean;
   /** qemu-img's `format-specific` object. */
   formatSpecific?: { type: string; data: Record<string, unknown> };
+  /** The guest data is encrypted. */
+  encrypted?: boolean;
   snapshots?: SnapshotInfo[];
 }
 
@@ -115,6 +117,8 @@ export interface OpenOptions {
   noBacking?: boolean;
   /** With noBacking: open the external data file all the same (a size change must reach it), only the backing chain stays closed. */
   withDataFile?: boolean;
+  /** An encrypted image opens, to be described only (info): its guest data cannot be read or written. */
+  describeEncrypted?: boolean;
   /**
    * Writable images: metadata writes (tables, refcounts, header) are held in
    * memory and land, merged, at the next flush or close (or once 16 MiB are

@@ -16,6 +16,8 @@ export interface ImageOpenOptions {
   writable?: boolean;
   /** Open no backing or data files. */
   noBacking?: boolean;
+  /** An encrypted image opens, to be described only (info); its backing files open as usual. */
+  describeEncrypted?: boolean;
   host: ImageHost;
 }
 
@@ -56,7 +58,7 @@ async function openLayer(device: BlockDevice, options: ImageOpenOptions, chain: 
   try {
     const module = options.format ? formats.get(options.format) : formats.probe(await readHead(device));
     const reprobe = options.format ? undefined : (head: Uint8Array) => formats.nameOf(head);
-    return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking, reprobe });
+    return await module.open(device, { host: layerHost, writable: options.writable, noBacking: options.noBacking, describeEncrypted: options.describeEncrypted, reprobe });
   } catch (error) {
     if (error instanceof PlatterError) error.inFile(device.name);
     throw error;

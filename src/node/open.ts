@@ -16,6 +16,8 @@ export interface OpenFileOptions extends NodeHostOptions {
   flushes?: boolean;
   /** A raw image that is part of the file (qemu's raw driver with offset and size): opened as raw, under `name`. */
   window?: RawWindow;
+  /** An encrypted image opens, to be described only (info). */
+  describeEncrypted?: boolean;
 }
 
 export type { RawWindow };
@@ -30,6 +32,7 @@ export async function openImageFile(path: string, options: OpenFileOptions = {})
       format: options.window ? 'raw' : options.format,
       writable: options.writable,
       noBacking: options.noBacking,
+      describeEncrypted: options.describeEncrypted,
       host: nodeHost(options),
     });
   } catch (error) {

@@ -14,6 +14,7 @@ export interface ImageInfo {
   'backing-filename-format'?: string;
   'dirty-flag': boolean;
   'format-specific'?: { type: string; data: Record<string, unknown> };
+  encrypted?: boolean;
   snapshots?: SnapshotJson[];
 }
 
@@ -45,6 +46,7 @@ const INFO_KEY_ORDER = [
   'actual-size',
   'format-specific',
   'full-backing-filename',
+  'encrypted',
   'backing-filename',
   'dirty-flag',
 ];
@@ -99,6 +101,7 @@ export async function imageInfo(image: Image): Promise<ImageInfo> {
     if (described.backingFormat !== undefined) info['backing-filename-format'] = described.backingFormat;
   }
   if (described.formatSpecific) info['format-specific'] = described.formatSpecific;
+  if (described.encrypted) info.encrypted = true;
   if (described.snapshots && described.snapshots.length > 0) info.snapshots = described.snapshots.map(snapshotJson);
   return ordered(info, INFO_KEY_ORDER);
 }

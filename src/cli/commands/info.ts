@@ -24,7 +24,8 @@ const command: CliCommand = {
     const path = args.image as string;
     const backingChain = args['backing-chain'] === true;
     const policy = namedFilePolicyOf(args);
-    const options = { format: args.format as string | undefined, ...policy, noBacking: !backingChain || policy.noBacking === true };
+    // An encrypted image is described without its key, as qemu-img info describes it.
+    const options = { format: args.format as string | undefined, ...policy, noBacking: !backingChain || policy.noBacking === true, describeEncrypted: true };
     await withImage(path, options, async (image) => {
       const chain = await info(image, { backingChain });
       if (args.output === 'json') printJson(backingChain ? chain : chain[0]);

@@ -11,6 +11,7 @@ export function renderInfo(info: ImageInfo): string {
     `virtual size: ${formatSize(info['virtual-size'])} (${info['virtual-size']} bytes)`,
     `disk size: ${info['actual-size'] === undefined ? 'unavailable' : formatSize(info['actual-size'])}`,
   ];
+  if (info.encrypted) lines.push('encrypted: yes');
   if (info['cluster-size'] !== undefined) lines.push(`cluster_size: ${info['cluster-size']}`);
   if (info['dirty-flag']) lines.push('cleanly shut down: no');
   if (info['backing-filename'] !== undefined) {
