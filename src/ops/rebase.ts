@@ -97,9 +97,10 @@ async function copyDifferences(image: Qcow2Image, options: RebaseOptions): Promi
 /**
  * Writes `bytes` (what the old chain reads where the new one would read
  * differently) at guest `offset`: data as data, and zeros as zero clusters
- * (subclusters with extended L2) that stand over the new backing file, as
- * qemu-img writes them. Zeros that cover no whole zero unit, and every zero of
- * a version 2 image (which has no zero flag), are stored as data.
+ * (subclusters with extended L2) that stand over the new backing file
+ * (qemu-img makes them only past the end of the old backing file, and writes
+ * zero bytes elsewhere). Zeros that cover no whole zero unit, and every zero
+ * of a version 2 image (which has no zero flag), are stored as data.
  */
 async function storeOldBytes(image: Qcow2Image, offset: number, bytes: Uint8Array, options: RebaseOptions): Promise<void> {
   const unit = image.zeroUnit;
