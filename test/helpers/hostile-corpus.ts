@@ -48,8 +48,12 @@ export interface HostileCase {
   options?: { format?: string; noBacking?: boolean };
   /** What opening, block status and reading every extent and snapshot answers. */
   expect: Expectation;
-  /** What `platter info --backing-chain` answers: the same error, or success (it reads no L2 table). */
-  info: 'same' | 'ok';
+  /**
+   * What `platter info --backing-chain` answers: the same error, success (it
+   * reads no L2 table), a description of an image nothing else opens (an
+   * encrypted one), or an error of its own.
+   */
+  info: 'same' | 'ok' | 'describes' | { code: ErrorCode; message: RegExp };
   /** Runs in a child of its own: a large case, whose peak memory must not mix with others'. */
   alone?: boolean;
 }
@@ -103,8 +107,12 @@ function headerCases(): HostileCase[] {
     c('zstd without its feature bit', (i) => (i[104] = 1), corrupt(/compression type feature bit missing/)),
     c('deflate with the compression feature bit', (i) => putU64(i, 72, 1n << 3n), corrupt(/compression type feature bit set with deflate/)),
     c('refcount_order 7', (i) => putU32(i, 96, 7), corrupt(/refcount_order 7 is larger than 6/)),
-    c('AES encryption', (i) => putU32(i, 32, 1), unsupported(/encrypted images are not supported/)),
-    c('LUKS encryption', (i) => putU32(i, 32, 2), unsupported(/encrypted images are not supported/)),
+    // info describes an encrypted image (without reading its data), as qemu-img info does; nothing else opens it.
+    { ...c('AES encryption', (i) => putU32(i, 32, 1), unsupported(/encrypted images are not supported/)), info: 'describes' },
+    {
+      ...c('LUKS encryption', (i) => putU32(i, 32, 2), unsupported(/encrypted images are not supported/)),
+      info: corrupt(/a LUKS-encrypted image without its encryption header extension/) as { code: ErrorCode; message: RegExp },
+    },
     c('unknown encryption method', (i) => putU32(i, 32, 7), unsupported(/unsupported encryption method 7/)),
     c('extended L2 with 4 KiB clusters', (i) => putU64(i, 72, 1n << 4n), corrupt(/extended L2 entries need clusters of at least 16 KiB/)),
     c('virtual size above 2^53', (i) => putU64(i, 24, 0xffffffffffffffffn), corrupt(/virtual size is too large \(18446744073709551615\) \(at byte 24\)/)),
