@@ -259,6 +259,8 @@ export function bitmapsToResize(host: WriterHost, newSize: number): Set<string> 
     if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) {
       throw new UsageError(`Bitmap '${bitmap.name}' is inconsistent and cannot be used\nTry 'bitmap --remove' to delete this bitmap from disk`);
     }
+    // Refused here, before the size changes, rather than when the tables are rewritten after it.
+    if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`bitmap '${bitmap.name}' has extra data, which no known writer makes`);
     const entries = bitmapTableEntries(newSize, bitmap.granularity, metadata.clusterSize);
     if (entries > MAX_BITMAP_TABLE_ENTRIES) throw new UsageError(`Bitmap '${bitmap.name}' would need a table of ${entries} entries (at most ${MAX_BITMAP_TABLE_ENTRIES})`);
   }
