@@ -236,14 +236,21 @@ export class Refcounts {
 
   /** The refcount of cluster `cluster` (0 where no block covers it). */
   async get(cluster: number): Promise<number> {
-    const blockIndex = Math.floor(cluster / this.perBlock);
+    const block = this.storedBlock(Math.floor(cluster / this.perBlock));
+    return block ? getRefcount(await block, cluster % this.perBlock, this.order) : 0;
+  }
+
+  /**
+   * The refcount block `blockIndex`, or undefined where none is stored (its
+   * clusters count 0); throws UnreadableRefcountError where its table entry
+   * is broken. Not async itself: a lookup costs no more awaits than the block's read.
+   */
+  private storedBlock(blockIndex: number): Promise<Uint8Array> | undefined {
     const blockOffset = this.blockOffset(blockIndex);
-    if (blockOffset === 0) {
-      const bad = this.badEntries.size > 0 ? this.badEntries.get(blockIndex) : undefined;
-      if (bad && bad.problem !== 'past-2^53') throw new UnreadableRefcountError(blockIndex, bad);
-      return 0;
-    }
-    return getRefcount(await this.block(blockOffset), cluster % this.perBlock, this.order);
+    if (blockOffset !== 0) return this.block(blockOffset);
+    const bad = this.badEntries.size > 0 ? this.badEntries.get(blockIndex) : undefined;
+    if (bad && bad.problem !== 'past-2^53') throw new UnreadableRefcountError(blockIndex, bad);
+    return undefined;
   }
 
   /**
@@ -255,15 +262,10 @@ export class Refcounts {
     const blockIndex = Math.floor(first / this.perBlock);
     const start = first - blockIndex * this.perBlock;
     const length = Math.max(0, Math.min(count, this.perBlock - start));
-    const blockOffset = this.blockOffset(blockIndex);
-    if (blockOffset === 0) {
-      const bad = this.badEntries.size > 0 ? this.badEntries.get(blockIndex) : undefined;
-      if (bad && bad.problem !== 'past-2^53') throw new UnreadableRefcountError(blockIndex, bad);
-      return new Array<number>(length).fill(0);
-    }
-    const block = await this.block(blockOffset);
+    const stored = this.storedBlock(blockIndex);
+    const block = stored && (await stored);
     const values = new Array<number>(length);
-    for (let index = 0; index < length; index++) values[index] = getRefcount(block, start + index, this.order);
+    for (let index = 0; index < length; index++) values[index] = block ? getRefcount(block, start + index, this.order) : 0;
     return values;
   }
 
