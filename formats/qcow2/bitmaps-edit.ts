@@ -18,7 +18,6 @@ import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, dirtyRa
 import { installDirectory, storeBitsCluster, storedBitmapInfo, writeBitmapTable, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
-import { AUTOCLEAR_BITMAPS } from './features.js';
 import type { WriterHost } from './write.js';
 
 /** One change to a bitmap. */
@@ -247,47 +246,44 @@ async function freeBitmapClusters(host: WriterHost, bitmap: Working): Promise<vo
 }
 
 /**
- * The names of the bitmaps a resize to `newSize` keeps (all of them), or a
- * refusal, checked before anything changes: qemu refuses to resize an image
- * with a bitmap in use (inconsistent), whose bits no longer say which parts
- * of the disk changed.
+ * Refuses, before anything changes, a resize to `newSize` that the bitmaps
+ * cannot follow: qemu refuses one with a bitmap in use (inconsistent), whose
+ * bits no longer say which parts of the disk changed; a bitmap with extra
+ * data, or one whose table would grow past the limit, could not be rewritten
+ * once the size had changed.
  */
-export function bitmapsToResize(host: WriterHost, newSize: number): Set<string> {
+export function checkBitmapsResizable(host: WriterHost, newSize: number): void {
   const { metadata } = host;
-  if (!metadata.extensions.bitmaps || (metadata.header.autoclearFeatures & AUTOCLEAR_BITMAPS) === 0n) return new Set();
   for (const bitmap of metadata.bitmaps) {
     if ((bitmap.flagBits & BITMAP_IN_USE) !== 0) {
       throw new UsageError(`Bitmap '${bitmap.name}' is inconsistent and cannot be used\nTry 'bitmap --remove' to delete this bitmap from disk`);
     }
-    // Refused here, before the size changes, rather than when the tables are rewritten after it.
-    if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`bitmap '${bitmap.name}' has extra data, which no known writer makes`);
     const entries = bitmapTableEntries(newSize, bitmap.granularity, metadata.clusterSize);
     if (entries > MAX_BITMAP_TABLE_ENTRIES) throw new UsageError(`Bitmap '${bitmap.name}' would need a table of ${entries} entries (at most ${MAX_BITMAP_TABLE_ENTRIES})`);
   }
-  return new Set(metadata.bitmaps.map((bitmap) => bitmap.name));
+  // The refusal of extra data that resizeBitmaps would meet after the resize.
+  workingList(host);
 }
 
 /**
- * Fits the bitmaps `names` (consistent before a resize from `oldSize`, and
- * marked in use while it ran) to the disk's new size, as qemu keeps bitmaps
- * over a resize: the bits of the disk that stays are kept, those past the new
- * end are dropped, and grown space starts clean. Each gets a new table (and
- * new data clusters) and loses its in-use mark in one new directory; then the
- * old tables and clusters are freed. A crash before the directory lands
- * leaves them in use.
+ * Fits every bitmap (consistent before a resize from `oldSize`, see
+ * checkBitmapsResizable, and marked in use while it ran) to the disk's new
+ * size, as qemu keeps bitmaps over a resize: the bits of the disk that stays
+ * are kept, those past the new end are dropped, and grown space starts clean.
+ * Each gets a new table (and new data clusters) and loses its in-use mark in
+ * one new directory; then the old tables and clusters are freed. A crash
+ * before the directory lands leaves them in use.
  */
-export async function resizeBitmaps(host: WriterHost, oldSize: number, names: ReadonlySet<string>): Promise<void> {
+export async function resizeBitmaps(host: WriterHost, oldSize: number): Promise<void> {
   const list = workingList(host);
-  const dropped: Working[] = [];
+  if (list.length === 0) return;
+  const dropped = list.map((bitmap) => ({ ...bitmap }));
   for (const bitmap of list) {
-    if (!names.has(utf8Decoder.decode(bitmap.name))) continue;
     const old = storedBitmapInfo(bitmap);
-    dropped.push({ ...bitmap });
     bitmap.tableSize = bitmapTableEntries(host.size(), old.granularity, host.metadata.clusterSize);
     bitmap.tableOffset = await writeResizedTable(host, old, oldSize);
     bitmap.flagBits &= ~BITMAP_IN_USE;
   }
-  if (dropped.length === 0) return;
   await installDirectory(host, list);
   for (const bitmap of dropped) await freeBitmapClusters(host, bitmap);
 }

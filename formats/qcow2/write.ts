@@ -28,7 +28,7 @@ import {
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import { AUTOCLEAR_KNOWN } from './features.js';
 import { markBitmapsInUse } from './bitmaps-write.js';
-import { bitmapsToResize, resizeBitmaps } from './bitmaps-edit.js';
+import { checkBitmapsResizable, resizeBitmaps } from './bitmaps-edit.js';
 import type { L2Cache } from './l2-cache.js';
 import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
@@ -246,14 +246,14 @@ export class Qcow2Writer {
   resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
       const oldSize = this.host.size();
-      const bitmaps = newSize === oldSize ? new Set<string>() : bitmapsToResize(this.host, newSize);
+      if (newSize !== oldSize) checkBitmapsResizable(this.host, newSize);
       await this.begin();
       // Every bitmap's table is sized for the disk: while it changes, disabled ones no longer fit either.
       if (newSize !== oldSize) await markBitmapsInUse(this.host, 'all');
       await resizeQcow2(this, newSize, preallocation);
-      if (bitmaps.size === 0) return;
+      if (newSize === oldSize || this.host.metadata.bitmaps.length === 0) return;
       // Resized, the bitmaps are consistent again, as qemu keeps them: the next guest write marks the enabled ones anew.
-      await resizeBitmaps(this.host, oldSize, bitmaps);
+      await resizeBitmaps(this.host, oldSize);
       this.bitmapsMarked = false;
     });
   }
