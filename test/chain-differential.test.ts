@@ -68,10 +68,15 @@ describe.skipIf(!enabled)('backing chains against qemu-img', () => {
   });
 
   it('compare reads through both chains, with qemu-img compare\'s verdicts', () => {
-    for (const [a, b] of [['top.qcow2', 'mid.qcow2'], ['mid.qcow2', 'base.qcow2'], ['top.qcow2', 'top.qcow2'], ['other.qcow2', 'top.qcow2']]) {
-      const theirs = spawnSync('qemu-img', ['compare', a!, b!], { cwd: source, encoding: 'utf8' });
-      const ours = platter(['compare', a!, b!], { cwd: source });
-      expect({ a, b, status: ours.status, stdout: ours.stdout }).toEqual({ a, b, status: theirs.status, stdout: theirs.stdout });
+    const pairs = [['top.qcow2', 'mid.qcow2'], ['mid.qcow2', 'base.qcow2'], ['top.qcow2', 'top.qcow2'], ['other.qcow2', 'top.qcow2']];
+    // Strict mode: a run that a backing file answers has that file's block status.
+    const flat = join(temp.dir, 'flat-top.qcow2');
+    run('qemu-img', ['convert', '-O', 'qcow2', 'top.qcow2', flat], { cwd: source });
+    const strictPairs = [['top.qcow2', flat], ['top.qcow2', 'top.qcow2'], ['mid.qcow2', 'base.qcow2']];
+    for (const [flags, [a, b]] of [...pairs.map((pair) => [[], pair] as const), ...strictPairs.map((pair) => [['-s'], pair] as const)]) {
+      const theirs = spawnSync('qemu-img', ['compare', ...flags, a!, b!], { cwd: source, encoding: 'utf8' });
+      const ours = platter(['compare', ...flags, a!, b!], { cwd: source });
+      expect({ flags, a, b, status: ours.status, stdout: ours.stdout }).toEqual({ flags, a, b, status: theirs.status, stdout: theirs.stdout });
     }
   });
 

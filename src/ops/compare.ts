@@ -95,6 +95,16 @@ class ChunkBuffers {
 const allocated = (extent: Extent) => extent.kind !== 'unallocated';
 const readsZero = (extent: Extent) => extent.kind !== 'data';
 
+/**
+ * The block status flags qemu-img compare -s compares: data or zero, allocated
+ * (in whichever layer answers: a backing file's run counts as its own), and
+ * whether the run has a host offset (a compressed run has none).
+ */
+function sameBlockStatus(a: Extent, b: Extent): boolean {
+  const hasOffset = (extent: Extent) => extent.hostOffset !== undefined && !extent.compressed;
+  return readsZero(a) === readsZero(b) && allocated(a) === allocated(b) && hasOffset(a) === hasOffset(b);
+}
+
 /** Start of the first 512-byte sector (counted from the chunk start) where the test fails, or -1. */
 function firstSectorWhere(length: number, sectorDiffers: (start: number, end: number) => boolean): number {
   for (let start = 0; start < length; start += SECTOR) {
@@ -120,7 +130,7 @@ export async function compareImages(a: Image, b: Image, options: CompareOptions 
   for (let offset = 0; offset < common; ) {
     const [extentA, extentB] = [await cursorA.at(offset), await cursorB.at(offset)];
     let chunk = Math.min(extentA.start + extentA.length, extentB.start + extentB.length) - offset;
-    if (options.strict && extentA.kind !== extentB.kind) {
+    if (options.strict && !sameBlockStatus(extentA, extentB)) {
       return result({ kind: 'block-status', offset });
     }
     if (!(readsZero(extentA) && readsZero(extentB))) {
