@@ -44,9 +44,7 @@ async function copyActiveL1(host: WriterHost): Promise<number> {
   if (bytes.length === 0) return 0;
   const clusters = Math.ceil(bytes.length / clusterSize);
   const offset = await host.allocator.allocateRun(clusters);
-  const padded = new Uint8Array(clusters * clusterSize);
-  padded.set(bytes);
-  await host.device.write!(offset, padded);
+  await host.device.write!(offset, bytes);
   return offset;
 }
 

@@ -66,8 +66,8 @@ export function encodeSnapshotTable(snapshots: readonly Qcow2Snapshot[]): Uint8A
   if (snapshots.length > MAX_SNAPSHOTS) throw new LimitExceededError(`too many snapshots (at most ${MAX_SNAPSHOTS})`);
   const entries = snapshots.map(encodeEntry);
   let size = 0;
+  // Each entry starts 8-aligned; the table ends where its last entry does (qemu's snapshots_size).
   for (const entry of entries) size = alignUp(size, 8) + entry.length;
-  size = alignUp(size, 8);
   if (size > MAX_SNAPSHOT_TABLE_BYTES) throw new LimitExceededError(`snapshot table would exceed ${MAX_SNAPSHOT_TABLE_BYTES} bytes`);
   const table = new Uint8Array(size);
   let offset = 0;
@@ -95,9 +95,8 @@ export async function writeSnapshotTable(host: WriterHost, list: readonly Qcow2S
   let offset = 0;
   if (clusters > 0) {
     offset = await host.allocator.allocateRun(clusters);
-    const padded = new Uint8Array(clusters * clusterSize);
-    padded.set(table);
-    await host.device.write!(offset, padded);
+    // Only the table itself, as qemu writes it: a table at the end leaves the file ending there.
+    await host.device.write!(offset, table);
   }
   await host.device.flush?.();
   const old = { offset: header.snapshotsOffset, bytes: snapshotTableBytes(host.metadata.snapshots) };
