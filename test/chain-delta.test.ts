@@ -116,6 +116,26 @@ describe.skipIf(!enabled)('delta images', () => {
     expect(chainSame(temp.dir, 'backups/monday.qcow2', 'new.raw')).toBe(true);
   });
 
+  it('convert -B of a source without a backing file writes its unallocated zeros over the new backing, as qemu-img does', () => {
+    chainCreate(temp.dir, 'nb-base.qcow2', { size: '4M' });
+    chainWrite(temp.dir, 'nb-base.qcow2', ['write -P 3 0 4M']);
+    chainCreate(temp.dir, 'nb-src.qcow2', { size: '4M' });
+    chainWrite(temp.dir, 'nb-src.qcow2', ['write -P 4 64k 64k', 'write -z 1M 64k']);
+    // A source over a backing file shorter than itself: past that file's end qemu-img leaves the new backing's data.
+    chainCreate(temp.dir, 'nb-short.qcow2', { size: '1M' });
+    chainCreate(temp.dir, 'nb-over.qcow2', { size: '4M', backing: 'nb-short.qcow2' });
+    chainWrite(temp.dir, 'nb-over.qcow2', ['write -P 5 64k 64k']);
+    for (const source of ['nb-src.qcow2', 'nb-over.qcow2']) {
+      const args = (out: string) => ['convert', '-B', 'nb-base.qcow2', '-F', 'qcow2', '-O', 'qcow2', source, out];
+      run('qemu-img', args(`${source}.qemu`), { cwd: temp.dir });
+      const result = platter(args(`${source}.ours`), { cwd: temp.dir });
+      expect(result.stderr).toBe('');
+      expect(chainSame(temp.dir, `${source}.ours`, `${source}.qemu`), source).toBe(true);
+      expect(chainCheck(temp.dir, `${source}.ours`).clean).toBe(true);
+    }
+    expect(chainSame(temp.dir, 'nb-src.qcow2.ours', 'nb-src.qcow2')).toBe(true);
+  });
+
   it('convert -B writes an overlay on the named backing file, and refuses other output formats', () => {
     const result = platter(['convert', '-B', 'cb-base.qcow2', '-F', 'qcow2', '-O', 'qcow2', 'cb-src.qcow2', 'cb-cli.qcow2'], { cwd: temp.dir });
     expect(result.status).toBe(0);

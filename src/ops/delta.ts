@@ -27,7 +27,8 @@ export interface DeltaOptions {
   options?: Map<string, string>;
   /**
    * qemu-img convert -B: ranges the source's own top layer does not hold are
-   * taken to be the base's already and are not looked at.
+   * taken to be the base's already and are not looked at, unless the source
+   * has no backing file (it then reads zeros there).
    */
   topLayerOnly?: boolean;
   /** `-c`: every differing cluster that holds data is stored compressed (as is when that does not shrink it). */
@@ -144,9 +145,16 @@ function isZero(bytes: Uint8Array, tests: ByteTests | undefined): boolean {
   return true;
 }
 
-/** True when the source extent may make the source differ from the base there. */
-function sourceMatters(extent: Extent, topLayerOnly: boolean): boolean {
-  return !topLayerOnly || (extent.depth === 0 && extent.kind !== 'unallocated');
+/**
+ * True when the source extent may make the source differ from the base there.
+ * With `topLayerOnly` that is what the top layer holds, and, when the source
+ * has no backing file, its unallocated runs too: they read as zeros, and
+ * qemu-img convert -B writes them as zeros over the new backing file. (Runs past
+ * the end of a shorter backing file it leaves to the new one.)
+ */
+function sourceMatters(extent: Extent, topLayerOnly: boolean, hasBacking: boolean): boolean {
+  if (!topLayerOnly) return true;
+  return extent.kind === 'unallocated' ? !hasBacking : extent.depth === 0;
 }
 
 /**
@@ -159,7 +167,7 @@ async function* runsToCompare(source: Image, base: Image, topLayerOnly: boolean)
   const baseExtents = walkExtents(base, 0, baseEnd);
   let baseExtent = baseEnd > 0 ? (await baseExtents.next()).value as Extent | undefined : undefined;
   for await (const extent of walkExtents(source, 0, source.size)) {
-    if (!sourceMatters(extent, topLayerOnly)) continue;
+    if (!sourceMatters(extent, topLayerOnly, source.backing !== undefined)) continue;
     const end = extent.start + extent.length;
     if (extent.kind === 'data') {
       yield { start: extent.start, length: extent.length };

@@ -81,7 +81,7 @@ const command: CliCommand = {
         default: false,
         describe: 'Allow out-of-order writes to a qcow2 output (a raw output is always written as reads finish)',
       })
-      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are not copied" })
+      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are left to it (a source without a backing file reads zeros there, and so does the output)" })
       .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file (required with -B, as in qemu-img) or of the --delta-from base (probed when left out)' })
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
