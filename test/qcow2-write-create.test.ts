@@ -28,6 +28,8 @@ const identical: [string[], string][] = [
   [['-o', 'extended_l2=on,compression_type=zstd,lazy_refcounts=on'], '20G'],
   [['-o', 'cluster_size=2M'], '100G'],
   [['-o', 'compat=v2,cluster_size=16K'], '3G'],
+  // compat comes before the data file on the "Formatting" line, whatever the order given.
+  [['-o', 'data_file=identical-data.raw,compat=1.1'], '64M'],
   // Not whole sectors: qemu rounds the size up, and prints it as asked for.
   [[], '1000'],
   [['-o', 'cluster_size=512'], '513'],
@@ -88,7 +90,7 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     expect(readFileSync(kept, 'utf8')).toBe('precious');
   });
 
-  // Each refused as qemu-img 7.2 refuses it, in its words (qemu-img also prints its "Formatting" line first).
+  // Each refused as qemu-img 7.2 refuses it, in its words, and after its "Formatting" line where qemu-img prints one.
   it.each([
     'cluster_size=3k',
     'cluster_size=4M',
@@ -111,6 +113,7 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', '-o', options, theirs!, '1G']);
     expect(qemu.status).toBe(1);
     expect([result.status, result.stderr]).toEqual([1, qemu.stderr.replace(/^qemu-img: /, 'platter: ').replace(theirs!, mine!)]);
+    expect(result.stdout).toBe(qemu.stdout.replace(theirs!, mine!));
     expect([existsSync(mine!), existsSync(theirs!)]).toEqual([false, false]);
   });
 
@@ -125,6 +128,7 @@ describe.skipIf(!haveQemu)('create -f qcow2', () => {
     const qemu = shStatus(temp.dir, 'qemu-img', ['create', '-f', 'qcow2', ...flags, theirs!, size]);
     expect(qemu.status).toBe(1);
     expect([result.status, result.stderr]).toEqual([1, qemu.stderr.replace(/^qemu-img: /, 'platter: ').replace(theirs!, mine!)]);
+    expect(result.stdout).toBe(qemu.stdout.replace(theirs!, mine!));
     expect([existsSync(mine!), existsSync(theirs!)]).toEqual([false, false]);
   });
 

@@ -2,7 +2,7 @@
 
 import { alignUp } from '../core/bytes.js';
 import { writeZeros, type BlockDevice } from '../core/device.js';
-import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { optionBoolean, rejectUnknownOptions } from '../core/options.js';
 import { parseSize } from '../core/size.js';
@@ -137,16 +137,32 @@ function planRaw(request: CreateRequest): ImagePlan {
   const asked = sizeFrom(request);
   if (asked === undefined) throw new UsageError('Image creation needs a size parameter');
   const preallocation = request.options.get('preallocation') ?? 'off';
-  if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
-    throw new UsageError(`invalid parameter value: ${preallocation}`);
-  }
   // As qemu-img prints them, in the order of qemu's file options: the size asked for, nocow, preallocation, the extent size hint.
   const file = new Map(fileSettings(request.options));
   const settings: [string, string][] = [['fmt', 'raw'], ['size', String(asked)]];
   if (file.has('nocow')) settings.push(['nocow', file.get('nocow')!]);
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
   if (file.has('extent_size_hint')) settings.push(['extent_size_hint', file.get('extent_size_hint')!]);
-  return { format: 'raw', size: wholeSectors(asked), preallocation, settings };
+  return afterFormatting(settings, () => {
+    if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
+      throw new UsageError(`invalid parameter value: ${preallocation}`);
+    }
+    return { format: 'raw', size: wholeSectors(asked), preallocation, settings };
+  });
+}
+
+/**
+ * Runs the format driver's checks of a new image. qemu-img prints its
+ * "Formatting" line before its driver checks the values, so an error raised
+ * here carries the line's settings (`data.formatting`) for the CLI to print first.
+ */
+function afterFormatting<T>(settings: [string, string][], check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof PlatterError) error.data['formatting'] = settings;
+    throw error;
+  }
 }
 
 /** qemu's raw and qcow2 drivers make a new image whole sectors, rounding the size asked for up. */
@@ -218,19 +234,22 @@ async function planQcow2(request: CreateRequest): Promise<ImagePlan> {
     }
   }
   if (size === undefined) throw new UsageError('Image creation needs a size parameter');
-  const asked = size;
-  size = wholeSectors(size);
-  const parsed = qcow2CreateOptions(options, size);
-  validateCreateOptions(parsed);
-  if (l1EntriesFor(size, parsed.clusterSize, parsed.extendedL2) * 8 > MAX_L1_BYTES) {
-    // qemu-img's words for its driver's EFBIG (with the hint it gives whenever the format has a cluster size).
-    throw new UsageError("The image size is too large for file format 'qcow2' (try using a larger cluster size)");
-  }
-  if (parsed.dataFileRaw && parsed.preallocation === 'off') parsed.preallocation = 'metadata'; // the data file must read as the disk
-  if (parsed.backingFile !== undefined && parsed.preallocation !== 'off' && !parsed.extendedL2) {
-    throw new UsageError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
-  }
-  return { format: 'qcow2', size, qcow2: parsed, settings: qcow2Settings(options, parsed, asked) };
+  rejectUnknownOptions(options, QCOW2_OPTIONS, 'qcow2');
+  const settings = qcow2Settings(options, size);
+  const sectors = wholeSectors(size);
+  return afterFormatting(settings, () => {
+    const parsed = qcow2CreateOptions(options, sectors);
+    validateCreateOptions(parsed);
+    if (l1EntriesFor(sectors, parsed.clusterSize, parsed.extendedL2) * 8 > MAX_L1_BYTES) {
+      // qemu-img's words for its driver's EFBIG (with the hint it gives whenever the format has a cluster size).
+      throw new UsageError("The image size is too large for file format 'qcow2' (try using a larger cluster size)");
+    }
+    if (parsed.dataFileRaw && parsed.preallocation === 'off') parsed.preallocation = 'metadata'; // the data file must read as the disk
+    if (parsed.backingFile !== undefined && parsed.preallocation !== 'off' && !parsed.extendedL2) {
+      throw new UsageError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
+    }
+    return { format: 'qcow2', size: sectors, qcow2: parsed, settings };
+  });
 }
 
 /** Adds the L1 table and any preallocation through the writer. */
@@ -250,23 +269,34 @@ async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise
   await device.flush?.();
 }
 
-/** The "Formatting" line's settings, in qemu-img 7.2's order; explicit-only options only when given; the size as asked for. */
-function qcow2Settings(given: Map<string, string>, parsed: Qcow2CreateOptions, asked: number): [string, string][] {
-  const onOff = (value: boolean) => (value ? 'on' : 'off');
+/**
+ * The "Formatting" line's settings, in qemu-img 7.2's order, from the values
+ * given (sizes, numbers and on/off parsed, the rest as written, whether valid
+ * or not: the driver checks them later); explicit-only options only when
+ * given; the size as asked for.
+ */
+function qcow2Settings(given: Map<string, string>, asked: number): [string, string][] {
+  const onOff = (name: string) => (optionBoolean(given.get(name), name, false) ? 'on' : 'off');
+  const clusterSize = given.get('cluster_size');
   const settings: [string, string][] = [
     ['fmt', 'qcow2'],
-    ['cluster_size', String(parsed.clusterSize)],
-    ['extended_l2', onOff(parsed.extendedL2)],
+    ['cluster_size', String(clusterSize === undefined ? QCOW2_CREATE_DEFAULTS.clusterSize : parseSize(clusterSize, 'cluster_size'))],
+    ['extended_l2', onOff('extended_l2')],
   ];
   if (given.has('preallocation')) settings.push(['preallocation', given.get('preallocation')!]);
-  settings.push(['compression_type', parsed.compressionType === 0 ? 'zlib' : 'zstd'], ['size', String(asked)]);
-  if (parsed.backingFile !== undefined) settings.push(['backing_file', parsed.backingFile]);
-  if (parsed.backingFormat !== undefined) settings.push(['backing_fmt', parsed.backingFormat]);
-  if (parsed.dataFile !== undefined) settings.push(['data_file', parsed.dataFile]);
-  if (given.has('data_file_raw')) settings.push(['data_file_raw', onOff(parsed.dataFileRaw)]);
-  if (given.has('compat')) settings.push(['compat', given.get('compat')!]);
-  settings.push(['lazy_refcounts', onOff(parsed.lazyRefcounts)], ['refcount_bits', String(parsed.refcountBits)], ...fileSettings(given));
+  settings.push(['compression_type', given.get('compression_type') ?? 'zlib'], ['size', String(asked)]);
+  for (const name of ['compat', 'backing_file', 'backing_fmt', 'data_file']) if (given.has(name)) settings.push([name, given.get(name)!]);
+  if (given.has('data_file_raw')) settings.push(['data_file_raw', onOff('data_file_raw')]);
+  settings.push(['lazy_refcounts', onOff('lazy_refcounts')], ['refcount_bits', String(refcountBitsOf(given))], ...fileSettings(given));
   return settings;
+}
+
+/** The refcount_bits value as a number (qemu's option parser refuses anything else); its range is the driver's to check. */
+function refcountBitsOf(given: Map<string, string>): number {
+  const value = given.get('refcount_bits');
+  if (value === undefined) return QCOW2_CREATE_DEFAULTS.refcountBits;
+  if (!/^\s*(\d+|0x[0-9a-f]+)\s*$/i.test(value)) throw new UsageError("Parameter 'refcount_bits' expects a number");
+  return Number(value);
 }
 
 /** The largest extent size hint qemu takes (it is a 32-bit field of the file system). */

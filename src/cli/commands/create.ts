@@ -61,7 +61,16 @@ const command: CliCommand = {
       createDataFile: dataFileCreator(path),
     };
     // Everything is checked before the file is made: a bad option leaves an existing file as it was.
-    const plan = await planImage(request).catch((error: unknown) => Promise.reject(error instanceof PlatterError ? error.inFile(path) : error));
+    const formatting = (settings: [string, string][]) => {
+      if (!args.quiet) printText(`Formatting '${path}', ${settings.map(([key, value]) => `${key}=${value}`).join(' ')}\n`);
+    };
+    const plan = await planImage(request).catch((error: unknown) => {
+      if (!(error instanceof PlatterError)) return Promise.reject(error);
+      // As qemu-img: values its driver refuses are refused after the "Formatting" line.
+      const settings = error.data['formatting'] as [string, string][] | undefined;
+      if (settings) formatting(settings);
+      return Promise.reject(error.inFile(path));
+    });
     if (asksNocow(options)) warn(`${path}: ${NOCOW_NOT_APPLIED}`);
     const device = await FileDevice.open(path, { create: true });
     let result;
@@ -75,7 +84,7 @@ const command: CliCommand = {
       throw error;
     }
     await device.close();
-    if (!args.quiet) printText(`Formatting '${path}', ${result.settings.map(([key, value]) => `${key}=${value}`).join(' ')}\n`);
+    formatting(result.settings);
   },
 };
 
