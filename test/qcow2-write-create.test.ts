@@ -5,7 +5,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
@@ -314,6 +314,17 @@ describe.skipIf(!haveQemu)('resize and amend', () => {
     both((image) => ['create', '-q', '-f', 'qcow2', image, '1000'], 'odd.qcow2');
     const refused = both((image) => ['resize', image, '+100'], 'odd.qcow2');
     expect(refused.stderr).toMatch(/The new size must be a multiple of 512\n$/);
+  });
+
+  it('a shrink without --shrink is refused with qemu-img\'s error and warning, and the image is left as it was', () => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'noshrink-mine.qcow2', '4M']);
+    copyFileSync(at('noshrink-mine.qcow2'), at('noshrink-theirs.qcow2'));
+    const mine = platter(['resize', 'noshrink-mine.qcow2', '1M'], { cwd: temp.dir });
+    const theirs = shStatus(temp.dir, 'qemu-img', ['resize', 'noshrink-theirs.qcow2', '1M']);
+    expect(mine.status).toBe(theirs.status);
+    // platter names the file in its error line, as it names it in every error.
+    expect(mine.stderr.replace('platter: noshrink-mine.qcow2: ', 'platter: ')).toBe(theirs.stderr.replaceAll('qemu-img: ', 'platter: '));
+    expect(readFileSync(at('noshrink-mine.qcow2')).equals(readFileSync(at('noshrink-theirs.qcow2')))).toBe(true);
   });
 
   it.each(['metadata', 'falloc', 'full'])('resize --preallocation=%s grows a qcow2 image as qemu-img does', (mode) => {

@@ -24,6 +24,9 @@ export function errorJson(error: unknown): Record<string, unknown> {
 export function reportError(error: unknown, options: { json?: boolean } = {}): void {
   if (options.json) writeStdout(JSON.stringify(errorJson(error), null, 4) + '\n');
   process.stderr.write(errorLine(error) + '\n');
+  // Warnings that belong with the refusal (qemu-img prints them after its error).
+  const warnings = error instanceof PlatterError ? error.data['warnings'] : undefined;
+  if (Array.isArray(warnings)) for (const warning of warnings) warn(String(warning));
   if (process.env.PLATTER_DEBUG === '1' && error instanceof Error && error.stack) {
     process.stderr.write(error.stack + '\n');
   }

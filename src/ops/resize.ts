@@ -33,6 +33,10 @@ export function targetSize(current: number, change: SizeChange): number {
   return size;
 }
 
+/** What a refused shrink adds, in qemu-img's words. */
+const SHRINK_WARNING =
+  "Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.";
+
 /**
  * Resizes an image opened writable, as qemu does: a raw file takes the size
  * to the byte, a qcow2 image only whole sectors. Shrinking needs `shrink`
@@ -43,7 +47,7 @@ export async function resizeImage(image: Image, change: SizeChange, shrink: bool
   if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) throw new UsageError(`Invalid preallocation mode '${preallocation}'`);
   const mode = preallocation as ResizePreallocation;
   const size = targetSize(image.size, change);
-  if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.');
+  if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.', { warnings: [SHRINK_WARNING] });
   if (image instanceof Qcow2Image) {
     await image.resize(size, mode);
   } else if (image instanceof RawImage) {
