@@ -56,6 +56,7 @@ const cases: string[][] = [
   ['-O', 'qcow2', '-l', 'one', 'snaps.qcow2'],
   ['-O', 'qcow2', '-l', 'snapshot.id=2', 'snaps.qcow2'],
   ['-O', 'qcow2', '-o', 'cluster_size=4k', '-l', 'snapshot.name=two', 'snaps.qcow2'],
+  ['-O', 'qcow2', '-l', 'snapshot.id=2,snapshot.name=two', 'snaps.qcow2'],
   ['-U', '-O', 'raw', '-l', '1', 'snaps.qcow2'],
   ['-O', 'qcow2', '-o', 'cluster_size=512', 'bitmaps.qcow2'],
 ];
@@ -70,6 +71,16 @@ describe.skipIf(!haveQemu)('measure', () => {
       expect(mine.stdout).toBe(qemu.stdout);
     });
   }
+
+  // snapshot.name= looks up names only, and with snapshot.id= both must match.
+  it.each(['snapshot.name=1', 'snapshot.id=1,snapshot.name=two'])('measure -l %s finds no snapshot, as qemu-img finds none', (param) => {
+    const args = ['measure', '-O', 'qcow2', '-l', param, 'snaps.qcow2'];
+    const qemu = shStatus(temp.dir, 'qemu-img', args);
+    const mine = platter(args, { cwd: temp.dir });
+    expect([mine.status, mine.stdout]).toEqual([qemu.status, qemu.stdout]);
+    expect(qemu.status).toBe(1);
+    expect(mine.stderr).toMatch(/^platter: snaps\.qcow2: no snapshot with /);
+  });
 
   it('human output matches too', () => {
     const args = ['-O', 'qcow2', 'sparse.qcow2'];

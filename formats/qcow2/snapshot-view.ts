@@ -9,7 +9,7 @@ import { ClusterMap } from './clusters.js';
 import { Qcow2Image } from './image.js';
 import { L2Cache } from './l2-cache.js';
 import { readL1Table } from './metadata.js';
-import { findSnapshot } from './snapshots.js';
+import { describeSnapshotRef, findSnapshot, type SnapshotRef } from './snapshots.js';
 
 /** How to size a snapshot view. */
 export interface SnapshotViewOptions {
@@ -21,16 +21,16 @@ export interface SnapshotViewOptions {
   size?: 'current' | 'snapshot';
 }
 
-/** Opens the snapshot `idOrName` (an id first, then a name, as qemu looks it up) of `image`. */
+/** Opens the snapshot `ref` (a bare word is an id first, then a name, as qemu looks it up) of `image`. */
 export async function openSnapshotView(
   image: Qcow2Image,
-  idOrName: string,
+  ref: SnapshotRef,
   options: SnapshotViewOptions = {},
 ): Promise<Qcow2Image> {
   const { metadata } = image;
-  const snapshot = findSnapshot(metadata.snapshots, idOrName);
+  const snapshot = findSnapshot(metadata.snapshots, ref);
   if (!snapshot) {
-    throw new NotFoundError(`no snapshot '${idOrName}' in ${image.name}`, { snapshot: idOrName }).inFile(image.name);
+    throw new NotFoundError(`no snapshot ${describeSnapshotRef(ref)} in ${image.name}`, { snapshot: ref }).inFile(image.name);
   }
   const l1 = await readL1Table(image.device, snapshot.l1TableOffset, snapshot.l1Size, metadata.clusterSize, 'snapshot L1 table');
   const cache = new L2Cache(image.device, metadata.clusterSize);

@@ -181,9 +181,24 @@ export function snapshotInfo(snapshot: Qcow2Snapshot): SnapshotInfo {
   return info;
 }
 
-/** Finds a snapshot the way qemu does: by id first, then by name. */
-export function findSnapshot(snapshots: readonly Qcow2Snapshot[], idOrName: string): Qcow2Snapshot | undefined {
-  return snapshots.find((s) => s.id === idOrName) ?? snapshots.find((s) => s.name === idOrName);
+/**
+ * Which snapshot: a bare word (an id first, then a name, as qemu looks it up),
+ * or an id and/or a name that must both match (qemu's snapshot.id= and snapshot.name=).
+ */
+export type SnapshotRef = string | { id?: string; name?: string };
+
+/** Finds a snapshot the way qemu does (see SnapshotRef). */
+export function findSnapshot(snapshots: readonly Qcow2Snapshot[], ref: SnapshotRef): Qcow2Snapshot | undefined {
+  if (typeof ref === 'string') return snapshots.find((s) => s.id === ref) ?? snapshots.find((s) => s.name === ref);
+  if (ref.id === undefined && ref.name === undefined) return undefined;
+  return snapshots.find((s) => (ref.id === undefined || s.id === ref.id) && (ref.name === undefined || s.name === ref.name));
+}
+
+/** A SnapshotRef as messages name it. */
+export function describeSnapshotRef(ref: SnapshotRef): string {
+  if (typeof ref === 'string') return `'${ref}'`;
+  const parts = [ref.id === undefined ? '' : `id '${ref.id}'`, ref.name === undefined ? '' : `name '${ref.name}'`];
+  return `with ${parts.filter(Boolean).join(' and ') || 'neither id nor name'}`;
 }
 
 /** Bytes the snapshot table of `snapshots` takes in the file (each entry starts on an 8-byte boundary). */
