@@ -24,21 +24,37 @@ export function attributesText(attributes: bigint): string {
   return words.join(' ');
 }
 
-/** Parses sfdisk's attribute text (names separated by blanks or commas; GUID:n[,n…] or bare numbers 48–63). */
+/** libfdisk also reads this misspelling of RequiredPartition. */
+const REQUIRED_TYPO = 'RequiredPartiton';
+
+/** The bit an item at the start of `text` names, and its length; undefined if none. */
+function leadingAttribute(text: string): { bit: bigint; length: number } | undefined {
+  for (const [name, bit] of [...NAMED_BITS, [REQUIRED_TYPO, 0n] as const]) {
+    if (text.startsWith(name)) return { bit, length: name.length };
+  }
+  // `GUID:n` or a bare n, n read as C reads it (0x30 and 060 are 48 too).
+  const match = /^(GUID:)?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/.exec(text);
+  if (!match) return undefined;
+  const digits = match[2]!;
+  const bit = /^0[xX]/.test(digits) ? parseInt(digits.slice(2), 16) : /^0/.test(digits) ? parseInt(digits, 8) : Number(digits);
+  return bit >= 48 && bit <= 63 ? { bit: BigInt(bit), length: match[0].length } : undefined;
+}
+
+/**
+ * Parses sfdisk's attribute text as libfdisk does: items separated by blanks
+ * and at most one comma (`RequiredPartition,LegacyBIOSBootable`, `GUID:48,49`,
+ * `GUID:48 GUID:50`); names are matched as written.
+ */
 export function parseAttributesText(text: string): bigint {
   let attributes = 0n;
-  for (const word of text.split(/[\s]+/).filter((part) => part !== '')) {
-    const named = NAMED_BITS.find(([name]) => name.toLowerCase() === word.replace(/,$/, '').toLowerCase());
-    if (named) {
-      attributes |= 1n << named[1];
-      continue;
-    }
-    const bits = word.replace(/^GUID:/i, '').split(',').filter((part) => part !== '');
-    for (const bitText of bits) {
-      const bit = Number(bitText);
-      if (!/^[0-9]+$/.test(bitText) || bit < 48 || bit > 63) throw new UsageError(`unknown GPT attribute '${word}'`);
-      attributes |= 1n << BigInt(bit);
-    }
+  let rest = text.replace(/^[ \t]+/, '');
+  while (rest !== '') {
+    const item = leadingAttribute(rest);
+    if (!item) throw new UsageError(`unsupported GPT attribute '${rest}' in '${text}'`);
+    rest = rest.slice(item.length);
+    if (rest !== '' && !/^[ \t,]/.test(rest)) throw new UsageError(`cannot read GPT attributes '${text}'`);
+    attributes |= 1n << item.bit;
+    rest = rest.replace(/^[ \t]*,?[ \t]*/, '');
   }
   return attributes;
 }

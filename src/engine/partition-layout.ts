@@ -7,22 +7,11 @@
 import { alignDown, alignUp } from '../core/bytes.js';
 import { UsageError } from '../core/errors.js';
 import { parseDiskId } from '../../formats/mbr/index.js';
-import { GPT_TYPE_ALIASES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
+import { gptGeometry, randomGuid } from '../../formats/gpt/index.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { SCRIPTABLE_ATTRIBUTE_MASK, parseAttributesText } from './gpt-attributes.js';
+import { resolveType } from './partition-types.js';
 import type { Script, ScriptEntry } from './sfdisk-script.js';
-
-/** sfdisk's MBR type aliases. */
-const DOS_TYPE_ALIASES: ReadonlyMap<string, string> = new Map([
-  ['L', '83'],
-  ['S', '82'],
-  ['E', '5'],
-  ['Ex', '5'],
-  ['X', '85'],
-  ['U', 'ef'],
-  ['R', 'fd'],
-  ['V', '8e'],
-]);
 
 /** Default alignment: 1 MiB, as fdisk and sfdisk place partitions. */
 const GRAIN_BYTES = 1024 * 1024;
@@ -44,18 +33,17 @@ function alignInRange(lba: number, low: number, high: number, grain: number): nu
   return Math.min(Math.max(alignUp(lba, grain), first), last);
 }
 
-/** The MBR or GPT type string for a script's type field. */
-export function resolveType(label: 'dos' | 'gpt', text: string | undefined): string {
-  if (label === 'dos') {
-    const value = DOS_TYPE_ALIASES.get(text ?? 'L') ?? text!.replace(/^0x/i, '');
-    if (!/^[0-9a-fA-F]{1,2}$/.test(value) || parseInt(value, 16) === 0) throw new UsageError(`invalid MBR partition type '${text}'`);
-    return parseInt(value, 16).toString(16);
-  }
-  const value = GPT_TYPE_ALIASES.get(text ?? 'L') ?? text!;
-  if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(value)) {
-    throw new UsageError(`invalid GPT partition type '${text}' (want a GUID or L, S, U, R, V, H)`);
-  }
-  return value.toUpperCase();
+/**
+ * libfdisk's alignment of a partition's end: `lba` rounded to the nearest grain
+ * boundary (halves up), kept between the first boundary at or after `low` and
+ * the last at or before `high`.
+ */
+function nearestInRange(lba: number, low: number, high: number, grain: number): number {
+  const nearest = Math.floor((lba + Math.floor(grain / 2)) / grain) * grain;
+  const first = alignUp(low, grain);
+  const last = alignDown(high, grain);
+  if (nearest < first) return first;
+  return nearest > last ? last : nearest;
 }
 
 function randomDiskId(): string {
@@ -84,13 +72,14 @@ class Placer {
   ) {}
 
   place(entry: ScriptEntry, sectorSize: number): PartitionRecord {
-    const logical = this.isLogical(entry);
+    const given = entry.start ?? (entry.startBytes === undefined ? undefined : Math.floor(entry.startBytes / sectorSize));
+    const logical = this.isLogical(entry, given);
     const number = entry.number ?? (logical ? this.nextLogical : this.nextPrimary);
     if (number > 4 || this.label === 'gpt') this.nextLogical = Math.max(this.nextLogical, number + 1);
     if (number <= 4 || this.label === 'gpt') this.nextPrimary = Math.max(this.nextPrimary, number + 1);
     if (this.placed.some((partition) => partition.number === number)) throw new UsageError(`partition ${number} is given twice`);
     const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
-    const start = entry.start ?? this.defaultStart(region, number > 4 && this.label === 'dos');
+    const start = given ?? this.defaultStart(region, number > 4 && this.label === 'dos');
     const size = this.sizeOf(entry, start, region, sectorSize);
     if (size < 1 || start < region.start || start >= region.end || size > region.end - start) {
       const where = region === this.disk ? `the disk's usable sectors ${region.start}–${region.end - 1}` : 'the extended partition';
@@ -102,11 +91,11 @@ class Placer {
     return partition;
   }
 
-  private isLogical(entry: ScriptEntry): boolean {
+  private isLogical(entry: ScriptEntry, start: number | undefined): boolean {
     if (this.label !== 'dos') return false;
     if (entry.number !== undefined) return entry.number > 4;
     const ext = this.extended;
-    if (ext && entry.start !== undefined) return entry.start > ext.start && entry.start < ext.start + ext.size;
+    if (ext && start !== undefined) return start > ext.start && start < ext.start + ext.size;
     if (this.nextPrimary > 4) return true;
     // Like sfdisk: with no room left outside the extended partition, the next one is logical.
     return ext !== undefined && this.defaultStart(this.disk, false) >= this.disk.end;
@@ -136,15 +125,52 @@ class Placer {
 
   private sizeOf(entry: ScriptEntry, start: number, region: Region, sectorSize: number): number {
     if (entry.size !== undefined) return entry.size;
-    if (entry.sizeBytes !== undefined) return Math.floor(entry.sizeBytes / sectorSize);
     const later = this.placed.filter((partition) => partition.start > start && partition.start < region.end);
+    const lastFree = Math.min(region.end, ...later.map((partition) => partition.start)) - 1;
     // On GPT sfdisk ends a partition that runs to the last usable LBA on a grain boundary
     // when one is in reach, else one sector short of that LBA.
     const lastUsable = region.end - 1;
     const gptEnd = alignInRange(lastUsable, start, lastUsable, this.grain);
     const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start));
+    if (entry.sizeBytes !== undefined) {
+      const sectors = Math.floor(entry.sizeBytes / sectorSize);
+      // Too large: left as asked, for place() to refuse.
+      if (sectors > lastFree - start + 1) return sectors;
+      return this.label === 'gpt' ? this.gptSizeOfBytes(start, sectors, end - 1) : this.dosSizeOfBytes(start, sectors, lastFree);
+    }
     if (end <= start) throw new UsageError(`no free space for a partition at sector ${start}`);
     return end - start;
+  }
+
+  /**
+   * sfdisk on MBR: a size with a unit ends on the nearest grain boundary (less
+   * one sector) within the free area; one smaller than a grain is not aligned and,
+   * as sfdisk leaves it, keeps one sector more than asked.
+   */
+  private dosSizeOfBytes(start: number, sectors: number, lastFree: number): number {
+    const aligning = this.grain > 1;
+    let stop = start + sectors;
+    if (!aligning && stop > start) stop -= 1;
+    stop = Math.min(stop, lastFree);
+    if (aligning && stop - start >= this.grain && stop < lastFree) {
+      stop = nearestInRange(stop, start, lastFree, this.grain);
+      if (stop > start) stop -= 1;
+      stop = Math.min(stop, lastFree);
+    }
+    return stop - start + 1;
+  }
+
+  /**
+   * sfdisk on GPT: a size with a unit of more than a grain ends on the nearest
+   * grain boundary (less one sector) before the default end; a smaller one is exact.
+   */
+  private gptSizeOfBytes(start: number, sectors: number, defaultLast: number): number {
+    let last = start + sectors - 1;
+    if (last !== defaultLast && this.grain > 1 && last - start > this.grain) {
+      last = nearestInRange(last, start, defaultLast, this.grain);
+      if (last > start) last -= 1;
+    }
+    return last - start + 1;
   }
 }
 

@@ -7,16 +7,22 @@
  */
 
 import { UsageError } from '../core/errors.js';
-import { parseSize } from '../core/size.js';
+import { parseUtilLinuxSize } from './util-linux-size.js';
 
 /** One partition line; absent fields take sfdisk's defaults. */
 export interface ScriptEntry {
   /** From the device name before ':' (img5 → 5). */
   number?: number;
+  /** In sectors. */
   start?: number;
-  /** In sectors (a size with a unit suffix is converted with the sector size). */
+  /** Start given in bytes (a K/M/G suffix); converted once the sector size is known. */
+  startBytes?: number;
+  /** In sectors, exactly as given. */
   size?: number;
-  /** Size given in bytes (a K/M/G suffix); converted once the sector size is known. */
+  /**
+   * Size given in bytes (a K/M/G suffix); converted once the sector size is
+   * known, and the partition's end then aligned as sfdisk aligns it.
+   */
   sizeBytes?: number;
   type?: string;
   bootable?: boolean;
@@ -84,10 +90,11 @@ function splitFields(text: string): string[] {
     if (quoted && !escaped && char === '\\') escaped = true;
     else if (char === '"' && !escaped) quoted = !quoted;
     else escaped = false;
-    if (!quoted && (char === ',' || char === ' ' || char === '\t')) {
+    if (!quoted && (char === ',' || char === ';' || char === ' ' || char === '\t')) {
       fields.push(current);
       current = '';
-      if (char === ',') fields.push(',');
+      // sfdisk separates fields with ';' as with ','.
+      if (char === ',' || char === ';') fields.push(',');
       continue;
     }
     current += char;
@@ -104,11 +111,28 @@ function unquote(text: string): string {
   );
 }
 
+/**
+ * A start or size field: a number of sectors, or of bytes with a K/M/G suffix,
+ * read as sfdisk reads it (util-linux's size parser); a sign before it is
+ * sfdisk's move/resize hint, which a new table has no use for.
+ */
+function parseNumberField(value: string, what: 'start' | 'size', line: number): { sectors?: number; bytes?: number } {
+  const text = value.replace(/^[+-]/, '');
+  if (value === '' || value === '-' || value === '+') return {};
+  const { value: number, suffixed } = parseUtilLinuxSize(text, `script line ${line}: ${what}`);
+  return suffixed ? { bytes: number } : { sectors: number };
+}
+
+function parseStartField(entry: ScriptEntry, value: string, line: number): void {
+  const { sectors, bytes } = parseNumberField(value, 'start', line);
+  if (sectors !== undefined) entry.start = sectors;
+  if (bytes !== undefined) entry.startBytes = bytes;
+}
+
 function parseSizeField(entry: ScriptEntry, value: string, line: number): void {
-  const text = value.replace(/^\+/, '');
-  if (text === '') return;
-  if (/^[0-9]+$/.test(text)) entry.size = integer(text, 'size', line);
-  else entry.sizeBytes = parseSize(text, `script line ${line}: size`);
+  const { sectors, bytes } = parseNumberField(value, 'size', line);
+  if (sectors !== undefined) entry.size = sectors;
+  if (bytes !== undefined) entry.sizeBytes = bytes;
 }
 
 function applyNamedField(entry: ScriptEntry, field: string, line: number): void {
@@ -117,7 +141,7 @@ function applyNamedField(entry: ScriptEntry, field: string, line: number): void 
   const value = eq < 0 ? '' : unquote(field.slice(eq + 1).trim());
   switch (key) {
     case 'start':
-      if (value !== '' && value !== '-') entry.start = integer(value, 'start', line);
+      parseStartField(entry, value, line);
       break;
     case 'size':
       parseSizeField(entry, value, line);
@@ -173,10 +197,12 @@ function parseUnnamedEntry(text: string, line: number): ScriptEntry {
     }
   }
   const [start = '', size = '', type = '', boot = ''] = positional.map((field) => field.trim());
-  if (start !== '' && start !== '-') entry.start = integer(start, 'start', line);
-  if (size !== '-') parseSizeField(entry, size, line);
-  if (type !== '' && type !== '-') entry.type = type;
-  if (boot === '*') entry.bootable = true;
+  parseStartField(entry, start, line);
+  parseSizeField(entry, size, line);
+  if (type !== '' && type !== '-') entry.type = unquote(type);
+  // sfdisk takes '*' or '+' for bootable and '-' for not; anything else is an error.
+  if (boot === '*' || boot === '+') entry.bootable = true;
+  else if (boot !== '' && boot !== '-') throw new UsageError(`script line ${line}: bootable flag '${boot}' is not '*', '+' or '-'`);
   return entry;
 }
 
