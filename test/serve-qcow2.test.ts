@@ -22,6 +22,7 @@ interface MapEntry {
   length: number;
   data: boolean;
   zero: boolean;
+  offset?: number;
 }
 
 /** Map entries as merged (start, length, data, zero) runs: what survives NBD (depth and offsets do not). */
@@ -139,7 +140,7 @@ describe.runIf(qemu)('serving qcow2', () => {
     expect(spawnSync('qemu-img', ['check', target]).status).toBe(0);
     expect(spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', source, target]).status).toBe(0);
   });
-  it('WRITE_ZEROES over a qcow2 export leaves zero clusters, or zeros stored when the client says NO_HOLE', async () => {
+  it('WRITE_ZEROES over a qcow2 export leaves zero clusters, freed, or kept allocated when the client says NO_HOLE', async () => {
     const image = file('zeroed.qcow2');
     runTool('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
     runTool('qemu-io', ['-f', 'qcow2', image, '-c', 'write -P 0x77 0 4M']);
@@ -148,11 +149,35 @@ describe.runIf(qemu)('serving qcow2', () => {
     runTool('qemu-io', ['-f', 'raw', served.uri, '-c', 'write -z -u 0 1M', '-c', 'write -z 2M 1M']);
     expect(await exitWithin(served, 10_000)).toBe(0);
     const map = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[];
-    expect(allocation(map)).toEqual(['0+1048576:-,zero', '1048576+3145728:data']);
+    expect(allocation(map)).toEqual(['0+1048576:-,zero', '1048576+1048576:data', '2097152+1048576:-,zero', '3145728+1048576:data']);
+    // The NO_HOLE range keeps its host clusters (an offset beside the zero flag); the other is freed.
+    expect(map.filter((entry) => entry.zero).map((entry) => entry.start + (entry.offset === undefined ? ':freed' : ':kept'))).toEqual(['0:freed', '2097152:kept']);
     const read = spawnSync('qemu-io', ['-f', 'qcow2', '-r', image, '-c', 'read -P 0 0 1M', '-c', 'read -P 0 2M 1M', '-c', 'read -P 0x77 3M 1M'], { encoding: 'utf8' });
     expect(read.status).toBe(0);
     expect(read.stdout).not.toMatch(/verification failed/);
     expect(spawnSync('qemu-img', ['check', image]).status).toBe(0);
+  });
+  it('WRITE_ZEROES stores what qemu stores: zero clusters, allocated ones kept with NO_HOLE (v3, extended L2), freed on v2', async () => {
+    const zeroWrites = ['write -z 0 1M', 'write -z 1M 40k', 'write -z 8M 128k', 'write -z -u 2M 1M', 'write -P 0x99 5M 64k', 'write -z 5M 64k', 'write -z 12M 1M'];
+    for (const [index, options] of ['compat=1.1', 'compat=0.10', 'extended_l2=on,cluster_size=128k'].entries()) {
+      const original = file(`zeroes-${index}.qcow2`);
+      runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, original, '16M']);
+      runTool('qemu-io', ['-f', 'qcow2', original, '-c', 'write -P 0x11 0 4M', '-c', 'write -c -P 0x12 8M 128k']);
+      const ours = file(`zeroes-${index}-platter.qcow2`);
+      const theirs = file(`zeroes-${index}-qemu.qcow2`);
+      writeFileSync(ours, readFileSync(original));
+      writeFileSync(theirs, readFileSync(original));
+      const served = await startServe(ours, nextSocket(), ['--writable']);
+      // qemu-io's write -z sends NO_HOLE unless -u; straight on the file it is qemu's zero write without or with unmap.
+      runTool('qemu-io', ['-f', 'raw', served.uri, ...zeroWrites.flatMap((command) => ['-c', command])]);
+      expect(await exitWithin(served, 10_000)).toBe(0);
+      runTool('qemu-io', ['-f', 'qcow2', theirs, ...zeroWrites.flatMap((command) => ['-c', command])]);
+      const mapOf = (image: string) => allocation(JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[]);
+      expect(mapOf(ours), options).toEqual(mapOf(theirs));
+      // The same clusters stay allocated in the file.
+      const allocated = (image: string) => /\d+\/\d+ = [\d.]+% allocated/.exec(runTool('qemu-img', ['check', image]))?.[0];
+      expect(allocated(ours), options).toBe(allocated(theirs));
+    }
   });
   it('TRIM frees qcow2 clusters with --discard=unmap, and is ignored by default, as in qemu-nbd', async () => {
     for (const mode of ['unmap', 'ignore']) {

@@ -6,7 +6,7 @@
 import { readFully, type BlockDevice } from '../../src/core/device.js';
 import { checkRange } from '../../src/core/bytes.js';
 import { NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeatureError } from '../../src/core/errors.js';
-import type { Extent, Image, ImageDescription, ImageHost } from '../../src/core/image.js';
+import type { Extent, Image, ImageDescription, ImageHost, ZeroWriteOptions } from '../../src/core/image.js';
 import { MAX_IO_BYTES } from '../../src/core/limits.js';
 import type { CompressedDescriptor } from './entries.js';
 import { COMPRESSED_WINDOW_BYTES, STREAM_BUFFER_BYTES, STREAM_BUFFERS_KEPT } from './limits.js';
@@ -204,9 +204,9 @@ export class Qcow2Image implements Image {
   }
 
   /** Makes [offset, offset+length) read as zeros, storing zero clusters where it can. */
-  async writeZeroes(offset: number, length: number): Promise<void> {
+  async writeZeroes(offset: number, length: number, options: ZeroWriteOptions = {}): Promise<void> {
     checkRange(offset, length, this.size, `zero write to ${this.name}`);
-    await this.requireWriter().writeZeroes(offset, length);
+    await this.requireWriter().writeZeroes(offset, length, options.keepAllocation);
   }
 
   /** The smallest range a zero write can mark zero without storing it: a subcluster with extended L2, else a cluster. */

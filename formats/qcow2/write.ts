@@ -208,9 +208,14 @@ export class Qcow2Writer {
     while (this.landing.size > 0) await Promise.all(this.landing);
   }
 
-  /** Makes [offset, offset+length) read as zeros, with zero clusters where whole clusters are covered. */
-  writeZeroes(offset: number, length: number): Promise<void> {
-    return this.exclusive(() => this.zeroRange(offset, length));
+  /**
+   * Makes [offset, offset+length) read as zeros, with zero clusters where whole
+   * clusters are covered. With `keepAllocation` (NBD's NO_HOLE, qemu without
+   * may-unmap) a version 3 cluster that has a host cluster keeps it, marked
+   * zero; version 2 has no such mark and frees it, as qemu does.
+   */
+  writeZeroes(offset: number, length: number, keepAllocation = false): Promise<void> {
+    return this.exclusive(() => this.zeroRange(offset, length, keepAllocation));
   }
 
   /**
@@ -320,19 +325,19 @@ export class Qcow2Writer {
   }
 
   /** @internal Zero write without taking the queue (for operations already in it). */
-  async zeroRange(offset: number, length: number): Promise<void> {
+  async zeroRange(offset: number, length: number, keepAllocation = false): Promise<void> {
     await this.begin();
     this.checkGuestRange(offset, length);
     const end = offset + length;
     for (let at = offset; at < end; ) {
       const batch = this.zeroBatch(at, end);
       if (batch > 1) {
-        await this.zeroClusters(at, batch);
+        await this.zeroClusters(at, batch, keepAllocation);
         at += batch * this.clusterSize;
         continue;
       }
       const next = Math.min(end, at - (at % this.clusterSize) + this.clusterSize);
-      await this.eachCluster(at, next - at, (start, inCluster, pieceLength) => this.zeroInCluster(start, inCluster, pieceLength));
+      await this.eachCluster(at, next - at, (start, inCluster, pieceLength) => this.zeroInCluster(start, inCluster, pieceLength, keepAllocation));
       at = next;
     }
   }
@@ -341,7 +346,8 @@ export class Qcow2Writer {
    * Whole clusters from `at` (up to `end`, within one L2 table) that can be
    * zeroed together: where zeroing a whole cluster only changes its entry and
    * releases what it held. That takes a zero flag (version 3) or no backing
-   * file (version 2 then leaves the cluster unallocated), and no data file.
+   * file (version 2 then leaves the cluster unallocated, as qemu does even when
+   * asked to keep allocations), and no data file.
    */
   private zeroBatch(at: number, end: number): number {
     if (at % this.clusterSize !== 0 || this.dataFile) return 0;
@@ -356,9 +362,10 @@ export class Qcow2Writer {
    * zeroInCluster would one by one (those that read as zeros already are left
    * alone), with one write of the changed entries and then one release per run
    * of host clusters: an entry never points at a released cluster, so a crash
-   * between the two leaves leaked clusters at worst.
+   * between the two leaves leaked clusters at worst. With `keepAllocation` a
+   * cluster with a host cluster of its own keeps it (marked zero).
    */
-  private async zeroClusters(at: number, count: number): Promise<void> {
+  private async zeroClusters(at: number, count: number, keepAllocation: boolean): Promise<void> {
     const { extendedL2 } = this.geometry;
     const existing = await this.tables.slot(at, false);
     const changing: number[] = [];
@@ -375,7 +382,12 @@ export class Qcow2Writer {
     const released: Array<{ offset: number; bytes: number }> = [];
     for (const i of changing) {
       const entry: L2Slot = { ...slot, index: slot.index + i };
-      const old = this.allocationOf(entry, clusterType(slot.table, entry.index, extendedL2, this.dataFile));
+      const type = clusterType(slot.table, entry.index, extendedL2, this.dataFile);
+      if (keepAllocation && zeroFlag && type === 'normal') {
+        markZeroKeepingCluster(slot.table, entry.index, extendedL2);
+        continue;
+      }
+      const old = this.allocationOf(entry, type);
       if (old) released.push(old);
       clearEntry(slot.table, entry.index, extendedL2, zeroFlag);
     }
@@ -585,7 +597,7 @@ export class Qcow2Writer {
     await this.tables.writeBitmap(slot, (allocated | mask) >>> 0, (zero & ~mask) >>> 0);
   }
 
-  private async zeroInCluster(clusterStart: number, inCluster: number, length: number): Promise<void> {
+  private async zeroInCluster(clusterStart: number, inCluster: number, length: number, keepAllocation: boolean): Promise<void> {
     if (await this.readsAsZero(clusterStart)) return;
     const { extendedL2 } = this.geometry;
     const canMarkZero = this.header.version === 3 || this.backingSize() === undefined;
@@ -594,7 +606,7 @@ export class Qcow2Writer {
     const wholeZero =
       this.coversCluster(clusterStart, inCluster, length) ||
       (!extendedL2 && (await this.storesNothing(clusterStart)) && (await this.restReadsZero(clusterStart, inCluster, length, clusterLength)));
-    if (wholeZero && canMarkZero) return this.deallocate(clusterStart, 'zero');
+    if (wholeZero && canMarkZero) return this.deallocate(clusterStart, 'zero', keepAllocation);
     if (extendedL2 && (await this.zeroSubclusters(clusterStart, inCluster, length))) return;
     await this.writeInCluster(clusterStart, inCluster, new Uint8Array(length));
   }
@@ -704,13 +716,17 @@ export class Qcow2Writer {
    * v3, no allocation on v2 without a backing file), 'discard' leaves it
    * unallocated. The old cluster is released afterwards.
    */
-  private async deallocate(clusterStart: number, mode: 'zero' | 'discard'): Promise<void> {
+  private async deallocate(clusterStart: number, mode: 'zero' | 'discard', keepAllocation = false): Promise<void> {
     const needsTable = mode === 'zero' && this.header.version === 3 && !this.backingBelow(clusterStart);
     if (!needsTable && !(await this.tables.slot(clusterStart, false))) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
+    if (keepAllocation && this.header.version === 3 && type === 'normal' && !this.dataFile) {
+      markZeroKeepingCluster(slot.table, slot.index, extendedL2);
+      return this.tables.writeEntry(slot);
+    }
     const old = this.allocationOf(slot, type);
     if (this.rawDataFile && type === 'normal') {
       // The data file must read as the disk by itself: zeros go there first.
@@ -801,6 +817,21 @@ function clearEntry(table: DataView, index: number, extendedL2: boolean, zeroFla
   if (extendedL2) {
     table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
     table.setUint32(position + 12, 0);
+  }
+}
+
+/**
+ * Marks L2 entry `index` as reading zeros while it keeps its host cluster (a
+ * version 3 "allocated zero" cluster): the zero flag beside the offset, or every
+ * subcluster's zero bit and no allocated bit.
+ */
+function markZeroKeepingCluster(table: DataView, index: number, extendedL2: boolean): void {
+  const position = l2EntryPosition(index, extendedL2);
+  if (extendedL2) {
+    table.setUint32(position + 8, ALL_SUBCLUSTERS);
+    table.setUint32(position + 12, 0);
+  } else {
+    table.setUint32(position + 4, (table.getUint32(position + 4) | 1) >>> 0);
   }
 }
 

@@ -55,6 +55,12 @@ export interface ImageDescription {
 }
 
 /** The virtual disk of an image, with allocation knowledge. */
+/** How a zero write may store its zeros. */
+export interface ZeroWriteOptions {
+  /** Storage the range has stays allocated (marked zero where the format can): NBD's NO_HOLE. */
+  keepAllocation?: boolean;
+}
+
 export interface Image extends BlockDevice {
   /** qemu-img's -f name: 'raw', 'qcow2', ... */
   readonly format: string;
@@ -71,9 +77,10 @@ export interface Image extends BlockDevice {
   describe(): ImageDescription;
   /**
    * Makes [offset, offset+length) read as zeros, storing as little as the
-   * format can (space may be freed). Formats without it are zeroed by writing zeros.
+   * format can (space may be freed, unless `keepAllocation`). Formats without
+   * it are zeroed by writing zeros.
    */
-  writeZeroes?(offset: number, length: number): Promise<void>;
+  writeZeroes?(offset: number, length: number, options?: ZeroWriteOptions): Promise<void>;
   /** Frees what [offset, offset+length) stores, where the format can; the range then reads as unwritten. */
   discard?(offset: number, length: number): Promise<void>;
 }

@@ -74,8 +74,9 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
     write: (offset, bytes) => data.write(offset, bytes),
     async writeZeroes(offset, length, zeroOptions = {}) {
       checkRange(offset, length, window.length, `zero ${image.name}`);
-      // The image's own zeroing stores as little as it can (qemu-nbd unmaps too unless asked not to).
-      if (!zeroOptions.noHole && image.writeZeroes) return image.writeZeroes(window.start + offset, length);
+      // The image's own zeroing stores as little as it can; with NO_HOLE it keeps what is
+      // allocated (qcow2: allocated zero clusters), as qemu-nbd does.
+      if (image.writeZeroes) return image.writeZeroes(window.start + offset, length, { keepAllocation: zeroOptions.noHole === true });
       for (let done = 0; done < length; done += ZERO_CHUNK_BYTES) {
         await data.write(offset + done, zeros(Math.min(ZERO_CHUNK_BYTES, length - done)));
       }
