@@ -155,6 +155,8 @@ describe('handshake', () => {
     const info = new DataView(replies[0]!.data.buffer);
     expect(Number(info.getBigUint64(2))).toBe(SIZE);
     expect(info.getUint16(10) & TransmissionFlag.READ_ONLY).toBe(TransmissionFlag.READ_ONLY);
+    // TRIM and WRITE_ZEROES are offered to writable exports only, as by qemu-nbd.
+    expect(info.getUint16(10) & (TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES)).toBe(0);
     await client.request(Command.DISC, 0, 0);
     await finished;
   });
@@ -301,6 +303,7 @@ describe('transmission', () => {
     const { client, finished } = serveInMemory(image, { writable: true });
     const { flags } = await client.connect();
     expect(flags & TransmissionFlag.READ_ONLY).toBe(0);
+    expect(flags & (TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES)).toBe(TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES);
     await client.request(Command.WRITE, 100_000, 3, { payload: new Uint8Array([1, 2, 3]), flags: CommandFlag.FUA });
     expect((await client.simpleReply()).error).toBe(0);
     await client.request(Command.WRITE, SIZE - 2, 3, { payload: new Uint8Array(3) });
