@@ -101,6 +101,19 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     expect(result.stderr).toMatch(/^platter: loop.qcow2: backing chain has a cycle: .*loop.qcow2 -> .*loop.qcow2\n$/);
   });
 
+  it('names the file when amend is given something that is not a qcow2 image, or an unreadable one', () => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'plain.raw', '1M']);
+    for (const [args, expected] of [
+      [['amend', '-f', 'qcow2', '-o', 'compat=0.10', 'plain.raw'], 'platter: plain.raw: not a qcow2 image (bad magic)\n'],
+      [['amend', '--image-opts', '-o', 'compat=0.10', 'driver=qcow2,file.filename=plain.raw'], 'platter: plain.raw: not a qcow2 image (bad magic)\n'],
+      [['amend', '-o', 'lazy_refcounts=on', 'unknown-bit.qcow2'], expect.stringMatching(/^platter: unknown-bit.qcow2: .*\n$/)],
+    ] as const) {
+      const result = platter(dir, [...args]);
+      expect(result.status, args.join(' ')).toBe(1);
+      expect(result.stderr, args.join(' ')).toEqual(expected);
+    }
+  });
+
   it('opens an image marked corrupt read-only, with a warning', () => {
     const result = platter(dir, ['info', '--output=json', 'corrupt.qcow2']);
     expect(result.status).toBe(0);

@@ -6,7 +6,7 @@
 
 import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
-import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
@@ -54,7 +54,10 @@ function parseCompat(compat: string | undefined): 2 | 3 | undefined {
 export async function amendImage(device: BlockDevice, format: string, options: Map<string, string>, host: ImageHost): Promise<void> {
   if (format !== 'qcow2') throw new UnsupportedFeatureError(`Format driver '${format}' does not support option amendment`);
   checkNames(options);
-  const metadata = await readMetadata(device);
+  const metadata = await readMetadata(device).catch((error: unknown) => {
+    // Not a qcow2 image, or a broken one: name the file, as every other open does.
+    throw error instanceof PlatterError ? error.inFile(device.name) : error;
+  });
   requireClean(metadata);
   const current = metadata.header.version;
   const version = parseCompat(options.get('compat')) ?? current;
