@@ -23,6 +23,9 @@ describe('block options as image names', () => {
     ['driver=file,filename=disk.raw,aio=threads', { path: 'disk.raw', format: 'file' }],
     ['driver=qcow2,file.filename=d.qcow2,l2-cache-size=1M,overlap-check.template=all', { path: 'd.qcow2', format: 'qcow2' }],
     ['json:{"driver":"qcow2","file":{"driver":"file","filename":"disk.qcow2"}}', { path: 'disk.qcow2', format: 'qcow2' }],
+    // A null backing (JSON has a null, option strings do not) opens the image alone, for any driver.
+    ['json:{"driver":"qcow2","file":{"driver":"file","filename":"top.qcow2"},"backing":null}', { path: 'top.qcow2', format: 'qcow2', noBacking: true }],
+    ['json:{"driver":"raw","file":{"driver":"file","filename":"d.raw"},"backing":null}', { path: 'd.raw', format: 'raw', noBacking: true }],
     // A part of the file, named as qemu names it: the options as given, in the order qemu prints a dictionary.
     [
       'driver=raw,offset=1M,size=4M,file.filename=disk.img',
@@ -65,6 +68,9 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
   qemuImg('create', '-q', '-f', 'qcow2', 'disk.qcow2', '16M');
   run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 5 1M 1M', at('disk.qcow2')]);
   qemuImg('convert', '-O', 'raw', 'disk.qcow2', 'disk.raw');
+  qemuImg('create', '-q', '-f', 'qcow2', '-b', 'disk.qcow2', '-F', 'qcow2', 'top.qcow2');
+  run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 6 3M 64k', at('top.qcow2')]);
+  const alone = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"top.qcow2"},"backing":null}';
   const qcow2 = 'driver=qcow2,file.driver=file,file.filename=disk.qcow2';
   const raw = 'driver=raw,file.filename=disk.raw';
 
@@ -80,6 +86,11 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     [['info', '--image-opts', 'driver=file,filename=disk.raw']],
     [['info', '--output=json', '-f', 'file', 'disk.raw']],
     [['compare', '-f', 'file', '-F', 'qcow2', 'disk.raw', 'disk.qcow2']],
+    // An overlay opened alone: its unallocated clusters read as zeros, not from disk.qcow2.
+    [['info', alone]],
+    [['map', '--output=json', alone]],
+    [['measure', '-O', 'qcow2', alone]],
+    [['check', alone]],
   ])('%j: what qemu-img prints', (args) => {
     const ours = platter(args, { cwd: tmp.dir });
     expect(ours.stderr).toBe('');

@@ -36,6 +36,14 @@ export function rawWindowNamed(name: string): { path: string; window: RawWindow 
   return rawWindows.get(name);
 }
 
+/** Operand names whose json: name set `"backing": null`: opened without their backing file. */
+const aloneNames = new Set<string>();
+
+/** True when the operand `name` stands for came with `"backing": null`. */
+export function openedAlone(name: string): boolean {
+  return aloneNames.has(name);
+}
+
 /** Adds `--image-opts`, which makes the `operands` option strings (and reads `json:` operands always). */
 export function withImageOpts(yargs: Argv, operands: readonly ImageOperand[]): Argv {
   // Every command that takes --image-opts takes --object too, as in qemu-img.
@@ -81,6 +89,7 @@ export function resolveImageOperand(word: string, imageOpts: boolean): { name: s
   if (!imageOpts && !word.startsWith('json:')) return { name: word };
   const spec = imageSpec(word);
   if (spec.window) rawWindows.set(spec.window.name, { path: spec.path, window: spec.window });
+  if (spec.noBacking) aloneNames.add(spec.path);
   return { name: spec.window?.name ?? spec.path, ...(spec.format === undefined ? {} : { format: spec.format }) };
 }
 

@@ -3,7 +3,7 @@
 import { PlatterError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { openImageFile, type OpenFileOptions } from '../node/open.js';
-import { rawWindowNamed } from './image-opts.js';
+import { openedAlone, rawWindowNamed } from './image-opts.js';
 import { warn } from './report.js';
 
 /** Opens an image file for a command; `quiet`: its warnings are not printed (an open only to see that it opens). */
@@ -11,7 +11,8 @@ export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> 
   const { quiet, ...rest } = options;
   const part = rawWindowNamed(path);
   const file = part?.path ?? path;
-  return openImageFile(file, { ...rest, ...(part ? { window: part.window } : {}), warn: quiet ? () => {} : (message) => warn(`${path}: ${message}`) });
+  const noBacking = rest.noBacking === true || openedAlone(path);
+  return openImageFile(file, { ...rest, noBacking, ...(part ? { window: part.window } : {}), warn: quiet ? () => {} : (message) => warn(`${path}: ${message}`) });
 }
 
 /**

@@ -30,6 +30,8 @@ export interface ImageSpec {
   format?: string;
   /** The raw driver's offset and size options: the image is that part of the file. */
   window?: RawWindow;
+  /** `"backing": null` in a json: name: the image is opened without its backing file. */
+  noBacking?: boolean;
 }
 
 /** Options of the image's format that tune qemu only (caches, locks, discards, checks); taken, without effect. */
@@ -70,8 +72,11 @@ function keyValueOptions(text: string): Map<string, string> {
   return parseOptionString(text);
 }
 
-/** An option's value: text from an option string; a json: name's numbers and booleans keep their type (qemu prints them so). */
-type OptionValue = string | number | boolean;
+/**
+ * An option's value: text from an option string; a json: name's numbers and
+ * booleans keep their type (qemu prints them so), and its null stays null.
+ */
+type OptionValue = string | number | boolean | null;
 
 /** A json: name's object, flattened to dotted keys as qemu flattens it. */
 function jsonOptions(text: string): Map<string, OptionValue> {
@@ -86,7 +91,7 @@ function jsonOptions(text: string): Map<string, OptionValue> {
   const flatten = (object: Record<string, unknown>, prefix: string) => {
     for (const [key, item] of Object.entries(object)) {
       if (typeof item === 'object' && item !== null && !Array.isArray(item)) flatten(item as Record<string, unknown>, `${prefix}${key}.`);
-      else options.set(`${prefix}${key}`, typeof item === 'number' || typeof item === 'boolean' ? item : String(item));
+      else options.set(`${prefix}${key}`, typeof item === 'number' || typeof item === 'boolean' || item === null ? item : String(item));
     }
   };
   flatten(value as Record<string, unknown>, '');
@@ -111,7 +116,9 @@ function specOf(options: ReadonlyMap<string, OptionValue>): ImageSpec {
   // A plain `file=NAME` names a block node of a running qemu, not a file.
   if (reference !== undefined) throw new UsageError(`Cannot find device='${reference}' nor node-name='${reference}'`);
   const formatName = driver ?? 'qcow2';
-  const own = new Map([...options].filter(([key]) => !key.startsWith('file.')));
+  // qemu's way to open an image alone, for any format: a null backing (JSON only; an option string has no null).
+  const noBacking = options.has('backing') && options.get('backing') === null;
+  const own = new Map([...options].filter(([key]) => !key.startsWith('file.') && !(noBacking && key === 'backing')));
   const file = new Map([...options].filter(([key]) => key.startsWith('file.')).map(([key, value]) => [key.slice(5), value]));
   const windowed = driver === 'raw' && (own.has('offset') || own.has('size'));
   checkKeys(
@@ -123,7 +130,7 @@ function specOf(options: ReadonlyMap<string, OptionValue>): ImageSpec {
   );
   checkKeys(file, FILE_TUNING, 'filename', (key) => `Block protocol 'file' doesn't support the option '${key}'`, (key) => key === 'driver');
   const path = fileName(text('file.filename'));
-  return { path, format: driver, ...(windowed ? { window: rawWindow(own, file) } : {}) };
+  return { path, format: driver, ...(windowed ? { window: rawWindow(own, file) } : {}), ...(noBacking ? { noBacking } : {}) };
 }
 
 /** The raw driver's options that make the image a part of its file. */
