@@ -180,7 +180,8 @@ function gptDetails(partition: PartitionRecord, entry: ScriptEntry, old: Partiti
   const previous = old?.label === 'gpt' ? old.partitions.find((candidate) => candidate.number === partition.number) : undefined;
   // Bits 3–47 cannot be written in a script: keep the ones the old entry had.
   const kept = (previous?.attributes ?? 0n) & ~SCRIPTABLE_ATTRIBUTE_MASK;
-  const given = entry.attrs !== undefined ? parseAttributesText(entry.attrs) : (previous?.attributes ?? 0n) & SCRIPTABLE_ATTRIBUTE_MASK;
+  // The bits a script can name are the script's alone, as in sfdisk's new label.
+  const given = entry.attrs !== undefined ? parseAttributesText(entry.attrs) : 0n;
   partition.attributes = kept | given;
 }
 
@@ -201,11 +202,11 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   const label = script.label ?? old?.label ?? 'dos';
   const sectorSize = script.sectorSize ?? old?.sectorSize ?? 512;
   const totalSectors = Math.floor(diskSize / sectorSize);
-  const sameLabel = old?.label === label ? old : undefined;
-  const table: PartitionTable = { label, id: script.labelId ?? sameLabel?.id ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
+  // Like sfdisk, a script makes a new label: what its header leaves out takes the defaults, not the old table's.
+  const table: PartitionTable = { label, id: script.labelId ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
   let disk: Region = { start: 1, end: totalSectors };
   if (label === 'gpt') {
-    table.entryCount = script.tableLength ?? sameLabel?.entryCount ?? 128;
+    table.entryCount = script.tableLength ?? 128;
     const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
     // A new GPT from sfdisk starts its usable area at the first grain boundary (LBA 2048 on 512-byte disks).
     table.firstLba = script.firstLba ?? Math.max(geometry.firstUsable, grainOf(totalSectors, sectorSize));
