@@ -160,7 +160,7 @@ describe('sfdisk script defaults against sfdisk', () => {
     expect(problems.filter(Boolean)).toEqual([]);
   });
 
-  it('spellings sfdisk reads: type names and aliases, starts with units, attribute lists, bootable +, hex and octal numbers, fractions', async () => {
+  it('spellings sfdisk reads: type names and aliases, starts with units, attribute lists, bootable +, hex and octal numbers, fractions, grain', async () => {
     if (!available) return;
     const scripts = [
       'label: dos\nstart=5M, size=10M\nstart=1000K, size=1.5M, type="W95 FAT32"\nsize=3.5M, type=linuxex\n',
@@ -169,6 +169,11 @@ describe('sfdisk script defaults against sfdisk', () => {
       'label: dos\n,3.2M;raid\n,1.10M;extended\n,2.M\n',
       'label: gpt\nstart=3M, size=3.5M, type="EFI System"\nsize=1500K, type=swap, attrs="RequiredPartition,LegacyBIOSBootable"\nsize=1.5M, type="linux filesystem", attrs="GUID:48,GUID:50 GUID:0x3f"\n',
       'label: gpt\n,1025K,home\n,2049K,"BIOS boot"\n,5000K,Microsoft-basic-data\n,0x1000,lvm\n',
+      // A grain of its own: starts and ends on its boundaries, the first partition still 1 MiB in.
+      'label: gpt\ngrain: 2M\n,1M\n,3M\n,,\n',
+      'label: dos\ngrain: 4M\n,1M\n,3M\n,,E\n,1M\n,3.5M\n,,\n',
+      'label: dos\ngrain: 1536\n,1M\n,3.3M\n,2.7M\n,,E\n,1M\n,,\n',
+      'label: dos\ngrain: 512\n,100K\n,3\n,,E\n,1K\n,,\n',
     ];
     const withId = (script: string) => script.replace(/^label: (dos|gpt)\n/, (line, label: string) => `${line}label-id: ${label === 'dos' ? '0x5c417e57' : '5C417E57-0000-4000-8000-000000000001'}\n`);
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `s${index}`));

@@ -16,9 +16,17 @@ import type { Script, ScriptEntry } from './sfdisk-script.js';
 /** Default alignment: 1 MiB, as fdisk and sfdisk place partitions. */
 const GRAIN_BYTES = 1024 * 1024;
 
-/** The alignment in sectors: 1 MiB, or one sector on disks of at most 4 MiB (as fdisk does). */
+/**
+ * The default alignment in sectors: 1 MiB, or one sector on disks of at most
+ * 4 MiB (as fdisk does). It is also where the first partition may start.
+ */
 function grainOf(totalSectors: number, sectorSize: number): number {
   return totalSectors * sectorSize <= 4 * GRAIN_BYTES ? 1 : Math.max(1, GRAIN_BYTES / sectorSize);
+}
+
+/** A script's `grain:` in sectors, as libfdisk takes it: at least one sector, whatever the disk's size. */
+function scriptGrain(bytes: number, sectorSize: number): number {
+  return Math.floor(Math.max(bytes, sectorSize) / sectorSize);
 }
 
 /**
@@ -69,6 +77,8 @@ class Placer {
     private readonly label: 'dos' | 'gpt',
     private readonly disk: Region,
     private readonly grain: number,
+    /** Sectors before a partition's start in its area (1 MiB): where a logical partition's EBR goes. */
+    private readonly lead: number,
   ) {}
 
   place(entry: ScriptEntry, sectorSize: number): PartitionRecord {
@@ -109,16 +119,17 @@ class Placer {
   /**
    * sfdisk's default start: the first free sector after what is used, moved up
    * to a grain boundary when the free area holds one (otherwise left as is). A
-   * logical partition also leaves a grain after the previous one for its EBR.
+   * logical partition also leaves room (1 MiB) after the previous one for its EBR.
    */
   private defaultStart(region: Region, logical: boolean): number {
-    let used = region.start;
+    // An MBR's first partition goes no lower than 1 MiB in, whatever the grain.
+    let used = logical ? region.start : Math.max(region.start, this.lead);
     for (const partition of this.placed) {
       const inside = partition.start >= region.start && partition.start < region.end;
       const isContainer = partition === this.extended && logical;
       if (inside && !isContainer) used = Math.max(used, partition.start + partition.size);
     }
-    if (logical) return alignUp(used + this.grain, this.grain);
+    if (logical) return alignUp(used + this.lead, this.grain);
     const freeEnd = Math.min(region.end, ...this.placed.filter((partition) => partition.start >= used).map((partition) => partition.start));
     return alignInRange(used, used, freeEnd - 1, this.grain);
   }
@@ -215,7 +226,8 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   } else {
     parseDiskId(table.id);
   }
-  const placer = new Placer(label, disk, grainOf(totalSectors, sectorSize));
+  const lead = grainOf(totalSectors, sectorSize);
+  const placer = new Placer(label, disk, script.grain === undefined ? lead : scriptGrain(script.grain, sectorSize), lead);
   for (const entry of script.entries) {
     const partition = placer.place(entry, sectorSize);
     if (label === 'dos' && entry.bootable) partition.bootable = true;

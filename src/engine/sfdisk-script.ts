@@ -39,6 +39,8 @@ export interface Script {
   lastLba?: number;
   tableLength?: number;
   sectorSize?: number;
+  /** The alignment the script asks for, in bytes. */
+  grain?: number;
   entries: ScriptEntry[];
 }
 
@@ -75,7 +77,11 @@ function applyHeader(script: Script, key: string, value: string, line: number): 
     case 'sector-size':
       script.sectorSize = integer(value, key, line);
       break;
-    default: // device, grain: informative only
+    case 'grain':
+      script.grain = parseUtilLinuxSize(value, `script line ${line}: grain`).value;
+      if (script.grain === 0 || script.grain % 512 !== 0) throw new UsageError(`script line ${line}: grain '${value}' is not a multiple of 512 bytes`);
+      break;
+    default: // device: informative only
   }
 }
 
