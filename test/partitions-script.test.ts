@@ -145,6 +145,23 @@ describe('sfdisk script defaults against sfdisk', () => {
     return expected === actual ? undefined : `${script}\n${expected}\n${actual}`;
   }
 
+  it('refuses headers no table can have here, before writing anything', async () => {
+    const path = join(dir, 'refused.img');
+    await mustRun('truncate', ['-s', String(64 * 1024 * 1024), path]);
+    for (const [script, message] of [
+      ['label: gpt\ntable-length: 4294967295\n,1M\n', 'table-length 4294967295 is out of range (1 to 32768)'],
+      ['label: gpt\ntable-length: 0\n,1M\n', 'table-length 0 is out of range'],
+      ['label: gpt\nsector-size: 3\n,1M\n', 'sector-size 3 is not supported (512 or 4096)'],
+      ['label: dos\nsector-size: 0\n,1M\n', 'sector-size 0 is not supported'],
+      ['label: gpt\nsector-size: 1048576\n,1M\n', 'sector-size 1048576 is not supported'],
+      ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a multiple of 512 bytes"],
+    ] as const) {
+      await expect(withImage(path, (image) => writePartitions(image, script), true), script).rejects.toThrow(message);
+    }
+    // Nothing was written: the disk is still blank.
+    expect(await withImage(path, (image) => image.read(0, 1024 * 1024))).toEqual(new Uint8Array(1024 * 1024));
+  });
+
   it('a script over an old table makes a new one, as sfdisk does: the old label type, but not its id, table length, first LBA or attributes', async () => {
     if (!available) return;
     const gpt = 'label: gpt\nlabel-id: 11111111-2222-4333-8444-555555555555\ntable-length: 32\nfirst-lba: 64\nsize=10M, attrs="RequiredPartition GUID:50", name=old\nsize=5M, attrs=LegacyBIOSBootable\n';
@@ -174,6 +191,13 @@ describe('sfdisk script defaults against sfdisk', () => {
       'label: dos\ngrain: 4M\n,1M\n,3M\n,,E\n,1M\n,3.5M\n,,\n',
       'label: dos\ngrain: 1536\n,1M\n,3.3M\n,2.7M\n,,E\n,1M\n,,\n',
       'label: dos\ngrain: 512\n,100K\n,3\n,,E\n,1K\n,,\n',
+      // An MBR's sectors are 512 bytes: a script in 4096-byte sectors is recalculated, as sfdisk does on a file.
+      'label: dos\nsector-size: 4096\nstart=512, size=1000\n,100,E\n,10\n',
+      // Default starts around given ones: an MBR's first free area that holds the size, a GPT's largest free area.
+      'label: dos\nstart=30000, size=1M\n,2M\n,20M\n,,\n',
+      'label: dos\nstart=2100, size=100\n,,\n,,\n',
+      'label: gpt\nstart=40000, size=1M\n,2M\n,,\n',
+      'label: gpt\nstart=100000, size=1M\n,,\n,,\n',
     ];
     const withId = (script: string) => script.replace(/^label: (dos|gpt)\n/, (line, label: string) => `${line}label-id: ${label === 'dos' ? '0x5c417e57' : '5C417E57-0000-4000-8000-000000000001'}\n`);
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `s${index}`));

@@ -2,6 +2,6 @@
 
 export { parseMbr, looksLikeMbr, mbrTypes, formatDiskId } from './parse.js';
 export { encodeMbr, parseDiskId } from './write.js';
-export { MAX_EBR_CHAIN } from './limits.js';
+export { MAX_EBR_CHAIN, MBR_SECTOR_BYTES } from './limits.js';
 export { MbrEntry, encodeChs, decodeChs, hasBootSignature } from './struct.js';
 export { MBR_TYPE_NAMES } from './types.js';

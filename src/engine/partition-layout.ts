@@ -6,8 +6,8 @@
 
 import { alignDown, alignUp } from '../core/bytes.js';
 import { UsageError } from '../core/errors.js';
-import { parseDiskId } from '../../formats/mbr/index.js';
-import { gptGeometry, randomGuid } from '../../formats/gpt/index.js';
+import { MBR_SECTOR_BYTES, parseDiskId } from '../../formats/mbr/index.js';
+import { DEFAULT_ENTRY_SIZE, GPT_SECTOR_SIZES, MAX_ENTRY_ARRAY_BYTES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { SCRIPTABLE_ATTRIBUTE_MASK, parseAttributesText } from './gpt-attributes.js';
 import { resolveType } from './partition-types.js';
@@ -66,6 +66,42 @@ interface Region {
   end: number;
 }
 
+/** Sectors [start, end], both inclusive (as libfdisk counts them). */
+interface Span {
+  start: number;
+  end: number;
+}
+
+/** `sector` moved past every span that holds it. */
+function firstFree(sector: number, used: readonly Span[]): number {
+  for (let moved = true; moved; ) {
+    moved = false;
+    for (const span of used) {
+      if (sector >= span.start && sector <= span.end) {
+        sector = span.end + 1;
+        moved = true;
+      }
+    }
+  }
+  return sector;
+}
+
+/** The last sector of the free area from `sector` on: before the next used span, at most `limit`. */
+function lastFree(sector: number, used: readonly Span[], limit: number): number {
+  return Math.min(limit, ...used.filter((span) => span.start > sector).map((span) => span.start - 1));
+}
+
+/** The free areas of [low, high] between the used spans, in order. */
+function freeAreas(low: number, high: number, used: readonly Span[]): Span[] {
+  const areas: Span[] = [];
+  for (let at = firstFree(low, used); at <= high; at = firstFree(at, used)) {
+    const end = lastFree(at, used, high);
+    areas.push({ start: at, end });
+    at = end + 1;
+  }
+  return areas;
+}
+
 /** Places partitions one by one, tracking what is used in each region. */
 class Placer {
   readonly placed: PartitionRecord[] = [];
@@ -89,7 +125,7 @@ class Placer {
     if (number <= 4 || this.label === 'gpt') this.nextPrimary = Math.max(this.nextPrimary, number + 1);
     if (this.placed.some((partition) => partition.number === number)) throw new UsageError(`partition ${number} is given twice`);
     const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
-    const start = given ?? this.defaultStart(region, number > 4 && this.label === 'dos');
+    const start = given ?? this.defaultStart(region, number > 4 && this.label === 'dos', this.wantedSectors(entry, sectorSize));
     const size = this.sizeOf(entry, start, region, sectorSize);
     if (size < 1 || start < region.start || start >= region.end || size > region.end - start) {
       const where = region === this.disk ? `the disk's usable sectors ${region.start}–${region.end - 1}` : 'the extended partition';
@@ -108,7 +144,32 @@ class Placer {
     if (ext && start !== undefined) return start > ext.start && start < ext.start + ext.size;
     if (this.nextPrimary > 4) return true;
     // Like sfdisk: with no room left outside the extended partition, the next one is logical.
-    return ext !== undefined && this.defaultStart(this.disk, false) >= this.disk.end;
+    return ext !== undefined && !this.primaryHasRoom();
+  }
+
+  /**
+   * libfdisk's test for room for another primary partition: a grain free
+   * before a primary one or after the last, the primaries taken in number order.
+   */
+  private primaryHasRoom(): boolean {
+    let last = this.lead;
+    for (const partition of this.placed.filter((placed) => placed.number <= 4).sort((a, b) => a.number - b.number)) {
+      if (last + this.grain <= partition.start) return true;
+      last = partition.start + partition.size;
+    }
+    return last + this.grain < this.disk.end - 1;
+  }
+
+  /** The sectors a line asks for, when it gives a size. */
+  private wantedSectors(entry: ScriptEntry, sectorSize: number): number | undefined {
+    return entry.size ?? (entry.sizeBytes === undefined ? undefined : Math.floor(entry.sizeBytes / sectorSize));
+  }
+
+  /** The partitions placed in `region` (the extended one whole) as used spans. */
+  private usedSpans(region: Region): Span[] {
+    return this.placed
+      .filter((partition) => partition.start >= region.start && partition.start < region.end)
+      .map((partition) => ({ start: partition.start, end: partition.start + partition.size - 1 }));
   }
 
   private extendedRegion(number: number): Region {
@@ -117,21 +178,64 @@ class Placer {
   }
 
   /**
-   * sfdisk's default start: the first free sector after what is used, moved up
-   * to a grain boundary when the free area holds one (otherwise left as is). A
-   * logical partition also leaves room (1 MiB) after the previous one for its EBR.
+   * sfdisk's default start. On a GPT: the start of the largest free area,
+   * aligned. For an MBR's primary partition: the first free sector from 1 MiB
+   * in, aligned, in the first free area that holds the size asked for. A
+   * logical one goes after the last, leaving room (1 MiB) for its EBR.
    */
-  private defaultStart(region: Region, logical: boolean): number {
-    // An MBR's first partition goes no lower than 1 MiB in, whatever the grain.
-    let used = logical ? region.start : Math.max(region.start, this.lead);
+  private defaultStart(region: Region, logical: boolean, wanted: number | undefined): number {
+    if (this.label === 'gpt') return this.gptDefaultStart();
+    if (!logical) return this.dosDefaultStart(wanted);
+    let used = region.start;
     for (const partition of this.placed) {
       const inside = partition.start >= region.start && partition.start < region.end;
       const isContainer = partition === this.extended && logical;
       if (inside && !isContainer) used = Math.max(used, partition.start + partition.size);
     }
-    if (logical) return alignUp(used + this.lead, this.grain);
-    const freeEnd = Math.min(region.end, ...this.placed.filter((partition) => partition.start >= used).map((partition) => partition.start));
-    return alignInRange(used, used, freeEnd - 1, this.grain);
+    return alignUp(used + this.lead, this.grain);
+  }
+
+  private gptDefaultStart(): number {
+    const areas = freeAreas(this.disk.start, this.disk.end - 1, this.usedSpans(this.disk));
+    // The first of the largest, as libfdisk's find_first_in_largest.
+    const largest = areas.reduce<Span | undefined>((best, area) => (!best || area.end - area.start > best.end - best.start ? area : best), undefined);
+    if (!largest || largest.end - largest.start + 1 < this.grain) throw new UsageError('no free area of at least 1 MiB is left for a partition');
+    return nearestInRange(largest.start, largest.start, largest.end, this.grain);
+  }
+
+  private dosDefaultStart(wanted: number | undefined): number {
+    const used = this.usedSpans(this.disk);
+    // The last free sector of the disk: the aligned start may not pass it.
+    let limit = this.disk.end - 1;
+    for (let moved = true; moved; ) {
+      moved = false;
+      for (const span of used) {
+        if (limit >= span.start && limit <= span.end) {
+          limit = span.start - 1;
+          moved = true;
+        }
+      }
+    }
+    // An MBR's first partition goes no lower than 1 MiB in, whatever the grain.
+    for (let start = this.lead; ; ) {
+      start = firstFree(start, used);
+      if (start > limit) throw new UsageError('no free space is left for a partition');
+      let candidate = start;
+      let aligned: number;
+      do {
+        aligned = nearestInRange(candidate, candidate, limit, this.grain);
+        candidate = firstFree(aligned, used);
+      } while (candidate !== aligned && candidate > aligned && candidate < limit);
+      if (candidate >= limit) candidate = start;
+      if (wanted !== undefined) {
+        const last = lastFree(candidate, used, limit);
+        if (last - candidate + 1 < wanted) {
+          start = last + 1;
+          continue;
+        }
+      }
+      return candidate;
+    }
   }
 
   private sizeOf(entry: ScriptEntry, start: number, region: Region, sectorSize: number): number {
@@ -208,17 +312,48 @@ function checkOverlaps(partitions: PartitionRecord[], label: 'dos' | 'gpt'): voi
   }
 }
 
+/** Most entries a GPT written here has: what the reader takes (a 4 MiB array). */
+const MAX_TABLE_LENGTH = MAX_ENTRY_ARRAY_BYTES / DEFAULT_ENTRY_SIZE;
+
+/**
+ * The sector size of the table a script makes. A GPT takes the script's (a
+ * 4K-sector GPT is found at byte 4096 by any reader), else the old table's.
+ * An MBR records none, and readers take 512: a script's other size is
+ * recalculated to 512-byte sectors, as sfdisk recalculates it for a file.
+ */
+function tableSectorSize(script: Script, label: 'dos' | 'gpt', old: PartitionTable | undefined): number {
+  const given = script.sectorSize;
+  if (given !== undefined && !(GPT_SECTOR_SIZES as readonly number[]).includes(given)) {
+    throw new UsageError(`sector-size ${given} is not supported (${GPT_SECTOR_SIZES.join(' or ')})`);
+  }
+  if (label === 'dos') return MBR_SECTOR_BYTES;
+  return given ?? old?.sectorSize ?? MBR_SECTOR_BYTES;
+}
+
+/** The script's sector numbers in the table's sectors (sizes with a unit are bytes and need none). */
+function inTableSectors(script: Script, sectorSize: number): ScriptEntry[] {
+  const ratio = (script.sectorSize ?? sectorSize) / sectorSize;
+  if (ratio === 1) return script.entries;
+  return script.entries.map((entry) => ({
+    ...entry,
+    ...(entry.start === undefined ? {} : { start: entry.start * ratio }),
+    ...(entry.size === undefined ? {} : { size: entry.size * ratio }),
+  }));
+}
+
 /** Builds the table a script describes for a disk of `diskSize` bytes; `old` is the table it replaces. */
 export function layoutScript(script: Script, diskSize: number, old?: PartitionTable): PartitionTable {
   const label = script.label ?? old?.label ?? 'dos';
-  const sectorSize = script.sectorSize ?? old?.sectorSize ?? 512;
+  const sectorSize = tableSectorSize(script, label, old);
   const totalSectors = Math.floor(diskSize / sectorSize);
   // Like sfdisk, a script makes a new label: what its header leaves out takes the defaults, not the old table's.
   const table: PartitionTable = { label, id: script.labelId ?? (label === 'gpt' ? randomGuid() : randomDiskId()), sectorSize, partitions: [], warnings: [] };
   let disk: Region = { start: 1, end: totalSectors };
   if (label === 'gpt') {
     table.entryCount = script.tableLength ?? 128;
+    if (table.entryCount < 1 || table.entryCount > MAX_TABLE_LENGTH) throw new UsageError(`table-length ${table.entryCount} is out of range (1 to ${MAX_TABLE_LENGTH})`);
     const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
+    if (geometry.firstUsable > geometry.lastUsable) throw new UsageError(`the disk is too small for a GPT of ${table.entryCount} entries`);
     // A new GPT from sfdisk starts its usable area at the first grain boundary (LBA 2048 on 512-byte disks).
     table.firstLba = script.firstLba ?? Math.max(geometry.firstUsable, grainOf(totalSectors, sectorSize));
     table.lastLba = script.lastLba ?? geometry.lastUsable;
@@ -228,7 +363,7 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   }
   const lead = grainOf(totalSectors, sectorSize);
   const placer = new Placer(label, disk, script.grain === undefined ? lead : scriptGrain(script.grain, sectorSize), lead);
-  for (const entry of script.entries) {
+  for (const entry of inTableSectors(script, sectorSize)) {
     const partition = placer.place(entry, sectorSize);
     if (label === 'dos' && entry.bootable) partition.bootable = true;
     if (label === 'gpt') gptDetails(partition, entry, old);
