@@ -198,6 +198,12 @@ describe('sfdisk script defaults against sfdisk', () => {
       'label: dos\nstart=2100, size=100\n,,\n,,\n',
       'label: gpt\nstart=40000, size=1M\n,2M\n,,\n',
       'label: gpt\nstart=100000, size=1M\n,,\n,,\n',
+      // Numbers: a line without one takes the lowest free.
+      'label: gpt\ndisk3 : size=1M\nsize=2M\ndisk2 : size=1M\nsize=1M\n',
+      'label: dos\ndisk3 : size=1M\nsize=2M\nsize=1M, type=Ex\n,1M\n',
+      // Refused by both: no grain left for a new primary; a primary inside the extended one.
+      'label: dos\ngrain: 2M\ntype=S\ntype=c\n',
+      'label: dos\ngrain: 64K\nsize=1131K, type=U\nsize=60M, type=E\ndisk3 : start=5027, size=5994, type=c\n',
     ];
     const withId = (script: string) => script.replace(/^label: (dos|gpt)\n/, (line, label: string) => `${line}label-id: ${label === 'dos' ? '0x5c417e57' : '5C417E57-0000-4000-8000-000000000001'}\n`);
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `s${index}`));

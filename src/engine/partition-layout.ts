@@ -72,13 +72,13 @@ interface Span {
   end: number;
 }
 
-/** `sector` moved past every span that holds it. */
-function firstFree(sector: number, used: readonly Span[]): number {
+/** `sector` moved past every span that holds it (and `gap` sectors more each time). */
+function firstFree(sector: number, used: readonly Span[], gap = 0): number {
   for (let moved = true; moved; ) {
     moved = false;
     for (const span of used) {
       if (sector >= span.start && sector <= span.end) {
-        sector = span.end + 1;
+        sector = span.end + 1 + gap;
         moved = true;
       }
     }
@@ -106,7 +106,6 @@ function freeAreas(low: number, high: number, used: readonly Span[]): Span[] {
 class Placer {
   readonly placed: PartitionRecord[] = [];
   private extended: PartitionRecord | undefined;
-  private nextPrimary = 1;
   private nextLogical = 5;
 
   constructor(
@@ -120,17 +119,23 @@ class Placer {
   place(entry: ScriptEntry, sectorSize: number): PartitionRecord {
     const given = entry.start ?? (entry.startBytes === undefined ? undefined : Math.floor(entry.startBytes / sectorSize));
     const logical = this.isLogical(entry, given);
-    const number = entry.number ?? (logical ? this.nextLogical : this.nextPrimary);
-    if (number > 4 || this.label === 'gpt') this.nextLogical = Math.max(this.nextLogical, number + 1);
-    if (number <= 4 || this.label === 'gpt') this.nextPrimary = Math.max(this.nextPrimary, number + 1);
+    const number = entry.number ?? (logical ? this.nextLogical : this.lowestFreeNumber());
+    if (number > 4) this.nextLogical = Math.max(this.nextLogical, number + 1);
     if (this.placed.some((partition) => partition.number === number)) throw new UsageError(`partition ${number} is given twice`);
     const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
+    // sfdisk's test before a primary partition it numbers itself (unless a given start places it next to the extended one).
+    if (this.label === 'dos' && !logical && entry.number === undefined && (given === undefined || !this.extended) && !this.primaryHasRoom()) {
+      throw new UsageError('no free area of a grain (1 MiB) is left for another primary partition');
+    }
     const start = given ?? this.defaultStart(region, number > 4 && this.label === 'dos', this.wantedSectors(entry, sectorSize));
     const size = this.sizeOf(entry, start, region, sectorSize);
     if (size < 1 || start < region.start || start >= region.end || size > region.end - start) {
       const where = region === this.disk ? `the disk's usable sectors ${region.start}–${region.end - 1}` : 'the extended partition';
       throw new UsageError(`partition ${number} (start ${start}, ${size} sectors) does not fit inside ${where}`);
     }
+    // A size larger than the free area is refused (sfdisk would shrink it), naming what is in the way.
+    const next = this.placed.find((partition) => partition.start > start && partition.start < start + size && partition !== this.extended);
+    if (next) throw new UsageError(`partition ${number} (sectors ${start}–${start + size - 1}) runs into partition ${next.number} at sector ${next.start}`);
     const partition: PartitionRecord = { number, start, size, type: resolveType(this.label, entry.type) };
     if (this.label === 'dos' && isExtendedType(partition.type)) this.extended = partition;
     this.placed.push(partition);
@@ -142,7 +147,7 @@ class Placer {
     if (entry.number !== undefined) return entry.number > 4;
     const ext = this.extended;
     if (ext && start !== undefined) return start > ext.start && start < ext.start + ext.size;
-    if (this.nextPrimary > 4) return true;
+    if (this.lowestFreeNumber() > 4) return true;
     // Like sfdisk: with no room left outside the extended partition, the next one is logical.
     return ext !== undefined && !this.primaryHasRoom();
   }
@@ -158,6 +163,14 @@ class Placer {
       last = partition.start + partition.size;
     }
     return last + this.grain < this.disk.end - 1;
+  }
+
+  /** sfdisk's number for a line that gives none (on an MBR, a primary one): the lowest not taken. */
+  private lowestFreeNumber(): number {
+    const taken = new Set(this.placed.map((partition) => partition.number));
+    let number = 1;
+    while (taken.has(number)) number++;
+    return number;
   }
 
   /** The sectors a line asks for, when it gives a size. */
@@ -185,14 +198,7 @@ class Placer {
    */
   private defaultStart(region: Region, logical: boolean, wanted: number | undefined): number {
     if (this.label === 'gpt') return this.gptDefaultStart();
-    if (!logical) return this.dosDefaultStart(wanted);
-    let used = region.start;
-    for (const partition of this.placed) {
-      const inside = partition.start >= region.start && partition.start < region.end;
-      const isContainer = partition === this.extended && logical;
-      if (inside && !isContainer) used = Math.max(used, partition.start + partition.size);
-    }
-    return alignUp(used + this.lead, this.grain);
+    return this.dosDefaultStart(region, logical, wanted);
   }
 
   private gptDefaultStart(): number {
@@ -203,10 +209,24 @@ class Placer {
     return nearestInRange(largest.start, largest.start, largest.end, this.grain);
   }
 
-  private dosDefaultStart(wanted: number | undefined): number {
-    const used = this.usedSpans(this.disk);
-    // The last free sector of the disk: the aligned start may not pass it.
-    let limit = this.disk.end - 1;
+  /**
+   * The spans a new partition in `region` must stay out of: on an MBR, the
+   * partitions there (the extended one whole); inside the extended one, the
+   * logical partitions with the EBR area before each.
+   */
+  private busySpans(region: Region, logical: boolean): Span[] {
+    if (!logical) return this.usedSpans(region);
+    return this.placed
+      .filter((partition) => partition !== this.extended && partition.start >= region.start && partition.start < region.end)
+      .map((partition) => ({ start: partition.start - this.lead, end: partition.start + partition.size - 1 }));
+  }
+
+  private dosDefaultStart(region: Region, logical: boolean, wanted: number | undefined): number {
+    const used = this.busySpans(region, logical);
+    // A logical partition's start leaves room for its EBR after what it follows.
+    const gap = logical ? this.lead : 0;
+    // The last free sector of the area: the aligned start may not pass it.
+    let limit = region.end - 1;
     for (let moved = true; moved; ) {
       moved = false;
       for (const span of used) {
@@ -217,16 +237,16 @@ class Placer {
       }
     }
     // An MBR's first partition goes no lower than 1 MiB in, whatever the grain.
-    for (let start = this.lead; ; ) {
-      start = firstFree(start, used);
+    for (let start = logical ? region.start + this.lead : Math.max(region.start, this.lead); ; ) {
+      start = firstFree(start, used, gap);
       if (start > limit) throw new UsageError('no free space is left for a partition');
       let candidate = start;
       let aligned: number;
       do {
         aligned = nearestInRange(candidate, candidate, limit, this.grain);
-        candidate = firstFree(aligned, used);
+        candidate = firstFree(aligned, used, gap);
       } while (candidate !== aligned && candidate > aligned && candidate < limit);
-      if (candidate >= limit) candidate = start;
+      if (candidate >= limit || candidate < start) candidate = start;
       if (wanted !== undefined) {
         const last = lastFree(candidate, used, limit);
         if (last - candidate + 1 < wanted) {
@@ -241,12 +261,14 @@ class Placer {
   private sizeOf(entry: ScriptEntry, start: number, region: Region, sectorSize: number): number {
     if (entry.size !== undefined) return entry.size;
     const later = this.placed.filter((partition) => partition.start > start && partition.start < region.end);
-    const lastFree = Math.min(region.end, ...later.map((partition) => partition.start)) - 1;
+    // Inside the extended partition the next logical one's EBR comes first.
+    const ebr = this.label === 'dos' && region !== this.disk ? this.lead : 0;
+    const lastFree = Math.min(region.end, ...later.map((partition) => partition.start - ebr)) - 1;
     // On GPT sfdisk ends a partition that runs to the last usable LBA on a grain boundary
     // when one is in reach, else one sector short of that LBA.
     const lastUsable = region.end - 1;
     const gptEnd = alignInRange(lastUsable, start, lastUsable, this.grain);
-    const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start));
+    const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start - ebr));
     if (entry.sizeBytes !== undefined) {
       const sectors = Math.floor(entry.sizeBytes / sectorSize);
       // Too large: left as asked, for place() to refuse.
@@ -301,7 +323,8 @@ function gptDetails(partition: PartitionRecord, entry: ScriptEntry, old: Partiti
 }
 
 function checkOverlaps(partitions: PartitionRecord[], label: 'dos' | 'gpt'): void {
-  const flat = partitions.filter((partition) => !(label === 'dos' && isExtendedType(partition.type)));
+  const extended = label === 'dos' ? partitions.find((partition) => isExtendedType(partition.type)) : undefined;
+  const flat = partitions.filter((partition) => partition !== extended);
   const sorted = [...flat].sort((a, b) => a.start - b.start);
   for (let index = 1; index < sorted.length; index++) {
     const before = sorted[index - 1]!;
@@ -310,6 +333,10 @@ function checkOverlaps(partitions: PartitionRecord[], label: 'dos' | 'gpt'): voi
       throw new UsageError(`partitions ${before.number} and ${after.number} overlap`);
     }
   }
+  // A primary partition lies outside the extended one, as logical ones lie inside it.
+  const extendedEnd = extended ? extended.start + extended.size : 0;
+  const clash = extended && flat.find((partition) => partition.number <= 4 && partition.start < extendedEnd && partition.start + partition.size > extended.start);
+  if (clash) throw new UsageError(`primary partition ${clash.number} overlaps the extended partition ${extended.number}`);
 }
 
 /** Most entries a GPT written here has: what the reader takes (a 4 MiB array). */
