@@ -56,7 +56,8 @@ function mbrCases(): PartitionCase[] {
     {
       name: 'EBR linking backwards',
       disk: withChain((d) => (writeEbr(d, ext, { type: 0x83, lbaStart: 2, sectors: 10 }, 200), writeEbr(d, ext + 200, { type: 0x83, lbaStart: 2, sectors: 10 }, 100))),
-      warning: /EBR at sector 1200 links to sector 1100, which does not move forward/,
+      // A backward link is followed (sfdisk writes them); this one leads to a sector with no EBR.
+      warning: /EBR at sector 1100 \(byte 563200\) has no 55AA signature; chain ends there/,
       starts: [1, 1000, 1002, 1202],
     },
     { name: 'EBR linking past the extended partition', disk: withChain((d) => writeEbr(d, ext, { type: 0x83, lbaStart: 2, sectors: 10 }, 5000)), warning: /links to sector 6000, outside the extended partition/, starts: [1, 1000, 1002] },

@@ -64,12 +64,12 @@ describe('malformed MBR and EBR chains', { timeout: 1000 }, () => {
     expect(table.warnings.join('\n')).toMatch(/already read \(a cycle\)/);
   });
 
-  it('a link that does not move forward', async () => {
+  it('a link back to an EBR already read is a cycle', async () => {
     const device = chainDisk();
     setLink(device, 2999, 1999 - 1000); // back to EBR 6
     const table = await parse(device);
     expect(numbers(table)).toEqual([1, 2, 5, 6, 7]);
-    expect(table.warnings.join('\n')).toMatch(/cycle|does not move forward/);
+    expect(table.warnings.join('\n')).toMatch(/already read \(a cycle\)/);
   });
 
   it('a link outside the extended partition', async () => {

@@ -146,6 +146,18 @@ describe('MBR layouts against sfdisk', () => {
     expect(layouts.some((layout) => layout.partitions.filter((p) => p.slot > 4).length >= 10)).toBe(true);
   }, 120_000);
 
+  it('a chain whose links go back (logical partitions out of disk order, as sfdisk writes them) is read whole, as sfdisk reads it', async () => {
+    if (!available) return;
+    const path = join(dir, 'backward.img');
+    await mustRun('truncate', ['-s', String(100 * 1024 * 1024), path]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', path], 'label: dos\n,,E\nstart=40000,size=1M\nstart=60000,size=1M\nstart=20000,size=1M\n,1M\n');
+    const [json = '', listing = ''] = await sfdiskBatch([['--json', path], ['-l', '-uS', path]]);
+    expect(JSON.stringify(await platterJson(path))).toBe(JSON.stringify(JSON.parse(json)));
+    const listed = await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })));
+    expect(listed).toBe(listing);
+    expect(JSON.parse(json).partitiontable.partitions.map((partition: { start: number }) => partition.start)).toEqual([2048, 40000, 60000, 20000, 4096]);
+  });
+
   it('the classic layout gives offset 92413440 for partition 5', async () => {
     if (!available) return;
     const path = join(dir, 'classic.img');

@@ -82,8 +82,10 @@ function fitsDisk(partition: PartitionRecord, totalSectors: number, warnings: st
 
 /**
  * Walks the EBR chain of `extended`. Every link must stay inside the extended
- * partition and move forward, no EBR is visited twice, and at most
- * MAX_EBR_CHAIN EBRs are read: that bounds the walk on hostile images.
+ * partition, no EBR is visited twice, and at most MAX_EBR_CHAIN EBRs are read:
+ * that bounds the walk on hostile images. A link may point back (sfdisk writes
+ * such chains when a later logical partition lies before an earlier one, and
+ * Linux reads them).
  */
 async function readLogicals(
   device: BlockDevice,
@@ -111,7 +113,7 @@ async function readLogicals(
     if (logical) logicals.push(logical);
     if (isEmptyEntry(linkEntry)) break;
     const next = extended.start + linkEntry.lbaStart;
-    const problem = linkProblem(next, ebrLba, extendedEnd, visited);
+    const problem = linkProblem(next, extendedEnd, visited);
     if (problem) {
       warnings.push(`EBR at sector ${ebrLba} links to sector ${next}, ${problem}; chain ends there`);
       break;
@@ -121,9 +123,8 @@ async function readLogicals(
   return logicals;
 }
 
-function linkProblem(next: number, ebrLba: number, extendedEnd: number, visited: Set<number>): string | undefined {
+function linkProblem(next: number, extendedEnd: number, visited: Set<number>): string | undefined {
   if (visited.has(next)) return 'an EBR already read (a cycle)';
-  if (next <= ebrLba) return 'which does not move forward';
   if (next >= extendedEnd) return 'outside the extended partition';
   return undefined;
 }
