@@ -66,6 +66,18 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(script.stdout).toBe(await mustRun('sfdisk', ['-d', path]));
   });
 
+  it('--output=json is what sfdisk --json prints, byte for byte (MBR, GPT with names and attributes, an empty table)', async () => {
+    if (!available) return;
+    const scripts = [CLASSIC, 'label: gpt\nsize=10M, attrs="RequiredPartition GUID:50", name="root fs"\n,,U\n', 'label: gpt\n'];
+    for (const [index, script] of scripts.entries()) {
+      const path = join(dir, `json-${index}.img`);
+      await mustRun('truncate', ['-s', String(256 * 1024 * 1024), path]);
+      await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', path], script);
+      const listed = await platter(['partitions', '--output=json', path]);
+      expect(listed.stdout, script).toBe(await mustRun('sfdisk', ['--json', path]));
+    }
+  });
+
   it('human output adds a filesystem column when a partition holds one', async () => {
     if (!available || !(await requireTools('mke2fs'))) return;
     const path = await classicImage('human.img');

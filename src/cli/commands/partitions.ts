@@ -6,8 +6,9 @@ import { IoError, NotFoundError, PlatterError, ReadOnlyError, UnsupportedFeature
 import type { Image } from '../../core/image.js';
 import { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing } from '../../ops/partitions.js';
 import { openForCli, withImage } from '../open.js';
-import { printJson, printText, withFormat } from '../output.js';
+import { printText, withFormat } from '../output.js';
 import { namedFilePolicyOf, withNamedFilePolicy, type NamedFilePolicy } from '../policy.js';
+import { smartcolsJson } from '../render/smartcols-json.js';
 import { renderPartitions } from '../render/partitions.js';
 import { warn } from '../report.js';
 
@@ -50,8 +51,8 @@ function print(listing: PartitionListing, output: string): void {
   if (output === 'human') return printText(renderPartitions(listing));
   const found = output === 'json' ? sfdiskJson(listing) : sfdiskScript(listing);
   if (found === undefined) throw new NotFoundError('does not contain a recognized partition table').inFile(listing.device);
-  if (typeof found === 'string') printText(found);
-  else printJson(found);
+  // As sfdisk prints them: the script as text, the document in util-linux's JSON layout.
+  printText(typeof found === 'string' ? found : `${smartcolsJson(found)}\n`);
 }
 
 const command: CliCommand = {
