@@ -198,6 +198,9 @@ describe('sfdisk script defaults against sfdisk', () => {
       'label: dos\nstart=2100, size=100\n,,\n,,\n',
       'label: gpt\nstart=40000, size=1M\n,2M\n,,\n',
       'label: gpt\nstart=100000, size=1M\n,,\n,,\n',
+      // Logical partitions out of disk order: the EBR chain links back, as sfdisk writes it.
+      'label: dos\n,,E\nstart=40000,size=1M\nstart=60000,size=1M\nstart=20000,size=1M\n,1M\n',
+      'label: dos\n,,E\nstart=40000,size=1M\n,1M\n,1M\n,,\n',
       // Numbers: a line without one takes the lowest free.
       'label: gpt\ndisk3 : size=1M\nsize=2M\ndisk2 : size=1M\nsize=1M\n',
       'label: dos\ndisk3 : size=1M\nsize=2M\nsize=1M, type=Ex\n,1M\n',

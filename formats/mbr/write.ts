@@ -46,20 +46,24 @@ function typeByte(partition: PartitionRecord): number {
   return type;
 }
 
-/** Where each EBR goes: the extended start for the first logical, the sector before it for the others. */
+/**
+ * Where each EBR goes: the extended start for the first logical, the sector
+ * before it for the others. The chain follows the partition numbers, so a
+ * link may point back (as sfdisk writes it when a later logical partition
+ * lies before an earlier one); each EBR needs a sector of its own inside the
+ * extended partition, outside every logical partition.
+ */
 function ebrPositions(extended: PartitionRecord, logicals: PartitionRecord[]): number[] {
   const extendedEnd = extended.start + extended.size;
-  let previousEnd = extended.start;
-  return logicals.map((logical, index) => {
-    const ebrLba = index === 0 ? extended.start : logical.start - 1;
-    if (logical.start <= ebrLba || ebrLba < previousEnd || logical.size > extendedEnd - logical.start) {
-      throw new UsageError(
-        `logical partition ${logical.number} (start ${logical.start}) needs a free sector before it inside the extended partition, after the previous logical`,
-      );
+  const positions = logicals.map((logical, index) => (index === 0 ? extended.start : logical.start - 1));
+  logicals.forEach((logical, index) => {
+    const ebrLba = positions[index]!;
+    const inData = logicals.some((other) => ebrLba >= other.start && ebrLba < other.start + other.size);
+    if (logical.start <= ebrLba || ebrLba < extended.start || logical.size > extendedEnd - logical.start || inData || positions.indexOf(ebrLba) !== index) {
+      throw new UsageError(`logical partition ${logical.number} (start ${logical.start}) needs a free sector before it inside the extended partition for its EBR`);
     }
-    previousEnd = logical.start + logical.size;
-    return ebrLba;
   });
+  return positions;
 }
 
 function encodeEbrs(extended: PartitionRecord, logicals: PartitionRecord[], sectorSize: number): SectorWrite[] {
