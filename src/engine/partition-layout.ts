@@ -4,13 +4,13 @@
  * does) and default sizes (the rest of the free area).
  */
 
-import { alignDown, alignUp } from '../core/bytes.js';
 import { UsageError } from '../core/errors.js';
 import { MBR_SECTOR_BYTES, parseDiskId } from '../../formats/mbr/index.js';
 import { DEFAULT_ENTRY_SIZE, GPT_SECTOR_SIZES, MAX_ENTRY_ARRAY_BYTES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { SCRIPTABLE_ATTRIBUTE_MASK, parseAttributesText } from './gpt-attributes.js';
 import { resolveType } from './partition-types.js';
+import { alignInRange, firstFree, freeAreas, lastFree, lastFreeBefore, nearestInRange, type Span } from './partition-space.js';
 import type { Script, ScriptEntry } from './sfdisk-script.js';
 
 /** Default alignment: 1 MiB, as fdisk and sfdisk place partitions. */
@@ -29,31 +29,6 @@ function scriptGrain(bytes: number, sectorSize: number): number {
   return Math.floor(Math.max(bytes, sectorSize) / sectorSize);
 }
 
-/**
- * fdisk's alignment inside [low, high]: `lba` rounded to the grain (up, or down
- * when past the aligned end) when the range holds a grain boundary after its
- * aligned start; `lba` unchanged when the range is too small.
- */
-function alignInRange(lba: number, low: number, high: number, grain: number): number {
-  const first = alignUp(low, grain);
-  const last = alignDown(high, grain);
-  if (first >= last) return lba;
-  return Math.min(Math.max(alignUp(lba, grain), first), last);
-}
-
-/**
- * libfdisk's alignment of a partition's end: `lba` rounded to the nearest grain
- * boundary (halves up), kept between the first boundary at or after `low` and
- * the last at or before `high`.
- */
-function nearestInRange(lba: number, low: number, high: number, grain: number): number {
-  const nearest = Math.floor((lba + Math.floor(grain / 2)) / grain) * grain;
-  const first = alignUp(low, grain);
-  const last = alignDown(high, grain);
-  if (nearest < first) return first;
-  return nearest > last ? last : nearest;
-}
-
 function randomDiskId(): string {
   const bytes = new Uint32Array(1);
   globalThis.crypto.getRandomValues(bytes);
@@ -64,42 +39,6 @@ interface Region {
   start: number;
   /** Exclusive end. */
   end: number;
-}
-
-/** Sectors [start, end], both inclusive (as libfdisk counts them). */
-interface Span {
-  start: number;
-  end: number;
-}
-
-/** `sector` moved past every span that holds it (and `gap` sectors more each time). */
-function firstFree(sector: number, used: readonly Span[], gap = 0): number {
-  for (let moved = true; moved; ) {
-    moved = false;
-    for (const span of used) {
-      if (sector >= span.start && sector <= span.end) {
-        sector = span.end + 1 + gap;
-        moved = true;
-      }
-    }
-  }
-  return sector;
-}
-
-/** The last sector of the free area from `sector` on: before the next used span, at most `limit`. */
-function lastFree(sector: number, used: readonly Span[], limit: number): number {
-  return Math.min(limit, ...used.filter((span) => span.start > sector).map((span) => span.start - 1));
-}
-
-/** The free areas of [low, high] between the used spans, in order. */
-function freeAreas(low: number, high: number, used: readonly Span[]): Span[] {
-  const areas: Span[] = [];
-  for (let at = firstFree(low, used); at <= high; at = firstFree(at, used)) {
-    const end = lastFree(at, used, high);
-    areas.push({ start: at, end });
-    at = end + 1;
-  }
-  return areas;
 }
 
 /** Places partitions one by one, tracking what is used in each region. */
@@ -192,9 +131,9 @@ class Placer {
 
   /**
    * sfdisk's default start. On a GPT: the start of the largest free area,
-   * aligned. For an MBR's primary partition: the first free sector from 1 MiB
-   * in, aligned, in the first free area that holds the size asked for. A
-   * logical one goes after the last, leaving room (1 MiB) for its EBR.
+   * aligned. On an MBR: the first free sector from 1 MiB in (for a logical
+   * partition, 1 MiB into the extended one and past each logical one's EBR
+   * room), aligned, in the first free area that holds the size asked for.
    */
   private defaultStart(region: Region, logical: boolean, wanted: number | undefined): number {
     if (this.label === 'gpt') return this.gptDefaultStart();
@@ -226,16 +165,7 @@ class Placer {
     // A logical partition's start leaves room for its EBR after what it follows.
     const gap = logical ? this.lead : 0;
     // The last free sector of the area: the aligned start may not pass it.
-    let limit = region.end - 1;
-    for (let moved = true; moved; ) {
-      moved = false;
-      for (const span of used) {
-        if (limit >= span.start && limit <= span.end) {
-          limit = span.start - 1;
-          moved = true;
-        }
-      }
-    }
+    const limit = lastFreeBefore(region.end - 1, used);
     // An MBR's first partition goes no lower than 1 MiB in, whatever the grain.
     for (let start = logical ? region.start + this.lead : Math.max(region.start, this.lead); ; ) {
       start = firstFree(start, used, gap);
