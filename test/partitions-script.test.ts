@@ -147,7 +147,8 @@ describe('sfdisk script defaults against sfdisk', () => {
 
   it('refuses headers no table can have here, before writing anything', async () => {
     const path = join(dir, 'refused.img');
-    await mustRun('truncate', ['-s', String(64 * 1024 * 1024), path]);
+    // Room for 258 logical partitions, each 1 MiB after the last (sparse).
+    await mustRun('truncate', ['-s', String(1024 * 1024 * 1024), path]);
     for (const [script, message] of [
       ['label: gpt\ntable-length: 4294967295\n,1M\n', 'table-length 4294967295 is out of range (1 to 32768)'],
       ['label: gpt\ntable-length: 0\n,1M\n', 'table-length 0 is out of range'],
@@ -155,6 +156,10 @@ describe('sfdisk script defaults against sfdisk', () => {
       ['label: dos\nsector-size: 0\n,1M\n', 'sector-size 0 is not supported'],
       ['label: gpt\nsector-size: 1048576\n,1M\n', 'sector-size 1048576 is not supported'],
       ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a multiple of 512 bytes"],
+      // More partitions than are placed in reasonable time, than an MBR holds, than the EBR chain the reader follows.
+      [`label: gpt\ntable-length: 32768\n${',1K\n'.repeat(4097)}`, 'the script has 4097 partitions; at most 4096 are written'],
+      [`label: dos\n,,E\n${',1K\n'.repeat(300)}`, 'the script has 301 partitions; the MBR holds at most 260'],
+      [`label: dos\n,,E\n${',1\n'.repeat(258)}`, '258 logical partitions'],
     ] as const) {
       await expect(withImage(path, (image) => writePartitions(image, script), true), script).rejects.toThrow(message);
     }

@@ -17,3 +17,10 @@ export const MAX_BACKING_DEPTH = 64;
 
 /** Bytes a write-behind device holds queued before a writer waits for them to land. */
 export const MAX_WRITE_BEHIND_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Most partition lines an sfdisk script may have. Placing each one looks at
+ * all placed before it (as sfdisk does), so the work grows with the square of
+ * the count: 4096 lines take about a second; real tables have tens.
+ */
+export const MAX_SCRIPT_PARTITIONS = 4096;

@@ -5,7 +5,8 @@
  */
 
 import { UsageError } from '../core/errors.js';
-import { MBR_SECTOR_BYTES, parseDiskId } from '../../formats/mbr/index.js';
+import { MAX_EBR_CHAIN, MBR_SECTOR_BYTES, parseDiskId } from '../../formats/mbr/index.js';
+import { MAX_SCRIPT_PARTITIONS } from '../core/limits.js';
 import { DEFAULT_ENTRY_SIZE, GPT_SECTOR_SIZES, MAX_ENTRY_ARRAY_BYTES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { SCRIPTABLE_ATTRIBUTE_MASK, parseAttributesText } from './gpt-attributes.js';
@@ -44,6 +45,10 @@ interface Region {
 /** Places partitions one by one, tracking what is used in each region. */
 class Placer {
   readonly placed: PartitionRecord[] = [];
+  /** The same partitions in disk order, kept so as each one is placed. */
+  private readonly byStart: PartitionRecord[] = [];
+  private readonly taken = new Set<number>();
+  private lowestFree = 1;
   private extended: PartitionRecord | undefined;
   private nextLogical = 5;
 
@@ -78,6 +83,10 @@ class Placer {
     const partition: PartitionRecord = { number, start, size, type: resolveType(this.label, entry.type) };
     if (this.label === 'dos' && isExtendedType(partition.type)) this.extended = partition;
     this.placed.push(partition);
+    this.taken.add(number);
+    let at = this.byStart.length;
+    while (at > 0 && this.byStart[at - 1]!.start > start) at--;
+    this.byStart.splice(at, 0, partition);
     return partition;
   }
 
@@ -106,10 +115,9 @@ class Placer {
 
   /** sfdisk's number for a line that gives none (on an MBR, a primary one): the lowest not taken. */
   private lowestFreeNumber(): number {
-    const taken = new Set(this.placed.map((partition) => partition.number));
-    let number = 1;
-    while (taken.has(number)) number++;
-    return number;
+    // Numbers are only ever taken, so the lowest free one only moves up.
+    while (this.taken.has(this.lowestFree)) this.lowestFree++;
+    return this.lowestFree;
   }
 
   /** The sectors a line asks for, when it gives a size. */
@@ -119,7 +127,7 @@ class Placer {
 
   /** The partitions placed in `region` (the extended one whole) as used spans. */
   private usedSpans(region: Region): Span[] {
-    return this.placed
+    return this.byStart
       .filter((partition) => partition.start >= region.start && partition.start < region.end)
       .map((partition) => ({ start: partition.start, end: partition.start + partition.size - 1 }));
   }
@@ -155,7 +163,7 @@ class Placer {
    */
   private busySpans(region: Region, logical: boolean): Span[] {
     if (!logical) return this.usedSpans(region);
-    return this.placed
+    return this.byStart
       .filter((partition) => partition !== this.extended && partition.start >= region.start && partition.start < region.end)
       .map((partition) => ({ start: partition.start - this.lead, end: partition.start + partition.size - 1 }));
   }
@@ -298,6 +306,15 @@ function inTableSectors(script: Script, sectorSize: number): ScriptEntry[] {
   }));
 }
 
+/** Refuses a script with more partitions than the table can hold (or than is placed in reasonable time). */
+function checkCount(script: Script, label: 'dos' | 'gpt', entryCount: number | undefined): void {
+  const count = script.entries.length;
+  if (count > MAX_SCRIPT_PARTITIONS) throw new UsageError(`the script has ${count} partitions; at most ${MAX_SCRIPT_PARTITIONS} are written`);
+  // An MBR's logical partitions are read back along an EBR chain of at most MAX_EBR_CHAIN links.
+  const capacity = label === 'gpt' ? entryCount! : 4 + MAX_EBR_CHAIN;
+  if (count > capacity) throw new UsageError(`the script has ${count} partitions; the ${label === 'gpt' ? 'GPT' : 'MBR'} holds at most ${capacity}`);
+}
+
 /** Builds the table a script describes for a disk of `diskSize` bytes; `old` is the table it replaces. */
 export function layoutScript(script: Script, diskSize: number, old?: PartitionTable): PartitionTable {
   const label = script.label ?? old?.label ?? 'dos';
@@ -318,6 +335,7 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   } else {
     parseDiskId(table.id);
   }
+  checkCount(script, label, table.entryCount);
   const lead = grainOf(totalSectors, sectorSize);
   const placer = new Placer(label, disk, script.grain === undefined ? lead : scriptGrain(script.grain, sectorSize), lead);
   for (const entry of inTableSectors(script, sectorSize)) {
@@ -326,6 +344,8 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
     if (label === 'gpt') gptDetails(partition, entry, old);
   }
   table.partitions = placer.placed.sort((a, b) => a.number - b.number);
+  const logicals = table.partitions.filter((partition) => label === 'dos' && partition.number > 4).length;
+  if (logicals > MAX_EBR_CHAIN) throw new UsageError(`${logicals} logical partitions: an MBR's EBR chain is read to ${MAX_EBR_CHAIN} at most`);
   checkOverlaps(table.partitions, label);
   return table;
 }

@@ -36,16 +36,11 @@ export interface Span {
   end: number;
 }
 
-/** `sector` moved past every span that holds it (and `gap` sectors more each time). */
+/** `sector` moved past every span (sorted by start) that holds it, and `gap` sectors more each time. */
 export function firstFree(sector: number, used: readonly Span[], gap = 0): number {
-  for (let moved = true; moved; ) {
-    moved = false;
-    for (const span of used) {
-      if (sector >= span.start && sector <= span.end) {
-        sector = span.end + 1 + gap;
-        moved = true;
-      }
-    }
+  for (const span of used) {
+    if (span.start > sector) break;
+    if (sector <= span.end) sector = span.end + 1 + gap;
   }
   return sector;
 }
@@ -64,18 +59,21 @@ export function lastFreeBefore(sector: number, used: readonly Span[]): number {
   return sector;
 }
 
-/** The last sector of the free area from `sector` on: before the next used span, at most `limit`. */
+/** The last sector of the free area from `sector` on: before the next used span (sorted by start), at most `limit`. */
 export function lastFree(sector: number, used: readonly Span[], limit: number): number {
-  return Math.min(limit, ...used.filter((span) => span.start > sector).map((span) => span.start - 1));
+  for (const span of used) if (span.start > sector) return Math.min(limit, span.start - 1);
+  return limit;
 }
 
-/** The free areas of [low, high] between the used spans, in order. */
+/** The free areas of [low, high] between the used spans (sorted by start), in order. */
 export function freeAreas(low: number, high: number, used: readonly Span[]): Span[] {
   const areas: Span[] = [];
-  for (let at = firstFree(low, used); at <= high; at = firstFree(at, used)) {
-    const end = lastFree(at, used, high);
-    areas.push({ start: at, end });
-    at = end + 1;
+  let at = low;
+  for (const span of used) {
+    if (span.start > high) break;
+    if (span.start > at) areas.push({ start: at, end: span.start - 1 });
+    at = Math.max(at, span.end + 1);
   }
+  if (at <= high) areas.push({ start: at, end: high });
   return areas;
 }
