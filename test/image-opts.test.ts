@@ -71,6 +71,8 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
   qemuImg('create', '-q', '-f', 'qcow2', '-b', 'disk.qcow2', '-F', 'qcow2', 'top.qcow2');
   run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 6 3M 64k', at('top.qcow2')]);
   const alone = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"top.qcow2"},"backing":null}';
+  // An overlay whose backing file is named by such a json: name: qemu reads that backing file alone.
+  qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', alone, '-F', 'qcow2', 'over-alone.qcow2', '16M');
   const qcow2 = 'driver=qcow2,file.driver=file,file.filename=disk.qcow2';
   const raw = 'driver=raw,file.filename=disk.raw';
 
@@ -91,6 +93,10 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     [['map', '--output=json', alone]],
     [['measure', '-O', 'qcow2', alone]],
     [['check', alone]],
+    // info --backing-chain lists every name followed, as qemu-img does, "backing": null or not.
+    [['info', '--backing-chain', alone]],
+    [['map', '--output=json', 'over-alone.qcow2']],
+    [['info', '--backing-chain', 'over-alone.qcow2']],
   ])('%j: what qemu-img prints', (args) => {
     const ours = platter(args, { cwd: tmp.dir });
     expect(ours.stderr).toBe('');

@@ -114,6 +114,8 @@ export interface ImageHost {
   openBacking?(name: string, namedBy: BlockDevice, format: string | undefined): Promise<Image>;
   /** The format a name itself gives (a json: name's driver); it wins over the format recorded beside the name, as in qemu. */
   namedFormat?(name: string): string | undefined;
+  /** True when a name itself says to open its image without a backing file (a json: name's `"backing": null`). */
+  namedAlone?(name: string): boolean;
 }
 
 /** Options every format's `open` takes. */

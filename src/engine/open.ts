@@ -88,7 +88,9 @@ async function openBackingLayer(
   const chosen = host.namedFormat?.(name) ?? format;
   if (!chosen) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
   try {
-    return await openLayer(device, { ...options, format: chosen, writable: false }, [...chain, key]);
+    // A json: name with "backing": null opens that image alone, as qemu opens it.
+    const noBacking = options.noBacking === true || host.namedAlone?.(name) === true;
+    return await openLayer(device, { ...options, format: chosen, writable: false, noBacking }, [...chain, key]);
   } catch (error) {
     // A chain that fails deep down must not leave one open file per layer behind.
     await device.close();

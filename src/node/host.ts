@@ -32,6 +32,11 @@ export interface NamedFilePolicy {
 export interface NodeHostOptions extends NamedFilePolicy {
   /** Where warnings go (the CLI prints them on stderr). */
   warn?: (message: string) => void;
+  /**
+   * Follow every backing file an image names, even one a json: name opens
+   * alone (`"backing": null`): qemu-img info --backing-chain lists them so.
+   */
+  wholeChain?: boolean;
 }
 
 /** A name found inside an image that the policy does not allow; `code` EUNSUPPORTED. */
@@ -202,6 +207,7 @@ export function nodeHost(options: NodeHostOptions = {}): EngineHost {
       return spec?.window ? `${file}#${spec.window.offset}+${spec.window.size ?? ''}` : file;
     },
     namedFormat: (name) => jsonNamed(name)?.format,
+    namedAlone: (name) => !options.wholeChain && jsonNamed(name)?.noBacking === true,
     async openNamedFile(name, namedBy, { writable }) {
       const spec = jsonNamed(name);
       const path = spec ? checkNamedPath(name, spec.path, policy) : checkNamedFile(name, namedBy, policy);

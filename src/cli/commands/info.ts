@@ -25,7 +25,8 @@ const command: CliCommand = {
     const backingChain = args['backing-chain'] === true;
     const policy = namedFilePolicyOf(args);
     // An encrypted image is described without its key, as qemu-img info describes it.
-    const options = { format: args.format as string | undefined, ...policy, noBacking: !backingChain || policy.noBacking === true, describeEncrypted: true };
+    // The chain qemu-img lists is every name followed, "backing": null in json: names or not.
+    const options = { format: args.format as string | undefined, ...policy, noBacking: !backingChain || policy.noBacking === true, describeEncrypted: true, wholeChain: backingChain };
     await withImage(path, options, async (image) => {
       const chain = await info(image, { backingChain });
       if (args.output === 'json') printJson(backingChain ? chain : chain[0]);
