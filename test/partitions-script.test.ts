@@ -155,7 +155,8 @@ describe('sfdisk script defaults against sfdisk', () => {
       ['label: gpt\nsector-size: 3\n,1M\n', 'sector-size 3 is not supported (512 or 4096)'],
       ['label: dos\nsector-size: 0\n,1M\n', 'sector-size 0 is not supported'],
       ['label: gpt\nsector-size: 1048576\n,1M\n', 'sector-size 1048576 is not supported'],
-      ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a multiple of 512 bytes"],
+      ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a power of two of at least 512 bytes"],
+      ['label: dos\ngrain: 3M\n,1M\n', "grain '3M' is not a power of two"],
       // More partitions than are placed in reasonable time, than an MBR holds, than the EBR chain the reader follows.
       [`label: gpt\ntable-length: 32768\n${',1K\n'.repeat(4097)}`, 'the script has 4097 partitions; at most 4096 are written'],
       [`label: dos\n,,E\n${',1K\n'.repeat(300)}`, 'the script has 301 partitions; the MBR holds at most 260'],
@@ -194,7 +195,7 @@ describe('sfdisk script defaults against sfdisk', () => {
       // A grain of its own: starts and ends on its boundaries, the first partition still 1 MiB in.
       'label: gpt\ngrain: 2M\n,1M\n,3M\n,,\n',
       'label: dos\ngrain: 4M\n,1M\n,3M\n,,E\n,1M\n,3.5M\n,,\n',
-      'label: dos\ngrain: 1536\n,1M\n,3.3M\n,2.7M\n,,E\n,1M\n,,\n',
+      'label: dos\ngrain: 8192\n,1M\n,3.3M\n,2.7M\n,,E\n,1M\n,,\n',
       'label: dos\ngrain: 512\n,100K\n,3\n,,E\n,1K\n,,\n',
       // An MBR's sectors are 512 bytes: a script in 4096-byte sectors is recalculated, as sfdisk does on a file.
       'label: dos\nsector-size: 4096\nstart=512, size=1000\n,100,E\n,10\n',
@@ -225,4 +226,33 @@ describe('sfdisk script defaults against sfdisk', () => {
     const problems = await mapLimited(specs, 4, (spec, index) => compareWithSfdisk(scriptText(spec), spec.mib * 1024 * 1024 + spec.extra * 512, `r${index}`));
     expect(problems.filter(Boolean), `seed ${seed}`).toEqual([]);
   }, 120_000);
+});
+
+describe('hostile sfdisk scripts', () => {
+  /** Lines built from the script language's pieces, mixed with arbitrary text. */
+  const piece = fc.oneof(
+    fc.constantFrom('label: dos', 'label: gpt', 'grain: 4096', 'grain: 2M', 'grain: 8192', 'grain: 3M', 'sector-size: 4096', 'table-length: 4', 'first-lba: 34', 'last-lba: 9', 'unit: sectors'),
+    fc.constantFrom(',', ',,', ',,E', ',1M', ',0x10', ',010', ',1.10M', ',-', ',+', ',,L,*', ',,L,+', ';;S', 'start=1', 'start=5M', 'size=0', 'size=99999999999999999999T'),
+    fc.constantFrom('disk3 : size=1M', 'disk9 : start=2048', 'type=linux', 'type="EFI System"', 'attrs="GUID:48,49"', 'attrs=RequiredPartition,', 'name="a,b"', 'bootable'),
+    fc.string({ maxLength: 30 }),
+  );
+  const script = fc.array(piece, { maxLength: 24 }).map((lines) => lines.join('\n') + '\n');
+
+  it('any script gives a table or a clear error, quickly', async () => {
+    const { parseScript } = await import('../src/engine/sfdisk-script.js');
+    const { layoutScript } = await import('../src/engine/partition-layout.js');
+    fc.assert(
+      fc.property(script, fc.integer({ min: 1, max: 1 << 16 }), (text, sectors) => {
+        try {
+          const table = layoutScript(parseScript(text), sectors * 512);
+          for (const partition of table.partitions) {
+            expect(Number.isSafeInteger(partition.start) && Number.isSafeInteger(partition.size) && partition.size > 0).toBe(true);
+          }
+        } catch (error) {
+          if (!(error instanceof PlatterError)) throw error;
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
 });

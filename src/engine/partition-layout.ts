@@ -180,10 +180,13 @@ class Placer {
       if (start > limit) throw new UsageError('no free space is left for a partition');
       let candidate = start;
       let aligned: number;
+      let before: number;
       do {
+        before = candidate;
         aligned = nearestInRange(candidate, candidate, limit, this.grain);
         candidate = firstFree(aligned, used, gap);
-      } while (candidate !== aligned && candidate > aligned && candidate < limit);
+        // Stop once the search no longer moves forward (libfdisk's loop would not end there).
+      } while (candidate !== aligned && candidate > aligned && candidate < limit && candidate > before);
       if (candidate >= limit || candidate < start) candidate = start;
       if (wanted !== undefined) {
         const last = lastFree(candidate, used, limit);

@@ -79,7 +79,8 @@ function applyHeader(script: Script, key: string, value: string, line: number): 
       break;
     case 'grain':
       script.grain = parseUtilLinuxSize(value, `script line ${line}: grain`).value;
-      if (script.grain === 0 || script.grain % 512 !== 0) throw new UsageError(`script line ${line}: grain '${value}' is not a multiple of 512 bytes`);
+      // libfdisk aligns with bit masks: only a power of two gives the alignment asked for.
+      if (script.grain < 512 || !Number.isInteger(Math.log2(script.grain))) throw new UsageError(`script line ${line}: grain '${value}' is not a power of two of at least 512 bytes`);
       break;
     default: // device: informative only
   }
