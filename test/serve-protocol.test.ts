@@ -157,6 +157,7 @@ describe('handshake', () => {
     expect(info.getUint16(10) & TransmissionFlag.READ_ONLY).toBe(TransmissionFlag.READ_ONLY);
     // TRIM and WRITE_ZEROES are offered to writable exports only, as by qemu-nbd.
     expect(info.getUint16(10) & (TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES)).toBe(0);
+    expect(info.getUint16(10) & TransmissionFlag.SEND_CACHE).toBe(TransmissionFlag.SEND_CACHE);
     await client.request(Command.DISC, 0, 0);
     await finished;
   });
@@ -284,7 +285,10 @@ describe('transmission', () => {
       [Command.TRIM, 0, 4096, 0, NbdErrno.EPERM],
       [Command.WRITE_ZEROES, 0, 4096, 0, NbdErrno.EPERM],
       [Command.BLOCK_STATUS, 0, 4096, 0, NbdErrno.EINVAL],
-      [Command.CACHE, 0, 4096, 0, NbdErrno.EINVAL],
+      // CACHE (offered, as by qemu-nbd) reads the range ahead; past the end, or with a flag, it is refused.
+      [Command.CACHE, 0, 4096, 0, 0],
+      [Command.CACHE, SIZE - 10, 20, 0, NbdErrno.EINVAL],
+      [Command.CACHE, 0, 4096, CommandFlag.FUA, NbdErrno.EINVAL],
       [42, 0, 0, 0, NbdErrno.EINVAL],
       [Command.READ, 0, 16, 0x80, NbdErrno.EINVAL],
     ];

@@ -39,6 +39,7 @@ export const TransmissionFlag = {
   SEND_WRITE_ZEROES: 1 << 6,
   SEND_DF: 1 << 7,
   CAN_MULTI_CONN: 1 << 8,
+  SEND_CACHE: 1 << 10,
 } as const;
 
 /** Option codes (NBD_OPT_*). */

@@ -59,7 +59,7 @@ interface HandshakeState {
 
 /** The transmission flags for an export, given the features agreed on. */
 export function transmissionFlagsFor(exported: NbdExport, structuredReplies: boolean): number {
-  let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA;
+  let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA | TransmissionFlag.SEND_CACHE;
   // As qemu-nbd: a read-only export offers no commands that would only be refused.
   if (exported.writable) flags |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES;
   else flags |= TransmissionFlag.READ_ONLY;

@@ -56,3 +56,6 @@ export const MAX_CONCURRENT_REQUESTS = 16;
 
 /** READ bytes being served at once on one connection: bounds memory whatever a client queues. */
 export const MAX_CONCURRENT_READ_BYTES = 64 * 1024 * 1024;
+
+/** Bytes read at a time for a CACHE request (which may name up to 4 GiB): its memory stays bounded. */
+export const CACHE_CHUNK_BYTES = 1024 * 1024;

@@ -13,7 +13,7 @@ import { MAX_SAFE_OFFSET } from '../core/limits.js';
 import { Command, CommandFlag, NbdErrno, NBD_REQUEST_MAGIC } from './constants.js';
 import type { Session } from './handshake.js';
 import { InFlight } from '../core/in-flight.js';
-import { MAX_CONCURRENT_READ_BYTES, MAX_CONCURRENT_REQUESTS, MAX_REQUEST_BYTES } from './limits.js';
+import { CACHE_CHUNK_BYTES, MAX_CONCURRENT_READ_BYTES, MAX_CONCURRENT_REQUESTS, MAX_REQUEST_BYTES } from './limits.js';
 import { Replier, errnoFor } from './reply-sender.js';
 import { allocationRuns } from './status.js';
 import type { NbdDuplex } from './stream.js';
@@ -37,6 +37,7 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [Command.TRIM]: CommandFlag.FUA,
   [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
   [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
+  [Command.CACHE]: 0,
 };
 
 /** Reads the next request; null when the client hung up between requests. */
@@ -59,7 +60,7 @@ function inRange(request: NbdRequest, size: number): boolean {
 
 /** Requests that only look at the export, and so may be served alongside each other. */
 function readsOnly(request: NbdRequest): boolean {
-  return request.type === Command.READ || request.type === Command.BLOCK_STATUS;
+  return request.type === Command.READ || request.type === Command.BLOCK_STATUS || request.type === Command.CACHE;
 }
 
 /** Serves requests until the client disconnects; what is in flight then is finished first. */
@@ -139,6 +140,11 @@ async function runCommand(session: Session, replier: Replier, request: NbdReques
       return replier.ok(cookie);
     case Command.BLOCK_STATUS:
       return blockStatus(session, replier, request);
+    case Command.CACHE:
+      if (!inRange(request, exported.size)) return replier.error(cookie, NbdErrno.EINVAL, 'cache request past the end of the export');
+      // A hint to have the range ready: it is read (a chunk at a time) so later reads find it cached.
+      for (let done = 0; done < length; done += CACHE_CHUNK_BYTES) await exported.read(offset + done, Math.min(CACHE_CHUNK_BYTES, length - done));
+      return replier.ok(cookie);
     default:
       return replier.error(cookie, NbdErrno.EINVAL, `command ${request.type} is not supported`);
   }
