@@ -5,6 +5,7 @@
  */
 
 import { UsageError } from '../core/errors.js';
+import { leadingNumber } from './util-linux-size.js';
 
 const NAMED_BITS: readonly [string, bigint][] = [
   ['RequiredPartition', 0n],
@@ -33,11 +34,10 @@ function leadingAttribute(text: string): { bit: bigint; length: number } | undef
     if (text.startsWith(name)) return { bit, length: name.length };
   }
   // `GUID:n` or a bare n, n read as C reads it (0x30 and 060 are 48 too).
-  const match = /^(GUID:)?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/.exec(text);
-  if (!match) return undefined;
-  const digits = match[2]!;
-  const bit = /^0[xX]/.test(digits) ? parseInt(digits.slice(2), 16) : /^0/.test(digits) ? parseInt(digits, 8) : Number(digits);
-  return bit >= 48 && bit <= 63 ? { bit: BigInt(bit), length: match[0].length } : undefined;
+  const prefix = text.startsWith('GUID:') ? 5 : 0;
+  const number = /^[0-9]/.test(text.slice(prefix)) ? leadingNumber(text.slice(prefix)) : undefined;
+  if (!number || number.value < 48n || number.value > 63n) return undefined;
+  return { bit: number.value, length: prefix + number.length };
 }
 
 /**

@@ -65,7 +65,7 @@ class Placer {
     const logical = this.isLogical(entry, given);
     const number = entry.number ?? (logical ? this.nextLogical : this.lowestFreeNumber());
     if (number > 4) this.nextLogical = Math.max(this.nextLogical, number + 1);
-    if (this.placed.some((partition) => partition.number === number)) throw new UsageError(`partition ${number} is given twice`);
+    if (this.taken.has(number)) throw new UsageError(`partition ${number} is given twice`);
     const region = this.label === 'dos' && number > 4 ? this.extendedRegion(number) : this.disk;
     // sfdisk's test before a primary partition it numbers itself (unless a given start places it next to the extended one).
     if (this.label === 'dos' && !logical && entry.number === undefined && (given === undefined || !this.extended) && !this.primaryHasRoom()) {
@@ -125,13 +125,6 @@ class Placer {
     return entry.size ?? (entry.sizeBytes === undefined ? undefined : Math.floor(entry.sizeBytes / sectorSize));
   }
 
-  /** The partitions placed in `region` (the extended one whole) as used spans. */
-  private usedSpans(region: Region): Span[] {
-    return this.byStart
-      .filter((partition) => partition.start >= region.start && partition.start < region.end)
-      .map((partition) => ({ start: partition.start, end: partition.start + partition.size - 1 }));
-  }
-
   private extendedRegion(number: number): Region {
     if (!this.extended) throw new UsageError(`logical partition ${number} needs an extended partition before it`);
     return { start: this.extended.start, end: this.extended.start + this.extended.size };
@@ -149,7 +142,7 @@ class Placer {
   }
 
   private gptDefaultStart(): number {
-    const areas = freeAreas(this.disk.start, this.disk.end - 1, this.usedSpans(this.disk));
+    const areas = freeAreas(this.disk.start, this.disk.end - 1, this.busySpans(this.disk, false));
     // The first of the largest, as libfdisk's find_first_in_largest.
     const largest = areas.reduce<Span | undefined>((best, area) => (!best || area.end - area.start > best.end - best.start ? area : best), undefined);
     if (!largest || largest.end - largest.start + 1 < this.grain) throw new UsageError('no free area of at least 1 MiB is left for a partition');
@@ -162,10 +155,10 @@ class Placer {
    * logical partitions with the EBR area before each.
    */
   private busySpans(region: Region, logical: boolean): Span[] {
-    if (!logical) return this.usedSpans(region);
+    const ebr = logical ? this.lead : 0;
     return this.byStart
-      .filter((partition) => partition !== this.extended && partition.start >= region.start && partition.start < region.end)
-      .map((partition) => ({ start: partition.start - this.lead, end: partition.start + partition.size - 1 }));
+      .filter((partition) => !(logical && partition === this.extended) && partition.start >= region.start && partition.start < region.end)
+      .map((partition) => ({ start: partition.start - ebr, end: partition.start + partition.size - 1 }));
   }
 
   private dosDefaultStart(region: Region, logical: boolean, wanted: number | undefined): number {
@@ -204,17 +197,16 @@ class Placer {
     const later = this.placed.filter((partition) => partition.start > start && partition.start < region.end);
     // Inside the extended partition the next logical one's EBR comes first.
     const ebr = this.label === 'dos' && region !== this.disk ? this.lead : 0;
-    const lastFree = Math.min(region.end, ...later.map((partition) => partition.start - ebr)) - 1;
+    const freeEnd = Math.min(region.end, ...later.map((partition) => partition.start - ebr));
     // On GPT sfdisk ends a partition that runs to the last usable LBA on a grain boundary
     // when one is in reach, else one sector short of that LBA.
     const lastUsable = region.end - 1;
-    const gptEnd = alignInRange(lastUsable, start, lastUsable, this.grain);
-    const end = Math.min(this.label === 'gpt' ? gptEnd : region.end, ...later.map((partition) => partition.start - ebr));
+    const end = this.label === 'gpt' ? Math.min(alignInRange(lastUsable, start, lastUsable, this.grain), freeEnd) : freeEnd;
     if (entry.sizeBytes !== undefined) {
       const sectors = Math.floor(entry.sizeBytes / sectorSize);
       // Too large: left as asked, for place() to refuse.
-      if (sectors > lastFree - start + 1) return sectors;
-      return this.label === 'gpt' ? this.gptSizeOfBytes(start, sectors, end - 1) : this.dosSizeOfBytes(start, sectors, lastFree);
+      if (sectors > freeEnd - start) return sectors;
+      return this.label === 'gpt' ? this.gptSizeOfBytes(start, sectors, end - 1) : this.dosSizeOfBytes(start, sectors, freeEnd - 1);
     }
     if (end <= start) throw new UsageError(`no free space for a partition at sector ${start}`);
     return end - start;

@@ -25,7 +25,7 @@ export interface UtilLinuxSize {
 }
 
 /** C's strtoumax with base 0 on the start of `text`: the digits it takes and their value. */
-function leadingNumber(text: string): { value: bigint; length: number } | undefined {
+export function leadingNumber(text: string): { value: bigint; length: number } | undefined {
   const match = /^\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))/.exec(text);
   if (!match) return undefined;
   const [whole, hex, octal, decimal] = match;
