@@ -179,6 +179,46 @@ describe.runIf(qemu)('serving qcow2', () => {
       expect(allocated(ours), options).toBe(allocated(theirs));
     }
   });
+  it('WRITE_ZEROES marks unwritten clusters zero, and FAST_ZERO zeroes only where metadata can, as qemu does', async () => {
+    // -n is qemu's no-fallback zero write: FAST_ZERO over NBD (qemu's client refuses it itself unless offered).
+    const zeroWrites = [
+      'write -z 0 64k', // unwritten, no backing: marked zero all the same
+      'write -z -n -u 128k 64k',
+      'write -z -n 200k 4k', // part of an unwritten cluster: the cluster is marked zero
+      'write -z -n 1M 4k', // part of a data cluster: refused (zeros would be written)
+      'write -z -n 1M 2k', // extended L2: a whole subcluster
+      'write -z -n 1500k 100', // part of a data subcluster: refused
+      'write -z -n 8M 64k', // part of a compressed cluster
+      'write -z -n 2M 1M',
+      'write -z 4M 1M',
+      'write -z -n -u 12M 256k',
+    ];
+    for (const [index, options] of ['compat=1.1', 'compat=0.10', 'extended_l2=on,cluster_size=128k', 'compat=1.1,backing_file=base.qcow2,backing_fmt=qcow2'].entries()) {
+      const original = file(`fast-${index}.qcow2`);
+      runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, original, '16M']);
+      runTool('qemu-io', ['-f', 'qcow2', original, '-c', 'write -P 0x11 1M 1M', '-c', 'write -c -P 0x12 8M 128k']);
+      const ours = file(`fast-${index}-platter.qcow2`);
+      const theirs = file(`fast-${index}-qemu.qcow2`);
+      writeFileSync(ours, readFileSync(original));
+      writeFileSync(theirs, readFileSync(original));
+      const commands = zeroWrites.flatMap((command) => ['-c', command]);
+      const failures = (output: string) => output.split('\n').filter((line) => line.startsWith('write failed'));
+      const served = await startServe(ours, nextSocket(), ['--writable']);
+      const overNbd = spawnSync('qemu-io', ['-f', 'raw', served.uri, ...commands], { encoding: 'utf8' });
+      expect(await exitWithin(served, 10_000)).toBe(0);
+      const onFile = spawnSync('qemu-io', ['-f', 'qcow2', theirs, ...commands], { encoding: 'utf8' });
+      expect(failures(overNbd.stdout + overNbd.stderr), options).toEqual(failures(onFile.stdout + onFile.stderr));
+      expect(failures(onFile.stdout + onFile.stderr).length, options).toBeGreaterThan(0);
+      // The whole map: which runs this image stores, as zero or data, and which keep a host cluster.
+      const mapOf = (image: string) =>
+        (JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as Array<MapEntry & { offset?: number }>).map((entry) => ({
+          ...entry,
+          offset: entry.offset !== undefined,
+        }));
+      expect(mapOf(ours), options).toEqual(mapOf(theirs));
+      expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
+    }
+  });
   it('TRIM frees qcow2 clusters with --discard=unmap, and is ignored by default, as in qemu-nbd', async () => {
     for (const mode of ['unmap', 'ignore']) {
       const image = file(`trimmed-${mode}.qcow2`);

@@ -206,7 +206,7 @@ export class Qcow2Image implements Image {
   /** Makes [offset, offset+length) read as zeros, storing zero clusters where it can. */
   async writeZeroes(offset: number, length: number, options: ZeroWriteOptions = {}): Promise<void> {
     checkRange(offset, length, this.size, `zero write to ${this.name}`);
-    await this.requireWriter().writeZeroes(offset, length, options.keepAllocation);
+    await this.requireWriter().writeZeroes(offset, length, options.keepAllocation, options.fast);
   }
 
   /** The smallest range a zero write can mark zero without storing it: a subcluster with extended L2, else a cluster. */

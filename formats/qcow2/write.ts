@@ -23,6 +23,7 @@ import {
   l2EntryCopied,
   l2EntryHostOffset,
   l2EntryPosition,
+  subclusterType,
   type ClusterType,
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
@@ -39,6 +40,9 @@ import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
+
+/** Unit types that store no bytes in the image itself (they read zeros or the backing file). */
+const STORES_NOTHING: ReadonlySet<ClusterType> = new Set(['unallocated', 'unallocated-alloc', 'zero-plain', 'zero-alloc']);
 
 /** qemu's unit of file I/O: the file ends on one after compressed writes. */
 const SECTOR_BYTES = 512;
@@ -214,8 +218,60 @@ export class Qcow2Writer {
    * may-unmap) a version 3 cluster that has a host cluster keeps it, marked
    * zero; version 2 has no such mark and frees it, as qemu does.
    */
-  writeZeroes(offset: number, length: number, keepAllocation = false): Promise<void> {
-    return this.exclusive(() => this.zeroRange(offset, length, keepAllocation));
+  writeZeroes(offset: number, length: number, keepAllocation = false, fast = false): Promise<void> {
+    return this.exclusive(async () => {
+      if (fast) await this.requireFastZeroing(offset, length);
+      await this.zeroRange(offset, length, keepAllocation);
+    });
+  }
+
+  /**
+   * Throws UnsupportedFeatureError, with nothing changed, unless zeroing
+   * [offset, offset+length) only changes metadata: qemu's rules for a zero
+   * write that may not fall back to writing zeros (NBD's FAST_ZERO). A
+   * version 2 image has no zero clusters and a raw data file must hold the
+   * zeros itself; a unit (a cluster, or a subcluster with extended L2) the
+   * range covers in part must store nothing here and the rest of it must read
+   * zeros; and a compressed cluster cannot be zeroed in part.
+   */
+  private async requireFastZeroing(offset: number, length: number): Promise<void> {
+    if (this.header.version !== 3) throw new UnsupportedFeatureError('a version 2 image has no zero clusters: zeroing it means writing zeros');
+    if (this.rawDataFile) throw new UnsupportedFeatureError('zeroing this image means writing zeros into its raw data file');
+    this.checkGuestRange(offset, length);
+    if (length === 0) return;
+    const size = this.host.size();
+    const unit = mappingUnit(this.geometry);
+    const end = offset + length;
+    const partial = new Set<number>();
+    if (offset % unit !== 0) partial.add(offset - (offset % unit));
+    if (end % unit !== 0 && end < size) partial.add(end - (end % unit));
+    for (const unitStart of partial) {
+      const unitEnd = Math.min(unitStart + unit, size);
+      const from = Math.max(offset, unitStart);
+      const to = Math.min(end, unitEnd);
+      const storesNothing = STORES_NOTHING.has(await this.unitType(unitStart));
+      if (!storesNothing || !(await this.restReadsZero(unitStart, from - unitStart, to - from, unitEnd - unitStart))) {
+        throw new UnsupportedFeatureError(`zeroing ${to - from} bytes at ${from} means writing zeros: the rest of the ${unitEnd - unitStart}-byte unit at ${unitStart} holds data`);
+      }
+    }
+    if (!this.geometry.extendedL2) return;
+    for (const clusterStart of new Set([offset, end - 1].map((at) => at - (at % this.clusterSize)))) {
+      const from = Math.max(offset, clusterStart);
+      if (this.coversCluster(clusterStart, from - clusterStart, Math.min(end, clusterStart + this.clusterSize) - from)) continue;
+      const slot = await this.tables.slot(clusterStart, false);
+      if (slot && clusterType(slot.table, slot.index, true, this.dataFile) === 'compressed') {
+        throw new UnsupportedFeatureError(`zeroing part of the compressed cluster at ${clusterStart} means writing zeros`);
+      }
+    }
+  }
+
+  /** The type of the unit (cluster, or subcluster with extended L2) at `unitStart` in this image alone. */
+  private async unitType(unitStart: number): Promise<ClusterType> {
+    const slot = await this.tables.slot(unitStart, false);
+    if (!slot) return 'unallocated';
+    if (!this.geometry.extendedL2) return clusterType(slot.table, slot.index, false, this.dataFile);
+    const subcluster = Math.floor((unitStart % this.clusterSize) / this.subclusterSize);
+    return subclusterType(slot.table, slot.index, subcluster, this.dataFile, slot.tableOffset);
   }
 
   /**
@@ -359,11 +415,11 @@ export class Qcow2Writer {
 
   /**
    * Zeros `count` whole clusters from `at`, all in one L2 table, as
-   * zeroInCluster would one by one (those that read as zeros already are left
-   * alone), with one write of the changed entries and then one release per run
-   * of host clusters: an entry never points at a released cluster, so a crash
-   * between the two leaves leaked clusters at worst. With `keepAllocation` a
-   * cluster with a host cluster of its own keeps it (marked zero).
+   * zeroInCluster would one by one (see zeroingOf: entries that already are
+   * what zeroing makes of them are left alone), with one write of the changed
+   * entries and then one release per run of host clusters: an entry never
+   * points at a released cluster, so a crash between the two leaves leaked
+   * clusters at worst.
    */
   private async zeroClusters(at: number, count: number, keepAllocation: boolean): Promise<void> {
     const { extendedL2 } = this.geometry;
@@ -371,30 +427,53 @@ export class Qcow2Writer {
     const changing: number[] = [];
     for (let i = 0; i < count; i++) {
       const clusterStart = at + i * this.clusterSize;
-      // Without a table a cluster reads from the backing file, or zeros past its end.
-      const readsZero = existing ? this.entryReadsZero(existing.table, existing.index + i, clusterStart) : this.backingBelow(clusterStart);
-      if (!readsZero) changing.push(i);
+      if (this.zeroingOf(existing, i, clusterStart, keepAllocation) !== 'unchanged') changing.push(i);
     }
     if (changing.length === 0) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.tables.slot(at, true);
-    const zeroFlag = this.header.version === 3;
     const released: Array<{ offset: number; bytes: number }> = [];
     for (const i of changing) {
       const entry: L2Slot = { ...slot, index: slot.index + i };
-      const type = clusterType(slot.table, entry.index, extendedL2, this.dataFile);
-      if (keepAllocation && zeroFlag && type === 'normal') {
+      if (this.zeroingOf(slot, i, at + i * this.clusterSize, keepAllocation) === 'mark') {
         markZeroKeepingCluster(slot.table, entry.index, extendedL2);
         continue;
       }
-      const old = this.allocationOf(entry, type);
+      const old = this.allocationOf(entry, clusterType(slot.table, entry.index, extendedL2, this.dataFile));
       if (old) released.push(old);
-      clearEntry(slot.table, entry.index, extendedL2, zeroFlag);
+      clearEntry(slot.table, entry.index, extendedL2, this.header.version === 3);
     }
     const first = l2EntryPosition(slot.index + changing[0]!, extendedL2);
     const last = l2EntryPosition(slot.index + changing[changing.length - 1]!, extendedL2) + (extendedL2 ? 16 : 8);
     await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, last - first).slice());
     for (const run of clusterRuns(released, this.clusterSize)) await this.host.allocator.release(run.offset, run.bytes);
+  }
+
+  /**
+   * What zeroing a whole cluster does to its entry (entry `offset` of `slot`;
+   * no slot: no L2 table yet), by qemu's rules (zero_in_l2_slice): version 3
+   * marks every cluster zero, whether or not it read zeros before; it keeps
+   * the host cluster ('mark') only when asked to keep allocations, and never
+   * a compressed one's; otherwise the entry is cleared to a plain zero cluster
+   * and what it held is released ('clear'). Version 2 has no zero flag: a
+   * cluster that does not read zeros is cleared (only without a backing file,
+   * which callers check), and so is any cluster of an image with a data file.
+   */
+  private zeroingOf(slot: L2Slot | undefined, offset: number, clusterStart: number, keepAllocation: boolean): 'unchanged' | 'mark' | 'clear' {
+    const { extendedL2 } = this.geometry;
+    if (this.header.version !== 3 || this.dataFile) {
+      const readsZero = slot ? this.entryReadsZero(slot.table, slot.index + offset, clusterStart) : this.backingBelow(clusterStart);
+      return readsZero ? 'unchanged' : 'clear';
+    }
+    if (!slot) return 'clear';
+    const index = slot.index + offset;
+    const type = clusterType(slot.table, index, extendedL2, false);
+    if (type === 'compressed') return 'clear';
+    const markedZero = extendedL2 ? allSubclustersZero(slot.table, index) : type === 'zero-plain' || type === 'zero-alloc';
+    const hasHostCluster = type === 'normal' || type === 'zero-alloc';
+    if (!hasHostCluster) return markedZero ? 'unchanged' : 'clear';
+    if (!keepAllocation) return 'clear';
+    return markedZero ? 'unchanged' : 'mark';
   }
 
   /** @internal Discard without taking the queue (for operations already in it). */
@@ -598,9 +677,10 @@ export class Qcow2Writer {
   }
 
   private async zeroInCluster(clusterStart: number, inCluster: number, length: number, keepAllocation: boolean): Promise<void> {
-    if (await this.readsAsZero(clusterStart)) return;
     const { extendedL2 } = this.geometry;
     const canMarkZero = this.header.version === 3 || this.backingSize() === undefined;
+    // Version 3 marks a cluster zero even where it read zeros already (zeroingOf); others are left alone.
+    if (!(canMarkZero && this.header.version === 3 && !this.dataFile) && (await this.readsAsZero(clusterStart))) return;
     const clusterLength = Math.min(this.clusterSize, this.host.size() - clusterStart);
     // qemu's rule for part of a cluster: it is marked zero whole when it stores nothing and the rest of it reads as zeros.
     const wholeZero =
@@ -717,16 +797,20 @@ export class Qcow2Writer {
    * unallocated. The old cluster is released afterwards.
    */
   private async deallocate(clusterStart: number, mode: 'zero' | 'discard', keepAllocation = false): Promise<void> {
-    const needsTable = mode === 'zero' && this.header.version === 3 && !this.backingBelow(clusterStart);
-    if (!needsTable && !(await this.tables.slot(clusterStart, false))) return;
+    const existing = await this.tables.slot(clusterStart, false);
+    if (mode === 'zero') {
+      const zeroing = this.zeroingOf(existing, 0, clusterStart, keepAllocation);
+      if (zeroing === 'unchanged') return;
+      if (zeroing === 'mark') {
+        const slot = await this.tables.slot(clusterStart, true);
+        markZeroKeepingCluster(slot.table, slot.index, this.geometry.extendedL2);
+        return this.tables.writeEntry(slot);
+      }
+    } else if (!existing) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.tables.slot(clusterStart, true);
     const { extendedL2 } = this.geometry;
     const type = clusterType(slot.table, slot.index, extendedL2, this.dataFile);
-    if (keepAllocation && this.header.version === 3 && type === 'normal' && !this.dataFile) {
-      markZeroKeepingCluster(slot.table, slot.index, extendedL2);
-      return this.tables.writeEntry(slot);
-    }
     const old = this.allocationOf(slot, type);
     if (this.rawDataFile && type === 'normal') {
       // The data file must read as the disk by itself: zeros go there first.
@@ -818,6 +902,12 @@ function clearEntry(table: DataView, index: number, extendedL2: boolean, zeroFla
     table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
     table.setUint32(position + 12, 0);
   }
+}
+
+/** True when every subcluster of extended L2 entry `index` is marked zero (and none allocated). */
+function allSubclustersZero(table: DataView, index: number): boolean {
+  const { allocated, zero } = l2EntryBitmap(table, index);
+  return zero === ALL_SUBCLUSTERS && allocated === 0;
 }
 
 /**

@@ -59,6 +59,12 @@ export interface ImageDescription {
 export interface ZeroWriteOptions {
   /** Storage the range has stays allocated (marked zero where the format can): NBD's NO_HOLE. */
   keepAllocation?: boolean;
+  /**
+   * Only zero what changing metadata can (NBD's FAST_ZERO, qemu's
+   * no-fallback): where zeros would have to be written, an
+   * UnsupportedFeatureError is thrown and nothing is changed.
+   */
+  fast?: boolean;
 }
 
 export interface Image extends BlockDevice {

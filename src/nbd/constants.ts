@@ -40,6 +40,7 @@ export const TransmissionFlag = {
   SEND_DF: 1 << 7,
   CAN_MULTI_CONN: 1 << 8,
   SEND_CACHE: 1 << 10,
+  SEND_FAST_ZERO: 1 << 11,
 } as const;
 
 /** Option codes (NBD_OPT_*). */

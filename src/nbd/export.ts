@@ -5,7 +5,7 @@
 
 import { checkRange } from '../core/bytes.js';
 import { SliceDevice } from '../core/device.js';
-import { ReadOnlyError } from '../core/errors.js';
+import { ReadOnlyError, UnsupportedFeatureError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
 import { ZERO_CHUNK_BYTES } from './limits.js';
 
@@ -20,9 +20,11 @@ export interface NbdExport {
   write(offset: number, data: Uint8Array): Promise<void>;
   /**
    * Makes [offset, offset+length) read as zeros; with `noHole` (NBD_CMD_FLAG_NO_HOLE)
-   * the range stays allocated, else the image may free it.
+   * the range stays allocated, else the image may free it. With `fast`
+   * (NBD_CMD_FLAG_FAST_ZERO) zeroing that would mean writing zeros throws an
+   * UnsupportedFeatureError instead, with nothing changed.
    */
-  writeZeroes(offset: number, length: number, options?: { noHole?: boolean }): Promise<void>;
+  writeZeroes(offset: number, length: number, options?: { noHole?: boolean; fast?: boolean }): Promise<void>;
   /** A hint that the range is no longer needed; contents may stay as they were. */
   trim(offset: number, length: number): Promise<void>;
   flush(): Promise<void>;
@@ -76,7 +78,10 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
       checkRange(offset, length, window.length, `zero ${image.name}`);
       // The image's own zeroing stores as little as it can; with NO_HOLE it keeps what is
       // allocated (qcow2: allocated zero clusters), as qemu-nbd does.
-      if (image.writeZeroes) return image.writeZeroes(window.start + offset, length, { keepAllocation: zeroOptions.noHole === true });
+      if (image.writeZeroes) {
+        return image.writeZeroes(window.start + offset, length, { keepAllocation: zeroOptions.noHole === true, fast: zeroOptions.fast === true });
+      }
+      if (zeroOptions.fast) throw new UnsupportedFeatureError(`zeroing the ${image.format} image ${image.name} means writing zeros`);
       for (let done = 0; done < length; done += ZERO_CHUNK_BYTES) {
         await data.write(offset + done, zeros(Math.min(ZERO_CHUNK_BYTES, length - done)));
       }

@@ -61,7 +61,7 @@ interface HandshakeState {
 export function transmissionFlagsFor(exported: NbdExport, structuredReplies: boolean): number {
   let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA | TransmissionFlag.SEND_CACHE;
   // As qemu-nbd: a read-only export offers no commands that would only be refused.
-  if (exported.writable) flags |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES;
+  if (exported.writable) flags |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO;
   else flags |= TransmissionFlag.READ_ONLY;
   // DF only means something when reads may be split into chunks.
   if (structuredReplies) flags |= TransmissionFlag.SEND_DF;

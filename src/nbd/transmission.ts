@@ -126,12 +126,12 @@ async function runCommand(session: Session, replier: Replier, request: NbdReques
     case Command.WRITE:
       return mutate(session, replier, request, fua, () => exported.write(offset, payload!));
     case Command.WRITE_ZEROES:
-      if ((request.flags & CommandFlag.FAST_ZERO) !== 0) {
-        // Zeroing here is writing zeros: not faster, which FAST_ZERO asks to be told.
-        return replier.error(cookie, NbdErrno.ENOTSUP, 'fast zeroing is not available');
-      }
+      // With FAST_ZERO, zeroing that would mean writing zeros fails (ENOTSUP) and changes nothing.
       return mutate(session, replier, request, fua, () =>
-        exported.writeZeroes(offset, length, { noHole: (request.flags & CommandFlag.NO_HOLE) !== 0 }),
+        exported.writeZeroes(offset, length, {
+          noHole: (request.flags & CommandFlag.NO_HOLE) !== 0,
+          fast: (request.flags & CommandFlag.FAST_ZERO) !== 0,
+        }),
       );
     case Command.TRIM:
       return mutate(session, replier, request, fua, () => exported.trim(offset, length));

@@ -24,8 +24,9 @@ export function chainCreate(dir: string, image: string, options: { size?: string
 
 /**
  * base.qcow2 ← mid.qcow2 ← top.qcow2 (4 MiB) in `dir`, with data at every
- * layer, overlapping writes, a zero cluster in the top, and other.qcow2 (a
- * standalone image partly like base) to rebase onto.
+ * layer, overlapping writes, zero clusters in the top (one over data, one over
+ * nothing in any layer), and other.qcow2 (a standalone image partly like base)
+ * to rebase onto.
  */
 export function buildChain(dir: string): void {
   chainCreate(dir, 'base.qcow2', { size: '4M' });
@@ -33,7 +34,7 @@ export function buildChain(dir: string): void {
   chainCreate(dir, 'mid.qcow2', { backing: 'base.qcow2' });
   chainWrite(dir, 'mid.qcow2', ['write -P 3 512k 1M', 'write -z 3584k 64k']);
   chainCreate(dir, 'top.qcow2', { backing: 'mid.qcow2' });
-  chainWrite(dir, 'top.qcow2', ['write -P 4 3M 64k', 'write -z 0 64k', 'write -P 6 100k 3k']);
+  chainWrite(dir, 'top.qcow2', ['write -P 4 3M 64k', 'write -z 0 64k', 'write -P 6 100k 3k', 'write -z 1536k 64k']);
   chainCreate(dir, 'other.qcow2', { size: '4M' });
   chainWrite(dir, 'other.qcow2', ['write -P 1 0 256k', 'write -P 9 256k 256k', 'write -P 2 2M 128k']);
 }
