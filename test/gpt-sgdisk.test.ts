@@ -53,12 +53,19 @@ describe('GPT against sgdisk and sfdisk', () => {
     const path = await sgdiskImage('named.img', [
       '-n1:2048:+4M', '-t1:EF00', '-c1:EFI system', '-A1:set:0', '-A1:set:48', '-A1:set:50',
       '-n2:0:+2M', '-t2:8300', '-c2:root fs', '-A2:set:2', '-A2:set:60', '-A2:set:10',
-      '-n5:0:+1M', '-t5:8200', '-n6:0:+1M', '-t6:A504', '-n7:0:+1M', '-t7:0700', '-n8:0:+1M', '-t8:FD00',
+      '-n5:0:+1M', '-t5:8200', '-c5:café ❯ "q" \\', '-n6:0:+1M', '-t6:A504', '-n7:0:+1M', '-t7:0700', '-n8:0:+1M', '-t8:FD00',
       '-n3:0:0', '-t3:8E00', '-c3:lvm',
     ]);
     expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
     const listed = await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })));
     expect(listed).toBe(await mustRun('sfdisk', ['-l', '-uS', path]));
+    // sfdisk -d writes each byte of a name outside printable ASCII as \xNN; platter reads that back as sfdisk does.
+    const dumped = await withImage(path, async (image) => sfdiskScript(await listPartitions(image, { device: path, probe: false })));
+    expect(dumped).toBe(await mustRun('sfdisk', ['-d', path]));
+    const rewritten = join(dir, 'named-rewritten.img');
+    await mustRun('truncate', ['-s', '16M', rewritten]);
+    await withImage(rewritten, (image) => writePartitions(image, dumped!), true);
+    expect((await mustRun('sfdisk', ['-d', rewritten])).split(rewritten).join(path)).toBe(dumped);
     if (!(await requireTools('qemu-img'))) return;
     const qcow2 = join(dir, 'named.qcow2');
     await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', path, qcow2]);
@@ -85,6 +92,34 @@ describe('GPT against sgdisk and sfdisk', () => {
     const sector0 = (await readFile(path)).subarray(0x1be, 0x1fe);
     expect([...sector0].filter((_, index) => index % 16 === 4).filter((type) => type !== 0).length).toBeGreaterThan(1);
     expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+  });
+
+  it('sector 0 decides as in libfdisk: a 0xEE entry behind a FAT boot sector or of size 0 finds the GPT; no 55AA, no GPT', async () => {
+    if (!(available && (await requireTools('mkfs.vfat')))) return;
+    const listings = async (path: string) => {
+      const ours = await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })));
+      return { ours, theirs: await mustRun('sfdisk', ['-l', '-uS', path]) };
+    };
+    // sgdisk keeps the boot code of sector 0, here a FAT boot sector left by mkfs.vfat.
+    const fat = join(dir, 'fat-pmbr.img');
+    await mustRun('truncate', ['-s', '16M', fat]);
+    await mustRun('mkfs.vfat', [fat]);
+    await mustRun('sgdisk', ['-g', '-o', '-n1:0:+4M', '-n2:0:0', fat]);
+    const fatListing = await listings(fat);
+    expect(fatListing.theirs).toMatch(/Disklabel type: gpt/);
+    expect(fatListing.ours).toBe(fatListing.theirs);
+    const plain = await sgdiskImage('sector0.img', ['-n1:2048:+4M', '-t1:8300', '-n2:0:+2M']);
+    const bytes = await readFile(plain);
+    bytes.fill(0, 0x1be + 12, 0x1be + 16); // the protective entry's size: 0
+    await writeFile(join(dir, 'ee-size0.img'), bytes);
+    bytes[510] = 0; // no 55AA: sfdisk sees no partition table at all
+    await writeFile(join(dir, 'no-55aa.img'), bytes);
+    const sizeZero = await listings(join(dir, 'ee-size0.img'));
+    expect(sizeZero.theirs).toMatch(/Disklabel type: gpt/);
+    expect(sizeZero.ours).toBe(sizeZero.theirs.replace(/^GPT PMBR size mismatch.*\n/, ''));
+    const unsigned = await listings(join(dir, 'no-55aa.img'));
+    expect(unsigned.theirs).not.toMatch(/Disklabel type/);
+    expect(await withImage(join(dir, 'no-55aa.img'), (image) => readPartitionTable(image))).toBeUndefined();
   });
 
   it('4096-byte sectors (sgdisk fixture) parse to sfdisk --json', async () => {

@@ -1,6 +1,6 @@
 /** MBR (DOS) partition tables with extended boot record chains. */
 
-export { parseMbr, looksLikeMbr, mbrTypes, formatDiskId } from './parse.js';
+export { parseMbr, looksLikeMbr, hasProtectiveEntry, formatDiskId } from './parse.js';
 export { encodeMbr, parseDiskId } from './write.js';
 export { MAX_EBR_CHAIN, MBR_SECTOR_BYTES } from './limits.js';
 export { MbrEntry, encodeChs, decodeChs, hasBootSignature } from './struct.js';

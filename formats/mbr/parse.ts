@@ -19,6 +19,9 @@ import {
   type MbrEntryValue,
 } from './struct.js';
 
+/** The MBR type of a GPT's protective entry. */
+const GPT_PROTECTIVE_TYPE = 0xee;
+
 /** The disk signature as sfdisk prints it: `0x` and eight lower-case hex digits. */
 export function formatDiskId(signature: number): string {
   return `0x${(signature >>> 0).toString(16).padStart(8, '0')}`;
@@ -30,11 +33,14 @@ export function looksLikeMbr(sector0: Uint8Array): boolean {
   return decodeEntries(sector0).every((entry) => entry.status === 0 || entry.status === 0x80);
 }
 
-/** The type bytes in use in sector 0 (for spotting a protective or hybrid MBR). */
-export function mbrTypes(sector0: Uint8Array): number[] {
-  return decodeEntries(sector0)
-    .filter((entry) => !isEmptyEntry(entry))
-    .map((entry) => entry.type);
+/**
+ * True when sector 0 announces a GPT as libfdisk reads it: the 55AA signature
+ * and an entry of type 0xEE, whatever else the sector holds (a FAT boot
+ * sector, other entries, an entry of size 0).
+ */
+export function hasProtectiveEntry(sector0: Uint8Array): boolean {
+  if (sector0.length < MBR_SECTOR_BYTES || !hasBootSignature(sector0)) return false;
+  return decodeEntries(sector0).some((entry) => entry.type === GPT_PROTECTIVE_TYPE);
 }
 
 function record(number: number, start: number, entry: MbrEntryValue): PartitionRecord {

@@ -6,29 +6,27 @@
 
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
-import { parseMbr, looksLikeMbr, mbrTypes, encodeMbr } from '../../formats/mbr/index.js';
+import { parseMbr, looksLikeMbr, hasProtectiveEntry, encodeMbr } from '../../formats/mbr/index.js';
 import { parseGpt, encodeGpt } from '../../formats/gpt/index.js';
 import { isBootSectorFilesystem, probeFilesystem } from '../../formats/fs-probe/index.js';
 import type { PartitionTable, SectorWrite } from '../../formats/partition-table/model.js';
 
 export type { PartitionTable, PartitionRecord, SectorWrite, TableLabel } from '../../formats/partition-table/model.js';
 
-const GPT_PROTECTIVE_TYPE = 0xee;
-
 /** Reads the partition table on `disk`; undefined when there is none. */
 export async function readPartitionTable(disk: BlockDevice): Promise<PartitionTable | undefined> {
   if (disk.size < 512) return undefined;
   const sector0 = await disk.read(0, 512);
-  if (!looksLikeMbr(sector0)) return (await parseGpt(disk)) ?? undefined;
-  if (isBootSectorFilesystem(await probeFilesystem(disk))) return undefined;
-  if (mbrTypes(sector0).includes(GPT_PROTECTIVE_TYPE)) {
+  // As in libfdisk, a GPT comes first, behind any protective entry; without one no GPT is looked for.
+  const protective = hasProtectiveEntry(sector0);
+  if (protective) {
     const gpt = await parseGpt(disk);
     if (gpt) return gpt;
-    const dos = await parseMbr(disk, sector0);
-    dos?.warnings.push('the MBR has a GPT protective entry but no valid GPT was found');
-    return dos;
   }
-  return parseMbr(disk, sector0);
+  if (!looksLikeMbr(sector0) || isBootSectorFilesystem(await probeFilesystem(disk))) return undefined;
+  const dos = await parseMbr(disk, sector0);
+  if (protective) dos?.warnings.push('the MBR has a GPT protective entry but no valid GPT was found');
+  return dos;
 }
 
 /** A device that can be written (a raw image, or an image with a write method). */
