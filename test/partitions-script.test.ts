@@ -157,6 +157,8 @@ describe('sfdisk script defaults against sfdisk', () => {
       ['label: gpt\nsector-size: 1048576\n,1M\n', 'sector-size 1048576 is not supported'],
       ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a power of two of at least 512 bytes"],
       ['label: dos\ngrain: 3M\n,1M\n', "grain '3M' is not a power of two"],
+      // sfdisk writes such a partition without its name.
+      ['label: gpt\nsize=1M, name="\\xff\\xfe"\n', "script line 2: the name's \\x bytes are not UTF-8"],
       // More partitions than are placed in reasonable time, than an MBR holds, than the EBR chain the reader follows.
       [`label: gpt\ntable-length: 32768\n${',1K\n'.repeat(4097)}`, 'the script has 4097 partitions; at most 4096 are written'],
       [`label: dos\n,,E\n${',1K\n'.repeat(300)}`, 'the script has 301 partitions; the MBR holds at most 260'],
@@ -207,6 +209,8 @@ describe('sfdisk script defaults against sfdisk', () => {
       // Logical partitions out of disk order: the EBR chain links back, as sfdisk writes it.
       'label: dos\n,,E\nstart=40000,size=1M\nstart=60000,size=1M\nstart=20000,size=1M\n,1M\n',
       'label: dos\n,,E\nstart=40000,size=1M\n,1M\n,1M\n,,\n',
+      // Names: \xNN is a byte of UTF-8, quoted or not; other backslashes are kept.
+      'label: gpt\nsize=1M, name="caf\\xc3\\xa9\\x41"\nsize=1M, name=plain\\x41\nsize=1M, name="a\\\\b c\\x4"\nsize=1M, name=\\x22q\\x22\n',
       // Numbers: a line without one takes the lowest free.
       'label: gpt\ndisk3 : size=1M\nsize=2M\ndisk2 : size=1M\nsize=1M\n',
       'label: dos\ndisk3 : size=1M\nsize=2M\nsize=1M, type=Ex\n,1M\n',

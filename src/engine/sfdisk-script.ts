@@ -110,12 +110,38 @@ function splitFields(text: string): string[] {
   return fields;
 }
 
+/** A value without its quotes; other backslashes stay as written, as in sfdisk (`\"` is read as a quote). */
 function unquote(text: string): string {
   if (text.length < 2 || !text.startsWith('"') || !text.endsWith('"')) return text;
-  // sfdisk -d writes `\xNN` for a backslash, a quote or a control character; `\"` is read too.
-  return text.slice(1, -1).replace(/\\x([0-9a-fA-F]{2})|\\(.)/gs, (_all, hex: string | undefined, char: string | undefined) =>
-    hex !== undefined ? String.fromCharCode(parseInt(hex, 16)) : char!,
-  );
+  return text.slice(1, -1).replace(/\\"/g, '"');
+}
+
+/**
+ * A partition name as sfdisk reads it, quoted or not: each `\xNN` is one byte
+ * (sfdisk -d writes every byte outside printable ASCII, and a backslash or a
+ * quote, that way), and the bytes are UTF-8.
+ */
+const UTF8 = new TextEncoder();
+
+function unhexName(text: string, line: number): string {
+  if (!text.includes('\\x')) return text;
+  const bytes: number[] = [];
+  for (let at = 0; at < text.length; ) {
+    const hex = /^\\x([0-9a-fA-F]{2})/.exec(text.slice(at, at + 4));
+    if (hex) {
+      bytes.push(parseInt(hex[1]!, 16));
+      at += 4;
+      continue;
+    }
+    const char = String.fromCodePoint(text.codePointAt(at)!);
+    bytes.push(...UTF8.encode(char));
+    at += char.length;
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(bytes));
+  } catch {
+    throw new UsageError(`script line ${line}: the name's \\x bytes are not UTF-8`);
+  }
 }
 
 /**
@@ -161,7 +187,7 @@ function applyNamedField(entry: ScriptEntry, field: string, line: number): void 
       entry.bootable = true;
       break;
     case 'name':
-      entry.name = value;
+      entry.name = unhexName(value, line);
       break;
     case 'uuid':
       entry.uuid = value.toUpperCase();

@@ -182,7 +182,26 @@ export async function writePartitions(image: Image, scriptText: string): Promise
   return table;
 }
 
-/** Escapes a name as sfdisk -d does: backslash, quote and control characters as `\xNN`. */
+/**
+ * Escapes a name as sfdisk -d does: every byte of its UTF-8 outside printable
+ * ASCII, and a backslash or a quote, as `\xNN`. A lone UTF-16 surrogate (a
+ * name cut inside a pair) is written as libfdisk converts it: its three-byte
+ * encoding.
+ */
 function scriptQuoted(text: string): string {
-  return text.replace(/[\\"\u0000-\u001f\u007f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  let quoted = '';
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    if (code >= 0x20 && code < 0x7f && char !== '\\' && char !== '"') quoted += char;
+    else for (const byte of utf8Bytes(code)) quoted += `\\x${byte.toString(16).padStart(2, '0')}`;
+  }
+  return quoted;
+}
+
+/** The UTF-8 bytes of a code point, surrogates included (encoded as if they were characters). */
+function utf8Bytes(code: number): number[] {
+  if (code < 0x80) return [code];
+  if (code < 0x800) return [0xc0 | (code >> 6), 0x80 | (code & 0x3f)];
+  if (code < 0x10000) return [0xe0 | (code >> 12), 0x80 | ((code >> 6) & 0x3f), 0x80 | (code & 0x3f)];
+  return [0xf0 | (code >> 18), 0x80 | ((code >> 12) & 0x3f), 0x80 | ((code >> 6) & 0x3f), 0x80 | (code & 0x3f)];
 }
