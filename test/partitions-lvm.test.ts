@@ -1,7 +1,8 @@
 /**
  * LVM2 inside a partition (a PV made by lvm2's tools, fixtures/make-lvm.sh):
  * the linear LV's offset finds its ext4 filesystem; the scattered LV is reported
- * as not mountable by offset. Plus the metadata parser on its own, and whole-disk PVs.
+ * as not mountable by offset. Plus the metadata parser on its own, whole-disk
+ * PVs, and volume groups over two PVs built in memory (test/helpers/lvm-images.ts).
  */
 
 import { readFile, writeFile } from 'node:fs/promises';
@@ -10,9 +11,11 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
 import { mountOffsets, selectTarget } from '../src/ops/mount-offset.js';
-import { lvPlacement, parseConfig, readPhysicalVolume, volumeGroupOf } from '../formats/lvm/index.js';
+import { formatPvUuid, lvPlacement, parseConfig, readPhysicalVolume, volumeGroupOf } from '../formats/lvm/index.js';
+import { writePartitions } from '../src/ops/partitions.js';
 import { mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
-import { withImage } from './helpers/partition-images.js';
+import { memoryDisk, withImage } from './helpers/partition-images.js';
+import { PE_START_BYTES, physicalVolume } from './helpers/lvm-images.js';
 
 const MiB = 1024 * 1024;
 
@@ -133,5 +136,82 @@ version = 1
     expect(() => parseConfig('vg { a = "unterminated }')).toThrow(/not closed/);
     expect(() => parseConfig('a { '.repeat(100))).toThrow(/deeper than/);
     expect(() => parseConfig('x = ' + '['.repeat(100))).toThrow(/deeper than/);
+  });
+});
+
+describe('volume groups as lvm2 reads them', () => {
+  const uuids = ['PV1aaaAAAAbbbbccccddddeeeeffffff', 'PV2aaaAAAAbbbbccccddddeeeeffffff'];
+  const linear = (name: string, pv: string, extent: number, count: number, status = '"READ", "WRITE", "VISIBLE"') =>
+    `${name} { status = [${status}] segment1 { start_extent = 0 extent_count = ${count} type = "striped" stripe_count = 1 stripes = ["${pv}", ${extent}] } }`;
+  const vgText = (seqno: number, lvs: string[], extentSize = 2048) => `vg0 {
+  id = "VG0aaa-bbbb-cccc-dddd-eeee-ffff-gggggg"
+  seqno = ${seqno}
+  extent_size = ${extentSize}
+  physical_volumes {
+    pv0 { id = "${formatPvUuid(uuids[0]!)}" pe_start = 2048 pe_count = 19 }
+    pv1 { id = "${formatPvUuid(uuids[1]!)}" pe_start = 2048 pe_count = 40 }
+  }
+  logical_volumes {
+    ${lvs.join('\n    ')}
+  }
+}
+contents = "Text Format Volume Group"
+version = 1
+`;
+  const current = vgText(4, [
+    linear('on1', 'pv0', 0, 3),
+    linear('on2', 'pv1', 0, 4),
+    linear('moved', 'pv0', 10, 2),
+    linear('orig', 'pv0', 3, 2),
+    linear('snap', 'pv0', 5, 1, '"READ", "WRITE"'),
+    'snapshot0 { status = ["READ"] segment1 { start_extent = 0 extent_count = 2 type = "snapshot" chunk_size = 8 origin = "orig" cow_store = "snap" } }',
+    linear('r_rimage_0', 'pv1', 8, 1, '"READ", "WRITE"'),
+  ]);
+  const stale = vgText(2, [linear('on1', 'pv0', 0, 3), linear('moved', 'pv0', 6, 2)]);
+
+  /** A 64 MiB GPT disk whose partitions 1 (20 MiB at 1 MiB) and 2 (the rest) hold the given PVs. */
+  async function twoPvDisk(first: Uint8Array, second: Uint8Array) {
+    const { image, device } = memoryDisk(64 * MiB);
+    await writePartitions(image, 'label: gpt\nstart=2048, size=40960, type=lvm\nstart=43008, type=lvm\n');
+    await device.write(MiB, first);
+    await device.write(21 * MiB, second);
+    return mountOffsets(image);
+  }
+
+  it('one VG over two PVs of the image: each LV once, on the PV holding it, from the newest metadata copy; hidden LVs left out', async () => {
+    const offsets = await twoPvDisk(
+      physicalVolume(uuids[0]!, 20 * MiB, [{ text: stale }, { text: current }]),
+      physicalVolume(uuids[1]!, 42 * MiB, [{ ignored: true }]),
+    );
+    expect(offsets.warnings).toEqual([]);
+    expect(offsets.targets.map((target) => target.name)).toEqual(['1', 'vg0/on1', 'vg0/on2', 'vg0/moved', 'vg0/orig', 'vg0/snap', '2']);
+    expect(selectTarget(offsets, 'vg0/on2')).toMatchObject({ partition: 2, offset: 21 * MiB + PE_START_BYTES, sizelimit: 4 * MiB });
+    // seqno 4 (the second copy) moved the LV to extent 10; the first copy still says 6.
+    expect(selectTarget(offsets, 'vg0/moved')).toMatchObject({ partition: 1, offset: MiB + PE_START_BYTES + 10 * MiB, sizelimit: 2 * MiB });
+    expect(selectTarget(offsets, 'vg0/snap')).toMatchObject({ contiguous: false, reason: expect.stringMatching(/copy-on-write store of a snapshot of orig/) });
+    expect(selectTarget(offsets, 'vg0/orig')).toMatchObject({ contiguous: true, offset: MiB + PE_START_BYTES + 3 * MiB });
+  });
+
+  it('a damaged metadata copy gives way to the other one, with a warning', async () => {
+    const first = physicalVolume(uuids[0]!, 20 * MiB, [{ text: current }, { text: current }]);
+    first[4096 + 600] = first[4096 + 600]! ^ 0xff; // inside the first copy's text
+    const offsets = await twoPvDisk(first, physicalVolume(uuids[1]!, 42 * MiB, []));
+    expect(offsets.warnings.join('\n')).toMatch(/a copy of the LVM metadata is unreadable \(LVM metadata text checksum does not match.*another copy is used/);
+    expect(selectTarget(offsets, 'vg0/on2')).toMatchObject({ offset: 21 * MiB + PE_START_BYTES });
+  });
+
+  it('metadata lvm2 rejects is a warning or a reason, never a negative or unbounded offset', async () => {
+    const cases: Array<[string, RegExp]> = [
+      [vgText(1, [linear('bad', 'pv0', -4, 1)]), /starts a stripe at extent -4/],
+      [vgText(1, [linear('bad', 'pv0', 0, 1)], 0), /extent size of 0/],
+    ];
+    for (const [text, message] of cases) {
+      const offsets = await twoPvDisk(physicalVolume(uuids[0]!, 20 * MiB, [{ text }]), physicalVolume(uuids[1]!, 42 * MiB, []));
+      expect(offsets.warnings.join('\n')).toMatch(message);
+      expect(offsets.targets.map((target) => target.name)).toEqual(['1', '2']);
+    }
+    const unknown = await twoPvDisk(physicalVolume(uuids[0]!, 20 * MiB, [{ text: vgText(1, [linear('lost', 'pv9', 0, 1), linear('on1', 'pv0', 0, 1)]) }]), physicalVolume(uuids[1]!, 42 * MiB, []));
+    expect(selectTarget(unknown, 'vg0/lost')).toMatchObject({ contiguous: false, reason: expect.stringMatching(/names pv9, which the metadata does not list/) });
+    expect(selectTarget(unknown, 'vg0/on1')).toMatchObject({ contiguous: true });
   });
 });

@@ -110,9 +110,11 @@ export function findPvLabel(head: Uint8Array): PvLabel | undefined {
 
 /**
  * Reads the current metadata text of the metadata area at `area` (byte offsets
- * within `device`). The text is a ring buffer: it may wrap to just after the header.
+ * within `device`); undefined when the area holds none (its copy is marked
+ * ignored, as `vgcreate --vgmetadatacopies` leaves it). The text is a ring
+ * buffer: it may wrap to just after the header.
  */
-export async function readMetadataText(device: BlockDevice, area: { offset: number; size: number }): Promise<string> {
+export async function readMetadataText(device: BlockDevice, area: { offset: number; size: number }): Promise<string | undefined> {
   if (area.size < MDA_HEADER_SIZE || area.offset > device.size || area.size > device.size - area.offset) {
     throw new CorruptImageError('LVM metadata area lies outside the device', area.offset);
   }
@@ -122,7 +124,8 @@ export async function readMetadataText(device: BlockDevice, area: { offset: numb
   if (crc32Update(LVM_INITIAL_CRC, sector.subarray(4)) !== header.checksum) {
     throw new CorruptImageError('LVM metadata area header checksum does not match', area.offset);
   }
-  const location = currentLocation(sector, area.offset);
+  const location = currentLocation(sector);
+  if (!location) return undefined;
   const offset = u64ToNumber(location.offset, 'LVM metadata offset', area.offset + 40);
   const size = u64ToNumber(location.size, 'LVM metadata size', area.offset + 48);
   if (size > MAX_METADATA_BYTES) throw new LimitExceededError(`LVM metadata text of ${size} bytes exceeds ${MAX_METADATA_BYTES}`);
@@ -140,12 +143,12 @@ export async function readMetadataText(device: BlockDevice, area: { offset: numb
   return new TextDecoder('utf-8').decode(text);
 }
 
-function currentLocation(sector: Uint8Array, areaOffset: number) {
+function currentLocation(sector: Uint8Array) {
   for (let index = 0; index < MAX_RAW_LOCATIONS; index++) {
     const location = RawLocation.decode(sector, MdaHeader.size + index * RawLocation.size);
     if (location.offset === 0n) break;
     // Flag 1 (RAW_LOCN_IGNORED) marks a copy the VG chose not to use.
     if ((location.flags & 1) === 0) return location;
   }
-  throw new CorruptImageError('LVM metadata area holds no metadata', areaOffset + 40);
+  return undefined;
 }

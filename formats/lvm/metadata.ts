@@ -17,11 +17,16 @@ export interface LvSegment {
   type: string;
   /** Each stripe: the PV name in the metadata (pv0, pv1…) and its first physical extent. */
   stripes: { pv: string; extent: number }[];
+  /** For a snapshot segment: the LV holding its copy-on-write store, and the LV it is a snapshot of. */
+  cowStore?: string;
+  origin?: string;
 }
 
 /** One logical volume. */
 export interface LogicalVolume {
   name: string;
+  /** Shown by lvs (status VISIBLE); hidden ones are the parts of others (raid images, thin pool data, snapshots). */
+  visible: boolean;
   segments: LvSegment[];
 }
 
@@ -39,6 +44,10 @@ export interface PhysicalVolumeEntry {
 /** A volume group as one PV's metadata describes it. */
 export interface VolumeGroup {
   name: string;
+  /** The VG UUID ('' when the text has none). */
+  id: string;
+  /** The metadata's sequence number: the highest is the newest copy. */
+  seqno: number;
   /** Extent size in 512-byte sectors. */
   extentSize: number;
   physicalVolumes: PhysicalVolumeEntry[];
@@ -69,9 +78,30 @@ function segmentOf(section: ConfigSection, where: string): LvSegment {
   for (let index = 0; index + 1 < list.length; index += 2) {
     const pv = list[index];
     const extent = list[index + 1];
-    if (typeof pv === 'string' && typeof extent === 'number') stripes.push({ pv, extent });
+    if (typeof pv !== 'string' || typeof extent !== 'number') continue;
+    if (!Number.isSafeInteger(extent) || extent < 0) throw new CorruptImageError(`LVM metadata: ${where} starts a stripe at extent ${extent}`);
+    stripes.push({ pv, extent });
   }
-  return { startExtent: num(section, 'start_extent', where), extentCount: num(section, 'extent_count', where), type, stripes };
+  const segment: LvSegment = { startExtent: num(section, 'start_extent', where), extentCount: num(section, 'extent_count', where), type, stripes };
+  if (typeof section.cow_store === 'string') segment.cowStore = section.cow_store;
+  if (typeof section.origin === 'string') segment.origin = section.origin;
+  return segment;
+}
+
+/**
+ * Visibility as lvs shows it (lvm2's lv_is_visible): a snapshot's own LV is
+ * hidden and its copy-on-write store is shown in its place, as visible as the
+ * origin it is a snapshot of.
+ */
+function showAsLvs(volumes: LogicalVolume[]): void {
+  const visible = new Map(volumes.map((lv) => [lv.name, lv.visible]));
+  for (const lv of volumes) {
+    const snapshot = lv.segments.find((segment) => segment.type === 'snapshot');
+    if (!snapshot) continue;
+    lv.visible = false;
+    const cow = volumes.find((other) => other.name === snapshot.cowStore);
+    if (cow) cow.visible = visible.get(snapshot.origin ?? '') ?? false;
+  }
 }
 
 /** Builds the volume group from parsed metadata text (the one top-level section). */
@@ -87,12 +117,16 @@ export function volumeGroupOf(config: ConfigSection): VolumeGroup {
   }));
   const logicalVolumes = sections(vg.logical_volumes).map(([lvName, lv]) => ({
     name: lvName,
+    visible: Array.isArray(lv.status) && lv.status.includes('VISIBLE'),
     segments: sections(lv)
       .filter(([key]) => /^segment\d+$/.test(key))
       .map(([key, segment]) => segmentOf(segment, `LV ${lvName} ${key}`))
       .sort((a, b) => a.startExtent - b.startExtent),
   }));
-  return { name, extentSize: num(vg, 'extent_size', `VG ${name}`), physicalVolumes, logicalVolumes };
+  showAsLvs(logicalVolumes);
+  const extentSize = num(vg, 'extent_size', `VG ${name}`);
+  if (extentSize === 0) throw new CorruptImageError(`LVM metadata: VG ${name} has an extent size of 0`);
+  return { name, id: typeof vg.id === 'string' ? vg.id : '', seqno: typeof vg.seqno === 'number' ? vg.seqno : 0, extentSize, physicalVolumes, logicalVolumes };
 }
 
 /** Where an LV lies on one PV, or why it cannot be given as one byte range. */
@@ -110,6 +144,8 @@ function linearStripe(segment: LvSegment): { pv: string; extent: number } | unde
  */
 export function lvPlacement(vg: VolumeGroup, lv: LogicalVolume): LvPlacement {
   if (lv.segments.length === 0) return { contiguous: false, reason: 'it has no segments' };
+  const snapshot = vg.logicalVolumes.flatMap((other) => other.segments).find((segment) => segment.type === 'snapshot' && segment.cowStore === lv.name);
+  if (snapshot) return { contiguous: false, reason: `it is the copy-on-write store of a snapshot of ${snapshot.origin ?? 'another LV'}, not a filesystem` };
   const first = linearStripe(lv.segments[0]!);
   if (!first) return { contiguous: false, reason: `its segment type is ${lv.segments[0]!.type} (not linear)` };
   let expectedExtent = first.extent;
@@ -127,7 +163,7 @@ export function lvPlacement(vg: VolumeGroup, lv: LogicalVolume): LvPlacement {
     extents += segment.extentCount;
   }
   const pv = vg.physicalVolumes.find((entry) => entry.key === first.pv);
-  if (!pv) throw new CorruptImageError(`LVM metadata: LV ${lv.name} names unknown PV ${first.pv}`);
+  if (!pv) return { contiguous: false, reason: `its segment names ${first.pv}, which the metadata does not list` };
   return {
     contiguous: true,
     pv: pv.id,

@@ -4,11 +4,11 @@
  * that `mount -o loop` and `losetup` need.
  */
 
-import { SliceDevice, type BlockDevice } from '../core/device.js';
+import { SliceDevice } from '../core/device.js';
 import { NotFoundError, PlatterError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { probeFilesystem, type FilesystemInfo } from '../../formats/fs-probe/index.js';
-import { lvPlacement, readPhysicalVolume } from '../../formats/lvm/index.js';
+import { lvPlacement, readPhysicalVolume, type LogicalVolume, type PhysicalVolume, type VolumeGroup } from '../../formats/lvm/index.js';
 import { isExtendedType } from '../../formats/partition-table/model.js';
 import { readPartitionTable } from '../engine/partition-table.js';
 
@@ -52,61 +52,101 @@ export async function probeRange(image: Image, offset: number, size: number, war
   }
 }
 
-/** The logical volumes of the PV occupying [base, base+size) of the disk. */
-async function lvTargets(image: Image, base: number, size: number, partition: number | undefined, warnings: string[]): Promise<MountTarget[]> {
-  const device: BlockDevice = new SliceDevice(image, base, size);
-  let pv;
+/** An LVM physical volume found on the disk: where it lies and what it holds. */
+interface FoundPv {
+  pv: PhysicalVolume;
+  /** Byte offset of the PV (its partition, or 0 for a whole disk) and its length. */
+  base: number;
+  size: number;
+  partition?: number;
+}
+
+/** The PV occupying [base, base+size) of the disk, if any; metadata that cannot be read becomes a warning. */
+async function findPv(image: Image, base: number, size: number, partition: number | undefined, warnings: string[]): Promise<FoundPv | undefined> {
+  let pv: PhysicalVolume | undefined;
   try {
-    pv = await readPhysicalVolume(device);
+    pv = await readPhysicalVolume(new SliceDevice(image, base, size));
   } catch (error) {
-    warnings.push(`LVM metadata at byte ${base}: ${error instanceof Error ? error.message : String(error)}`);
-    return [];
+    if (!(error instanceof PlatterError)) throw error;
+    warnings.push(`LVM metadata at byte ${base}: ${error.message}`);
+    return undefined;
   }
-  const vg = pv?.volumeGroup;
-  if (!pv || !vg) return [];
-  const targets: MountTarget[] = [];
-  for (const lv of vg.logicalVolumes) {
-    const target: MountTarget = { name: `${vg.name}/${lv.name}`, kind: 'lv', contiguous: false };
-    if (partition !== undefined) target.partition = partition;
-    const placement = lvPlacement(vg, lv);
-    if (!placement.contiguous) {
-      target.reason = placement.reason;
-    } else if (placement.pv !== pv.uuid) {
-      target.reason = `it lies on another physical volume (${placement.pv})`;
-    } else if (placement.offset > size || placement.size > size - placement.offset) {
-      target.reason = 'its extents run past the end of the physical volume';
-    } else {
-      Object.assign(target, { contiguous: true, offset: base + placement.offset, sizelimit: placement.size });
-      const found = await probeRange(image, base + placement.offset, placement.size, warnings);
-      if (found) target.filesystem = found;
-    }
-    targets.push(target);
+  if (!pv) return undefined;
+  warnings.push(...pv.warnings.map((warning) => `LVM metadata at byte ${base}: ${warning}`));
+  return { pv, base, size, partition };
+}
+
+/**
+ * The logical volumes of every volume group whose PVs were found, each listed
+ * once, from the newest metadata (highest seqno) any of its PVs holds, keyed by
+ * the first PV holding that VG's metadata (they are listed after it). An LV's
+ * offset is found on whichever PV of the image holds it. Hidden LVs (the parts
+ * of raid, mirror, thin and snapshot volumes, which lvs does not list) are left out.
+ */
+async function lvTargets(image: Image, pvs: FoundPv[], warnings: string[]): Promise<Map<FoundPv, MountTarget[]>> {
+  const groups = new Map<string, { anchor: FoundPv; vg: VolumeGroup }>();
+  for (const found of pvs) {
+    const vg = found.pv.volumeGroup;
+    if (!vg) continue;
+    const key = vg.id || vg.name;
+    const known = groups.get(key);
+    if (!known) groups.set(key, { anchor: found, vg });
+    else if (vg.seqno > known.vg.seqno) known.vg = vg;
   }
-  return targets;
+  const byAnchor = new Map<FoundPv, MountTarget[]>();
+  for (const { anchor, vg } of groups.values()) {
+    const targets: MountTarget[] = [];
+    for (const lv of vg.logicalVolumes.filter((volume) => volume.visible)) targets.push(await lvTarget(image, vg, lv, anchor, pvs, warnings));
+    byAnchor.set(anchor, [...(byAnchor.get(anchor) ?? []), ...targets]);
+  }
+  return byAnchor;
+}
+
+async function lvTarget(image: Image, vg: VolumeGroup, lv: LogicalVolume, anchor: FoundPv, pvs: FoundPv[], warnings: string[]): Promise<MountTarget> {
+  const target: MountTarget = { name: `${vg.name}/${lv.name}`, kind: 'lv', contiguous: false };
+  const placement = lvPlacement(vg, lv);
+  const holder = placement.contiguous ? pvs.find((found) => found.pv.uuid === placement.pv) : undefined;
+  const partition = holder ? holder.partition : anchor.partition;
+  if (partition !== undefined) target.partition = partition;
+  if (!placement.contiguous) {
+    target.reason = placement.reason;
+  } else if (!holder) {
+    target.reason = `it lies on physical volume ${placement.pv}, which is not in this image`;
+  } else if (placement.offset > holder.size || placement.size > holder.size - placement.offset) {
+    target.reason = 'its extents run past the end of the physical volume';
+  } else {
+    Object.assign(target, { contiguous: true, offset: holder.base + placement.offset, sizelimit: placement.size });
+    const found = await probeRange(image, holder.base + placement.offset, placement.size, warnings);
+    if (found) target.filesystem = found;
+  }
+  return target;
 }
 
 /** Every partition and logical volume of `image`, with offsets. */
 export async function mountOffsets(image: Image): Promise<MountOffsets> {
   const table = await readPartitionTable(image);
   const warnings = [...(table?.warnings ?? [])];
-  const targets: MountTarget[] = [];
+  const listed: Array<{ target: MountTarget; pv?: FoundPv }> = [];
   if (!table) {
     const found = await probeRange(image, 0, image.size, warnings);
-    if (found) targets.push({ name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found });
-    if (found?.type === 'LVM2_member') targets.push(...(await lvTargets(image, 0, image.size, undefined, warnings)));
-    return { format: image.format, targets, warnings };
+    if (found) {
+      const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found };
+      listed.push({ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined });
+    }
   }
-  for (const partition of table.partitions) {
-    if (table.label === 'dos' && isExtendedType(partition.type)) continue;
-    const offset = partition.start * table.sectorSize;
-    const sizelimit = partition.size * table.sectorSize;
+  for (const partition of table?.partitions ?? []) {
+    if (table!.label === 'dos' && isExtendedType(partition.type)) continue;
+    const offset = partition.start * table!.sectorSize;
+    const sizelimit = partition.size * table!.sectorSize;
     const target: MountTarget = { name: String(partition.number), kind: 'partition', partition: partition.number, offset, sizelimit, contiguous: true };
     if (partition.name !== undefined) target.partlabel = partition.name;
     const found = await probeRange(image, offset, sizelimit, warnings);
     if (found) target.filesystem = found;
-    targets.push(target);
-    if (found?.type === 'LVM2_member') targets.push(...(await lvTargets(image, offset, sizelimit, partition.number, warnings)));
+    listed.push({ target, pv: found?.type === 'LVM2_member' ? await findPv(image, offset, sizelimit, partition.number, warnings) : undefined });
   }
+  const pvs = listed.flatMap(({ pv }) => (pv ? [pv] : []));
+  const volumes = await lvTargets(image, pvs, warnings);
+  const targets = listed.flatMap(({ target, pv }) => [target, ...((pv && volumes.get(pv)) ?? [])]);
   return { format: image.format, targets, warnings };
 }
 
