@@ -122,6 +122,47 @@ describe('GPT against sgdisk and sfdisk', () => {
     expect(await withImage(join(dir, 'no-55aa.img'), (image) => readPartitionTable(image))).toBeUndefined();
   });
 
+  it('headers are checked as libfdisk checks them: a usable range out of order or past the disk fails, and the backup is only looked for at the end', async () => {
+    if (!available) return;
+    const path = await sgdiskImage('sane.img', ['-n1:2048:+4M', '-t1:8300', '-n2:0:+2M']);
+    const bytes = await readFile(path);
+    const labelOf = async (name: string, data: Uint8Array) => {
+      const copy = join(dir, name);
+      await writeFile(copy, data);
+      const theirs = JSON.parse(await mustRun('sfdisk', ['--json', copy])) as { partitiontable: { label: string; firstlba?: number } };
+      const ours = await withImage(copy, (image) => readPartitionTable(image));
+      return { ours: [ours?.label, ours?.firstLba], theirs: [theirs.partitiontable.label, theirs.partitiontable.firstlba] };
+    };
+    // A primary whose first usable LBA lies after its last (CRC made good again): the backup is used.
+    const unordered = Uint8Array.from(bytes);
+    const header = new DataView(unordered.buffer, 512, 92);
+    header.setBigUint64(40, 30000n, true);
+    header.setBigUint64(48, 20000n, true);
+    header.setUint32(16, 0, true);
+    header.setUint32(16, crc32(unordered.subarray(512, 512 + 92)), true);
+    const fromBackup = await labelOf('unordered.img', unordered);
+    expect(fromBackup.theirs).toEqual(['gpt', 34]);
+    expect(fromBackup.ours).toEqual(fromBackup.theirs);
+    // Cut short: the primary's usable range runs past the end and the backup is gone, so sfdisk sees only the MBR.
+    const cut = await labelOf('cut.img', bytes.subarray(0, 8 * 1024 * 1024));
+    expect(cut.theirs[0]).toBe('dos');
+    expect(cut.ours[0]).toBe('dos');
+    // Grown, with the primary's entries damaged: the backup its header names is not at the end, so neither tool finds it.
+    const grown = new Uint8Array(32 * 1024 * 1024);
+    grown.set(bytes);
+    grown[1024 + 40] = grown[1024 + 40]! ^ 0xff;
+    const lost = await labelOf('grown.img', grown);
+    expect(lost.theirs[0]).toBe('dos');
+    expect(lost.ours[0]).toBe('dos');
+    // A damaged backup: both tools keep the primary and say so.
+    const badBackup = Uint8Array.from(bytes);
+    badBackup[bytes.length - 512 + 40] = badBackup[bytes.length - 512 + 40]! ^ 0xff;
+    const damaged = join(dir, 'bad-backup.img');
+    await writeFile(damaged, badBackup);
+    expect((await runTool('sfdisk', ['-l', damaged])).stderr).toMatch(/backup GPT table is corrupt/);
+    expect((await withImage(damaged, (image) => readPartitionTable(image)))?.warnings).toEqual([`the backup GPT at LBA ${bytes.length / 512 - 1} is corrupt; the primary is used`]);
+  });
+
   it('4096-byte sectors (sgdisk fixture) parse to sfdisk --json', async () => {
     const path = join(dir, 'gpt-4k.img');
     await writeFile(path, gunzipSync(await readFile(new URL('../fixtures/gpt-4k.img.gz', import.meta.url))));

@@ -1,6 +1,6 @@
 /**
  * Reading a GPT: the primary header at LBA 1, falling back to the backup at the
- * last LBA when the primary or its entry array fails its CRC. 512-byte and
+ * last LBA when the primary or its entry array fails its checks. 512-byte and
  * 4096-byte sectors are told apart by where a valid header (MyLBA = 1, good CRC) sits.
  */
 
@@ -70,7 +70,19 @@ async function readCheckedHeader(device: BlockDevice, sectorSize: number, lba: n
     lastUsable: u64ToNumber(header.lastUsableLba, 'GPT LastUsableLBA', where + 48),
     entriesLba: u64ToNumber(header.entriesLba, 'GPT PartitionEntryLBA', where + 72),
   };
-  return checked.myLba === lba && entryArrayFits(checked, device.size) ? checked : undefined;
+  return checked.myLba === lba && usableRangeSane(checked, device.size) && entryArrayFits(checked, device.size) ? checked : undefined;
+}
+
+/**
+ * libfdisk's sanity check of a header's usable range: in order, on the disk,
+ * and not around the primary header (a primary that claims space past the end
+ * of a disk cut short loses to the backup, as in sfdisk).
+ */
+function usableRangeSane(checked: CheckedHeader, deviceSize: number): boolean {
+  const lastLba = Math.floor(deviceSize / checked.sectorSize) - 1;
+  const { firstUsable, lastUsable } = checked;
+  if (lastUsable < firstUsable || firstUsable > lastLba || lastUsable > lastLba) return false;
+  return !(firstUsable < 1 && 1 < lastUsable);
 }
 
 function entryArrayFits(checked: CheckedHeader, deviceSize: number): boolean {
@@ -138,22 +150,25 @@ async function tryCopy(device: BlockDevice, sectorSize: number, lba: number) {
 }
 
 /**
- * Finds a GPT on `device`: the primary header (trying each sector size), else the
- * backup one named by a primary header or sitting at the last LBA. Undefined when none is valid.
+ * Finds a GPT on `device` as libfdisk does: the primary header and entry array
+ * (trying each sector size), with the backup its AlternateLBA names checked
+ * too; else the backup at the last LBA (only there: a primary that fails
+ * cannot be trusted to say where its backup is). Undefined when none is valid.
  */
 export async function parseGpt(device: BlockDevice): Promise<PartitionTable | undefined> {
   for (const sectorSize of GPT_SECTOR_SIZES) {
     if (device.size < sectorSize * 3) continue;
     const primary = await tryCopy(device, sectorSize, 1);
-    if (primary) return tableOf(device, primary.checked, primary.array, []);
+    if (!primary) continue;
+    const backupGood = (await tryCopy(device, sectorSize, primary.checked.alternateLba)) !== undefined;
+    return tableOf(device, primary.checked, primary.array, backupGood ? [] : [`the backup GPT at LBA ${primary.checked.alternateLba} is corrupt; the primary is used`]);
   }
   for (const sectorSize of GPT_SECTOR_SIZES) {
     if (device.size < sectorSize * 3) continue;
     const lastLba = Math.floor(device.size / sectorSize) - 1;
-    const primaryHeader = await readHeader(device, sectorSize, 1);
-    const backupLba = primaryHeader?.alternateLba ?? lastLba;
-    const backup = (await tryCopy(device, sectorSize, backupLba)) ?? (await tryCopy(device, sectorSize, lastLba));
+    const backup = await tryCopy(device, sectorSize, lastLba);
     if (backup) {
+      const primaryHeader = await readHeader(device, sectorSize, 1);
       const warning = `the primary GPT ${primaryHeader ? 'entry array' : 'header'} is corrupt; using the backup at LBA ${backup.checked.myLba}`;
       return tableOf(device, backup.checked, backup.array, [warning]);
     }
