@@ -54,6 +54,8 @@ describe('GPT against sgdisk and sfdisk', () => {
       '-n1:2048:+4M', '-t1:EF00', '-c1:EFI system', '-A1:set:0', '-A1:set:48', '-A1:set:50',
       '-n2:0:+2M', '-t2:8300', '-c2:root fs', '-A2:set:2', '-A2:set:60', '-A2:set:10',
       '-n5:0:+1M', '-t5:8200', '-c5:café ❯ "q" \\', '-n6:0:+1M', '-t6:A504', '-n7:0:+1M', '-t7:0700', '-n8:0:+1M', '-t8:FD00',
+      // A type sfdisk has no name for ("unknown"), and an attribute bit no name covers (attrs="").
+      '-n9:0:+1M', '-t9:12345678-1234-1234-1234-123456789ABC', '-A9:set:5',
       '-n3:0:0', '-t3:8E00', '-c3:lvm',
     ]);
     expect(await platterJson(path)).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
@@ -63,9 +65,14 @@ describe('GPT against sgdisk and sfdisk', () => {
     const dumped = await withImage(path, async (image) => sfdiskScript(await listPartitions(image, { device: path, probe: false })));
     expect(dumped).toBe(await mustRun('sfdisk', ['-d', path]));
     const rewritten = join(dir, 'named-rewritten.img');
-    await mustRun('truncate', ['-s', '16M', rewritten]);
+    const bySfdisk = join(dir, 'named-sfdisk.img');
+    await mustRun('truncate', ['-s', '16M', rewritten, bySfdisk]);
     await withImage(rewritten, (image) => writePartitions(image, dumped!), true);
-    expect((await mustRun('sfdisk', ['-d', rewritten])).split(rewritten).join(path)).toBe(dumped);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], dumped);
+    expect((await mustRun('sfdisk', ['-d', rewritten])).split(rewritten).join('DISK')).toBe((await mustRun('sfdisk', ['-d', bySfdisk])).split(bySfdisk).join('DISK'));
+    // A table without partitions dumps without a blank line after its header.
+    const empty = await sgdiskImage('empty.img', ['-o']);
+    expect(await withImage(empty, async (image) => sfdiskScript(await listPartitions(image, { device: empty, probe: false })))).toBe(await mustRun('sfdisk', ['-d', empty]));
     if (!(await requireTools('qemu-img'))) return;
     const qcow2 = join(dir, 'named.qcow2');
     await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', path, qcow2]);

@@ -157,6 +157,8 @@ describe('sfdisk script defaults against sfdisk', () => {
       ['label: gpt\nsector-size: 1048576\n,1M\n', 'sector-size 1048576 is not supported'],
       ['label: dos\ngrain: 100\n,1M\n', "grain '100' is not a power of two of at least 512 bytes"],
       ['label: dos\ngrain: 3M\n,1M\n', "grain '3M' is not a power of two"],
+      ['label: gpt\nfirst-lba: 33\n,1M\n', 'first-lba 33 is out of range (34 to 2097118 for 128 entries)'],
+      ['label: gpt\ntable-length: 8\nlast-lba: 2097149\n,1M\n', 'last-lba 2097149 is out of range (4 to 2097148 for 8 entries)'],
       // sfdisk writes such a partition without its name.
       ['label: gpt\nsize=1M, name="\\xff\\xfe"\n', "script line 2: the name's \\x bytes are not UTF-8"],
       // More partitions than are placed in reasonable time, than an MBR holds, than the EBR chain the reader follows.

@@ -323,6 +323,12 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
     if (table.entryCount < 1 || table.entryCount > MAX_TABLE_LENGTH) throw new UsageError(`table-length ${table.entryCount} is out of range (1 to ${MAX_TABLE_LENGTH})`);
     const geometry = gptGeometry(totalSectors, sectorSize, table.entryCount);
     if (geometry.firstUsable > geometry.lastUsable) throw new UsageError(`the disk is too small for a GPT of ${table.entryCount} entries`);
+    // As sfdisk: a usable area reaching into the headers or entry arrays is refused, not moved.
+    for (const [key, value] of [['first-lba', script.firstLba], ['last-lba', script.lastLba]] as const) {
+      if (value !== undefined && (value < geometry.firstUsable || value > geometry.lastUsable)) {
+        throw new UsageError(`${key} ${value} is out of range (${geometry.firstUsable} to ${geometry.lastUsable} for ${table.entryCount} entries)`);
+      }
+    }
     // A new GPT from sfdisk starts its usable area at the first grain boundary (LBA 2048 on 512-byte disks).
     table.firstLba = script.firstLba ?? Math.max(geometry.firstUsable, grainOf(totalSectors, sectorSize));
     table.lastLba = script.lastLba ?? geometry.lastUsable;

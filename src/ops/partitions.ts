@@ -79,7 +79,8 @@ export interface SfdiskJsonPartition {
   bootable?: boolean;
   uuid?: string;
   name?: string;
-  attrs?: string;
+  /** null where the attributes are set but none has a name (bits 3-47 only), as sfdisk prints them. */
+  attrs?: string | null;
   filesystem?: FilesystemInfo;
 }
 
@@ -105,8 +106,10 @@ function jsonPartition(partition: ListedPartition): SfdiskJsonPartition {
   if (partition.bootable) json.bootable = true;
   if (partition.uuid !== undefined) json.uuid = partition.uuid;
   if (partition.name !== undefined) json.name = partition.name;
-  const attrs = partition.attributes !== undefined ? attributesText(partition.attributes) : '';
-  if (attrs !== '') json.attrs = attrs;
+  if (partition.attributes) {
+    const attrs = attributesText(partition.attributes);
+    json.attrs = attrs === '' ? null : attrs;
+  }
   if (partition.filesystem) json.filesystem = partition.filesystem;
   return json;
 }
@@ -161,14 +164,15 @@ export function sfdiskScript(listing: PartitionListing): string | undefined {
   if (length !== undefined) lines.push(`table-length: ${length}`);
   const grain = smallDiskGrain(listing);
   if (grain !== undefined) lines.push(`grain: ${grain}`);
-  lines.push(`sector-size: ${table.sectorSize}`, '');
+  lines.push(`sector-size: ${table.sectorSize}`);
+  if (listing.partitions.length > 0) lines.push('');
   for (const partition of listing.partitions) {
     const fields = [`start=${String(partition.start).padStart(12)}`, `size=${String(partition.size).padStart(12)}`, `type=${partition.type}`];
     if (partition.bootable) fields.push('bootable');
     if (partition.uuid !== undefined) fields.push(`uuid=${partition.uuid}`);
     if (partition.name !== undefined) fields.push(`name="${scriptQuoted(partition.name)}"`);
-    const attrs = partition.attributes !== undefined ? attributesText(partition.attributes) : '';
-    if (attrs !== '') fields.push(`attrs="${attrs}"`);
+    // Attributes that are set print, even when none has a name (attrs=""), as in sfdisk -d.
+    if (partition.attributes) fields.push(`attrs="${attributesText(partition.attributes)}"`);
     lines.push(`${partition.node} : ${fields.join(', ')}`);
   }
   return lines.join('\n') + '\n';

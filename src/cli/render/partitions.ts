@@ -14,7 +14,7 @@ export function filesystemCell(info: FilesystemInfo | undefined): string {
 
 function typeName(label: string, type: string): string {
   if (label === 'dos') return MBR_TYPE_NAMES.get(parseInt(type, 16)) ?? 'unknown';
-  return GPT_TYPE_NAMES.get(type) ?? type;
+  return GPT_TYPE_NAMES.get(type) ?? 'unknown';
 }
 
 function diskHeader(listing: PartitionListing, sectorSize: number): string[] {
