@@ -4,6 +4,7 @@
  * into such a base, and NBD writes to such an export, fail and leave the
  * file as it was, as they do in qemu-img and qemu-io; with the format named,
  * or with a first sector that still probes as raw, the writes go through.
+ * resize warns of the guard, as qemu-img does.
  */
 
 import { spawnSync } from 'node:child_process';
@@ -111,6 +112,20 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('a probed raw image
 
 describe('the first-sector guard of a probed raw image', () => {
   const probedRaw = (bytes: Uint8Array) => new RawImage(new MemoryDevice(bytes, { writable: true, name: 'disk.raw' }), (head) => formats.nameOf(head));
+
+  it('resize of a probed raw image warns about the guard, as qemu-img resize does; with -f raw it does not', () => {
+    if (!hasTool('qemu-img')) return;
+    for (const [who, command] of [['qemu', 'qemu-img'], ['platter', undefined]] as const) {
+      for (const format of [[], ['-f', 'raw']]) {
+        const path = tmp.path(`resized-${who}-${format.length}.raw`);
+        writeFileSync(path, new Uint8Array(1 << 20));
+        const args = ['resize', ...format, path, '+1M'];
+        const result = command ? spawnSync(command, args, { encoding: 'utf8' }) : platter(args);
+        expect(result.status, `${who} ${args.join(' ')}`).toBe(0);
+        expect(/probing guessed raw/.test(result.stderr), `${who} ${args.join(' ')}: ${result.stderr}`).toBe(format.length === 0);
+      }
+    }
+  });
 
   it('refuses exactly the writes that leave a first sector probing as another format, at any offset and length', async () => {
     const magic = Uint8Array.from([0x51, 0x46, 0x49, 0xfb]);

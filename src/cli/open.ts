@@ -16,6 +16,17 @@ export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> 
 }
 
 /**
+ * Warns, as qemu-img and qemu-nbd do, when an image opened for writing was
+ * probed as raw: its first sector is then guarded against writes that would
+ * make it read as another format.
+ */
+export function warnProbedRaw(image: Image, path: string): void {
+  if (image.writable && image.format === 'raw' && image.probed) {
+    warn(`${path}: the format was not given and probing guessed raw; writes that would change what block 0 probes as are refused (give -f raw to lift this)`);
+  }
+}
+
+/**
  * Opens `path`, runs `work` on the image and closes it. Errors from the readers
  * below do not know which file they read; the one line on stderr names it.
  */

@@ -4,7 +4,7 @@ import { UsageError } from '../../core/errors.js';
 import { parseSizeChange } from '../../core/size.js';
 import { resizeImage } from '../../ops/resize.js';
 import type { CliCommand } from '../command.js';
-import { withImage } from '../open.js';
+import { warnProbedRaw, withImage } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printText, withFormat } from '../output.js';
 import { withImageOpts } from '../image-opts.js';
@@ -41,7 +41,10 @@ const command: CliCommand = {
     const sizeText = decrease !== undefined ? `-${decrease}` : (args.size as string | undefined);
     if (sizeText === undefined) throw new UsageError('a size is required (SIZE, +SIZE or -SIZE)');
     const options = { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable: true };
-    await withImage(path, options, (image) => resizeImage(image, parseSizeChange(sizeText), args.shrink === true, String(args.preallocation)));
+    await withImage(path, options, (image) => {
+      warnProbedRaw(image, path);
+      return resizeImage(image, parseSizeChange(sizeText), args.shrink === true, String(args.preallocation));
+    });
     if (!args.quiet) printText('Image resized.\n');
   },
 };

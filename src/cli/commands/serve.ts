@@ -5,7 +5,7 @@ import { formatSize } from '../../core/size.js';
 import { serve, type ServeInfo } from '../../ops/serve.js';
 import { defaultSocketPath, listenNbd, onShutdownSignals, type NbdEndpoint } from '../../node/nbd-listen.js';
 import type { Args, CliCommand } from '../command.js';
-import { openForCli } from '../open.js';
+import { openForCli, warnProbedRaw } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { warn } from '../report.js';
@@ -69,6 +69,7 @@ const command: CliCommand = {
     const endpoint = endpointFrom(args);
     const shared = shareCount(args);
     const image = await openForCli(path, { ...namedFilePolicyOf(args), format: args.format as string | undefined, writable });
+    warnProbedRaw(image, path);
     try {
       const handle = await serve(image, {
         exportName: args['export-name'] as string,
