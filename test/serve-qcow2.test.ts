@@ -3,8 +3,8 @@
  * internal snapshots), checked against qemu-img reading the same images.
  */
 
-import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, exitWithin, haveServeTool, makeServeTempDir, runTool, startServe, stopAllServes } from './helpers/serve-tools.js';
@@ -218,6 +218,24 @@ describe.runIf(qemu)('serving qcow2', () => {
       expect(mapOf(ours), options).toEqual(mapOf(theirs));
       expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
     }
+  });
+  it('qemu-nbd --list shows a writable export of platter serve as it shows one of qemu-nbd: flags, block sizes, description, contexts', async () => {
+    if (!haveServeTool('qemu-nbd')) return;
+    const image = file('listed.qcow2');
+    runTool('qemu-img', ['create', '-q', '-f', 'qcow2', image, '64M']);
+    const names = ['-x', 'disk0', '-D', 'the system disk'];
+    const ours = await startServe(image, nextSocket(), ['--writable', ...names]);
+    const listedByUs = runTool('qemu-nbd', ['-L', '-k', ours.socket]);
+    await ours.stop();
+    const socket = nextSocket();
+    const qemuNbd = spawn('qemu-nbd', [...names, '-f', 'qcow2', '-k', socket, image], { stdio: 'ignore' });
+    try {
+      for (let tries = 0; !existsSync(socket) && tries < 200; tries++) await new Promise((done) => setTimeout(done, 25));
+      expect(listedByUs).toBe(runTool('qemu-nbd', ['-L', '-k', socket]));
+    } finally {
+      qemuNbd.kill();
+    }
+    expect(listedByUs).toMatch(/fast-zero/);
   });
   it('TRIM frees qcow2 clusters with --discard=unmap, and is ignored by default, as in qemu-nbd', async () => {
     for (const mode of ['unmap', 'ignore']) {

@@ -27,6 +27,8 @@ export type NbdListen = (catalog: ExportCatalog) => Promise<{
 export interface ExportOptions {
   /** The export's name (default '': clients that name none get it). */
   exportName?: string;
+  /** The description clients are given (qemu-nbd's -D; default: the image's name, and the snapshot's). */
+  description?: string;
   /** Accept writes (the image must be open for writing). */
   writable?: boolean;
   /** Export only this partition. */
@@ -90,7 +92,7 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
     options.partition === undefined
       ? { start: 0, length: source.size }
       : await (options.resolvePartition ?? mountTargetWindow)(source, options.partition);
-  const description = options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}`;
+  const description = options.description ?? (options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}`);
   const exported = imageExport(source, { name, writable: options.writable === true, window, description, unmapOnTrim: options.unmapOnTrim === true });
   return { exported, window };
 }

@@ -52,6 +52,7 @@ const command: CliCommand = {
       .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
       .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
       .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
+      .option('description', { alias: 'D', type: 'string', requiresArg: true, describe: "The export's description, as clients list it (default: the image's name)" })
       .example('platter serve --socket /tmp/disk.sock disk.img', "Serve the disk read-only; then: qemu-img convert -O raw 'nbd+unix:///?socket=/tmp/disk.sock' copy.raw")
       .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT or SIGTERM')
       .example('platter serve -w --discard=unmap -k /tmp/d.sock vm.qcow2', "Let the client's TRIM free clusters of the qcow2 file")
@@ -73,6 +74,7 @@ const command: CliCommand = {
     try {
       const handle = await serve(image, {
         exportName: args['export-name'] as string,
+        description: args.description as string | undefined,
         writable,
         partition: args.partition as string | undefined,
         snapshot: args.snapshot as string | undefined,
