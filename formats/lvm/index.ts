@@ -35,7 +35,7 @@ export async function readPhysicalVolume(device: BlockDevice): Promise<PhysicalV
   const label = findPvLabel(head);
   if (!label) return undefined;
   const pv: PhysicalVolume = { label, uuid: formatPvUuid(label.uuid), warnings: [] };
-  const failures: unknown[] = [];
+  const failures: PlatterError[] = [];
   for (const area of label.metadataAreas) {
     try {
       const text = await readMetadataText(device, area);
@@ -48,6 +48,6 @@ export async function readPhysicalVolume(device: BlockDevice): Promise<PhysicalV
     }
   }
   if (!pv.volumeGroup && failures.length > 0) throw failures[0];
-  for (const failure of failures) pv.warnings.push(`a copy of the LVM metadata is unreadable (${(failure as Error).message}); another copy is used`);
+  for (const failure of failures) pv.warnings.push(`a copy of the LVM metadata is unreadable (${failure.message}); another copy is used`);
   return pv;
 }

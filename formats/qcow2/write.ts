@@ -216,7 +216,9 @@ export class Qcow2Writer {
    * Makes [offset, offset+length) read as zeros, with zero clusters where whole
    * clusters are covered. With `keepAllocation` (NBD's NO_HOLE, qemu without
    * may-unmap) a version 3 cluster that has a host cluster keeps it, marked
-   * zero; version 2 has no such mark and frees it, as qemu does.
+   * zero; version 2 has no such mark and frees it, as qemu does. With `fast`
+   * (NBD's FAST_ZERO) nothing is done unless metadata alone can do it all
+   * (see requireFastZeroing).
    */
   writeZeroes(offset: number, length: number, keepAllocation = false, fast = false): Promise<void> {
     return this.exclusive(async () => {
@@ -680,7 +682,7 @@ export class Qcow2Writer {
     const { extendedL2 } = this.geometry;
     const canMarkZero = this.header.version === 3 || this.backingSize() === undefined;
     // Version 3 marks a cluster zero even where it read zeros already (zeroingOf); others are left alone.
-    if (!(canMarkZero && this.header.version === 3 && !this.dataFile) && (await this.readsAsZero(clusterStart))) return;
+    if ((this.header.version !== 3 || this.dataFile) && (await this.readsAsZero(clusterStart))) return;
     const clusterLength = Math.min(this.clusterSize, this.host.size() - clusterStart);
     // qemu's rule for part of a cluster: it is marked zero whole when it stores nothing and the rest of it reads as zeros.
     const wholeZero =

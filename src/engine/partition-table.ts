@@ -1,7 +1,9 @@
 /**
  * Finding the partition table of a disk (raw file or the virtual disk of any
- * image) and writing one. A FAT/NTFS/exFAT boot sector also ends in 55AA, so a
- * filesystem at sector 0 is ruled out before sector 0 is read as an MBR.
+ * image) and writing one. A GPT's protective entry is followed first, as
+ * libfdisk follows it (even in a FAT boot sector left under it). A
+ * FAT/NTFS/exFAT boot sector also ends in 55AA, so otherwise a filesystem at
+ * sector 0 is ruled out before sector 0 is read as an MBR.
  */
 
 import type { BlockDevice } from '../core/device.js';

@@ -116,13 +116,13 @@ function unquote(text: string): string {
   return text.slice(1, -1).replace(/\\"/g, '"');
 }
 
+const UTF8 = new TextEncoder();
+
 /**
  * A partition name as sfdisk reads it, quoted or not: each `\xNN` is one byte
  * (sfdisk -d writes every byte outside printable ASCII, and a backslash or a
  * quote, that way), and the bytes are UTF-8.
  */
-const UTF8 = new TextEncoder();
-
 function unhexName(text: string, line: number): string {
   if (!text.includes('\\x')) return text;
   const bytes: number[] = [];

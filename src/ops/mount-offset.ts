@@ -10,7 +10,7 @@ import type { Image } from '../core/image.js';
 import { probeFilesystem, type FilesystemInfo } from '../../formats/fs-probe/index.js';
 import { lvPlacement, readPhysicalVolume, type LogicalVolume, type PhysicalVolume, type VolumeGroup } from '../../formats/lvm/index.js';
 import { isExtendedType } from '../../formats/partition-table/model.js';
-import { readPartitionTable } from '../engine/partition-table.js';
+import { readPartitionTable, type PartitionTable } from '../engine/partition-table.js';
 
 /** One thing that can be mounted (or, for a scattered LV, cannot be by offset). */
 export interface MountTarget {
@@ -102,6 +102,7 @@ async function lvTargets(image: Image, pvs: FoundPv[], warnings: string[]): Prom
   return byAnchor;
 }
 
+/** One LV's target: its offset on the PV of the image that holds it, or why there is none. */
 async function lvTarget(image: Image, vg: VolumeGroup, lv: LogicalVolume, anchor: FoundPv, pvs: FoundPv[], warnings: string[]): Promise<MountTarget> {
   const target: MountTarget = { name: `${vg.name}/${lv.name}`, kind: 'lv', contiguous: false };
   const placement = lvPlacement(vg, lv);
@@ -126,28 +127,38 @@ async function lvTarget(image: Image, vg: VolumeGroup, lv: LogicalVolume, anchor
 export async function mountOffsets(image: Image): Promise<MountOffsets> {
   const table = await readPartitionTable(image);
   const warnings = [...(table?.warnings ?? [])];
-  const listed: Array<{ target: MountTarget; pv?: FoundPv }> = [];
-  if (!table) {
-    const found = await probeRange(image, 0, image.size, warnings);
-    if (found) {
-      const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found };
-      listed.push({ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined });
-    }
-  }
-  for (const partition of table?.partitions ?? []) {
-    if (table!.label === 'dos' && isExtendedType(partition.type)) continue;
-    const offset = partition.start * table!.sectorSize;
-    const sizelimit = partition.size * table!.sectorSize;
+  const listed = table ? await partitionTargets(image, table, warnings) : await wholeDiskTargets(image, warnings);
+  const pvs = listed.flatMap(({ pv }) => (pv ? [pv] : []));
+  const volumes = await lvTargets(image, pvs, warnings);
+  // Each volume group's LVs follow the PV they were first found on.
+  const targets = listed.flatMap(({ target, pv }) => [target, ...((pv && volumes.get(pv)) ?? [])]);
+  return { format: image.format, targets, warnings };
+}
+
+/** A partition or whole-disk target, and the PV it holds if any. */
+type Listed = { target: MountTarget; pv?: FoundPv };
+
+/** A disk without a partition table: one entry when a filesystem (or a PV) starts at byte 0. */
+async function wholeDiskTargets(image: Image, warnings: string[]): Promise<Listed[]> {
+  const found = await probeRange(image, 0, image.size, warnings);
+  if (!found) return [];
+  const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found };
+  return [{ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined }];
+}
+
+async function partitionTargets(image: Image, table: PartitionTable, warnings: string[]): Promise<Listed[]> {
+  const listed: Listed[] = [];
+  for (const partition of table.partitions) {
+    if (table.label === 'dos' && isExtendedType(partition.type)) continue;
+    const offset = partition.start * table.sectorSize;
+    const sizelimit = partition.size * table.sectorSize;
     const target: MountTarget = { name: String(partition.number), kind: 'partition', partition: partition.number, offset, sizelimit, contiguous: true };
     if (partition.name !== undefined) target.partlabel = partition.name;
     const found = await probeRange(image, offset, sizelimit, warnings);
     if (found) target.filesystem = found;
     listed.push({ target, pv: found?.type === 'LVM2_member' ? await findPv(image, offset, sizelimit, partition.number, warnings) : undefined });
   }
-  const pvs = listed.flatMap(({ pv }) => (pv ? [pv] : []));
-  const volumes = await lvTargets(image, pvs, warnings);
-  const targets = listed.flatMap(({ target, pv }) => [target, ...((pv && volumes.get(pv)) ?? [])]);
-  return { format: image.format, targets, warnings };
+  return listed;
 }
 
 /** Picks the targets WHICH names: a partition number, LABEL=, UUID=, PARTLABEL= or VG/LV. */
