@@ -75,14 +75,14 @@ function mbrCases(): PartitionCase[] {
     {
       name: 'primary partition past the end of the disk',
       disk: () => (((d) => (writeTable(d, 0, [{ type: 0x83, lbaStart: 1900, sectors: 1000 }]), d))(blankDisk())),
-      warning: /partition 1 \(start 1900, 1000 sectors\) ends past the end of the disk \(2048 sectors\); ignored/,
-      starts: [],
+      warning: /partition 1 \(start 1900, 1000 sectors\) ends past the end of the disk \(2048 sectors\): only its first 148 sectors are in the image/,
+      starts: [1900],
     },
     {
       name: 'primary partition of 2^32-1 sectors',
       disk: () => (((d) => (writeTable(d, 0, [{ type: 0x83, lbaStart: 1, sectors: 0xffffffff }, { type: 0x83, lbaStart: 100, sectors: 10 }]), d))(blankDisk())),
       warning: /partition 1 \(start 1, 4294967295 sectors\) ends past the end of the disk/,
-      starts: [100],
+      starts: [1, 100],
     },
     {
       name: 'two extended partitions',
@@ -143,9 +143,9 @@ function gptCases(): PartitionCase[] {
     { name: 'GPT primary MyLBA pointing elsewhere', disk: gpt((d) => pokeGpt(d, 1, GPT.myLba, 5n, 8)), warning: backup('header'), starts: [40] },
     { name: 'GPT primary AlternateLBA above 2^53', disk: gpt((d) => pokeGpt(d, 1, GPT.alternateLba, 2n ** 62n, 8)), warning: backup('header'), starts: [40] },
     { name: 'GPT primary entry array LBA above 2^53', disk: gpt((d) => pokeGpt(d, 1, GPT.entriesLba, 2n ** 62n, 8)), warning: backup('header'), starts: [40] },
-    { name: 'GPT entry ending past the disk', disk: gpt(entryLbas(40n, 5000n)), warning: /GPT partition 1 \(LBA 40–5000\) is empty or ends past the end of the disk; ignored/, starts: [] },
-    { name: 'GPT entry ending before it starts', disk: gpt(entryLbas(99n, 40n)), warning: /GPT partition 1 \(LBA 99–40\) is empty or ends past the end of the disk; ignored/, starts: [] },
-    { name: 'GPT entry LBA above 2^53', disk: gpt(entryLbas(40n, 2n ** 60n)), warning: /GPT partition 1 \(LBA 40–1152921504606846976\) is empty or ends past the end of the disk; ignored/, starts: [] },
+    { name: 'GPT entry ending past the disk', disk: gpt(entryLbas(40n, 5000n)), warning: /GPT partition 1 \(LBA 40–5000\) ends past the end of the disk/, starts: [40] },
+    { name: 'GPT entry ending before it starts', disk: gpt(entryLbas(99n, 40n)), warning: /GPT partition 1 \(LBA 99–40\) ends before it starts or past any disk; ignored/, starts: [] },
+    { name: 'GPT entry LBA above 2^53', disk: gpt(entryLbas(40n, 2n ** 60n)), warning: /GPT partition 1 \(LBA 40–1152921504606846976\) ends before it starts or past any disk; ignored/, starts: [] },
   ];
 }
 

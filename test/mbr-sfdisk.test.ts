@@ -158,6 +158,27 @@ describe('MBR layouts against sfdisk', () => {
     expect(JSON.parse(json).partitiontable.partitions.map((partition: { start: number }) => partition.start)).toEqual([2048, 40000, 60000, 20000, 4096]);
   });
 
+  it('an image cut short lists every partition as sfdisk does; mount offsets cover what the image holds', async () => {
+    if (!available) return;
+    const path = join(dir, 'cut.img');
+    await mustRun('truncate', ['-s', String(100 * 1024 * 1024), path]);
+    await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', path], 'label: dos\n,20M\n,30M\n,,\n');
+    // Cut inside partition 2: partition 3 starts past the new end.
+    await truncate(path, 40 * 1024 * 1024);
+    const [json = '', listing = ''] = await sfdiskBatch([['--json', path], ['-l', '-uS', path]]);
+    const { warnings, ...ours } = ((await platterJson(path)) as { partitiontable: { warnings?: string[] } }).partitiontable;
+    expect({ partitiontable: ours }).toEqual(JSON.parse(json));
+    expect(await withImage(path, async (image) => renderPartitions(await listPartitions(image, { device: path, probe: false })))).toBe(listing);
+    expect(warnings).toEqual([
+      'partition 2 (start 43008, 61440 sectors) ends past the end of the disk (81920 sectors): only its first 38912 sectors are in the image',
+      'partition 3 (start 104448, 100352 sectors) ends past the end of the disk (81920 sectors): none of it is in the image',
+    ]);
+    const { mountOffsets, selectTarget } = await import('../src/ops/mount-offset.js');
+    const offsets = await withImage(path, (image) => mountOffsets(image));
+    expect(selectTarget(offsets, '2')).toMatchObject({ offset: 43008 * 512, sizelimit: 38912 * 512 });
+    expect(selectTarget(offsets, '3')).toMatchObject({ contiguous: false, reason: 'it starts past the end of the image' });
+  });
+
   it('the classic layout gives offset 92413440 for partition 5', async () => {
     if (!available) return;
     const path = join(dir, 'classic.img');

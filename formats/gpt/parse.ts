@@ -106,9 +106,13 @@ function partitionsOf(array: Uint8Array, checked: CheckedHeader, totalSectors: n
   for (let index = 0; index < entryCount; index++) {
     const entry = GptEntry.decode(array, index * entrySize);
     if (entry.typeGuid === NIL_GUID) continue;
-    if (entry.lastLba < entry.firstLba || entry.lastLba >= BigInt(totalSectors)) {
-      warnings.push(`GPT partition ${index + 1} (LBA ${entry.firstLba}–${entry.lastLba}) is empty or ends past the end of the disk; ignored`);
+    if (entry.lastLba < entry.firstLba || entry.lastLba > BigInt(Number.MAX_SAFE_INTEGER)) {
+      warnings.push(`GPT partition ${index + 1} (LBA ${entry.firstLba}–${entry.lastLba}) ends before it starts or past any disk; ignored`);
       continue;
+    }
+    // Kept, as sfdisk lists it: an image cut short holds only part of such a partition.
+    if (entry.lastLba >= BigInt(totalSectors)) {
+      warnings.push(`GPT partition ${index + 1} (LBA ${entry.firstLba}–${entry.lastLba}) ends past the end of the disk (${totalSectors} sectors)`);
     }
     const at = checked.entriesLba * checked.sectorSize + index * entrySize;
     const first = u64ToNumber(entry.firstLba, `GPT entry ${index + 1} first LBA`, at + 32);

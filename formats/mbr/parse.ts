@@ -65,7 +65,6 @@ export async function parseMbr(device: BlockDevice, sector0: Uint8Array, sectorS
   decodeEntries(sector0).forEach((entry, slot) => {
     if (isEmptyEntry(entry)) return;
     const partition = record(slot + 1, entry.lbaStart, entry);
-    if (!fitsDisk(partition, totalSectors, table.warnings)) return;
     table.partitions.push(partition);
     if (!EXTENDED_TYPES.has(entry.type)) return;
     if (extended) {
@@ -75,15 +74,18 @@ export async function parseMbr(device: BlockDevice, sector0: Uint8Array, sectorS
     }
   });
   if (extended) table.partitions.push(...(await readLogicals(device, extended, sectorSize, table.warnings)));
+  for (const partition of table.partitions) warnIfPastEnd(partition, totalSectors, table.warnings);
   return table;
 }
 
-function fitsDisk(partition: PartitionRecord, totalSectors: number, warnings: string[]): boolean {
-  if (partition.start < totalSectors && partition.size <= totalSectors - partition.start) return true;
-  warnings.push(
-    `partition ${partition.number} (start ${partition.start}, ${partition.size} sectors) ends past the end of the disk (${totalSectors} sectors); ignored`,
-  );
-  return false;
+/**
+ * A partition that runs past the end of the disk (an image cut short) is kept,
+ * as sfdisk lists it, with a warning saying how much of it the image holds.
+ */
+function warnIfPastEnd(partition: PartitionRecord, totalSectors: number, warnings: string[]): void {
+  if (partition.start + partition.size <= totalSectors) return;
+  const held = partition.start >= totalSectors ? 'none of it is in the image' : `only its first ${totalSectors - partition.start} sectors are in the image`;
+  warnings.push(`partition ${partition.number} (start ${partition.start}, ${partition.size} sectors) ends past the end of the disk (${totalSectors} sectors): ${held}`);
 }
 
 /**
@@ -101,6 +103,7 @@ async function readLogicals(
 ): Promise<PartitionRecord[]> {
   const logicals: PartitionRecord[] = [];
   const extendedEnd = extended.start + extended.size; // exclusive
+  const diskEnd = Math.floor(device.size / sectorSize);
   const visited = new Set<number>();
   let ebrLba = extended.start;
   for (let count = 0; ; count++) {
@@ -109,6 +112,10 @@ async function readLogicals(
       break;
     }
     visited.add(ebrLba);
+    if (ebrLba >= diskEnd) {
+      warnings.push(`EBR at sector ${ebrLba} lies past the end of the disk; chain ends there`);
+      break;
+    }
     const sector = await device.read(ebrLba * sectorSize, MBR_SECTOR_BYTES);
     if (!hasBootSignature(sector)) {
       warnings.push(`EBR at sector ${ebrLba} (byte ${ebrLba * sectorSize}) has no 55AA signature; chain ends there`);

@@ -39,12 +39,14 @@ export interface MountOffsets {
 }
 
 /**
- * Probes what sits at [offset, offset+size) of the disk. A read that fails there
- * (a corrupt cluster of a qcow2 image) becomes a warning: the other partitions still count.
+ * Probes what sits at [offset, offset+size) of the disk (what of it the image
+ * holds). A read that fails there (a corrupt cluster of a qcow2 image) becomes
+ * a warning: the other partitions still count.
  */
 export async function probeRange(image: Image, offset: number, size: number, warnings: string[]): Promise<FilesystemInfo | undefined> {
+  if (offset >= image.size) return undefined;
   try {
-    return await probeFilesystem(new SliceDevice(image, offset, size));
+    return await probeFilesystem(new SliceDevice(image, offset, Math.min(size, image.size - offset)));
   } catch (error) {
     if (!(error instanceof PlatterError)) throw error;
     warnings.push(`cannot probe the contents at byte ${offset}: ${error.message}`);
@@ -151,9 +153,16 @@ async function partitionTargets(image: Image, table: PartitionTable, warnings: s
   for (const partition of table.partitions) {
     if (table.label === 'dos' && isExtendedType(partition.type)) continue;
     const offset = partition.start * table.sectorSize;
-    const sizelimit = partition.size * table.sectorSize;
-    const target: MountTarget = { name: String(partition.number), kind: 'partition', partition: partition.number, offset, sizelimit, contiguous: true };
+    const target: MountTarget = { name: String(partition.number), kind: 'partition', partition: partition.number, contiguous: false };
     if (partition.name !== undefined) target.partlabel = partition.name;
+    if (offset >= image.size) {
+      // A partition table may outlive the end of an image cut short (the table warns of it).
+      listed.push({ target: { ...target, reason: 'it starts past the end of the image' } });
+      continue;
+    }
+    // What of the partition the image holds.
+    const sizelimit = Math.min(partition.size * table.sectorSize, image.size - offset);
+    Object.assign(target, { offset, sizelimit, contiguous: true });
     const found = await probeRange(image, offset, sizelimit, warnings);
     if (found) target.filesystem = found;
     listed.push({ target, pv: found?.type === 'LVM2_member' ? await findPv(image, offset, sizelimit, partition.number, warnings) : undefined });
