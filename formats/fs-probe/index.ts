@@ -54,7 +54,9 @@ export async function probeFilesystem(device: BlockDevice): Promise<FilesystemIn
 /** The same facts with keys in one order (type, label, uuid, size), for stable JSON. */
 function ordered(info: FilesystemInfo): FilesystemInfo {
   const out: FilesystemInfo = { type: info.type };
-  if (info.label !== undefined) out.label = info.label;
+  // blkid trims trailing white space from every label it sets.
+  const label = info.label?.replace(/[ \t\n\v\f\r]+$/, '');
+  if (label) out.label = label;
   if (info.uuid !== undefined) out.uuid = info.uuid;
   if (info.size !== undefined) out.size = info.size;
   return out;

@@ -5,7 +5,11 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
+import { fatGeometry } from './dos-boot.js';
+import { paddedLabel } from './text.js';
 import { le, safeSize, type FilesystemInfo } from './types.js';
+
+const latin1 = new TextDecoder('latin1');
 
 /** Largest exFAT cluster read when looking for the label (the spec allows up to 32 MiB). */
 const MAX_EXFAT_CLUSTER_READ = 1024 * 1024;
@@ -67,11 +71,16 @@ function applyFixups(record: Uint8Array, sectorSize = NTFS_FIXUP_STRIDE): boolea
   return true;
 }
 
+/** NTFS sectors per cluster: above 0x80 the byte is a negative power of two (0xF8: 2^8 sectors). */
+export function ntfsClusterSectors(byte: number): number {
+  return byte > 0x80 ? 2 ** (256 - byte) : byte;
+}
+
 /** The NTFS volume label from $Volume (MFT record 3). */
 export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
   const view = le(boot);
   const sectorSize = view.getUint16(0x0b, true);
-  const clusterBytes = sectorSize * boot[0x0d]!;
+  const clusterBytes = sectorSize * ntfsClusterSectors(boot[0x0d]!);
   const mftOffset = safeSize(view.getBigUint64(0x30, true), clusterBytes);
   const perRecord = view.getInt8(0x40);
   const recordBytes = perRecord < 0 ? 2 ** -perRecord : perRecord * clusterBytes;
@@ -96,8 +105,70 @@ export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<
   return undefined;
 }
 
+/** Bytes of a FAT root directory read in search of the label, at most. */
+const MAX_FAT_ROOT_READ = 4 * 1024 * 1024;
+/** Clusters of a FAT32 root directory followed (blkid's maxloop). */
+const MAX_FAT32_ROOT_CLUSTERS = 99;
+const FAT_ATTR_VOLUME_ID = 0x08;
+const FAT_ATTR_DIR = 0x10;
+const FAT_ATTR_LONG_NAME = 0x0f;
+const FAT_ENTRY_FREE = 0xe5;
+const FAT_NO_NAME = 'NO NAME    ';
+
+/** The volume label entry among directory entries (blkid's search_fat_label); null when the directory ends first. */
+function fatLabelEntry(directory: Uint8Array): Uint8Array | null | undefined {
+  const view = le(directory);
+  for (let at = 0; at + 32 <= directory.length; at += 32) {
+    const first = directory[at]!;
+    if (first === 0) return null;
+    const attr = directory[at + 11]!;
+    const clustered = view.getUint16(at + 20, true) !== 0 || view.getUint16(at + 26, true) !== 0;
+    if (first === FAT_ENTRY_FREE || clustered || (attr & 0x3f) === FAT_ATTR_LONG_NAME) continue;
+    if ((attr & (FAT_ATTR_VOLUME_ID | FAT_ATTR_DIR)) === FAT_ATTR_VOLUME_ID) return directory.subarray(at, at + 11);
+  }
+  return undefined;
+}
+
+/**
+ * The FAT volume label as blkid reads it: the volume-label entry of the root
+ * directory (FAT12/16: the fixed root area; FAT32: the root cluster chain, up
+ * to 99 clusters). The copy in the boot sector is not the label (blkid shows it
+ * apart, as LABEL_FATBOOT); "NO NAME" is none.
+ */
+export async function fatLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
+  const geometry = fatGeometry(boot);
+  if (!geometry) return undefined;
+  const { sectorSize, reserved, fatSectors } = geometry;
+  let entry: Uint8Array | null | undefined;
+  if (!geometry.fat32) {
+    const directory = await readWithin(device, (reserved + fatSectors) * sectorSize, Math.min(geometry.rootEntries * 32, MAX_FAT_ROOT_READ));
+    entry = directory && fatLabelEntry(directory);
+  } else {
+    const clusterBytes = geometry.clusterSectors * sectorSize;
+    const fatEntries = (fatSectors / boot[0x10]!) * sectorSize / 4;
+    let next = le(boot).getUint32(0x2c, true);
+    for (let step = 0, read = 0; next !== 0 && next < fatEntries && step < MAX_FAT32_ROOT_CLUSTERS && read < MAX_FAT_ROOT_READ; step++, read += clusterBytes) {
+      const directory = await readWithin(device, (reserved + fatSectors + (next - 2) * geometry.clusterSectors) * sectorSize, clusterBytes);
+      entry = directory && fatLabelEntry(directory);
+      if (entry) break;
+      const link = await readWithin(device, reserved * sectorSize + next * 4, 4);
+      if (!link) break;
+      next = le(link).getUint32(0, true) & 0x0fffffff;
+    }
+  }
+  if (!entry || latin1.decode(entry) === FAT_NO_NAME) return undefined;
+  return paddedLabel(entry);
+}
+
+/** Readers of labels kept outside the boot sector, by type. */
+const LABEL_READERS: Record<string, (device: BlockDevice, boot: Uint8Array) => Promise<string | undefined>> = {
+  vfat: fatLabel,
+  exfat: exfatLabel,
+  ntfs: ntfsLabel,
+};
+
 /** Adds labels that live outside the probed head. */
 export async function refineLabel(device: BlockDevice, head: Uint8Array, info: FilesystemInfo): Promise<FilesystemInfo> {
-  const label = info.type === 'exfat' ? await exfatLabel(device, head) : info.type === 'ntfs' ? await ntfsLabel(device, head) : undefined;
+  const label = await LABEL_READERS[info.type]?.(device, head);
   return label === undefined ? info : { ...info, label };
 }

@@ -5,10 +5,23 @@ import { findPvLabel, formatPvUuid } from '../lvm/label.js';
 import { asciiAt, cLabel, isZero, paddedLabel, uuidText } from './text.js';
 import { le, safeSize, type FilesystemInfo } from './types.js';
 
-/** XFS: "XFSB" at 0; block size u32 BE at 4, data blocks u64 BE at 8, UUID at 32, label at 108. */
+function isPowerOfTwoIn(value: number, least: number, most: number): boolean {
+  return value >= least && value <= most && (value & (value - 1)) === 0;
+}
+
+/**
+ * XFS: "XFSB" at 0; block size u32 BE at 4, data blocks u64 BE at 8, UUID at
+ * 32, label at 108. As blkid, a superblock whose block and sector sizes, block
+ * count and allocation groups cannot be is not XFS.
+ */
 export function probeXfs(head: Uint8Array): FilesystemInfo | undefined {
   if (head.length < 512 || asciiAt(head, 0, 4) !== 'XFSB') return undefined;
   const view = le(head);
+  const blockSize = view.getUint32(4, false);
+  const sectorSize = view.getUint16(102, false);
+  const agBlocks = view.getUint32(84, false);
+  const agCount = view.getUint32(88, false);
+  if (!isPowerOfTwoIn(blockSize, 512, 65536) || !isPowerOfTwoIn(sectorSize, 512, 32768) || view.getBigUint64(8, false) === 0n || agBlocks === 0 || agCount === 0) return undefined;
   const info: FilesystemInfo = { type: 'xfs', uuid: uuidText(head.subarray(32, 48)) };
   const size = safeSize(view.getBigUint64(8, false), view.getUint32(4, false));
   if (size !== undefined) info.size = size;
@@ -33,15 +46,44 @@ export function probeBtrfs(head: Uint8Array): FilesystemInfo | undefined {
   return info;
 }
 
-/** Page sizes a swap area may be made for; the signature sits in the last 10 bytes of page 0. */
-const SWAP_PAGE_SIZES = [4096, 8192, 16384, 65536];
+/** Page sizes a swap area may be made for; the signature sits in the last bytes of page 0 (blkid's list). */
+const SWAP_PAGE_SIZES = [4096, 8192, 16384, 32768, 65536];
 
-/** Linux swap: "SWAPSPACE2" at pagesize−10; UUID at 1036, label at 1052. */
+/** Signatures at the end of page 0: swap areas, and hibernation images written over one (blkid's swsuspend). */
+const SWAP_MAGICS: ReadonlyArray<readonly [string, string]> = [
+  ['SWAPSPACE2', 'swap'],
+  ['SWAP-SPACE', 'swap'],
+  ['S1SUSPEND', 'swsuspend'],
+  ['S2SUSPEND', 'swsuspend'],
+  ['ULSUSPEND', 'swsuspend'],
+  ['LINHIB0001', 'swsuspend'],
+];
+
+/** The first swap signature found, 10 bytes before the end of page 0 for each page size. */
+function swapSignature(head: Uint8Array): { pageSize: number; magic: string; type: string } | undefined {
+  for (const pageSize of SWAP_PAGE_SIZES) {
+    const magic = SWAP_MAGICS.find(([text]) => asciiAt(head, pageSize - 10, text.length) === text);
+    if (magic) return { pageSize, magic: magic[0], type: magic[1] };
+  }
+  return undefined;
+}
+
+/**
+ * Linux swap: "SWAPSPACE2" at pagesize−10; version 1 at 1024, last page at
+ * 1028, UUID at 1036, label at 1052. A version 0 area ("SWAP-SPACE") has no
+ * header; a hibernation image keeps the version 1 header.
+ */
 export function probeSwap(head: Uint8Array): FilesystemInfo | undefined {
-  const pageSize = SWAP_PAGE_SIZES.find((size) => asciiAt(head, size - 10, 10) === 'SWAPSPACE2');
-  if (pageSize === undefined) return undefined;
+  const found = swapSignature(head);
+  if (!found) return undefined;
+  if (found.magic === 'SWAP-SPACE') return { type: 'swap' };
   const view = le(head);
-  const info: FilesystemInfo = { type: 'swap', size: (view.getUint32(1028, true) + 1) * pageSize };
+  // As blkid: a header of another version, or with no pages, is not a swap area (in either byte order).
+  const littleEndian = view.getUint32(1024, true) === 1;
+  if (!littleEndian && view.getUint32(1024, false) !== 1) return undefined;
+  const lastPage = view.getUint32(1028, littleEndian);
+  if (lastPage === 0) return undefined;
+  const info: FilesystemInfo = { type: found.type, size: (lastPage + 1) * found.pageSize };
   const uuid = head.subarray(1036, 1052);
   if (!isZero(uuid)) info.uuid = uuidText(uuid);
   const label = cLabel(head.subarray(1052, 1068));
@@ -81,6 +123,8 @@ const ISO_PVD = 32768;
 /** ISO 9660: "CD001" at 32769; label is the volume identifier; UUID from the modification date. */
 export function probeIso9660(head: Uint8Array): FilesystemInfo | undefined {
   if (head.length < ISO_PVD + 2048 || asciiAt(head, ISO_PVD + 1, 5) !== 'CD001') return undefined;
+  // The primary volume descriptor comes first; a set that starts with anything else is not one blkid reads.
+  if (head[ISO_PVD] !== 1) return undefined;
   const view = le(head);
   const info: FilesystemInfo = {
     type: 'iso9660',
@@ -100,8 +144,12 @@ function isoDateUuid(digits: Uint8Array): string | undefined {
   return [text.slice(0, 4), text.slice(4, 6), text.slice(6, 8), text.slice(8, 10), text.slice(10, 12), text.slice(12, 14), text.slice(14, 16)].join('-');
 }
 
-/** squashfs: "hsqs" at 0; bytes used at 40. */
+/** squashfs: "hsqs" at 0, major version at 28; bytes used at 40. Versions before 4 (and big-endian "sqsh") are blkid's squashfs3. */
 export function probeSquashfs(head: Uint8Array): FilesystemInfo | undefined {
-  if (head.length < 96 || asciiAt(head, 0, 4) !== 'hsqs') return undefined;
+  if (head.length < 96) return undefined;
+  const magic = asciiAt(head, 0, 4);
+  if (magic === 'sqsh') return { type: 'squashfs3' };
+  if (magic !== 'hsqs') return undefined;
+  if (le(head).getUint16(28, true) < 4) return { type: 'squashfs3' };
   return { type: 'squashfs', size: safeSize(le(head).getBigUint64(40, true)) };
 }

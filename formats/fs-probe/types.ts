@@ -2,7 +2,7 @@
 
 /** A filesystem (or other content) found at the start of a device, with blkid's names. */
 export interface FilesystemInfo {
-  /** blkid's TYPE: ext2, ext3, ext4, xfs, btrfs, vfat, exfat, ntfs, swap, crypto_LUKS, LVM2_member, iso9660, squashfs. */
+  /** blkid's TYPE: ext2, ext3, ext4, ext4dev, jbd, xfs, btrfs, vfat, exfat, ntfs, swap, swsuspend, crypto_LUKS, LVM2_member, iso9660, squashfs, squashfs3. */
   type: string;
   label?: string;
   /** Formatted as blkid prints it. */

@@ -144,7 +144,9 @@ type Listed = { target: MountTarget; pv?: FoundPv };
 async function wholeDiskTargets(image: Image, warnings: string[]): Promise<Listed[]> {
   const found = await probeRange(image, 0, image.size, warnings);
   if (!found) return [];
-  const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit: found.size ?? image.size, contiguous: true, filesystem: found };
+  // What the filesystem says it spans, but never past the end of the image (one cut short, or a size field gone wrong).
+  const sizelimit = Math.min(found.size ?? image.size, image.size);
+  const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit, contiguous: true, filesystem: found };
   return [{ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined }];
 }
 
