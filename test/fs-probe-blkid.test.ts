@@ -3,6 +3,7 @@
  * tool, and platter's type, label and UUID must equal `blkid -p`'s.
  */
 
+import { execFileSync } from 'node:child_process';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,6 +106,27 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'iso9660 (Joliet, a label beyond ASCII)',
+    tools: ['xorriso'],
+    size: '0',
+    make: async (p, dir) => {
+      await mkdir(join(dir, 'joliet'), { recursive: true });
+      await writeFile(join(dir, 'joliet', 'a.txt'), 'iso');
+      return mustRun('xorriso', ['-as', 'mkisofs', '-quiet', '-J', '-V', 'Läbel étiquette', '-o', p, join(dir, 'joliet')]);
+    },
+  },
+  {
+    name: 'iso9660 (Joliet, made in a UTF-8 locale)',
+    tools: ['xorriso'],
+    size: '0',
+    make: async (p, dir) => {
+      await mkdir(join(dir, 'joliet8'), { recursive: true });
+      await writeFile(join(dir, 'joliet8', 'a.txt'), 'iso');
+      // The primary label then holds UTF-8 bytes, which disagree with Joliet's: blkid takes Joliet's alone.
+      execFileSync('xorriso', ['-as', 'mkisofs', '-quiet', '-J', '-V', 'Läbel étiquette', '-o', p, join(dir, 'joliet8')], { env: { ...process.env, LC_ALL: 'C.UTF-8' }, stdio: 'ignore' });
+    },
+  },
+  {
     name: 'crypto_LUKS (v2)',
     tools: ['cryptsetup'],
     size: '20M',
@@ -152,6 +174,8 @@ describe('filesystem probes against blkid -p', () => {
       blkid.stdout.trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1).replace(/\\(.)/g, '$1')]),
     );
     expect(fields.TYPE).toBe(testCase.type === null ? undefined : (testCase.type ?? testCase.name.split(' ')[0]));
+    // -o export writes bytes beyond ASCII in cat -v's notation; -o value gives the label as it is.
+    if (fields.LABEL !== undefined) fields.LABEL = (await runTool('blkid', ['-p', '-o', 'value', '-s', 'LABEL', path])).stdout.replace(/\n$/, '');
     const device = await FileDevice.open(path);
     try {
       const found = await probeFilesystem(device);
