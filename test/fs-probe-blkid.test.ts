@@ -138,6 +138,21 @@ const CASES: Case[] = [
     size: '20M',
     make: (p) => mustRun('cryptsetup', ['luksFormat', '-q', '--type', 'luks1', '--pbkdf-force-iterations', '1000', '--key-file', '-', p], 'secret'),
   },
+  {
+    name: 'crypto_LUKS (v2, first header wiped: the second one)',
+    tools: ['cryptsetup'],
+    size: '20M',
+    make: async (p) => {
+      await mustRun('cryptsetup', ['luksFormat', '-q', '--type', 'luks2', '--label', 'second', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--key-file', '-', p], 'secret');
+      return poke(p, 0, new Array(4096).fill(0));
+    },
+  },
+  {
+    name: 'crypto_LUKS (an unknown version: no UUID)',
+    tools: ['cryptsetup'],
+    size: '20M',
+    make: async (p) => (await mustRun('cryptsetup', ['luksFormat', '-q', '--type', 'luks1', '--pbkdf-force-iterations', '1000', '--key-file', '-', p], 'secret'), poke(p, 6, [0, 3])),
+  },
 ];
 
 describe('whole-disk filesystems', () => {

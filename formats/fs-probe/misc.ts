@@ -91,14 +91,33 @@ export function probeSwap(head: Uint8Array): FilesystemInfo | undefined {
   return info;
 }
 
-/** LUKS1/2: `LUKS\xBA\xBE` at 0; UUID text at 168; LUKS2 label at 24. */
+/** Where LUKS2 keeps its second header copy, one per header size cryptsetup allows (those the probed head holds are looked at). */
+const LUKS2_SECONDARY_OFFSETS = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000];
+
+/** A LUKS header at `offset` of the head with magic `magic`, as blkid's luks_valid checks it (a LUKS2 header knows its own offset). */
+function luksHeaderAt(head: Uint8Array, offset: number, magic: string): Uint8Array | undefined {
+  if (offset + 512 > head.length || asciiAt(head, offset, 6) !== magic) return undefined;
+  const header = head.subarray(offset, offset + 512);
+  const view = le(header);
+  if (view.getUint16(6, false) === 2 && view.getBigUint64(256, false) !== BigInt(offset)) return undefined;
+  return header;
+}
+
+/**
+ * LUKS1/2: `LUKS\xBA\xBE` at 0, or a LUKS2 secondary header (`SKUL\xBA\xBE`)
+ * when the first is gone; UUID text at 168 (version 1 or 2 only), LUKS2 label at 24.
+ */
 export function probeLuks(head: Uint8Array): FilesystemInfo | undefined {
-  if (head.length < 512 || asciiAt(head, 0, 6) !== 'LUKS\xba\xbe') return undefined;
+  const header =
+    luksHeaderAt(head, 0, 'LUKS\xba\xbe') ?? LUKS2_SECONDARY_OFFSETS.map((offset) => luksHeaderAt(head, offset, 'SKUL\xba\xbe')).find((found) => found !== undefined);
+  if (!header) return undefined;
   const info: FilesystemInfo = { type: 'crypto_LUKS' };
-  const uuid = cLabel(head.subarray(168, 208));
+  const version = le(header).getUint16(6, false);
+  if (version !== 1 && version !== 2) return info;
+  const uuid = cLabel(header.subarray(168, 208));
   if (uuid !== undefined) info.uuid = uuid;
-  if (le(head).getUint16(6, false) === 2) {
-    const label = cLabel(head.subarray(24, 72));
+  if (version === 2) {
+    const label = cLabel(header.subarray(24, 72));
     if (label !== undefined) info.label = label;
   }
   return info;
