@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../src/core/device.js';
 import { mountOffsets, selectTarget } from '../src/ops/mount-offset.js';
 import { formatPvUuid, lvPlacement, parseConfig, readPhysicalVolume, volumeGroupOf } from '../formats/lvm/index.js';
+import { LVM_INITIAL_CRC } from '../formats/lvm/label.js';
+import { crc32Update } from '../src/core/crc32.js';
 import { writePartitions } from '../src/ops/partitions.js';
 import { mustRun, requireTools, tempDir } from './helpers/partition-tools.js';
 import { memoryDisk, withImage } from './helpers/partition-images.js';
@@ -198,6 +200,13 @@ version = 1
     const offsets = await twoPvDisk(first, physicalVolume(uuids[1]!, 42 * MiB, []));
     expect(offsets.warnings.join('\n')).toMatch(/a copy of the LVM metadata is unreadable \(LVM metadata text checksum does not match.*another copy is used/);
     expect(selectTarget(offsets, 'vg0/on2')).toMatchObject({ offset: 21 * MiB + PE_START_BYTES });
+    // A header that says its area starts elsewhere (checksum made good) is not that area's, as lvm2 sees it.
+    const moved = physicalVolume(uuids[0]!, 20 * MiB, [{ text: current }, { text: current }]);
+    const header = new DataView(moved.buffer, 4096, 512);
+    header.setBigUint64(24, 8192n, true);
+    header.setUint32(0, crc32Update(LVM_INITIAL_CRC, moved.subarray(4096 + 4, 4096 + 512)), true);
+    const fromSecond = await twoPvDisk(moved, physicalVolume(uuids[1]!, 42 * MiB, []));
+    expect(fromSecond.warnings.join('\n')).toMatch(/header says it starts at byte 8192.*another copy is used/);
   });
 
   it('metadata lvm2 rejects is a warning or a reason, never a negative or unbounded offset', async () => {

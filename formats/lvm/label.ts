@@ -124,6 +124,8 @@ export async function readMetadataText(device: BlockDevice, area: { offset: numb
   if (crc32Update(LVM_INITIAL_CRC, sector.subarray(4)) !== header.checksum) {
     throw new CorruptImageError('LVM metadata area header checksum does not match', area.offset);
   }
+  // As lvm2: a header that places its area elsewhere than the PV header does is not this area's.
+  if (header.start !== BigInt(area.offset)) throw new CorruptImageError(`LVM metadata area header says it starts at byte ${header.start}`, area.offset + 24);
   const location = currentLocation(sector);
   if (!location) return undefined;
   const offset = u64ToNumber(location.offset, 'LVM metadata offset', area.offset + 40);
