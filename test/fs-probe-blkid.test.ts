@@ -4,7 +4,7 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import { mkdir, open, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeFilesystem } from '../formats/fs-probe/index.js';
@@ -68,6 +68,18 @@ const CASES: Case[] = [
     make: async (p) => (await mustRun('mkfs.fat', ['-F', '16', '-n', 'MY FAT16', '-i', 'deadbeef', p]), await poke(p, 0x36, '        '), poke(p, 0, [0, 0, 0])),
   },
   { name: 'vfat (media byte 0: not FAT)', tools: ['mkfs.fat'], size: '32M', type: null, make: async (p) => (await mustRun('mkfs.fat', ['-F', '16', p]), poke(p, 0x15, [0])) },
+  {
+    name: 'ntfs (MFT record 0 damaged: not NTFS)',
+    tools: ['mkntfs'],
+    size: '16M',
+    type: null,
+    make: async (p) => {
+      await mustRun('mkntfs', ['-q', '-F', '-f', '-L', 'lab', p]);
+      const boot = await readFile(p).then((bytes) => bytes.subarray(0, 512));
+      const clusterBytes = boot.readUInt16LE(0x0b) * boot[0x0d]!;
+      return poke(p, Number(boot.readBigUInt64LE(0x30)) * clusterBytes, 'XXXX');
+    },
+  },
   { name: 'ntfs (128 KiB clusters)', tools: ['mkntfs'], size: '256M', make: (p) => mustRun('mkntfs', ['-q', '-F', '-f', '-c', '131072', '-L', 'bigclus', p]) },
   { name: 'swap (32 KiB pages)', tools: ['mkswap'], size: '1M', make: (p) => mustRun('mkswap', ['-p', '32768', '-L', 'sw32k', p]) },
   { name: 'swap (version 0)', tools: ['mkswap'], size: '1M', make: async (p) => (await mustRun('mkswap', [p]), poke(p, 4086, 'SWAP-SPACE')) },

@@ -90,8 +90,9 @@ export function probeFat(head: Uint8Array): FilesystemInfo | undefined {
   const geometry = fatGeometry(head);
   if (!geometry || !fsinfoHoldsUp(head, geometry)) return undefined;
   const info: FilesystemInfo = { type: 'vfat', size: geometry.sectors * geometry.sectorSize };
+  // With no FAT length at all blkid reads neither serial nor label.
   const serial = le(head).getUint32(geometry.fat32 ? 0x43 : 0x27, true);
-  if (serial !== 0) info.uuid = serialText(serial);
+  if (serial !== 0 && geometry.fatSectors > 0) info.uuid = serialText(serial);
   return info;
 }
 

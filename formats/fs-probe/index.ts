@@ -7,7 +7,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { probeExt } from './ext.js';
 import { probeExfat, probeFat, probeNtfs } from './dos-boot.js';
 import { probeBtrfs, probeIso9660, probeLuks, probeLvm, probeSquashfs, probeSwap, probeXfs } from './misc.js';
-import { refineLabel } from './labels.js';
+import { refine } from './labels.js';
 import type { FilesystemInfo, Prober } from './types.js';
 
 export type { FilesystemInfo } from './types.js';
@@ -48,7 +48,8 @@ export async function probeFilesystem(device: BlockDevice): Promise<FilesystemIn
   if (device.size < 512) return undefined;
   const head = await device.read(0, Math.min(device.size, FS_PROBE_BYTES));
   const found = probeFilesystemHead(head);
-  return found ? ordered(await refineLabel(device, head, found)) : undefined;
+  const refined = found && (await refine(device, head, found));
+  return refined ? ordered(refined) : undefined;
 }
 
 /** The same facts with keys in one order (type, label, uuid, size), for stable JSON. */

@@ -1,7 +1,8 @@
 /**
- * Labels that are not in the boot sector: exFAT keeps its label in a root
- * directory entry, NTFS in the $Volume file's VOLUME_NAME attribute. Both need
- * reads past the probed head, each bounded to one cluster or one MFT record.
+ * Labels that are not in the boot sector: FAT and exFAT keep theirs in a root
+ * directory entry, NTFS in the $Volume file's VOLUME_NAME attribute. All need
+ * reads past the probed head, each bounded (one exFAT cluster, one MFT record,
+ * at most 4 MiB of a FAT root directory). NTFS's MFT records are checked here too.
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
@@ -76,15 +77,32 @@ export function ntfsClusterSectors(byte: number): number {
   return byte > 0x80 ? 2 ** (256 - byte) : byte;
 }
 
-/** The NTFS volume label from $Volume (MFT record 3). */
-export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
+/** Where the NTFS master file table starts and how large its records are, from the boot sector. */
+function ntfsMft(boot: Uint8Array): { offset: number; recordBytes: number } | undefined {
   const view = le(boot);
-  const sectorSize = view.getUint16(0x0b, true);
-  const clusterBytes = sectorSize * ntfsClusterSectors(boot[0x0d]!);
-  const mftOffset = safeSize(view.getBigUint64(0x30, true), clusterBytes);
+  const clusterBytes = view.getUint16(0x0b, true) * ntfsClusterSectors(boot[0x0d]!);
+  const offset = safeSize(view.getBigUint64(0x30, true), clusterBytes);
   const perRecord = view.getInt8(0x40);
   const recordBytes = perRecord < 0 ? 2 ** -perRecord : perRecord * clusterBytes;
-  if (mftOffset === undefined || recordBytes < 512 || recordBytes > MAX_MFT_RECORD) return undefined;
+  return offset === undefined ? undefined : { offset, recordBytes };
+}
+
+/** True when MFT records 0 ($MFT) and 3 ($Volume) begin as records do: blkid's last check that a boot sector is NTFS's. */
+export async function ntfsMftPresent(device: BlockDevice, boot: Uint8Array): Promise<boolean> {
+  const mft = ntfsMft(boot);
+  if (!mft) return false;
+  for (const record of [0, NTFS_VOLUME_RECORD]) {
+    const magic = await readWithin(device, mft.offset + record * mft.recordBytes, 4);
+    if (!magic || latin1.decode(magic) !== 'FILE') return false;
+  }
+  return true;
+}
+
+/** The NTFS volume label from $Volume (MFT record 3). */
+export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
+  const mft = ntfsMft(boot);
+  if (!mft || mft.recordBytes < 512 || mft.recordBytes > MAX_MFT_RECORD) return undefined;
+  const { offset: mftOffset, recordBytes } = mft;
   const record = await readWithin(device, mftOffset + NTFS_VOLUME_RECORD * recordBytes, recordBytes);
   if (!record || String.fromCharCode(...record.subarray(0, 4)) !== 'FILE' || !applyFixups(record)) return undefined;
   const recordView = le(record);
@@ -115,12 +133,12 @@ const FAT_ATTR_LONG_NAME = 0x0f;
 const FAT_ENTRY_FREE = 0xe5;
 const FAT_NO_NAME = 'NO NAME    ';
 
-/** The volume label entry among directory entries (blkid's search_fat_label); null when the directory ends first. */
-function fatLabelEntry(directory: Uint8Array): Uint8Array | null | undefined {
+/** The volume label entry among directory entries, up to the end of the directory (blkid's search_fat_label). */
+function fatLabelEntry(directory: Uint8Array): Uint8Array | undefined {
   const view = le(directory);
   for (let at = 0; at + 32 <= directory.length; at += 32) {
     const first = directory[at]!;
-    if (first === 0) return null;
+    if (first === 0) return undefined;
     const attr = directory[at + 11]!;
     const clustered = view.getUint16(at + 20, true) !== 0 || view.getUint16(at + 26, true) !== 0;
     if (first === FAT_ENTRY_FREE || clustered || (attr & 0x3f) === FAT_ATTR_LONG_NAME) continue;
@@ -137,9 +155,9 @@ function fatLabelEntry(directory: Uint8Array): Uint8Array | null | undefined {
  */
 export async function fatLabel(device: BlockDevice, boot: Uint8Array): Promise<string | undefined> {
   const geometry = fatGeometry(boot);
-  if (!geometry) return undefined;
+  if (!geometry || geometry.fatSectors === 0) return undefined;
   const { sectorSize, reserved, fatSectors } = geometry;
-  let entry: Uint8Array | null | undefined;
+  let entry: Uint8Array | undefined;
   if (!geometry.fat32) {
     const directory = await readWithin(device, (reserved + fatSectors) * sectorSize, Math.min(geometry.rootEntries * 32, MAX_FAT_ROOT_READ));
     entry = directory && fatLabelEntry(directory);
@@ -167,8 +185,13 @@ const LABEL_READERS: Record<string, (device: BlockDevice, boot: Uint8Array) => P
   ntfs: ntfsLabel,
 };
 
-/** Adds labels that live outside the probed head. */
-export async function refineLabel(device: BlockDevice, head: Uint8Array, info: FilesystemInfo): Promise<FilesystemInfo> {
+/**
+ * What only reads past the probed head tell: labels kept elsewhere, and
+ * whether an NTFS boot sector has its MFT behind it (undefined when not: blkid
+ * does not call that NTFS).
+ */
+export async function refine(device: BlockDevice, head: Uint8Array, info: FilesystemInfo): Promise<FilesystemInfo | undefined> {
+  if (info.type === 'ntfs' && !(await ntfsMftPresent(device, head))) return undefined;
   const label = await LABEL_READERS[info.type]?.(device, head);
   return label === undefined ? info : { ...info, label };
 }
