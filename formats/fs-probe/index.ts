@@ -6,7 +6,8 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { probeExt } from './ext.js';
 import { probeExfat, probeFat, probeNtfs } from './dos-boot.js';
-import { probeBtrfs, probeIso9660, probeLuks, probeLvm, probeSquashfs, probeSwap, probeXfs } from './misc.js';
+import { probeBtrfs, probeLuks, probeLvm, probeSquashfs, probeSwap, probeXfs } from './misc.js';
+import { probeIso9660 } from './iso9660.js';
 import { refine } from './labels.js';
 import type { FilesystemInfo, Prober } from './types.js';
 
