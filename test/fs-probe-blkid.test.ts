@@ -184,6 +184,27 @@ describe('whole-disk filesystems', () => {
   });
 });
 
+describe('hybrid ISO images', () => {
+  it('an ISO 9660 image with a partition table is listed whole at offset 0, as blkid reports it beside the table', async () => {
+    if (!(await requireTools('xorriso', 'blkid'))) return;
+    const { dir, cleanup } = await tempDir('hybrid');
+    try {
+      await mkdir(join(dir, 'src'), { recursive: true });
+      await writeFile(join(dir, 'src', 'a.txt'), 'iso');
+      const path = join(dir, 'hybrid.iso');
+      await mustRun('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'HYB', '--protective-msdos-label', '-o', path, join(dir, 'src')]);
+      const blkid = (await runTool('blkid', ['-p', '-o', 'export', path])).stdout;
+      expect(blkid).toMatch(/^TYPE=iso9660$/m);
+      expect(blkid).toMatch(/^PTTYPE=dos$/m);
+      const offsets = await withImage(path, (image) => mountOffsets(image));
+      expect(offsets.targets.map((target) => target.name)).toEqual(['disk', '1']);
+      expect(offsets.targets[0]).toMatchObject({ offset: 0, filesystem: { type: 'iso9660', label: 'HYB' } });
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
 describe('filesystem probes against blkid -p', () => {
   let dir = '';
   let cleanup = async () => {};

@@ -129,7 +129,7 @@ async function lvTarget(image: Image, vg: VolumeGroup, lv: LogicalVolume, anchor
 export async function mountOffsets(image: Image): Promise<MountOffsets> {
   const table = await readPartitionTable(image);
   const warnings = [...(table?.warnings ?? [])];
-  const listed = table ? await partitionTargets(image, table, warnings) : await wholeDiskTargets(image, warnings);
+  const listed = table ? [...(await hybridIsoTarget(image, table, warnings)), ...(await partitionTargets(image, table, warnings))] : await wholeDiskTargets(image, warnings);
   const pvs = listed.flatMap(({ pv }) => (pv ? [pv] : []));
   const volumes = await lvTargets(image, pvs, warnings);
   // Each volume group's LVs follow the PV they were first found on.
@@ -148,6 +148,18 @@ async function wholeDiskTargets(image: Image, warnings: string[]): Promise<Liste
   const sizelimit = Math.min(found.size ?? image.size, image.size);
   const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit, contiguous: true, filesystem: found };
   return [{ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined }];
+}
+
+/**
+ * A hybrid ISO (an ISO 9660 image that also carries a partition table, as
+ * Linux install images do) is mounted whole, at offset 0, as blkid reports it
+ * beside the table; unless a partition starting at 0 already holds it.
+ */
+async function hybridIsoTarget(image: Image, table: PartitionTable, warnings: string[]): Promise<Listed[]> {
+  if (table.partitions.some((partition) => partition.start === 0)) return [];
+  const found = await probeRange(image, 0, image.size, warnings);
+  if (found?.type !== 'iso9660') return [];
+  return [{ target: { name: 'disk', kind: 'disk', offset: 0, sizelimit: Math.min(found.size ?? image.size, image.size), contiguous: true, filesystem: found } }];
 }
 
 async function partitionTargets(image: Image, table: PartitionTable, warnings: string[]): Promise<Listed[]> {
