@@ -1,7 +1,7 @@
 /** Filesystems whose boot sector ends in 55AA like an MBR: FAT12/16/32, exFAT, NTFS. */
 
 import { asciiAt } from './text.js';
-import { le, safeSize, type FilesystemInfo } from './types.js';
+import { isPowerOfTwoIn, le, safeSize, type FilesystemInfo } from './types.js';
 
 function hexUpper(value: number, width: number): string {
   return value.toString(16).toUpperCase().padStart(width, '0');
@@ -14,7 +14,7 @@ export function serialText(serial: number): string {
 }
 
 function validBytesPerSector(value: number): boolean {
-  return value >= 512 && value <= 4096 && (value & (value - 1)) === 0;
+  return isPowerOfTwoIn(value, 512, 4096);
 }
 
 /** Type strings blkid takes as a FAT boot sector, and where they sit. */
@@ -43,10 +43,6 @@ export interface FatGeometry {
   fat32: boolean;
 }
 
-function isPowerOfTwo(value: number): boolean {
-  return value > 0 && (value & (value - 1)) === 0;
-}
-
 /** The boot sector's geometry when it holds up as blkid checks it (fat_valid_superblock); else undefined. */
 export function fatGeometry(head: Uint8Array): FatGeometry | undefined {
   const view = le(head);
@@ -55,7 +51,7 @@ export function fatGeometry(head: Uint8Array): FatGeometry | undefined {
   const media = head[0x15]!;
   const clusterSectors = head[0x0d]!;
   const sectorSize = view.getUint16(0x0b, true);
-  if (fats === 0 || reserved === 0 || !(media >= 0xf8 || media === 0xf0) || !isPowerOfTwo(clusterSectors) || !validBytesPerSector(sectorSize)) return undefined;
+  if (fats === 0 || reserved === 0 || !(media >= 0xf8 || media === 0xf0) || !isPowerOfTwoIn(clusterSectors) || !validBytesPerSector(sectorSize)) return undefined;
   const rootEntries = view.getUint16(0x11, true);
   const sectors = view.getUint16(0x13, true) || view.getUint32(0x20, true);
   const fat16Length = view.getUint16(0x16, true);
@@ -133,7 +129,7 @@ export function probeNtfs(head: Uint8Array): FilesystemInfo | undefined {
   if (fatFields.some((value) => value !== 0)) return undefined;
   const clusterByte = head[0x0d]!;
   // 1..128 sectors, or 0xF0..0xF9 for 2^16..2^7 (large clusters).
-  if (!(isPowerOfTwo(clusterByte) && clusterByte <= 0x80) && !(clusterByte >= 0xf0 && clusterByte <= 0xf9)) return undefined;
+  if (!isPowerOfTwoIn(clusterByte, 1, 0x80) && !(clusterByte >= 0xf0 && clusterByte <= 0xf9)) return undefined;
   const perRecord = head[0x40]!;
   if ((perRecord < 0xe1 || perRecord > 0xf7) && ![1, 2, 4, 8, 16, 32, 64].includes(perRecord)) return undefined;
   const serial = view.getBigUint64(0x48, true);

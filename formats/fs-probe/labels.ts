@@ -7,10 +7,8 @@
 
 import type { BlockDevice } from '../../src/core/device.js';
 import { fatGeometry } from './dos-boot.js';
-import { paddedLabel } from './text.js';
+import { asciiAt, paddedLabel } from './text.js';
 import { le, safeSize, type FilesystemInfo } from './types.js';
-
-const latin1 = new TextDecoder('latin1');
 
 /** Largest exFAT cluster read when looking for the label (the spec allows up to 32 MiB). */
 const MAX_EXFAT_CLUSTER_READ = 1024 * 1024;
@@ -93,7 +91,7 @@ export async function ntfsMftPresent(device: BlockDevice, boot: Uint8Array): Pro
   if (!mft) return false;
   for (const record of [0, NTFS_VOLUME_RECORD]) {
     const magic = await readWithin(device, mft.offset + record * mft.recordBytes, 4);
-    if (!magic || latin1.decode(magic) !== 'FILE') return false;
+    if (!magic || asciiAt(magic, 0, 4) !== 'FILE') return false;
   }
   return true;
 }
@@ -104,7 +102,7 @@ export async function ntfsLabel(device: BlockDevice, boot: Uint8Array): Promise<
   if (!mft || mft.recordBytes < 512 || mft.recordBytes > MAX_MFT_RECORD) return undefined;
   const { offset: mftOffset, recordBytes } = mft;
   const record = await readWithin(device, mftOffset + NTFS_VOLUME_RECORD * recordBytes, recordBytes);
-  if (!record || String.fromCharCode(...record.subarray(0, 4)) !== 'FILE' || !applyFixups(record)) return undefined;
+  if (!record || asciiAt(record, 0, 4) !== 'FILE' || !applyFixups(record)) return undefined;
   const recordView = le(record);
   let at = recordView.getUint16(0x14, true);
   while (at + 24 <= record.length) {
@@ -174,7 +172,7 @@ export async function fatLabel(device: BlockDevice, boot: Uint8Array): Promise<s
       next = le(link).getUint32(0, true) & 0x0fffffff;
     }
   }
-  if (!entry || latin1.decode(entry) === FAT_NO_NAME) return undefined;
+  if (!entry || asciiAt(entry, 0, 11) === FAT_NO_NAME) return undefined;
   return paddedLabel(entry);
 }
 

@@ -3,11 +3,7 @@
 import { PlatterError } from '../../src/core/errors.js';
 import { findPvLabel, formatPvUuid } from '../lvm/label.js';
 import { asciiAt, cLabel, isZero, uuidText } from './text.js';
-import { le, safeSize, type FilesystemInfo } from './types.js';
-
-function isPowerOfTwoIn(value: number, least: number, most: number): boolean {
-  return value >= least && value <= most && (value & (value - 1)) === 0;
-}
+import { isPowerOfTwoIn, le, safeSize, type FilesystemInfo } from './types.js';
 
 /**
  * XFS: "XFSB" at 0; block size u32 BE at 4, data blocks u64 BE at 8, UUID at
@@ -23,7 +19,7 @@ export function probeXfs(head: Uint8Array): FilesystemInfo | undefined {
   const agCount = view.getUint32(88, false);
   if (!isPowerOfTwoIn(blockSize, 512, 65536) || !isPowerOfTwoIn(sectorSize, 512, 32768) || view.getBigUint64(8, false) === 0n || agBlocks === 0 || agCount === 0) return undefined;
   const info: FilesystemInfo = { type: 'xfs', uuid: uuidText(head.subarray(32, 48)) };
-  const size = safeSize(view.getBigUint64(8, false), view.getUint32(4, false));
+  const size = safeSize(view.getBigUint64(8, false), blockSize);
   if (size !== undefined) info.size = size;
   const label = cLabel(head.subarray(108, 120));
   if (label !== undefined) info.label = label;

@@ -23,6 +23,11 @@ export function safeSize(count: bigint, unit = 1): number | undefined {
   return bytes <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(bytes) : undefined;
 }
 
+/** True when `value` is a power of two from `least` to `most` (sector, cluster and block sizes). */
+export function isPowerOfTwoIn(value: number, least = 1, most = 2 ** 31): boolean {
+  return value >= least && value <= most && (value & (value - 1)) === 0;
+}
+
 /** A little-endian view over `bytes`, bounds-checked by DataView itself. */
 export function le(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

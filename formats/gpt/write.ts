@@ -6,7 +6,7 @@
 
 import { UsageError } from '../../src/core/errors.js';
 import { crc32 } from '../../src/core/crc32.js';
-import type { PartitionTable, SectorWrite } from '../partition-table/model.js';
+import { GPT_PROTECTIVE_TYPE, type PartitionTable, type SectorWrite } from '../partition-table/model.js';
 import { BOOT_SIGNATURE_OFFSET, DISK_SIGNATURE_OFFSET, ENTRIES_OFFSET, MbrEntry, encodeChs } from '../mbr/struct.js';
 import { DEFAULT_ENTRY_COUNT, DEFAULT_ENTRY_SIZE } from './limits.js';
 import { headerCrc } from './parse.js';
@@ -67,7 +67,7 @@ export function encodeProtectiveMbr(totalSectors: number, existingSector0?: Uint
   const size = Math.min(totalSectors - 1, 0xffffffff);
   MbrEntry.encodeInto(
     sector,
-    { status: 0, chsFirst: encodeChs(1), type: 0xee, chsLast: encodeChs(size), lbaStart: 1, sectors: size },
+    { status: 0, chsFirst: encodeChs(1), type: GPT_PROTECTIVE_TYPE, chsLast: encodeChs(size), lbaStart: 1, sectors: size },
     ENTRIES_OFFSET,
   );
   sector[BOOT_SIGNATURE_OFFSET] = 0x55;

@@ -27,6 +27,8 @@ export interface LogicalVolume {
   name: string;
   /** Shown by lvs (status VISIBLE); hidden ones are the parts of others (raid images, thin pool data, snapshots). */
   visible: boolean;
+  /** Set when this LV is a snapshot's copy-on-write store: the LV the snapshot is of ('' when the metadata names none). */
+  cowStoreOf?: string;
   segments: LvSegment[];
 }
 
@@ -89,9 +91,9 @@ function segmentOf(section: ConfigSection, where: string): LvSegment {
 }
 
 /**
- * Visibility as lvs shows it (lvm2's lv_is_visible): a snapshot's own LV is
+ * Snapshots as lvs shows them (lvm2's lv_is_visible): a snapshot's own LV is
  * hidden and its copy-on-write store is shown in its place, as visible as the
- * origin it is a snapshot of.
+ * origin it is a snapshot of, and marked as that store.
  */
 function showAsLvs(volumes: LogicalVolume[]): void {
   const visible = new Map(volumes.map((lv) => [lv.name, lv.visible]));
@@ -100,7 +102,9 @@ function showAsLvs(volumes: LogicalVolume[]): void {
     if (!snapshot) continue;
     lv.visible = false;
     const cow = volumes.find((other) => other.name === snapshot.cowStore);
-    if (cow) cow.visible = visible.get(snapshot.origin ?? '') ?? false;
+    if (!cow) continue;
+    cow.visible = visible.get(snapshot.origin ?? '') ?? false;
+    cow.cowStoreOf = snapshot.origin ?? '';
   }
 }
 
@@ -144,8 +148,7 @@ function linearStripe(segment: LvSegment): { pv: string; extent: number } | unde
  */
 export function lvPlacement(vg: VolumeGroup, lv: LogicalVolume): LvPlacement {
   if (lv.segments.length === 0) return { contiguous: false, reason: 'it has no segments' };
-  const snapshot = vg.logicalVolumes.flatMap((other) => other.segments).find((segment) => segment.type === 'snapshot' && segment.cowStore === lv.name);
-  if (snapshot) return { contiguous: false, reason: `it is the copy-on-write store of a snapshot of ${snapshot.origin ?? 'another LV'}, not a filesystem` };
+  if (lv.cowStoreOf !== undefined) return { contiguous: false, reason: `it is the copy-on-write store of a snapshot of ${lv.cowStoreOf || 'another LV'}, not a filesystem` };
   const first = linearStripe(lv.segments[0]!);
   if (!first) return { contiguous: false, reason: `its segment type is ${lv.segments[0]!.type} (not linear)` };
   let expectedExtent = first.extent;

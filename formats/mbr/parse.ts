@@ -9,7 +9,7 @@
 
 import type { BlockDevice } from '../../src/core/device.js';
 import type { PartitionRecord, PartitionTable } from '../partition-table/model.js';
-import { EXTENDED_TYPES } from '../partition-table/model.js';
+import { EXTENDED_TYPES, GPT_PROTECTIVE_TYPE } from '../partition-table/model.js';
 import { MAX_EBR_CHAIN, MBR_SECTOR_BYTES } from './limits.js';
 import {
   DISK_SIGNATURE_OFFSET,
@@ -18,9 +18,6 @@ import {
   isEmptyEntry,
   type MbrEntryValue,
 } from './struct.js';
-
-/** The MBR type of a GPT's protective entry. */
-const GPT_PROTECTIVE_TYPE = 0xee;
 
 /** The disk signature as sfdisk prints it: `0x` and eight lower-case hex digits. */
 export function formatDiskId(signature: number): string {

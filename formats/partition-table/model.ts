@@ -51,6 +51,9 @@ export interface SectorWrite {
 /** MBR type bytes of extended partitions (DOS 0x05, Windows LBA 0x0F, Linux 0x85). */
 export const EXTENDED_TYPES: ReadonlySet<number> = new Set([0x05, 0x0f, 0x85]);
 
+/** The MBR type of a GPT's protective entry (and of a hybrid MBR's GPT entry). */
+export const GPT_PROTECTIVE_TYPE = 0xee;
+
 /** True when an MBR type string names an extended partition. */
 export function isExtendedType(type: string): boolean {
   return EXTENDED_TYPES.has(parseInt(type, 16));

@@ -426,18 +426,18 @@ export class Qcow2Writer {
   private async zeroClusters(at: number, count: number, keepAllocation: boolean): Promise<void> {
     const { extendedL2 } = this.geometry;
     const existing = await this.tables.slot(at, false);
-    const changing: number[] = [];
+    const changing: Array<{ i: number; zeroing: 'mark' | 'clear' }> = [];
     for (let i = 0; i < count; i++) {
-      const clusterStart = at + i * this.clusterSize;
-      if (this.zeroingOf(existing, i, clusterStart, keepAllocation) !== 'unchanged') changing.push(i);
+      const zeroing = this.zeroingOf(existing, i, at + i * this.clusterSize, keepAllocation);
+      if (zeroing !== 'unchanged') changing.push({ i, zeroing });
     }
     if (changing.length === 0) return;
-    // Taking the slot for writing copies a table shared with a snapshot first.
+    // Taking the slot for writing copies a table shared with a snapshot first (same entries, so the same decisions).
     const slot = await this.tables.slot(at, true);
     const released: Array<{ offset: number; bytes: number }> = [];
-    for (const i of changing) {
+    for (const { i, zeroing } of changing) {
       const entry: L2Slot = { ...slot, index: slot.index + i };
-      if (this.zeroingOf(slot, i, at + i * this.clusterSize, keepAllocation) === 'mark') {
+      if (zeroing === 'mark') {
         markZeroKeepingCluster(slot.table, entry.index, extendedL2);
         continue;
       }
@@ -445,8 +445,8 @@ export class Qcow2Writer {
       if (old) released.push(old);
       clearEntry(slot.table, entry.index, extendedL2, this.header.version === 3);
     }
-    const first = l2EntryPosition(slot.index + changing[0]!, extendedL2);
-    const last = l2EntryPosition(slot.index + changing[changing.length - 1]!, extendedL2) + (extendedL2 ? 16 : 8);
+    const first = l2EntryPosition(slot.index + changing[0]!.i, extendedL2);
+    const last = l2EntryPosition(slot.index + changing[changing.length - 1]!.i, extendedL2) + (extendedL2 ? 16 : 8);
     await this.host.device.write!(slot.tableOffset + first, new Uint8Array(slot.table.buffer, slot.table.byteOffset + first, last - first).slice());
     for (const run of clusterRuns(released, this.clusterSize)) await this.host.allocator.release(run.offset, run.bytes);
   }

@@ -140,14 +140,20 @@ export async function mountOffsets(image: Image): Promise<MountOffsets> {
 /** A partition or whole-disk target, and the PV it holds if any. */
 type Listed = { target: MountTarget; pv?: FoundPv };
 
+/**
+ * The whole disk as a target for what starts at byte 0: as much as the
+ * filesystem says it spans, never past the end of the image (one cut short,
+ * or a size field gone wrong).
+ */
+function wholeDiskTarget(image: Image, found: FilesystemInfo): MountTarget {
+  return { name: 'disk', kind: 'disk', offset: 0, sizelimit: Math.min(found.size ?? image.size, image.size), contiguous: true, filesystem: found };
+}
+
 /** A disk without a partition table: one entry when a filesystem (or a PV) starts at byte 0. */
 async function wholeDiskTargets(image: Image, warnings: string[]): Promise<Listed[]> {
   const found = await probeRange(image, 0, image.size, warnings);
   if (!found) return [];
-  // What the filesystem says it spans, but never past the end of the image (one cut short, or a size field gone wrong).
-  const sizelimit = Math.min(found.size ?? image.size, image.size);
-  const target: MountTarget = { name: 'disk', kind: 'disk', offset: 0, sizelimit, contiguous: true, filesystem: found };
-  return [{ target, pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined }];
+  return [{ target: wholeDiskTarget(image, found), pv: found.type === 'LVM2_member' ? await findPv(image, 0, image.size, undefined, warnings) : undefined }];
 }
 
 /**
@@ -159,7 +165,7 @@ async function hybridIsoTarget(image: Image, table: PartitionTable, warnings: st
   if (table.partitions.some((partition) => partition.start === 0)) return [];
   const found = await probeRange(image, 0, image.size, warnings);
   if (found?.type !== 'iso9660') return [];
-  return [{ target: { name: 'disk', kind: 'disk', offset: 0, sizelimit: Math.min(found.size ?? image.size, image.size), contiguous: true, filesystem: found } }];
+  return [{ target: wholeDiskTarget(image, found) }];
 }
 
 async function partitionTargets(image: Image, table: PartitionTable, warnings: string[]): Promise<Listed[]> {
