@@ -1,12 +1,12 @@
 /**
- * Image formats platter does not read (VMDK, VDI, VHD, VHDX, QED, Parallels)
+ * Image formats platter does not read (VMDK, VDI, VHD, VHDX, QED, Parallels, qcow)
  * are refused by name, never read as raw disks: their bytes are containers,
  * not the guest's disk. Made by qemu-img, which names the same format in
  * `info`; `-f raw` still reads the file's bytes, and a qcow2 overlay on such
  * a file names the backing file it cannot read.
  */
 
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { foreignImageFormat } from '../formats/foreign/index.js';
 import { shStatus } from './helpers/qcow2-oracle.js';
@@ -24,6 +24,8 @@ const images: Record<string, [string, string[]]> = {
   'disk.vhdx': ['vhdx', []],
   'disk.qed': ['qed', []],
   'disk.hdd': ['parallels', []],
+  // The first qcow format: qcow2's magic, version 1.
+  'disk.qcow': ['qcow', []],
 };
 
 describe.skipIf(!hasTool('qemu-img'))('foreign image formats, made by qemu-img', () => {
@@ -44,6 +46,18 @@ describe.skipIf(!hasTool('qemu-img'))('foreign image formats, made by qemu-img',
     const raw = platter(['info', '--output=json', '-f', 'raw', name], { cwd: tmp.dir });
     expect(raw.status).toBe(0);
     expect(JSON.parse(raw.stdout)['virtual-size']).toBe(Math.ceil(statSync(tmp.path(name)).size / 512) * 512);
+  });
+
+  it("a file with qcow2's magic but version 0 is raw to both tools' probes", () => {
+    const path = tmp.path('version0.img');
+    const bytes = new Uint8Array(1 << 20);
+    bytes.set([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 0]);
+    writeFileSync(path, bytes);
+    const theirs = JSON.parse(run('qemu-img', ['info', '--output=json', path]));
+    const ours = platter(['info', '--output=json', path]);
+    expect(ours.status, ours.stderr).toBe(0);
+    expect(JSON.parse(ours.stdout).format).toBe(theirs.format);
+    expect(theirs.format).toBe('raw');
   });
 
   it('a qcow2 overlay on a VMDK names the backing file it cannot read', () => {

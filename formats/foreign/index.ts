@@ -28,6 +28,8 @@ const SIGNATURES: readonly Signature[] = [
   { format: 'vpc', offset: 0, magic: ascii('conectix') },
   { format: 'vhdx', offset: 0, magic: ascii('vhdxfile') },
   { format: 'qed', offset: 0, magic: ascii('QED\0') },
+  // The first qcow format: qcow2's magic with version 1.
+  { format: 'qcow', offset: 0, magic: new Uint8Array([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 1]) },
   { format: 'parallels', offset: 0, magic: ascii('WithoutFreeSpace') },
   { format: 'parallels', offset: 0, magic: ascii('WithouFreSpacExt') },
   { format: 'bochs', offset: 0, magic: ascii('Bochs Virtual HD Image') },

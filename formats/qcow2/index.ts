@@ -201,11 +201,17 @@ function namedFileError(error: unknown, what: string, name: string, device: Bloc
 }
 
 /** Bytes 0..3 of every qcow2 file: `QFI\xfb`. */
+/**
+ * The magic and a version of 2 or more, as qemu's probe asks: version 1 is
+ * the older qcow format, and a file with version 0 is taken for raw.
+ */
 function hasMagic(head: Uint8Array): boolean {
-  return head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0) === QCOW2_MAGIC;
+  if (head.length < 8) return false;
+  const view = new DataView(head.buffer, head.byteOffset, 8);
+  return view.getUint32(0) === QCOW2_MAGIC && view.getUint32(4) >= 2;
 }
 
-/** The qcow2 FormatModule: certain on the magic, blind otherwise. */
+/** The qcow2 FormatModule: certain on the magic and version, blind otherwise. */
 export const qcow2Format: FormatModule = {
   name: 'qcow2',
   probe: (head) => (hasMagic(head) ? 100 : 0),
