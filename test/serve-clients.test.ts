@@ -134,6 +134,16 @@ describe.runIf(haveServeTool('nbdinfo'))('nbdinfo as the client', () => {
     const info = JSON.parse(runTool('nbdinfo', ['--json', served.uri])) as { exports: { 'export-name': string; 'export-size': number; is_read_only: boolean }[] };
     expect(info.exports[0]).toMatchObject({ 'export-name': 'disk0', 'export-size': 4 * MiB, is_read_only: true });
   });
+
+  it('sees multi-conn offered with --shared above 1 (as qemu-nbd -e offers it), and not with one client', async () => {
+    const image = makeRawImage('shared.raw', 4 * MiB);
+    for (const [shared, status] of [[1, 2], [3, 0]] as const) {
+      const served = await startServe(image, nextSocket(), ['--writable', '--shared', String(shared)]);
+      // nbdinfo --can exits 0 when the server offers the feature, 2 when it does not.
+      expect(spawnSync('nbdinfo', ['--can', 'multi-conn', served.uri]).status, `--shared ${shared}`).toBe(status);
+      await served.stop();
+    }
+  });
 });
 
 describe.runIf(haveServeTool('nbdcopy'))('nbdcopy as the client', () => {

@@ -23,6 +23,9 @@ import { StreamReader } from '../src/nbd/stream.js';
 import * as structs from '../src/nbd/structs.js';
 import type { Extent, Image } from '../src/core/image.js';
 import { memoryPipe, TestNbdClient } from './helpers/serve-nbd-client.js';
+import { RawImage } from '../formats/raw/index.js';
+import { MemoryDevice } from '../src/core/device.js';
+import { formats } from '../src/engine/formats.js';
 import { patternBytes, sparseImage } from './helpers/serve-images.js';
 
 const SIZE = 1024 * 1024;
@@ -169,8 +172,9 @@ describe('handshake', () => {
     expect((await client.optionReplies()).at(-1)!.replyType).toBe(OptionReply.ERR_UNKNOWN);
     await client.sendOption(99);
     expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_UNSUP);
+    // As a qemu-nbd without TLS credentials: known, but not done here.
     await client.sendOption(Option.STARTTLS);
-    expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_UNSUP);
+    expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_POLICY);
     await client.sendOption(Option.GO, new Uint8Array([0, 0, 0, 200, 1]));
     expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_INVALID);
     await client.sendOption(Option.INFO, new Uint8Array(MAX_OPTION_BYTES + 1));
@@ -223,6 +227,67 @@ describe('handshake', () => {
     expect(await client.io.readExact(1)).toBeNull();
   });
 
+  it('refuses a second STRUCTURED_REPLY, as qemu-nbd does', async () => {
+    const { client } = serveInMemory(sparseImage(SIZE, []));
+    await client.greet();
+    await client.sendOption(Option.STRUCTURED_REPLY);
+    expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ACK);
+    await client.sendOption(Option.STRUCTURED_REPLY);
+    expect((await client.optionReplies())[0]!.replyType).toBe(OptionReply.ERR_INVALID);
+  });
+
+  it('drops a client without fixed newstyle that sends anything but EXPORT_NAME', async () => {
+    const { client, finished, errors } = serveInMemory(sparseImage(SIZE, []));
+    await client.greet(ClientFlag.NO_ZEROES);
+    await client.sendOption(Option.LIST);
+    await finished;
+    expect(errors[0]).toMatchObject({ code: 'EPROTO' });
+    expect(await client.io.readExact(1)).toBeNull();
+  });
+
+  it('answers an unknown export name of the longest allowed length with an error of legal length, and carries on', async () => {
+    const { client } = serveInMemory(sparseImage(SIZE, []));
+    await client.greet();
+    const name = 'n'.repeat(4096);
+    for (const [option, data] of [
+      [Option.INFO, TestNbdClient.goData(name)],
+      [Option.GO, TestNbdClient.goData(name)],
+      [Option.LIST_META_CONTEXT, TestNbdClient.metaData(name, [])],
+    ] as const) {
+      await client.sendOption(option, data);
+      const [answer] = await client.optionReplies();
+      expect(answer!.replyType).toBe(OptionReply.ERR_UNKNOWN);
+      expect(new TextDecoder().decode(answer!.data)).toBe(`no export named '${'n'.repeat(80)}...'`);
+    }
+    await client.sendOption(Option.GO, TestNbdClient.goData('disk'));
+    expect((await client.optionReplies()).at(-1)!.replyType).toBe(OptionReply.ACK);
+  });
+
+  it("advertises a probed raw image's 512-byte minimum block size to clients that ask for block sizes, 1 to others", async () => {
+    const probed = new RawImage(new MemoryDevice(new Uint8Array(SIZE), { name: 'disk.raw' }), (head) => formats.nameOf(head));
+    const minimumFor = async (image: Image, option: number, infoTypes: number[]) => {
+      const { client } = serveInMemory(image);
+      await client.greet();
+      await client.sendOption(option, TestNbdClient.goData('disk', infoTypes));
+      const sizes = (await client.optionReplies()).find((reply) => reply.replyType === OptionReply.INFO && new DataView(reply.data.buffer).getUint16(0) === InfoType.BLOCK_SIZE);
+      return new DataView(sizes!.data.buffer).getUint32(2);
+    };
+    expect(await minimumFor(probed, Option.GO, [InfoType.BLOCK_SIZE])).toBe(512);
+    expect(await minimumFor(probed, Option.INFO, [])).toBe(512);
+    expect(await minimumFor(probed, Option.GO, [])).toBe(1);
+    expect(await minimumFor(sparseImage(SIZE, []), Option.GO, [InfoType.BLOCK_SIZE])).toBe(1);
+  });
+
+  it('offers multi-conn only when clients are served side by side', async () => {
+    for (const multiConn of [false, true]) {
+      const [serverSide, clientSide] = memoryPipe();
+      const exported = imageExport(sparseImage(SIZE, []), { name: 'disk', writable: false, multiConn });
+      void serveConnection(serverSide, singleExportCatalog(exported));
+      const { flags } = await new TestNbdClient(clientSide).connect({ name: 'disk' });
+      expect(flags & TransmissionFlag.CAN_MULTI_CONN).toBe(multiConn ? TransmissionFlag.CAN_MULTI_CONN : 0);
+    }
+  });
+
   it('answers ABORT and ends', async () => {
     const { client, finished } = serveInMemory(sparseImage(SIZE, []));
     await client.greet();
@@ -246,6 +311,11 @@ describe('transmission', () => {
     await simple.client.connect();
     await simple.client.request(Command.READ, 0, expected.length);
     expectSameBytes((await simple.client.simpleReply(expected.length)).data, expected);
+    // DF means nothing without structured replies: refused, as by qemu-nbd. FUA is taken (and ignored).
+    await simple.client.request(Command.READ, 0, 4096, { flags: CommandFlag.DF });
+    expect((await simple.client.simpleReply()).error).toBe(NbdErrno.EINVAL);
+    await simple.client.request(Command.READ, 0, 4096, { flags: CommandFlag.FUA });
+    expectSameBytes((await simple.client.simpleReply(4096)).data, expected.subarray(0, 4096));
 
     const structured = serveInMemory(image);
     await structured.client.connect({ structured: true });
@@ -285,10 +355,13 @@ describe('transmission', () => {
       [Command.TRIM, 0, 4096, 0, NbdErrno.EPERM],
       [Command.WRITE_ZEROES, 0, 4096, 0, NbdErrno.EPERM],
       [Command.BLOCK_STATUS, 0, 4096, 0, NbdErrno.EINVAL],
-      // CACHE (offered, as by qemu-nbd) reads the range ahead; past the end, or with a flag, it is refused.
+      // CACHE (offered, as by qemu-nbd) reads the range ahead; past the end, or with a flag of another command, it is refused.
       [Command.CACHE, 0, 4096, 0, 0],
       [Command.CACHE, SIZE - 10, 20, 0, NbdErrno.EINVAL],
-      [Command.CACHE, 0, 4096, CommandFlag.FUA, NbdErrno.EINVAL],
+      [Command.CACHE, 0, 4096, CommandFlag.NO_HOLE, NbdErrno.EINVAL],
+      // FUA is taken on every command, as the protocol has servers take it.
+      [Command.CACHE, 0, 4096, CommandFlag.FUA, 0],
+      [Command.FLUSH, 0, 0, CommandFlag.FUA, 0],
       [42, 0, 0, 0, NbdErrno.EINVAL],
       [Command.READ, 0, 16, 0x80, NbdErrno.EINVAL],
     ];

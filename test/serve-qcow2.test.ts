@@ -90,6 +90,13 @@ describe.runIf(qemu)('serving qcow2', () => {
     expect(Buffer.compare(viaNbd, readFileSync(file('snap.direct')))).toBe(0);
     // The snapshot predates the 0x44 write.
     expect(viaNbd[5 * 1024 * 1024]).toBe(0x33);
+    // qemu-nbd's -l takes qemu's snapshot parameter too.
+    for (const spec of ['snapshot.name=snap1', 'snapshot.id=1', 'snapshot.id=1,snapshot.name=snap1']) {
+      const byParam = await startServe(file('top.qcow2'), nextSocket(), ['-l', spec]);
+      runTool('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', byParam.uri, file('snap.by-param')]);
+      await exitWithin(byParam, 10_000);
+      expect(Buffer.compare(readFileSync(file('snap.by-param')), viaNbd), spec).toBe(0);
+    }
   });
 
   it.runIf(haveServeTool('sfdisk'))('serves one partition of a qcow2 virtual disk', async () => {
@@ -248,6 +255,31 @@ describe.runIf(qemu)('serving qcow2', () => {
       const map = JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[];
       expect(allocation(map)).toEqual(mode === 'unmap' ? ['0+1048576:data', '1048576+2097152:-,zero', '3145728+1048576:data'] : ['0+4194304:data']);
       expect(spawnSync('qemu-img', ['check', image]).status).toBe(0);
+    }
+  });
+  it('TRIM with --discard=unmap stores what qemu stores: zero clusters where a backing file or data would show, never older data', async () => {
+    // Over data, part of a cluster (left alone), unwritten clusters, a compressed cluster, a zero cluster, the end.
+    const discards = ['discard 0 1M', 'discard 1M 40k', 'discard 4M 1M', 'discard 8M 128k', 'discard 3M 64k', 'discard 12M 4M'];
+    const kinds = ['compat=1.1', 'compat=0.10', 'extended_l2=on,cluster_size=128k'];
+    for (const options of [...kinds, ...kinds.map((kind) => `${kind},backing_file=base.qcow2,backing_fmt=qcow2`)]) {
+      const original = file('trim-original.qcow2');
+      runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, original, '16M']);
+      const zeroCluster = options.includes('0.10') ? [] : ['-c', 'write -z 3M 1M'];
+      runTool('qemu-io', ['-f', 'qcow2', original, '-c', 'write -P 0x21 0 2M', ...zeroCluster, '-c', 'write -c -P 0x22 8M 128k', '-c', 'write -P 0x23 12M 4M']);
+      const ours = file('trim-platter.qcow2');
+      const theirs = file('trim-qemu.qcow2');
+      writeFileSync(ours, readFileSync(original));
+      writeFileSync(theirs, readFileSync(original));
+      const served = await startServe(ours, nextSocket(), ['--writable', '--discard=unmap']);
+      runTool('qemu-io', ['-f', 'raw', served.uri, ...discards.flatMap((command) => ['-c', command])]);
+      expect(await exitWithin(served, 10_000)).toBe(0);
+      // Straight on the file, qemu's discard request with unmap allowed (qemu-nbd --discard=unmap).
+      runTool('qemu-io', ['-d', 'unmap', '-f', 'qcow2', theirs, ...discards.flatMap((command) => ['-c', command])]);
+      const mapOf = (image: string) =>
+        (JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[]).map((entry) => ({ ...entry, offset: entry.offset !== undefined }));
+      expect(mapOf(ours), options).toEqual(mapOf(theirs));
+      expect(spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', ours, theirs]).status, options).toBe(0);
+      expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
     }
   });
 });

@@ -229,6 +229,12 @@ export class Qcow2Image implements Image {
     await this.requireWriter().discard(offset, length);
   }
 
+  /** A guest's discard: frees whole clusters, which then read zeros where they would otherwise show older data (see Qcow2Writer.trim). */
+  async trim(offset: number, length: number): Promise<void> {
+    checkRange(offset, length, this.size, `discard on ${this.name}`);
+    await this.requireWriter().trim(offset, length);
+  }
+
   /** Changes the virtual size (shrinking frees the clusters past the new end; growing may preallocate what it adds). */
   async resize(size: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     checkRange(size, 0, Number.MAX_SAFE_INTEGER, `resize of ${this.name}`);

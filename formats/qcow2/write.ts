@@ -305,6 +305,25 @@ export class Qcow2Writer {
     return this.exclusive(() => this.discardRange(offset, length));
   }
 
+  /**
+   * A guest's discard of the whole clusters inside [offset, offset+length)
+   * (NBD's TRIM; qemu's discard without full_discard): what they store is
+   * freed, and where a backing file is open or the cluster stored something
+   * they become zero clusters (version 3), so the range reads zeros rather
+   * than older data from below. Version 2 has no zero clusters: without a
+   * backing file its clusters are deallocated, and with one nothing is done,
+   * as qemu does nothing, rather than let the backing file show through.
+   */
+  trim(offset: number, length: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (this.header.version !== 3 && this.backingSize() !== undefined) return;
+      await this.begin();
+      await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
+        if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'trim');
+      });
+    });
+  }
+
   /** Changes the virtual size; shrinking frees the clusters past the new end; growing may preallocate the new clusters. */
   resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
@@ -796,9 +815,10 @@ export class Qcow2Writer {
   /**
    * Replaces a whole cluster's entry: 'zero' makes it read zeros (a zero flag on
    * v3, no allocation on v2 without a backing file), 'discard' leaves it
-   * unallocated. The old cluster is released afterwards.
+   * unallocated, 'trim' does as qemu's guest discard (see trim). The old
+   * cluster is released afterwards.
    */
-  private async deallocate(clusterStart: number, mode: 'zero' | 'discard', keepAllocation = false): Promise<void> {
+  private async deallocate(clusterStart: number, mode: 'zero' | 'discard' | 'trim', keepAllocation = false): Promise<void> {
     const existing = await this.tables.slot(clusterStart, false);
     if (mode === 'zero') {
       const zeroing = this.zeroingOf(existing, 0, clusterStart, keepAllocation);
@@ -808,6 +828,8 @@ export class Qcow2Writer {
         markZeroKeepingCluster(slot.table, slot.index, this.geometry.extendedL2);
         return this.tables.writeEntry(slot);
       }
+    } else if (mode === 'trim') {
+      if (this.trimLeaves(existing)) return;
     } else if (!existing) return;
     // Taking the slot for writing copies a table shared with a snapshot first.
     const slot = await this.tables.slot(clusterStart, true);
@@ -818,9 +840,22 @@ export class Qcow2Writer {
       // The data file must read as the disk by itself: zeros go there first.
       await this.dataTarget.write!(clusterStart, new Uint8Array(Math.min(this.clusterSize, this.host.size() - clusterStart)));
     }
-    clearEntry(slot.table, slot.index, extendedL2, mode === 'zero' && this.header.version === 3);
+    clearEntry(slot.table, slot.index, extendedL2, mode !== 'discard' && this.header.version === 3);
     await this.tables.writeEntry(slot);
     if (old) await this.host.allocator.release(old.offset, old.bytes);
+  }
+
+  /**
+   * True when a guest discard leaves the entry as it is (qemu's
+   * discard_in_l2_slice): nothing stored and no backing file to hide, or
+   * already the entry it would write (a zero cluster; on version 2 none).
+   */
+  private trimLeaves(slot: L2Slot | undefined): boolean {
+    const { extendedL2 } = this.geometry;
+    const type = slot ? clusterType(slot.table, slot.index, extendedL2, this.dataFile) : 'unallocated';
+    if (type === 'normal' || type === 'zero-alloc' || type === 'compressed') return false;
+    if (this.backingSize() === undefined) return true;
+    return extendedL2 ? slot !== undefined && allSubclustersZero(slot.table, slot.index) : type === 'zero-plain';
   }
 
   /** The host bytes an entry holds a reference to, if any. */

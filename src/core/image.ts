@@ -89,6 +89,13 @@ export interface Image extends BlockDevice {
   writeZeroes?(offset: number, length: number, options?: ZeroWriteOptions): Promise<void>;
   /** Frees what [offset, offset+length) stores, where the format can; the range then reads as unwritten. */
   discard?(offset: number, length: number): Promise<void>;
+  /**
+   * A guest's discard (NBD's TRIM): frees what [offset, offset+length) stores,
+   * where the format can, as qemu's discard requests do: unlike `discard`, a
+   * freed range of a qcow2 version 3 image reads zeros, never the older data
+   * of a backing file.
+   */
+  trim?(offset: number, length: number): Promise<void>;
 }
 
 /** Codecs injected by the runtime: formats never import a compression library themselves. */

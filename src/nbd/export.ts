@@ -7,7 +7,7 @@ import { checkRange } from '../core/bytes.js';
 import { SliceDevice } from '../core/device.js';
 import { ReadOnlyError, UnsupportedFeatureError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
-import { ZERO_CHUNK_BYTES } from './limits.js';
+import { GUARDED_RAW_BLOCK_SIZE, ZERO_CHUNK_BYTES } from './limits.js';
 
 /** One export as the protocol code sees it. */
 export interface NbdExport {
@@ -16,6 +16,17 @@ export interface NbdExport {
   readonly description?: string;
   readonly size: number;
   readonly writable: boolean;
+  /**
+   * Served to several clients at once by one process: a flush on any of them
+   * covers the writes of all (NBD_FLAG_CAN_MULTI_CONN), as one image stands behind them.
+   */
+  readonly multiConn?: boolean;
+  /**
+   * The smallest request the export handles without a read-modify-write: 1
+   * (any byte; the default), or a probed raw image's 512, as qemu aligns it
+   * so that the guarded first sector is written whole.
+   */
+  readonly minimumBlockSize?: number;
   read(offset: number, length: number): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
   /**
@@ -47,6 +58,8 @@ export interface ImageExportOptions {
   window?: ExportWindow;
   /** TRIM frees what the range stores (qemu-nbd's --discard=unmap); by default it is ignored. */
   unmapOnTrim?: boolean;
+  /** Several clients may be served at once (see NbdExport.multiConn). */
+  multiConn?: boolean;
 }
 
 /** Zero bytes shared by every WRITE_ZEROES: never written to, so one buffer serves all. */
@@ -72,6 +85,8 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
     description: options.description,
     size: window.length,
     writable: options.writable,
+    multiConn: options.multiConn === true,
+    minimumBlockSize: image.probed && image.format === 'raw' ? GUARDED_RAW_BLOCK_SIZE : 1,
     read: (offset, length) => data.read(offset, length),
     write: (offset, bytes) => data.write(offset, bytes),
     async writeZeroes(offset, length, zeroOptions = {}) {
@@ -89,7 +104,7 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
     async trim(offset, length) {
       checkRange(offset, length, window.length, `trim ${image.name}`);
       // Trim is advisory: without --discard=unmap (or a format that can free), the bytes stay.
-      if (options.unmapOnTrim && image.discard) await image.discard(window.start + offset, length);
+      if (options.unmapOnTrim && image.trim) await image.trim(window.start + offset, length);
     },
     flush: async () => {
       if (options.writable) await image.flush?.();

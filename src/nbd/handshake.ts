@@ -17,7 +17,7 @@ import {
   TransmissionFlag,
 } from './constants.js';
 import type { NbdExport } from './export.js';
-import { MAX_HANDSHAKE_OPTIONS, MAX_OPTION_BYTES, MAX_REQUEST_BYTES, PREFERRED_BLOCK_SIZE } from './limits.js';
+import { MAX_HANDSHAKE_OPTIONS, MAX_OPTION_BYTES, MAX_REQUEST_BYTES, PREFERRED_BLOCK_SIZE, QUOTED_NAME_CHARS } from './limits.js';
 import { decodeText, parseInfoRequest, parseMetaContextRequest, type MetaContextRequest } from './options.js';
 import {
   encodeGreeting,
@@ -52,6 +52,8 @@ export interface Session {
 interface HandshakeState {
   catalog: ExportCatalog;
   noZeroes: boolean;
+  /** The client speaks fixed newstyle; without it only NBD_OPT_EXPORT_NAME has a defined outcome. */
+  fixedNewstyle: boolean;
   structuredReplies: boolean;
   /** The export named by the last SET_META_CONTEXT that selected base:allocation. */
   allocationFor: NbdExport | undefined;
@@ -63,6 +65,8 @@ export function transmissionFlagsFor(exported: NbdExport, structuredReplies: boo
   // As qemu-nbd: a read-only export offers no commands that would only be refused.
   if (exported.writable) flags |= TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO;
   else flags |= TransmissionFlag.READ_ONLY;
+  // As qemu-nbd: offered when clients are served side by side (--shared above 1).
+  if (exported.multiConn) flags |= TransmissionFlag.CAN_MULTI_CONN;
   // DF only means something when reads may be split into chunks.
   if (structuredReplies) flags |= TransmissionFlag.SEND_DF;
   return flags;
@@ -83,6 +87,7 @@ export async function negotiate(io: NbdDuplex, catalog: ExportCatalog): Promise<
   const state: HandshakeState = {
     catalog,
     noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
+    fixedNewstyle: (clientFlags & ClientFlag.FIXED_NEWSTYLE) !== 0,
     structuredReplies: false,
     allocationFor: undefined,
   };
@@ -100,6 +105,10 @@ export async function negotiate(io: NbdDuplex, catalog: ExportCatalog): Promise<
 type Outcome = Session | null | 'continue';
 
 async function receiveOption(io: NbdDuplex, state: HandshakeState, option: number, length: number): Promise<Outcome> {
+  // Plain newstyle has no error replies to send: any other option ends the connection, as with qemu-nbd.
+  if (!state.fixedNewstyle && option !== Option.EXPORT_NAME) {
+    throw new ProtocolError(`option ${option} from a client that does not speak fixed newstyle`);
+  }
   if (length > MAX_OPTION_BYTES) {
     // EXPORT_NAME has no error reply: all the server can do is hang up.
     if (option === Option.EXPORT_NAME) throw new ProtocolError(`NBD_OPT_EXPORT_NAME of ${length} bytes`);
@@ -130,6 +139,7 @@ async function handleOption(io: NbdDuplex, state: HandshakeState, option: number
       return list(io, state, data);
     case Option.STRUCTURED_REPLY:
       if (data.length !== 0) return replyContinue(io, option, OptionReply.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+      if (state.structuredReplies) return replyContinue(io, option, OptionReply.ERR_INVALID, 'structured replies were already negotiated');
       state.structuredReplies = true;
       return replyContinue(io, option, OptionReply.ACK);
     case Option.INFO:
@@ -139,7 +149,8 @@ async function handleOption(io: NbdDuplex, state: HandshakeState, option: number
     case Option.SET_META_CONTEXT:
       return metaContext(io, state, option, parseMetaContextRequest(data));
     case Option.STARTTLS:
-      return replyContinue(io, option, OptionReply.ERR_UNSUP, 'TLS is not supported by this server');
+      // As qemu-nbd without TLS credentials: a known option this server will not do.
+      return replyContinue(io, option, OptionReply.ERR_POLICY, 'TLS is not configured on this server');
     default:
       return replyContinue(io, option, OptionReply.ERR_UNSUP, `option ${option} is not supported`);
   }
@@ -168,7 +179,7 @@ async function list(io: NbdDuplex, state: HandshakeState, data: Uint8Array): Pro
 async function infoOrGo(io: NbdDuplex, state: HandshakeState, option: number, data: Uint8Array): Promise<Outcome> {
   const request = parseInfoRequest(data);
   const exported = state.catalog.find(request.exportName);
-  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${request.exportName}'`);
+  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${shortName(request.exportName)}'`);
   const structured = state.structuredReplies;
   await reply(io, option, OptionReply.INFO, encodeInfoExport(exported.size, transmissionFlagsFor(exported, structured)));
   if (request.infoTypes.includes(InfoType.NAME)) {
@@ -177,8 +188,11 @@ async function infoOrGo(io: NbdDuplex, state: HandshakeState, option: number, da
   if (request.infoTypes.includes(InfoType.DESCRIPTION) && exported.description) {
     await reply(io, option, OptionReply.INFO, encodeInfoText(InfoType.DESCRIPTION, exported.description));
   }
-  // Any byte alignment works (minimum 1); the maximum is the request payload limit.
-  await reply(io, option, OptionReply.INFO, encodeInfoBlockSize(1, PREFERRED_BLOCK_SIZE, MAX_REQUEST_BYTES));
+  // The export's own minimum only where the client said it will keep to it (or only asks), as
+  // qemu-nbd does; otherwise 1, which any client takes. The maximum is the request payload limit.
+  const keepsToSizes = option === Option.INFO || request.infoTypes.includes(InfoType.BLOCK_SIZE);
+  const minimum = keepsToSizes ? (exported.minimumBlockSize ?? 1) : 1;
+  await reply(io, option, OptionReply.INFO, encodeInfoBlockSize(minimum, PREFERRED_BLOCK_SIZE, MAX_REQUEST_BYTES));
   await reply(io, option, OptionReply.ACK);
   return option === Option.GO ? startSession(state, exported) : 'continue';
 }
@@ -195,12 +209,21 @@ async function metaContext(io: NbdDuplex, state: HandshakeState, option: number,
     return replyContinue(io, option, OptionReply.ERR_INVALID, 'structured replies must be negotiated first');
   }
   const exported = state.catalog.find(request.exportName);
-  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${request.exportName}'`);
+  if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${shortName(request.exportName)}'`);
   const selected = matchQueries(request, listing);
   if (selected) await reply(io, option, OptionReply.META_CONTEXT, encodeMetaContext(listing ? 0 : BASE_ALLOCATION_ID, BASE_ALLOCATION));
   // Each SET replaces the previous selection.
   if (!listing) state.allocationFor = selected ? exported : undefined;
   return replyContinue(io, option, OptionReply.ACK);
+}
+
+/**
+ * An export name as error messages quote it: names may be 4096 bytes, as long
+ * as the whole message may be, so long ones are cut (at 80 characters, as
+ * qemu-nbd cuts them).
+ */
+function shortName(name: string): string {
+  return name.length < QUOTED_NAME_CHARS ? name : `${name.slice(0, QUOTED_NAME_CHARS)}...`;
 }
 
 function startSession(state: HandshakeState, exported: NbdExport): Session {

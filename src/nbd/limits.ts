@@ -6,6 +6,13 @@
  */
 export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Minimum block size advertised for a probed raw image (qemu's request
+ * alignment for one, which keeps its guarded first sector whole); other
+ * exports take any byte alignment (1).
+ */
+export const GUARDED_RAW_BLOCK_SIZE = 512;
+
 /** Preferred block size advertised: a common page/cluster granularity. */
 export const PREFERRED_BLOCK_SIZE = 4096;
 
@@ -59,3 +66,9 @@ export const MAX_CONCURRENT_READ_BYTES = 64 * 1024 * 1024;
 
 /** Bytes read at a time for a CACHE request (which may name up to 4 GiB): its memory stays bounded. */
 export const CACHE_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Characters of an export name quoted in an error message; longer names are cut
+ * (qemu-nbd cuts at 80 too), so a message stays within the 4096-byte string limit.
+ */
+export const QUOTED_NAME_CHARS = 80;

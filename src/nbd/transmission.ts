@@ -28,17 +28,29 @@ export interface NbdRequest {
   length: number;
 }
 
-/** Flags each command accepts; any other bit is refused with EINVAL. */
-const ALLOWED_FLAGS: Record<number, number> = {
+/**
+ * Flags each command accepts beside FUA, which the protocol has servers accept
+ * (and ignore where it means nothing) on every command; any other bit is
+ * refused with EINVAL.
+ */
+const COMMAND_FLAGS: Record<number, number> = {
   [Command.READ]: CommandFlag.DF,
-  [Command.WRITE]: CommandFlag.FUA,
+  [Command.WRITE]: 0,
   [Command.DISC]: 0,
   [Command.FLUSH]: 0,
-  [Command.TRIM]: CommandFlag.FUA,
-  [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
+  [Command.TRIM]: 0,
+  [Command.WRITE_ZEROES]: CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
   [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
   [Command.CACHE]: 0,
 };
+
+/** The flags a request may carry; undefined for an unknown command. DF only where reads can come in chunks. */
+function allowedFlags(type: number, structuredReplies: boolean): number | undefined {
+  const own = COMMAND_FLAGS[type];
+  if (own === undefined) return undefined;
+  const usable = structuredReplies ? own : own & ~CommandFlag.DF;
+  return usable | CommandFlag.FUA;
+}
 
 /** Reads the next request; null when the client hung up between requests. */
 async function readRequest(io: NbdDuplex): Promise<NbdRequest | null> {
@@ -89,7 +101,7 @@ export async function transmit(io: NbdDuplex, session: Session): Promise<void> {
 async function serveRequest(io: NbdDuplex, session: Session, replier: Replier, request: NbdRequest): Promise<void> {
   // A WRITE's payload must be consumed before anything else, even to refuse it.
   const payload = request.type === Command.WRITE ? await readPayload(io, request) : undefined;
-  const allowed = ALLOWED_FLAGS[request.type];
+  const allowed = allowedFlags(request.type, session.structuredReplies);
   if (allowed === undefined) return replier.error(request.cookie, NbdErrno.EINVAL, `command ${request.type} is not supported`);
   if ((request.flags & ~allowed) !== 0) {
     return replier.error(request.cookie, NbdErrno.EINVAL, `flags 0x${request.flags.toString(16)} are not valid here`);

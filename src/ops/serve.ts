@@ -11,7 +11,7 @@ import type { ExportCatalog } from '../nbd/handshake.js';
 import { singleExportCatalog } from '../nbd/server.js';
 import { nbdUri, type NbdAddress } from '../nbd/uri.js';
 import { mountOffsets, selectTarget } from './mount-offset.js';
-import { openSnapshotView, Qcow2Image } from '../../formats/qcow2/index.js';
+import { openSnapshotView, Qcow2Image, type SnapshotRef } from '../../formats/qcow2/index.js';
 
 /** Finds a partition (a number, LABEL=, UUID=, PARTLABEL=, VG/LV) in an image's virtual disk. */
 export type PartitionResolver = (image: Image, which: string) => Promise<ExportWindow>;
@@ -33,10 +33,12 @@ export interface ExportOptions {
   writable?: boolean;
   /** Export only this partition. */
   partition?: string;
-  /** Export this internal snapshot instead of the current state. */
-  snapshot?: string;
+  /** Export this internal snapshot instead of the current state: an ID or name, or both to match. */
+  snapshot?: SnapshotRef;
   /** TRIM frees what the range stores (qemu-nbd's --discard=unmap). */
   unmapOnTrim?: boolean;
+  /** Clients served at once (qemu-nbd's --shared); above 1 the export offers multi-conn. */
+  shared?: number;
   /** How `partition` is found (default: as `mount-offset` finds it). */
   resolvePartition?: PartitionResolver;
 }
@@ -77,10 +79,16 @@ export const mountTargetWindow: PartitionResolver = async (image, which) => {
 };
 
 /** The read-only view of an internal snapshot (qemu-nbd's -l). */
-async function snapshotImage(image: Image, name: string, writable: boolean): Promise<Image> {
+async function snapshotImage(image: Image, snapshot: SnapshotRef, writable: boolean): Promise<Image> {
   if (writable) throw new UsageError('a snapshot is exported read-only: --snapshot cannot be used with --writable');
   if (!(image instanceof Qcow2Image)) throw new UnsupportedFeatureError(`${image.format} images have no internal snapshots`);
-  return openSnapshotView(image, name);
+  return openSnapshotView(image, snapshot);
+}
+
+/** How a description names a snapshot: as it was asked for. */
+function snapshotLabel(snapshot: SnapshotRef): string {
+  if (typeof snapshot === 'string') return snapshot;
+  return [snapshot.id, snapshot.name].filter((part) => part !== undefined).join(' ');
 }
 
 /** Builds the export for an image, refusing what cannot be served. */
@@ -92,8 +100,15 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
     options.partition === undefined
       ? { start: 0, length: source.size }
       : await (options.resolvePartition ?? mountTargetWindow)(source, options.partition);
-  const description = options.description ?? (options.snapshot === undefined ? source.name : `${source.name} snapshot ${options.snapshot}`);
-  const exported = imageExport(source, { name, writable: options.writable === true, window, description, unmapOnTrim: options.unmapOnTrim === true });
+  const description = options.description ?? (options.snapshot === undefined ? source.name : `${source.name} snapshot ${snapshotLabel(options.snapshot)}`);
+  const exported = imageExport(source, {
+    name,
+    writable: options.writable === true,
+    window,
+    description,
+    unmapOnTrim: options.unmapOnTrim === true,
+    multiConn: (options.shared ?? 1) > 1,
+  });
   return { exported, window };
 }
 

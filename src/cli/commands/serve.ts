@@ -9,6 +9,7 @@ import { openForCli, warnProbedRaw } from '../open.js';
 import { namedFilePolicyOf, withNamedFilePolicy } from '../policy.js';
 import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { warn } from '../report.js';
+import { parseSnapshotParam, SNAPSHOT_PARAM_HELP } from '../snapshot-param.js';
 import { forkServer, isForkedServer, writePidFile } from '../../node/serve-daemon.js';
 
 function endpointFrom(args: Args): NbdEndpoint {
@@ -43,7 +44,7 @@ const command: CliCommand = {
       .option('port', { alias: 'p', type: 'number', requiresArg: true, describe: 'Listen on this TCP port instead' })
       .option('bind', { alias: 'b', type: 'string', requiresArg: true, describe: 'TCP address to bind (default 127.0.0.1)' })
       .option('partition', { alias: 'P', type: 'string', requiresArg: true, describe: 'Export only this partition: a number, LABEL=, UUID=, PARTLABEL= or VG/LV' })
-      .option('snapshot', { alias: 'l', type: 'string', requiresArg: true, describe: 'Export this internal snapshot (read-only)' })
+      .option('snapshot', { alias: 'l', type: 'string', requiresArg: true, describe: `Export ${SNAPSHOT_PARAM_HELP}, read-only` })
       .option('writable', { alias: 'w', type: 'boolean', default: false, describe: 'Accept writes (default read-only)' })
       .option('read-only', { alias: 'r', type: 'boolean', describe: "Refuse writes (the default; qemu-nbd's flag, taken for scripts written for it)" })
       .option('fork', { type: 'boolean', describe: 'Return once the server listens, and leave it serving in the background (as qemu-nbd --fork)' })
@@ -77,8 +78,9 @@ const command: CliCommand = {
         description: args.description as string | undefined,
         writable,
         partition: args.partition as string | undefined,
-        snapshot: args.snapshot as string | undefined,
+        snapshot: args.snapshot === undefined ? undefined : parseSnapshotParam(args.snapshot as string),
         unmapOnTrim: args.discard === 'unmap',
+        shared,
         listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => quiet || warn(`${path}: ${m}`) }),
       }).catch((error: unknown) => {
         throw error instanceof PlatterError ? error.inFile(path) : error;
