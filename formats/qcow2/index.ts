@@ -9,7 +9,7 @@ import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core
 import { WriteBehindDevice } from '../../src/core/write-behind.js';
 import { ClusterMap } from './clusters.js';
 import { ClusterAllocator } from './allocate.js';
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
+import { HEADER_V2_BYTES, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
 import { checkQcow2 } from './check.js';
@@ -202,11 +202,12 @@ function namedFileError(error: unknown, what: string, name: string, device: Bloc
 
 /** Bytes 0..3 of every qcow2 file: `QFI\xfb`. */
 /**
- * The magic and a version of 2 or more, as qemu's probe asks: version 1 is
- * the older qcow format, and a file with version 0 is taken for raw.
+ * A whole 72-byte header with the magic and a version of 2 or more, as qemu's
+ * probe asks: version 1 is the older qcow format, and a file with version 0,
+ * or too short to hold a header, is taken for raw.
  */
 function hasMagic(head: Uint8Array): boolean {
-  if (head.length < 8) return false;
+  if (head.length < HEADER_V2_BYTES) return false;
   const view = new DataView(head.buffer, head.byteOffset, 8);
   return view.getUint32(0) === QCOW2_MAGIC && view.getUint32(4) >= 2;
 }
