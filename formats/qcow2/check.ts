@@ -14,6 +14,7 @@ import { L2_READ_AHEAD, MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, UnreadableRefcountError, maxRefcount } from './refcount.js';
 import { snapshotTableBytes } from './snapshots.js';
+import { MetadataOverlap, qemuMetadataName, type MetadataKind } from './overlap.js';
 
 /** What the check found (and fixed), with qemu-img check's counters. */
 export interface Qcow2CheckResult {
@@ -50,6 +51,10 @@ const SECTOR = 512;
 /** Extra data every version 3 snapshot table entry must have: vm_state_size_large and disk_size. */
 const V3_SNAPSHOT_EXTRA_BYTES = 16;
 const COPIED_HI = 0x80000000;
+/** The largest file offset qemu takes (INT64_MAX). */
+const INT64_MAX = (1n << 63n) - 1n;
+/** The zero flag of a standard L2 entry (bit 0 of its low word). */
+const ZERO_FLAG_LO = 0x1;
 const OFFSET_HI_MASK = 0x00ffffff;
 
 /** Formats a 64-bit entry from its halves as qemu's PRIx64 (no leading zeros). */
@@ -77,11 +82,18 @@ class CheckState {
    * counted, as qemu's in-memory table grows to hold it).
    */
   nbClusters: number;
+  /**
+   * Where the metadata lies, for the overlap check of a repair's writes
+   * (qemu's pre-write overlap check); set when repairs are asked for.
+   */
+  overlap: MetadataOverlap | undefined;
 
   constructor(
     readonly device: BlockDevice,
     readonly metadata: Qcow2Metadata,
     messages: string[] = [],
+    /** What the counting pass may repair as it goes (qemu's first calculate_refcounts gets the repair mode). */
+    readonly fix: RepairMode = 'none',
   ) {
     const clusterSize = metadata.clusterSize;
     this.nbClusters = Math.ceil(device.size / clusterSize);
@@ -110,6 +122,29 @@ class CheckState {
 
   say(message: string): void {
     this.result.messages.push(message);
+  }
+
+  /** True once the check has stopped short (see Qcow2CheckResult.failure). */
+  get failed(): boolean {
+    return this.result.failure !== undefined;
+  }
+
+  /**
+   * qemu's pre-write overlap check of a repair: a write to [offset,
+   * offset+length) must reach no metadata but `ignore` (the table repaired).
+   * On an overlap the image is marked corrupt, as qemu marks it, the check
+   * fails, and false is returned: nothing may be written.
+   */
+  async mayWrite(offset: number, length: number, ignore: MetadataKind | undefined): Promise<boolean> {
+    const kind = this.overlap?.find(offset, length, ignore);
+    if (kind === undefined) return true;
+    this.say(`qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ${qemuMetadataName(kind)}); further corruption events will be suppressed`);
+    this.result.checkErrors++;
+    this.result.failure = 'Input/output error';
+    const { header } = this.metadata;
+    header.incompatibleFeatures |= INCOMPAT_CORRUPT;
+    await this.device.write!(0, encodeHeader(header));
+    return false;
   }
 
   /** Counts one reference to every cluster [offset, offset+size) touches (qemu's qcow2_inc_refcounts_imrt). */
@@ -227,12 +262,13 @@ async function countL1Entries(state: CheckState, l1: DataView, l1Size: number, a
       state.say(`ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
       state.result.corruptions++;
     }
-    checkL2(state, await tables.table(index), active);
+    await checkL2(state, await tables.table(index), l2Offset, active);
+    if (state.failed) return;
   }
 }
 
-/** Counts the references of one L2 table (qemu's check_refcounts_l2). */
-function checkL2(state: CheckState, bytes: Uint8Array, active: boolean): void {
+/** Counts the references of one L2 table (qemu's check_refcounts_l2); with -r all, repairs misaligned preallocated zero clusters. */
+async function checkL2(state: CheckState, bytes: Uint8Array, l2Offset: number, active: boolean): Promise<void> {
   const { geometry } = state.metadata;
   const { extendedL2, l2Entries, clusterBits } = geometry;
   const dataFile = hasDataFile(state.metadata.header);
@@ -288,8 +324,14 @@ function checkL2(state: CheckState, bytes: Uint8Array, active: boolean): void {
       if (offset % state.clusterSize !== 0) {
         const containsData = extendedL2 ? bitmap.allocated !== 0 : type === 'normal';
         const what = containsData ? 'Data cluster is not properly aligned' : 'Preallocated cluster is not properly aligned';
-        state.say(`ERROR offset=${offset.toString(16)}: ${what}; L2 entry corrupted.`);
+        const repair = !containsData && state.fix === 'all';
+        state.say(`${repair ? 'Repairing' : 'ERROR'} offset=${offset.toString(16)}: ${what}; L2 entry corrupted.`);
         state.result.corruptions++;
+        if (repair) {
+          // As qemu: the entry becomes a plain zero cluster, and the misaligned cluster is referenced no more.
+          if (await zeroEntry(state, table, index, l2Offset, active)) continue;
+          if (state.failed) return;
+        }
       }
       // qemu counts the (misaligned) range anyway: it touches two clusters then.
       if (!dataFile) state.reference(offset, state.clusterSize);
@@ -298,6 +340,35 @@ function checkL2(state: CheckState, bytes: Uint8Array, active: boolean): void {
       state.result.corruptions++;
     }
   }
+}
+
+/**
+ * Rewrites L2 entry `index` as a zero cluster without a host cluster (its
+ * allocated subclusters zero, with extended L2), in `table` and in the file:
+ * qemu's fix_l2_entry_by_zero. False when the write was refused (an overlap:
+ * the check then fails).
+ */
+async function zeroEntry(state: CheckState, table: DataView, index: number, l2Offset: number, active: boolean): Promise<boolean> {
+  const { extendedL2 } = state.metadata.geometry;
+  const stride = extendedL2 ? 16 : 8;
+  const at = index * stride;
+  if (extendedL2) {
+    const { allocated, zero } = l2EntryBitmap(table, index);
+    table.setUint32(at + 8, (allocated | zero) >>> 0);
+    table.setUint32(at + 12, 0);
+    table.setBigUint64(at, 0n);
+  } else {
+    table.setBigUint64(at, BigInt(ZERO_FLAG_LO));
+  }
+  // qemu ignores the kind of table repaired: active L2 tables, or (not tracked here) inactive ones.
+  if (!(await state.mayWrite(l2Offset + at, stride, active ? 'active L2 table' : undefined))) {
+    state.say('ERROR: Overlap check failed');
+    return false;
+  }
+  await state.device.write!(l2Offset + at, new Uint8Array(table.buffer, table.byteOffset + at, stride).slice());
+  state.result.corruptions--;
+  state.result.corruptionsFixed++;
+  return true;
 }
 
 /** Bitmap table entries read per device read: memory stays flat whatever a table claims. */
@@ -329,7 +400,7 @@ async function checkBitmaps(state: CheckState): Promise<void> {
 }
 
 /** Counts the refcount blocks themselves, each of which must be referenced exactly once (qemu's check_refblocks). */
-function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
+async function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): Promise<void> {
   for (let index = 0; index < refcounts.tableEntries; index++) {
     if (refcounts.entryHasReservedBits(index)) {
       state.say(`ERROR refcount table entry ${index} has reserved bits set`);
@@ -348,9 +419,20 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
     if (offset === 0 && !bad) continue;
     const cluster = bad ? Infinity : offset / state.clusterSize;
     if (cluster >= state.nbClusters) {
-      state.say(`ERROR refcount block ${index} is outside image`);
       state.result.corruptions++;
-      state.rebuild = true;
+      // Only a repair of errors does something about it (and rebuilds when it cannot).
+      if (state.fix !== 'all') {
+        state.say(`ERROR refcount block ${index} is outside image`);
+        continue;
+      }
+      state.say(`Repairing refcount block ${index} is outside image`);
+      if (await growToBlock(state, bad ? bad.offset : BigInt(offset))) {
+        state.result.corruptions--;
+        state.result.corruptionsFixed++;
+        state.reference(offset, state.clusterSize);
+      } else {
+        state.rebuild = true;
+      }
       continue;
     }
     state.reference(offset, state.clusterSize);
@@ -360,6 +442,28 @@ function checkRefcountBlocks(state: CheckState, refcounts: Refcounts): void {
       state.rebuild = true;
     }
   }
+}
+
+/**
+ * Grows the file to hold a refcount block that lies past its end, as qemu's
+ * repair does (the block then reads as zeros, and the rebuild that follows
+ * counts it). A block past what a file can reach is left, with qemu's message.
+ */
+async function growToBlock(state: CheckState, offset: bigint): Promise<boolean> {
+  const end = offset + BigInt(state.clusterSize);
+  try {
+    // qemu refuses an end past 2^63 itself; past 2^53 no file system grows a file.
+    if (end > INT64_MAX) throw new Error('Invalid argument');
+    if (end > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error('File too large');
+    await state.device.truncate!(Number(end));
+  } catch (error) {
+    // The system's reason alone, as qemu gives it ("File too large"), not what platter adds around it.
+    const reason = error instanceof Error ? error.message.replace(/^truncate failed: /, '') : String(error);
+    state.say(`ERROR could not resize image: ${reason}`);
+    return false;
+  }
+  state.nbClusters = Math.max(state.nbClusters, Math.ceil(Number(end) / state.clusterSize));
+  return true;
 }
 
 /**
@@ -468,9 +572,17 @@ async function refcountOrSkip(reader: StoredRefcounts, cluster: number): Promise
   }
 }
 
-/** COPIED flags must say "refcount is 1" exactly, on active L1 and L2 entries (qemu's check_oflag_copied). */
-async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, repair: boolean): Promise<void> {
+/**
+ * COPIED flags must say "refcount is 1" exactly, on active L1 and L2 entries
+ * (qemu's check_oflag_copied). -r all repairs them; -r leaks too, when
+ * nothing but leaks was found and those were fixed, so that the refcounts
+ * can be trusted.
+ */
+async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, mode: RepairMode): Promise<void> {
   const { header, clusterSize } = state.metadata;
+  const { checkErrors, corruptions, leaks } = state.result;
+  const repair = mode === 'all' || (mode === 'leaks' && checkErrors === 0 && corruptions === 0 && leaks === 0);
+  if (repair) state.overlap = new MetadataOverlap(state.metadata, refcounts);
   const reader = new StoredRefcounts(refcounts);
   const l1 = state.metadata.l1;
   // A repair writes L2 tables as it goes, and two entries may name one table: then each is read after the one before is fixed.
@@ -496,16 +608,20 @@ async function checkL1CopiedFlags(state: CheckState, reader: StoredRefcounts, re
     if (refcount === undefined) continue;
     if ((refcount === 1) !== ((hi & COPIED_HI) !== 0)) {
       state.say(`${label} OFLAG_COPIED L2 cluster: l1_index=${index} l1_entry=${hex64(hi, lo)} refcount=${refcount}`);
-      if (repair) {
+      if (!repair) {
+        state.result.corruptions++;
+      } else if (await state.mayWrite(header.l1TableOffset + index * 8, 8, 'active L1 table')) {
         l1.setUint32(index * 8, refcount === 1 ? (hi | COPIED_HI) >>> 0 : (hi & ~COPIED_HI) >>> 0);
         await state.device.write!(header.l1TableOffset + index * 8, new Uint8Array(l1.buffer, l1.byteOffset + index * 8, 8).slice());
         state.result.corruptionsFixed++;
       } else {
         state.result.corruptions++;
+        return;
       }
     }
     const bytes = await (tables ? tables.table(index) : readPadded(state.device, l2Offset, clusterSize));
     await checkL2CopiedFlags(state, reader, l2Offset, bytes, repair, dataFile, geometry.extendedL2);
+    if (state.failed) return;
   }
 }
 
@@ -539,6 +655,11 @@ async function checkL2CopiedFlags(
     }
   }
   if (dirty > 0 && l2Offset % clusterSize === 0) {
+    if (!(await state.mayWrite(l2Offset, clusterSize, 'active L2 table'))) {
+      state.say('ERROR: Could not write L2 table; metadata overlap check failed: Input/output error');
+      state.result.corruptions += dirty;
+      return;
+    }
     await state.device.write!(l2Offset, bytes);
     state.result.corruptionsFixed += dirty;
   } else {
@@ -566,6 +687,7 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
   const { header, clusterSize } = state.metadata;
   state.reference(0, clusterSize);
   await checkL1(state, header.l1TableOffset, header.l1Size, true);
+  if (state.failed) return;
   const { snapshots } = state.metadata;
   if (hasDataFile(header) && snapshots.length > 0) {
     state.say(`ERROR ${snapshots.length} snapshots in image with data file`);
@@ -584,11 +706,12 @@ async function calculateRefcounts(state: CheckState, refcounts: Refcounts): Prom
       continue;
     }
     await checkL1(state, snapshot.l1TableOffset, snapshot.l1Size, false);
+    if (state.failed) return;
   }
   state.reference(header.snapshotsOffset, snapshotTableBytes(state.metadata.snapshots));
   state.reference(header.refcountTableOffset, header.refcountTableClusters * clusterSize);
   await checkBitmaps(state);
-  checkRefcountBlocks(state, refcounts);
+  await checkRefcountBlocks(state, refcounts);
 }
 
 /**
@@ -621,11 +744,13 @@ function withSnapshotTable(result: Qcow2CheckResult, corruptions: number): Qcow2
  */
 export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
   const { header } = metadata;
-  let state = new CheckState(device, metadata);
+  let state = new CheckState(device, metadata, [], mode);
   // Counted apart from the refcount check, which must not see them (as in qemu), and added at the end.
   const snapshotTableCorruptions = checkSnapshotTable(state, mode);
   let refcounts = await loadRefcounts(device, metadata);
+  if (mode !== 'none') state.overlap = new MetadataOverlap(metadata, refcounts);
   await calculateRefcounts(state, refcounts);
+  if (state.failed) return withSnapshotTable(state.result, snapshotTableCorruptions);
   // Like qemu: compare without fixing first; repair afterwards when asked and needed.
   const beforeCompare = { ...state.result };
   let highest = await compareRefcounts(state, refcounts, 'none');
@@ -633,8 +758,10 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
     const old = { ...state.result };
     state.say('Rebuilding refcount structure');
     await rebuildRefcountStructure(device, header, state.counts);
-    // The old structures are unreferenced now: count again, then free them as leaks.
+    // The old structures are unreferenced now: count again, then free them as leaks. What was
+    // repaired while counting (a file grown, an entry zeroed) and errors met stay counted, as in qemu.
     state = new CheckState(device, metadata, state.result.messages);
+    Object.assign(state.result, { corruptionsFixed: old.corruptionsFixed, leaksFixed: old.leaksFixed, checkErrors: old.checkErrors });
     refcounts = await loadRefcounts(device, metadata);
     await calculateRefcounts(state, refcounts);
     const saved = { ...state.result };
@@ -657,8 +784,9 @@ export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, m
       highest = await compareRefcounts(state, refcounts, mode);
     }
   }
-  await checkCopiedFlags(state, refcounts, mode === 'all');
+  await checkCopiedFlags(state, refcounts, mode);
   withSnapshotTable(state.result, snapshotTableCorruptions);
+  if (state.failed) return state.result;
   state.result.imageEndOffset = (highest + 1) * metadata.clusterSize;
   // As qemu: a repair that leaves nothing wrong marks the image clean and consistent.
   const marks = INCOMPAT_DIRTY | INCOMPAT_CORRUPT;

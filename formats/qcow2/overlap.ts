@@ -55,22 +55,22 @@ export class MetadataOverlap {
     if (newOffset !== 0) tables.set(newOffset, (tables.get(newOffset) ?? 0) + 1);
   }
 
-  /** The metadata in host range [offset, offset+length), if any. */
-  find(offset: number, length: number): MetadataKind | undefined {
+  /** The metadata in host range [offset, offset+length), if any; `ignore` names a kind not looked for (the table being written). */
+  find(offset: number, length: number, ignore?: MetadataKind): MetadataKind | undefined {
     const { header, clusterSize, snapshots } = this.metadata;
-    const overlaps = (start: number, bytes: number) => bytes > 0 && start < offset + length && offset < start + bytes;
-    if (overlaps(0, clusterSize)) return 'header';
-    if (overlaps(header.l1TableOffset, header.l1Size * 8)) return 'active L1 table';
-    if (overlaps(this.refcounts.tableOffset, this.refcounts.tableClusters * clusterSize)) return 'refcount table';
-    if (overlaps(header.snapshotsOffset, this.snapshotTableBytes())) return 'snapshot table';
+    const overlaps = (kind: MetadataKind, start: number, bytes: number) => kind !== ignore && bytes > 0 && start < offset + length && offset < start + bytes;
+    if (overlaps('header', 0, clusterSize)) return 'header';
+    if (overlaps('active L1 table', header.l1TableOffset, header.l1Size * 8)) return 'active L1 table';
+    if (overlaps('refcount table', this.refcounts.tableOffset, this.refcounts.tableClusters * clusterSize)) return 'refcount table';
+    if (overlaps('snapshot table', header.snapshotsOffset, this.snapshotTableBytes())) return 'snapshot table';
     for (const snapshot of snapshots) {
-      if (overlaps(snapshot.l1TableOffset, snapshot.l1Size * 8)) return 'snapshot L1 table';
+      if (overlaps('snapshot L1 table', snapshot.l1TableOffset, snapshot.l1Size * 8)) return 'snapshot L1 table';
     }
     const l2Tables = this.activeL2Tables();
     const first = Math.floor(offset / clusterSize) * clusterSize;
     for (let cluster = first; cluster < offset + length; cluster += clusterSize) {
-      if (this.refcounts.holdsBlockAt(cluster)) return 'refcount block';
-      if (l2Tables.has(cluster)) return 'active L2 table';
+      if (ignore !== 'refcount block' && this.refcounts.holdsBlockAt(cluster)) return 'refcount block';
+      if (ignore !== 'active L2 table' && l2Tables.has(cluster)) return 'active L2 table';
     }
     return undefined;
   }
@@ -104,6 +104,22 @@ export class MetadataOverlap {
     }
     return this.l2Tables;
   }
+}
+
+/** qemu's name for each kind, as its "Preventing invalid write on metadata" message gives it. */
+const QEMU_METADATA_NAMES: Record<MetadataKind, string> = {
+  header: 'qcow2_header',
+  'active L1 table': 'active L1 table',
+  'active L2 table': 'active L2 table',
+  'refcount table': 'refcount table',
+  'refcount block': 'refcount block',
+  'snapshot table': 'snapshot table',
+  'snapshot L1 table': 'inactive L1 table',
+};
+
+/** How qemu names metadata of `kind` in its messages. */
+export function qemuMetadataName(kind: MetadataKind): string {
+  return QEMU_METADATA_NAMES[kind];
 }
 
 /** An entry's offset, or 0 for an entry too broken to read (a write that reaches it fails there). */

@@ -382,6 +382,7 @@ export async function removeFile(path: string): Promise<void> {
 
 const HOST_MESSAGES: Record<string, string> = {
   ENOENT: 'No such file or directory',
+  EFBIG: 'File too large',
   EACCES: 'Permission denied',
   EPERM: 'Operation not permitted',
   EISDIR: 'is a directory',

@@ -41,7 +41,9 @@ export async function checkImage(device: BlockDevice, format: string, mode: Repa
     first.corruptionsFixed += first.snapshotTableCorruptions;
     first.corruptions -= first.snapshotTableCorruptions;
   }
-  if (first.leaksFixed === 0 && first.corruptionsFixed === 0) return { ...first, format, repairMessages: [], repaired: false };
+  // A check that stopped short is not checked again: qemu-img reports only its failure.
+  const settled = first.failure !== undefined || (first.leaksFixed === 0 && first.corruptionsFixed === 0);
+  if (settled) return { ...first, format, repairMessages: [], repaired: false };
   await device.flush?.();
   const second = await checkQcow2(device, await readMetadata(device), 'none');
   return {
