@@ -57,4 +57,13 @@ describe.skipIf(!enabled)('compare exit statuses for unreadable images, as qemu-
       expect(ours.stdout).toBe('');
     });
   }
+
+  it.each([[['one.raw']], [['one.raw', 'two.raw', 'three.raw']], [['-x', 'one.raw', 'two.raw']]])(
+    'a command line it cannot parse (%j) exits 1, as qemu-img compare does, not 2',
+    (args) => {
+      const qemu = spawnSync('qemu-img', ['compare', ...args], { cwd: temp.dir, encoding: 'utf8' });
+      expect(qemu.status).toBe(1);
+      expect(platter(['compare', ...args], { cwd: temp.dir }).status).toBe(1);
+    },
+  );
 });

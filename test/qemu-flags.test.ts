@@ -91,6 +91,7 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-o', 'backing_file=base.qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Use of backing file requires explicit backing format'],
     [['convert', '-n', '-o', 'preallocation=full', '-O', 'raw', 'top.qcow2', 'zeros.raw'], '-o has no effect when skipping image creation'],
     [['convert', '-C', '-c', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Cannot enable copy offloading when -c is used'],
+    [['convert', '-c', '-o', 'preallocation=metadata', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Compression and preallocation not supported at the same time'],
     [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
     [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "out.qcow2: Parameter 'nocow' expects 'on' or 'off'"],

@@ -18,11 +18,16 @@ describe('parseSize', () => {
     ['2KiB', 2048],
     ['3MB', 3 * 2 ** 20],
     ['100b', 100],
+    // Hexadecimal, as qemu-img create reads it: b and e are digits there; k and up still multiply.
+    ['0x200', 512],
+    ['0X200', 512],
+    ['0x1b', 27],
+    ['0x1k', 1024],
   ])('%s = %d bytes', (text, bytes) => {
     expect(parseSize(text)).toBe(bytes);
   });
 
-  it.each(['', 'abc', '12Q', '-5', '1.5', '1.0001K', '1e3', '99999999E', 'K'])('refuses %j with EUSAGE', (text) => {
+  it.each(['', 'abc', '12Q', '-5', '1.5', '1.0001K', '1e3', '99999999E', 'K', '0x', '0x1.5', '0xg'])('refuses %j with EUSAGE', (text) => {
     expect(() => parseSize(text)).toThrow(expect.objectContaining({ code: 'EUSAGE' }));
   });
 

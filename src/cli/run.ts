@@ -104,7 +104,8 @@ function baseParser(argv: string[]): Argv {
     .wrap(wantsHelp(argv) ? Math.min(100, process.stdout.columns || 100) : null)
     .epilogue('Run `platter COMMAND --help` for the options and examples of one command.')
     .fail((message, error) => {
-      throw error ?? new UsageError(withoutCamelCaseTwins(`${message}`));
+      // Marked as a command line that could not be parsed: some commands exit apart for those (compare).
+      throw error ?? new UsageError(withoutCamelCaseTwins(`${message}`), { commandLine: true });
     })
     .middleware(lastValueWins, true);
 }

@@ -10,7 +10,9 @@ const UNIT_SHIFT: Record<string, number> = { b: 0, k: 10, m: 20, g: 30, t: 40, p
  * (`1.5G`). A bare number is bytes. The result must be a whole number of bytes.
  */
 export function parseSize(text: string, what = 'size'): number {
-  const match = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([bkmgtpe])?(?:i?b)?\s*$/i.exec(text);
+  // Hexadecimal as qemu takes it (0x200): whole numbers only; its digits may end in b or e, which are then digits.
+  const hex = /^\s*(0x[0-9a-f]+)\s*([kmgtp])?(?:i?b)?\s*$/i.exec(text);
+  const match = hex ?? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([bkmgtpe])?(?:i?b)?\s*$/i.exec(text);
   if (!match) throw new UsageError(`invalid ${what} '${text}': expected a number with an optional suffix B, K, M, G, T, P or E`);
   const [, digits = '', unit = 'b'] = match;
   const shift = UNIT_SHIFT[unit.toLowerCase()] ?? 0;

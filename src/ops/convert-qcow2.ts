@@ -63,6 +63,9 @@ const STATUS_WINDOW = 1 << 30;
 export function checkQcow2Output(options: Pick<Qcow2ConvertOptions, 'compress' | 'options'>): void {
   // qemu-img fails at its first write ("Operation not supported"): compressed clusters have no place in a data file.
   if (options.compress && options.options.has('data_file')) throw new UsageError('compressed clusters cannot be written into an external data file');
+  // Compressed clusters go only where nothing is allocated yet: qemu-img refuses the pair before creating anything.
+  const preallocation = options.options.get('preallocation') ?? 'off';
+  if (options.compress && preallocation !== 'off') throw new UsageError('Compression and preallocation not supported at the same time');
 }
 
 /** Writes `source`'s guest contents as a new qcow2 image onto the empty `device`, and closes the device. */

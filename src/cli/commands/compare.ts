@@ -28,8 +28,10 @@ export function compareMessages(result: CompareResult): string[] {
 const command: CliCommand = {
   command: 'compare <first> <second>',
   describe: 'Compare the guest contents of two images',
-  // qemu-img compare: 2 when an image cannot be opened, 3 when its allocation cannot be read, 4 when its data cannot.
+  // qemu-img compare: 2 when an image cannot be opened, 3 when its allocation cannot be read, 4 when its data cannot;
+  // 1 for a command line it cannot parse (a missing or extra file name, an unknown option).
   errorExitCode: (error) => {
+    if (error instanceof PlatterError && error.data.commandLine === true) return 1;
     const step = error instanceof PlatterError ? error.data.step : undefined;
     return step === 'block status' ? 3 : step === 'read' ? 4 : 2;
   },
