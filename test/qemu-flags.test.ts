@@ -106,3 +106,47 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     expect(mine.stderr).toBe(`platter: ${message}\n`);
   });
 });
+
+describe.skipIf(!hasTool('qemu-img'))('create, bitmap and snapshot as qemu-img takes them', () => {
+  beforeAll(() => {
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', tmp.path('base.qcow2'), '8M']);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', tmp.path('top.qcow2')]);
+    run('qemu-img', ['create', '-q', '-f', 'raw', tmp.path('zeros.raw'), '8M']);
+  });
+
+  it('create refuses an image named as its own backing file, and leaves the file as it was', () => {
+    const { mine, qemu } = both(['create', '-f', 'qcow2', '-b', 'top.qcow2', '-F', 'qcow2', 'top.qcow2']);
+    expect(qemu.stderr).toBe('qemu-img: top.qcow2: Error: Trying to create an image with the same filename as the backing file\n');
+    expect([mine.status, mine.stderr]).toEqual([qemu.status, qemu.stderr.replace('qemu-img: ', 'platter: ')]);
+    expect(mine.file('top.qcow2').equals(readFileSync(tmp.path('top.qcow2')))).toBe(true);
+  });
+
+  it('create refuses an image that is its own external data file (qemu-img fails on its lock)', () => {
+    const { mine, qemu } = both(['create', '-f', 'qcow2', '-o', 'data_file=./top.qcow2', 'top.qcow2', '1M']);
+    expect(qemu.status).toBe(1);
+    expect([mine.status, mine.stderr]).toEqual([1, "platter: top.qcow2: the external data file './top.qcow2' is the image itself\n"]);
+    expect(mine.file('top.qcow2').equals(readFileSync(tmp.path('top.qcow2')))).toBe(true);
+  });
+
+  it('bitmap --add -g 0 adds a bitmap of the default granularity', () => {
+    const { mine, qemu } = both(['bitmap', '--add', '-g', '0', 'base.qcow2', 'b0']);
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    const granularity = (tool: string) => JSON.parse(run('qemu-img', ['info', '--output=json', tmp.path(`${tool}/base.qcow2`)]))['format-specific'].data.bitmaps[0].granularity;
+    expect(granularity('platter')).toBe(granularity('qemu-img'));
+  });
+
+  it('snapshot -c keeps the first 255 bytes of a longer name, and -q -l still lists', () => {
+    const name = 'n'.repeat(300);
+    const { mine, qemu } = both(['snapshot', '-c', name, 'base.qcow2']);
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    const names = (tool: string) => JSON.parse(run('qemu-img', ['info', '--output=json', tmp.path(`${tool}/base.qcow2`)])).snapshots.map((s: { name: string }) => s.name);
+    expect(names('platter')).toEqual(names('qemu-img'));
+    expect(names('platter')[0]).toHaveLength(255);
+    const listed = (tool: 'platter' | 'qemu-img') => (tool === 'platter' ? platter(['snapshot', '-q', '-l', tmp.path('platter/base.qcow2')]) : shStatus(tmp.dir, 'qemu-img', ['snapshot', '-q', '-l', tmp.path('qemu-img/base.qcow2')]));
+    const ours = listed('platter');
+    expect(ours.stdout).toMatch(/^Snapshot list:\n/);
+    // The dates differ by the second the two were made: compare all but them.
+    const undated = (text: string) => text.replace(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d/g, 'DATE');
+    expect(undated(ours.stdout)).toBe(undated(listed('qemu-img').stdout));
+  });
+});

@@ -30,7 +30,8 @@ function recordFlagOrder(argv: string[]): string[] {
 
 /** The actions asked for, in order (`--add --disable` adds a bitmap, then disables it); merges read from `source` when given. */
 function actionsOf(args: Record<string, unknown>, source?: Qcow2Source): BitmapAction[] {
-  const granularity = args.g === undefined ? undefined : granularityOf(String(args.g));
+  // As in qemu-img, -g 0 is no granularity given: the default one.
+  const granularity = args.g === undefined ? undefined : granularityOf(String(args.g)) || undefined;
   const actions: BitmapAction[] = [];
   for (const { flag, source: name } of flagOrder) {
     if (flag === 'add') actions.push({ kind: 'add', ...(granularity === undefined ? {} : { granularity }) });

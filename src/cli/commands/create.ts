@@ -11,7 +11,21 @@ import { FileDevice, removeFile } from '../../node/file-device.js';
 import { openImageFile } from '../../node/open.js';
 import type { CliCommand } from '../command.js';
 import { printText } from '../output.js';
-import { besideImage, dataFileCreator } from '../named-files.js';
+import { besideImage, dataFileCreator, namesImageItself } from '../named-files.js';
+
+/**
+ * Refuses an image that would name itself as its backing file (qemu-img's
+ * words; it compares the names only, platter also the files they resolve to)
+ * or as its external data file (whose guest writes would land on its metadata).
+ */
+async function refuseSelfReference(path: string, backing: string | undefined, dataFile: string | undefined): Promise<void> {
+  if (backing !== undefined && (backing === path || (await namesImageItself(path, backing)))) {
+    throw new UsageError('Error: Trying to create an image with the same filename as the backing file').inFile(path);
+  }
+  if (dataFile && (await namesImageItself(path, dataFile))) {
+    throw new UsageError(`the external data file '${dataFile}' is the image itself`).inFile(path);
+  }
+}
 
 const command: CliCommand = {
   // The image is checked by hand: `-o help` needs none.
@@ -43,6 +57,7 @@ const command: CliCommand = {
     if (args.image === undefined) throw new UsageError('Expecting image file name');
     const path = args.image as string;
     const size = args.size === undefined ? undefined : parseSize(String(args.size), 'image size');
+    await refuseSelfReference(path, args.backing as string | undefined, options.get('data_file'));
     const request: CreateRequest = {
       format,
       size,

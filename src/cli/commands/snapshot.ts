@@ -9,11 +9,24 @@ import { renderSnapshotTable } from '../render/info.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { withImageOpts } from '../image-opts.js';
 
+/** Bytes of a name qemu-img snapshot -c keeps (its buffer holds 256 with the NUL). */
+const CREATED_NAME_BYTES = 255;
+
+/** The name as qemu-img stores it for -c: its first 255 bytes (here never cut inside a character). */
+function cutName(name: string): string {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length <= CREATED_NAME_BYTES) return name;
+  let end = CREATED_NAME_BYTES;
+  // Back up to the start of a UTF-8 sequence: continuation bytes are 10xxxxxx.
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}
+
 /** The one action the flags ask for (-l when none). */
 function actionOf(args: Record<string, unknown>): SnapshotAction {
   const chosen: SnapshotAction[] = [];
   if (args.l === true) chosen.push({ kind: 'list' });
-  if (typeof args.c === 'string') chosen.push({ kind: 'create', name: args.c });
+  if (typeof args.c === 'string') chosen.push({ kind: 'create', name: cutName(args.c) });
   if (typeof args.a === 'string') chosen.push({ kind: 'apply', snapshot: args.a });
   if (typeof args.d === 'string') chosen.push({ kind: 'delete', snapshot: args.d });
   if (chosen.length > 1) throw new UsageError("Cannot mix '-l', '-a', '-c', '-d'");
@@ -38,7 +51,7 @@ const command: CliCommand = {
       .option('c', { alias: 'create', type: 'string', describe: 'Create a snapshot named NAME of the current state' })
       .option('a', { alias: 'apply', type: 'string', describe: 'Revert the disk to snapshot ID or NAME (its id first, then the first name)' })
       .option('d', { alias: 'delete', type: 'string', describe: 'Delete the first snapshot named NAME (or with id ID)' })
-      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing' })
+      .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Quiet (qemu-img\'s flag: snapshot prints nothing but the list anyway)' })
       .example('platter snapshot disk.qcow2', 'List the snapshots, as qemu-img snapshot -l prints them')
       .example('platter snapshot -c before-upgrade disk.qcow2', 'Record the current disk contents as a snapshot')
       .example('platter snapshot -a before-upgrade disk.qcow2', 'Revert the disk to that snapshot')
@@ -53,8 +66,8 @@ const command: CliCommand = {
     if (action.kind !== 'list') return;
     const list = result.snapshots ?? [];
     if (args.output === 'json') printJson(list);
-    // Like qemu-img: nothing at all when there are no snapshots.
-    else if (list.length > 0 && !args.quiet) printText(['Snapshot list:', ...renderSnapshotTable(list)].join('\n') + '\n');
+    // Like qemu-img: nothing at all when there are no snapshots; -q silences messages, not the list.
+    else if (list.length > 0) printText(['Snapshot list:', ...renderSnapshotTable(list)].join('\n') + '\n');
   },
 };
 
