@@ -209,6 +209,22 @@ const builders: Record<string, () => string> = {
     poke.save();
     return path;
   },
+  l1PastEnd: () => {
+    const path = dataImage('l1-past-end.qcow2');
+    const poke = new Poker(path);
+    // The header's L1 table offset a cluster past the end: qemu opens it for a check and reads zeros there.
+    poke.setU64(40, BigInt(poke.bytes.length + poke.clusterSize));
+    poke.save();
+    return path;
+  },
+  noRefcountTable: () => {
+    const path = dataImage('no-reftable.qcow2');
+    const poke = new Poker(path);
+    // refcount_table_clusters 0: only a check opens such an image (every cluster then counts 0).
+    poke.view.setUint32(56, 0);
+    poke.save();
+    return path;
+  },
   l1EntryAtL1: () => {
     const path = dataImage('l1-at-l1.qcow2');
     const poke = new Poker(path);
@@ -275,7 +291,7 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
   }
 
   it('injected problems are seen (the cases do differ from clean images)', () => {
-    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'refcountBlockPastEnd', 'zeroClusterUnaligned', 'l1EntryAtL1', 'sharedCluster', 'l1ReservedBits', 'l2ReservedBits', 'extendedL2ReservedBits', 'refcountTableReservedBits', 'refcountBlockUnaligned', 'refcountBlockPast2To53', 'compressedPast2To53']) {
+    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'refcountBlockPastEnd', 'zeroClusterUnaligned', 'l1EntryAtL1', 'l1PastEnd', 'noRefcountTable', 'sharedCluster', 'l1ReservedBits', 'l2ReservedBits', 'extendedL2ReservedBits', 'refcountTableReservedBits', 'refcountBlockUnaligned', 'refcountBlockPast2To53', 'compressedPast2To53']) {
       expect(platter(['check', paths[name]!]).status, name).not.toBe(0);
     }
   });
@@ -318,6 +334,11 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     ['zeroClusterUnaligned', 'all'],
     // Repairing the L1 entry would write into a table that is also an L2 table: refused, the image marked corrupt.
     ['l1EntryAtL1', 'all'],
+    // Images that only a check opens, as qemu opens them for one.
+    ['l1PastEnd', 'leaks'],
+    ['l1PastEnd', 'all'],
+    ['noRefcountTable', 'leaks'],
+    ['noRefcountTable', 'all'],
   ] as const) {
     it(`${name}: -r ${repair} reports what qemu-img check -r ${repair} reports`, () => {
       const { ours, theirs, mine, qemu } = bothChecks(paths[name]!, repair);

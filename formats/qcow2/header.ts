@@ -244,7 +244,12 @@ export function encodeHeader(header: Qcow2Header): Uint8Array {
  * Incompatible feature bits are checked separately (`checkIncompatibleFeatures`),
  * once the feature-name table has been read.
  */
-export function parseHeader(head: Uint8Array, fileSize?: number, describeEncrypted = false): Qcow2Header {
+/**
+ * Decodes and validates a header. `fileSize` (when known) places every table
+ * inside the file; `forCheck` lets through what only a check may open, as
+ * qemu opens an image for checking: no refcount table at all.
+ */
+export function parseHeader(head: Uint8Array, fileSize?: number, describeEncrypted = false, forCheck = false): Qcow2Header {
   if (head.length < 4 || new DataView(head.buffer, head.byteOffset, 4).getUint32(0) !== QCOW2_MAGIC) {
     throw new WrongFormatError('not a qcow2 image (bad magic)');
   }
@@ -258,7 +263,7 @@ export function parseHeader(head: Uint8Array, fileSize?: number, describeEncrypt
   const header = decodeHeader(head);
   validateLayout(header);
   validateCrypt(header, describeEncrypted);
-  validateTables(header, fileSize);
+  validateTables(header, fileSize, forCheck);
   return header;
 }
 
@@ -329,7 +334,7 @@ function validateCrypt(header: Qcow2Header, describeEncrypted: boolean): void {
   }
 }
 
-function validateTables(header: Qcow2Header, fileSize: number | undefined): void {
+function validateTables(header: Qcow2Header, fileSize: number | undefined, forCheck: boolean): void {
   const clusterSize = clusterSizeOf(header);
   if (header.l1Size > MAX_L1_BYTES / 8) {
     throw new LimitExceededError(`active L1 table too large (${header.l1Size} entries)`, { l1Size: header.l1Size });
@@ -338,7 +343,7 @@ function validateTables(header: Qcow2Header, fileSize: number | undefined): void
     throw new CorruptImageError(`L1 table is too small (${header.l1Size} entries for ${header.size} bytes)`, 36);
   }
   validateTableOffset(header.l1TableOffset, header.l1Size * 8, clusterSize, fileSize, 'L1 table', 40);
-  if (header.refcountTableClusters === 0) {
+  if (header.refcountTableClusters === 0 && !forCheck) {
     throw new CorruptImageError('image does not contain a reference count table', 56);
   }
   if (header.refcountTableClusters > MAX_REFCOUNT_TABLE_BYTES / clusterSize) {

@@ -43,12 +43,15 @@ export interface Qcow2Metadata {
 /**
  * Reads and validates the metadata of the qcow2 image on `device`. An
  * encrypted image is refused unless `describeEncrypted` (for info): then its
- * encryption header is read too (`encrypt`).
+ * encryption header is read too (`encrypt`). `forCheck` opens what qemu opens
+ * for a check only: tables past the end of the file (read as zeros there, for
+ * the check to report) and no refcount table.
  */
-export async function readMetadata(device: BlockDevice, options: { describeEncrypted?: boolean } = {}): Promise<Qcow2Metadata> {
+export async function readMetadata(device: BlockDevice, options: { describeEncrypted?: boolean; forCheck?: boolean } = {}): Promise<Qcow2Metadata> {
   const describeEncrypted = options.describeEncrypted === true;
-  const cluster0 = await readCluster0(device, describeEncrypted);
-  const header = parseHeader(cluster0, device.size, describeEncrypted);
+  const forCheck = options.forCheck === true;
+  const cluster0 = await readCluster0(device, describeEncrypted, forCheck);
+  const header = parseHeader(cluster0, forCheck ? undefined : device.size, describeEncrypted, forCheck);
   const extensions = parseExtensions(cluster0, header);
   checkIncompatibleFeatures(header, extensions.featureNames);
   const clusterSize = clusterSizeOf(header);
@@ -60,7 +63,7 @@ export async function readMetadata(device: BlockDevice, options: { describeEncry
     dataFile: hasDataFile(header),
     zeroFlag: header.version >= 3,
   };
-  const l1 = await readL1Table(device, header.l1TableOffset, header.l1Size, clusterSize);
+  const l1 = await readL1Table(device, header.l1TableOffset, header.l1Size, clusterSize, 'L1 table', forCheck);
   const snapshots = await readSnapshotTable(
     device,
     { snapshotsOffset: header.snapshotsOffset, nbSnapshots: header.nbSnapshots, clusterSize },
@@ -78,9 +81,9 @@ export async function readMetadata(device: BlockDevice, options: { describeEncry
 }
 
 /** Reads cluster 0 (or the whole file when it is shorter): header, extensions and backing name. */
-async function readCluster0(device: BlockDevice, describeEncrypted: boolean): Promise<Uint8Array> {
+async function readCluster0(device: BlockDevice, describeEncrypted: boolean, forCheck: boolean): Promise<Uint8Array> {
   const head = await device.read(0, Math.min(device.size, HEADER_V3_BYTES));
-  const { clusterBits } = parseHeader(head, undefined, describeEncrypted);
+  const { clusterBits } = parseHeader(head, undefined, describeEncrypted, forCheck);
   return device.read(0, Math.min(device.size, 2 ** clusterBits));
 }
 
@@ -91,9 +94,13 @@ export async function readL1Table(
   entries: number,
   clusterSize: number,
   what = 'L1 table',
+  zerosPastEnd = false,
 ): Promise<DataView> {
   if (entries > MAX_L1_BYTES / 8) throw new CorruptImageError(`${what} too large (${entries} entries)`);
-  validateTableOffset(offset, entries * 8, clusterSize, device.size, what, offset);
-  const bytes = entries === 0 ? new Uint8Array(0) : await device.read(offset, entries * 8);
+  // With `zerosPastEnd` (a check) the part past the end of the file reads as zeros, as qemu reads it.
+  validateTableOffset(offset, entries * 8, clusterSize, zerosPastEnd ? undefined : device.size, what, offset);
+  const bytes = new Uint8Array(entries * 8);
+  const stored = Math.max(0, Math.min(bytes.length, device.size - offset));
+  if (stored > 0) bytes.set(await device.read(offset, stored));
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -34,7 +34,7 @@ export class NoCheckError extends UnsupportedFeatureError {
  */
 export async function checkImage(device: BlockDevice, format: string, mode: RepairMode = 'none'): Promise<CheckReport> {
   if (format !== 'qcow2') throw new NoCheckError(format);
-  const first = await checkQcow2(device, await readMetadata(device), mode);
+  const first = await checkQcow2(device, await readMetadata(device, { forCheck: true }), mode);
   if (mode === 'all' && first.snapshotTableCorruptions > 0 && first.checkErrors === 0) {
     // qemu's words when the old table's clusters hold no reference; the repair goes on.
     if (!(await repairSnapshotTable(device))) first.messages.push('qcow2_free_clusters failed: Invalid argument');
@@ -45,7 +45,7 @@ export async function checkImage(device: BlockDevice, format: string, mode: Repa
   const settled = first.failure !== undefined || (first.leaksFixed === 0 && first.corruptionsFixed === 0);
   if (settled) return { ...first, format, repairMessages: [], repaired: false };
   await device.flush?.();
-  const second = await checkQcow2(device, await readMetadata(device), 'none');
+  const second = await checkQcow2(device, await readMetadata(device, { forCheck: true }), 'none');
   return {
     ...second,
     leaksFixed: first.leaksFixed,
