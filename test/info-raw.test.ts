@@ -55,3 +55,15 @@ describe.skipIf(!hasTool('qemu-img'))('info on raw images', () => {
     expect(JSON.parse(platter(['info', '-f', 'raw', '--output=json', 'data.raw'], { cwd: tmp.dir }).stdout)).toEqual(expected);
   });
 });
+
+describe.skipIf(!hasTool('qemu-img'))('map of a raw file that ends inside a sector', () => {
+  it.each([1000, 5000, 4096 + 1])('%d bytes: data, then the rest of the last sector as zeros, as qemu-img map says', (size) => {
+    const path = tmp.path(`tail-${size}.raw`);
+    writeFileSync(path, new Uint8Array(size).fill(0x5a));
+    for (const output of ['json', 'human']) {
+      const theirs = run('qemu-img', ['map', `--output=${output}`, '-f', 'raw', path]);
+      const ours = platter(['map', `--output=${output}`, '-f', 'raw', path]);
+      expect(ours.stdout, output).toBe(theirs);
+    }
+  });
+});

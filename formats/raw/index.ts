@@ -105,7 +105,13 @@ export class RawImage implements Image {
     // A file that is one hole reads as zeros, and qemu calls it so (its holes are found with SEEK_DATA).
     const kind = (await this.device.holdsNoData?.()) ? 'zero' : 'data';
     // In the file: a raw image that is part of one (qemu's offset option) lies past its start.
-    return [{ start: offset, length, kind, depth: 0, hostOffset: offset + (this.device.partOf?.offset ?? 0) }];
+    const base = this.device.partOf?.offset ?? 0;
+    // The tail of the last sector past the end of the file reads zeros, and qemu says so.
+    const stored = Math.max(offset, Math.min(offset + length, this.device.size));
+    const extents: Extent[] = [];
+    if (stored > offset) extents.push({ start: offset, length: stored - offset, kind, depth: 0, hostOffset: offset + base });
+    if (stored < offset + length) extents.push({ start: stored, length: offset + length - stored, kind: 'zero', depth: 0, hostOffset: stored + base });
+    return extents;
   }
 
   describe(): ImageDescription {
