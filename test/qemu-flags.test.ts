@@ -128,6 +128,15 @@ describe.skipIf(!hasTool('qemu-img'))('create, bitmap and snapshot as qemu-img t
     expect(mine.file('top.qcow2').equals(readFileSync(tmp.path('top.qcow2')))).toBe(true);
   });
 
+  it('create -o data_file=...,preallocation=full writes every byte of the data file, as qemu-img does', () => {
+    const { mine, qemu } = both(['create', '-q', '-f', 'qcow2', '-o', 'data_file=full.data,preallocation=full', 'full.qcow2', '2M']);
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    const stored = (tool: string) => statSync(tmp.path(`${tool}/full.data`)).blocks * 512;
+    expect(stored('platter')).toBeGreaterThanOrEqual(2 << 20);
+    expect(stored('platter')).toBe(stored('qemu-img'));
+    expect(mine.file('full.qcow2').equals(qemu.file('full.qcow2'))).toBe(true);
+  });
+
   it('bitmap --add -g 0 adds a bitmap of the default granularity', () => {
     const { mine, qemu } = both(['bitmap', '--add', '-g', '0', 'base.qcow2', 'b0']);
     expect([mine.status, qemu.status]).toEqual([0, 0]);

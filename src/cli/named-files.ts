@@ -3,6 +3,7 @@
 import { isAbsolute, join, dirname, resolve } from 'node:path';
 import type { CreateRequest } from '../ops/create.js';
 import { FileDevice } from '../node/file-device.js';
+import { writeZeros } from '../core/device.js';
 import { sameFile } from '../node/byte-tests.js';
 
 /** A name written into an image resolves against the image's directory (qemu's path_combine). */
@@ -16,11 +17,12 @@ export async function namesImageItself(image: string, name: string): Promise<boo
   return resolve(named) === resolve(image) || (await sameFile(named, image));
 }
 
-/** Creates the external data file `name` of the image at `image`, beside it, `size` bytes long (sparse). */
+/** Creates the external data file `name` of the image at `image`, beside it, `size` bytes long: sparse, or with `fill` zeros written. */
 export function dataFileCreator(image: string): NonNullable<CreateRequest['createDataFile']> {
-  return async (name, size) => {
+  return async (name, size, fill = false) => {
     const data = await FileDevice.open(besideImage(image, name), { create: true });
     try {
+      if (fill) await writeZeros(data, 0, size);
       await data.truncate(size);
     } finally {
       await data.close();

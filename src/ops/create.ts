@@ -34,7 +34,7 @@ export interface CreateRequest {
   /** Opens the backing file (resolved like qemu, relative to the new image) and answers its virtual size. */
   backingSize?(name: string, format: string): Promise<number>;
   /** Creates the external data file (`data_file`) with the given size. */
-  createDataFile?(name: string, size: number): Promise<void>;
+  createDataFile?(name: string, size: number, fill?: boolean): Promise<void>;
 }
 
 /** What was created: the settings qemu-img prints on its "Formatting" line, in its order. */
@@ -117,8 +117,9 @@ export async function writeImage(device: BlockDevice, plan: ImagePlan, request: 
     const { qcow2 } = plan;
     if (qcow2.dataFile !== undefined) {
       if (!request.createDataFile) throw new UsageError('cannot create the data file here');
-      // qemu creates the data file as a raw file of the disk's size, whether or not it must stay a valid raw disk.
-      await request.createDataFile(qcow2.dataFile, plan.size);
+      // qemu creates the data file as a raw file of the disk's size, whether or not it must stay a valid
+      // raw disk; with preallocation=full every byte of it is written (falloc leaves it sparse, as for raw).
+      await request.createDataFile(qcow2.dataFile, plan.size, qcow2.preallocation === 'full');
     }
     await writeQcow2Skeleton(device, qcow2);
     await layOut(device, qcow2);
