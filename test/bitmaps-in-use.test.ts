@@ -9,6 +9,7 @@
  * image with bitmaps, with qemu-img's words, the file left as it was.
  */
 
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openQcow2 } from '../formats/qcow2/index.js';
@@ -76,6 +77,23 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     expect(qemuImg('check', image)).toContain('No errors were found on the image.');
     qemuIo(image, 'write -P 4 0 64k');
     expect(qemuImg('check', image)).toContain('No errors were found on the image.');
+  });
+
+  it.each([
+    ['to the same size', [], '+0', 0],
+    ['to a size in part sectors', [], '+1000', 1],
+    ['shrinking to a size in part sectors', ['--shrink'], '-511', 1],
+    ['to the same size with preallocation', ['--preallocation=full'], '+0', 1],
+  ] as const)('resize %s leaves the file as it was, bitmaps included, as qemu-img does', (name, flags, size, status) => {
+    const image = `unchanged-${name.replace(/\W+/g, '-')}.qcow2`;
+    const oracle = `unchanged-${name.replace(/\W+/g, '-')}-qemu.qcow2`;
+    copyFileSync(at('base.qcow2'), at(image));
+    copyFileSync(at('base.qcow2'), at(oracle));
+    const theirs = spawnSync('qemu-img', ['resize', ...flags, oracle, '--', size], { cwd: tmp.dir, encoding: 'utf8' });
+    const ours = platter(['resize', ...flags, image, '--', size], { cwd: tmp.dir });
+    expect([ours.status, theirs.status]).toEqual([status, status]);
+    expect(flagsOf(image)).toEqual({ enabled: ['auto'], frozen: [] });
+    expect(readFileSync(at(image)).equals(readFileSync(at('base.qcow2')))).toBe(true);
   });
 
   it('amend -o size= keeps the bitmaps as qemu-img amend does', async () => {

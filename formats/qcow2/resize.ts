@@ -29,6 +29,17 @@ function checkSnapshotsAllowResize(writer: Qcow2Writer): void {
   }
 }
 
+/**
+ * Refuses a size change qemu refuses (a size in part sectors, a version 2
+ * image with snapshots, preallocating while shrinking), before anything is
+ * written: a refused resize leaves the image as it was.
+ */
+export function checkResize(writer: Qcow2Writer, newSize: number, preallocation: ResizePreallocation): void {
+  if (newSize % 512 !== 0) throw new UsageError('The new size must be a multiple of 512');
+  checkSnapshotsAllowResize(writer);
+  if (newSize < writer.host.size() && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
+}
+
 /** How a size change prepares the space it adds (qemu-img resize --preallocation): the modes of a new image. */
 export type ResizePreallocation = Qcow2CreateOptions['preallocation'];
 
@@ -39,10 +50,8 @@ export type ResizePreallocation = Qcow2CreateOptions['preallocation'];
  * fills with zeros.
  */
 export async function resizeQcow2(writer: Qcow2Writer, newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
-  if (newSize % 512 !== 0) throw new UsageError('The new size must be a multiple of 512');
-  checkSnapshotsAllowResize(writer);
+  checkResize(writer, newSize, preallocation);
   const oldSize = writer.host.size();
-  if (newSize < oldSize && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
   if (newSize < oldSize) {
     await shrink(writer, newSize, oldSize);
     return resizeDataFile(writer, newSize);

@@ -35,7 +35,7 @@ import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 import type { MetadataOverlap } from './overlap.js';
 import type { BlockDevice } from '../../src/core/device.js';
-import { growL1, preallocateRange, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
+import { checkResize, growL1, preallocateRange, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
 import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
 /** Every subcluster bit of an extended L2 bitmap half. */
@@ -328,12 +328,15 @@ export class Qcow2Writer {
   resize(newSize: number, preallocation: ResizePreallocation = 'off'): Promise<void> {
     return this.exclusive(async () => {
       const oldSize = this.host.size();
-      if (newSize !== oldSize) checkBitmapsResizable(this.host, newSize);
+      // Everything refused is refused before the first write (which would mark bitmaps in use).
+      checkResize(this, newSize, preallocation);
+      if (newSize === oldSize) return;
+      checkBitmapsResizable(this.host, newSize);
       await this.begin();
       // Every bitmap's table is sized for the disk: while it changes, disabled ones no longer fit either.
-      if (newSize !== oldSize) await markBitmapsInUse(this.host, 'all');
+      await markBitmapsInUse(this.host, 'all');
       await resizeQcow2(this, newSize, preallocation);
-      if (newSize === oldSize || this.host.metadata.bitmaps.length === 0) return;
+      if (this.host.metadata.bitmaps.length === 0) return;
       // Resized, the bitmaps are consistent again, as qemu keeps them: the next guest write marks the enabled ones anew.
       await resizeBitmaps(this.host, oldSize);
       this.bitmapsMarked = false;

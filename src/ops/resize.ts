@@ -47,6 +47,8 @@ export async function resizeImage(image: Image, change: SizeChange, shrink: bool
   if (!(PREALLOCATION_MODES as readonly string[]).includes(preallocation)) throw new UsageError(`Invalid preallocation mode '${preallocation}'`);
   const mode = preallocation as ResizePreallocation;
   const size = targetSize(image.size, change);
+  // qemu-img's order: preallocation asks for growth first (the same size too), then a shrink needs --shrink.
+  if (size <= image.size && mode !== 'off') throw new UsageError('Preallocation can only be used for growing images');
   if (size < image.size && !shrink) throw new UsageError('Use the --shrink option to perform a shrink operation.', { warnings: [SHRINK_WARNING] });
   if (image instanceof Qcow2Image) {
     await image.resize(size, mode);
