@@ -127,37 +127,32 @@ export async function preallocateRange(writer: Qcow2Writer, from: number, to: nu
   const added = await allocateRange(writer, from, to);
   if (hasDataFile(writer.header)) return;
   const device = writer.host.device;
-  if (zeros) for (const [start, length] of adjacentRuns(added.clusters, writer.clusterSize)) await writeZeros(device, start, length);
+  if (zeros) for (const [start, length] of added.runs) await writeZeros(device, start, length);
   // qemu-img check wants no reference past the end of the file.
   if (device.size < added.end) await device.truncate!(added.end);
 }
 
-/** Cluster offsets (in allocation order) as runs of adjacent clusters: [start, length] each. */
-function adjacentRuns(offsets: readonly number[], clusterSize: number): Array<[number, number]> {
-  const runs: Array<[number, number]> = [];
-  for (const offset of offsets) {
-    const last = runs[runs.length - 1];
-    if (last && last[0] + last[1] === offset) last[1] += clusterSize;
-    else runs.push([offset, clusterSize]);
-  }
-  return runs;
-}
-
-/** Host clusters for the unallocated clusters of [from, to); returns them and the end of the last one. */
-async function allocateRange(writer: Qcow2Writer, from: number, to: number): Promise<{ clusters: number[]; end: number }> {
+/**
+ * Host clusters for the unallocated clusters of [from, to); returns them as
+ * runs of adjacent clusters ([start, length] each, in allocation order: few,
+ * as new clusters come one after another) and the end of the last one.
+ */
+async function allocateRange(writer: Qcow2Writer, from: number, to: number): Promise<{ runs: Array<[number, number]>; end: number }> {
   const { extendedL2 } = writer.geometry;
   const dataFile = hasDataFile(writer.header);
-  const clusters: number[] = [];
+  const runs: Array<[number, number]> = [];
   let end = 0;
   for (let clusterStart = from - (from % writer.clusterSize); clusterStart < to; clusterStart += writer.clusterSize) {
     const slot = await writer.tables.slot(clusterStart, true);
     if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
     const hostOffset = dataFile ? clusterStart : await writer.host.allocator.allocate();
     await writer.tables.setDataEntry(slot, hostOffset, 0, 0);
-    clusters.push(hostOffset);
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === hostOffset) last[1] += writer.clusterSize;
+    else runs.push([hostOffset, writer.clusterSize]);
     end = Math.max(end, hostOffset + writer.clusterSize);
   }
-  return { clusters, end };
+  return { runs, end };
 }
 
 

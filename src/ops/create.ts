@@ -262,11 +262,13 @@ async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise
     },
     warn: () => {},
   };
-  const image: Qcow2Image = await openQcow2(device, { host, writable: true, noBacking: true });
+  // The image is new and complete only once create returns: its table writes are held and land merged
+  // (a metadata preallocation updates an L2 entry and a refcount per cluster).
+  const image: Qcow2Image = await openQcow2(device, { host, writable: true, noBacking: true, writeBehindMetadata: true });
   const writer = image.writer!;
   await writer.setInitialSize(options.size);
-  if (options.preallocation === 'off') return;
-  await writer.preallocate(options.preallocation === 'full');
+  if (options.preallocation !== 'off') await writer.preallocate(options.preallocation === 'full');
+  await image.flush();
   await device.flush?.();
 }
 
