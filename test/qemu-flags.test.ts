@@ -55,6 +55,8 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     // The file options (hints qemu applies where the file system has them): taken and printed.
     ['convert', '-O', 'raw', '-o', 'nocow=off,extent_size_hint=2M', 'top.qcow2', 'hinted.raw'],
     ['create', '-f', 'raw', '-o', 'extent_size_hint=1M,nocow=off', 'hinted.raw', '1M'],
+    // Booleans are echoed as written; an escaped comma at the end is no empty option.
+    ['create', '-f', 'qcow2', '-o', 'extended_l2=yes,lazy_refcounts=true', 'echoed.qcow2', '1M'],
     // Object definitions (the secrets of encrypted images), passed along by scripts: checked, unused.
     ['info', '--object', 'secret,id=sec0,data=x', '--object', '{"qom-type":"throttle-group","id":"t1"}', 'top.qcow2'],
     ['convert', '--object', 'secret,id=sec0,data=x', '-O', 'raw', 'top.qcow2', 'secret.raw'],
@@ -92,6 +94,10 @@ describe.skipIf(!hasTool('qemu-img'))('qemu-img flags', () => {
     [['convert', '-n', '-o', 'preallocation=full', '-O', 'raw', 'top.qcow2', 'zeros.raw'], '-o has no effect when skipping image creation'],
     [['convert', '-C', '-c', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Cannot enable copy offloading when -c is used'],
     [['convert', '-c', '-o', 'preallocation=metadata', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Compression and preallocation not supported at the same time'],
+    // Each -o is checked as an option list first: not empty, no comma at either end.
+    [['create', '-f', 'qcow2', '-o', 'cluster_size=4k,', 'out.qcow2', '1M'], 'Invalid option list: cluster_size=4k,'],
+    [['amend', '-o', '', 'top.qcow2'], 'Invalid option list: '],
+    [['convert', '-O', 'qcow2', '-o', 'compat=1.1', '-o', ',', 'top.qcow2', 'out.qcow2'], 'Invalid option list: ,'],
     [['convert', '-C', '-S', '4k', '-O', 'raw', 'top.qcow2', 'out.raw'], 'Cannot enable copy offloading when -S is used'],
     [['convert', '-F', 'qcow2', '-O', 'qcow2', 'top.qcow2', 'out.qcow2'], 'Backing format cannot be used without backing file'],
     [['create', '-f', 'qcow2', '-o', 'nocow=maybe', 'out.qcow2', '1M'], "out.qcow2: Parameter 'nocow' expects 'on' or 'off'"],

@@ -3,7 +3,7 @@
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
-import { parseOptionString } from '../core/options.js';
+import { parseOptionArgs } from '../core/options.js';
 import { nodeByteTests } from '../node/byte-tests.js';
 import { FileDevice } from '../node/file-device.js';
 import { nodeHost } from '../node/host.js';
@@ -37,7 +37,7 @@ export interface DeltaRequest {
 
 /** The delta request in `args` for the output at `target` (undefined for a plain conversion), checked against the other flags. */
 export function deltaRequest(args: Args, outputFormat: string, target: string): DeltaRequest | undefined {
-  const options = parseOptionString(args.o as string | string[] | undefined);
+  const options = parseOptionArgs(args.o as string | string[] | undefined);
   // As in qemu-img, -o backing_file=NAME[,backing_fmt=FMT] is -B NAME [-F FMT] by another name (-B wins).
   const backing = (args.B as string | undefined) ?? options.get('backing_file');
   const backingFormat = (args.F as string | undefined) ?? options.get('backing_fmt');

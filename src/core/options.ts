@@ -21,6 +21,19 @@ export function parseOptionString(texts: string | readonly string[] | undefined)
   return options;
 }
 
+/**
+ * Parses the `-o` flags of a command line, each first checked as qemu-img
+ * checks it (is_valid_option_list): not empty, not starting with a comma, not
+ * ending in an unescaped one.
+ */
+export function parseOptionArgs(texts: string | readonly string[] | undefined): Map<string, string> {
+  for (const text of typeof texts === 'string' ? [texts] : texts ?? []) {
+    const trailingCommas = text.length - text.replace(/,+$/, '').length;
+    if (text === '' || text.startsWith(',') || trailingCommas % 2 === 1) throw new UsageError(`Invalid option list: ${text}`);
+  }
+  return parseOptionString(texts);
+}
+
 function splitOptions(text: string): string[] {
   const items: string[] = [];
   let current = '';

@@ -279,7 +279,8 @@ async function layOut(device: BlockDevice, options: Qcow2CreateOptions): Promise
  * given; the size as asked for.
  */
 function qcow2Settings(given: Map<string, string>, asked: number): [string, string][] {
-  const onOff = (name: string) => (optionBoolean(given.get(name), name, false) ? 'on' : 'off');
+  // A boolean as written (yes, true, on...: qemu-img echoes it), once checked; off when not given.
+  const onOff = (name: string) => givenBoolean(given, name) ?? 'off';
   const clusterSize = given.get('cluster_size');
   const settings: [string, string][] = [
     ['fmt', 'qcow2'],
@@ -318,9 +319,18 @@ export function asksNocow(options: Map<string, string>): boolean {
 }
 
 /** The file options given, checked as qemu-img checks them, in the order its "Formatting" line prints them. */
+/** A boolean option's text as given, once checked to be one (qemu-img prints what was written); undefined when absent. */
+function givenBoolean(options: Map<string, string>, name: string): string | undefined {
+  const value = options.get(name);
+  if (value === undefined) return undefined;
+  optionBoolean(value, name, false);
+  return value;
+}
+
 export function fileSettings(options: Map<string, string>): [string, string][] {
   const settings: [string, string][] = [];
-  if (options.has('nocow')) settings.push(['nocow', optionBoolean(options.get('nocow'), 'nocow', false) ? 'on' : 'off']);
+  const nocow = givenBoolean(options, 'nocow');
+  if (nocow !== undefined) settings.push(['nocow', nocow]);
   const hint = options.get('extent_size_hint');
   if (hint !== undefined) {
     const bytes = parseSize(hint, 'extent_size_hint');

@@ -1,7 +1,7 @@
 /** `platter amend`: like `qemu-img amend` (compat, lazy_refcounts, size, data_file). */
 
 import { UsageError } from '../../core/errors.js';
-import { parseOptionString } from '../../core/options.js';
+import { parseOptionArgs } from '../../core/options.js';
 import { readHead } from '../../engine/open.js';
 import { formats } from '../../engine/formats.js';
 import { FileDevice } from '../../node/file-device.js';
@@ -38,7 +38,7 @@ const command: CliCommand = {
       .example('platter amend -o size=20G disk.qcow2', 'Change the virtual size, as resize does')
       .example('platter amend -f qcow2 -o help', 'The options amend takes'),
   async handler(args) {
-    const options = parseOptionString(args.options as string | string[]);
+    const options = parseOptionArgs(args.options as string | string[]);
     const path = args.image as string | undefined;
     const help = options.has('help') || options.has('?');
     if (help && args.format !== undefined) return showHelp(args.format as string);

@@ -7,7 +7,7 @@ import { checkOutputFormat, checkParallel, checkSparseSize, convertIntoImage, co
 import type { Image } from '../../core/image.js';
 import { FileDevice } from '../../node/file-device.js';
 import { nodeHost } from '../../node/host.js';
-import { parseOptionString } from '../../core/options.js';
+import { parseOptionArgs } from '../../core/options.js';
 import { checkQcow2Output, convertToQcow2 } from '../../ops/convert-qcow2.js';
 import { dataFileCreator } from '../named-files.js';
 import { nodeByteTests } from '../../node/byte-tests.js';
@@ -101,7 +101,7 @@ const command: CliCommand = {
     const output = outputOf(args);
     const outputFormat = output.format;
     checkOutputFormat(outputFormat);
-    const options = parseOptionString(args.o as string | string[] | undefined);
+    const options = parseOptionArgs(args.o as string | string[] | undefined);
     if (options.has('help') || options.has('?')) {
       printText(renderOptionHelp(outputFormat, CREATE_OPTIONS[outputFormat as 'raw' | 'qcow2']));
       return;

@@ -1,6 +1,6 @@
 /** `platter create`: like `qemu-img create`. */
 
-import { parseOptionString } from '../../core/options.js';
+import { parseOptionArgs } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
 import { CREATE_OPTIONS, NOCOW_NOT_APPLIED, asksNocow, planImage, writeImage, type CreateRequest } from '../../ops/create.js';
 import { warn } from '../report.js';
@@ -48,7 +48,7 @@ const command: CliCommand = {
       .example('platter create -f qcow2 -o help', 'The options a qcow2 image takes'),
   async handler(args) {
     const format = args.format as string;
-    const options = parseOptionString(args.options as string | string[] | undefined);
+    const options = parseOptionArgs(args.options as string | string[] | undefined);
     if (options.has('help') || options.has('?')) {
       if (format !== 'raw' && format !== 'qcow2') throw new UsageError(`creating ${format} images is not supported`);
       printText(renderOptionHelp(format, CREATE_OPTIONS[format]));

@@ -1,6 +1,6 @@
 /** `platter measure`: like `qemu-img measure`. */
 
-import { parseOptionString } from '../../core/options.js';
+import { parseOptionArgs } from '../../core/options.js';
 import { parseSize } from '../../core/size.js';
 import { measure } from '../../ops/measure.js';
 import type { CliCommand } from '../command.js';
@@ -27,7 +27,7 @@ const command: CliCommand = {
       .example('platter measure --output=json -O qcow2 disk.qcow2', "qemu-img's JSON")
       .example('platter measure -O qcow2 -l before-upgrade vm.qcow2', 'What converting the disk as it was in that snapshot needs'),
   async handler(args) {
-    const options = parseOptionString(args.options as string | string[] | undefined);
+    const options = parseOptionArgs(args.options as string | string[] | undefined);
     const size = args.size === undefined ? undefined : parseSize(String(args.size), 'size');
     const opened = args.image === undefined ? undefined : await openForCli(args.image as string, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
