@@ -240,14 +240,10 @@ export function encodeHeader(header: Qcow2Header): Uint8Array {
 /**
  * Decodes and validates a header the way qcow2_open does. `fileSize`, when
  * given, also requires every table to lie inside the file. An encrypted image
- * passes only with `describeEncrypted`.
+ * passes only with `describeEncrypted`; a header without a refcount table
+ * only with `forCheck`, as qemu opens an image for checking.
  * Incompatible feature bits are checked separately (`checkIncompatibleFeatures`),
  * once the feature-name table has been read.
- */
-/**
- * Decodes and validates a header. `fileSize` (when known) places every table
- * inside the file; `forCheck` lets through what only a check may open, as
- * qemu opens an image for checking: no refcount table at all.
  */
 export function parseHeader(head: Uint8Array, fileSize?: number, describeEncrypted = false, forCheck = false): Qcow2Header {
   if (head.length < 4 || new DataView(head.buffer, head.byteOffset, 4).getUint32(0) !== QCOW2_MAGIC) {

@@ -200,13 +200,12 @@ function namedFileError(error: unknown, what: string, name: string, device: Bloc
   return new NotFoundError(`could not open ${what} '${path}': ${reason}`, { path, name }).inFile(device.name);
 }
 
-/** Bytes 0..3 of every qcow2 file: `QFI\xfb`. */
 /**
  * A whole 72-byte header with the magic and a version of 2 or more, as qemu's
  * probe asks: version 1 is the older qcow format, and a file with version 0,
  * or too short to hold a header, is taken for raw.
  */
-function hasMagic(head: Uint8Array): boolean {
+function looksLikeQcow2(head: Uint8Array): boolean {
   if (head.length < HEADER_V2_BYTES) return false;
   const view = new DataView(head.buffer, head.byteOffset, 8);
   return view.getUint32(0) === QCOW2_MAGIC && view.getUint32(4) >= 2;
@@ -215,6 +214,6 @@ function hasMagic(head: Uint8Array): boolean {
 /** The qcow2 FormatModule: certain on the magic and version, blind otherwise. */
 export const qcow2Format: FormatModule = {
   name: 'qcow2',
-  probe: (head) => (hasMagic(head) ? 100 : 0),
+  probe: (head) => (looksLikeQcow2(head) ? 100 : 0),
   open: openQcow2,
 };
