@@ -150,6 +150,19 @@ describe.skipIf(!hasTool('qemu-img'))('create, bitmap and snapshot as qemu-img t
     expect(granularity('platter')).toBe(granularity('qemu-img'));
   });
 
+  it('snapshot -c takes an empty name, twice, and -d of it deletes the first, as qemu-img does', () => {
+    const [ours, theirs] = [tmp.path('unnamed-platter.qcow2'), tmp.path('unnamed-qemu.qcow2')];
+    copyFileSync(tmp.path('base.qcow2'), ours);
+    copyFileSync(tmp.path('base.qcow2'), theirs);
+    for (const args of [['-c', ''], ['-c', ''], ['-d', '']]) {
+      expect(platter(['snapshot', ...args, ours]).status, args.join(' ')).toBe(0);
+      expect(shStatus(tmp.dir, 'qemu-img', ['snapshot', ...args, theirs]).status, args.join(' ')).toBe(0);
+    }
+    const ids = (path: string) => JSON.parse(run('qemu-img', ['info', '--output=json', path])).snapshots.map((s: { id: string; name: string }) => [s.id, s.name]);
+    expect(ids(ours)).toEqual([['2', '']]);
+    expect(ids(ours)).toEqual(ids(theirs));
+  });
+
   it('snapshot -c keeps the first 255 bytes of a longer name, and -q -l still lists', () => {
     const name = 'n'.repeat(300);
     const { mine, qemu } = both(['snapshot', '-c', name, 'base.qcow2']);

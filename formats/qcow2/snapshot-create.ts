@@ -7,7 +7,6 @@
  * snapshot and leaks clusters, nothing more.
  */
 
-import { UsageError } from '../../src/core/errors.js';
 import type { Qcow2Image } from './image.js';
 import { snapshotAccess } from './snapshot-access.js';
 import { preflightSnapshotRefcount, updateSnapshotRefcount } from './snapshot-refcount.js';
@@ -55,7 +54,6 @@ export async function createSnapshot(image: Qcow2Image, name: string, options: C
 }
 
 async function createSnapshotNow(writer: Qcow2Writer, host: WriterHost, image: Qcow2Image, name: string, options: CreateSnapshotOptions): Promise<Qcow2Snapshot> {
-  if (name === '') throw new UsageError('a snapshot name must not be empty');
   const { header, snapshots } = host.metadata;
   const date = options.date ?? now();
   await preflightSnapshotRefcount(host, host.metadata.l1, header.l1TableOffset, 1);
