@@ -10,7 +10,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
-import { L2_READ_AHEAD, MAX_L1_BYTES } from './limits.js';
+import { L2_READ_AHEAD, L2_READ_AHEAD_BYTES, MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { Refcounts, UnreadableRefcountError, maxRefcount } from './refcount.js';
 import { snapshotTableBytes } from './snapshots.js';
@@ -193,19 +193,24 @@ async function readPadded(device: BlockDevice, offset: number, bytes: number): P
 
 /**
  * The L2 tables an L1 table names, read up to L2_READ_AHEAD ahead of the one
- * asked for: check walks them in order, and with small clusters waiting for
- * each read in turn was a third of its time.
+ * asked for (fewer for large clusters: at most L2_READ_AHEAD_BYTES of them):
+ * check walks them in order, and with small clusters waiting for each read in
+ * turn was a third of its time.
  */
 class L2Tables {
   private readonly reads = new Map<number, Promise<Uint8Array>>();
   private next = 0;
+  /** How many tables may be read ahead. */
+  private readonly ahead: number;
 
   constructor(
     private readonly device: BlockDevice,
     private readonly l1: DataView,
     private readonly l1Size: number,
     private readonly clusterSize: number,
-  ) {}
+  ) {
+    this.ahead = Math.max(1, Math.min(L2_READ_AHEAD, Math.floor(L2_READ_AHEAD_BYTES / clusterSize)));
+  }
 
   /** The L2 table of L1 entry `index` (entries must be asked for in increasing order; one skipped is dropped). */
   table(index: number): Promise<Uint8Array> {
@@ -213,7 +218,7 @@ class L2Tables {
       if (skipped >= index) break;
       this.reads.delete(skipped);
     }
-    for (this.next = Math.max(this.next, index); this.next < this.l1Size && this.reads.size < L2_READ_AHEAD; this.next++) {
+    for (this.next = Math.max(this.next, index); this.next < this.l1Size && this.reads.size < this.ahead; this.next++) {
       const hi = this.l1.getUint32(this.next * 8);
       const lo = this.l1.getUint32(this.next * 8 + 4);
       if (hi === 0 && lo === 0) continue;

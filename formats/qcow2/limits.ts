@@ -65,6 +65,12 @@ export const MAX_HOST_OFFSET_BITS = 56;
 export const L2_CACHE_TABLES = 64;
 /** L2 tables read ahead of the one a walk (block status, check) is on. */
 export const L2_READ_AHEAD = 8;
+/**
+ * Bytes of L2 tables check reads ahead at most: eight 64 KiB tables, but one
+ * 2 MiB table (eight of those held the check of an image of 2 MiB clusters
+ * near 200 MiB of RSS).
+ */
+export const L2_READ_AHEAD_BYTES = 512 * 1024;
 
 /** Upper bound on L2 cache memory whatever the cluster size (32 MiB). */
 export const MAX_L2_CACHE_BYTES = 32 * 1024 * 1024;
