@@ -36,6 +36,11 @@ function allocation(entries: MapEntry[]): string[] {
   return merged.map((entry) => `${entry.start}+${entry.length}:${entry.data ? 'data' : '-'}${entry.zero ? ',zero' : ''}`);
 }
 
+/** qemu-img map's entries, each saying whether it has a host offset (not which): what this image stores, and where it keeps a cluster. */
+function hostMap(image: string) {
+  return (JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[]).map((entry) => ({ ...entry, offset: entry.offset !== undefined }));
+}
+
 const qemu = haveServeTool('qemu-img') && haveServeTool('qemu-io');
 
 describe.runIf(qemu)('serving qcow2', () => {
@@ -217,12 +222,7 @@ describe.runIf(qemu)('serving qcow2', () => {
       expect(failures(overNbd.stdout + overNbd.stderr), options).toEqual(failures(onFile.stdout + onFile.stderr));
       expect(failures(onFile.stdout + onFile.stderr).length, options).toBeGreaterThan(0);
       // The whole map: which runs this image stores, as zero or data, and which keep a host cluster.
-      const mapOf = (image: string) =>
-        (JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as Array<MapEntry & { offset?: number }>).map((entry) => ({
-          ...entry,
-          offset: entry.offset !== undefined,
-        }));
-      expect(mapOf(ours), options).toEqual(mapOf(theirs));
+      expect(hostMap(ours), options).toEqual(hostMap(theirs));
       expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
     }
   });
@@ -275,9 +275,7 @@ describe.runIf(qemu)('serving qcow2', () => {
       expect(await exitWithin(served, 10_000)).toBe(0);
       // Straight on the file, qemu's discard request with unmap allowed (qemu-nbd --discard=unmap).
       runTool('qemu-io', ['-d', 'unmap', '-f', 'qcow2', theirs, ...discards.flatMap((command) => ['-c', command])]);
-      const mapOf = (image: string) =>
-        (JSON.parse(runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', image])) as MapEntry[]).map((entry) => ({ ...entry, offset: entry.offset !== undefined }));
-      expect(mapOf(ours), options).toEqual(mapOf(theirs));
+      expect(hostMap(ours), options).toEqual(hostMap(theirs));
       expect(spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', ours, theirs]).status, options).toBe(0);
       expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
     }

@@ -7,7 +7,8 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
+import { COPIED_HI, ZERO_LO, clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
+import { setEntry } from './l2-write.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { L2_READ_AHEAD, L2_READ_AHEAD_BYTES, MAX_L1_BYTES } from './limits.js';
@@ -50,11 +51,8 @@ const TWO_POW_32 = 0x100000000;
 const SECTOR = 512;
 /** Extra data every version 3 snapshot table entry must have: vm_state_size_large and disk_size. */
 const V3_SNAPSHOT_EXTRA_BYTES = 16;
-const COPIED_HI = 0x80000000;
 /** The largest file offset qemu takes (INT64_MAX). */
 const INT64_MAX = (1n << 63n) - 1n;
-/** The zero flag of a standard L2 entry (bit 0 of its low word). */
-const ZERO_FLAG_LO = 0x1;
 const OFFSET_HI_MASK = 0x00ffffff;
 
 /** Formats a 64-bit entry from its halves as qemu's PRIx64 (no leading zeros). */
@@ -361,9 +359,9 @@ async function zeroEntry(state: CheckState, table: DataView, index: number, l2Of
     const { allocated, zero } = l2EntryBitmap(table, index);
     table.setUint32(at + 8, (allocated | zero) >>> 0);
     table.setUint32(at + 12, 0);
-    table.setBigUint64(at, 0n);
+    setEntry(table, at, 0, 0);
   } else {
-    table.setBigUint64(at, BigInt(ZERO_FLAG_LO));
+    setEntry(table, at, 0, 0, ZERO_LO);
   }
   // qemu ignores the kind of table repaired: active L2 tables, or (not tracked here) inactive ones.
   if (!(await state.mayWrite(l2Offset + at, stride, active ? 'active L2 table' : undefined))) {
@@ -467,7 +465,7 @@ async function growToBlock(state: CheckState, offset: bigint): Promise<boolean> 
     state.say(`ERROR could not resize image: ${reason}`);
     return false;
   }
-  state.nbClusters = Math.max(state.nbClusters, Math.ceil(Number(end) / state.clusterSize));
+  // The caller's reference to the block then extends the clusters compared to it.
   return true;
 }
 
@@ -587,7 +585,8 @@ async function checkCopiedFlags(state: CheckState, refcounts: Refcounts, mode: R
   const { header, clusterSize } = state.metadata;
   const { checkErrors, corruptions, leaks } = state.result;
   const repair = mode === 'all' || (mode === 'leaks' && checkErrors === 0 && corruptions === 0 && leaks === 0);
-  if (repair) state.overlap = new MetadataOverlap(state.metadata, refcounts);
+  // The one the counting pass used, unless a rebuild made new refcounts (and a new state).
+  if (repair) state.overlap ??= new MetadataOverlap(state.metadata, refcounts);
   const reader = new StoredRefcounts(refcounts);
   const l1 = state.metadata.l1;
   // A repair writes L2 tables as it goes, and two entries may name one table: then each is read after the one before is fixed.

@@ -19,8 +19,8 @@
  */
 
 import { UnsupportedFeatureError } from '../../src/core/errors.js';
-import { clusterType, l2EntryHostOffset, l2EntryPosition } from './entries.js';
-import { COPIED_HI, setEntry } from './l2-write.js';
+import { COPIED_HI, clusterType, l2EntryHostOffset, l2EntryPosition } from './entries.js';
+import { setEntry } from './l2-write.js';
 import type { Qcow2Image } from './image.js';
 import { readL1Table } from './metadata.js';
 import { snapshotAccess } from './snapshot-access.js';

@@ -7,11 +7,11 @@
 import { CorruptImageError } from '../../src/core/errors.js';
 
 /** Bit 63 of L1 and L2 entries: refcount is exactly one (as a bit of the high word). */
-const COPIED_HI = 0x80000000;
+export const COPIED_HI = 0x80000000;
 /** Bit 62 of L2 entries: the cluster is compressed. */
 const COMPRESSED_HI = 0x40000000;
 /** Bit 0 of standard L2 entries (v3): the cluster reads as zeros. */
-const ZERO_LO = 0x1;
+export const ZERO_LO = 0x1;
 /** Bits 9..31 of the low word: the low part of a host offset. */
 const OFFSET_LO_MASK = 0xfffffe00;
 /** Bits 32..55 (0..23 of the high word): the high part of a host offset. */

@@ -6,13 +6,11 @@
  */
 
 import { CorruptImageError } from '../../src/core/errors.js';
-import { l1EntryCopied, l1EntryL2Offset, l2EntryPosition } from './entries.js';
+import { COPIED_HI, l1EntryCopied, l1EntryL2Offset, l2EntryPosition } from './entries.js';
 import type { WriterHost } from './write.js';
 
 const TWO_POW_32 = 0x100000000;
 
-/** Bit 63 (COPIED) as a bit of an entry's high word. */
-export const COPIED_HI = 0x80000000;
 
 /** One L2 entry's place: its table and index. */
 export interface L2Slot {

@@ -99,8 +99,14 @@ export async function readL1Table(
   if (entries > MAX_L1_BYTES / 8) throw new CorruptImageError(`${what} too large (${entries} entries)`);
   // With `zerosPastEnd` (a check) the part past the end of the file reads as zeros, as qemu reads it.
   validateTableOffset(offset, entries * 8, clusterSize, zerosPastEnd ? undefined : device.size, what, offset);
-  const bytes = new Uint8Array(entries * 8);
-  const stored = Math.max(0, Math.min(bytes.length, device.size - offset));
-  if (stored > 0) bytes.set(await device.read(offset, stored));
+  const length = entries * 8;
+  const stored = Math.max(0, Math.min(length, device.size - offset));
+  // A table wholly in the file (always, but for a check) is the read itself; only a cut one is copied into zeros.
+  let bytes = stored > 0 ? await device.read(offset, stored) : new Uint8Array(0);
+  if (stored < length) {
+    const padded = new Uint8Array(length);
+    padded.set(bytes);
+    bytes = padded;
+  }
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

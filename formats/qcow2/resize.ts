@@ -8,11 +8,11 @@
 import { writeZeros } from '../../src/core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { ClusterMap } from './clusters.js';
-import { clusterType, l1EntryL2Offset } from './entries.js';
+import { COPIED_HI, clusterType, l1EntryL2Offset } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW } from './features.js';
 import { hasDataFile } from './header.js';
 import { MAX_L1_BYTES } from './limits.js';
-import { COPIED_HI, setEntry } from './l2-write.js';
+import { setEntry } from './l2-write.js';
 import type { Qcow2Writer } from './write.js';
 import type { Qcow2CreateOptions } from './create.js';
 

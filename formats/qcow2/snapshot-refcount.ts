@@ -10,12 +10,10 @@
  * the cluster in place.
  */
 
-import { clusterType, compressedDescriptor, l1EntryL2Offset, l2EntryHostOffset, l2EntryPosition } from './entries.js';
+import { COPIED_HI, clusterType, compressedDescriptor, l1EntryL2Offset, l2EntryHostOffset, l2EntryPosition } from './entries.js';
 import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
 import { maxRefcount, refcountBits } from './refcount.js';
 import type { WriterHost } from './write.js';
-
-const COPIED_HI = 0x80000000;
 
 /** +1 (a new snapshot), -1 (a snapshot or old active table going away), 0 (only fix COPIED flags). */
 export type RefcountAddend = -1 | 0 | 1;

@@ -24,6 +24,8 @@ import {
   l2EntryHostOffset,
   l2EntryPosition,
   subclusterType,
+  COPIED_HI,
+  ZERO_LO,
   type ClusterType,
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
@@ -36,7 +38,7 @@ import type { Qcow2Metadata } from './metadata.js';
 import type { MetadataOverlap } from './overlap.js';
 import type { BlockDevice } from '../../src/core/device.js';
 import { checkResize, growL1, preallocateRange, resizeQcow2, setInitialSize, type ResizePreallocation } from './resize.js';
-import { COPIED_HI, L2Tables, setEntry, type L2Slot } from './l2-write.js';
+import { L2Tables, setEntry, type L2Slot } from './l2-write.js';
 
 /** Every subcluster bit of an extended L2 bitmap half. */
 const ALL_SUBCLUSTERS = 0xffffffff;
@@ -937,7 +939,7 @@ export class Qcow2Writer {
  */
 function clearEntry(table: DataView, index: number, extendedL2: boolean, zeroFlag: boolean): void {
   const position = l2EntryPosition(index, extendedL2);
-  setEntry(table, position, 0, 0, zeroFlag && !extendedL2 ? 1 : 0);
+  setEntry(table, position, 0, 0, zeroFlag && !extendedL2 ? ZERO_LO : 0);
   if (extendedL2) {
     table.setUint32(position + 8, zeroFlag ? ALL_SUBCLUSTERS : 0);
     table.setUint32(position + 12, 0);

@@ -20,8 +20,8 @@ async function resizeRaw(image: RawImage, size: number, preallocation: ResizePre
   // A raw image that is a fixed part of its file (qemu's raw driver with offset and size), as qemu-img refuses it.
   if (!device.truncate || !device.write) throw new UnsupportedFeatureError('Cannot resize fixed-size raw disks');
   if (preallocation === 'metadata') throw new UnsupportedFeatureError('Unsupported preallocation mode: metadata');
+  // (Preallocating while shrinking was refused by resizeImage.)
   const oldEnd = device.size;
-  if (size < oldEnd && preallocation !== 'off') throw new UsageError('Preallocation can only be used for growing images');
   await device.truncate(size);
   if (preallocation === 'full') await writeZeros(device, oldEnd, size - oldEnd);
 }

@@ -8,6 +8,7 @@ import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { Image } from '../core/image.js';
 import { imageExport, type ExportWindow, type NbdExport } from '../nbd/export.js';
 import type { ExportCatalog } from '../nbd/handshake.js';
+import { MAX_STRING_BYTES } from '../nbd/limits.js';
 import { singleExportCatalog } from '../nbd/server.js';
 import { nbdUri, type NbdAddress } from '../nbd/uri.js';
 import { mountOffsets, selectTarget } from './mount-offset.js';
@@ -95,7 +96,7 @@ function snapshotLabel(snapshot: SnapshotRef): string {
 export async function prepareExport(image: Image, options: ExportOptions = {}): Promise<{ exported: NbdExport; window: ExportWindow }> {
   const source = options.snapshot === undefined ? image : await snapshotImage(image, options.snapshot, options.writable === true);
   const name = options.exportName ?? '';
-  if (new TextEncoder().encode(name).length > 4096) throw new UsageError('export name is longer than 4096 bytes');
+  if (new TextEncoder().encode(name).length > MAX_STRING_BYTES) throw new UsageError(`export name is longer than ${MAX_STRING_BYTES} bytes`);
   const window =
     options.partition === undefined
       ? { start: 0, length: source.size }
