@@ -86,6 +86,50 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('convert -n -O qcow
     expect(compare(mine.name, qemu.name).status).toBe(0);
   });
 
+  /** The allocation qemu-img maps (where new clusters land depends on the order writes finish in, in both tools). */
+  const map = (image: string) => shStatus(tmp.dir, 'qemu-img', ['map', '--output=json', image]).stdout.replace(/, "offset": \d+/g, '');
+
+  it.each<[string, TargetRecipe, string]>([
+    ['an overlay', 'top.qcow2'],
+    ['an image without a backing file', 'packed.qcow2'],
+  ].flatMap(([what, source]) => [
+    [`${what} into an image full of data`, { create: ['8M'], io: ['write -P 5 0 8M'] }, source],
+    [`${what} into an image with 4 KiB clusters`, { create: ['-o', 'cluster_size=4k', '8M'], io: ['write -P 6 0 64k', 'write -P 7 5M 3M'] }, source],
+    [`${what} into a version 2 image`, { create: ['-o', 'compat=0.10', '8M'], io: ['write -P 5 0 8M'] }, source],
+  ] as Array<[string, TargetRecipe, string]>))('-B: only the top layer of %s, as qemu-img writes it', (_what, recipe, source) => {
+    // The -B file is not opened with -n (qemu-img does not look for it either); the target's backing file is kept.
+    const { mine, qemu } = both(recipe, ['-B', 'no-such-base.qcow2'], source);
+    expect([mine.status, mine.stderr]).toEqual([0, '']);
+    expect(qemu.status).toBe(0);
+    expect(compare(mine.name, qemu.name).status, compare(mine.name, qemu.name).stdout).toBe(0);
+    expect(map(mine.name)).toBe(map(qemu.name));
+    expect(check(mine.name).status, check(mine.name).stdout).toBe(0);
+  });
+
+  it('-B into a raw target: the top layer is written, the rest of the file is left as it was', () => {
+    const fill = (name: string) => {
+      run('qemu-img', ['create', '-q', '-f', 'raw', tmp.path(name), '8M']);
+      run('qemu-io', ['-f', 'raw', '-c', 'write -P 5 0 8M', tmp.path(name)]);
+    };
+    fill('mine.raw');
+    fill('qemu.raw');
+    expect(platter(['convert', '-n', '-B', 'base.qcow2', '-O', 'raw', 'top.qcow2', 'mine.raw'], { cwd: tmp.dir }).status).toBe(0);
+    expect(shStatus(tmp.dir, 'qemu-img', ['convert', '-n', '-B', 'base.qcow2', '-O', 'raw', 'top.qcow2', 'qemu.raw']).status).toBe(0);
+    const bytes = readFileSync(tmp.path('mine.raw'));
+    expect(bytes.equals(readFileSync(tmp.path('qemu.raw')))).toBe(true);
+    expect(bytes[0]).toBe(5); // the base's data is not copied
+  });
+
+  it('-B with --target-is-zero is refused with qemu-img\'s message (qemu-img then exits 0), and --delta-from with -n', () => {
+    const { mine, qemu } = both({ create: ['8M'], io: ['write -P 5 0 8M'] }, ['-B', 'base.qcow2', '--target-is-zero']);
+    expect(qemu.stderr).toContain('Cannot use --target-is-zero when the destination image has a backing file');
+    expect(mine.status).toBe(1);
+    expect(mine.stderr).toBe('platter: Cannot use --target-is-zero when the destination image has a backing file\n');
+    expect(compare(mine.name, qemu.name).status).toBe(0);
+    const delta = platter(['convert', '-n', '--delta-from', 'base.qcow2', '-O', 'qcow2', 'top.qcow2', mine.name], { cwd: tmp.dir });
+    expect([delta.status, delta.stderr]).toEqual([1, 'platter: -n cannot be used with --delta-from\n']);
+  });
+
   it.each<[string, TargetRecipe, string[], string]>([
     ['a smaller image', { create: ['4M'] }, [], 'output file is smaller than input file'],
     ['-o', { create: ['8M'] }, ['-o', 'cluster_size=4k'], '-o has no effect when skipping image creation'],

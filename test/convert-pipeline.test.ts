@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { nonZeroRuns, portableByteTests } from '../src/ops/bytes-accel.js';
 import { convertToRaw } from '../src/ops/convert.js';
-import { WRITES_IN_FLIGHT } from '../src/ops/copy.js';
+import { copyImage, WRITES_IN_FLIGHT } from '../src/ops/copy.js';
+import { MemoryDevice } from '../src/core/device.js';
+import { outsideTopLayer } from '../src/ops/extents.js';
 import { ddToRaw, planDd } from '../src/ops/dd.js';
 import { nodeByteTests } from '../src/node/byte-tests.js';
 import { RecordingDevice, ScriptedImage, type ScriptedRun } from './helpers/convert-fake-image.js';
@@ -63,6 +65,55 @@ describe('convert pipeline (property)', () => {
           }
         },
       ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('-n -B: writes what the top layer holds, its zeros by zero writes when the target has them, and leaves the rest', async () => {
+    const layered = fc.array(
+      fc.record({
+        kind: fc.constantFrom('data' as const, 'zero' as const, 'unallocated' as const),
+        sectors: fc.integer({ min: 1, max: 40 }),
+        fill: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 255 })),
+        depth: fc.constantFrom(0, 0, 1, 2),
+      }),
+      { minLength: 0, maxLength: 12 },
+    );
+    await fc.assert(
+      fc.asyncProperty(layered, fc.boolean(), fc.constantFrom(0, 512, 4096), fc.boolean(), async (spec, hasBacking, sparseSize, zeroWrites) => {
+        const image = new ScriptedImage(
+          spec.map((run) => ({ kind: run.kind, length: run.sectors * SECTOR, fill: run.kind === 'data' ? run.fill : 0, depth: run.kind === 'unallocated' ? 1 : run.depth })),
+        );
+        if (hasBacking) image.backing = new ScriptedImage([]);
+        const target = new RecordingDevice(new Uint8Array(image.size).fill(0xee));
+        const zeroed: Array<[number, number]> = [];
+        const writeZeroes = async (offset: number, length: number) => {
+          zeroed.push([offset, length]);
+          // Past the recording: target.writes then holds the data writes only.
+          await MemoryDevice.prototype.write.call(target, offset, new Uint8Array(length));
+        };
+        await copyImage(image, target, {
+          sparseSize,
+          targetIsZero: false,
+          leave: outsideTopLayer(image),
+          writeZeroes: zeroWrites ? writeZeroes : undefined,
+          parallel: 4,
+          ioSize: 8192,
+          tests: portableByteTests,
+        });
+        const expected = new Uint8Array(image.size).fill(0xee);
+        for (const extent of image.extents) {
+          const held = extent.kind === 'unallocated' ? !hasBacking : extent.depth === 0;
+          if (held) expected.set(image.bytes.subarray(extent.start, extent.start + extent.length), extent.start);
+        }
+        expect(Buffer.from(target.contents()).equals(Buffer.from(expected))).toBe(true);
+        // Zeros the top layer holds go through zero writes when the target has them, never as written zeros.
+        if (zeroWrites && sparseSize > 0) {
+          for (const write of target.writes) expect(portableByteTests.isZero(target.contents(), write.offset, write.offset + write.length)).toBe(false);
+        }
+        if (!zeroWrites) expect(zeroed).toEqual([]);
+        for (const read of image.reads) expect(overlapsNonData(image, read.offset, read.length)).toBe(false);
+      }),
       { numRuns: 150 },
     );
   });

@@ -49,10 +49,15 @@ export function deltaRequest(args: Args, outputFormat: string, target: string): 
     return undefined;
   }
   if (backing !== undefined && base !== undefined) throw new UsageError('-B and --delta-from cannot be used together');
+  if (args.n === true) {
+    if (base !== undefined) throw new UsageError('-n cannot be used with --delta-from');
+    if (args['target-is-zero'] === true) throw new UsageError('Cannot use --target-is-zero when the destination image has a backing file');
+    // -n -B: the existing target keeps its own backing file (see intoExistingTarget).
+    return undefined;
+  }
   if (outputFormat !== 'qcow2') throw new UsageError(`a backing file needs -O qcow2 (the ${outputFormat} format has no backing file)`);
   // As qemu-img (since 6.1): a new overlay names its backing format; probing it could misread a raw file.
-  if (backing !== undefined && backingFormat === undefined && args.n !== true) throw new UsageError('Use of backing file requires explicit backing format');
-  if (args.n === true) throw new UsageError('-n cannot be used with -B or --delta-from');
+  if (backing !== undefined && backingFormat === undefined) throw new UsageError('Use of backing file requires explicit backing format');
   const format = backingFormat;
   const policy = namedFilePolicyOf(args);
   if (backing !== undefined) {
@@ -63,6 +68,16 @@ export function deltaRequest(args: Args, outputFormat: string, target: string): 
   // --delta-from names a file from the working directory; the image records it relative to itself.
   const recordedName = isAbsolute(base!) ? base! : relative(dirname(resolve(target)), resolve(base!));
   return { openPath: base!, recordedName, format, topLayerOnly: false, options, compress: args.c === true, policy };
+}
+
+/**
+ * True for `convert -n -B`: as in qemu-img, the existing target is taken to
+ * stand on the backing file already (its own backing file is not changed, and
+ * the -B file is not opened), so only what the source's top layer holds is
+ * written into it.
+ */
+export function topLayerIntoTarget(args: Args): boolean {
+  return args.n === true && args.B !== undefined;
 }
 
 /** Writes the delta of `source` over the requested backing image into a new qcow2 file at `targetPath`. */

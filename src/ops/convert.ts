@@ -6,7 +6,7 @@ import { IoError, UnsupportedFeatureError, UsageError } from '../core/errors.js'
 import type { Image } from '../core/image.js';
 import { portableByteTests, type ByteTests } from './bytes-accel.js';
 import { copyImage, type CopyStats } from './copy.js';
-import { walkRuns } from './extents.js';
+import { outsideTopLayer, walkRuns } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 import type { WriteLimit } from './rate-limit.js';
 
@@ -38,6 +38,11 @@ export interface ConvertOptions {
   existingTarget?: boolean;
   /** --target-is-zero (with -n): the existing target reads as zeros, so zeros need not be written. */
   targetIsZero?: boolean;
+  /**
+   * -n with -B: only what the source's top layer holds is written into the
+   * existing target (zeros as zeros); the rest of the target stays as it is.
+   */
+  topLayerOnly?: boolean;
   /** Native byte tests; the portable ones by default. */
   tests?: ByteTests;
   /** `-r`: guest bytes written per second at most (none by default). */
@@ -101,6 +106,7 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
   const stats = await copyImage(source, target, {
     sparseSize,
     targetIsZero: !options.existingTarget || options.targetIsZero === true,
+    leave: options.topLayerOnly ? outsideTopLayer(source) : undefined,
     parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,
@@ -117,6 +123,8 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
  * otherwise (zero clusters; a version 2 image without a backing file
  * deallocates), unless `targetIsZero` says it does already; then only the
  * source's data is written. What lies past the source's size is left as it was.
+ * With `topLayerOnly` nothing is zeroed first: what the top layer holds is
+ * written, its zeros as zero writes, and the rest is left alone.
  */
 export async function convertIntoImage(source: Image, target: Image, options: ConvertOptions = {}): Promise<ConvertResult> {
   const sparseSize = options.sparseSize ?? DEFAULT_SPARSE_SIZE;
@@ -125,6 +133,7 @@ export async function convertIntoImage(source: Image, target: Image, options: Co
   checkParallel(parallel);
   if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
   if (!target.writeZeroes) throw new IoError(`${target.name} cannot be zeroed`);
+  if (options.topLayerOnly) return copyTopLayer(source, target, { ...options, sparseSize, parallel });
   if (!options.targetIsZero) {
     // Not held to -r: qemu-img makes the target read as zeros beneath its throttle (zero flags and freed clusters, mostly metadata).
     for await (const run of walkRuns(target, 0, source.size)) if (!run.zero) await target.writeZeroes(run.start, run.length);
@@ -133,6 +142,22 @@ export async function convertIntoImage(source: Image, target: Image, options: Co
     sparseSize,
     targetIsZero: true,
     parallel,
+    ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
+    tests: options.tests ?? portableByteTests,
+    limit: options.limit,
+    onProgress: options.onProgress,
+  });
+  return { ...stats, outputSize: target.size };
+}
+
+/** convert -n -B into an image: the source's top layer, its zeros made zero by the image's zero writes. */
+async function copyTopLayer(source: Image, target: Image, options: ConvertOptions & { sparseSize: number; parallel: number }): Promise<ConvertResult> {
+  const stats = await copyImage(source, target, {
+    sparseSize: options.sparseSize,
+    targetIsZero: false,
+    leave: outsideTopLayer(source),
+    writeZeroes: (offset, length) => target.writeZeroes!(offset, length),
+    parallel: options.parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,
     limit: options.limit,

@@ -11,7 +11,7 @@ import type { Image } from '../core/image.js';
 import { settleAll, Slots } from '../core/slots.js';
 import { alignedBuffer } from './aligned.js';
 import { nonZeroRuns, type ByteTests } from './bytes-accel.js';
-import { walkRuns } from './extents.js';
+import { walkRuns, type LeaveTest } from './extents.js';
 import type { ProgressCallback } from './progress.js';
 import type { WriteLimit } from './rate-limit.js';
 
@@ -28,6 +28,15 @@ export interface CopyOptions {
   tests: ByteTests;
   /** `-r`: guest bytes written per second at most (none by default). */
   limit?: WriteLimit;
+  /** The source's extents to leave alone: neither read nor written over in the target (counted as progress). */
+  leave?: LeaveTest;
+  /**
+   * Makes a range of the target read as zeros (an image's zero write). When
+   * given and zeros must be written, zero runs, and zero blocks of `sparseSize`
+   * inside data, go through it rather than as written zeros, as qemu-img writes
+   * zeros into a target that may hold data.
+   */
+  writeZeroes?: (offset: number, length: number) => Promise<void>;
   onProgress?: ProgressCallback;
 }
 
@@ -83,13 +92,13 @@ class CopyRun {
     private readonly range: CopyRange,
   ) {
     this.writeZeros = options.sparseSize === 0 || !options.targetIsZero;
-    this.zeroBuffer = this.writeZeros ? alignedBuffer(options.ioSize) : undefined;
+    this.zeroBuffer = this.writeZeros && !options.writeZeroes ? alignedBuffer(options.ioSize) : undefined;
   }
 
   async run(): Promise<CopyStats> {
     const { sourceOffset, length } = this.range;
     this.options.onProgress?.(0, length);
-    const jobs = copyJobs(this.source, sourceOffset, sourceOffset + length, this.options.ioSize, this.writeZeros, (bytes) =>
+    const jobs = copyJobs(this.source, { start: sourceOffset, end: sourceOffset + length, leave: this.options.leave }, this.options.ioSize, this.writeZeros, (bytes) =>
       this.advance(bytes),
     );
     await runPool(jobs, this.options.parallel, (job) => this.handle(job));
@@ -103,7 +112,7 @@ class CopyRun {
 
   private async handle(job: CopyJob): Promise<void> {
     if (job.zero) {
-      await this.write(job.offset, this.zeroBuffer!.subarray(0, job.length));
+      await this.zero(job.offset, job.length);
     } else if (this.source.readInto) {
       const buffer = this.buffers.pop() ?? alignedBuffer(this.options.ioSize, { shared: true });
       try {
@@ -119,13 +128,30 @@ class CopyRun {
     this.advance(job.length);
   }
 
-  /** Writes what was read: all of it, or only its non-zero blocks. */
+  /**
+   * Writes what was read: all of it (-S 0, or zeros to be written and no zero
+   * write), or its non-zero blocks, the zero blocks between them made zero
+   * when the target may not read zeros there.
+   */
   private async copyBytes(job: CopyJob, bytes: Uint8Array): Promise<void> {
     this.stats.bytesRead += bytes.length;
-    if (this.writeZeros) return this.write(job.offset, bytes);
+    const zeroWrites = this.writeZeros && this.options.sparseSize > 0 && this.options.writeZeroes !== undefined;
+    if (this.writeZeros && !zeroWrites) return this.write(job.offset, bytes);
+    let at = 0;
     for (const [from, to] of nonZeroRuns(bytes, job.offset, this.options.sparseSize, this.options.tests)) {
+      if (zeroWrites && from > at) await this.zero(job.offset + at, from - at);
       await this.write(job.offset + from, bytes.subarray(from, to));
+      at = to;
     }
+    if (zeroWrites && at < bytes.length) await this.zero(job.offset + at, bytes.length - at);
+  }
+
+  /** Makes a range of the target read as zeros: a zero write where the target has one, else written zeros. */
+  private async zero(guestOffset: number, length: number): Promise<void> {
+    const writeZeroes = this.options.writeZeroes;
+    if (!writeZeroes) return this.write(guestOffset, this.zeroBuffer!.subarray(0, length));
+    await this.options.limit?.take(length);
+    await writeZeroes(guestOffset - this.range.sourceOffset, length);
   }
 
   /** Writes overlap, up to WRITES_IN_FLIGHT of them (the target takes writes in any order). */
@@ -152,18 +178,18 @@ export const WRITES_IN_FLIGHT = 4;
 /**
  * Turns block status into jobs of at most `ioSize` bytes, cut at multiples of
  * `ioSize` so requests stay aligned. Zero runs become jobs only when zeros must
- * be written; otherwise they are skipped at once (and counted as progress).
+ * be written; otherwise they are skipped at once (and counted as progress), as
+ * are runs to be left alone.
  */
 async function* copyJobs(
   source: Image,
-  start: number,
-  end: number,
+  range: { start: number; end: number; leave: LeaveTest | undefined },
   ioSize: number,
   writeZeros: boolean,
   skip: (bytes: number) => void,
 ): AsyncGenerator<CopyJob> {
-  for await (const run of walkRuns(source, start, end)) {
-    if (run.zero && !writeZeros) {
+  for await (const run of walkRuns(source, range.start, range.end, range.leave)) {
+    if (run.left || (run.zero && !writeZeros)) {
       skip(run.length);
       continue;
     }

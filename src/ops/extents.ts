@@ -42,24 +42,45 @@ export function readsAsZero(extent: Extent): boolean {
   return extent.kind !== 'data';
 }
 
+/** A run of guest bytes that all read as data, or all as zeros; `left` when a copy is to leave the target alone there. */
+export interface GuestRun {
+  start: number;
+  length: number;
+  zero: boolean;
+  left?: boolean;
+}
+
+/** Of a source's extents, those a copy is to leave alone in the target (convert -n -B: what the top layer does not hold). */
+export type LeaveTest = (extent: Extent) => boolean;
+
 /**
- * Yields maximal runs of [start, end) that are either all data or all zero,
- * merging neighbours so callers issue large I/O even when a reader answers per cluster.
+ * Yields maximal runs of [start, end) that are either all data or all zero
+ * (or all to be left alone, by `leave`), merging neighbours so callers issue
+ * large I/O even when a reader answers per cluster.
  */
-export async function* walkRuns(
-  image: Image,
-  start: number,
-  end: number,
-): AsyncGenerator<{ start: number; length: number; zero: boolean }> {
-  let run: { start: number; length: number; zero: boolean } | undefined;
+export async function* walkRuns(image: Image, start: number, end: number, leave?: LeaveTest): AsyncGenerator<GuestRun> {
+  let run: GuestRun | undefined;
   for await (const extent of walkExtents(image, start, end)) {
-    const zero = readsAsZero(extent);
-    if (run && run.zero === zero) {
+    const left = leave?.(extent) === true;
+    const zero = left || readsAsZero(extent);
+    if (run && run.zero === zero && (run.left === true) === left) {
       run.length += extent.length;
       continue;
     }
     if (run) yield run;
     run = { start: extent.start, length: extent.length, zero };
+    if (left) run.left = true;
   }
   if (run) yield run;
+}
+
+/**
+ * convert -n -B's rule, as qemu-img's: only what the source's top layer holds
+ * (data and zero clusters) is copied, the rest is left to the target. A source
+ * without a backing file holds all of itself: its unallocated runs read as
+ * zeros and are written as zeros.
+ */
+export function outsideTopLayer(source: Image): LeaveTest {
+  const hasBacking = source.backing !== undefined;
+  return (extent) => (extent.kind === 'unallocated' ? hasBacking : extent.depth > 0);
 }

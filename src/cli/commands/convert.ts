@@ -19,7 +19,7 @@ import { printText, withFormat } from '../output.js';
 import { CREATE_OPTIONS, FILE_OPTION_NAMES, NOCOW_NOT_APPLIED, asksNocow, compatVersion, fileSettings, planImage } from '../../ops/create.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { createProgress, progressMode, withProgress } from '../progress.js';
-import { convertDeltaCli, deltaRequest } from '../delta-convert.js';
+import { convertDeltaCli, deltaRequest, topLayerIntoTarget } from '../delta-convert.js';
 import { SNAPSHOT_PARAM_HELP, snapshotOf } from '../snapshot-param.js';
 import { withForceShare } from '../force-share.js';
 import { salvaging, type Loss } from '../../ops/salvage.js';
@@ -81,7 +81,7 @@ const command: CliCommand = {
         default: false,
         describe: 'Allow out-of-order writes to a qcow2 output (a raw output is always written as reads finish)',
       })
-      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are left to it (a source without a backing file reads zeros there, and so does the output)" })
+      .option('B', { type: 'string', requiresArg: true, describe: "Output is a qcow2 overlay on this backing file (resolved beside the output); ranges the source's top layer does not hold are left to it (a source without a backing file reads zeros there, and so does the output). With -n: only the source's top layer is written into the existing target" })
       .option('delta-from', { type: 'string', requiresArg: true, describe: 'Output is a qcow2 overlay on this base holding only the clusters where the source differs from it' })
       .option('F', { type: 'string', requiresArg: true, describe: 'Format of the -B backing file (required with -B, as in qemu-img) or of the --delta-from base (probed when left out)' })
       .example('platter convert -O raw disk.qcow2 disk.raw', 'Sparse raw copy of a qcow2 image')
@@ -195,6 +195,7 @@ async function convertToFile(source: Image, plan: OutputPlan, args: Args): Promi
         existingTarget,
         // An existing target that is one hole reads as zeros already: its zeros need not be written (nor allocated).
         targetIsZero: args['target-is-zero'] === true || (existingTarget && (await target.holdsNoData())),
+        topLayerOnly: topLayerIntoTarget(args),
         tests: nodeByteTests,
         limit: plan.limit,
         onProgress,
@@ -294,6 +295,7 @@ async function convertIntoQcow2(source: Image, plan: OutputPlan, args: Args): Pr
       sparseSize: plan.sparseSize,
       parallel: args.m as number,
       targetIsZero: args['target-is-zero'] === true,
+      topLayerOnly: topLayerIntoTarget(args),
       tests: nodeByteTests,
       limit: plan.limit,
       onProgress: (done, total) => progress.update(done, total),
