@@ -40,6 +40,24 @@ export class L2Tables {
     await this.writeEntry(slot);
   }
 
+  /**
+   * Points `count` entries from the slot's on at host clusters one after
+   * another from `hostOffset` (COPIED; extended entries with no subcluster
+   * allocated, as preallocation leaves them), written with one write.
+   */
+  async setDataRun(slot: L2Slot, count: number, hostOffset: number): Promise<void> {
+    const { extendedL2 } = this.host.metadata.geometry;
+    const clusterSize = this.host.metadata.clusterSize;
+    for (let i = 0; i < count; i++) {
+      const at = l2EntryPosition(slot.index + i, extendedL2);
+      setEntry(slot.table, at, hostOffset + i * clusterSize, COPIED_HI);
+      if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
+    }
+    const from = l2EntryPosition(slot.index, extendedL2);
+    const to = l2EntryPosition(slot.index + count, extendedL2);
+    await this.host.device.write!(slot.tableOffset + from, new Uint8Array(slot.table.buffer, slot.table.byteOffset + from, to - from).slice());
+  }
+
   /** Writes an extended entry's subcluster bitmap. */
   async writeBitmap(slot: L2Slot, allocated: number, zero: number): Promise<void> {
     const at = l2EntryPosition(slot.index, true);

@@ -136,23 +136,47 @@ export async function preallocateRange(writer: Qcow2Writer, from: number, to: nu
  * Host clusters for the unallocated clusters of [from, to); returns them as
  * runs of adjacent clusters ([start, length] each, in allocation order: few,
  * as new clusters come one after another) and the end of the last one.
+ * As qemu's handle_alloc, each span of unallocated clusters within one L2
+ * table gets one run of host clusters (the table first, when it is new), and
+ * its entries are written at once: a 64 GiB resize of an image with a raw data
+ * file took 50 s one entry at a time (qemu-img 0.1 s).
  */
 async function allocateRange(writer: Qcow2Writer, from: number, to: number): Promise<{ runs: Array<[number, number]>; end: number }> {
-  const { extendedL2 } = writer.geometry;
-  const dataFile = hasDataFile(writer.header);
+  const { clusterSize } = writer;
+  const bytesPerL2 = clusterSize * writer.geometry.l2Entries;
   const runs: Array<[number, number]> = [];
   let end = 0;
-  for (let clusterStart = from - (from % writer.clusterSize); clusterStart < to; clusterStart += writer.clusterSize) {
-    const slot = await writer.tables.slot(clusterStart, true);
-    if (clusterType(slot.table, slot.index, extendedL2, dataFile) !== 'unallocated') continue;
-    const hostOffset = dataFile ? clusterStart : await writer.host.allocator.allocate();
-    await writer.tables.setDataEntry(slot, hostOffset, 0, 0);
-    const last = runs[runs.length - 1];
-    if (last && last[0] + last[1] === hostOffset) last[1] += writer.clusterSize;
-    else runs.push([hostOffset, writer.clusterSize]);
-    end = Math.max(end, hostOffset + writer.clusterSize);
+  for (let tableStart = from - (from % clusterSize); tableStart < to; ) {
+    const tableEnd = Math.min(to, (Math.floor(tableStart / bytesPerL2) + 1) * bytesPerL2);
+    const slot = await writer.tables.slot(tableStart, true);
+    for (let at = tableStart, index = slot.index; at < tableEnd; ) {
+      const count = unallocatedSpan(writer, slot.table, index, Math.ceil((tableEnd - at) / clusterSize));
+      if (count === 0) {
+        at += clusterSize;
+        index++;
+        continue;
+      }
+      const hostOffset = hasDataFile(writer.header) ? at : await writer.host.allocator.allocateRun(count);
+      await writer.tables.setDataRun({ ...slot, index }, count, hostOffset);
+      const last = runs[runs.length - 1];
+      if (last && last[0] + last[1] === hostOffset) last[1] += count * clusterSize;
+      else runs.push([hostOffset, count * clusterSize]);
+      end = Math.max(end, hostOffset + count * clusterSize);
+      at += count * clusterSize;
+      index += count;
+    }
+    tableStart = tableEnd;
   }
   return { runs, end };
+}
+
+/** How many unallocated entries (at most `limit`) follow one another from `index` of an L2 table. */
+function unallocatedSpan(writer: Qcow2Writer, table: DataView, index: number, limit: number): number {
+  const { extendedL2 } = writer.geometry;
+  const dataFile = hasDataFile(writer.header);
+  let count = 0;
+  while (count < limit && clusterType(table, index + count, extendedL2, dataFile) === 'unallocated') count++;
+  return count;
 }
 
 
