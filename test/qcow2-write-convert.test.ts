@@ -13,6 +13,7 @@ import { openImageFile } from '../src/node/open.js';
 import { convertToQcow2 } from '../src/ops/convert-qcow2.js';
 import { qcow2TempDir, qcow2ToolAvailable, sh, shStatus } from './helpers/qcow2-oracle.js';
 import { platter } from './helpers/tools.js';
+import { MAX_RSS_BYTES, runCliMeasured } from './helpers/hostile-child.js';
 
 const haveQemu = qcow2ToolAvailable('qemu-img') && qcow2ToolAvailable('qemu-io');
 const temp = qcow2TempDir();
@@ -171,5 +172,20 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     await convert('huge.qcow2', 'huge-copy.qcow2', {}, true);
     expect(statSync(at('huge-copy.qcow2')).size).toBeLessThan(1 << 20);
     expect(shStatus(temp.dir, 'qemu-img', ['check', 'huge-copy.qcow2']).status).toBe(0);
+  });
+});
+
+describe.skipIf(!haveQemu)('convert -c with small clusters', () => {
+  it('keeps memory bounded: deflate calls in flight are capped, not one per cluster of the chunks ahead', async () => {
+    // 2 MiB of incompressible bytes in 512-byte clusters: 4096 clusters a chunk, each a deflate state of its own.
+    const bytes = new Uint8Array(2 << 20);
+    for (let at = 0; at < bytes.length; at++) bytes[at] = (Math.imul(at, 2654435761) >>> 13) & 0xff;
+    writeFileSync(at('small-clusters.raw'), bytes);
+    const run = await runCliMeasured(['convert', '-c', '-O', 'qcow2', '-o', 'cluster_size=512', at('small-clusters.raw'), at('small-clusters.qcow2')]);
+    expect([run.status, run.stderr]).toEqual([0, '']);
+    // 780 MB before the cap.
+    if (run.maxRssBytes > 0) expect(run.maxRssBytes).toBeLessThan(MAX_RSS_BYTES);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', 'small-clusters.raw', 'small-clusters.qcow2']).status).toBe(0);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', 'small-clusters.qcow2']).status).toBe(0);
   });
 });

@@ -8,7 +8,7 @@
 import { readFully, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import { InFlight } from '../core/in-flight.js';
-import { settleAll } from '../core/slots.js';
+import { settleAll, Slots } from '../core/slots.js';
 import type { Codecs, Image, ImageHost } from '../core/image.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { SUBCLUSTERS_PER_CLUSTER } from '../../formats/qcow2/limits.js';
@@ -252,12 +252,29 @@ async function copyPlain({ source, target, chunks, tests, ordered, fullyAllocate
 /** Compresses one whole cluster into a stream of the image's compression type. */
 export type Compressor = (cluster: Uint8Array) => Promise<Uint8Array>;
 
-/** The compressor of `target`'s compression type (zlib or zstd), from the host's codecs. */
+/**
+ * Clusters being compressed at once. Every deflate call holds a compressor
+ * state of its own (about 300 KiB with qemu's memLevel 9), and the chunks
+ * compressing ahead hold 4096 clusters each at 512 bytes a cluster: unbounded,
+ * a 4 MiB convert -c with 512-byte clusters peaked at 1.5 GB. The pool has a
+ * thread or two per core, so a few dozen keep every one busy.
+ */
+export const COMPRESSIONS_IN_FLIGHT = 32;
+
+/** The compressor of `target`'s compression type (zlib or zstd), from the host's codecs, COMPRESSIONS_IN_FLIGHT at a time. */
 export function compressorFor(target: Qcow2Image, codecs: Codecs): Compressor {
   const zstd = target.metadata.header.compressionType === 1;
   const compress = zstd ? codecs.zstdCompress : codecs.deflateRaw;
   if (!compress) throw new UnsupportedFeatureError(`no ${zstd ? 'zstd' : 'deflate'} compressor in this runtime`);
-  return compress;
+  const slots = new Slots(COMPRESSIONS_IN_FLIGHT);
+  return async (cluster) => {
+    await slots.take();
+    try {
+      return await compress.call(codecs, cluster);
+    } finally {
+      slots.give();
+    }
+  };
 }
 
 /** One cluster on its way into the image: where it goes, its bytes, and its stream being made. */
