@@ -189,3 +189,18 @@ describe.skipIf(!haveQemu)('convert -c with small clusters', () => {
     expect(shStatus(temp.dir, 'qemu-img', ['check', 'small-clusters.qcow2']).status).toBe(0);
   });
 });
+
+describe.skipIf(!haveQemu)('convert -c with narrow refcounts', () => {
+  it.each([1, 2, 4])('refcount_bits=%i: a cluster at the refcount maximum takes no more streams, as in qemu-img', (bits) => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'letters.raw', '8M']);
+    sh(temp.dir, 'qemu-io', ['-f', 'raw', '-c', 'write -P 0x41 0 8M', 'letters.raw']);
+    const flags = ['convert', '-c', '-O', 'qcow2', '-o', `refcount_bits=${bits}`, 'letters.raw'];
+    const mine = platter([...flags, `narrow-${bits}-mine.qcow2`], { cwd: temp.dir });
+    expect([mine.status, mine.stderr]).toEqual([0, '']); // 'refcount 2 of cluster 5 does not fit in 1 bits' before
+    sh(temp.dir, 'qemu-img', [...flags, `narrow-${bits}-qemu.qcow2`]);
+    expect(shStatus(temp.dir, 'qemu-img', ['check', `narrow-${bits}-mine.qcow2`]).status).toBe(0);
+    expect(shStatus(temp.dir, 'qemu-img', ['compare', 'letters.raw', `narrow-${bits}-mine.qcow2`]).status).toBe(0);
+    // Streams packed as qemu packs them: as many per cluster as the refcount width allows.
+    expect(statSync(at(`narrow-${bits}-mine.qcow2`)).size).toBe(statSync(at(`narrow-${bits}-qemu.qcow2`)).size);
+  });
+});

@@ -6,7 +6,7 @@
  */
 
 import type { MetadataOverlap } from './overlap.js';
-import type { Refcounts } from './refcount.js';
+import { maxRefcount, type Refcounts } from './refcount.js';
 
 /** Hands out host clusters and takes them back. */
 export class ClusterAllocator {
@@ -63,11 +63,14 @@ export class ClusterAllocator {
    * `size` bytes (less than a cluster) for a compressed stream, packed right
    * after the previous stream like qemu's qcow2_alloc_bytes: a stream may run
    * on into the next cluster when that cluster is the next one appended. Every
-   * cluster a stream touches gets one more reference. Returns the byte offset.
+   * cluster a stream touches gets one more reference. A cluster whose
+   * refcount is at the width's maximum takes no more streams (with
+   * refcount_bits=1, one stream a cluster), as in qemu. Returns the byte offset.
    */
   async allocateBytes(size: number): Promise<number> {
     const { clusterSize, refcounts } = this;
     let offset = this.packCursor;
+    if (offset !== 0 && (await refcounts.get(Math.floor(offset / clusterSize))) >= maxRefcount(refcounts.order)) offset = 0;
     const tailEnd = Math.ceil(offset / clusterSize) * clusterSize;
     const fits = offset !== 0 && offset % clusterSize !== 0 && size <= tailEnd - offset;
     const canSpill = offset !== 0 && offset % clusterSize !== 0 && refcounts.endCluster * clusterSize === tailEnd;
