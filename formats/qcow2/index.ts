@@ -9,7 +9,7 @@ import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core
 import { WriteBehindDevice } from '../../src/core/write-behind.js';
 import { ClusterMap } from './clusters.js';
 import { ClusterAllocator } from './allocate.js';
-import { HEADER_V2_BYTES, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
 import { checkQcow2 } from './check.js';
@@ -201,12 +201,14 @@ function namedFileError(error: unknown, what: string, name: string, device: Bloc
 }
 
 /**
- * A whole 72-byte header with the magic and a version of 2 or more, as qemu's
- * probe asks: version 1 is the older qcow format, and a file with version 0,
- * or too short to hold a header, is taken for raw.
+ * The magic and a version of 2 or more, as qemu's probe asks: version 1 is the
+ * older qcow format, and a file with version 0 is taken for raw. qemu reads
+ * bytes past the end of a short file as zeros, so a file of 8 to 71 bytes
+ * with the magic and a version is qcow2 (and refused when opened as too
+ * short), and one of 4 to 7 bytes has version 0: raw.
  */
 function looksLikeQcow2(head: Uint8Array): boolean {
-  if (head.length < HEADER_V2_BYTES) return false;
+  if (head.length < 8) return false;
   const view = new DataView(head.buffer, head.byteOffset, 8);
   return view.getUint32(0) === QCOW2_MAGIC && view.getUint32(4) >= 2;
 }
