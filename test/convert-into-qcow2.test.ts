@@ -6,7 +6,7 @@
  * leave the target as it was) and whether platter's is clean.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shStatus } from './helpers/qcow2-oracle.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -128,6 +128,20 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('convert -n -O qcow
     expect(compare(mine.name, qemu.name).status).toBe(0);
     const delta = platter(['convert', '-n', '--delta-from', 'base.qcow2', '-O', 'qcow2', 'top.qcow2', mine.name], { cwd: tmp.dir });
     expect([delta.status, delta.stderr]).toEqual([1, 'platter: -n cannot be used with --delta-from\n']);
+  });
+
+  it.each([1000001, 999999, 999487])('-n into a raw file of %i bytes: sizes compared in whole sectors, as qemu-img compares them', (size) => {
+    writeFileSync(tmp.path('odd-source.raw'), Buffer.alloc(1000001, 7));
+    const outcome = (tool: 'platter' | 'qemu-img') => {
+      const name = `odd-${size}-${tool}.raw`;
+      writeFileSync(tmp.path(name), Buffer.alloc(size, 1));
+      const args = ['convert', '-n', '-f', 'raw', '-O', 'raw', 'odd-source.raw', name];
+      const result = tool === 'platter' ? platter(args, { cwd: tmp.dir }) : shStatus(tmp.dir, 'qemu-img', args);
+      return { status: result.status, bytes: readFileSync(tmp.path(name)) };
+    };
+    const [mine, qemu] = [outcome('platter'), outcome('qemu-img')];
+    expect(mine.status).toBe(qemu.status);
+    expect(mine.bytes.equals(qemu.bytes)).toBe(true); // grown to the source's last whole sector, or left alone
   });
 
   it.each<[string, TargetRecipe, string[], string]>([

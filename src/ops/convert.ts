@@ -96,7 +96,8 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
   checkParallel(parallel);
   const outputSize = rawOutputSize(source.size);
   if (options.existingTarget) {
-    if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
+    // In whole sectors, as qemu sizes both: a target ending inside the source's last sector is large enough.
+    if (rawOutputSize(target.size) < outputSize) throw new UsageError('output file is smaller than input file').inFile(target.name);
   } else {
     if (!target.truncate) throw new IoError(`${target.name} cannot be resized`);
     // Only when not empty already: on ext4 a truncation to zero makes the final close flush the output.
@@ -113,6 +114,8 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     limit: options.limit,
     onProgress: options.onProgress,
   });
+  // The source's last sector is written whole, as qemu-img writes it: its tail grows a target that ended inside it.
+  if (options.existingTarget && target.size < outputSize) await target.truncate?.(outputSize);
   return { ...stats, outputSize: options.existingTarget ? target.size : outputSize };
 }
 
