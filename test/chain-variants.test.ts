@@ -70,3 +70,30 @@ describe.skipIf(!enabled)('rebase and commit on unlike chains', () => {
     });
   }
 });
+
+describe.skipIf(!enabled)('commit -b through a middle layer shorter than the top', () => {
+  const temp = tempDir('platter-chain-short-mid-');
+  afterAll(() => temp.cleanup());
+
+  it('writes zeros into the base where the top reads past the middle layer\'s end, as qemu-img does', () => {
+    const map = (dir: string) => run('qemu-img', ['map', '--output=json', 'base.qcow2'], { cwd: dir }).replace(/, "offset": \d+/g, '');
+    const dirs = ['qemu', 'platter'].map((who) => {
+      const dir = join(temp.dir, who);
+      copyChain(temp.dir, dir, []);
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '8M'], { cwd: dir });
+      chainWrite(dir, 'base.qcow2', ['write -P 1 0 8M']);
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2', '2M'], { cwd: dir });
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2', '6M'], { cwd: dir });
+      chainWrite(dir, 'top.qcow2', ['write -P 3 5M 64k']);
+      return dir;
+    });
+    run('qemu-img', ['commit', '-q', '-b', 'base.qcow2', 'top.qcow2'], { cwd: dirs[0] });
+    const result = platter(['commit', '-b', 'base.qcow2', 'top.qcow2'], { cwd: dirs[1] });
+    expect([result.status, result.stderr]).toEqual([0, '']);
+    // 2M..5M and past 5M+64k read zeros in the top before the commit: so must the base (it read 0x01 there).
+    const zeros = run('qemu-io', ['-r', '-c', 'read -P 0 2M 3M', '-c', 'read -P 0 5184k 960k', 'base.qcow2'], { cwd: dirs[1] });
+    expect(zeros).not.toContain('Pattern verification failed');
+    expect(chainSame(temp.dir, join(dirs[0]!, 'base.qcow2'), join(dirs[1]!, 'base.qcow2'))).toBe(true);
+    expect(map(dirs[1]!)).toBe(map(dirs[0]!));
+  });
+});

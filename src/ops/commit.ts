@@ -63,8 +63,9 @@ export async function commitImage(top: Image, base: Image, depth: number, option
   const buffer = new Uint8Array(DIFF_CHUNK);
   options.onProgress?.(0, top.size);
   for await (const extent of walkExtents(top, 0, top.size)) {
-    if (extent.depth < depth && extent.kind !== 'unallocated') {
-      committed += await copyRun(top, target, extent.start, extent.length, extent.kind === 'zero', buffer, options.limit);
+    // An unallocated run above the base ends past a shorter layer between: it reads zeros, which the base must hold too.
+    if (extent.depth < depth) {
+      committed += await copyRun(top, target, extent.start, extent.length, extent.kind !== 'data', buffer, options.limit);
     }
     options.onProgress?.(extent.start + extent.length, top.size);
   }
