@@ -38,6 +38,18 @@ export const MIN_HEADER_V3_BYTES = 104;
 /** The header_length qemu 7.2 writes: through compression_type and 7 bytes of padding. */
 export const HEADER_V3_BYTES = 112;
 
+/** qemu sizes a disk in 512-byte sectors. */
+const SECTOR_BYTES = 512;
+
+/**
+ * The disk's size as qemu takes it: the header's size in whole sectors
+ * (qemu's total_sectors), so a size field that is not a multiple of 512 (only
+ * a damaged or hand-made header has one) loses its part sector.
+ */
+export function virtualSize(header: { size: number }): number {
+  return Math.floor(header.size / SECTOR_BYTES) * SECTOR_BYTES;
+}
+
 /** Bytes of one snapshot table entry's fixed part (used by the table-size check). */
 export const SNAPSHOT_ENTRY_FIXED_BYTES = 40;
 

@@ -9,7 +9,7 @@ import type { FormatModule, Image, ImageHost, OpenOptions } from '../../src/core
 import { WriteBehindDevice } from '../../src/core/write-behind.js';
 import { ClusterMap } from './clusters.js';
 import { ClusterAllocator } from './allocate.js';
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile } from './header.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile, virtualSize } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
 import { checkQcow2 } from './check.js';
@@ -67,7 +67,7 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   const metadataDevice = options.writable && options.writeBehindMetadata ? new WriteBehindDevice(device) : device;
   const cache = new L2Cache(metadataDevice, metadata.clusterSize);
   const map = new ClusterMap(metadata.geometry, metadata.l1, metadata.header.l1TableOffset, cache);
-  const parts: Qcow2Parts = { device, dataDevice, metadata, map, size: metadata.header.size, backing, host, ownsFiles: true };
+  const parts: Qcow2Parts = { device, dataDevice, metadata, map, size: virtualSize(metadata.header), backing, host, ownsFiles: true };
   const image = new Qcow2Image(parts);
   if (options.writable) {
     try {

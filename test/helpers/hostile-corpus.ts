@@ -88,6 +88,14 @@ function headerCases(): HostileCase[] {
   return [
     { ...c('bad magic, format forced', (i) => putU32(i, 0, 0), { code: 'EFORMAT', message: /not a qcow2 image \(bad magic\)/ }), options: { format: 'qcow2' } },
     c('bad magic, probed as raw', (i) => putU32(i, 0, 0), { ok: true, check: (r) => expectFormats(r, ['raw']) }),
+    // qemu's total_sectors: a size in part sectors loses the part (the data cluster's bytes past it were read before).
+    c('size not a multiple of 512', (i) => putU64(i, 24, 65528n), {
+      ok: true,
+      check: (r) => {
+        const end = (r.extents ?? []).reduce((last, extent) => Math.max(last, extent.start + extent.length), 0);
+        if (end !== 65024) throw new Error(`expected a disk of 65024 bytes, got ${end}`);
+      },
+    }),
     // qcow2's magic with version 1 is the older qcow format (qemu's probe says so too).
     c('version 1', (i) => putU32(i, 4, 1), unsupported(/qcow images are not supported/)),
     c('version 4', (i) => putU32(i, 4, 4), unsupported(/unsupported qcow2 version 4$/)),
