@@ -294,3 +294,22 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
     expect(undatedTable(after.toString('latin1'))).toBe(undatedTable(before.toString('latin1')));
   });
 });
+
+describe.skipIf(!haveQemu)('snapshot: one action, once', () => {
+  it.each([['-d', 's1', '-d', 's2'], ['-c', 'a', '-c', 'b'], ['-a', 's1', '-a', 's2'], ['-c', 'x', '-a', 's1']])(
+    '%s %s ... is refused as qemu-img refuses it, the image left as it was',
+    (...flags) => {
+      for (const who of ['mine', 'qemu']) {
+        sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', `twice-${who}.qcow2`, '1M']);
+        sh(dir, 'qemu-img', ['snapshot', '-c', 's1', `twice-${who}.qcow2`]);
+        sh(dir, 'qemu-img', ['snapshot', '-c', 's2', `twice-${who}.qcow2`]);
+      }
+      const before = readFileSync(join(dir, 'twice-mine.qcow2'));
+      const mine = platter(['snapshot', ...flags, 'twice-mine.qcow2'], { cwd: dir });
+      const qemu = shStatus(dir, 'qemu-img', ['snapshot', ...flags, 'twice-qemu.qcow2']);
+      expect(qemu.stderr).toContain("Cannot mix '-l', '-a', '-c', '-d'");
+      expect([mine.status, mine.stderr]).toEqual([1, "platter: Cannot mix '-l', '-a', '-c', '-d'\n"]);
+      expect(readFileSync(join(dir, 'twice-mine.qcow2')).equals(before)).toBe(true);
+    },
+  );
+});

@@ -110,17 +110,27 @@ function baseParser(argv: string[]): Argv {
     .middleware(lastValueWins, true);
 }
 
+/** Where the parsed arguments keep the names of flags given more than once (a Set of names). */
+export const REPEATED_FLAGS = Symbol('repeated flags');
+
 /** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), dd's operands, convert's files and --object. */
 const REPEATABLE = new Set(['_', 'o', 'options', 'operands', 'files', 'object']);
 
 /**
  * A flag given twice takes its last value, as qemu-img's option parsing does
- * (`-f raw ... -f qcow2` is `-f qcow2`); yargs would make a list of both.
+ * (`-f raw ... -f qcow2` is `-f qcow2`); yargs would make a list of both. The
+ * names of such flags are kept under REPEATED_FLAGS, for commands where
+ * qemu-img refuses a repeat (snapshot's actions).
  */
-function lastValueWins(args: Record<string, unknown>): void {
+function lastValueWins(args: Record<string | symbol, unknown>): void {
+  const repeated = new Set<string>();
   for (const [name, value] of Object.entries(args)) {
-    if (Array.isArray(value) && !REPEATABLE.has(name)) args[name] = value[value.length - 1];
+    if (Array.isArray(value) && !REPEATABLE.has(name)) {
+      args[name] = value[value.length - 1];
+      repeated.add(name);
+    }
   }
+  args[REPEATED_FLAGS] = repeated;
 }
 
 /**

@@ -8,6 +8,7 @@ import { printJson, printText, withFormat, withOutput } from '../output.js';
 import { renderSnapshotTable } from '../render/info.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { withImageOpts } from '../image-opts.js';
+import { REPEATED_FLAGS } from '../run.js';
 
 /** Bytes of a name qemu-img snapshot -c keeps (its buffer holds 256 with the NUL). */
 const CREATED_NAME_BYTES = 255;
@@ -29,7 +30,10 @@ function actionOf(args: Record<string, unknown>): SnapshotAction {
   if (typeof args.c === 'string') chosen.push({ kind: 'create', name: cutName(args.c) });
   if (typeof args.a === 'string') chosen.push({ kind: 'apply', snapshot: args.a });
   if (typeof args.d === 'string') chosen.push({ kind: 'delete', snapshot: args.d });
-  if (chosen.length > 1) throw new UsageError("Cannot mix '-l', '-a', '-c', '-d'");
+  // One action, given once: qemu-img refuses a repeat too (-d s1 -d s2), rather than taking the last.
+  const repeated = (args as Record<symbol, Set<string> | undefined>)[REPEATED_FLAGS];
+  const again = ['l', 'c', 'a', 'd'].some((flag) => repeated?.has(flag));
+  if (chosen.length > 1 || again) throw new UsageError("Cannot mix '-l', '-a', '-c', '-d'");
   return chosen[0] ?? { kind: 'list' };
 }
 
