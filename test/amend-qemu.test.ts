@@ -123,6 +123,23 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     expect(mine.bytes.equals(qemu.bytes)).toBe(true);
   });
 
+  it('size= growing an overlay above a longer backing file makes the new space read zeros, as qemu-img and resize do', () => {
+    const base = tmp.path(`long-base-${made}.qcow2`);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+    run('qemu-io', ['-c', 'write -P 9 0 8M', base]);
+    const { mine, qemu } = both(['-b', base, '-F', 'qcow2'], (image) => {
+      run('qemu-img', ['resize', '-q', '--shrink', image, '4M']);
+      return ['amend', '-o', 'size=6M', image];
+    });
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    expect(mine.bytes.equals(qemu.bytes)).toBe(true);
+    // A version 2 overlay has no zero clusters: qemu-img fails there, platter writes the zeros, as its resize does.
+    const old = tmp.path(`v2-overlay-${made}.qcow2`);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', base, '-F', 'qcow2', old, '4M']);
+    expect(platter(['amend', '-o', 'size=6M', old]).status).toBe(0);
+    expect(run('qemu-io', ['-r', '-c', 'read -P 0 4M 2M', old])).toContain('read 2097152/2097152 bytes');
+  });
+
   it('changes the name of an external data file as qemu-img does', () => {
     const name = tmp.path(`data-${made}.qcow2`);
     run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${name}.data`, name, '8M']);

@@ -8,13 +8,14 @@ import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
 import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
+import { openImage } from '../engine/open.js';
 import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
 import { amendHeader, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
 import { expandZeroClusters } from '../../formats/qcow2/downgrade.js';
 import { AUTOCLEAR_DATA_FILE_RAW } from '../../formats/qcow2/features.js';
 import { hasDataFile } from '../../formats/qcow2/header.js';
-import { openQcow2 } from '../../formats/qcow2/index.js';
+import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { readMetadata } from '../../formats/qcow2/metadata.js';
 import { changeRefcountOrder } from '../../formats/qcow2/refcount-order.js';
 import { compatVersion, type CreateOption } from './create.js';
@@ -89,8 +90,8 @@ export async function amendImage(device: BlockDevice, format: string, options: M
   });
   if (order !== undefined) await changeRefcountOrder(device, await readMetadata(device), order);
   if (size !== undefined) {
-    // The data file takes the new size too; the backing chain plays no part.
-    const image = await openQcow2(borrowed(device), { host, writable: true, noBacking: true, withDataFile: true });
+    // As resize does it, with the backing chain open: the space added must read zeros where a longer backing file has data.
+    const image = await openWritable(device, host);
     try {
       if (size !== image.size) await image.resize(size);
     } finally {
@@ -98,6 +99,11 @@ export async function amendImage(device: BlockDevice, format: string, options: M
     }
   }
   if (downgrade) await downgradeToVersion2(device, host);
+}
+
+/** The qcow2 image on `device` opened for writing as every write command opens it: with its data file and backing chain. */
+async function openWritable(device: BlockDevice, host: ImageHost): Promise<Qcow2Image> {
+  return (await openImage(borrowed(device), { format: 'qcow2', writable: true, host })) as Qcow2Image;
 }
 
 /** Writes out the zero clusters (version 2 has none; an image without any is not written), then the version 2 header. */
