@@ -13,7 +13,8 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { shStatus } from './helpers/qcow2-oracle.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
-import { CrashingDevice, writerTestHost } from './helpers/qcow2-writer.js';
+import { CrashingDevice } from './helpers/qcow2-writer.js';
+import { nodeHost } from '../src/node/host.js';
 import { amendImage } from '../src/ops/amend.js';
 import { MemoryDevice } from '../src/core/device.js';
 import { PlatterError } from '../src/core/errors.js';
@@ -177,7 +178,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend -o compat=0.
     io(source, 'write -z 3M 64k', 'write -z -u 7M 64k');
     const states = contents(source, ['s1']);
     const base = new Uint8Array(readFileSync(source));
-    const downgrade = (device: CrashingDevice) => amendImage(device, 'qcow2', new Map([['compat', '0.10']]), writerTestHost());
+    const downgrade = (device: CrashingDevice) => amendImage(device, 'qcow2', new Map([['compat', '0.10']]), nodeHost());
     const full = new CrashingDevice(base, Number.MAX_SAFE_INTEGER);
     await downgrade(full);
     expect(full.writes).toBeGreaterThan(4);
@@ -258,7 +259,7 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend -o compat=0.
           for (const { table, entry, value } of pokes) view.setBigUint64(table + entry * 8, value);
           const device = new MemoryDevice(bytes, { name: 'hostile.qcow2' });
           try {
-            await amendImage(device, 'qcow2', new Map([['compat', '0.10']]), writerTestHost());
+            await amendImage(device, 'qcow2', new Map([['compat', '0.10']]), nodeHost());
             outcomes.add('done');
           } catch (error) {
             expect(error, String(error)).toBeInstanceOf(PlatterError);

@@ -4,7 +4,7 @@
  * when both succeed, and qemu-img's message when both refuse.
  */
 
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { shStatus } from './helpers/qcow2-oracle.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -138,6 +138,52 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('amend against qemu
     run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', base, '-F', 'qcow2', old, '4M']);
     expect(platter(['amend', '-o', 'size=6M', old]).status).toBe(0);
     expect(run('qemu-io', ['-r', '-c', 'read -P 0 4M 2M', old])).toContain('read 2097152/2097152 bytes');
+  });
+
+  it.each(['lazy_refcounts=on', 'refcount_bits=8', 'compat=0.10', 'size=16M'])('-o %s on an image marked corrupt is refused, as qemu-img refuses it, changing nothing', (option) => {
+    let before = Buffer.alloc(0);
+    const { mine, qemu } = both([], (image) => {
+      // Incompatible feature bit 1 (corrupt), in the u64 at byte 72.
+      const bytes = readFileSync(image);
+      bytes[79] = bytes[79]! | 2;
+      writeFileSync(image, bytes);
+      if (image.endsWith('platter')) before = bytes;
+      return ['amend', '-o', option, image];
+    });
+    expect([mine.status, qemu.status]).toEqual([1, 1]);
+    expect(qemu.stderr).toContain('Image is corrupt; cannot be opened read/write');
+    expect(mine.stderr).toContain('image is marked corrupt and cannot be opened for writing');
+    expect(mine.bytes.equals(before)).toBe(true);
+  });
+
+  it('an overlay whose backing file is missing is refused, as qemu-img refuses it, changing nothing', () => {
+    const base = tmp.path(`gone-base-${made}.qcow2`);
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+    let before = Buffer.alloc(0);
+    const { mine, qemu } = both(['-b', base, '-F', 'qcow2'], (image) => {
+      if (image.endsWith('platter')) {
+        rmSync(base);
+        before = readFileSync(image);
+      }
+      return ['amend', '-o', 'compat=0.10', image];
+    });
+    expect([mine.status, qemu.status]).toEqual([1, 1]);
+    expect(qemu.stderr).toContain('Could not open backing file');
+    expect(mine.stderr).toContain(`could not open backing file '${base}'`);
+    expect(mine.bytes.equals(before)).toBe(true);
+  });
+
+  it('an image left dirty (lazy refcounts, a crash) is repaired and amended, as qemu-img does', () => {
+    const { mine, qemu } = both(['-o', 'lazy_refcounts=on'], (image) => {
+      shStatus(tmp.dir, 'qemu-io', ['-c', 'write -P 3 2M 1M', '-c', 'sigraise 9', image]);
+      return ['amend', '-o', 'lazy_refcounts=off', image];
+    });
+    expect([mine.status, qemu.status]).toEqual([0, 0]);
+    expect(mine.stderr).toContain('refcounts repaired');
+    const image = tmp.path(`source-${made - 1}.qcow2.platter`);
+    expect(shStatus(tmp.dir, 'qemu-img', ['check', image]).status).toBe(0);
+    expect(run('qemu-img', ['info', image])).toContain('lazy refcounts: false');
+    expect(run('qemu-io', ['-r', '-c', 'read -P 3 2M 1M', image])).toContain('read 1048576/1048576 bytes');
   });
 
   it('changes the name of an external data file as qemu-img does', () => {

@@ -6,12 +6,12 @@
 
 import { borrowed } from '../core/borrowed.js';
 import type { BlockDevice } from '../core/device.js';
-import { PlatterError, UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
 import type { ImageHost } from '../core/image.js';
 import { openImage } from '../engine/open.js';
 import { optionBoolean } from '../core/options.js';
 import { parseSize } from '../core/size.js';
-import { amendHeader, checkDowngrade, lazyRefcountsOn, requireClean } from '../../formats/qcow2/amend.js';
+import { amendHeader, checkDowngrade, lazyRefcountsOn } from '../../formats/qcow2/amend.js';
 import { expandZeroClusters } from '../../formats/qcow2/downgrade.js';
 import { AUTOCLEAR_DATA_FILE_RAW } from '../../formats/qcow2/features.js';
 import { hasDataFile } from '../../formats/qcow2/header.js';
@@ -51,15 +51,17 @@ function parseCompat(compat: string | undefined): 2 | 3 | undefined {
   return version;
 }
 
-/** Applies `-o` options to the qcow2 image on the writable `device` (which stays open). */
+/**
+ * Applies `-o` options to the qcow2 image on the writable `device` (which
+ * stays open). `host` opens the files the image names (its data file and
+ * backing chain), as openImage opens them: amend needs them as qemu-img does.
+ */
 export async function amendImage(device: BlockDevice, format: string, options: Map<string, string>, host: ImageHost): Promise<void> {
   if (format !== 'qcow2') throw new UnsupportedFeatureError(`Format driver '${format}' does not support option amendment`);
+  // First, as qemu-img opens it: an image marked corrupt or with a missing backing file is refused, a dirty one repaired.
+  await (await openWritable(device, host)).close();
   checkNames(options);
-  const metadata = await readMetadata(device).catch((error: unknown) => {
-    // Not a qcow2 image, or a broken one: name the file, as every other open does.
-    throw error instanceof PlatterError ? error.inFile(device.name) : error;
-  });
-  requireClean(metadata);
+  const metadata = await readMetadata(device);
   const current = metadata.header.version;
   const version = parseCompat(options.get('compat')) ?? current;
   // A downgrade drops lazy refcounts unless they are asked for (which it cannot keep).

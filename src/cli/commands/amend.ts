@@ -9,6 +9,7 @@ import { nodeHost } from '../../node/host.js';
 import { AMEND_OPTIONS, amendImage } from '../../ops/amend.js';
 import type { CliCommand } from '../command.js';
 import { printText } from '../output.js';
+import { warn } from '../report.js';
 import { renderOptionHelp } from '../render/option-help.js';
 import { withFormat } from '../output.js';
 import { createProgress, progressMode } from '../progress.js';
@@ -50,7 +51,7 @@ const command: CliCommand = {
       // One step, from nothing to all, as qemu-img shows an amend that moves no data.
       const progress = createProgress(progressMode(args));
       progress.update(0, 1);
-      await amendImage(device, format, options, nodeHost());
+      await amendImage(device, format, options, nodeHost({ warn: (message) => warn(`${path}: ${message}`) }));
       progress.end();
     } finally {
       await device.close();
