@@ -486,6 +486,39 @@ describe.skipIf(!haveQemu)('an image left dirty by a crash', () => {
   });
 });
 
+describe.skipIf(!haveQemu)('an unknown autoclear feature bit', () => {
+  /** The autoclear features (u64 at byte 88) of the image named `name`. */
+  const autoclear = (name: string) => readFileSync(at(name)).readBigUint64BE(88);
+  let made = 0;
+
+  // Each command opens the overlay for writing (with qemu-img too), so the bit goes; info only reads.
+  it.each<[string, (image: string) => string[]]>([
+    ['amend -o lazy_refcounts=on', (image) => ['amend', '-o', 'lazy_refcounts=on', image]],
+    ['rebase -u', (image) => ['rebase', '-u', '-b', 'autoclear-other.qcow2', '-F', 'qcow2', image]],
+    ['commit', (image) => ['commit', '-q', image]],
+    ['check -r leaks', (image) => ['check', '-q', '-r', 'leaks', image]],
+    ['snapshot -c', (image) => ['snapshot', '-c', 'kept', image]],
+    ['resize --shrink', (image) => ['resize', '-q', '--shrink', image, '2M']],
+    ['info', (image) => ['info', image]],
+  ])('%s leaves it as qemu-img does: cleared when the image is opened for writing', (_, args) => {
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'autoclear-base.qcow2', '4M']);
+    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'autoclear-other.qcow2', '4M']);
+    const bits: bigint[] = [];
+    for (const tool of ['platter', 'qemu-img'] as const) {
+      const name = `autoclear-${made++}.qcow2`;
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'autoclear-base.qcow2', '-F', 'qcow2', name]);
+      sh(temp.dir, 'qemu-io', ['-c', 'write 0 64k', name]);
+      const bytes = readFileSync(at(name));
+      bytes.writeBigUint64BE(bytes.readBigUint64BE(88) | 0x80n, 88);
+      writeFileSync(at(name), bytes);
+      const result = tool === 'platter' ? platter(args(at(name))) : shStatus(temp.dir, 'qemu-img', args(name));
+      expect(result.status, result.stderr).toBe(0);
+      bits.push(autoclear(name));
+    }
+    expect(bits[0]).toBe(bits[1]);
+  });
+});
+
 describe.skipIf(!haveQemu)('writing over internal snapshots', () => {
   it('copies shared L2 tables and clusters on write; the snapshot keeps its data', async () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'snap.qcow2', '4M']);

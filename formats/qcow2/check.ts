@@ -10,6 +10,7 @@ import type { BlockDevice } from '../../src/core/device.js';
 import { COPIED_HI, ZERO_LO, clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { setEntry } from './l2-write.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import { AUTOCLEAR_KNOWN } from './features.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { L2_READ_AHEAD, L2_READ_AHEAD_BYTES, MAX_L1_BYTES } from './limits.js';
 import { rebuildRefcountStructure } from './rebuild.js';
@@ -743,11 +744,26 @@ function withSnapshotTable(result: Qcow2CheckResult, corruptions: number): Qcow2
 }
 
 /**
+ * The spec asks a writer to clear the autoclear bits it does not know: the
+ * structures they vouch for are not kept up to date by its writes. Done on
+ * every writable open and before a repair, ahead of any other write, as qemu
+ * does when it opens an image read/write.
+ */
+export async function clearUnknownAutoclear(device: BlockDevice, metadata: Qcow2Metadata): Promise<void> {
+  const { header } = metadata;
+  if ((header.autoclearFeatures & ~AUTOCLEAR_KNOWN) === 0n) return;
+  header.autoclearFeatures &= AUTOCLEAR_KNOWN;
+  await device.write!(0, encodeHeader(header));
+  await device.flush?.();
+}
+
+/**
  * Checks the image on `device` (whose metadata is already read); with a repair
  * mode, fixes what qemu-img check -r fixes, writing through `device`.
  */
 export async function checkQcow2(device: BlockDevice, metadata: Qcow2Metadata, mode: RepairMode = 'none'): Promise<Qcow2CheckResult> {
   const { header } = metadata;
+  if (mode !== 'none') await clearUnknownAutoclear(device, metadata);
   let state = new CheckState(device, metadata, [], mode);
   // Counted apart from the refcount check, which must not see them (as in qemu), and added at the end.
   const snapshotTableCorruptions = checkSnapshotTable(state, mode);

@@ -12,7 +12,7 @@ import { ClusterAllocator } from './allocate.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, QCOW2_MAGIC, encodeHeader, hasDataFile, virtualSize } from './header.js';
 import { Qcow2Image, type Qcow2Parts } from './image.js';
 import { MetadataOverlap } from './overlap.js';
-import { checkQcow2 } from './check.js';
+import { checkQcow2, clearUnknownAutoclear } from './check.js';
 import { Refcounts } from './refcount.js';
 import { Qcow2Writer, type WriterHost } from './write.js';
 import { L2Cache } from './l2-cache.js';
@@ -51,6 +51,7 @@ export async function openQcow2(device: BlockDevice, options: OpenOptions): Prom
   checkOpenMode(metadata, device, options);
   const { host } = options;
   if (options.writable && (metadata.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n) metadata = await repairDirty(device, metadata, host);
+  if (options.writable) await clearUnknownAutoclear(device, metadata);
   let dataDevice: BlockDevice | undefined = device;
   let backing: Image | undefined;
   try {

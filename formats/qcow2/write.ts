@@ -29,7 +29,6 @@ import {
   type ClusterType,
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
-import { AUTOCLEAR_KNOWN } from './features.js';
 import { markBitmapsInUse } from './bitmaps-write.js';
 import { checkBitmapsResizable, resizeBitmaps } from './bitmaps-edit.js';
 import type { L2Cache } from './l2-cache.js';
@@ -551,8 +550,8 @@ export class Qcow2Writer {
    * Before the first change: mark the enabled persistent bitmaps in use (this
    * writer does not update them; see markBitmapsInUse), then with lazy
    * refcounts set the dirty bit, each made durable before any data is
-   * written. Autoclear bits of structures platter does not know are cleared,
-   * as the spec asks of writers that do not know them; the bitmaps' bit stays.
+   * written. (Autoclear bits platter does not know were cleared when the
+   * image was opened for writing, see clearUnknownAutoclear.)
    */
   private async begin(): Promise<void> {
     if (this.started) {
@@ -564,13 +563,12 @@ export class Qcow2Writer {
     }
     this.started = true;
     await this.markBitmaps();
-    const before = { incompatible: this.header.incompatibleFeatures, autoclear: this.header.autoclearFeatures };
-    this.header.autoclearFeatures &= AUTOCLEAR_KNOWN;
+    const before = this.header.incompatibleFeatures;
     if ((this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n && this.header.version === 3) {
       this.header.incompatibleFeatures |= INCOMPAT_DIRTY;
-      this.markedDirty = (before.incompatible & INCOMPAT_DIRTY) === 0n;
+      this.markedDirty = (before & INCOMPAT_DIRTY) === 0n;
     }
-    if (before.incompatible !== this.header.incompatibleFeatures || before.autoclear !== this.header.autoclearFeatures) {
+    if (before !== this.header.incompatibleFeatures) {
       await this.writeHeader();
       await this.host.device.flush?.();
     }
