@@ -1,6 +1,8 @@
 /** rebase and commit on the command line: errors in qemu-img's words, progress, help. */
 
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chainCreate, chainSame, chainWrite, copyChain } from './helpers/chain-images.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -36,6 +38,19 @@ describe.skipIf(!enabled)('rebase and commit commands', () => {
       expect(result.stderr).not.toMatch(/\n\s+at /);
     });
   }
+
+  it.each([[[]], [['-u']]])('rebase %j onto an image whose data file is raw is refused, as qemu-img refuses it, changing nothing', (flags) => {
+    for (const tool of ['platter', 'qemu-img']) {
+      const name = `raw-data-${tool}-${flags.length}.qcow2`;
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${name}.data,data_file_raw=on`, name, '4M'], { cwd: temp.dir });
+      const before = readFileSync(join(temp.dir, name));
+      const args = ['rebase', ...flags, '-b', 'base.qcow2', '-F', 'qcow2', name];
+      const result = tool === 'platter' ? platter(args, { cwd: temp.dir }) : spawnSync(tool, args, { cwd: temp.dir, encoding: 'utf8' });
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain("Could not change the backing file to 'base.qcow2'");
+      expect(readFileSync(join(temp.dir, name)).equals(before)).toBe(true);
+    }
+  });
 
   it('check of an overlay whose backing file is missing fails as qemu-img check does; with the file there it checks clean', () => {
     run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', 'orphan.qcow2', '4M'], { cwd: temp.dir });

@@ -5,9 +5,9 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { UsageError } from '../../src/core/errors.js';
+import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { EXT_BACKING_FORMAT, encodeExtensions, type RawExtension } from './extensions.js';
-import { encodeHeader } from './header.js';
+import { encodeHeader, isDataFileRaw } from './header.js';
 import { MAX_BACKING_FILE_NAME } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
 
@@ -42,6 +42,10 @@ function layoutCluster0(metadata: Qcow2Metadata, reference: BackingReference) {
 
 /** Throws, changing nothing, when cluster 0 cannot name `reference`: check before doing work that depends on it. */
 export function checkBackingReference(metadata: Qcow2Metadata, reference: BackingReference): void {
+  // The raw data file is the whole disk, so nothing may show through from below (qemu: EINVAL).
+  if (reference.file !== undefined && isDataFileRaw(metadata.header)) {
+    throw new UnsupportedFeatureError(`Could not change the backing file to '${reference.file}': an image whose data file is raw (data_file_raw) cannot have a backing file`);
+  }
   layoutCluster0(metadata, reference);
 }
 

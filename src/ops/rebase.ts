@@ -5,7 +5,7 @@
  * unsafe mode only rewrites the header.
  */
 
-import { UnsupportedFeatureError } from '../core/errors.js';
+import { PlatterError, UnsupportedFeatureError } from '../core/errors.js';
 import { alignDown, alignUp } from '../core/bytes.js';
 import type { Image } from '../core/image.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -51,7 +51,11 @@ export async function rebaseImage(image: Image, options: RebaseOptions): Promise
   const qcow2 = requireQcow2(image, options.backingFile);
   const file = options.backingFile === '' ? undefined : options.backingFile;
   const reference = { file, format: file === undefined ? undefined : options.backingFormat };
-  checkBackingReference(qcow2.metadata, reference);
+  try {
+    checkBackingReference(qcow2.metadata, reference);
+  } catch (error) {
+    throw error instanceof PlatterError ? error.inFile(image.name) : error;
+  }
   const result: RebaseResult = { bytesCopied: 0 };
   if (!options.unsafe) result.bytesCopied = await copyDifferences(qcow2, options);
   await qcow2.flush();
