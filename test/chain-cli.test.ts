@@ -52,6 +52,17 @@ describe.skipIf(!enabled)('rebase and commit commands', () => {
     }
   });
 
+  it('rebase -u without -b drops the backing file reference, as qemu-img does', () => {
+    for (const tool of ['platter', 'qemu-img']) {
+      const name = `unnamed-${tool}.qcow2`;
+      chainCreate(temp.dir, name, { backing: 'base.qcow2' });
+      const result = tool === 'platter' ? platter(['rebase', '-u', name], { cwd: temp.dir }) : spawnSync(tool, ['rebase', '-u', name], { cwd: temp.dir, encoding: 'utf8' });
+      expect(result.status, result.stderr).toBe(0);
+      expect(run('qemu-img', ['info', name], { cwd: temp.dir })).not.toContain('backing file:');
+    }
+    expect(readFileSync(join(temp.dir, 'unnamed-platter.qcow2')).equals(readFileSync(join(temp.dir, 'unnamed-qemu-img.qcow2')))).toBe(true);
+  });
+
   it('check of an overlay whose backing file is missing fails as qemu-img check does; with the file there it checks clean', () => {
     run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', 'orphan.qcow2', '4M'], { cwd: temp.dir });
     const theirs = spawnSync('qemu-img', ['check', 'orphan.qcow2'], { cwd: temp.dir, encoding: 'utf8' });

@@ -28,7 +28,7 @@ const command: CliCommand = {
   builder: (yargs) =>
     withSourceCacheMode(withCacheMode(withForceShare(withProgress(withImageOpts(withFormat(yargs), [{ positional: 'image' }]))), 'writeback'))
       .positional('image', { type: 'string', describe: 'Image file (qcow2)', demandOption: true })
-      .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone)' })
+      .option('b', { alias: 'backing', type: 'string', requiresArg: false, describe: 'New backing file ("" for none: the image becomes standalone; with -u, left out means "")' })
       .option('F', { alias: 'backing-format', type: 'string', requiresArg: true, describe: 'Format of the new backing file (required with a non-empty -b)' })
       .option('u', { alias: 'unsafe', type: 'boolean', default: false, describe: 'Only rewrite the backing file name; copy no data' })
       .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: 'Print nothing (no -p progress)' })
@@ -37,9 +37,10 @@ const command: CliCommand = {
       .example('platter rebase -p -b "" overlay.qcow2', 'Pull everything in from the backing chain; the image stands alone'),
   async handler(args) {
     const path = args.image as string;
-    if (args.backing === undefined) throw new UsageError('Must specify backing file (-b) or use unsafe mode (-u)');
-    const backingFile = String(args.backing);
     const unsafe = args.unsafe === true;
+    if (args.backing === undefined && !unsafe) throw new UsageError('Must specify backing file (-b) or use unsafe mode (-u)');
+    // As qemu-img: -u without -b is -b "", the image stops naming a backing file.
+    const backingFile = String(args.backing ?? '');
     if (backingFile !== '' && args['backing-format'] === undefined) {
       // As qemu-img 7.2: a recorded format keeps the backing file from ever being probed.
       throw new UsageError(`Could not change the backing file to '${backingFile}': backing format must be specified (-F)`).inFile(path);
