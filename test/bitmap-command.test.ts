@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { fuzzRun } from './helpers/fuzz-run.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
 import { dirtyMap as dirtyMapIn } from './helpers/bitmap-oracle.js';
+import { findExtension, pokeFile } from './helpers/qcow2-cases.js';
 
 describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nbd'))('platter bitmap, against qemu-img bitmap', () => {
   const tmp = tempDir('platter-bitmap-');
@@ -161,5 +162,36 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io') || !hasTool('qemu-nb
     expect(qemuImg('check', 'used.qcow2')).toContain('No errors were found on the image.');
     const header = readFileSync(at('used.qcow2'));
     expect(header.readBigUInt64BE(88) & 1n).toBe(0n);
+  });
+
+  it('an invalid bitmap directory entry: every edit refused as qemu-img refuses the image, the file as it was; info refuses it too', () => {
+    const directory = (image: string) => Number(readFileSync(at(image)).readBigUInt64BE(findExtension(at(image), 0x23852875) + 8 + 16));
+    // The last damage is in a table, which info does not read (qemu-img info loads every table).
+    const damages: [string, (image: string) => void, boolean?][] = [
+      ['granularity bits 255', (image) => pokeFile(at(image), directory(image) + 17, [0xff])],
+      ['a misaligned table offset', (image) => pokeFile(at(image), directory(image), [0, 0, 0, 0, 0, 0, 2, 0])],
+      ['an unknown flag', (image) => pokeFile(at(image), directory(image) + 12, [0, 0, 0, 6])],
+      ['a table one entry too long', (image) => pokeFile(at(image), directory(image) + 8, [0, 0, 0, 2])],
+      // Not the edited bitmap's: qemu loads every consistent bitmap's table when it opens the image.
+      ['a reserved bit in the table of the other bitmap', (image) => pokeFile(at(image), Number(readFileSync(at(image)).readBigUInt64BE(directory(image))), [0x80]), false],
+    ];
+    for (const [label, damage, infoRefuses = true] of damages) {
+      copyFileSync(at('base.qcow2'), at('bad.qcow2'));
+      damage('bad.qcow2');
+      const before = readFileSync(at('bad.qcow2'));
+      for (const args of [['--remove'], ['--clear'], ['--disable'], ['--merge', 'old'], ['--add', '-g', '8k']]) {
+        const name = args[0] === '--add' ? 'extra' : 'coarse';
+        const theirs = spawnSync('qemu-img', ['bitmap', ...args, 'bad.qcow2', name], { cwd: tmp.dir });
+        const ours = platter(['bitmap', ...args, 'bad.qcow2', name], { cwd: tmp.dir });
+        expect([label, args, theirs.status !== 0, ours.status]).toEqual([label, args, true, 1]);
+        expect(ours.stderr).not.toMatch(/\n\s+at /);
+        expect(readFileSync(at('bad.qcow2')).equals(before)).toBe(true);
+      }
+      expect([label, platter(['info', 'bad.qcow2'], { cwd: tmp.dir }).status]).toEqual([label, infoRefuses ? 1 : 0]);
+    }
+    copyFileSync(at('base.qcow2'), at('bad.qcow2'));
+    pokeFile(at('bad.qcow2'), directory('bad.qcow2') + 17, [0xff]);
+    const info = platter(['info', '--output=json', 'bad.qcow2'], { cwd: tmp.dir });
+    expect(info.stderr).toBe("platter: bad.qcow2: Bitmap 'old' doesn't satisfy the constraints (at byte " + directory('bad.qcow2') + ')\n');
   });
 });

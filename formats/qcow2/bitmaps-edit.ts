@@ -75,6 +75,7 @@ export async function editBitmaps(image: Qcow2Image, name: string, actions: read
         throw error;
       }
     }
+    await checkTables(host, list);
     for (const bitmap of list) {
       if (bitmap.merges) bitmap.tableOffset = await writeMergedTable(host, bitmap, bitmap.merges);
       else if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeBitmapTable(host, new Uint8Array(bitmap.tableSize * 8));
@@ -83,6 +84,28 @@ export async function editBitmaps(image: Qcow2Image, name: string, actions: read
     // Nothing names these now: the tables of removed and cleared bitmaps, and their data.
     for (const bitmap of dropped) await freeBitmapClusters(host, bitmap);
   });
+}
+
+/**
+ * Reads every bitmap table the edit relies on (the image's, as qemu loads them
+ * when it opens the image, and those of the bitmaps merged in) before
+ * anything is written: a malformed one fails the edit with the image as it was.
+ */
+async function checkTables(host: WriterHost, list: readonly Working[]): Promise<void> {
+  const { clusterSize } = host.metadata;
+  for (const bitmap of host.metadata.bitmaps) {
+    // A bitmap in use may describe the disk as it was before a resize: any table size.
+    const size = (bitmap.flagBits & BITMAP_IN_USE) !== 0 ? undefined : host.size();
+    await drain(bitmapClusters(host.device, bitmap, size, clusterSize));
+  }
+  for (const bitmap of list) {
+    for (const source of bitmap.merges ?? []) await drain(bitmapClusters(source.device, source.bitmap, source.size, source.clusterSize));
+  }
+}
+
+/** Runs `clusters` to its end, for the checks it makes on the way. */
+async function drain(clusters: AsyncGenerator<unknown>): Promise<void> {
+  for await (const cluster of clusters) void cluster;
 }
 
 /** The image's bitmaps as directory entries to edit. */

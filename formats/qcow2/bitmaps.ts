@@ -9,7 +9,7 @@ import { alignUp, u64ToNumber } from '../../src/core/bytes.js';
 import { CorruptImageError, LimitExceededError, UnsupportedFeatureError } from '../../src/core/errors.js';
 import { defineStruct, u16be, u32be, u64be, u8 } from '../../src/core/struct.js';
 import type { BitmapsPointer } from './extensions.js';
-import { MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES } from './limits.js';
+import { MAX_BITMAPS, MAX_BITMAP_DATA_BYTES, MAX_BITMAP_DIRECTORY_BYTES, MAX_BITMAP_NAME_BYTES, MAX_BITMAP_TABLE_ENTRIES_ON_DISK } from './limits.js';
 
 /** The fixed part of a bitmap directory entry (24 bytes). */
 export const BitmapDirectoryEntry = defineStruct('qcow2 bitmap directory entry', 24, {
@@ -52,8 +52,18 @@ export function bitmapFlagNames(flagBits: number): string[] {
   return names;
 }
 
-/** Reads the bitmap directory the extension points to. */
-export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsPointer): Promise<BitmapInfo[]> {
+/** What a directory entry is checked against: the image's cluster size and disk size. */
+export interface BitmapImageShape {
+  clusterSize: number;
+  diskSize: number;
+}
+
+/**
+ * Reads the bitmap directory the extension points to, refusing it as qemu
+ * refuses to open the image (so nothing that trusts an entry, and no edit,
+ * ever starts from an invalid one).
+ */
+export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsPointer, shape: BitmapImageShape): Promise<BitmapInfo[]> {
   if (pointer.nbBitmaps === 0) return [];
   if (pointer.nbBitmaps > MAX_BITMAPS) throw new LimitExceededError(`too many bitmaps (${pointer.nbBitmaps})`);
   if (pointer.directorySize > MAX_BITMAP_DIRECTORY_BYTES) {
@@ -75,9 +85,14 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
     if (nameAt > bytes.length || entry.nameSize > bytes.length - nameAt) {
       throw new CorruptImageError(`bitmap directory entry ${index} is truncated`, base + offset);
     }
+    const name = utf8.decode(bytes.subarray(nameAt, nameAt + entry.nameSize));
+    // qemu's words for both (bitmap_list_load); the spec defines no extra data.
+    if (entry.extraDataSize !== 0) throw new UnsupportedFeatureError('Bitmap extra data is not supported');
+    const problem = entryProblem(entry, shape);
+    if (problem !== undefined) throw new CorruptImageError(`Bitmap '${name}' doesn't satisfy the constraints`, base + offset, { problem });
     bitmaps.push({
       flags: bitmapFlagNames(entry.flags),
-      name: utf8.decode(bytes.subarray(nameAt, nameAt + entry.nameSize)),
+      name,
       granularity: 2 ** entry.granularityBits,
       tableOffset: u64ToNumber(entry.bitmapTableOffset, 'bitmap table offset', base + offset),
       tableSize: entry.bitmapTableSize,
@@ -89,6 +104,31 @@ export async function readBitmapDirectory(device: BlockDevice, pointer: BitmapsP
     offset = alignUp(nameAt + entry.nameSize, 8);
   }
   return bitmaps;
+}
+
+/** Flag bits the spec defines (in use, auto); qemu refuses an entry with any other. */
+const KNOWN_FLAGS = BITMAP_IN_USE | BITMAP_AUTO;
+
+/**
+ * Why qemu would refuse this directory entry (its check_dir_entry and the
+ * table size load_bitmap_data expects), or undefined. A bitmap in use may
+ * describe a disk of another size (a resize it missed), so only a consistent
+ * one must fit the disk.
+ */
+function entryProblem(entry: ReturnType<typeof BitmapDirectoryEntry.decode>, shape: BitmapImageShape): string | undefined {
+  const { clusterSize, diskSize } = shape;
+  const bits = entry.granularityBits;
+  if (entry.type !== BITMAP_TYPE_DIRTY_TRACKING) return `unknown type ${entry.type}`;
+  if (bits < Math.log2(MIN_GRANULARITY) || bits > Math.log2(MAX_GRANULARITY)) return `granularity bits ${bits} out of range`;
+  if ((entry.flags & ~KNOWN_FLAGS) !== 0) return `unknown flags 0x${entry.flags.toString(16)}`;
+  if (entry.nameSize > MAX_BITMAP_NAME_BYTES) return `name of ${entry.nameSize} bytes`;
+  if (entry.bitmapTableOffset === 0n || entry.bitmapTableOffset % BigInt(clusterSize) !== 0n) return 'table offset not cluster aligned';
+  const tableSize = entry.bitmapTableSize;
+  if (tableSize === 0 || tableSize > MAX_BITMAP_TABLE_ENTRIES_ON_DISK) return `table of ${tableSize} entries`;
+  if (tableSize * clusterSize > MAX_BITMAP_DATA_BYTES) return `table of ${tableSize} entries`;
+  if ((entry.flags & BITMAP_IN_USE) !== 0) return undefined;
+  const expected = bitmapTableEntries(diskSize, 2 ** bits, clusterSize);
+  return tableSize === expected ? undefined : `table of ${tableSize} entries, a bitmap of this disk has ${expected}`;
 }
 
 /** The one bitmap type there is: dirty tracking. */

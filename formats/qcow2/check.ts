@@ -385,11 +385,17 @@ async function checkBitmaps(state: CheckState): Promise<void> {
   const pointer = state.metadata.extensions.bitmaps;
   if (!pointer || state.metadata.bitmaps.length === 0) return;
   state.reference(pointer.directoryOffset, pointer.directorySize);
+  // The last chunk read: 65535 bitmaps may all name one table, which is then read once.
+  let last: { offset: number; length: number; table: DataView } | undefined;
   for (const bitmap of state.metadata.bitmaps) {
     state.reference(bitmap.tableOffset, bitmap.tableSize * 8);
     for (let first = 0; first < bitmap.tableSize; first += BITMAP_TABLE_CHUNK) {
       const count = Math.min(BITMAP_TABLE_CHUNK, bitmap.tableSize - first);
-      const table = new DataView((await readPadded(state.device, bitmap.tableOffset + first * 8, count * 8)).buffer);
+      const offset = bitmap.tableOffset + first * 8;
+      if (last?.offset !== offset || last.length !== count * 8) {
+        last = { offset, length: count * 8, table: new DataView((await readPadded(state.device, offset, count * 8)).buffer) };
+      }
+      const table = last.table;
       for (let index = 0; index < count; index++) {
         const entry = table.getBigUint64(index * 8);
         const offset = Number(entry & 0x00fffffffffffe00n);

@@ -51,6 +51,13 @@ export const MAX_BITMAPS = 65535;
  */
 export const MAX_BITMAP_TABLE_ENTRIES = 1 << 20;
 
+/** qemu refuses a bitmap whose table has more entries (BME_MAX_TABLE_SIZE). */
+export const MAX_BITMAP_TABLE_ENTRIES_ON_DISK = 0x8000000;
+/** qemu refuses a bitmap whose data clusters would exceed 512 MiB (BME_MAX_PHYS_SIZE): it holds the bits in memory. */
+export const MAX_BITMAP_DATA_BYTES = 0x20000000;
+/** Longest bitmap name, in bytes (qemu's BME_MAX_NAME_SIZE). */
+export const MAX_BITMAP_NAME_BYTES = 1023;
+
 /** The bitmap directory takes at most 64 MiB (qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE). */
 export const MAX_BITMAP_DIRECTORY_BYTES = 64 * 1024 * 1024;
 

@@ -71,7 +71,7 @@ export async function readMetadata(device: BlockDevice, options: { describeEncry
   );
   // A writer unaware of bitmaps clears the autoclear bit; the extension is stale then (qemu ignores it).
   const bitmapsValid = extensions.bitmaps !== undefined && (header.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n;
-  const bitmaps = bitmapsValid ? await readBitmapDirectory(device, extensions.bitmaps!) : [];
+  const bitmaps = bitmapsValid ? await readBitmapDirectory(device, extensions.bitmaps!, { clusterSize, diskSize: header.size }) : [];
   const metadata: Qcow2Metadata = { header, extensions, clusterSize, geometry, l1, snapshots, bitmaps };
   const encrypt = await readEncryptionInfo(device, header, extensions);
   if (encrypt) metadata.encrypt = encrypt;

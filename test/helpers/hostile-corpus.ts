@@ -425,8 +425,14 @@ function manyBitmapsCase(): HostileCase {
       const count = 65535;
       const image = new Uint8Array(base.length + count * 32);
       image.set(base);
+      const clusterSize = 2 ** new DataView(base.buffer, base.byteOffset).getUint32(20);
       for (let index = 0; index < count; index++) {
         const entry = base.length + index * 32;
+        // Each an entry qemu accepts: a dirty-tracking bitmap in use (its table, never read, may be of any size).
+        putU32(image, entry + 4, clusterSize); // bitmap_table_offset: cluster 1
+        putU32(image, entry + 8, 1); // bitmap_table_size
+        putU32(image, entry + 12, 1); // flags: in use
+        image[entry + 16] = 1; // type: dirty tracking
         image[entry + 17] = 16; // granularity_bits
         putU16(image, entry + 18, 1); // name_size
         image[entry + 24] = 0x62; // 'b'
