@@ -173,7 +173,13 @@ export class Refcounts {
   ): Promise<Refcounts> {
     const bytes = layout.tableClusters * layout.clusterSize;
     if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new LimitExceededError(`reference count table too large (${bytes} bytes)`);
-    const raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
+    let raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
+    if (raw.length % 8 !== 0) {
+      // A file cut inside an entry: the bytes past its end read as zeros, as qemu reads them (check reports the rest).
+      const whole = new Uint8Array(raw.length + 8 - (raw.length % 8));
+      whole.set(raw);
+      raw = whole;
+    }
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const table: number[] = new Array(bytes / 8).fill(0);
     const reserved = new Set<number>();
