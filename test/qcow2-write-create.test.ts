@@ -580,4 +580,25 @@ describe.skipIf(!haveQemu)('external data files', () => {
       if (raw) expect(Buffer.compare(Buffer.from(dataBytes.subarray(0, size)), Buffer.from(expected))).toBe(0);
     });
   }
+
+  it('an L2 entry mapping a guest cluster to another offset of the data file: reads refused as qemu refuses them, check clean as in qemu-img', () => {
+    const dir = join(temp.dir, 'data-moved');
+    sh(temp.dir, 'mkdir', ['-p', dir]);
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=moved.raw', 'moved.qcow2', '16M']);
+    sh(dir, 'qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x77 0 1M', 'moved.qcow2']);
+    const bytes = readFileSync(join(dir, 'moved.qcow2'));
+    const l2 = Number(bytes.readBigUInt64BE(Number(bytes.readBigUInt64BE(40))) & 0xfffffffffe00n);
+    // Guest cluster 1 (64 KiB) mapped to host offset 3 MiB, COPIED set.
+    bytes.writeBigUInt64BE(0x8000000000300000n, l2 + 8);
+    writeFileSync(join(dir, 'moved.qcow2'), bytes);
+    for (const args of [['convert', '-O', 'raw', 'moved.qcow2', 'out.raw'], ['map', '--output=json', 'moved.qcow2']]) {
+      const qemu = shStatus(dir, 'qemu-img', args);
+      const mine = platter(args, { cwd: dir });
+      expect(qemu.stderr).toContain('External data file host cluster offset 0x300000 does not match guest cluster offset: 0x10000');
+      expect([args[0], mine.status]).toEqual([args[0], qemu.status]);
+      expect(mine.stderr).toContain('External data file host cluster offset 0x300000 does not match guest cluster offset 0x10000');
+    }
+    const check = platter(['check', 'moved.qcow2'], { cwd: dir });
+    expect([check.status, check.stdout]).toEqual([0, shStatus(dir, 'qemu-img', ['check', 'moved.qcow2']).stdout]);
+  });
 });

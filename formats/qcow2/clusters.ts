@@ -210,6 +210,14 @@ export class ClusterMap {
         l2Offset + l2Index * (extendedL2 ? 16 : 8),
       );
     }
+    const guestCluster = offset - inCluster;
+    // An external data file holds each guest cluster at its own offset; qemu refuses any other mapping.
+    if (dataFile && host !== guestCluster) {
+      throw new CorruptImageError(
+        `External data file host cluster offset 0x${host.toString(16)} does not match guest cluster offset 0x${guestCluster.toString(16)} (L2 table at ${l2Offset}, index ${l2Index})`,
+        l2Offset + l2Index * (extendedL2 ? 16 : 8),
+      );
+    }
     return { type, hostOffset: host + inCluster };
   }
 }
