@@ -72,6 +72,15 @@ describe('malformed MBR and EBR chains', { timeout: 1000 }, () => {
     expect(table.warnings.join('\n')).toMatch(/already read \(a cycle\)/);
   });
 
+  it('an extended partition starting at sector 0 (the MBR itself): no logical partitions, as sfdisk', async () => {
+    const device = chainDisk();
+    // The start LBA of MBR entry 2 (the extended partition) set to 0.
+    new DataView(device.contents().buffer).setUint32(0x1be + 16 + 8, 0, true);
+    const table = await parse(device);
+    expect(numbers(table)).toEqual([1, 2]);
+    expect(table.warnings).toEqual(['Bad offset in primary extended partition.']);
+  });
+
   it('a link outside the extended partition', async () => {
     const device = chainDisk();
     setLink(device, 1999, 15000); // EBR of 6 links past the extended end

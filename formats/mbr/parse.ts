@@ -99,6 +99,11 @@ async function readLogicals(
   warnings: string[],
 ): Promise<PartitionRecord[]> {
   const logicals: PartitionRecord[] = [];
+  // Sector 0 is the MBR itself, not an EBR: sfdisk (libfdisk) reads no logical partitions then.
+  if (extended.start === 0) {
+    warnings.push('Bad offset in primary extended partition.');
+    return logicals;
+  }
   const extendedEnd = extended.start + extended.size; // exclusive
   const diskEnd = Math.floor(device.size / sectorSize);
   const visited = new Set<number>();
