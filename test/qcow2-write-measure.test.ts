@@ -112,3 +112,13 @@ describe.skipIf(!haveQemu)('measure', () => {
     expect(result.stderr).toContain('The image size is too large');
   });
 });
+
+describe.skipIf(!haveQemu)('measure --size with flags about a source', () => {
+  it.each([['-f', 'qcow2'], ['-l', '1'], ['--image-opts']])('--size with %s and no file is refused, as qemu-img refuses it', (...flags) => {
+    const args = ['measure', '--size', '1G', ...flags, '-O', 'qcow2'];
+    const qemu = shStatus(temp.dir, 'qemu-img', args);
+    const mine = platter(args, { cwd: temp.dir });
+    expect(qemu.status).toBe(1);
+    expect([mine.status, mine.stdout, mine.stderr]).toEqual([1, '', qemu.stderr.replace('qemu-img: ', 'platter: ')]);
+  });
+});

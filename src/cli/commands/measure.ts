@@ -1,6 +1,7 @@
 /** `platter measure`: like `qemu-img measure`. */
 
 import { parseOptionArgs } from '../../core/options.js';
+import { UsageError } from '../../core/errors.js';
 import { parseSize } from '../../core/size.js';
 import { measure } from '../../ops/measure.js';
 import type { CliCommand } from '../command.js';
@@ -29,6 +30,10 @@ const command: CliCommand = {
   async handler(args) {
     const options = parseOptionArgs(args.options as string | string[] | undefined);
     const size = args.size === undefined ? undefined : parseSize(String(args.size), 'size');
+    // Flags about a source with none to apply to: refused, as qemu-img refuses them, rather than ignored.
+    if (args.image === undefined && (args.format !== undefined || args['image-opts'] === true || args.l !== undefined)) {
+      throw new UsageError('--image-opts, -f, and -l require a filename argument.');
+    }
     const opened = args.image === undefined ? undefined : await openForCli(args.image as string, { ...namedFilePolicyOf(args), format: args.format as string | undefined });
     try {
       const source = opened && args.l !== undefined ? await snapshotOf(opened, String(args.l)) : opened;
