@@ -9,7 +9,7 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { COPIED_HI, ZERO_LO, clusterType, compressedExtent, l1EntryHasReservedBits, l2EntryBitmap, l2EntryHasReservedBits } from './entries.js';
 import { setEntry } from './l2-write.js';
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, encodeHeader, hasDataFile, virtualSize } from './header.js';
 import { AUTOCLEAR_KNOWN } from './features.js';
 import type { Qcow2Metadata } from './metadata.js';
 import { L2_READ_AHEAD, L2_READ_AHEAD_BYTES, MAX_L1_BYTES } from './limits.js';
@@ -49,7 +49,6 @@ export interface Qcow2CheckResult {
 export type RepairMode = 'none' | 'leaks' | 'all';
 
 const TWO_POW_32 = 0x100000000;
-const SECTOR = 512;
 /** Extra data every version 3 snapshot table entry must have: vm_state_size_large and disk_size. */
 const V3_SNAPSHOT_EXTRA_BYTES = 16;
 /** The largest file offset qemu takes (INT64_MAX). */
@@ -106,7 +105,7 @@ class CheckState {
       leaksFixed: 0,
       imageEndOffset: 0,
       // qemu counts whole 512-byte sectors of the virtual size.
-      totalClusters: Math.ceil((Math.floor(metadata.header.size / SECTOR) * SECTOR) / clusterSize),
+      totalClusters: Math.ceil(virtualSize(metadata.header) / clusterSize),
       allocatedClusters: 0,
       fragmentedClusters: 0,
       compressedClusters: 0,

@@ -30,28 +30,26 @@ export class L2Tables {
   constructor(private readonly host: WriterHost) {}
 
   /** Points the L2 entry at `hostOffset` (COPIED), with a subcluster bitmap for extended L2. */
-  async setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
-    const at = l2EntryPosition(slot.index, this.host.metadata.geometry.extendedL2);
-    setEntry(slot.table, at, hostOffset, COPIED_HI);
-    if (this.host.metadata.geometry.extendedL2) {
-      slot.table.setUint32(at + 8, zero);
-      slot.table.setUint32(at + 12, allocated);
-    }
-    await this.writeEntry(slot);
+  setDataEntry(slot: L2Slot, hostOffset: number, allocated: number, zero: number): Promise<void> {
+    return this.setDataRun(slot, 1, hostOffset, allocated, zero);
   }
 
   /**
    * Points `count` entries from the slot's on at host clusters one after
-   * another from `hostOffset` (COPIED; extended entries with no subcluster
-   * allocated, as preallocation leaves them), written with one write.
+   * another from `hostOffset` (COPIED; with extended L2, each with the given
+   * subcluster bitmap: none allocated by default, as preallocation leaves
+   * them), written with one write.
    */
-  async setDataRun(slot: L2Slot, count: number, hostOffset: number): Promise<void> {
+  async setDataRun(slot: L2Slot, count: number, hostOffset: number, allocated = 0, zero = 0): Promise<void> {
     const { extendedL2 } = this.host.metadata.geometry;
     const clusterSize = this.host.metadata.clusterSize;
     for (let i = 0; i < count; i++) {
       const at = l2EntryPosition(slot.index + i, extendedL2);
       setEntry(slot.table, at, hostOffset + i * clusterSize, COPIED_HI);
-      if (extendedL2) slot.table.setBigUint64(at + 8, 0n);
+      if (extendedL2) {
+        slot.table.setUint32(at + 8, zero);
+        slot.table.setUint32(at + 12, allocated);
+      }
     }
     const from = l2EntryPosition(slot.index, extendedL2);
     const to = l2EntryPosition(slot.index + count, extendedL2);

@@ -144,19 +144,23 @@ export async function preallocateRange(writer: Qcow2Writer, from: number, to: nu
 async function allocateRange(writer: Qcow2Writer, from: number, to: number): Promise<{ runs: Array<[number, number]>; end: number }> {
   const { clusterSize } = writer;
   const bytesPerL2 = clusterSize * writer.geometry.l2Entries;
+  const dataFile = hasDataFile(writer.header);
+  const unallocated = (table: DataView, index: number) => clusterType(table, index, writer.geometry.extendedL2, dataFile) === 'unallocated';
   const runs: Array<[number, number]> = [];
   let end = 0;
   for (let tableStart = from - (from % clusterSize); tableStart < to; ) {
     const tableEnd = Math.min(to, (Math.floor(tableStart / bytesPerL2) + 1) * bytesPerL2);
     const slot = await writer.tables.slot(tableStart, true);
     for (let at = tableStart, index = slot.index; at < tableEnd; ) {
-      const count = unallocatedSpan(writer, slot.table, index, Math.ceil((tableEnd - at) / clusterSize));
+      const limit = Math.ceil((tableEnd - at) / clusterSize);
+      let count = 0;
+      while (count < limit && unallocated(slot.table, index + count)) count++;
       if (count === 0) {
         at += clusterSize;
         index++;
         continue;
       }
-      const hostOffset = hasDataFile(writer.header) ? at : await writer.host.allocator.allocateRun(count);
+      const hostOffset = dataFile ? at : await writer.host.allocator.allocateRun(count);
       await writer.tables.setDataRun({ ...slot, index }, count, hostOffset);
       const last = runs[runs.length - 1];
       if (last && last[0] + last[1] === hostOffset) last[1] += count * clusterSize;
@@ -168,15 +172,6 @@ async function allocateRange(writer: Qcow2Writer, from: number, to: number): Pro
     tableStart = tableEnd;
   }
   return { runs, end };
-}
-
-/** How many unallocated entries (at most `limit`) follow one another from `index` of an L2 table. */
-function unallocatedSpan(writer: Qcow2Writer, table: DataView, index: number, limit: number): number {
-  const { extendedL2 } = writer.geometry;
-  const dataFile = hasDataFile(writer.header);
-  let count = 0;
-  while (count < limit && clusterType(table, index + count, extendedL2, dataFile) === 'unallocated') count++;
-  return count;
 }
 
 

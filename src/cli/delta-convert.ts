@@ -52,7 +52,7 @@ export function deltaRequest(args: Args, outputFormat: string, target: string): 
   if (args.n === true) {
     if (base !== undefined) throw new UsageError('-n cannot be used with --delta-from');
     if (args['target-is-zero'] === true) throw new UsageError('Cannot use --target-is-zero when the destination image has a backing file');
-    // -n -B: the existing target keeps its own backing file (see intoExistingTarget).
+    // -n -B: the existing target keeps its own backing file (see topLayerIntoTarget).
     return undefined;
   }
   if (outputFormat !== 'qcow2') throw new UsageError(`a backing file needs -O qcow2 (the ${outputFormat} format has no backing file)`);

@@ -90,10 +90,7 @@ export function rawOutputSize(size: number): number {
  * size first (so untouched ranges stay holes) and only non-zero data is written.
  */
 export async function convertToRaw(source: Image, target: BlockDevice, options: ConvertOptions = {}): Promise<ConvertResult> {
-  const sparseSize = options.sparseSize ?? DEFAULT_SPARSE_SIZE;
-  const parallel = options.parallel ?? DEFAULT_PARALLEL;
-  checkSparseSize(sparseSize);
-  checkParallel(parallel);
+  const settings = copySettings(options);
   const outputSize = rawOutputSize(source.size);
   if (options.existingTarget) {
     // In whole sectors, as qemu sizes both: a target ending inside the source's last sector is large enough.
@@ -105,14 +102,9 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
     await target.truncate(outputSize);
   }
   const stats = await copyImage(source, target, {
-    sparseSize,
+    ...settings,
     targetIsZero: !options.existingTarget || options.targetIsZero === true,
     leave: options.topLayerOnly ? outsideTopLayer(source) : undefined,
-    parallel,
-    ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
-    tests: options.tests ?? portableByteTests,
-    limit: options.limit,
-    onProgress: options.onProgress,
   });
   // The source's last sector is written whole, as qemu-img writes it: its tail grows a target that ended inside it.
   if (options.existingTarget && target.size < outputSize) await target.truncate?.(outputSize);
@@ -130,41 +122,37 @@ export async function convertToRaw(source: Image, target: BlockDevice, options: 
  * written, its zeros as zero writes, and the rest is left alone.
  */
 export async function convertIntoImage(source: Image, target: Image, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const settings = copySettings(options);
+  if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
+  if (!target.writeZeroes) throw new IoError(`${target.name} cannot be zeroed`);
+  const writeZeroes = target.writeZeroes.bind(target);
+  const topLayer = options.topLayerOnly === true;
+  if (!topLayer && !options.targetIsZero) {
+    // Not held to -r: qemu-img makes the target read as zeros beneath its throttle (zero flags and freed clusters, mostly metadata).
+    for await (const run of walkRuns(target, 0, source.size)) if (!run.zero) await writeZeroes(run.start, run.length);
+  }
+  const stats = await copyImage(source, target, {
+    ...settings,
+    // -n -B: nothing was zeroed; the top layer's zeros are made zero by the image's zero writes.
+    targetIsZero: !topLayer,
+    leave: topLayer ? outsideTopLayer(source) : undefined,
+    writeZeroes: topLayer ? writeZeroes : undefined,
+  });
+  return { ...stats, outputSize: target.size };
+}
+
+/** The copy settings every convert takes from its options, defaults filled in, -S and -m checked as qemu-img checks them. */
+function copySettings(options: ConvertOptions) {
   const sparseSize = options.sparseSize ?? DEFAULT_SPARSE_SIZE;
   const parallel = options.parallel ?? DEFAULT_PARALLEL;
   checkSparseSize(sparseSize);
   checkParallel(parallel);
-  if (target.size < source.size) throw new UsageError('output file is smaller than input file').inFile(target.name);
-  if (!target.writeZeroes) throw new IoError(`${target.name} cannot be zeroed`);
-  if (options.topLayerOnly) return copyTopLayer(source, target, { ...options, sparseSize, parallel });
-  if (!options.targetIsZero) {
-    // Not held to -r: qemu-img makes the target read as zeros beneath its throttle (zero flags and freed clusters, mostly metadata).
-    for await (const run of walkRuns(target, 0, source.size)) if (!run.zero) await target.writeZeroes(run.start, run.length);
-  }
-  const stats = await copyImage(source, target, {
+  return {
     sparseSize,
-    targetIsZero: true,
     parallel,
     ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
     tests: options.tests ?? portableByteTests,
     limit: options.limit,
     onProgress: options.onProgress,
-  });
-  return { ...stats, outputSize: target.size };
-}
-
-/** convert -n -B into an image: the source's top layer, its zeros made zero by the image's zero writes. */
-async function copyTopLayer(source: Image, target: Image, options: ConvertOptions & { sparseSize: number; parallel: number }): Promise<ConvertResult> {
-  const stats = await copyImage(source, target, {
-    sparseSize: options.sparseSize,
-    targetIsZero: false,
-    leave: outsideTopLayer(source),
-    writeZeroes: (offset, length) => target.writeZeroes!(offset, length),
-    parallel: options.parallel,
-    ioSize: options.ioSize ?? DEFAULT_IO_SIZE,
-    tests: options.tests ?? portableByteTests,
-    limit: options.limit,
-    onProgress: options.onProgress,
-  });
-  return { ...stats, outputSize: target.size };
+  };
 }
