@@ -15,10 +15,11 @@ import { UnsupportedFeatureError, UsageError } from '../../src/core/errors.js';
 import { alignUp } from '../../src/core/bytes.js';
 import type { BlockDevice } from '../../src/core/device.js';
 import { BITMAP_AUTO, BITMAP_IN_USE, bitmapClusters, bitmapTableEntries, dirtyRanges, MAX_GRANULARITY, MIN_GRANULARITY, type BitmapInfo } from './bitmaps.js';
-import { installDirectory, storeBitsCluster, storedBitmapInfo, writeBitmapTable, type StoredBitmap } from './bitmaps-write.js';
+import { installDirectory, storeBitsCluster, storedBitmapInfo, storedBitmapOf, writeBitmapTable, type StoredBitmap } from './bitmaps-write.js';
 import type { Qcow2Image } from './image.js';
 import { MAX_BITMAPS, MAX_BITMAP_TABLE_ENTRIES } from './limits.js';
 import type { WriterHost } from './write.js';
+import type { WrittenRanges } from './written-ranges.js';
 
 /** One change to a bitmap. */
 export type BitmapAction =
@@ -77,7 +78,7 @@ export async function editBitmaps(image: Qcow2Image, name: string, actions: read
     }
     await checkTables(host, list);
     for (const bitmap of list) {
-      if (bitmap.merges) bitmap.tableOffset = await writeMergedTable(host, bitmap, bitmap.merges);
+      if (bitmap.merges) bitmap.tableOffset = await writeMergedTable(host, bitmap, bitmap.merges.map(setRanges));
       else if (bitmap.fresh || bitmap.cleared) bitmap.tableOffset = await writeBitmapTable(host, new Uint8Array(bitmap.tableSize * 8));
     }
     await installDirectory(host, list);
@@ -110,17 +111,7 @@ async function drain(clusters: AsyncGenerator<unknown>): Promise<void> {
 
 /** The image's bitmaps as directory entries to edit. */
 function workingList(host: WriterHost): Working[] {
-  return host.metadata.bitmaps.map((bitmap) => {
-    if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`bitmap '${bitmap.name}' has extra data, which no known writer makes`);
-    return {
-      entryOffset: bitmap.entryOffset,
-      name: utf8.encode(bitmap.name),
-      granularityBits: Math.log2(bitmap.granularity),
-      flagBits: bitmap.flagBits,
-      tableOffset: bitmap.tableOffset,
-      tableSize: bitmap.tableSize,
-    };
-  });
+  return host.metadata.bitmaps.map(storedBitmapOf);
 }
 
 /** One action on the list; a refusal throws a UsageError with qemu's reason. */
@@ -175,12 +166,18 @@ function merge(host: WriterHost, dropped: Working[], bitmap: Working, action: Ex
   bitmap.merges.push({ device: from ? from.device : host.device, bitmap: source, size, clusterSize: from ? from.metadata.clusterSize : host.metadata.clusterSize });
 }
 
+/** The guest ranges whose bits a merge source has set. */
+function setRanges(source: MergeSource): AsyncIterator<[number, number]> {
+  return dirtyRanges(source.device, source.bitmap, source.size, source.clusterSize);
+}
+
 /**
- * Writes the table of `bitmap` with the bits of its base table (if any) and
- * of every merge source set, each data cluster that has a bit set in new
- * clusters; returns where the table went.
+ * Writes the table of `bitmap` with the bits of its base table (if any) set,
+ * and those of every guest range of `merges` (a bit for each range it
+ * touches), each data cluster that has a bit set in new clusters; returns
+ * where the table went.
  */
-async function writeMergedTable(host: WriterHost, bitmap: Working, merges: readonly MergeSource[]): Promise<number> {
+async function writeMergedTable(host: WriterHost, bitmap: Working, merges: readonly AsyncIterator<[number, number]>[]): Promise<number> {
   const { clusterSize } = host.metadata;
   const granularity = 2 ** bitmap.granularityBits;
   const bitsPerCluster = clusterSize * 8;
@@ -188,7 +185,7 @@ async function writeMergedTable(host: WriterHost, bitmap: Working, merges: reado
   const table = new Uint8Array(bitmap.tableSize * 8);
   const view = new DataView(table.buffer);
   const base = bitmap.baseTable ? bitmapClusters(host.device, bitmap.baseTable, host.size(), clusterSize) : undefined;
-  const sources = merges.map((source) => ({ ranges: dirtyRanges(source.device, source.bitmap, source.size, source.clusterSize), current: undefined as [number, number] | undefined, done: false }));
+  const sources = merges.map((ranges) => ({ ranges, current: undefined as [number, number] | undefined, done: false }));
   for (let index = 0; index < bitmap.tableSize; index++) {
     const cluster = new Uint8Array(clusterSize);
     const old = base ? (await base.next()).value : undefined;
@@ -309,6 +306,38 @@ export async function resizeBitmaps(host: WriterHost, oldSize: number): Promise<
   }
   await installDirectory(host, list);
   for (const bitmap of dropped) await freeBitmapClusters(host, bitmap);
+}
+
+/**
+ * Stores the bitmaps again once the guest disk was written, as qemu stores
+ * them when it closes an image it had open for writing: the enabled bitmaps
+ * this writer marked in use (`marked`) gain a bit for every range of
+ * `written` and lose the mark; every other consistent bitmap is copied as it
+ * is (qemu rewrites them all); one already in use when the image was opened
+ * stays as it was, in use. Each gets a new table and data clusters, then one
+ * new directory names them all, then the old tables are freed: a crash before
+ * the directory lands leaves the marked bitmaps in use, never wrong.
+ */
+export async function storeWrittenBitmaps(host: WriterHost, marked: ReadonlySet<string>, written: WrittenRanges): Promise<void> {
+  const list = workingList(host);
+  const dropped: Working[] = [];
+  for (const bitmap of list) {
+    const name = utf8Decoder.decode(bitmap.name);
+    if ((bitmap.flagBits & BITMAP_IN_USE) !== 0 && !marked.has(name)) continue;
+    const old = storedBitmapInfo(bitmap);
+    dropped.push({ ...bitmap });
+    bitmap.baseTable = old;
+    bitmap.tableOffset = await writeMergedTable(host, bitmap, marked.has(name) ? [writtenRanges(written)] : []);
+    bitmap.flagBits &= ~BITMAP_IN_USE;
+  }
+  if (dropped.length === 0) return;
+  await installDirectory(host, list);
+  for (const bitmap of dropped) await freeBitmapClusters(host, bitmap);
+}
+
+/** The runs of `written`, as a merge source. */
+async function* writtenRanges(written: WrittenRanges): AsyncGenerator<[number, number]> {
+  for (const [start, end] of written.list()) yield [start, end];
 }
 
 /**

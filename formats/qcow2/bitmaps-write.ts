@@ -45,21 +45,25 @@ export interface StoredBitmap {
 
 const utf8 = new TextEncoder();
 
-/** Stores `bitmaps` in `image`, which must be open for writing and hold no bitmaps. */
+/**
+ * Stores `bitmaps` in `image`, which must be open for writing, after the
+ * bitmaps it has (their names must differ), as qemu-img convert --bitmaps -n
+ * adds them beside a target's own.
+ */
 export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly BitmapToStore[]): Promise<void> {
   const writer = image.writer;
   if (!writer) throw new UnsupportedFeatureError(`cannot store bitmaps: ${image.name} is open read-only`);
-  if (image.metadata.extensions.bitmaps !== undefined && image.metadata.bitmaps.length > 0) {
-    throw new UnsupportedFeatureError(`cannot add bitmaps to ${image.name}: it has persistent bitmaps already`);
-  }
   if (bitmaps.length === 0) return;
+  const held = image.metadata.bitmaps;
+  const taken = bitmaps.find((bitmap) => held.some((other) => other.name === bitmap.name));
+  if (taken) throw new UnsupportedFeatureError(`cannot add bitmap '${taken.name}' to ${image.name}: it has one of that name`);
   if (image.metadata.header.version < 3) throw new UnsupportedFeatureError('Cannot store dirty bitmaps in qcow2 v2 files');
   // qemu refuses to open an image whose bitmap has an empty table.
   if (image.size === 0) throw new UnsupportedFeatureError('A disk of 0 bytes has no room for a bitmap');
-  if (bitmaps.length > MAX_BITMAPS) throw new UnsupportedFeatureError(`too many bitmaps (${bitmaps.length}, at most ${MAX_BITMAPS})`);
+  if (held.length + bitmaps.length > MAX_BITMAPS) throw new UnsupportedFeatureError(`too many bitmaps (${held.length + bitmaps.length}, at most ${MAX_BITMAPS})`);
   const host = writer.host;
   await writer.serialized(async () => {
-    const stored: StoredBitmap[] = [];
+    const stored = held.map(storedBitmapOf);
     for (const bitmap of bitmaps) stored.push(await storeBitmap(host, bitmap));
     await installDirectory(host, stored);
   });
@@ -154,6 +158,19 @@ function encodeDirectory(stored: readonly StoredBitmap[]): Uint8Array {
     at += alignUp(entry.length + bitmap.name.length, 8);
   }
   return directory;
+}
+
+/** A bitmap of the directory as it is, to write into a new directory unchanged. */
+export function storedBitmapOf(bitmap: BitmapInfo): StoredBitmap {
+  if (bitmap.extraDataSize !== 0) throw new UnsupportedFeatureError(`bitmap '${bitmap.name}' has extra data, which no known writer makes`);
+  return {
+    entryOffset: bitmap.entryOffset,
+    name: utf8.encode(bitmap.name),
+    granularityBits: Math.log2(bitmap.granularity),
+    flagBits: bitmap.flagBits,
+    tableOffset: bitmap.tableOffset,
+    tableSize: bitmap.tableSize,
+  };
 }
 
 /** What readBitmapDirectory reads for a bitmap stored so. */

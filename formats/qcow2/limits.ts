@@ -58,6 +58,13 @@ export const MAX_BITMAP_DATA_BYTES = 0x20000000;
 /** Longest bitmap name, in bytes (qemu's BME_MAX_NAME_SIZE). */
 export const MAX_BITMAP_NAME_BYTES = 1023;
 
+/**
+ * Runs of written guest bytes kept for the enabled bitmaps (see
+ * WrittenRanges): 65536 runs are 2-3 MiB of memory. Writes scattered wider
+ * than that mark somewhat coarser ranges dirty, never fewer.
+ */
+export const MAX_WRITTEN_RUNS = 65536;
+
 /** The bitmap directory takes at most 64 MiB (qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE). */
 export const MAX_BITMAP_DIRECTORY_BYTES = 64 * 1024 * 1024;
 

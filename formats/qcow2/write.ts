@@ -30,7 +30,8 @@ import {
 } from './entries.js';
 import { AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_DIRTY, encodeHeader, hasDataFile } from './header.js';
 import { markBitmapsInUse } from './bitmaps-write.js';
-import { checkBitmapsResizable, resizeBitmaps } from './bitmaps-edit.js';
+import { checkBitmapsResizable, resizeBitmaps, storeWrittenBitmaps } from './bitmaps-edit.js';
+import { WrittenRanges } from './written-ranges.js';
 import type { L2Cache } from './l2-cache.js';
 import { SUBCLUSTERS_PER_CLUSTER } from './limits.js';
 import type { Qcow2Metadata } from './metadata.js';
@@ -84,6 +85,10 @@ export class Qcow2Writer {
   private markedDirty = false;
   /** The enabled bitmaps are marked in use (begin marks them before a change; a resize leaves them consistent). */
   private bitmapsMarked = false;
+  /** The bitmaps this writer marked in use, to be stored with the written ranges set when it closes. */
+  private readonly markedBitmaps = new Set<string>();
+  /** What the guest wrote while the bitmaps were marked (kept only for an image with bitmaps). */
+  private readonly written = new WrittenRanges();
   /** Set once the file was rewritten underneath (emptied whole): nothing more may be written through this writer. */
   private retired = false;
   /**
@@ -179,7 +184,10 @@ export class Qcow2Writer {
 
   /** Writes `data` at guest `offset`; resolves once the data has landed (the caller may then reuse `data`). */
   write(offset: number, data: Uint8Array): Promise<void> {
-    return this.overlapped((landings) => this.writeRange(offset, data, landings));
+    return this.overlapped((landings) => {
+      this.noteWritten(offset, data.length);
+      return this.writeRange(offset, data, landings);
+    });
   }
 
   /**
@@ -224,6 +232,7 @@ export class Qcow2Writer {
   writeZeroes(offset: number, length: number, keepAllocation = false, fast = false): Promise<void> {
     return this.exclusive(async () => {
       if (fast) await this.requireFastZeroing(offset, length);
+      this.noteWritten(offset, length);
       await this.zeroRange(offset, length, keepAllocation);
     });
   }
@@ -292,6 +301,7 @@ export class Qcow2Writer {
       return Promise.reject(new OutOfRangeError(`zero write over a new backing file must cover whole ${unit}-byte units (${offset}+${length})`));
     }
     return this.exclusive(async () => {
+      this.noteWritten(offset, length);
       this.assumedBacking = backingSize ?? 'none';
       try {
         await this.zeroRange(offset, length);
@@ -318,6 +328,7 @@ export class Qcow2Writer {
   trim(offset: number, length: number): Promise<void> {
     return this.exclusive(async () => {
       if (this.header.version !== 3 && this.backingSize() !== undefined) return;
+      this.noteWritten(offset, length);
       await this.begin();
       await this.eachCluster(offset, length, async (start, inCluster, pieceLength) => {
         if (this.coversCluster(start, inCluster, pieceLength)) await this.deallocate(start, 'trim');
@@ -332,6 +343,8 @@ export class Qcow2Writer {
       // Everything refused is refused before the first write (which would mark bitmaps in use).
       checkResize(this, newSize, preallocation);
       if (newSize === oldSize) return;
+      // What was written at the old size goes into the bitmaps first: a resize stores them afresh.
+      await this.storeMarkedBitmaps();
       checkBitmapsResizable(this.host, newSize);
       await this.begin();
       // Every bitmap's table is sized for the disk: while it changes, disabled ones no longer fit either.
@@ -341,6 +354,7 @@ export class Qcow2Writer {
       // Resized, the bitmaps are consistent again, as qemu keeps them: the next guest write marks the enabled ones anew.
       await resizeBitmaps(this.host, oldSize);
       this.bitmapsMarked = false;
+      this.markedBitmaps.clear();
     });
   }
 
@@ -537,6 +551,7 @@ export class Qcow2Writer {
   }
 
   private async finish(): Promise<void> {
+    await this.storeMarkedBitmaps();
     if (this.markedDirty) {
       await this.host.device.flush?.();
       this.header.incompatibleFeatures &= ~INCOMPAT_DIRTY;
@@ -576,8 +591,26 @@ export class Qcow2Writer {
 
   /** Marks the enabled bitmaps in use (see markBitmapsInUse). */
   private async markBitmaps(): Promise<void> {
-    await markBitmapsInUse(this.host, 'enabled');
+    for (const name of await markBitmapsInUse(this.host, 'enabled')) this.markedBitmaps.add(name);
     this.bitmapsMarked = true;
+  }
+
+  /** Notes a guest write, zero write or discard of [offset, offset+length) for the enabled bitmaps. */
+  private noteWritten(offset: number, length: number): void {
+    if (this.host.metadata.bitmaps.length > 0) this.written.add(offset, length);
+  }
+
+  /**
+   * Stores the bitmaps this writer marked in use with what was written set
+   * (see storeWrittenBitmaps), as qemu does when it closes the image: they
+   * are consistent again, and the next write marks them anew.
+   */
+  private async storeMarkedBitmaps(): Promise<void> {
+    if (this.markedBitmaps.size === 0) return;
+    await storeWrittenBitmaps(this.host, this.markedBitmaps, this.written);
+    this.markedBitmaps.clear();
+    this.written.clear();
+    this.bitmapsMarked = false;
   }
 
   /** Rewrites the fixed header fields (extensions after them stay as they are). */

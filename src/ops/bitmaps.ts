@@ -52,8 +52,9 @@ async function inSource<T>(source: Image, read: () => Promise<T>): Promise<T> {
 
 /**
  * Refuses, before anything is written, a copy into `target` that qemu-img
- * would fail (another size, a name taken) or that platter cannot make (an
- * output that has bitmaps already: platter's writes would leave them stale).
+ * would fail (another size, a name taken). Bitmaps the target has already
+ * stay, beside the copied ones, and the enabled ones record the copy's
+ * writes (see storeWrittenBitmaps).
  */
 export function checkBitmapTarget(copy: BitmapCopy, target: Image): void {
   if (copy.bitmaps.length === 0) return;
@@ -69,12 +70,9 @@ export function checkBitmapTarget(copy: BitmapCopy, target: Image): void {
       );
     }
   }
-  if (target.metadata.bitmaps.length > 0) {
-    throw new UnsupportedFeatureError(`cannot add bitmaps to ${target.name}, which has persistent bitmaps of its own`);
-  }
 }
 
-/** Stores the bitmaps of `copy` in `target`: a qcow2 image open for writing, of the source's size, without bitmaps. */
+/** Stores the bitmaps of `copy` in `target`: a qcow2 image open for writing, of the source's size. */
 export async function copyBitmaps(copy: BitmapCopy, target: Image): Promise<void> {
   checkBitmapTarget(copy, target);
   if (copy.bitmaps.length === 0) return;

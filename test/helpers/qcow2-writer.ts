@@ -10,6 +10,7 @@ import { RawImage } from '../../formats/raw/index.js';
 import { openQcow2, type Qcow2Image } from '../../formats/qcow2/index.js';
 import { createImage } from '../../src/ops/create.js';
 import { nodeCodecs } from '../../src/node/codecs.js';
+import { FileDevice } from '../../src/node/file-device.js';
 
 /** Name the backing file gets inside test images (a raw file next to the image). */
 export const WRITER_BACKING_NAME = 'backing.raw';
@@ -92,4 +93,16 @@ export async function createQcow2WithDataFile(size: number, options: Record<stri
 export function openWithDataFile(device: BlockDevice, data: MemoryDevice, writable: boolean): Promise<Qcow2Image> {
   const host: ImageHost = { ...writerTestHost(), openNamedFile: async () => data };
   return openQcow2(device, { host, writable });
+}
+
+/**
+ * Leaves the enabled bitmaps of the qcow2 file at `path` in use, as a writer
+ * that stopped before closing the image leaves them (qemu killed, power lost):
+ * one sector is written back as it was, and only the file is closed.
+ */
+export async function leaveBitmapsInUse(path: string): Promise<void> {
+  const device = await FileDevice.open(path, { writable: true });
+  const image = await openQcow2(device, { host: writerTestHost(), writable: true });
+  await image.write(0, await image.read(0, 512));
+  await device.close();
 }
