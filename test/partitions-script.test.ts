@@ -106,12 +106,19 @@ async function dump(path: string): Promise<string> {
   return (await mustRun('sfdisk', ['-d', path])).split(path).join('DISK').replace(/, uuid=[0-9A-F-]+/g, '');
 }
 
+/** Offsets of the bytes two images differ in (cmp -l), less the disk signature when it is random. */
+async function differentBytes(a: string, b: string, sameId: boolean): Promise<number[]> {
+  const { stdout } = await runTool('cmp', ['-l', a, b]);
+  const offsets = stdout.split('\n').filter(Boolean).map((line) => Number(line.trim().split(/\s+/)[0]) - 1);
+  return offsets.filter((offset) => sameId || offset < 440 || offset > 443);
+}
+
 describe('sfdisk script defaults against sfdisk', () => {
   let available = false;
   let dir = '';
   let cleanup = async () => {};
   beforeAll(async () => {
-    available = await requireTools('sfdisk', 'truncate');
+    available = await requireTools('sfdisk', 'truncate', 'cmp');
     ({ dir, cleanup } = await tempDir('script'));
   });
   afterAll(() => cleanup());
@@ -142,7 +149,12 @@ describe('sfdisk script defaults against sfdisk', () => {
     const random = (text: string) => (/^label-id:/m.test(script) ? text : text.replace(/^label-id: .*$/m, 'label-id: (random)'));
     const expected = random(await dump(bySfdisk));
     const actual = random(await dump(byPlatter));
-    return expected === actual ? undefined : `${script}\n${expected}\n${actual}`;
+    if (expected !== actual) return `${script}\n${expected}\n${actual}`;
+    // On a blank disk an MBR's sectors (the EBRs too) come out as sfdisk writes them, byte
+    // for byte. Over an old GPT, sfdisk clears only its signatures where platter blanks its headers.
+    if (!expected.startsWith('label: dos') || before !== undefined) return undefined;
+    const differing = await differentBytes(bySfdisk, byPlatter, /^label-id:/m.test(script));
+    return differing.length === 0 ? undefined : `${script}\nbytes differ at ${differing.slice(0, 8).join(', ')}`;
   }
 
   it('refuses headers no table can have here, before writing anything', async () => {
@@ -222,6 +234,20 @@ describe('sfdisk script defaults against sfdisk', () => {
     ];
     const withId = (script: string) => script.replace(/^label: (dos|gpt)\n/, (line, label: string) => `${line}label-id: ${label === 'dos' ? '0x5c417e57' : '5C417E57-0000-4000-8000-000000000001'}\n`);
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `s${index}`));
+    expect(problems.filter(Boolean)).toEqual([]);
+  });
+
+  it('EBRs go where sfdisk puts them: 1 MiB before their partition, or the sector before once a start lies closer to the disk or extended start', async () => {
+    if (!available) return;
+    const scripts = [
+      'label: dos\nstart=2048, size=20480, type=83\nstart=22528, size=100000, type=5\nstart=24576, size=20480\nstart=47104, size=8192, type=82\nstart=57344, size=777\n',
+      'label: dos\nstart=63, size=18000, bootable\nstart=18432, size=100000, type=5\nstart=18495, size=4000\nstart=22558, size=10000, type=8e\n',
+      'label: dos\nstart=2048, size=20480\nstart=22528, size=100000, type=f\nstart=22529, size=5000\nstart=27600, size=5000\n',
+      'label: dos\n,,E\nstart=40000, size=1M\nstart=4096, size=1M\nstart=80000, size=1M\n',
+      'label: dos\n,10M,L\n,,E\n,5M\n,5M,S\n,,\n',
+    ];
+    const withId = (script: string) => script.replace(/^label: dos\n/, 'label: dos\nlabel-id: 0x5c417e57\n');
+    const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `e${index}`));
     expect(problems.filter(Boolean)).toEqual([]);
   });
 

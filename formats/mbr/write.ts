@@ -1,7 +1,9 @@
 /**
  * Encoding an MBR and its EBR chain. The first EBR sits at the start of the
- * extended partition, each later one in the sector just before its logical
- * partition; CHS fields use the 255/63 geometry fdisk uses for images.
+ * extended partition, each later one where the caller places it (sfdisk
+ * leaves 1 MiB between an EBR and its partition) or else in the sector just
+ * before its logical partition; CHS fields use the 255/63 geometry fdisk uses
+ * for images.
  */
 
 import { UsageError } from '../../src/core/errors.js';
@@ -11,6 +13,9 @@ import { MBR_SECTOR_BYTES } from './limits.js';
 import { BOOT_SIGNATURE_OFFSET, DISK_SIGNATURE_OFFSET, ENTRIES_OFFSET, MbrEntry, encodeChs } from './struct.js';
 
 const MAX_U32 = 0xffffffff;
+
+/** The sector chosen for a logical partition's EBR, by partition number. */
+export type EbrPlacement = ReadonlyMap<number, number>;
 
 /** Parses a `0x…` disk signature (or plain hex) into a number. */
 export function parseDiskId(id: string): number {
@@ -47,27 +52,31 @@ function typeByte(partition: PartitionRecord): number {
 }
 
 /**
- * Where each EBR goes: the extended start for the first logical, the sector
- * before it for the others. The chain follows the partition numbers, so a
- * link may point back (as sfdisk writes it when a later logical partition
- * lies before an earlier one); each EBR needs a sector of its own inside the
- * extended partition, outside every logical partition.
+ * Where each EBR goes: the extended start for the first logical; for the
+ * others the sector `placed` names, else the sector before the partition. The
+ * chain follows the partition numbers, so a link may point back (as sfdisk
+ * writes it when a later logical partition lies before an earlier one); each
+ * EBR needs a sector of its own inside the extended partition, before its
+ * partition and outside every logical partition.
  */
-function ebrPositions(extended: PartitionRecord, logicals: PartitionRecord[]): number[] {
+function ebrPositions(extended: PartitionRecord, logicals: PartitionRecord[], placed: EbrPlacement): number[] {
   const extendedEnd = extended.start + extended.size;
-  const positions = logicals.map((logical, index) => (index === 0 ? extended.start : logical.start - 1));
+  const inData = (lba: number) => logicals.some((other) => lba >= other.start && lba < other.start + other.size);
+  const positions: number[] = [];
   logicals.forEach((logical, index) => {
-    const ebrLba = positions[index]!;
-    const inData = logicals.some((other) => ebrLba >= other.start && ebrLba < other.start + other.size);
-    if (logical.start <= ebrLba || ebrLba < extended.start || logical.size > extendedEnd - logical.start || inData || positions.indexOf(ebrLba) !== index) {
+    const fits = (lba: number) => lba >= extended.start && lba < logical.start && !inData(lba) && !positions.includes(lba);
+    const wanted = index === 0 ? [extended.start] : [placed.get(logical.number), logical.start - 1];
+    const ebrLba = wanted.find((lba): lba is number => lba !== undefined && fits(lba));
+    if (ebrLba === undefined || logical.size > extendedEnd - logical.start) {
       throw new UsageError(`logical partition ${logical.number} (start ${logical.start}) needs a free sector before it inside the extended partition for its EBR`);
     }
+    positions.push(ebrLba);
   });
   return positions;
 }
 
-function encodeEbrs(extended: PartitionRecord, logicals: PartitionRecord[], sectorSize: number): SectorWrite[] {
-  const positions = ebrPositions(extended, logicals);
+function encodeEbrs(extended: PartitionRecord, logicals: PartitionRecord[], sectorSize: number, placed: EbrPlacement): SectorWrite[] {
+  const positions = ebrPositions(extended, logicals, placed);
   if (logicals.length === 0) positions.push(extended.start);
   return positions.map((ebrLba, index) => {
     const sector = new Uint8Array(MBR_SECTOR_BYTES);
@@ -87,9 +96,10 @@ function encodeEbrs(extended: PartitionRecord, logicals: PartitionRecord[], sect
 
 /**
  * Encodes `table` (label dos) as the writes that put it on a disk. `existingSector0`
- * keeps the boot code in bytes 0–439; the disk signature comes from `table.id`.
+ * keeps the boot code in bytes 0–439; the disk signature comes from `table.id`;
+ * `placed` gives the EBR sector of logical partitions (by number) after the first.
  */
-export function encodeMbr(table: PartitionTable, existingSector0?: Uint8Array): SectorWrite[] {
+export function encodeMbr(table: PartitionTable, existingSector0?: Uint8Array, placed: EbrPlacement = new Map()): SectorWrite[] {
   const sector0 = new Uint8Array(MBR_SECTOR_BYTES);
   if (existingSector0) sector0.set(existingSector0.subarray(0, DISK_SIGNATURE_OFFSET));
   new DataView(sector0.buffer).setUint32(DISK_SIGNATURE_OFFSET, parseDiskId(table.id), true);
@@ -109,5 +119,5 @@ export function encodeMbr(table: PartitionTable, existingSector0?: Uint8Array): 
     if (logicals.length > 0) throw new UsageError('logical partitions need an extended partition');
     return writes;
   }
-  return writes.concat(encodeEbrs(extended, logicals, table.sectorSize));
+  return writes.concat(encodeEbrs(extended, logicals, table.sectorSize, placed));
 }

@@ -5,7 +5,7 @@
  */
 
 import { UsageError } from '../core/errors.js';
-import { MAX_EBR_CHAIN, MBR_SECTOR_BYTES, parseDiskId } from '../../formats/mbr/index.js';
+import { MAX_EBR_CHAIN, MBR_SECTOR_BYTES, parseDiskId, type EbrPlacement } from '../../formats/mbr/index.js';
 import { MAX_SCRIPT_PARTITIONS } from '../core/limits.js';
 import { DEFAULT_ENTRY_SIZE, GPT_SECTOR_SIZES, MAX_ENTRY_ARRAY_BYTES, gptGeometry, randomGuid } from '../../formats/gpt/index.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
@@ -45,12 +45,20 @@ interface Region {
 /** Places partitions one by one, tracking what is used in each region. */
 class Placer {
   readonly placed: PartitionRecord[] = [];
+  /** Where each logical partition's EBR goes, by number (the writer puts the first at the extended start). */
+  readonly ebrs = new Map<number, number>();
   /** The same partitions in disk order, kept so as each one is placed. */
   private readonly byStart: PartitionRecord[] = [];
   private readonly taken = new Set<number>();
   private lowestFree = 1;
   private extended: PartitionRecord | undefined;
   private nextLogical = 5;
+  /**
+   * libfdisk's first LBA: an EBR goes this many sectors before its logical
+   * partition. It starts at the lead and drops to 1 for good once a given start
+   * lies closer than that to the disk's or the extended partition's start.
+   */
+  private firstLba: number;
 
   constructor(
     private readonly label: 'dos' | 'gpt',
@@ -58,11 +66,14 @@ class Placer {
     private readonly grain: number,
     /** Sectors before a partition's start in its area (1 MiB): where a logical partition's EBR goes. */
     private readonly lead: number,
-  ) {}
+  ) {
+    this.firstLba = lead;
+  }
 
   place(entry: ScriptEntry, sectorSize: number): PartitionRecord {
     const given = entry.start ?? (entry.startBytes === undefined ? undefined : Math.floor(entry.startBytes / sectorSize));
     const logical = this.isLogical(entry, given);
+    if (this.label === 'dos' && given !== undefined) this.followGivenStart(given, logical);
     const number = entry.number ?? (logical ? this.nextLogical : this.lowestFreeNumber());
     if (number > 4) this.nextLogical = Math.max(this.nextLogical, number + 1);
     if (this.taken.has(number)) throw new UsageError(`partition ${number} is given twice`);
@@ -82,12 +93,26 @@ class Placer {
     if (next) throw new UsageError(`partition ${number} (sectors ${start}–${start + size - 1}) runs into partition ${next.number} at sector ${next.start}`);
     const partition: PartitionRecord = { number, start, size, type: resolveType(this.label, entry.type) };
     if (this.label === 'dos' && isExtendedType(partition.type)) this.extended = partition;
+    if (this.label === 'dos' && number > 4) this.ebrs.set(number, this.ebrSector(start));
     this.placed.push(partition);
     this.taken.add(number);
     let at = this.byStart.length;
     while (at > 0 && this.byStart[at - 1]!.start > start) at--;
     this.byStart.splice(at, 0, partition);
     return partition;
+  }
+
+  /** sfdisk's first LBA drops to 1 for a start given below it, on the disk or in the extended partition. */
+  private followGivenStart(given: number, logical: boolean): void {
+    if (logical && !this.extended) return;
+    const base = logical ? this.extended!.start : 0;
+    if (given >= Math.max(base, 1) && given < base + this.firstLba) this.firstLba = 1;
+  }
+
+  /** Where sfdisk puts the EBR of a logical partition (other than the first): the first LBA before it, never on the first EBR. */
+  private ebrSector(start: number): number {
+    const sector = start - this.firstLba;
+    return sector === this.extended!.start ? sector + 1 : sector;
   }
 
   private isLogical(entry: ScriptEntry, start: number | undefined): boolean {
@@ -312,6 +337,11 @@ function checkCount(script: Script, label: 'dos' | 'gpt', entryCount: number | u
 
 /** Builds the table a script describes for a disk of `diskSize` bytes; `old` is the table it replaces. */
 export function layoutScript(script: Script, diskSize: number, old?: PartitionTable): PartitionTable {
+  return placeScript(script, diskSize, old).table;
+}
+
+/** The table a script describes, and where sfdisk would put the EBRs of its logical partitions. */
+export function placeScript(script: Script, diskSize: number, old?: PartitionTable): { table: PartitionTable; ebrs: EbrPlacement } {
   const label = script.label ?? old?.label ?? 'dos';
   const sectorSize = tableSectorSize(script, label, old);
   const totalSectors = Math.floor(diskSize / sectorSize);
@@ -348,5 +378,5 @@ export function layoutScript(script: Script, diskSize: number, old?: PartitionTa
   const logicals = table.partitions.filter((partition) => label === 'dos' && partition.number > 4).length;
   if (logicals > MAX_EBR_CHAIN) throw new UsageError(`${logicals} logical partitions: an MBR's EBR chain is read to ${MAX_EBR_CHAIN} at most`);
   checkOverlaps(table.partitions, label);
-  return table;
+  return { table, ebrs: placer.ebrs };
 }

@@ -8,7 +8,7 @@
 
 import type { BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
-import { parseMbr, looksLikeMbr, hasProtectiveEntry, encodeMbr } from '../../formats/mbr/index.js';
+import { parseMbr, looksLikeMbr, hasProtectiveEntry, encodeMbr, type EbrPlacement } from '../../formats/mbr/index.js';
 import { parseGpt, encodeGpt } from '../../formats/gpt/index.js';
 import { isBootSectorFilesystem, probeFilesystem } from '../../formats/fs-probe/index.js';
 import type { PartitionTable, SectorWrite } from '../../formats/partition-table/model.js';
@@ -42,12 +42,13 @@ export function requireTableWritable(disk: BlockDevice & { format?: string }): v
 /**
  * The writes that put `table` on `disk`, clearing the signatures of the other
  * label (a GPT's headers when writing an MBR) so tools do not see a stale table.
+ * `ebrs` places the EBRs of an MBR's logical partitions (see encodeMbr).
  */
-export async function encodeTableFor(disk: BlockDevice, table: PartitionTable): Promise<SectorWrite[]> {
+export async function encodeTableFor(disk: BlockDevice, table: PartitionTable, ebrs?: EbrPlacement): Promise<SectorWrite[]> {
   const sector0 = disk.size >= 512 ? await disk.read(0, 512) : undefined;
   const totalSectors = Math.floor(disk.size / table.sectorSize);
   if (table.label === 'gpt') return encodeGpt(table, totalSectors, sector0);
-  const writes = encodeMbr(table, sector0);
+  const writes = encodeMbr(table, sector0, ebrs);
   const old = await parseGpt(disk);
   if (old) {
     const blank = new Uint8Array(old.sectorSize);
@@ -56,10 +57,10 @@ export async function encodeTableFor(disk: BlockDevice, table: PartitionTable): 
   return writes;
 }
 
-/** Writes `table` onto `disk`. */
-export async function writePartitionTable(disk: BlockDevice & { format?: string }, table: PartitionTable): Promise<void> {
+/** Writes `table` onto `disk`; `ebrs` places an MBR's EBRs (see encodeMbr). */
+export async function writePartitionTable(disk: BlockDevice & { format?: string }, table: PartitionTable, ebrs?: EbrPlacement): Promise<void> {
   requireTableWritable(disk);
-  for (const { offset, data } of await encodeTableFor(disk, table)) {
+  for (const { offset, data } of await encodeTableFor(disk, table, ebrs)) {
     if (data.length > disk.size - offset) throw new UsageError(`the partition table does not fit ${disk.name} (${disk.size} bytes)`);
     await disk.write!(offset, data);
   }

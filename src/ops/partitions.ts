@@ -8,7 +8,7 @@ import type { FilesystemInfo } from '../../formats/fs-probe/index.js';
 import { probeRange } from './mount-offset.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
 import { readPartitionTable, writePartitionTable } from '../engine/partition-table.js';
-import { layoutScript } from '../engine/partition-layout.js';
+import { placeScript } from '../engine/partition-layout.js';
 import { parseScript } from '../engine/sfdisk-script.js';
 import { attributesText } from '../engine/gpt-attributes.js';
 
@@ -181,8 +181,8 @@ export function sfdiskScript(listing: PartitionListing): string | undefined {
 /** Writes the table an sfdisk script describes onto `image`; returns the table written. */
 export async function writePartitions(image: Image, scriptText: string): Promise<PartitionTable> {
   const old = await readPartitionTable(image);
-  const table = layoutScript(parseScript(scriptText), image.size, old);
-  await writePartitionTable(image, table);
+  const { table, ebrs } = placeScript(parseScript(scriptText), image.size, old);
+  await writePartitionTable(image, table, ebrs);
   return table;
 }
 
