@@ -106,10 +106,14 @@ async function dump(path: string): Promise<string> {
   return (await mustRun('sfdisk', ['-d', path])).split(path).join('DISK').replace(/, uuid=[0-9A-F-]+/g, '');
 }
 
-/** Offsets of the bytes two images differ in (cmp -l), less the disk signature when it is random. */
-async function differentBytes(a: string, b: string, sameId: boolean): Promise<number[]> {
-  const { stdout } = await runTool('cmp', ['-l', a, b]);
-  const offsets = stdout.split('\n').filter(Boolean).map((line) => Number(line.trim().split(/\s+/)[0]) - 1);
+/**
+ * Offsets of the bytes two images differ in (cmp -l), less the disk signature
+ * when it is random; only `count` bytes from `skip` when given.
+ */
+async function differentBytes(a: string, b: string, sameId: boolean, skip = 0, count?: number): Promise<number[]> {
+  const range = count === undefined ? [] : ['-i', String(skip), '-n', String(count)];
+  const { stdout } = await runTool('cmp', ['-l', ...range, a, b]);
+  const offsets = stdout.split('\n').filter(Boolean).map((line) => skip + Number(line.trim().split(/\s+/)[0]) - 1);
   return offsets.filter((offset) => sameId || offset < 440 || offset > 443);
 }
 
@@ -249,6 +253,28 @@ describe('sfdisk script defaults against sfdisk', () => {
     const withId = (script: string) => script.replace(/^label: dos\n/, 'label: dos\nlabel-id: 0x5c417e57\n');
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `e${index}`));
     expect(problems.filter(Boolean)).toEqual([]);
+  });
+
+  it('a GPT comes out as sfdisk writes it, byte for byte, protective MBR included', async () => {
+    if (!available) return;
+    const script =
+      'label: gpt\nlabel-id: 5C417E57-0000-4000-8000-000000000001\n' +
+      'size=10M, type=U, uuid=11111111-1111-4111-8111-111111111111, name="EFI system", attrs="RequiredPartition GUID:63"\n' +
+      'size=777, type=S, uuid=22222222-2222-4222-8222-222222222222, name="r\\xc3\\xb6ot"\n' +
+      'type=V, uuid=33333333-3333-4333-8333-333333333333\n';
+    const problems = [];
+    for (const [index, bytes] of [64 * 1024 * 1024, 9 * 1024 * 1024 * 1024].entries()) {
+      const bySfdisk = join(dir, `g-s${index}.img`);
+      const byPlatter = join(dir, `g-p${index}.img`);
+      await mustRun('truncate', ['-s', String(bytes), bySfdisk, byPlatter]);
+      await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', bySfdisk], script);
+      await withImage(byPlatter, (image) => writePartitions(image, script), true);
+      // The protective MBR, the primary header and array; the backup ones.
+      const tail = 64 * 1024;
+      const differing = [...(await differentBytes(bySfdisk, byPlatter, true, 0, 1024 * 1024)), ...(await differentBytes(bySfdisk, byPlatter, true, bytes - tail, tail))];
+      if (differing.length > 0) problems.push(`${bytes} bytes: differ at ${differing.slice(0, 8).join(', ')}`);
+    }
+    expect(problems).toEqual([]);
   });
 
   it('80 random scripts: platter places partitions exactly where sfdisk does', async () => {

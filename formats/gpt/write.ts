@@ -60,6 +60,12 @@ function encodeHeader(fields: Omit<Parameters<typeof GptHeader.encode>[0], 'head
   return sector;
 }
 
+/**
+ * The protective entry's last CHS address as libfdisk writes it, whatever the
+ * disk's size: all ones, "not representable" (sgdisk works one out instead).
+ */
+const PROTECTIVE_CHS_LAST = Uint8Array.of(0xff, 0xff, 0xff);
+
 /** Sector 0 as a protective MBR: one 0xEE entry over the whole disk; boot code kept. */
 export function encodeProtectiveMbr(totalSectors: number, existingSector0?: Uint8Array): Uint8Array {
   const sector = new Uint8Array(512);
@@ -67,7 +73,7 @@ export function encodeProtectiveMbr(totalSectors: number, existingSector0?: Uint
   const size = Math.min(totalSectors - 1, 0xffffffff);
   MbrEntry.encodeInto(
     sector,
-    { status: 0, chsFirst: encodeChs(1), type: GPT_PROTECTIVE_TYPE, chsLast: encodeChs(size), lbaStart: 1, sectors: size },
+    { status: 0, chsFirst: encodeChs(1), type: GPT_PROTECTIVE_TYPE, chsLast: PROTECTIVE_CHS_LAST, lbaStart: 1, sectors: size },
     ENTRIES_OFFSET,
   );
   sector[BOOT_SIGNATURE_OFFSET] = 0x55;
