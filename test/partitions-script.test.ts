@@ -249,6 +249,8 @@ describe('sfdisk script defaults against sfdisk', () => {
       'label: dos\nstart=2048, size=20480\nstart=22528, size=100000, type=f\nstart=22529, size=5000\nstart=27600, size=5000\n',
       'label: dos\n,,E\nstart=40000, size=1M\nstart=4096, size=1M\nstart=80000, size=1M\n',
       'label: dos\n,10M,L\n,,E\n,5M\n,5M,S\n,,\n',
+      // The links between EBRs have type 5 whatever the extended partition's type.
+      'label: dos\n,10M\n,,85\n,5M\n,5M\n,,\n',
     ];
     const withId = (script: string) => script.replace(/^label: dos\n/, 'label: dos\nlabel-id: 0x5c417e57\n');
     const problems = await mapLimited(scripts, 3, (script, index) => compareWithSfdisk(withId(script), 64 * 1024 * 1024, `e${index}`));

@@ -14,6 +14,9 @@ import { BOOT_SIGNATURE_OFFSET, DISK_SIGNATURE_OFFSET, ENTRIES_OFFSET, MbrEntry,
 
 const MAX_U32 = 0xffffffff;
 
+/** The type of an EBR's link to the next one. */
+const EBR_LINK_TYPE = 0x05;
+
 /** The sector chosen for a logical partition's EBR, by partition number. */
 export type EbrPlacement = ReadonlyMap<number, number>;
 
@@ -85,8 +88,9 @@ function encodeEbrs(extended: PartitionRecord, logicals: PartitionRecord[], sect
     const next = logicals[index + 1];
     const nextEbr = positions[index + 1];
     if (next && nextEbr !== undefined) {
-      // The link covers the next EBR through the end of its logical partition, as fdisk writes it.
-      putEntry(sector, 1, nextEbr, nextEbr - extended.start, next.start + next.size - nextEbr, extended.type === '85' ? 0x85 : 0x05, false);
+      // The link covers the next EBR through the end of its logical partition and has
+      // type 5 whatever the extended partition's type (0f, 85), as fdisk writes it.
+      putEntry(sector, 1, nextEbr, nextEbr - extended.start, next.start + next.size - nextEbr, EBR_LINK_TYPE, false);
     }
     sector[BOOT_SIGNATURE_OFFSET] = 0x55;
     sector[BOOT_SIGNATURE_OFFSET + 1] = 0xaa;
