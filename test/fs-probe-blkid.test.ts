@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeFilesystem } from '../formats/fs-probe/index.js';
 import { FileDevice } from '../src/node/file-device.js';
 import { mountOffsets } from '../src/ops/mount-offset.js';
+import { listPartitions, sfdiskJson } from '../src/ops/partitions.js';
 import { withImage } from './helpers/partition-images.js';
 import { mustRun, requireTools, runTool, tempDir } from './helpers/partition-tools.js';
 
@@ -178,6 +179,30 @@ describe('whole-disk filesystems', () => {
       await mustRun('truncate', ['-s', '8M', path]);
       const offsets = await withImage(path, (image) => mountOffsets(image));
       expect(offsets.targets[0]).toMatchObject({ name: 'disk', offset: 0, sizelimit: 8 * 1024 * 1024, filesystem: { type: 'ext4', label: 'big', size: 16 * 1024 * 1024 } });
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+describe('a partition table over a FAT boot sector', () => {
+  it('is listed as sfdisk lists it once its entries describe partitions; without any the disk is the filesystem', async () => {
+    if (!(await requireTools('mkfs.fat', 'sfdisk', 'truncate'))) return;
+    const { dir, cleanup } = await tempDir('fat-table');
+    try {
+      const path = join(dir, 'fat.img');
+      await mustRun('truncate', ['-s', '32M', path]);
+      await mustRun('mkfs.fat', ['-F', '16', '-n', 'WHOLE', path]);
+      const whole = await withImage(path, (image) => mountOffsets(image));
+      expect(whole.targets.map((target) => [target.name, target.filesystem?.label])).toEqual([['disk', 'WHOLE']]);
+      // sfdisk keeps the first 440 bytes of sector 0, and the FAT boot sector with them.
+      await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', path], 'label: dos\nlabel-id: 0x0fa7fa7f\n,8M,L\n,,c\n');
+      const listing = await withImage(path, (image) => listPartitions(image, { device: path }));
+      const ours = sfdiskJson(listing)!;
+      for (const partition of ours.partitiontable.partitions) delete partition.filesystem;
+      expect(ours).toEqual(JSON.parse(await mustRun('sfdisk', ['--json', path])));
+      const offsets = await withImage(path, (image) => mountOffsets(image));
+      expect(offsets.targets.map((target) => [target.name, target.offset])).toEqual([['1', 1024 * 1024], ['2', 9 * 1024 * 1024]]);
     } finally {
       await cleanup();
     }

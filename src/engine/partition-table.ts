@@ -2,8 +2,10 @@
  * Finding the partition table of a disk (raw file or the virtual disk of any
  * image) and writing one. A GPT's protective entry is followed first, as
  * libfdisk follows it (even in a FAT boot sector left under it). A
- * FAT/NTFS/exFAT boot sector also ends in 55AA, so otherwise a filesystem at
- * sector 0 is ruled out before sector 0 is read as an MBR.
+ * FAT/NTFS/exFAT boot sector also ends in 55AA: one whose entries describe no
+ * partition is the filesystem of the whole disk, not an empty MBR; one whose
+ * entries do (a table written over it: sfdisk, like platter, keeps bytes 0–439)
+ * is the table sfdisk and the kernel read there.
  */
 
 import type { BlockDevice } from '../core/device.js';
@@ -25,8 +27,9 @@ export async function readPartitionTable(disk: BlockDevice): Promise<PartitionTa
     const gpt = await parseGpt(disk);
     if (gpt) return gpt;
   }
-  if (!looksLikeMbr(sector0) || isBootSectorFilesystem(await probeFilesystem(disk))) return undefined;
+  if (!looksLikeMbr(sector0)) return undefined;
   const dos = await parseMbr(disk, sector0);
+  if (dos?.partitions.length === 0 && isBootSectorFilesystem(await probeFilesystem(disk))) return undefined;
   if (protective) dos?.warnings.push('the MBR has a GPT protective entry but no valid GPT was found');
   return dos;
 }
