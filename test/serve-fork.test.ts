@@ -55,6 +55,36 @@ describe.skipIf(!hasTool('qemu-img'))('serve --fork', () => {
     expect(result.stderr).toMatch(/missing\.raw: Could not open: No such file or directory/);
   });
 
+  it.skipIf(!hasTool('qemu-nbd'))('a one-shot server outlives clients that leave in the handshake, and ends after one served, as qemu-nbd does', async () => {
+    const servers = [
+      { name: 'platter', socket: tmp.path('o1.sock'), pidFile: tmp.path('o1.pid') },
+      { name: 'qemu-nbd', socket: tmp.path('o2.sock'), pidFile: tmp.path('o2.pid') },
+    ];
+    for (const server of servers) {
+      const args = ['--fork', '--pid-file', server.pidFile, '-r', '-f', 'raw', '-k', server.socket, disk];
+      if (server.name === 'platter') expect(platter(['serve', ...args]).status).toBe(0);
+      else run('qemu-nbd', args);
+    }
+    const seen = [];
+    for (const server of servers) {
+      const pid = Number(readFileSync(server.pidFile, 'utf8'));
+      // A client that only lists the exports, then one that names an export not there.
+      expect(run('qemu-nbd', ['-L', '-k', server.socket])).toContain("export: ''");
+      expect(() => run('qemu-img', ['info', `nbd+unix:///missing?socket=${server.socket}`])).toThrow();
+      const aliveAfterHandshakes = alive(pid);
+      let info = '';
+      try {
+        info = run('qemu-img', ['info', `nbd+unix:///?socket=${server.socket}`]);
+      } catch {
+        // A server that ended too early: the comparison below says so.
+      }
+      await until(() => !alive(pid));
+      seen.push({ aliveAfterHandshakes, served: info.includes('virtual size: 1 MiB'), endedAfterServing: !alive(pid) });
+    }
+    expect(seen[0]).toEqual({ aliveAfterHandshakes: true, served: true, endedAfterServing: true });
+    expect(seen[0]).toEqual(seen[1]);
+  });
+
   it('-r is taken (the default mode), and refused with --writable', () => {
     const refused = platter(['serve', '-r', '-w', disk]);
     expect([refused.status, refused.stderr]).toEqual([1, 'platter: --read-only and --writable cannot be used together\n']);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { imageExport } from '../src/nbd/export.js';
 import { singleExportCatalog } from '../src/nbd/server.js';
-import { Command } from '../src/nbd/constants.js';
+import { Command, Option } from '../src/nbd/constants.js';
 import { listenNbd, type NbdListener } from '../src/node/nbd-listen.js';
 import { connectUnix, TestNbdClient } from './helpers/serve-nbd-client.js';
 import { patternBytes, sparseImage } from './helpers/serve-images.js';
@@ -38,6 +38,16 @@ function silentConnection(socket: string): Promise<void> {
   });
 }
 
+/** Connects and hangs up at once, before the handshake. */
+function silentConnectionClosedByClient(socket: string): Promise<void> {
+  return new Promise((resolve) => {
+    const client = connect(socket, () => client.end());
+    client.on('data', () => {});
+    client.on('error', () => {});
+    client.on('close', () => resolve());
+  });
+}
+
 describe('listenNbd', () => {
   it('drops a client that never finishes the handshake, freeing its slot', async () => {
     const { listener, socket, logs } = await listen({ handshakeTimeoutMs: 200, persistent: true });
@@ -57,6 +67,30 @@ describe('listenNbd', () => {
     await client.request(Command.READ, 0, 4096);
     expect(Buffer.compare((await client.simpleReply(4096)).data, patternBytes(4096))).toBe(0);
     expect(ended).toBe(false);
+    await client.request(Command.DISC, 0, 0);
+    await listener.done;
+    expect(ended).toBe(true);
+  });
+
+  it('is not ended by a client that leaves in the handshake (listing, a missing export, a hang-up), as qemu-nbd is not', async () => {
+    const { listener, socket } = await listen();
+    let ended = false;
+    void listener.done.then(() => (ended = true));
+    const lister = new TestNbdClient(await connectUnix(socket));
+    await lister.greet();
+    await lister.sendOption(Option.LIST);
+    await lister.optionReplies();
+    await lister.sendOption(Option.ABORT);
+    await lister.optionReplies();
+    expect(await lister.io.readExact(1)).toBeNull();
+    const lost = new TestNbdClient(await connectUnix(socket));
+    await expect(lost.connect({ name: 'missing' })).rejects.toThrow(/GO refused/);
+    lost.io.close();
+    await silentConnectionClosedByClient(socket);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ended).toBe(false);
+    const client = new TestNbdClient(await connectUnix(socket));
+    await client.connect();
     await client.request(Command.DISC, 0, 0);
     await listener.done;
     expect(ended).toBe(true);

@@ -21,7 +21,7 @@ export type NbdEndpoint = { socketPath: string } | { port: number; host?: string
 export interface NbdListenOptions {
   /** Clients served at once; more wait for a free slot (qemu-nbd's --shared). */
   shared: number;
-  /** Keep listening after the last client leaves (qemu-nbd's --persistent). */
+  /** Keep listening after the last client leaves (qemu-nbd's --persistent); else stop when one that picked an export leaves last. */
   persistent: boolean;
   /** Where connection events are reported. */
   log?(message: string): void;
@@ -79,12 +79,14 @@ export async function listenNbd(catalog: ExportCatalog, endpoint: NbdEndpoint, o
 
   const start = (socket: Socket) => {
     sockets.add(socket);
-    const connection = runConnection(socket, catalog, log, options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS).finally(() => {
+    const connection = runConnection(socket, catalog, log, options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS).then((served) => {
       sockets.delete(socket);
       connections.delete(connection);
       const next = nextWaiting(waiting);
       if (next && !closing) start(next);
-      else if (!options.persistent && sockets.size === 0) void close();
+      // As qemu-nbd: only a client that got to transmission ends a one-shot server; one that
+      // listed the exports, asked for a missing one or broke off its handshake does not.
+      else if (!options.persistent && served && sockets.size === 0) void close();
     });
     connections.add(connection);
   };
@@ -127,18 +129,24 @@ function nextWaiting(waiting: Socket[]): Socket | undefined {
   return undefined;
 }
 
-async function runConnection(socket: Socket, catalog: ExportCatalog, log: (message: string) => void, timeoutMs: number): Promise<void> {
+/** Serves one client; resolves true when it picked an export (transmission started), false when it left in the handshake. */
+async function runConnection(socket: Socket, catalog: ExportCatalog, log: (message: string) => void, timeoutMs: number): Promise<boolean> {
   if (socket.remoteFamily) socket.setNoDelay(true);
   // A client that never finishes the handshake must not hold a --shared slot forever.
   const timer = setTimeout(() => {
     log('dropped a client that did not finish the handshake in time');
     socket.destroy();
   }, timeoutMs);
+  let served = false;
   await serveConnection(socketDuplex(socket), catalog, {
-    onSession: () => clearTimeout(timer),
+    onSession: () => {
+      served = true;
+      clearTimeout(timer);
+    },
     onError: (error) => log(`client dropped: ${error instanceof Error ? error.message : String(error)}`),
   });
   clearTimeout(timer);
+  return served;
 }
 
 function listenOnce(server: Server, endpoint: NbdEndpoint): Promise<NbdAddress> {
