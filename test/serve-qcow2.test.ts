@@ -191,6 +191,28 @@ describe.runIf(qemu)('serving qcow2', () => {
       expect(allocated(ours), options).toBe(allocated(theirs));
     }
   });
+  it('a write into a cluster zeroed with NO_HOLE reuses its host cluster, as qemu does: the file is byte for byte qemu-io\'s', async () => {
+    // A whole cluster, a part of one, and one the range covers in part (written whole, not zeroed).
+    const writes = ['write -z 0 64k', 'write -P 0x21 5000 300', 'write -z 1M 128k', 'write -P 0x22 1M 64k', 'write -P 0x23 1100k 1k', 'write -z 3M 100k', 'write -P 0x24 3136k 4k'];
+    for (const [index, options] of ['compat=1.1', 'compat=1.1,cluster_size=4k'].entries()) {
+      const original = file(`refill-${index}.qcow2`);
+      runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, original, '4M']);
+      runTool('qemu-io', ['-f', 'qcow2', original, '-c', 'write -P 0x11 0 4M']);
+      const ours = file(`refill-${index}-platter.qcow2`);
+      const theirs = file(`refill-${index}-qemu.qcow2`);
+      writeFileSync(ours, readFileSync(original));
+      writeFileSync(theirs, readFileSync(original));
+      const commands = writes.flatMap((command) => ['-c', command]);
+      const served = await startServe(ours, nextSocket(), ['--writable']);
+      // Over NBD, qemu-io's write -z (no -u) is a zero write with NO_HOLE, as it is on the file.
+      runTool('qemu-io', ['-f', 'raw', served.uri, ...commands]);
+      expect(await exitWithin(served, 10_000)).toBe(0);
+      runTool('qemu-io', ['-f', 'qcow2', theirs, ...commands]);
+      expect(spawnSync('qemu-img', ['check', ours]).status, options).toBe(0);
+      expect(hostMap(ours), options).toEqual(hostMap(theirs));
+      expect(Buffer.compare(readFileSync(ours), readFileSync(theirs)), options).toBe(0);
+    }
+  });
   it('WRITE_ZEROES marks unwritten clusters zero, and FAST_ZERO zeroes only where metadata can, as qemu does', async () => {
     // -n is qemu's no-fallback zero write: FAST_ZERO over NBD (qemu's client refuses it itself unless offered).
     const zeroWrites = [

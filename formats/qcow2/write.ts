@@ -655,8 +655,24 @@ export class Qcow2Writer {
       if (!extendedL2) return this.dataTarget.write!(hostOffset + inCluster, data);
       return this.writeSubclusters(slot, hostOffset, clusterStart, inCluster, data);
     }
+    if (type === 'zero-alloc' && l2EntryCopied(slot.table, slot.index, extendedL2)) return this.fillZeroCluster(slot, clusterStart, inCluster, data);
     if (extendedL2 && type === 'unallocated' && !this.dataFile) return this.allocateSubclusters(slot, clusterStart, inCluster, data);
     await this.reallocate(slot, clusterStart, inCluster, data, type);
+  }
+
+  /**
+   * A write into an allocated zero cluster of ours alone (what a zero write
+   * that keeps allocation leaves): its host cluster is reused, as qemu reuses
+   * it, written whole (zeros around `data`), then the entry loses its zero
+   * flag. Giving it a new cluster instead would leave the file a cluster longer.
+   */
+  private async fillZeroCluster(slot: L2Slot, clusterStart: number, inCluster: number, data: Uint8Array): Promise<void> {
+    const hostOffset = l2EntryHostOffset(slot.table, slot.index, false, slot.tableOffset);
+    if (!this.dataFile) this.host.overlap.check(hostOffset, this.clusterSize, clusterStart + inCluster);
+    const content = new Uint8Array(this.clusterSize);
+    content.set(data, inCluster);
+    await this.dataTarget.write!(hostOffset, content);
+    await this.tables.setDataEntry(slot, hostOffset, ALL_SUBCLUSTERS, 0);
   }
 
   /**
