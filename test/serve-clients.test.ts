@@ -10,7 +10,7 @@ import { openImageFile } from '../src/node/open.js';
 import type { Extent } from '../src/core/image.js';
 import { CLI, exitWithin, haveServeTool, makeServeTempDir, runTool, startServe, stopAllServes } from './helpers/serve-tools.js';
 import { patternBytes } from './helpers/serve-images.js';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { connectUnix, TestNbdClient } from './helpers/serve-nbd-client.js';
 
@@ -215,6 +215,33 @@ describe.runIf(haveServeTool('qemu-img'))('listening', () => {
     served.process.kill('SIGINT');
     expect(await exitWithin(served, 10_000)).toBe(0);
     expect(readFileSync(image).subarray(2 * MiB, 2 * MiB + 4096).every((byte) => byte === 0x3c)).toBe(true);
+  });
+
+  it.runIf(haveServeTool('qemu-io') && haveServeTool('qemu-nbd'))('stops cleanly on SIGHUP, as qemu-nbd does: exit status 0, writes flushed, socket removed', async () => {
+    const outcomes = [];
+    for (const server of ['platter', 'qemu-nbd']) {
+      const image = makeRawImage(`sighup-${server}.raw`, 4 * MiB);
+      const socket = nextSocket();
+      let exited: Promise<number | null>;
+      let kill: () => void;
+      if (server === 'platter') {
+        const served = await startServe(image, socket, ['--writable', '--persistent']);
+        exited = served.exited;
+        kill = () => served.process.kill('SIGHUP');
+      } else {
+        const child = spawn('qemu-nbd', ['-t', '-f', 'raw', '-k', socket, image], { stdio: 'ignore' });
+        exited = new Promise((done) => child.on('exit', (code) => done(code)));
+        for (let waited = 0; !existsSync(socket) && waited < 10_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+        kill = () => child.kill('SIGHUP');
+      }
+      runTool('qemu-io', ['-f', 'raw', `nbd+unix:///?socket=${socket}`, '-c', 'write -P 0x3d 1M 4k']);
+      kill();
+      const code = await exited;
+      const flushed = readFileSync(image).subarray(MiB, MiB + 4096).every((byte) => byte === 0x3d);
+      outcomes.push({ server, code, flushed, socketLeft: existsSync(socket) });
+    }
+    expect(outcomes[0]).toEqual({ server: 'platter', code: 0, flushed: true, socketLeft: false });
+    expect({ ...outcomes[0], server: 'qemu-nbd' }).toEqual(outcomes[1]);
   });
 
   it('makes a second client wait for the slot of the first (--shared 1)', async () => {

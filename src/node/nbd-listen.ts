@@ -5,7 +5,7 @@
 
 import { lstat, readFile, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { IoError } from '../core/errors.js';
 import type { ExportCatalog } from '../nbd/handshake.js';
@@ -235,20 +235,25 @@ async function startListening(server: Server, endpoint: NbdEndpoint): Promise<Nb
 }
 
 /**
- * Runs `stop` on the first SIGINT or SIGTERM (a second one exits at once).
- * Returns a function that removes the handlers.
+ * The signals that stop a server cleanly (clients dropped, writes flushed, the
+ * socket removed): qemu-nbd's, SIGHUP included, so a server left behind by a
+ * closed terminal does not die with its socket file in place.
+ */
+const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Runs `stop` on the first shutdown signal (a second one exits at once, with
+ * the shell's status for that signal). Returns a function that removes the handlers.
  */
 export function onShutdownSignals(stop: () => Promise<void>): () => void {
   let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(signal === 'SIGINT' ? 130 : 143);
+    if (stopping) process.exit(128 + (constants.signals[signal] ?? 0));
     stopping = true;
     void stop();
   };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  for (const signal of SHUTDOWN_SIGNALS) process.on(signal, handler);
   return () => {
-    process.off('SIGINT', handler);
-    process.off('SIGTERM', handler);
+    for (const signal of SHUTDOWN_SIGNALS) process.off(signal, handler);
   };
 }

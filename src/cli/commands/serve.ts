@@ -55,7 +55,7 @@ const command: CliCommand = {
       .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
       .option('description', { alias: 'D', type: 'string', requiresArg: true, describe: "The export's description, as clients list it (default: the image's name)" })
       .example('platter serve --socket /tmp/disk.sock disk.img', "Serve the disk read-only; then: qemu-img convert -O raw 'nbd+unix:///?socket=/tmp/disk.sock' copy.raw")
-      .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT or SIGTERM')
+      .example('platter serve --writable --persistent -k /tmp/d.sock disk.img', 'Accept writes, and keep serving until SIGINT, SIGTERM or SIGHUP')
       .example('platter serve -w --discard=unmap -k /tmp/d.sock vm.qcow2', "Let the client's TRIM free clusters of the qcow2 file")
       .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
       .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
