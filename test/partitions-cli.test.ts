@@ -5,12 +5,12 @@
  */
 
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mustRun, requireTools, tempDir, type ToolResult } from './helpers/partition-tools.js';
+import { mustRun, requireTools, runTool, tempDir, type ToolResult } from './helpers/partition-tools.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.cjs', import.meta.url));
 
@@ -124,6 +124,38 @@ describe('platter partitions and mount-offset (CLI)', () => {
     const refused = await platter(['partitions', '--write', '-', path], 'label: dos\nstart=200000, size=10\n');
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(new RegExp(`^platter: ${path}: partition 1 \\(start 200000, 10 sectors\\) does not fit`));
+  });
+
+  it('a raw file that ends inside a sector: tables listed and written on its whole sectors, as sfdisk does, never growing it', async () => {
+    if (!available) return;
+    // 30000001 bytes: qemu (and info) round up to 58594 sectors, sfdisk counts 58593; 4 MiB + 511 is a "small disk" (grain 512) for sfdisk.
+    const gpt = 'label: gpt\nlabel-id: 0F4DB643-B516-A246-95DA-07C95AF929D8\nuuid=E647A520-072E-0242-BC5E-A97E8890E990, size=2M, type=L\nuuid=5CCA0B3D-BFDC-42BE-9B34-15703AFADCEE, type=S\n';
+    const dos = 'label: dos\nlabel-id: 0x12345678\n,1M,L\n,,Ex\n,,L\n';
+    for (const size of [30000001, 4 * 1024 * 1024 + 511]) {
+      for (const script of [gpt, dos]) {
+        const ours = join(dir, `partial-${size}.img`);
+        const theirs = join(dir, `partial-${size}-sfdisk.img`);
+        await rm(ours, { force: true });
+        await rm(theirs, { force: true });
+        await mustRun('truncate', ['-s', String(size), ours, theirs]);
+        await mustRun('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', theirs], script);
+        const written = await platter(['partitions', '--write', '-', ours], script);
+        expect(written.stderr, script).toBe('');
+        expect((await stat(ours)).size).toBe(size);
+        expect((await runTool('cmp', [ours, theirs])).stdout, script).toBe('');
+        expect((await platter(['partitions', theirs])).stdout).toBe(await mustRun('sfdisk', ['-l', theirs]));
+        expect((await platter(['partitions', '--output=json', theirs])).stdout).toBe(await mustRun('sfdisk', ['--json', theirs]));
+        expect((await platter(['partitions', '--output=sfdisk', theirs])).stdout).toBe(await mustRun('sfdisk', ['-d', theirs]));
+        const offsets = JSON.parse((await platter(['mount-offset', '--output=json', theirs])).stdout);
+        const listed = JSON.parse(await mustRun('sfdisk', ['--json', theirs])).partitiontable.partitions;
+        const mountable = listed.filter((partition: { type: string }) => partition.type !== '5');
+        expect(offsets.targets.map((target: { offset: number }) => target.offset)).toEqual(mountable.map((partition: { start: number }) => partition.start * 512));
+      }
+      // The image's virtual size is still qemu's, rounded up to a whole sector.
+      const info = join(dir, `partial-${size}.img`);
+      const ourInfo = JSON.parse((await platter(['info', '--output=json', info])).stdout);
+      expect(ourInfo['virtual-size']).toBe(JSON.parse(await mustRun('qemu-img', ['info', '--output=json', info]))['virtual-size']);
+    }
   });
 
   it('PARTLABEL= picks a GPT partition by name', async () => {

@@ -8,14 +8,33 @@
  * is the table sfdisk and the kernel read there.
  */
 
-import type { BlockDevice } from '../core/device.js';
+import { SliceDevice, type BlockDevice } from '../core/device.js';
 import { UnsupportedFeatureError, UsageError } from '../core/errors.js';
+import type { Image } from '../core/image.js';
+import { bytesAsStored } from '../../formats/raw/index.js';
 import { parseMbr, looksLikeMbr, hasProtectiveEntry, encodeMbr, type EbrPlacement } from '../../formats/mbr/index.js';
 import { parseGpt, encodeGpt } from '../../formats/gpt/index.js';
 import { isBootSectorFilesystem, probeFilesystem } from '../../formats/fs-probe/index.js';
 import type { PartitionTable, SectorWrite } from '../../formats/partition-table/model.js';
 
 export type { PartitionTable, PartitionRecord, SectorWrite, TableLabel } from '../../formats/partition-table/model.js';
+
+/** The sector a disk file is counted in by sfdisk, blkid and the loop driver, whatever its table's sector size. */
+const FILE_SECTOR_BYTES = 512;
+
+/**
+ * The disk a partition table of `image` lies on: its whole 512-byte sectors.
+ * A raw file whose size is not a multiple of 512 reads (as in qemu) with its
+ * last sector completed by zeros, but sfdisk and the kernel see only the
+ * whole sectors: the listing counts those, a GPT's backup goes in the last of
+ * them, and a table written never grows the file. Other formats' virtual
+ * disks are whole sectors already.
+ */
+export function partitionDisk(image: Image): BlockDevice {
+  const stored = bytesAsStored(image.format) ? Math.min(image.device.size, image.size) : image.size;
+  const whole = stored - (stored % FILE_SECTOR_BYTES);
+  return whole === image.size ? image : new SliceDevice(image, 0, whole, { name: image.name });
+}
 
 /** Reads the partition table on `disk`; undefined when there is none. */
 export async function readPartitionTable(disk: BlockDevice): Promise<PartitionTable | undefined> {

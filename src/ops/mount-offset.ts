@@ -10,7 +10,7 @@ import type { Image } from '../core/image.js';
 import { probeFilesystem, type FilesystemInfo } from '../../formats/fs-probe/index.js';
 import { lvPlacement, readPhysicalVolume, type LogicalVolume, type PhysicalVolume, type VolumeGroup } from '../../formats/lvm/index.js';
 import { isExtendedType } from '../../formats/partition-table/model.js';
-import { readPartitionTable, type PartitionTable } from '../engine/partition-table.js';
+import { partitionDisk, readPartitionTable, type PartitionTable } from '../engine/partition-table.js';
 
 /** One thing that can be mounted (or, for a scattered LV, cannot be by offset). */
 export interface MountTarget {
@@ -127,7 +127,7 @@ async function lvTarget(image: Image, vg: VolumeGroup, lv: LogicalVolume, anchor
 
 /** Every partition and logical volume of `image`, with offsets. */
 export async function mountOffsets(image: Image): Promise<MountOffsets> {
-  const table = await readPartitionTable(image);
+  const table = await readPartitionTable(partitionDisk(image));
   const warnings = [...(table?.warnings ?? [])];
   const listed = table ? [...(await hybridIsoTarget(image, table, warnings)), ...(await partitionTargets(image, table, warnings))] : await wholeDiskTargets(image, warnings);
   const pvs = listed.flatMap(({ pv }) => (pv ? [pv] : []));

@@ -7,7 +7,7 @@ import type { Image } from '../core/image.js';
 import type { FilesystemInfo } from '../../formats/fs-probe/index.js';
 import { probeRange } from './mount-offset.js';
 import { isExtendedType, type PartitionRecord, type PartitionTable } from '../../formats/partition-table/model.js';
-import { readPartitionTable, writePartitionTable } from '../engine/partition-table.js';
+import { partitionDisk, readPartitionTable, requireTableWritable, writePartitionTable } from '../engine/partition-table.js';
 import { placeScript } from '../engine/partition-layout.js';
 import { parseScript } from '../engine/sfdisk-script.js';
 import { attributesText } from '../engine/gpt-attributes.js';
@@ -43,8 +43,9 @@ export function nodeName(device: string, number: number): string {
 /** Lists the partition table of `image` (any format: the virtual disk is read). */
 export async function listPartitions(image: Image, options: { device?: string; probe?: boolean } = {}): Promise<PartitionListing> {
   const device = options.device ?? image.name;
-  const table = await readPartitionTable(image);
-  const listing: PartitionListing = { device, diskSize: image.size, partitions: [], warnings: [...(table?.warnings ?? [])] };
+  const disk = partitionDisk(image);
+  const table = await readPartitionTable(disk);
+  const listing: PartitionListing = { device, diskSize: disk.size, partitions: [], warnings: [...(table?.warnings ?? [])] };
   if (!table) {
     if (options.probe !== false) {
       const found = await probeRange(image, 0, image.size, listing.warnings);
@@ -180,9 +181,11 @@ export function sfdiskScript(listing: PartitionListing): string | undefined {
 
 /** Writes the table an sfdisk script describes onto `image`; returns the table written. */
 export async function writePartitions(image: Image, scriptText: string): Promise<PartitionTable> {
-  const old = await readPartitionTable(image);
-  const { table, ebrs } = placeScript(parseScript(scriptText), image.size, old);
-  await writePartitionTable(image, table, ebrs);
+  requireTableWritable(image);
+  const disk = partitionDisk(image);
+  const old = await readPartitionTable(disk);
+  const { table, ebrs } = placeScript(parseScript(scriptText), disk.size, old);
+  await writePartitionTable(disk, table, ebrs);
   return table;
 }
 
