@@ -32,7 +32,7 @@ export { ddToRaw, planDd, type DdOperands, type DdPlan, type DdResult } from './
 export { portableByteTests, type ByteTests } from './ops/bytes-accel.js';
 export type { ProgressCallback } from './ops/progress.js';
 export { listPartitions, sfdiskJson, sfdiskScript, writePartitions, type PartitionListing, type ListedPartition } from './ops/partitions.js';
-export { mountOffsets, selectTarget, type MountOffsets, type MountTarget } from './ops/mount-offset.js';
+export { mountOffsets, selectTarget, targetUse, type MountOffsets, type MountTarget, type TargetUse } from './ops/mount-offset.js';
 export { snapshot, listSnapshots, type SnapshotAction, type SnapshotResult, type SnapshotJson } from './ops/snapshot.js';
 export { readPartitionTable, writePartitionTable } from './engine/partition-table.js';
 export type { PartitionTable, PartitionRecord } from '../formats/partition-table/model.js';

@@ -189,6 +189,67 @@ describe('platter partitions and mount-offset (CLI)', () => {
     expect(listed.stderr).toContain('does not contain a recognized partition table');
   });
 
+  it('mount-offset: swap gets swapon and LUKS cryptsetup open on a loop device, not mount; a hibernation image and an external journal get no command', async () => {
+    if (!available || !(await requireTools('mkswap', 'mke2fs', 'dd'))) return;
+    const path = join(dir, 'kinds.img');
+    await rm(path, { force: true });
+    await mustRun('truncate', ['-s', '48M', path]);
+    await platter(['partitions', '--write', '-', path], 'label: gpt\n,8M,S\n,20M,L\n,4M,L\n,4M,S\n,,L\n');
+    /** Makes a volume in a file of `mib` MiB with `make`, then copies it into the disk at `atMib`. */
+    const place = async (name: string, mib: number, atMib: number, make: (file: string) => Promise<unknown>) => {
+      const file = join(dir, name);
+      await rm(file, { force: true });
+      await mustRun('truncate', ['-s', `${mib}M`, file]);
+      await make(file);
+      await mustRun('dd', [`if=${file}`, `of=${path}`, 'bs=1M', `seek=${atMib}`, 'conv=notrunc', 'status=none']);
+    };
+    await place('kinds-swap', 8, 1, (file) => mustRun('mkswap', ['-L', 'sw', file]));
+    // luksFormat needs no device-mapper; where it fails the partition stays empty (and mountable).
+    const luks = (await requireTools('cryptsetup'))
+      ? await place('kinds-luks', 20, 9, (file) => runTool('cryptsetup', ['luksFormat', '--batch-mode', '--type', 'luks2', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', file, '-'], 'pass')).then(
+          async () => (await runTool('blkid', ['-p', '-o', 'value', '-s', 'TYPE', '-O', String(9 << 20), path])).stdout.trim() === 'crypto_LUKS',
+        )
+      : false;
+    await place('kinds-journal', 4, 29, (file) => mustRun('mke2fs', ['-q', '-F', '-O', 'journal_dev', '-b', '4096', file]));
+    // A hibernation image keeps the swap header, with S1SUSPEND where SWAPSPACE2 was.
+    await place('kinds-hibernation', 4, 33, async (file) => {
+      await mustRun('mkswap', [file]);
+      await mustRun('dd', [`of=${file}`, 'bs=1', 'seek=4086', 'conv=notrunc', 'status=none'], 'S1SUSPEND\0');
+    });
+    await mustRun('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'root', '-E', `offset=${37 << 20}`, path, '8M']);
+
+    const loop = (offset: number, size: number) => `losetup -f --show -o ${offset} --sizelimit ${size} ${path}`;
+    const text = (await platter(['mount-offset', path])).stdout;
+    expect(text).toContain(`partition 1: swap "sw"\n  offset:    ${1 << 20}\n  sizelimit: ${8 << 20}\n  swapon "$(${loop(1 << 20, 8 << 20)})"\n  ${loop(1 << 20, 8 << 20)}\n`);
+    if (luks) expect(text).toContain(`  cryptsetup open "$(${loop(9 << 20, 20 << 20)})" NAME   # then: mount /dev/mapper/NAME MOUNTPOINT\n  ${loop(9 << 20, 20 << 20)}\n`);
+    expect(text).toContain('partition 3: jbd\n  offset:    30408704\n  sizelimit: 4194304\n  an external ext3/ext4 journal: not mountable, used by the filesystem that names it\n');
+    expect(text).toContain('partition 4: swsuspend\n  offset:    34603008\n  sizelimit: 4194304\n  a hibernation image in a swap area: not mountable, and swapon would discard it\n');
+    expect(text).toContain(`  mount -o loop,offset=${37 << 20},sizelimit=${10 << 20} ${path} MOUNTPOINT\n`);
+    expect(text.match(/mount -o loop/g)).toHaveLength(luks ? 1 : 2);
+
+    // JSON: the commands the text prints, under the name of the tool.
+    const json = JSON.parse((await platter(['mount-offset', '--output=json', path])).stdout);
+    const commands = json.targets.map((target: { commands?: Record<string, string> }) => target.commands && Object.keys(target.commands));
+    expect(commands).toEqual([['swapon', 'losetup'], luks ? ['cryptsetup', 'losetup'] : ['mount', 'losetup'], undefined, undefined, ['mount', 'losetup']]);
+    expect(json.targets[0].commands.swapon).toBe(`swapon "$(${loop(1 << 20, 8 << 20)})"`);
+    if (luks) expect(json.targets[1].commands.cryptsetup).toBe(`cryptsetup open "$(${loop(9 << 20, 20 << 20)})" NAME`);
+
+    // A qcow2 image: the same tool, on the converted raw file or the NBD device.
+    const qcow2 = join(dir, 'kinds.qcow2');
+    await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', path, qcow2]);
+    const viaQcow2 = (await platter(['mount-offset', qcow2, '1'])).stdout;
+    expect(viaQcow2).toContain(`  platter convert -O raw ${qcow2} disk.raw && swapon "$(losetup -f --show -o ${1 << 20} --sizelimit ${8 << 20} disk.raw)"\n`);
+    expect(viaQcow2).toContain(`  platter serve --partition 1 ${qcow2}   # then: nbd-client, or qemu-nbd -c, and swapon the NBD device\n`);
+    expect(viaQcow2).not.toContain('mount');
+
+    // An LVM PV is used through its logical volumes: the PV itself gets no command, in JSON as in the text.
+    const lvm = join(dir, 'kinds-lvm.img');
+    await writeFile(lvm, gunzipSync(await readFile(new URL('../fixtures/lvm-in-mbr.img.gz', import.meta.url))));
+    const pv = JSON.parse((await platter(['mount-offset', '--output=json', lvm, '1'])).stdout).targets[0];
+    expect(pv.filesystem.type).toBe('LVM2_member');
+    expect(pv.commands).toBeUndefined();
+  });
+
   it('qcow2: the same table, offsets and LVs as the raw image; a table written onto it reads back', async () => {
     if (!available) return;
     const raw = join(dir, 'lvm.img');

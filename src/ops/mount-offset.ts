@@ -38,6 +38,27 @@ export interface MountOffsets {
   warnings: string[];
 }
 
+/** The command that puts what a target holds to use (see targetUse). */
+export type TargetUse = 'mount' | 'swapon' | 'cryptsetup';
+
+/** blkid types no command uses on their own. */
+const UNUSABLE_ALONE = new Set(['LVM2_member', 'swsuspend', 'jbd']);
+
+/**
+ * What is done with what a target holds, by its blkid type: a filesystem (or
+ * what platter does not recognise) is mounted, a swap area enabled with
+ * swapon, a LUKS container opened with cryptsetup (it may hold a filesystem,
+ * swap or a PV). Undefined where no command applies: an LVM PV (its logical
+ * volumes are targets of their own), a hibernation image (swapon would
+ * rewrite it as a plain swap area, discarding it) and an external ext3/ext4
+ * journal (used by the filesystem that names it).
+ */
+export function targetUse(filesystem: FilesystemInfo | undefined): TargetUse | undefined {
+  if (filesystem?.type === 'swap') return 'swapon';
+  if (filesystem?.type === 'crypto_LUKS') return 'cryptsetup';
+  return filesystem && UNUSABLE_ALONE.has(filesystem.type) ? undefined : 'mount';
+}
+
 /**
  * Probes what sits at [offset, offset+size) of the disk (what of it the image
  * holds). A read that fails there (a corrupt cluster of a qcow2 image) becomes
