@@ -116,6 +116,20 @@ describe.skipIf(!haveQemu)('convert -O qcow2', () => {
     },
   );
 
+  it.each(['cluster_size=512', 'cluster_size=512,refcount_bits=64'])(
+    '-o %s with more data than the first refcount table counts: the table grows where qemu grows it, the same file',
+    (options) => {
+      // 8 MiB of 512-byte clusters fill the one-cluster refcount table; the data runs on past it.
+      sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'raw', 'full12.raw', '12M']);
+      sh(temp.dir, 'qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 12M', 'full12.raw']);
+      const name = `grown-${options.replace(/\W/g, '_')}.qcow2`;
+      const mine = platter(['convert', '-O', 'qcow2', '-o', options, 'full12.raw', `mine-${name}`], { cwd: temp.dir });
+      expect(mine.status, mine.stderr).toBe(0);
+      sh(temp.dir, 'qemu-img', ['convert', '-O', 'qcow2', '-o', options, 'full12.raw', `theirs-${name}`]);
+      expect(readFileSync(at(`mine-${name}`)).equals(readFileSync(at(`theirs-${name}`)))).toBe(true);
+    },
+  );
+
   it.each([
     [['-o', 'extended_l2=on']],
     [['-o', 'extended_l2=on,cluster_size=32k', '-S', '8k']],

@@ -33,6 +33,11 @@ const identical: [string[], string][] = [
   // Not whole sectors: qemu rounds the size up, and prints it as asked for.
   [[], '1000'],
   [['-o', 'cluster_size=512'], '513'],
+  // An L1 table larger than the first refcount table counts: the table grows, and lands, where qemu's does.
+  [['-o', 'cluster_size=512'], '32G'],
+  [['-o', 'cluster_size=1024,refcount_bits=64'], '100G'],
+  [['-o', 'preallocation=metadata,cluster_size=512'], '64M'],
+  [['-o', 'preallocation=metadata,cluster_size=2048,refcount_bits=32'], '300M'],
   // The file options: checked and printed as qemu-img prints them, not applied (nor by qemu on ext4).
   [['-o', 'nocow=on,extent_size_hint=4M'], '1G'],
   [['-o', 'extent_size_hint=0,nocow=off'], '1G'],

@@ -10,8 +10,6 @@ import { maxRefcount, type Refcounts } from './refcount.js';
 
 /** Hands out host clusters and takes them back. */
 export class ClusterAllocator {
-  /** No cluster below this index is free (a lower bound kept by frees). */
-  private freeHint = 0;
   /** Where the next compressed stream may go (0: start a new cluster). */
   private packCursor = 0;
 
@@ -19,7 +17,9 @@ export class ClusterAllocator {
   constructor(
     readonly refcounts: Refcounts,
     private readonly overlap?: MetadataOverlap,
-  ) {}
+  ) {
+    if (overlap) refcounts.isReserved = (cluster) => overlap.find(cluster * refcounts.clusterSize, refcounts.clusterSize) !== undefined;
+  }
 
   /** Cluster size in bytes. */
   get clusterSize(): number {
@@ -39,19 +39,27 @@ export class ClusterAllocator {
    */
   async allocateRun(count: number): Promise<number> {
     const { refcounts } = this;
-    let start = this.freeHint;
-    for (let cluster = start; cluster < refcounts.endCluster && cluster < start + count; cluster++) {
-      if (!(await this.isFree(cluster))) start = cluster + 1;
+    for (;;) {
+      let start = refcounts.freeHint;
+      for (let cluster = start; cluster < refcounts.endCluster && cluster < start + count; cluster++) {
+        if (!(await this.isFree(cluster))) start = cluster + 1;
+      }
+      // A run that goes on past the end must be contiguous with what is appended: a refcount block made
+      // for an uncovered cluster of the file (a damaged image) would land between, so such a run starts at the end.
+      if (start + count > refcounts.endCluster && !refcounts.coversClusters(start, refcounts.endCluster)) start = refcounts.endCluster;
+      // Like qemu's free_cluster_index: past the run before it is counted (a new refcount block goes after it),
+      // and a free cluster skipped on the way waits for the next release.
+      refcounts.freeHint = start + count;
+      const tableMoves = refcounts.tableMoves;
+      const inside = Math.min(count, refcounts.endCluster - start);
+      for (let cluster = start; cluster < start + inside; cluster++) await refcounts.set(cluster, 1);
+      if (inside < count) await refcounts.appendClusters(count - inside);
+      if (refcounts.tableMoves === tableMoves) return start * this.clusterSize;
+      // The refcount table moved to make room: qemu gives the run back and searches again from the lower of
+      // its start and the freed old table, so the run may land there or in the clusters skipped by the move.
+      await refcounts.adjust(start, count, -1);
+      refcounts.freeHint = Math.min(refcounts.freeHint, start);
     }
-    // A run that goes on past the end must be contiguous with what is appended: a refcount block made
-    // for an uncovered cluster of the file (a damaged image) would land between, so such a run starts at the end.
-    if (start + count > refcounts.endCluster && !refcounts.coversClusters(start, refcounts.endCluster)) start = refcounts.endCluster;
-    const inside = Math.min(count, refcounts.endCluster - start);
-    for (let cluster = start; cluster < start + inside; cluster++) await refcounts.set(cluster, 1);
-    if (inside < count) await refcounts.appendClusters(count - inside);
-    // Like qemu's free_cluster_index: a free cluster skipped on the way waits for the next release.
-    this.freeHint = start + count;
-    return start * this.clusterSize;
   }
 
   /** True when `cluster` may be handed out: no reference, and no metadata of a damaged image there. */
@@ -89,8 +97,8 @@ export class ClusterAllocator {
     if (bytes <= 0) return;
     const [first, last] = this.clustersTouched(offset, bytes);
     await this.refcounts.adjust(first, last - first + 1, -1);
-    for (let cluster = first; cluster <= last && cluster < this.freeHint; cluster++) {
-      if ((await this.refcounts.get(cluster)) === 0) this.freeHint = cluster;
+    for (let cluster = first; cluster <= last && cluster < this.refcounts.freeHint; cluster++) {
+      if ((await this.refcounts.get(cluster)) === 0) this.refcounts.freeHint = cluster;
     }
   }
 

@@ -12,6 +12,21 @@ const TABLE_ENTRY_BYTES = 8;
  * table cluster is needed.
  */
 export function refcountMetadataBytes(clusters: number, clusterSize: number, refcountOrder: number): number {
+  const { blocks, tableClusters } = refcountStructure(clusters, clusterSize, refcountOrder, false);
+  return (blocks + tableClusters) * clusterSize;
+}
+
+/**
+ * The refcount blocks and table clusters that count `clusters` clusters and
+ * themselves. With `generous`, room for half the table again is counted once
+ * more, as qemu sizes the structures it makes when its refcount table grows.
+ */
+export function refcountStructure(
+  clusters: number,
+  clusterSize: number,
+  refcountOrder: number,
+  generous: boolean,
+): { blocks: number; tableClusters: number } {
   const blocksPerTableCluster = clusterSize / TABLE_ENTRY_BYTES;
   const refcountsPerBlock = (clusterSize * 8) / 2 ** refcountOrder;
   let table = 0;
@@ -23,8 +38,13 @@ export function refcountMetadataBytes(clusters: number, clusterSize: number, ref
     blocks = Math.ceil((clusters + table + blocks) / refcountsPerBlock);
     table = Math.ceil(blocks / blocksPerTableCluster);
     total = clusters + blocks + table;
+    if (total === last && generous) {
+      clusters += Math.ceil(table / 2);
+      total = 0;
+      generous = false;
+    }
   } while (total !== last);
-  return (blocks + table) * clusterSize;
+  return { blocks, tableClusters: table };
 }
 
 /** Size of a fully allocated image of `virtualSize` bytes: header, every L2 table, the L1 table, refcounts and data. */

@@ -9,6 +9,7 @@
 import type { BlockDevice } from '../../src/core/device.js';
 import { CorruptImageError, LimitExceededError } from '../../src/core/errors.js';
 import { MAX_REFCOUNT_TABLE_BYTES, REFCOUNT_BLOCK_CACHE } from './limits.js';
+import { refcountStructure } from './measure.js';
 
 const TWO_POW_32 = 0x100000000;
 /** Bits 0..8 of a refcount table entry are reserved. */
@@ -141,6 +142,15 @@ export class Refcounts {
   private blockOffsets: Set<number>;
   /** First cluster index past everything allocated: where appends go. */
   endCluster: number;
+  /**
+   * Where searches for a free cluster start (qemu's free_cluster_index): past
+   * the last cluster handed out, lowered by frees. Free clusters may lie below it.
+   */
+  freeHint = 0;
+  /** Times the refcount table moved: an allocation that made it move searches again, as qemu's does. */
+  tableMoves = 0;
+  /** Clusters that hold metadata of a damaged image though their refcount reads 0 (set by the allocator): never a new block's place. */
+  isReserved?: (cluster: number) => boolean;
 
   private constructor(
     private readonly device: BlockDevice,
@@ -275,8 +285,12 @@ export class Refcounts {
     return values;
   }
 
-  /** Sets the refcount of `cluster`, creating the refcount block (and growing the table) when needed. */
-  async set(cluster: number, value: number): Promise<void> {
+  /**
+   * Sets the refcount of `cluster`, creating the refcount block (and growing
+   * the table) when needed; a new block goes in the first free cluster at or
+   * after `blockFrom`.
+   */
+  async set(cluster: number, value: number, blockFrom = Math.max(this.freeHint, cluster + 1)): Promise<void> {
     if (value < 0 || value > maxRefcount(this.order)) {
       throw new LimitExceededError(`refcount ${value} of cluster ${cluster} does not fit in ${refcountBits(this.order)} bits`);
     }
@@ -284,7 +298,7 @@ export class Refcounts {
     let blockOffset = this.blockOffset(blockIndex);
     if (blockOffset === 0) {
       if (value === 0) return;
-      blockOffset = await this.createBlock(blockIndex);
+      blockOffset = await this.createBlock(blockIndex, blockFrom);
     }
     const block = await this.block(blockOffset);
     const [start, end] = setRefcount(block, cluster % this.perBlock, this.order, value);
@@ -320,8 +334,9 @@ export class Refcounts {
   private async setGroup(blockIndex: number, first: number, values: number[]): Promise<void> {
     const blockOffset = this.blockOffset(blockIndex);
     if (blockOffset === 0) {
-      // A new block may land on one of these clusters and change its refcount: one at a time, as set() does.
-      for (let i = 0; i < values.length; i++) await this.set(first + i, values[i]!);
+      // One at a time, as set() does; a new block goes past all of these clusters.
+      const blockFrom = Math.max(this.freeHint, first + values.length);
+      for (let i = 0; i < values.length; i++) await this.set(first + i, values[i]!, blockFrom);
       return;
     }
     await this.writeSpan(blockOffset, first, values);
@@ -364,7 +379,8 @@ export class Refcounts {
       const blockIndex = Math.floor(cluster / this.perBlock);
       const groupEnd = Math.min(first + count, (blockIndex + 1) * this.perBlock);
       let blockOffset = this.blockOffset(blockIndex);
-      if (blockOffset === 0) blockOffset = await this.createBlock(blockIndex);
+      // A new block goes after the run, as qemu searches past the clusters it is counting.
+      if (blockOffset === 0) blockOffset = await this.createBlock(blockIndex, Math.max(this.freeHint, first + count));
       await this.writeSpan(blockOffset, cluster, new Array<number>(groupEnd - cluster).fill(1));
       cluster = groupEnd;
     }
@@ -391,15 +407,16 @@ export class Refcounts {
   }
 
   /**
-   * Creates the refcount block for `blockIndex` at the end of the file. Its own
-   * refcount is recorded before the table points at it: inside itself when it
-   * covers itself, else in another block (created the same way first).
+   * Creates the refcount block for `blockIndex` in the first free cluster at
+   * or after `from`, else at the end of the file, as qemu's
+   * alloc_refcount_block places it. Its own refcount is recorded before the
+   * table points at it: inside itself when it covers itself, else in another
+   * block (created the same way first). A table too small to name it grows.
    */
-  private async createBlock(blockIndex: number): Promise<number> {
-    if (blockIndex >= this.table.length) await this.growTable(blockIndex);
-    const existing = this.blockOffset(blockIndex);
-    if (existing !== 0) return existing; // growing the table created it
-    const cluster = this.endCluster++;
+  private async createBlock(blockIndex: number, from: number): Promise<number> {
+    const cluster = await this.freeClusterFrom(from);
+    this.freeHint = cluster + 1;
+    this.endCluster = Math.max(this.endCluster, cluster + 1);
     const offset = cluster * this.clusterSize;
     const block = new Uint8Array(this.clusterSize);
     if (Math.floor(cluster / this.perBlock) === blockIndex) {
@@ -409,8 +426,21 @@ export class Refcounts {
     }
     await this.device.write!(offset, block);
     this.blocks.set(offset, block);
-    await this.writeTableEntry(blockIndex, offset);
+    if (blockIndex < this.table.length) await this.writeTableEntry(blockIndex, offset);
+    else await this.growTable(blockIndex, offset);
     return offset;
+  }
+
+  /** The first cluster at or after `from` with no reference (and no metadata of a damaged image), else past the end of the file. */
+  private async freeClusterFrom(from: number): Promise<number> {
+    for (let cluster = from; cluster < this.endCluster; ) {
+      const counts = await this.getMany(cluster, this.endCluster - cluster);
+      for (const count of counts) {
+        if (count === 0 && !this.isReserved?.(cluster)) return cluster;
+        cluster++;
+      }
+    }
+    return Math.max(from, this.endCluster);
   }
 
   private async writeTableEntry(blockIndex: number, blockOffset: number): Promise<void> {
@@ -420,55 +450,56 @@ export class Refcounts {
   }
 
   /**
-   * Moves the refcount table to the end of the file with room for `needIndex`
-   * and for the blocks that cover the new table itself (qemu's
-   * alloc_refcount_block, growth case). The new blocks and table are written
-   * first, then the header switches over, then the old table is freed.
+   * Moves the refcount table to a larger one that names the new block at
+   * `needIndex`, where qemu moves it (its alloc_refcount_block, growth case):
+   * at the start of the first stretch of clusters no block yet counts, past
+   * the new block, come the blocks that count the new structures, then a
+   * table with room for half as many blocks again. The blocks and table are
+   * written first, then the header switches over, then the old table is
+   * freed (so the next search for free clusters starts there).
    */
-  private async growTable(needIndex: number): Promise<void> {
-    const oldOffset = this.tableOffset;
+  private async growTable(needIndex: number, newBlockOffset: number): Promise<void> {
+    const oldCluster = this.tableOffset / this.clusterSize;
     const oldClusters = this.tableClusters;
-    const start = this.endCluster;
-    let tableClusters = oldClusters;
-    let blockCount = 0;
-    // Find a table size and a number of new blocks that cover the table, the blocks and needIndex.
-    for (;;) {
-      tableClusters = Math.max(tableClusters, Math.ceil(((needIndex + 1) * 8) / this.clusterSize), Math.ceil((oldClusters * 3) / 2));
-      const lastCluster = start + tableClusters + blockCount;
-      const firstNewBlock = Math.floor(start / this.perBlock);
-      const lastNewBlock = Math.floor((lastCluster - 1) / this.perBlock);
-      let missing = 0;
-      for (let b = firstNewBlock; b <= lastNewBlock; b++) if (this.blockOffset(b) === 0) missing++;
-      const entriesNeeded = Math.max(needIndex, lastNewBlock) + 1;
-      if (missing <= blockCount && entriesNeeded * 8 <= tableClusters * this.clusterSize) break;
-      blockCount = Math.max(blockCount, missing);
-      if (entriesNeeded * 8 > tableClusters * this.clusterSize) tableClusters = Math.ceil((entriesNeeded * 8) / this.clusterSize);
-    }
+    const firstUncounted = Math.max(needIndex, Math.floor(newBlockOffset / this.clusterSize / this.perBlock)) + 1;
+    const start = firstUncounted * this.perBlock;
+    const { blocks } = refcountStructure(start, this.clusterSize, this.order, true);
+    const entriesPerCluster = this.clusterSize / 8;
+    const tableClusters = Math.ceil((blocks + Math.ceil(blocks / 2)) / entriesPerCluster);
     if (tableClusters * this.clusterSize > MAX_REFCOUNT_TABLE_BYTES) {
       throw new LimitExceededError(`reference count table would exceed ${MAX_REFCOUNT_TABLE_BYTES} bytes`);
     }
-    await this.writeGrownTable(start, tableClusters, blockCount);
+    await this.writeGrownTable(start, firstUncounted, blocks, tableClusters, [needIndex, newBlockOffset]);
+    this.tableMoves++;
     await this.onTableMoved(this.tableOffset, this.tableClusters);
-    await this.adjust(oldOffset / this.clusterSize, oldClusters, -1);
+    await this.adjust(oldCluster, oldClusters, -1);
+    this.freeHint = Math.min(this.freeHint, oldCluster);
   }
 
-  private async writeGrownTable(start: number, tableClusters: number, blockCount: number): Promise<void> {
-    const table = this.table.slice();
+  /**
+   * Writes the structures growTable placed: from cluster `start`, a block for
+   * each index from `firstIndex` up to `blockCount` the table does not name
+   * yet, then the table of `tableClusters` clusters with `hookup` (an index
+   * and the block there) added; every cluster of them counts 1.
+   */
+  private async writeGrownTable(start: number, firstIndex: number, blockCount: number, tableClusters: number, hookup: [number, number]): Promise<void> {
+    const table = this.table.slice(0, (tableClusters * this.clusterSize) / 8);
     while (table.length < (tableClusters * this.clusterSize) / 8) table.push(0);
-    const end = start + tableClusters + blockCount;
+    table[hookup[0]] = hookup[1];
     const newBlocks = new Map<number, Uint8Array>();
-    let nextBlockCluster = start + tableClusters;
-    for (let b = Math.floor(start / this.perBlock); b <= Math.floor((end - 1) / this.perBlock); b++) {
+    let next = start;
+    for (let b = firstIndex; b < blockCount; b++) {
       if (table[b] !== 0) continue;
-      table[b] = nextBlockCluster++ * this.clusterSize;
+      table[b] = next++ * this.clusterSize;
       newBlocks.set(b, new Uint8Array(this.clusterSize));
     }
-    // Refcounts of the new table and new blocks: in the new blocks, or in old blocks (written in place).
-    for (let cluster = start; cluster < nextBlockCluster; cluster++) {
-      const b = Math.floor(cluster / this.perBlock);
+    const end = next + tableClusters;
+    for (let b = firstIndex; b < blockCount && b * this.perBlock < end; b++) {
+      const first = Math.max(start, b * this.perBlock);
+      const values = new Array<number>(Math.min(end, (b + 1) * this.perBlock) - first).fill(1);
       const fresh = newBlocks.get(b);
-      if (fresh) setRefcount(fresh, cluster % this.perBlock, this.order, 1);
-      else await this.set(cluster, 1);
+      if (fresh) values.forEach((value, i) => setRefcount(fresh, (first + i) % this.perBlock, this.order, value));
+      else await this.writeSpan(table[b]!, first, values);
     }
     for (const [b, bytes] of newBlocks) {
       await this.device.write!(table[b]!, bytes);
@@ -477,12 +508,12 @@ export class Refcounts {
     const encoded = new Uint8Array(tableClusters * this.clusterSize);
     const view = new DataView(encoded.buffer);
     table.forEach((offset, i) => writeU64(view, i * 8, offset));
-    await this.device.write!(start * this.clusterSize, encoded);
+    await this.device.write!(next * this.clusterSize, encoded);
     this.table = table;
     this.blockOffsets = new Set(table.filter((offset) => offset !== 0));
-    this.tableOffset = start * this.clusterSize;
+    this.tableOffset = next * this.clusterSize;
     this.tableClusters = tableClusters;
-    this.endCluster = Math.max(this.endCluster, nextBlockCluster);
+    this.endCluster = Math.max(this.endCluster, end);
   }
 }
 

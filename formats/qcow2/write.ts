@@ -390,9 +390,13 @@ export class Qcow2Writer {
     const { extendedL2, l2Entries } = this.geometry;
     if (at % this.clusterSize !== 0 || end - at < this.clusterSize) return 0;
     const slot = await this.tables.slot(at, false);
-    if (!slot || !l1EntryCopied(this.host.metadata.l1, Math.floor(at / this.clusterSize / l2Entries))) return 0;
+    const clusterIndex = Math.floor(at / this.clusterSize);
+    const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - (clusterIndex % l2Entries));
+    // No L2 table yet: every cluster it would map is unallocated, and the run gets its clusters at once after the
+    // new table, as qemu's handle_alloc gives them (not the first one alone, which could fit a hole the rest does not).
+    if (!slot) return limit * this.clusterSize;
+    if (!l1EntryCopied(this.host.metadata.l1, Math.floor(clusterIndex / l2Entries))) return 0;
     let count = 0;
-    const limit = Math.min(Math.floor((end - at) / this.clusterSize), l2Entries - slot.index);
     while (count < limit && clusterType(slot.table, slot.index + count, extendedL2, this.dataFile) === 'unallocated') {
       if (extendedL2 && l2EntryBitmap(slot.table, slot.index + count).zero !== 0) break;
       count++;
