@@ -51,6 +51,10 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     sh(dir, 'qemu-img', ['rebase', '-u', '-b', 'loop.qcow2', '-F', 'qcow2', 'loop.qcow2']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt.qcow2', '1M']);
     pokeFile(join(dir, 'corrupt.qcow2'), 79, [0x02]); // the corrupt bit
+    mkdirSync(join(dir, 'corrupt-chain'));
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt-chain/base.qcow2', '1M']);
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'corrupt-chain/top.qcow2']);
+    pokeFile(join(dir, 'corrupt-chain/base.qcow2'), 79, [0x02]); // the backing file's corrupt bit
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2-zero.qcow2', '1M']);
     sh(dir, 'qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', 'v2-zero.qcow2']);
     // The first L2 table of a fresh 1 MiB image with 64 KiB clusters sits at 0x40000: set the zero flag of its first entry.
@@ -121,6 +125,13 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     const info = JSON.parse(result.stdout);
     expect(info['format-specific'].data.corrupt).toBe(true);
     expect(info).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'corrupt.qcow2'])));
+  });
+
+  it('names the backing file, not the top, when the backing file is marked corrupt', () => {
+    const result = platter(dir, ['map', '--output=json', 'corrupt-chain/top.qcow2']);
+    expect(result.status).toBe(0);
+    expect(result.stderr).toBe('platter: warning: corrupt-chain/base.qcow2: image is marked corrupt; opened read-only\n');
+    expect(JSON.parse(result.stdout)).toEqual(JSON.parse(sh(dir, 'qemu-img', ['map', '--output=json', 'corrupt-chain/top.qcow2'])));
   });
 
   it.runIf(qcow2ToolAvailable('qemu-io'))('refuses to read a zero cluster entry in a version 2 image, naming the file and the entry, as qemu-img does', () => {

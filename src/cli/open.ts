@@ -12,7 +12,7 @@ export function openForCli(path: string, options: Omit<OpenFileOptions, 'warn'> 
   const part = rawWindowNamed(path);
   const file = part?.path ?? path;
   const noBacking = rest.noBacking === true || (openedAlone(path) && !rest.wholeChain);
-  return openImageFile(file, { ...rest, noBacking, ...(part ? { window: part.window } : {}), warn: quiet ? () => {} : (message) => warn(`${path}: ${message}`) });
+  return openImageFile(file, { ...rest, noBacking, ...(part ? { window: part.window } : {}), warn: quiet ? () => {} : (message, about) => warn(`${about ?? path}: ${message}`) });
 }
 
 /**

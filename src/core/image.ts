@@ -115,7 +115,11 @@ export interface Codecs {
 /** Services a format needs from its runtime: opening files named inside images, codecs, warnings. */
 export interface ImageHost {
   codecs: Codecs;
-  warn(message: string): void;
+  /**
+   * A warning about the image being opened; `file` names another file it is
+   * about (a backing image's own warnings name the backing file, not the top).
+   */
+  warn(message: string, file?: string): void;
   /**
    * Opens a file named inside an image (a data file, a backing file) relative to
    * the naming device; applies the runtime's policy on which names are allowed.

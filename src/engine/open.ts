@@ -53,6 +53,8 @@ async function openLayer(device: BlockDevice, options: ImageOpenOptions, chain: 
   const host = options.host as EngineHost;
   const layerHost: ImageHost = {
     ...host,
+    // A backing image's warnings (marked corrupt, dirty) are about that file, not the image the user named.
+    warn: chain.length > 1 ? (message, file) => host.warn(message, file ?? device.name) : host.warn,
     openBacking: (name, namedBy, format) => openBackingLayer(name, namedBy, format, options, chain),
   };
   try {
@@ -86,7 +88,8 @@ async function openBackingLayer(
   }
   const device = await host.openNamedFile(name, namedBy, { writable: false });
   const chosen = host.namedFormat?.(name) ?? format;
-  if (!chosen) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`);
+  // The format is missing from the naming image: deeper in a chain, that is a backing file, not the top.
+  if (!chosen) host.warn(`backing file format of '${resolved}' is not recorded; probing it (use -F to set it)`, chain.length > 1 ? namedBy.name : undefined);
   try {
     // A json: name with "backing": null opens that image alone, as qemu opens it.
     const noBacking = options.noBacking === true || host.namedAlone?.(name) === true;

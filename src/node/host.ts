@@ -30,8 +30,8 @@ export interface NamedFilePolicy {
 
 /** Options for the Node host. */
 export interface NodeHostOptions extends NamedFilePolicy {
-  /** Where warnings go (the CLI prints them on stderr). */
-  warn?: (message: string) => void;
+  /** Where warnings go (the CLI prints them on stderr); `file`, when given, is the file a warning is about instead of the one opened. */
+  warn?: (message: string, file?: string) => void;
   /**
    * Follow every backing file an image names, even one a json: name opens
    * alone (`"backing": null`): qemu-img info --backing-chain lists them so.

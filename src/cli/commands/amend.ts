@@ -51,7 +51,7 @@ const command: CliCommand = {
       // One step, from nothing to all, as qemu-img shows an amend that moves no data.
       const progress = createProgress(progressMode(args));
       progress.update(0, 1);
-      await amendImage(device, format, options, nodeHost({ warn: (message) => warn(`${path}: ${message}`) }));
+      await amendImage(device, format, options, nodeHost({ warn: (message, about) => warn(`${about ?? path}: ${message}`) }));
       progress.end();
     } finally {
       await device.close();
