@@ -51,6 +51,10 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     sh(dir, 'qemu-img', ['rebase', '-u', '-b', 'loop.qcow2', '-F', 'qcow2', 'loop.qcow2']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt.qcow2', '1M']);
     pokeFile(join(dir, 'corrupt.qcow2'), 79, [0x02]); // the corrupt bit
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'no-snapshots-unaligned.qcow2', '1M']);
+    pokeFile(join(dir, 'no-snapshots-unaligned.qcow2'), 70, [0x12, 0x34]); // snapshots_offset 0x1234, nb_snapshots still 0
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'empty-l1-unaligned.qcow2', '0']);
+    pokeFile(join(dir, 'empty-l1-unaligned.qcow2'), 47, [0x34]); // l1_table_offset 0x34, l1_size 0
     mkdirSync(join(dir, 'corrupt-chain'));
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'corrupt-chain/base.qcow2', '1M']);
     sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'corrupt-chain/top.qcow2']);
@@ -125,6 +129,22 @@ describe.skipIf(!haveQemu)('qcow2 images the CLI refuses or warns about', () => 
     const info = JSON.parse(result.stdout);
     expect(info['format-specific'].data.corrupt).toBe(true);
     expect(info).toEqual(JSON.parse(sh(dir, 'qemu-img', ['info', '--output=json', 'corrupt.qcow2'])));
+  });
+
+  it('refuses an empty table whose offset is not cluster-aligned, as qemu-img does', () => {
+    for (const [file, expected] of [
+      ['no-snapshots-unaligned.qcow2', 'snapshot table offset 4660 is not cluster-aligned (at byte 64)'],
+      ['empty-l1-unaligned.qcow2', 'L1 table offset 52 is not cluster-aligned (at byte 40)'],
+    ]) {
+      for (const command of ['info', 'map', 'check']) {
+        const result = platter(dir, [command, file!]);
+        expect(result.status, `${command} ${file}`).toBe(1);
+        expect(result.stderr).toBe(`platter: ${file}: ${expected}\n`);
+        const qemu = spawnSync('qemu-img', [command, file!], { cwd: dir, encoding: 'utf8' });
+        expect(qemu.status, `qemu-img ${command} ${file}`).toBe(1);
+        expect(qemu.stderr).toMatch(/offset invalid/);
+      }
+    }
   });
 
   it('names the backing file, not the top, when the backing file is marked corrupt', () => {

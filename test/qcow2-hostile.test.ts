@@ -62,6 +62,9 @@ const HEADER_POKES: [string, [number, number[]][], string, RegExp][] = [
   ['no refcount table', [[56, u32(0)]], 'ECORRUPT', /reference count table/],
   ['too many snapshots', [[60, u32(0xffffffff)]], 'ELIMIT', /too many snapshots/],
   ['snapshot table unaligned', [[60, u32(1)], [64, u64(100n)]], 'ECORRUPT', /snapshot table offset/],
+  // qemu holds an empty table's offset to the cluster too ("Snapshot table offset invalid", "Active L1 table offset invalid").
+  ['snapshot table unaligned with no snapshots', [[64, u64(100n)]], 'ECORRUPT', /snapshot table offset 100 is not cluster-aligned/],
+  ['empty L1 table unaligned', [[24, u64(0n)], [36, u32(0)], [40, u64(100n)]], 'ECORRUPT', /L1 table offset 100 is not cluster-aligned/],
   ['snapshot table truncated', [[60, u32(1)], [64, u64(BigInt(TINY_LAYOUT.compressed))]], 'ECORRUPT', /snapshot table entry 0/],
   ['header_length too short', [[100, u32(50)]], 'ECORRUPT', /header too short/],
   ['header_length past the cluster', [[100, u32(1 << 20)]], 'ECORRUPT', /exceeds the cluster size/],

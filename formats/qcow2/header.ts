@@ -372,6 +372,8 @@ function validateTables(header: Qcow2Header, fileSize: number | undefined, forCh
 /**
  * qemu's validate_table_offset: cluster-aligned, no overflow, and (when the file
  * size is known) inside the file. `fieldOffset` is where the offset is stored.
+ * The offset must be aligned even for an empty table (no snapshots, a
+ * zero-length L1 table): qemu refuses such a header all the same.
  */
 export function validateTableOffset(
   offset: number,
@@ -381,10 +383,10 @@ export function validateTableOffset(
   what: string,
   fieldOffset: number,
 ): void {
-  if (length === 0) return;
   if (offset % clusterSize !== 0) {
     throw new CorruptImageError(`${what} offset ${offset} is not cluster-aligned`, fieldOffset);
   }
+  if (length === 0) return;
   if (length > Number.MAX_SAFE_INTEGER - offset) {
     throw new CorruptImageError(`${what} at ${offset} (${length} bytes) overflows`, fieldOffset);
   }
