@@ -215,6 +215,12 @@ const builders: Record<string, () => string> = {
     truncateSync(path, new Poker(path).u64(48) + 3);
     return path;
   },
+  cutTo512: () => {
+    const path = dataImage('cut-to-512.qcow2');
+    // Only the header is left: the refcount table lies wholly past the end and reads as zeros.
+    truncateSync(path, 512);
+    return path;
+  },
   l1PastEnd: () => {
     const path = dataImage('l1-past-end.qcow2');
     const poke = new Poker(path);
@@ -287,7 +293,7 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
     });
   }
 
-  for (const name of ['data', 'compressed', 'leakedCluster', 'zeroRefcount']) {
+  for (const name of ['data', 'compressed', 'leakedCluster', 'zeroRefcount', 'cutTo512']) {
     it(`${name}: the text report equals qemu-img check's`, () => {
       const mine = platter(['check', paths[name]!]);
       const qemu = shStatus(temp.dir, 'qemu-img', ['check', paths[name]!]);
@@ -297,7 +303,7 @@ describe.skipIf(!haveQemu)('qcow2 check', () => {
   }
 
   it('injected problems are seen (the cases do differ from clean images)', () => {
-    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'refcountBlockPastEnd', 'zeroClusterUnaligned', 'l1EntryAtL1', 'l1PastEnd', 'refcountTableCut', 'noRefcountTable', 'sharedCluster', 'l1ReservedBits', 'l2ReservedBits', 'extendedL2ReservedBits', 'refcountTableReservedBits', 'refcountBlockUnaligned', 'refcountBlockPast2To53', 'compressedPast2To53']) {
+    for (const name of ['leakedCluster', 'doubleRefcount', 'zeroRefcount', 'unalignedL2Entry', 'copiedCleared', 'refcountBlockPastEnd', 'zeroClusterUnaligned', 'l1EntryAtL1', 'l1PastEnd', 'refcountTableCut', 'cutTo512', 'noRefcountTable', 'sharedCluster', 'l1ReservedBits', 'l2ReservedBits', 'extendedL2ReservedBits', 'refcountTableReservedBits', 'refcountBlockUnaligned', 'refcountBlockPast2To53', 'compressedPast2To53']) {
       expect(platter(['check', paths[name]!]).status, name).not.toBe(0);
     }
   });

@@ -183,7 +183,9 @@ export class Refcounts {
   ): Promise<Refcounts> {
     const bytes = layout.tableClusters * layout.clusterSize;
     if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new LimitExceededError(`reference count table too large (${bytes} bytes)`);
-    let raw = await device.read(layout.tableOffset, Math.min(bytes, Math.max(0, device.size - layout.tableOffset)));
+    // A table wholly past the end of a cut file reads as zeros, as qemu reads it: check then counts what is missing.
+    const stored = Math.min(bytes, Math.max(0, device.size - layout.tableOffset));
+    let raw = stored > 0 ? await device.read(layout.tableOffset, stored) : new Uint8Array(0);
     if (raw.length % 8 !== 0) {
       // A file cut inside an entry: the bytes past its end read as zeros, as qemu reads them (check reports the rest).
       const whole = new Uint8Array(raw.length + 8 - (raw.length % 8));
