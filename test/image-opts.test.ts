@@ -9,7 +9,8 @@
  * other than qcow2, raw and file are refused as unsupported.
  */
 
-import { copyFileSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { imageSpec } from '../src/core/block-options.js';
 import { hasTool, platter, run, tempDir } from './helpers/tools.js';
@@ -51,7 +52,6 @@ describe('block options as image names', () => {
     ['driver=qcow2,file.filename=d.qcow2,file.foo=1', "Block protocol 'file' doesn't support the option 'foo'"],
     ['driver=vmdk,file.filename=d.vmdk', "the 'vmdk' driver is not supported"],
     ['driver=qcow2,file.driver=nbd,file.filename=d', "the 'nbd' protocol is not supported"],
-    ['driver=raw,file.filename=d.raw,size=100', 'Specified size is not multiple of 512'],
     ['driver=raw,file.filename=d.raw,offset=-1', "Parameter 'offset' expects a non-negative number below 2^64"],
     ['driver=qcow2,file.filename=d.qcow2,offset=512', "Block format 'qcow2' does not support the option 'offset'"],
     ['json:{"driver":', 'Could not parse the JSON options'],
@@ -156,6 +156,33 @@ describe.skipIf(!hasTool('qemu-img') || !hasTool('qemu-io'))('--image-opts on th
     const result = platter(args, { cwd: tmp.dir });
     expect(result.stderr).toBe(`platter: ${message}\n`);
     expect(result.status).toBe(1);
+  });
+
+  it('a part of a file whose length is not whole sectors: bounds taken in whole sectors, the tail of the last reading zeros, as qemu-img takes them', () => {
+    writeFileSync(at('odd.raw'), Buffer.alloc(1000, 7));
+    const window = (options: string) => `json:{"driver":"raw",${options}"file":{"driver":"file","filename":"odd.raw"}}`;
+    for (const options of ['"offset":0,"size":1024,', '"offset":512,"size":512,', '"offset":1000,', '"offset":600,', '"offset":1024,']) {
+      const name = window(options);
+      const ours = JSON.parse(platter(['info', '--output=json', name], { cwd: tmp.dir }).stdout) as { 'virtual-size': number };
+      const theirs = JSON.parse(qemuImg('info', '--output=json', name)) as { 'virtual-size': number };
+      expect(ours['virtual-size'], options).toBe(theirs['virtual-size']);
+      qemuImg('convert', '-O', 'raw', name, 'odd-theirs.raw');
+      expect(platter(['convert', '-O', 'raw', name, at('odd-ours.raw')], { cwd: tmp.dir }).status).toBe(0);
+      expect(readFileSync(at('odd-ours.raw')).equals(readFileSync(at('odd-theirs.raw'))), options).toBe(true);
+    }
+    // Refused as qemu-img refuses them: the bounds against 1024 bytes first, then a size of whole sectors.
+    for (const [options, message] of [
+      ['"offset":1025,', 'Offset (1025) cannot be greater than size of the containing file (1024)'],
+      ['"offset":0,"size":1025,', 'The sum of offset (0) and size (1025) has to be smaller or equal to the actual size of the containing file (1024)'],
+      ['"offset":1000,"size":24,', 'Specified size is not multiple of 512'],
+    ]) {
+      const ours = platter(['info', window(options!)], { cwd: tmp.dir });
+      expect(ours.stderr).toBe(`platter: odd.raw: ${message}\n`);
+      expect(ours.status).toBe(1);
+      const theirs = spawnSync('qemu-img', ['info', window(options!)], { cwd: tmp.dir, encoding: 'utf8' });
+      expect(theirs.stderr.replace('  actual', ' actual')).toContain(`: ${message}\n`);
+      expect(theirs.status).toBe(1);
+    }
   });
 
   it('convert from option strings, and -n into an image named by --target-image-opts: the same bytes as qemu-img', () => {

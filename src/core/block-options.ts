@@ -9,7 +9,8 @@
  * the json: names written in images.
  */
 
-import { SliceDevice, type BlockDevice } from './device.js';
+import { alignUp } from './bytes.js';
+import { SliceDevice, ZeroPaddedDevice, type BlockDevice } from './device.js';
 import { PlatterError, UnsupportedFeatureError, UsageError } from './errors.js';
 import { parseOptionString } from './options.js';
 import { qdictOrder } from './qdict-order.js';
@@ -135,12 +136,12 @@ function specOf(options: ReadonlyMap<string, OptionValue>): ImageSpec {
 
 /** The raw driver's options that make the image a part of its file. */
 const RAW_WINDOW_KEYS = new Set(['offset', 'size']);
-/** qemu's sector: a raw image's size option must be whole ones. */
+/** qemu's sector: a raw image's size option must be whole ones, and its block layer counts a file's length in them. */
 const SECTOR_SIZE = 512;
 
 /**
- * The window the raw driver's offset and size name, with qemu's checks (a
- * size of whole sectors; the file's bounds are checked when it is opened),
+ * The window the raw driver's offset and size name (the file's bounds and a
+ * size of whole sectors are checked when it is opened, in qemu's order),
  * and the json: name qemu gives such an image: the options as given, the
  * file's among them with its driver, in the order qemu prints a dictionary.
  */
@@ -153,7 +154,6 @@ function rawWindow(own: ReadonlyMap<string, OptionValue>, file: ReadonlyMap<stri
   };
   const offset = parse('offset') ?? 0;
   const size = parse('size');
-  if (size !== undefined && size % SECTOR_SIZE !== 0) throw new UsageError(`Specified size is not multiple of ${SECTOR_SIZE}`);
   const fileObject = qdictOrder(Object.fromEntries([['driver', 'file'], ...file]));
   const name = `json:${qemuJson(qdictOrder({ ...Object.fromEntries(own), file: fileObject }))}`;
   return { offset, ...(size === undefined ? {} : { size }), name };
@@ -180,15 +180,23 @@ function fileName(path: string | undefined): string {
   return path;
 }
 
-/** The part of `file` that `window` names, checked against the file's size as qemu's raw driver checks it. */
+/**
+ * The part of `file` that `window` names, checked as qemu's raw driver checks
+ * it: against the file's size in whole sectors (its block layer's length), the
+ * bounds first, then a size of whole sectors. The tail of the file's last
+ * sector reads as zeros.
+ */
 export function deviceWindow(file: BlockDevice, window: RawWindow): BlockDevice {
   const { offset } = window;
-  if (offset > file.size) throw new UsageError(`Offset (${offset}) cannot be greater than size of the containing file (${file.size})`).inFile(file.name);
-  const size = window.size ?? file.size - offset;
-  if (offset + size > file.size) {
-    throw new UsageError(`The sum of offset (${offset}) and size (${size}) has to be smaller or equal to the actual size of the containing file (${file.size})`).inFile(
+  const fileLength = alignUp(file.size, SECTOR_SIZE);
+  if (offset > fileLength) throw new UsageError(`Offset (${offset}) cannot be greater than size of the containing file (${fileLength})`).inFile(file.name);
+  const size = window.size ?? fileLength - offset;
+  if (size > fileLength - offset) {
+    throw new UsageError(`The sum of offset (${offset}) and size (${size}) has to be smaller or equal to the actual size of the containing file (${fileLength})`).inFile(
       file.name,
     );
   }
-  return new SliceDevice(file, offset, size, { name: window.name, owns: true });
+  if (window.size !== undefined && window.size % SECTOR_SIZE !== 0) throw new UsageError(`Specified size is not multiple of ${SECTOR_SIZE}`).inFile(file.name);
+  const padded = fileLength === file.size ? file : new ZeroPaddedDevice(file, fileLength);
+  return new SliceDevice(padded, offset, size, { name: window.name, owns: true });
 }

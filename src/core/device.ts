@@ -129,6 +129,70 @@ export class MemoryDevice implements BlockDevice {
 }
 
 /**
+ * A device read as `size` bytes, at least its parent's: the bytes past the
+ * parent's end read as zeros. qemu's block layer sees a file in whole 512-byte
+ * sectors, so a part of a file (the raw driver's offset and size) may reach
+ * into the zero tail of its last sector. A write there grows the parent, as
+ * qemu's write to the file would.
+ */
+export class ZeroPaddedDevice implements BlockDevice {
+  constructor(
+    private readonly parent: BlockDevice,
+    readonly size: number,
+  ) {
+    checkRange(0, parent.size, size, `padding of ${parent.name}`);
+  }
+
+  get name(): string {
+    return this.parent.name;
+  }
+
+  get writable(): boolean {
+    return this.parent.writable;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    checkRange(offset, target.length, this.size, `read from ${this.name}`);
+    const stored = Math.max(0, Math.min(target.length, this.parent.size - offset));
+    target.fill(0, stored);
+    if (stored > 0) await readFully(this.parent, offset, target.subarray(0, stored));
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    requireWritable(this);
+    checkRange(offset, data.length, this.size, `write to ${this.name}`);
+    if (!this.parent.write) throw new OutOfRangeError(`${this.parent.name} cannot be written`);
+    await this.parent.write(offset, data);
+  }
+
+  async flush(): Promise<void> {
+    await this.parent.flush?.();
+  }
+
+  async allocatedBytes(): Promise<number | undefined> {
+    return this.parent.allocatedBytes?.();
+  }
+
+  async holdsNoData(): Promise<boolean> {
+    return (await this.parent.holdsNoData?.()) ?? false;
+  }
+
+  willReadHoles(): void {
+    this.parent.willReadHoles?.();
+  }
+
+  async close(): Promise<void> {
+    await this.parent.close();
+  }
+}
+
+/**
  * A window [start, start+length) of another device: a partition, a logical volume,
  * the payload of a container. Never grows; closing it leaves the parent open,
  * unless the slice `owns` its parent (it then stands for the whole file: it
