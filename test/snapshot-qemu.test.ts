@@ -296,9 +296,9 @@ describe.skipIf(!haveQemu)('platter snapshot and qemu-img', () => {
 });
 
 describe.skipIf(!haveQemu)('snapshot: one action, once', () => {
-  it.each([['-d', 's1', '-d', 's2'], ['-c', 'a', '-c', 'b'], ['-a', 's1', '-a', 's2'], ['-c', 'x', '-a', 's1']])(
-    '%s %s ... is refused as qemu-img refuses it, the image left as it was',
-    (...flags) => {
+  it.each([['-d', 's1', '-d', 's2'], ['-c', 'a', '-c', 'b'], ['-a', 's1', '-a', 's2'], ['-c', 'x', '-a', 's1'], ['-l', '-l'], ['-ll'], ['-l', '-c', 'x']].map((flags) => [flags]))(
+    '%j is refused as qemu-img refuses it, the image left as it was',
+    (flags) => {
       for (const who of ['mine', 'qemu']) {
         sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', `twice-${who}.qcow2`, '1M']);
         sh(dir, 'qemu-img', ['snapshot', '-c', 's1', `twice-${who}.qcow2`]);
@@ -312,4 +312,16 @@ describe.skipIf(!haveQemu)('snapshot: one action, once', () => {
       expect(readFileSync(join(dir, 'twice-mine.qcow2')).equals(before)).toBe(true);
     },
   );
+});
+
+describe.skipIf(!haveQemu)('snapshot takes no -f', () => {
+  it.each([[['-f', 'qcow2']], [['--format=qcow2']]])('%j is refused as qemu-img refuses it, with nothing listed', (flags) => {
+    sh(dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'no-format.qcow2', '1M']);
+    sh(dir, 'qemu-img', ['snapshot', '-c', 's1', 'no-format.qcow2']);
+    const mine = platter(['snapshot', ...flags, '-l', 'no-format.qcow2'], { cwd: dir });
+    const qemu = shStatus(dir, 'qemu-img', ['snapshot', ...flags, '-l', 'no-format.qcow2']);
+    expect(qemu.stderr).toContain('unrecognized option');
+    expect([qemu.status, qemu.stdout]).toEqual([1, '']);
+    expect([mine.status, mine.stdout, mine.stderr]).toEqual([1, '', `platter: Unknown argument: ${flags[0] === '-f' ? 'f' : 'format'}\n`]);
+  });
 });

@@ -4,7 +4,7 @@ import { NotFoundError, UsageError } from '../../core/errors.js';
 import { snapshot, type SnapshotAction } from '../../ops/snapshot.js';
 import type { CliCommand } from '../command.js';
 import { withImage } from '../open.js';
-import { printJson, printText, withFormat, withOutput } from '../output.js';
+import { printJson, printText, withOutput } from '../output.js';
 import { renderSnapshotTable } from '../render/info.js';
 import { refuseSharedWrite, withForceShare } from '../force-share.js';
 import { withImageOpts } from '../image-opts.js';
@@ -26,13 +26,15 @@ function cutName(name: string): string {
 /** The one action the flags ask for (-l when none). */
 function actionOf(args: Record<string, unknown>): SnapshotAction {
   const chosen: SnapshotAction[] = [];
-  if (args.l === true) chosen.push({ kind: 'list' });
+  // -l is counted: qemu-img refuses it given twice, as it refuses any action given twice.
+  const lists = typeof args.l === 'number' ? args.l : 0;
+  if (lists > 0) chosen.push({ kind: 'list' });
   if (typeof args.c === 'string') chosen.push({ kind: 'create', name: cutName(args.c) });
   if (typeof args.a === 'string') chosen.push({ kind: 'apply', snapshot: args.a });
   if (typeof args.d === 'string') chosen.push({ kind: 'delete', snapshot: args.d });
   // One action, given once: qemu-img refuses a repeat too (-d s1 -d s2), rather than taking the last.
   const repeated = (args as Record<symbol, Set<string> | undefined>)[REPEATED_FLAGS];
-  const again = ['l', 'c', 'a', 'd'].some((flag) => repeated?.has(flag));
+  const again = lists > 1 || ['c', 'a', 'd'].some((flag) => repeated?.has(flag));
   if (chosen.length > 1 || again) throw new UsageError("Cannot mix '-l', '-a', '-c', '-d'");
   return chosen[0] ?? { kind: 'list' };
 }
@@ -49,9 +51,10 @@ const command: CliCommand = {
   command: 'snapshot <image>',
   describe: 'List, create, apply or delete internal snapshots of a qcow2 image',
   builder: (yargs) =>
-    withForceShare(withOutput(withImageOpts(withFormat(yargs), [{ positional: 'image' }])))
+    // No -f: qemu-img snapshot has none (it probes, or takes the driver of --image-opts).
+    withForceShare(withOutput(withImageOpts(yargs, [{ positional: 'image' }])))
       .positional('image', { type: 'string', describe: 'Image file', demandOption: true })
-      .option('l', { alias: 'list', type: 'boolean', describe: 'List the snapshots (the default)' })
+      .option('l', { alias: 'list', type: 'count', describe: 'List the snapshots (the default)' })
       .option('c', { alias: 'create', type: 'string', describe: 'Create a snapshot named NAME of the current state' })
       .option('a', { alias: 'apply', type: 'string', describe: 'Revert the disk to snapshot ID or NAME (its id first, then the first name)' })
       .option('d', { alias: 'delete', type: 'string', describe: 'Delete the first snapshot named NAME (or with id ID)' })
