@@ -80,8 +80,7 @@ export class ClusterMap {
     const end = Math.min(offset + length, (l1Index + 1) * bytesPerL2);
     const l2Offset = this.l2OffsetAt(l1Index);
     if (l2Offset === 0) return this.unallocatedRun(offset, offset + length, l1Index);
-    const l2 = await this.l2Table(l2Offset, l1Index);
-    return this.runIn(l2, l2Offset, offset, end);
+    return this.l2Table(l2Offset, l1Index, (l2) => this.runIn(l2, l2Offset, offset, end));
   }
 
   private l2OffsetAt(l1Index: number): number {
@@ -121,14 +120,14 @@ export class ClusterMap {
         continue;
       }
       this.readAhead(l1Index, Math.floor((end - 1) / bytesPerL2));
-      const l2 = await this.l2Table(l2Offset, l1Index);
       const tableEnd = Math.min(end, (l1Index + 1) * bytesPerL2);
-      const batch: MappingRun[] = [];
-      for (; at < tableEnd; ) {
-        const run = this.runIn(l2, l2Offset, at, tableEnd);
-        batch.push(run);
-        at += run.length;
-      }
+      const from = at;
+      const batch = await this.l2Table(l2Offset, l1Index, (l2) => {
+        const runs: MappingRun[] = [];
+        for (let next = from; next < tableEnd; next += runs[runs.length - 1]!.length) runs.push(this.runIn(l2, l2Offset, next, tableEnd));
+        return runs;
+      });
+      at = tableEnd;
       yield batch;
     }
   }
@@ -147,12 +146,15 @@ export class ClusterMap {
     }
   }
 
-  /** The L2 table at `l2Offset` (the L1 entry `l1Index` points there), checked for alignment. */
-  private l2Table(l2Offset: number, l1Index: number): Promise<DataView> {
+  /**
+   * Runs `read` on the L2 table at `l2Offset` (the L1 entry `l1Index` points
+   * there), checked for alignment; the table is lent for the call only.
+   */
+  private async l2Table<T>(l2Offset: number, l1Index: number, read: (l2: DataView) => T): Promise<T> {
     if (l2Offset % this.geometry.clusterSize !== 0) {
       throw new CorruptImageError(`L2 table offset ${l2Offset} is not cluster-aligned (L1 index ${l1Index})`, this.l1Offset + l1Index * 8);
     }
-    return this.l2Cache.get(l2Offset);
+    return this.l2Cache.use(l2Offset, read);
   }
 
   private runIn(l2: DataView, l2Offset: number, start: number, end: number): MappingRun {
