@@ -133,7 +133,7 @@ export const NbdErrno = {
   ESHUTDOWN: 108,
 } as const;
 
-/** The one metadata context platter offers. */
+/** The metadata context every export offers. */
 export const BASE_ALLOCATION = 'base:allocation';
 
 /** The namespace of BASE_ALLOCATION: a query for it lists every context in it. */
@@ -147,5 +147,20 @@ export const AllocationFlag = {
   ZERO: 1 << 1,
 } as const;
 
-/** The context id platter gives base:allocation (any value the server picks; 0 is avoided for clarity). */
+/** The context id platter gives base:allocation (any value the server picks; 0 is avoided for clarity); the export's other contexts follow it. */
 export const BASE_ALLOCATION_ID = 1;
+
+/** qemu's namespace: a query for it lists every qemu: context the export offers. */
+export const QEMU_NAMESPACE = 'qemu:';
+
+/**
+ * qemu-nbd -A's context: each descriptor's value is the chain layer that
+ * holds the range, 1 being the top image, or 0 where no layer does.
+ */
+export const ALLOCATION_DEPTH = 'qemu:allocation-depth';
+
+/** qemu-nbd -B's contexts: this prefix, then the persistent bitmap's name. */
+export const DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
+
+/** Status bit of qemu:dirty-bitmap: descriptors: the range's bits are set. */
+export const DIRTY_FLAG = 1;

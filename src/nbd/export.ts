@@ -8,6 +8,7 @@ import { SliceDevice } from '../core/device.js';
 import { ReadOnlyError, UnsupportedFeatureError } from '../core/errors.js';
 import type { Extent, Image } from '../core/image.js';
 import { GUARDED_RAW_BLOCK_SIZE, ZERO_CHUNK_BYTES } from './limits.js';
+import { allocationDepthContext, chainLayers, type MetaContext } from './status.js';
 
 /** One export as the protocol code sees it. */
 export interface NbdExport {
@@ -41,6 +42,8 @@ export interface NbdExport {
   flush(): Promise<void>;
   /** Block status of [offset, offset+length), relative to the export. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
+  /** Metadata contexts offered beside base:allocation, in the order they are listed. */
+  readonly metaContexts?: readonly MetaContext[];
 }
 
 /** A window of an image: bytes [start, start+length) of its virtual disk. */
@@ -60,6 +63,10 @@ export interface ImageExportOptions {
   unmapOnTrim?: boolean;
   /** Several clients may be served at once (see NbdExport.multiConn). */
   multiConn?: boolean;
+  /** Offer qemu:allocation-depth (qemu-nbd's -A). */
+  allocationDepth?: boolean;
+  /** Further contexts (dirty bitmaps), offered after it, over the export's own offsets. */
+  metaContexts?: readonly MetaContext[];
 }
 
 /** Zero bytes shared by every WRITE_ZEROES: never written to, so one buffer serves all. */
@@ -80,6 +87,12 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
   }
   const window = options.window ?? { start: 0, length: image.size };
   const data = new SliceDevice(image, window.start, window.length, { writable: options.writable, name: image.name });
+  async function blockStatus(offset: number, length: number): Promise<Extent[]> {
+    checkRange(offset, length, window.length, `block status of ${image.name}`);
+    const extents = await image.blockStatus(window.start + offset, length);
+    return extents.map((extent) => ({ ...extent, start: extent.start - window.start }));
+  }
+  const metaContexts = [...(options.allocationDepth ? [allocationDepthContext(blockStatus, chainLayers(image))] : []), ...(options.metaContexts ?? [])];
   return {
     name: options.name,
     description: options.description,
@@ -109,10 +122,7 @@ export function imageExport(image: Image, options: ImageExportOptions): NbdExpor
     flush: async () => {
       if (options.writable) await image.flush?.();
     },
-    async blockStatus(offset, length) {
-      checkRange(offset, length, window.length, `block status of ${image.name}`);
-      const extents = await image.blockStatus(window.start + offset, length);
-      return extents.map((extent) => ({ ...extent, start: extent.start - window.start }));
-    },
+    blockStatus,
+    metaContexts,
   };
 }

@@ -9,11 +9,13 @@ import {
   BASE_ALLOCATION_ID,
   BASE_NAMESPACE,
   ClientFlag,
+  DIRTY_BITMAP_PREFIX,
   HandshakeFlag,
   InfoType,
   NBD_IHAVEOPT,
   Option,
   OptionReply,
+  QEMU_NAMESPACE,
   TransmissionFlag,
 } from './constants.js';
 import type { NbdExport } from './export.js';
@@ -29,6 +31,7 @@ import {
   encodeServerEntry,
   encodeText,
 } from './replies.js';
+import { allocationRuns, type MetaContext } from './status.js';
 import type { NbdDuplex } from './stream.js';
 import { ExportNameReply, OptionHeader } from './structs.js';
 
@@ -39,12 +42,17 @@ export interface ExportCatalog {
   list(): NbdExport[];
 }
 
+/** A metadata context a client selected, with the id its replies carry. */
+export interface SelectedContext extends MetaContext {
+  readonly id: number;
+}
+
 /** What the handshake settled: the export and the features agreed on. */
 export interface Session {
   export: NbdExport;
   structuredReplies: boolean;
-  /** The id of base:allocation when the client selected it, else undefined. */
-  allocationContext: number | undefined;
+  /** The metadata contexts the client selected for this export, in the order replies give them (none: no block status). */
+  contexts: SelectedContext[];
   transmissionFlags: number;
 }
 
@@ -55,8 +63,8 @@ interface HandshakeState {
   /** The client speaks fixed newstyle; without it only NBD_OPT_EXPORT_NAME has a defined outcome. */
   fixedNewstyle: boolean;
   structuredReplies: boolean;
-  /** The export named by the last SET_META_CONTEXT that selected base:allocation. */
-  allocationFor: NbdExport | undefined;
+  /** What the last SET_META_CONTEXT selected: the export it named, and the contexts' ids. */
+  selection: { export: NbdExport; ids: number[] } | undefined;
 }
 
 /** The transmission flags for an export, given the features agreed on. */
@@ -89,7 +97,7 @@ export async function negotiate(io: NbdDuplex, catalog: ExportCatalog): Promise<
     noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
     fixedNewstyle: (clientFlags & ClientFlag.FIXED_NEWSTYLE) !== 0,
     structuredReplies: false,
-    allocationFor: undefined,
+    selection: undefined,
   };
   for (let count = 0; count < MAX_HANDSHAKE_OPTIONS; count++) {
     const headerBytes = await io.readExact(OptionHeader.size);
@@ -197,10 +205,34 @@ async function infoOrGo(io: NbdDuplex, state: HandshakeState, option: number, da
   return option === Option.GO ? startSession(state, exported) : 'continue';
 }
 
-/** Which of the offered contexts a query names: exact names, or a whole namespace. */
-function matchQueries(request: MetaContextRequest, listing: boolean): boolean {
-  if (listing && request.queries.length === 0) return true;
-  return request.queries.some((query) => query === BASE_ALLOCATION || (listing && query === BASE_NAMESPACE));
+/**
+ * The metadata contexts an export offers, each with its id (its place in the
+ * list, from 1): base:allocation, then its own (qemu:allocation-depth, then
+ * dirty bitmaps), the order qemu-nbd lists them in.
+ */
+export function offeredContexts(exported: NbdExport): SelectedContext[] {
+  const base: SelectedContext = {
+    id: BASE_ALLOCATION_ID,
+    name: BASE_ALLOCATION,
+    status: async (offset, length) => allocationRuns(await exported.blockStatus(offset, length), offset, length),
+  };
+  const own = (exported.metaContexts ?? []).map((context, index) => ({ id: BASE_ALLOCATION_ID + 1 + index, name: context.name, status: (offset: number, length: number) => context.status(offset, length) }));
+  return [base, ...own];
+}
+
+/** Queries that, when listing, name every context under them (as qemu-nbd takes them). */
+const NAMESPACES = [BASE_NAMESPACE, QEMU_NAMESPACE, DIRTY_BITMAP_PREFIX];
+
+/** True when a query names the context `name`: by its name, or (listing) by its namespace. */
+function queryNames(query: string, name: string, listing: boolean): boolean {
+  if (query === name) return true;
+  return listing && NAMESPACES.includes(query) && name.startsWith(query);
+}
+
+/** The contexts a request names, in the order offered; listing with no query names all. */
+function matchQueries(request: MetaContextRequest, offered: readonly SelectedContext[], listing: boolean): SelectedContext[] {
+  if (listing && request.queries.length === 0) return [...offered];
+  return offered.filter((context) => request.queries.some((query) => queryNames(query, context.name, listing)));
 }
 
 async function metaContext(io: NbdDuplex, state: HandshakeState, option: number, request: MetaContextRequest): Promise<'continue'> {
@@ -210,10 +242,12 @@ async function metaContext(io: NbdDuplex, state: HandshakeState, option: number,
   }
   const exported = state.catalog.find(request.exportName);
   if (!exported) return replyContinue(io, option, OptionReply.ERR_UNKNOWN, `no export named '${shortName(request.exportName)}'`);
-  const selected = matchQueries(request, listing);
-  if (selected) await reply(io, option, OptionReply.META_CONTEXT, encodeMetaContext(listing ? 0 : BASE_ALLOCATION_ID, BASE_ALLOCATION));
+  const selected = matchQueries(request, offeredContexts(exported), listing);
+  for (const context of selected) {
+    await reply(io, option, OptionReply.META_CONTEXT, encodeMetaContext(listing ? 0 : context.id, context.name));
+  }
   // Each SET replaces the previous selection.
-  if (!listing) state.allocationFor = selected ? exported : undefined;
+  if (!listing) state.selection = selected.length > 0 ? { export: exported, ids: selected.map((context) => context.id) } : undefined;
   return replyContinue(io, option, OptionReply.ACK);
 }
 
@@ -230,10 +264,16 @@ function startSession(state: HandshakeState, exported: NbdExport): Session {
   return {
     export: exported,
     structuredReplies: state.structuredReplies,
-    // Contexts chosen for another export do not carry over.
-    allocationContext: state.structuredReplies && state.allocationFor === exported ? BASE_ALLOCATION_ID : undefined,
+    contexts: selectedContexts(state, exported),
     transmissionFlags: transmissionFlagsFor(exported, state.structuredReplies),
   };
+}
+
+/** The contexts selected for `exported`: those chosen for another export do not carry over. */
+function selectedContexts(state: HandshakeState, exported: NbdExport): SelectedContext[] {
+  const selection = state.selection;
+  if (!state.structuredReplies || selection?.export !== exported) return [];
+  return offeredContexts(exported).filter((context) => selection.ids.includes(context.id));
 }
 
 async function reply(io: NbdDuplex, option: number, replyType: number, data?: Uint8Array | string): Promise<void> {

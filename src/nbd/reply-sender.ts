@@ -117,8 +117,12 @@ export class Replier {
   }
 
   /** A base:allocation reply. */
-  async blockStatus(cookie: bigint, contextId: number, runs: readonly StatusRun[]): Promise<void> {
-    await this.io.write(encodeBlockStatus(cookie, ChunkFlag.DONE, contextId, runs));
+  /** One BLOCK_STATUS chunk per context, the last one ending the reply. */
+  async blockStatus(cookie: bigint, chunks: readonly { id: number; runs: readonly StatusRun[] }[]): Promise<void> {
+    for (const [index, chunk] of chunks.entries()) {
+      const flags = index === chunks.length - 1 ? ChunkFlag.DONE : 0;
+      await this.io.write(encodeBlockStatus(cookie, flags, chunk.id, chunk.runs));
+    }
   }
 }
 

@@ -15,7 +15,6 @@ import type { Session } from './handshake.js';
 import { InFlight } from '../core/in-flight.js';
 import { CACHE_CHUNK_BYTES, MAX_CONCURRENT_READ_BYTES, MAX_CONCURRENT_REQUESTS, MAX_REQUEST_BYTES } from './limits.js';
 import { Replier, errnoFor } from './reply-sender.js';
-import { allocationRuns } from './status.js';
 import type { NbdDuplex } from './stream.js';
 import { Request } from './structs.js';
 
@@ -174,15 +173,20 @@ async function mutate(session: Session, replier: Replier, request: NbdRequest, f
 
 async function blockStatus(session: Session, replier: Replier, request: NbdRequest): Promise<void> {
   const { cookie } = request;
-  if (session.allocationContext === undefined) {
+  if (session.contexts.length === 0) {
     return replier.error(cookie, NbdErrno.EINVAL, 'no metadata context was selected');
   }
   if (request.length === 0 || !inRange(request, session.export.size)) {
     return replier.error(cookie, NbdErrno.EINVAL, 'block status range is empty or past the end');
   }
-  const extents = await session.export.blockStatus(request.offset, request.length);
-  const runs = allocationRuns(extents, request.offset, request.length, (request.flags & CommandFlag.REQ_ONE) !== 0);
-  // An image that describes nothing at the offset is still readable: call it data, which is never wrong.
-  if (runs.length === 0) runs.push({ length: request.length, flags: 0 });
-  return replier.blockStatus(cookie, session.allocationContext, runs);
+  const only = (request.flags & CommandFlag.REQ_ONE) !== 0;
+  // Every context is answered before the first chunk goes out: an error then is the whole reply.
+  const chunks = [];
+  for (const context of session.contexts) {
+    const runs = await context.status(request.offset, request.length);
+    // An image that describes nothing at the offset is still readable: flags 0 call it data, which is never wrong.
+    if (runs.length === 0) runs.push({ length: request.length, flags: 0 });
+    chunks.push({ id: context.id, runs: only ? runs.slice(0, 1) : runs });
+  }
+  return replier.blockStatus(cookie, chunks);
 }

@@ -40,6 +40,8 @@ export interface ExportOptions {
   unmapOnTrim?: boolean;
   /** Clients served at once (qemu-nbd's --shared); above 1 the export offers multi-conn. */
   shared?: number;
+  /** Offer the qemu:allocation-depth metadata context (qemu-nbd's -A). */
+  allocationDepth?: boolean;
   /** How `partition` is found (default: as `mount-offset` finds it). */
   resolvePartition?: PartitionResolver;
 }
@@ -109,6 +111,7 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
     description,
     unmapOnTrim: options.unmapOnTrim === true,
     multiConn: (options.shared ?? 1) > 1,
+    allocationDepth: options.allocationDepth === true,
   });
   return { exported, window };
 }

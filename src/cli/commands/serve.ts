@@ -51,6 +51,7 @@ const command: CliCommand = {
       .option('pid-file', { type: 'string', requiresArg: true, describe: "Write the server's process id to this file while it serves" })
       .option('discard', { choices: ['ignore', 'unmap'], default: 'ignore', describe: 'What TRIM does: nothing, or free what the range stores' })
       .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
+      .option('allocation-depth', { alias: 'A', type: 'boolean', default: false, describe: 'Also offer the qemu:allocation-depth metadata context (the chain layer holding each range)' })
       .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
       .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
       .option('description', { alias: 'D', type: 'string', requiresArg: true, describe: "The export's description, as clients list it (default: the image's name)" })
@@ -60,6 +61,7 @@ const command: CliCommand = {
       .example('platter serve --port 10809 --shared 4 disk.img', 'Serve on 127.0.0.1:10809 to up to 4 clients at once')
       .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
       .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only')
+      .example('platter serve -A -k /tmp/d.sock top.qcow2', "Offer allocation depths; then: nbdinfo --map=qemu:allocation-depth 'nbd+unix:///?socket=/tmp/d.sock'")
       .example('platter serve --fork --pid-file /tmp/d.pid -t -k /tmp/d.sock disk.img', 'Serve in the background; stop it with kill $(cat /tmp/d.pid)'),
   async handler(args) {
     const path = args.image as string;
@@ -81,6 +83,7 @@ const command: CliCommand = {
         snapshot: args.snapshot === undefined ? undefined : parseSnapshotParam(args.snapshot as string),
         unmapOnTrim: args.discard === 'unmap',
         shared,
+        allocationDepth: args['allocation-depth'] === true,
         listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => quiet || warn(`${path}: ${m}`) }),
       }).catch((error: unknown) => {
         throw error instanceof PlatterError ? error.inFile(path) : error;
