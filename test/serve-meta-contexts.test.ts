@@ -3,13 +3,16 @@
  * nbdinfo --map of both, over chains of one to three layers, raw images,
  * zero and compressed clusters, extended L2 subclusters, odd sizes, a
  * backing file shorter than its overlay, snapshots and a partition window;
- * and the contexts both list.
+ * `-B` (qemu:dirty-bitmap:NAME) against qemu-nbd -B: bits read from the
+ * file, live bits of a writable export, what is refused; and the contexts
+ * both list.
  */
 
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { haveServeTool, makeServeTempDir, runTool, stopAllServes } from './helpers/serve-tools.js';
+import { CLI, haveServeTool, makeServeTempDir, runTool, startServe, stopAllServes } from './helpers/serve-tools.js';
 import { listedContexts, viaPlatter, viaQemuNbd, type NbdinfoQuery } from './helpers/serve-meta.js';
 
 const temp = makeServeTempDir();
@@ -121,5 +124,103 @@ describe.runIf(tools)('serve -A: qemu:allocation-depth as qemu-nbd -A exports it
   it('keeps base:allocation as it was with -A', async () => {
     const { platter, qemu } = await both('top.qcow2', ['-A'], { map: 'base:allocation' });
     expect(platter).toBe(qemu);
+  });
+});
+
+/** Sets the in-use flag of the first bitmap in the directory of `image`: what a writer that crashed leaves. */
+function markFirstBitmapInUse(image: string): void {
+  const bytes = readFileSync(image);
+  let at = bytes.readUInt32BE(100);
+  for (;;) {
+    const type = bytes.readUInt32BE(at);
+    const length = bytes.readUInt32BE(at + 4);
+    if (type === 0) throw new Error('no bitmaps extension');
+    if (type === 0x23852875) break;
+    at += 8 + Math.ceil(length / 8) * 8;
+  }
+  const directory = Number(bytes.readBigUInt64BE(at + 24));
+  bytes.writeUInt32BE(bytes.readUInt32BE(directory + 12) | 1, directory + 12);
+  writeFileSync(image, bytes);
+}
+
+describe.runIf(tools)('serve -B: qemu:dirty-bitmap:NAME as qemu-nbd -B exports it', () => {
+  beforeAll(() => {
+    create('qcow2', 'bm.qcow2', '8M');
+    runTool('qemu-img', ['bitmap', '--add', file('bm.qcow2'), 'b1']);
+    runTool('qemu-img', ['bitmap', '--add', '-g', '128k', file('bm.qcow2'), 'b2']);
+    qemuIo('qcow2', 'bm.qcow2', 'write -P 1 100k 300k', 'write -P 2 5M 4k');
+    runTool('qemu-img', ['bitmap', '--disable', file('bm.qcow2'), 'b2']);
+    qemuIo('qcow2', 'bm.qcow2', 'write -P 3 7M 4k', 'write -z 8000k 192k');
+    // A large disk: a query reads only the table entries and bits it is about.
+    create('qcow2', 'big.qcow2', '1T');
+    runTool('qemu-img', ['bitmap', '--add', '-g', '64k', file('big.qcow2'), 'far']);
+    qemuIo('qcow2', 'big.qcow2', 'write -P 4 1M 64k', 'write -P 5 900G 1M', 'write -P 6 1099511562240 512');
+    // A bitmap in the backing file, found through the overlay, as qemu-nbd finds it.
+    create('qcow2', 'over.qcow2', '8M', '-b', 'bm.qcow2', '-F', 'qcow2');
+    qemuIo('qcow2', 'over.qcow2', 'write -P 7 2M 64k');
+    create('raw', 'plain.raw', '1M');
+  });
+
+  for (const [image, name] of [['bm.qcow2', 'b1'], ['bm.qcow2', 'b2'], ['big.qcow2', 'far'], ['over.qcow2', 'b1']] as const) {
+    it(`maps bitmap ${name} of ${image} as qemu-nbd does`, async () => {
+      const { platter, qemu } = await both(image, ['-B', name], { map: `qemu:dirty-bitmap:${name}` });
+      expect(platter).toBe(qemu);
+      expect(platter).toMatch(/\sdirty$/m);
+    });
+  }
+
+  it('lists the bitmaps after qemu:allocation-depth, the last -B first, as qemu-nbd does', async () => {
+    const { platter, qemu } = await both('bm.qcow2', ['-A', '-B', 'b2', '-B', 'b1'], { json: true });
+    expect(listedContexts(platter)).toEqual(listedContexts(qemu));
+    expect(listedContexts(platter)).toEqual(['base:allocation', 'qemu:allocation-depth', 'qemu:dirty-bitmap:b1', 'qemu:dirty-bitmap:b2']);
+    const second = await both('bm.qcow2', ['-A', '-B', 'b2', '-B', 'b1'], { map: 'qemu:dirty-bitmap:b2' });
+    expect(second.platter).toBe(second.qemu);
+  });
+
+  it('refuses what qemu-nbd refuses, with its words and exit status 1', () => {
+    const inUse = file('in-use.qcow2');
+    writeFileSync(inUse, readFileSync(file('bm.qcow2')));
+    markFirstBitmapInUse(inUse);
+    for (const [image, name, message] of [
+      ['bm.qcow2', 'nope', "Bitmap 'nope' is not found"],
+      ['plain.raw', 'b1', "Bitmap 'b1' is not found"],
+      ['in-use.qcow2', 'b1', "Bitmap 'b1' is inconsistent and cannot be used"],
+    ] as const) {
+      const qemu = spawnSync('qemu-nbd', ['-r', '-k', nextSocket(), '-B', name, file(image)], { encoding: 'utf8', timeout: 20_000 });
+      expect(qemu.status, image).toBe(1);
+      expect(qemu.stderr).toContain(message);
+      const platter = spawnSync(process.execPath, [CLI, 'serve', '-k', nextSocket(), '-B', name, file(image)], { encoding: 'utf8', timeout: 20_000 });
+      expect(platter.status, image).toBe(1);
+      expect(platter.stderr).toBe(`platter: ${file(image)}: ${message}\n`);
+    }
+  });
+
+  it('shows writes to a writable export in its enabled bitmaps at once, as qemu-nbd does', async () => {
+    const maps: Record<string, string[]> = {};
+    for (const server of ['qemu', 'platter']) {
+      const image = file(`live-${server}.qcow2`);
+      writeFileSync(image, readFileSync(file('bm.qcow2')));
+      const socket = nextSocket();
+      const args = ['-B', 'b1', '-B', 'b2'];
+      const uri = `nbd+unix:///?socket=${socket}`;
+      if (server === 'qemu') {
+        const child = spawn('qemu-nbd', ['-t', '-k', socket, ...args, image], { stdio: 'ignore' });
+        while (!existsSync(socket)) await new Promise((resolve) => setTimeout(resolve, 50));
+        runTool('qemu-io', ['-f', 'raw', uri, '-c', 'write -P 9 3M 4k', '-c', 'write -z 6000k 100k']);
+        maps[server] = ['b1', 'b2'].map((name) => runTool('nbdinfo', [`--map=qemu:dirty-bitmap:${name}`, uri]));
+        child.kill();
+        await new Promise((resolve) => child.on('exit', resolve));
+      } else {
+        const served = await startServe(image, socket, ['-t', '-w', ...args]);
+        runTool('qemu-io', ['-f', 'raw', uri, '-c', 'write -P 9 3M 4k', '-c', 'write -z 6000k 100k']);
+        maps[server] = ['b1', 'b2'].map((name) => runTool('nbdinfo', [`--map=qemu:dirty-bitmap:${name}`, uri]));
+        await served.stop();
+      }
+    }
+    expect(maps.platter).toEqual(maps.qemu);
+    expect(maps.platter![0]).toMatch(/^\s+3145728\s+65536\s+1\s+dirty$/m);
+    // Stored on close, the bitmap keeps them, and qemu reads the same bits from the file.
+    const stored = await viaQemuNbd(file('live-platter.qcow2'), nextSocket(), ['-r', '-B', 'b1'], { map: 'qemu:dirty-bitmap:b1' });
+    expect(stored).toBe(maps.qemu![0]);
   });
 });

@@ -157,8 +157,15 @@ const TABLE_READ_ENTRIES = 8192;
  * table must have the size qemu gives a bitmap of this granularity over
  * `size` guest bytes (undefined: any size, for a bitmap in use, which may
  * describe a disk of another size). Throws CorruptImageError on a malformed entry.
+ * `entries` keeps to table entries [first, end) (each one cluster of bits).
  */
-export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, size: number | undefined, clusterSize: number): AsyncGenerator<BitmapCluster> {
+export async function* bitmapClusters(
+  device: BlockDevice,
+  bitmap: BitmapInfo,
+  size: number | undefined,
+  clusterSize: number,
+  entries: { first: number; end: number } = { first: 0, end: bitmap.tableSize },
+): AsyncGenerator<BitmapCluster> {
   const at = `bitmap '${bitmap.name}'`;
   if (bitmap.type !== BITMAP_TYPE_DIRTY_TRACKING) throw new CorruptImageError(`${at} has an unknown type (${bitmap.type})`, bitmap.tableOffset);
   if (bitmap.granularity < MIN_GRANULARITY || bitmap.granularity > MAX_GRANULARITY) {
@@ -172,8 +179,9 @@ export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, s
   if (bitmap.tableOffset % clusterSize !== 0 || bitmap.tableOffset > device.size || bitmap.tableSize * 8 > device.size - bitmap.tableOffset) {
     throw new CorruptImageError(`${at}: its table is misaligned or past the end of the file`, bitmap.tableOffset);
   }
-  for (let first = 0; first < bitmap.tableSize; first += TABLE_READ_ENTRIES) {
-    const count = Math.min(TABLE_READ_ENTRIES, bitmap.tableSize - first);
+  const stop = Math.min(entries.end, bitmap.tableSize);
+  for (let first = Math.max(0, entries.first); first < stop; first += TABLE_READ_ENTRIES) {
+    const count = Math.min(TABLE_READ_ENTRIES, stop - first);
     const bytes = await device.read(bitmap.tableOffset + first * 8, count * 8);
     const table = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
     for (let index = 0; index < count; index++) {
@@ -195,13 +203,25 @@ export async function* bitmapClusters(device: BlockDevice, bitmap: BitmapInfo, s
  * The guest byte ranges whose bits are set in `bitmap`, in order, adjacent
  * ones joined: bit i stands for [i * granularity, (i + 1) * granularity),
  * cut at the disk's end. The table must fit `size` (see bitmapClusters).
+ * With `window`, only the bits of the granules [start, end) touches are read
+ * (and the table entries that hold them), so a query of a large disk reads
+ * what it asks about.
  */
-export async function* dirtyRanges(device: BlockDevice, bitmap: BitmapInfo, size: number, clusterSize: number): AsyncGenerator<[number, number]> {
+export async function* dirtyRanges(
+  device: BlockDevice,
+  bitmap: BitmapInfo,
+  size: number,
+  clusterSize: number,
+  window?: { start: number; end: number },
+): AsyncGenerator<[number, number]> {
   const { granularity } = bitmap;
   const bitsPerCluster = clusterSize * 8;
-  const totalBits = Math.ceil(size / granularity);
+  const firstBit = window === undefined ? 0 : Math.floor(window.start / granularity);
+  const totalBits = window === undefined ? Math.ceil(size / granularity) : Math.min(Math.ceil(size / granularity), Math.ceil(window.end / granularity));
+  const firstEntry = Math.floor(firstBit / bitsPerCluster);
+  const entries = { first: firstEntry, end: Math.ceil(totalBits / bitsPerCluster) };
   let pending: [number, number] | undefined;
-  let index = 0;
+  let index = firstEntry;
   const emit = function* (firstBit: number, endBit: number): Generator<[number, number]> {
     const start = firstBit * granularity;
     const end = Math.min(size, endBit * granularity);
@@ -211,9 +231,10 @@ export async function* dirtyRanges(device: BlockDevice, bitmap: BitmapInfo, size
       pending = [start, end];
     }
   };
-  for await (const cluster of bitmapClusters(device, bitmap, size, clusterSize)) {
-    const first = index * bitsPerCluster;
-    const last = Math.min(totalBits, first + bitsPerCluster);
+  for await (const cluster of bitmapClusters(device, bitmap, size, clusterSize, entries)) {
+    const base = index * bitsPerCluster;
+    const first = Math.max(base, firstBit);
+    const last = Math.min(totalBits, base + bitsPerCluster);
     index++;
     if (cluster.kind === 'zeros' || first >= last) continue;
     if (cluster.kind === 'ones') {
@@ -223,7 +244,7 @@ export async function* dirtyRanges(device: BlockDevice, bitmap: BitmapInfo, size
     const bytes = await device.read(cluster.offset, clusterSize);
     let runStart = -1;
     for (let bit = first; bit < last; bit++) {
-      const local = bit - first;
+      const local = bit - base;
       const set = (bytes[local >> 3]! >> (local & 7)) & 1;
       if (set && runStart < 0) runStart = bit;
       else if (!set && runStart >= 0) {

@@ -40,7 +40,7 @@ export { amendHeader } from './amend.js';
 export { fullyAllocatedBytes, refcountMetadataBytes, bitmapBytes } from './measure.js';
 export { readMetadata, readL1Table, type Qcow2Metadata } from './metadata.js';
 export { readSnapshotTable, findSnapshot, snapshotInfo, SnapshotHeader, SnapshotExtraData, type Qcow2Snapshot, type SnapshotRef } from './snapshots.js';
-export { readBitmapDirectory, bitmapClusters, BitmapDirectoryEntry, BITMAP_AUTO, BITMAP_IN_USE, type BitmapCluster, type BitmapInfo } from './bitmaps.js';
+export { readBitmapDirectory, bitmapClusters, dirtyRanges, BitmapDirectoryEntry, BITMAP_AUTO, BITMAP_IN_USE, type BitmapCluster, type BitmapInfo } from './bitmaps.js';
 export { storeBitmaps, type BitmapToStore } from './bitmaps-write.js';
 export { editBitmaps, type BitmapAction } from './bitmaps-edit.js';
 export { formatSpecificData, describeQcow2 } from './describe.js';

@@ -599,6 +599,14 @@ export class Qcow2Writer {
     this.bitmapsMarked = true;
   }
 
+  /**
+   * The guest ranges written since the enabled bitmaps were marked in use:
+   * the bits they have gained beyond those on disk (an NBD export shows them live).
+   */
+  writtenRanges(): readonly (readonly [number, number])[] {
+    return this.written.list();
+  }
+
   /** Notes a guest write, zero write or discard of [offset, offset+length) for the enabled bitmaps. */
   private noteWritten(offset: number, length: number): void {
     if (this.host.metadata.bitmaps.length > 0) this.written.add(offset, length);

@@ -113,8 +113,8 @@ function baseParser(argv: string[]): Argv {
 /** Where the parsed arguments keep the names of flags given more than once (a Set of names). */
 export const REPEATED_FLAGS = Symbol('repeated flags');
 
-/** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), dd's operands, convert's files and --object. */
-const REPEATABLE = new Set(['_', 'o', 'options', 'operands', 'files', 'object']);
+/** Options that add up when repeated, as in qemu-img (`-o a=1 -o b=2` is `-o a=1,b=2`), dd's operands, convert's files, --object and serve's --bitmap (qemu-nbd -B). */
+const REPEATABLE = new Set(['_', 'o', 'options', 'operands', 'files', 'object', 'bitmap']);
 
 /**
  * A flag given twice takes its last value, as qemu-img's option parsing does

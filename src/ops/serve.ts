@@ -12,6 +12,7 @@ import { MAX_STRING_BYTES } from '../nbd/limits.js';
 import { singleExportCatalog } from '../nbd/server.js';
 import { nbdUri, type NbdAddress } from '../nbd/uri.js';
 import { mountOffsets, selectTarget } from './mount-offset.js';
+import { bitmapContexts } from './serve-bitmaps.js';
 import { openSnapshotView, Qcow2Image, type SnapshotRef } from '../../formats/qcow2/index.js';
 
 /** Finds a partition (a number, LABEL=, UUID=, PARTLABEL=, VG/LV) in an image's virtual disk. */
@@ -42,6 +43,8 @@ export interface ExportOptions {
   shared?: number;
   /** Offer the qemu:allocation-depth metadata context (qemu-nbd's -A). */
   allocationDepth?: boolean;
+  /** Persistent dirty bitmaps to offer as qemu:dirty-bitmap:NAME contexts (qemu-nbd's -B, once per name). */
+  bitmaps?: readonly string[];
   /** How `partition` is found (default: as `mount-offset` finds it). */
   resolvePartition?: PartitionResolver;
 }
@@ -112,6 +115,8 @@ export async function prepareExport(image: Image, options: ExportOptions = {}): 
     unmapOnTrim: options.unmapOnTrim === true,
     multiConn: (options.shared ?? 1) > 1,
     allocationDepth: options.allocationDepth === true,
+    // The image's bitmaps, also under a snapshot (as qemu-nbd -l -B exports them).
+    metaContexts: bitmapContexts(image, options.bitmaps ?? [], window),
   });
   return { exported, window };
 }

@@ -52,6 +52,7 @@ const command: CliCommand = {
       .option('discard', { choices: ['ignore', 'unmap'], default: 'ignore', describe: 'What TRIM does: nothing, or free what the range stores' })
       .option('shared', { alias: 'e', type: 'number', default: 1, describe: 'Clients served at once' })
       .option('allocation-depth', { alias: 'A', type: 'boolean', default: false, describe: 'Also offer the qemu:allocation-depth metadata context (the chain layer holding each range)' })
+      .option('bitmap', { alias: 'B', type: 'string', requiresArg: true, describe: 'Also offer this persistent dirty bitmap as qemu:dirty-bitmap:NAME (repeatable)' })
       .option('persistent', { alias: 't', type: 'boolean', default: false, describe: 'Keep serving after the last client leaves' })
       .option('export-name', { alias: 'x', type: 'string', default: '', describe: "The export's name (clients naming none get it too)" })
       .option('description', { alias: 'D', type: 'string', requiresArg: true, describe: "The export's description, as clients list it (default: the image's name)" })
@@ -62,6 +63,7 @@ const command: CliCommand = {
       .example('platter serve --partition 5 -k /tmp/p5.sock disk.img', 'Serve only partition 5 (a logical partition here)')
       .example('platter serve --snapshot snap1 -k /tmp/s.sock vm.qcow2', 'Serve internal snapshot snap1 of a qcow2 image, read-only')
       .example('platter serve -A -k /tmp/d.sock top.qcow2', "Offer allocation depths; then: nbdinfo --map=qemu:allocation-depth 'nbd+unix:///?socket=/tmp/d.sock'")
+      .example('platter serve -B backup1 -k /tmp/d.sock vm.qcow2', "Offer bitmap backup1; then: nbdinfo --map=qemu:dirty-bitmap:backup1 'nbd+unix:///?socket=/tmp/d.sock'")
       .example('platter serve --fork --pid-file /tmp/d.pid -t -k /tmp/d.sock disk.img', 'Serve in the background; stop it with kill $(cat /tmp/d.pid)'),
   async handler(args) {
     const path = args.image as string;
@@ -84,6 +86,7 @@ const command: CliCommand = {
         unmapOnTrim: args.discard === 'unmap',
         shared,
         allocationDepth: args['allocation-depth'] === true,
+        bitmaps: args.bitmap === undefined ? [] : ([] as unknown[]).concat(args.bitmap).map(String),
         listen: (catalog) => listenNbd(catalog, endpoint, { shared, persistent: args.persistent === true, log: (m) => quiet || warn(`${path}: ${m}`) }),
       }).catch((error: unknown) => {
         throw error instanceof PlatterError ? error.inFile(path) : error;
