@@ -321,19 +321,6 @@ describe.skipIf(!haveQemu)('resize and amend', () => {
     expect(refused.stderr).toMatch(/The new size must be a multiple of 512\n$/);
   });
 
-  it.each([
-    ['an empty image', '2M', []],
-    ['an empty image', '600M', []],
-    ['an empty overlay', '600M', ['-b', 'shrink-base.qcow2', '-F', 'qcow2']],
-  ])('resize --shrink of %s to %s: an L2 table for the cut-off space, as qemu-img\'s discard makes it, the same file', (_what, size, options) => {
-    sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'shrink-base.qcow2', '8M']);
-    for (const who of ['mine', 'theirs']) sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', ...options, `no-l2-${who}.qcow2`, '1G']);
-    const mine = platter(['resize', '--shrink', 'no-l2-mine.qcow2', size], { cwd: temp.dir });
-    expect(mine.status, mine.stderr).toBe(0);
-    sh(temp.dir, 'qemu-img', ['resize', '-q', '--shrink', 'no-l2-theirs.qcow2', size]);
-    expect(readFileSync(at('no-l2-mine.qcow2')).equals(readFileSync(at('no-l2-theirs.qcow2')))).toBe(true);
-  });
-
   it('a shrink without --shrink is refused with qemu-img\'s error and warning, and the image is left as it was', () => {
     sh(temp.dir, 'qemu-img', ['create', '-q', '-f', 'qcow2', 'noshrink-mine.qcow2', '4M']);
     copyFileSync(at('noshrink-mine.qcow2'), at('noshrink-theirs.qcow2'));

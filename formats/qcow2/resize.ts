@@ -177,16 +177,9 @@ async function allocateRange(writer: Qcow2Writer, from: number, to: number): Pro
 
 async function shrink(writer: Qcow2Writer, newSize: number, oldSize: number): Promise<void> {
   const firstFree = Math.ceil(newSize / writer.clusterSize) * writer.clusterSize;
-  const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
-  for (let at = firstFree; at < oldSize; ) {
-    const tableEnd = Math.min(oldSize, (Math.floor(at / bytesPerL2) + 1) * bytesPerL2);
-    // As qemu's discard of the cut-off space: each L2 table it touches gets its place first, one that maps
-    // nothing too (those wholly past the new end are freed below), so the file keeps qemu's layout.
-    await writer.tables.slot(at, true);
-    await writer.discardRange(at, tableEnd - at);
-    at = tableEnd;
-  }
+  if (firstFree < oldSize) await writer.discardRange(firstFree, oldSize - firstFree);
   // L2 tables wholly past the new end go too.
+  const bytesPerL2 = writer.clusterSize * writer.geometry.l2Entries;
   const l1 = writer.host.metadata.l1;
   for (let l1Index = Math.ceil(newSize / bytesPerL2); l1Index < writer.header.l1Size; l1Index++) {
     const tableOffset = l1EntryL2Offset(l1, l1Index, writer.header.l1TableOffset);
