@@ -134,6 +134,15 @@ describe.skipIf(!hasTool('qemu-img'))('create, bitmap and snapshot as qemu-img t
     expect(mine.file('top.qcow2').equals(readFileSync(tmp.path('top.qcow2')))).toBe(true);
   });
 
+  it.each([
+    ['metadata', 'Unsupported preallocation mode: metadata'],
+    ['bogus', 'invalid parameter value: bogus'],
+  ])('create -f raw -o preallocation=%s is refused after the Formatting line, in qemu-img\'s words', (mode, message) => {
+    const { mine, qemu } = both(['create', '-f', 'raw', '-o', `preallocation=${mode}`, 'pre.raw', '1M']);
+    expect(qemu.stderr).toBe(`qemu-img: pre.raw: ${message}\n`);
+    expect([mine.status, mine.stdout, mine.stderr]).toEqual([qemu.status, qemu.stdout, qemu.stderr.replace('qemu-img: ', 'platter: ')]);
+  });
+
   it('create -o data_file=...,preallocation=full writes every byte of the data file, as qemu-img does', () => {
     const { mine, qemu } = both(['create', '-q', '-f', 'qcow2', '-o', 'data_file=full.data,preallocation=full', 'full.qcow2', '2M']);
     expect([mine.status, qemu.status]).toEqual([0, 0]);

@@ -145,6 +145,8 @@ function planRaw(request: CreateRequest): ImagePlan {
   if (request.options.has('preallocation')) settings.push(['preallocation', preallocation]);
   if (file.has('extent_size_hint')) settings.push(['extent_size_hint', file.get('extent_size_hint')!]);
   return afterFormatting(settings, () => {
+    // A mode qemu knows but its file driver does not do is unsupported (as resize words it), any other invalid.
+    if (preallocation === 'metadata') throw new UnsupportedFeatureError('Unsupported preallocation mode: metadata');
     if (preallocation !== 'off' && preallocation !== 'falloc' && preallocation !== 'full') {
       throw new UsageError(`invalid parameter value: ${preallocation}`);
     }
