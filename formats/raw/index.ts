@@ -9,7 +9,7 @@
  */
 
 import type { BlockDevice } from '../../src/core/device.js';
-import { readFully, requireWritable } from '../../src/core/device.js';
+import { readZeroPadded, requireWritable } from '../../src/core/device.js';
 import { alignUp, checkRange } from '../../src/core/bytes.js';
 import { ReadOnlyError } from '../../src/core/errors.js';
 import type { Extent, FormatModule, Image, ImageDescription, OpenOptions } from '../../src/core/image.js';
@@ -60,11 +60,7 @@ export class RawImage implements Image {
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
     // Past the end of the file lies the zero tail of the last sector.
-    const stored = Math.max(0, Math.min(target.length, this.device.size - offset));
-    target.fill(0, stored);
-    if (stored === 0) return;
-    const head = target.subarray(0, stored);
-    await readFully(this.device, offset, head);
+    await readZeroPadded(this.device, offset, target);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

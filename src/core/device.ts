@@ -49,6 +49,16 @@ export async function readFully(source: ByteSource, offset: number, target: Uint
   else target.set(await source.read(offset, target.length));
 }
 
+/**
+ * Fills `target` with the bytes of `device` at `offset`, those past its end
+ * as zeros (the zero tail of a file's last 512-byte sector, as qemu sees it).
+ */
+export async function readZeroPadded(device: BlockDevice, offset: number, target: Uint8Array): Promise<void> {
+  const stored = Math.max(0, Math.min(target.length, device.size - offset));
+  target.fill(0, stored);
+  if (stored > 0) await readFully(device, offset, target.subarray(0, stored));
+}
+
 /** Zeros are written in pieces of at most this many bytes: memory stays bounded whatever the length. */
 const ZERO_PIECE_BYTES = 1 << 20;
 
@@ -159,9 +169,7 @@ export class ZeroPaddedDevice implements BlockDevice {
 
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     checkRange(offset, target.length, this.size, `read from ${this.name}`);
-    const stored = Math.max(0, Math.min(target.length, this.parent.size - offset));
-    target.fill(0, stored);
-    if (stored > 0) await readFully(this.parent, offset, target.subarray(0, stored));
+    await readZeroPadded(this.parent, offset, target);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
